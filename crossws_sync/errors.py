@@ -1,0 +1,80 @@
+"""Exception tree of crossws_sync.
+
+Every exception the library raises on purpose derives from :class:`CrossWSError`::
+
+    CrossWSError
+    ├── ConfigError (ValueError)            bad constructor option or argument value
+    ├── ProtocolError (ValueError)          a WebSocket frame or message that breaks the protocol
+    │   └── MessageTooBig                   an inbound message over the size limit (close 1009)
+    ├── ConnectionClosedError (ConnectionError)  writing to / using a closed connection
+    ├── NotOpenError (ConnectionError)      client emit while the socket is not open (WS_NOT_OPEN)
+    ├── AckTimeoutError (TimeoutError)      an acknowledgement did not arrive in time
+    ├── EnvelopeError (ValueError)          a Redis envelope that cannot be decoded
+    ├── RedisUnavailableError (ConnectionError)  no healthy Redis node could take a publish
+    └── MonkeyPatchError (RuntimeError)     Redis used without gevent monkey-patching
+
+Argument-type mistakes (``event`` not a string, ``listener`` not callable) raise the builtin
+:class:`TypeError`, exactly like the original library.
+"""
+from __future__ import annotations
+
+
+class CrossWSError(Exception):
+    """Root of every exception raised by crossws_sync."""
+
+
+class ConfigError(CrossWSError, ValueError):
+    """An option or argument has an invalid value."""
+
+
+class ProtocolError(CrossWSError, ValueError):
+    """A peer broke the WebSocket protocol."""
+
+    def __init__(self, message: str, close_code: int = 1002) -> None:
+        super().__init__(message)
+        self.close_code = close_code
+
+
+class MessageTooBig(ProtocolError):
+    """An inbound message exceeds the configured size limit."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, close_code=1009)
+
+
+class ConnectionClosedError(CrossWSError, ConnectionError):
+    """The connection is closed; nothing can be sent on it."""
+
+
+class NotOpenError(CrossWSError, ConnectionError):
+    """The client is not connected (error code ``WS_NOT_OPEN``)."""
+
+
+class AckTimeoutError(CrossWSError, TimeoutError):
+    """An acknowledgement did not arrive within its timeout."""
+
+
+class EnvelopeError(CrossWSError, ValueError):
+    """A Redis message could not be decoded into an envelope."""
+
+
+class RedisUnavailableError(CrossWSError, ConnectionError):
+    """No healthy Redis node accepted the publish."""
+
+
+class MonkeyPatchError(CrossWSError, RuntimeError):
+    """gevent monkey-patching is required but was not applied."""
+
+
+__all__ = [
+    "CrossWSError",
+    "ConfigError",
+    "ProtocolError",
+    "MessageTooBig",
+    "ConnectionClosedError",
+    "NotOpenError",
+    "AckTimeoutError",
+    "EnvelopeError",
+    "RedisUnavailableError",
+    "MonkeyPatchError",
+]

@@ -1,0 +1,224 @@
+"""RFC 6455 framing, sans I/O: shared by the server connection and the client.
+
+Pure: no gevent, no sockets. :class:`FrameParser` turns received bytes into messages and
+enforces the message size limit *while reading the header*, so an oversized message is
+refused before its payload is buffered. Encoders return ready-to-write ``bytes`` so that a
+broadcast can encode a frame once and write the same object to every member.
+
+Unmasking XORs whole integers (``int.from_bytes``) instead of looping per byte in Python.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import struct
+from typing import List, Optional, Tuple, Union
+
+from .errors import MessageTooBig, ProtocolError
+
+OP_CONT = 0x0
+OP_TEXT = 0x1
+OP_BINARY = 0x2
+OP_CLOSE = 0x8
+OP_PING = 0x9
+OP_PONG = 0xA
+
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+#: Close codes a peer may legitimately send (RFC 6455 §7.4 plus the 1012-1014 registry additions).
+_VALID_PEER_CLOSE = {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014}
+
+_pack_h = struct.Struct("!H").pack
+_pack_q = struct.Struct("!Q").pack
+_unpack_h = struct.Struct("!H").unpack_from
+_unpack_q = struct.Struct("!Q").unpack_from
+
+#: A parsed message: (opcode, payload). Text payloads stay bytes; the caller decodes.
+Message = Tuple[int, bytes]
+
+
+def accept_key(sec_websocket_key: str) -> str:
+    """Return the ``Sec-WebSocket-Accept`` value for a client's ``Sec-WebSocket-Key``."""
+    digest = hashlib.sha1((sec_websocket_key + WS_GUID).encode("ascii")).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def new_client_key() -> str:
+    """Return a fresh random ``Sec-WebSocket-Key``."""
+    return base64.b64encode(os.urandom(16)).decode("ascii")
+
+
+def unmask(payload: Union[bytes, bytearray, memoryview], mask: bytes) -> bytes:
+    """XOR ``payload`` with the 4-byte ``mask`` (C-speed via big integers)."""
+    length = len(payload)
+    if length == 0:
+        return b""
+    full_mask = (mask * ((length >> 2) + 1))[:length]
+    value = int.from_bytes(payload, "big") ^ int.from_bytes(full_mask, "big")
+    return value.to_bytes(length, "big")
+
+
+def encode_frame(opcode: int, payload: bytes, *, mask: bool = False, fin: bool = True) -> bytes:
+    """Encode one frame. Servers send unmasked frames, clients masked ones."""
+    length = len(payload)
+    first = (0x80 if fin else 0) | opcode
+    mask_bit = 0x80 if mask else 0
+    if length < 126:
+        header = bytes((first, mask_bit | length))
+    elif length < 65536:
+        header = bytes((first, mask_bit | 126)) + _pack_h(length)
+    else:
+        header = bytes((first, mask_bit | 127)) + _pack_q(length)
+    if mask:
+        key = os.urandom(4)
+        return header + key + unmask(payload, key)
+    return header + payload
+
+
+def encode_text(text: str, *, mask: bool = False) -> bytes:
+    """Encode a text frame from a ``str``."""
+    return encode_frame(OP_TEXT, text.encode("utf-8"), mask=mask)
+
+
+def encode_close(code: Optional[int] = 1000, reason: str = "", *, mask: bool = False) -> bytes:
+    """Encode a close frame carrying ``code`` and ``reason`` (reason truncated to 123 bytes)."""
+    if code is None:
+        return encode_frame(OP_CLOSE, b"", mask=mask)
+    raw_reason = reason.encode("utf-8")[:123]
+    return encode_frame(OP_CLOSE, _pack_h(code) + raw_reason, mask=mask)
+
+
+def parse_close_payload(payload: bytes) -> Tuple[int, str]:
+    """Return ``(code, reason)`` of a close frame; 1005 when it carries no code.
+
+    Raises:
+        ProtocolError: a one-byte payload, a code peers may not send, or a non-UTF-8 reason.
+    """
+    if not payload:
+        return 1005, ""
+    if len(payload) == 1:
+        raise ProtocolError("close frame with a 1-byte payload")
+    code = _unpack_h(payload)[0]
+    if not (code in _VALID_PEER_CLOSE or 3000 <= code <= 4999):
+        raise ProtocolError("invalid close code %d" % code)
+    try:
+        reason = payload[2:].decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError("close reason is not UTF-8", close_code=1007) from None
+    return code, reason
+
+
+class FrameParser:
+    """Incremental frame parser that reassembles fragmented messages.
+
+    Args:
+        max_message_size: largest data message accepted, in bytes (``None``: unlimited).
+        expect_masked: ``True`` on the server (client frames must be masked), ``False`` on
+            the client (server frames must not be).
+    """
+
+    __slots__ = ("_buf", "_max", "_expect_masked", "_frag_opcode", "_frag_parts", "_frag_size")
+
+    def __init__(self, max_message_size: Optional[int] = 1 << 20, *, expect_masked: bool = True) -> None:
+        self._buf = bytearray()
+        self._max = max_message_size
+        self._expect_masked = expect_masked
+        self._frag_opcode = 0
+        self._frag_parts: List[bytes] = []
+        self._frag_size = 0
+
+    def feed(self, data: bytes) -> List[Message]:
+        """Add received bytes; return the complete messages (data and control) they finish.
+
+        Raises:
+            ProtocolError: the peer broke the protocol (its ``close_code`` says how to close).
+            MessageTooBig: a message announced or reached more than the size limit.
+        """
+        buf = self._buf
+        if buf:
+            buf += data
+            view: Union[bytes, bytearray] = buf
+        else:
+            view = data
+        out: List[Message] = []
+        pos = 0
+        total = len(view)
+        limit = self._max
+        while True:
+            if total - pos < 2:
+                break
+            b0 = view[pos]
+            b1 = view[pos + 1]
+            if b0 & 0x70:
+                raise ProtocolError("reserved bits set (no extension was negotiated)")
+            opcode = b0 & 0x0F
+            fin = b0 & 0x80
+            masked = b1 & 0x80
+            length = b1 & 0x7F
+            header = 2
+            if length == 126:
+                if total - pos < 4:
+                    break
+                length = _unpack_h(view, pos + 2)[0]
+                header = 4
+            elif length == 127:
+                if total - pos < 10:
+                    break
+                length = _unpack_q(view, pos + 2)[0]
+                header = 10
+            if bool(masked) != self._expect_masked:
+                raise ProtocolError("frame masking is wrong for this side")
+            if opcode >= 0x8:
+                if not fin or length > 125:
+                    raise ProtocolError("control frame fragmented or longer than 125 bytes")
+                if opcode not in (OP_CLOSE, OP_PING, OP_PONG):
+                    raise ProtocolError("unknown control opcode %d" % opcode)
+            elif opcode not in (OP_CONT, OP_TEXT, OP_BINARY):
+                raise ProtocolError("unknown data opcode %d" % opcode)
+            elif limit is not None and self._frag_size + length > limit:
+                raise MessageTooBig("message exceeds %d bytes" % limit)
+            if masked:
+                header += 4
+            end = pos + header + length
+            if total < end:
+                break
+            if masked:
+                payload = unmask(memoryview(view)[pos + header:end], bytes(view[pos + header - 4:pos + header]))
+            else:
+                payload = bytes(view[pos + header:end])
+            pos = end
+            if opcode >= 0x8:
+                out.append((opcode, payload))
+            elif opcode == OP_CONT:
+                if not self._frag_opcode:
+                    raise ProtocolError("continuation frame without a message to continue")
+                self._frag_parts.append(payload)
+                self._frag_size += length
+                if fin:
+                    out.append((self._frag_opcode, b"".join(self._frag_parts)))
+                    self._frag_opcode = 0
+                    self._frag_parts = []
+                    self._frag_size = 0
+            else:
+                if self._frag_opcode:
+                    raise ProtocolError("new data frame inside a fragmented message")
+                if fin:
+                    out.append((opcode, payload))
+                else:
+                    self._frag_opcode = opcode
+                    self._frag_parts = [payload]
+                    self._frag_size = length
+        if pos:
+            if view is buf:
+                del buf[:pos]
+            else:
+                self._buf = bytearray(view[pos:])
+        elif view is not buf:
+            self._buf = bytearray(view)
+        return out
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet part of a complete frame."""
+        return len(self._buf) + self._frag_size

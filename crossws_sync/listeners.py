@@ -1,0 +1,100 @@
+"""on / once / off listener registry with tags, shared by the adapter and the client. Pure.
+
+Fixes two bugs of the original: the registry is a real ``dict`` (event names such as
+``constructor`` or ``__proto__`` are ordinary keys), and a ``once`` registration removes only
+itself, never a persistent registration of the same function.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Dict, Hashable, List, Optional
+
+_SENTINEL: Any = object()
+
+
+class _Entry:
+    __slots__ = ("fn", "once", "tag")
+
+    def __init__(self, fn: Callable[..., Any], once: bool, tag: Optional[Hashable]) -> None:
+        self.fn = fn
+        self.once = once
+        self.tag = tag
+
+
+def check_event_name(event: object) -> str:
+    """Return ``event`` if it is a non-empty ``str``, else raise ``TypeError`` (as the original)."""
+    if not isinstance(event, str) or not event:
+        raise TypeError("event must be a non-empty string")
+    return event
+
+
+class ListenerRegistry:
+    """Listeners per event name; exceptions raised by one listener never reach the others.
+
+    Args:
+        logger: where listener exceptions are logged (with traceback, at ERROR).
+    """
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._listeners: Dict[str, List[_Entry]] = {}
+        self._logger = logger
+
+    def on(self, event: str, listener: Callable[..., Any], tag: Optional[Hashable] = None, *, once: bool = False) -> None:
+        """Register ``listener`` for ``event`` (``once=True``: removed after its first call)."""
+        check_event_name(event)
+        if not callable(listener):
+            raise TypeError("listener must be a function")
+        self._listeners.setdefault(event, []).append(_Entry(listener, once, tag))
+
+    def off(self, event: str, listener_or_tag: Any = _SENTINEL) -> None:
+        """Remove all listeners of ``event``, or those equal to a function, or with a tag."""
+        check_event_name(event)
+        entries = self._listeners.get(event)
+        if entries is None:
+            return
+        if listener_or_tag is _SENTINEL:
+            remaining: List[_Entry] = []
+        elif callable(listener_or_tag):
+            remaining = [e for e in entries if e.fn != listener_or_tag]
+        else:
+            remaining = [e for e in entries if e.tag is None or e.tag != listener_or_tag]
+        if remaining:
+            self._listeners[event] = remaining
+        else:
+            del self._listeners[event]
+
+    def has(self, event: str) -> bool:
+        """Whether ``event`` has at least one listener."""
+        return event in self._listeners
+
+    def count(self, event: str) -> int:
+        """Number of listeners registered for ``event``."""
+        return len(self._listeners.get(event, ()))
+
+    def emit(self, event: str, *args: Any) -> int:
+        """Call every listener of ``event`` with ``args``; return how many were called.
+
+        ``once`` entries are removed before they run, so a listener that re-registers itself
+        keeps its new registration. Exceptions are logged and swallowed per listener.
+        """
+        entries = self._listeners.get(event)
+        if not entries:
+            return 0
+        if any(e.once for e in entries):
+            kept = [e for e in entries if not e.once]
+            if kept:
+                self._listeners[event] = kept
+            else:
+                del self._listeners[event]
+        called = 0
+        for entry in tuple(entries):
+            called += 1
+            try:
+                entry.fn(*args)
+            except Exception:  # user code: log and keep the others running
+                self._logger.exception("listener for %r raised", event)
+        return called
+
+    def clear(self) -> None:
+        """Remove every listener."""
+        self._listeners.clear()

@@ -1,0 +1,164 @@
+"""The original's client <-> server JSON frames, sans I/O.
+
+Wire format (spec §2), byte-compatible with ``JSON.stringify`` of the original:
+
+* event, no ack:   ``{"event":"say","payload":{"msg":"hi"}}``
+* event with ack:  ``{"event":"say","payload":{...},"callbackId":"mwwqqd9p-zx2w-1"}``
+* ack:             ``{"payload":{...},"callbackId":"mwwqqd9p-zx2w-1"}``
+* server push:     ``{"event":"hello","payload":{"a":1}}``
+* heartbeat:       a text frame equal to the configured heartbeat string (default ``""``).
+
+A payload of :data:`MISSING` is left out of the frame, like ``undefined`` in JavaScript.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import string
+import time
+from typing import Any, Callable, Optional, Tuple
+
+import ujson
+
+from .errors import ProtocolError
+
+
+class _Missing:
+    """Sentinel for "no payload" (JavaScript ``undefined``)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+MISSING: Any = _Missing()
+
+#: Longest ``callbackId`` the server accepts (as the original: 1..64 characters).
+MAX_CALLBACK_ID_LENGTH = 64
+
+
+def _make_dumps() -> Callable[[Any], str]:
+    if os.environ.get("CROSSWS_JSON", "").lower() != "ujson":
+        try:
+            import orjson
+
+            _orjson_dumps = orjson.dumps
+
+            def orjson_dumps(obj: Any) -> str:
+                return _orjson_dumps(obj).decode("utf-8")
+
+            return orjson_dumps
+        except ImportError:
+            pass
+
+    def ujson_dumps(obj: Any) -> str:
+        return ujson.dumps(obj, ensure_ascii=False, escape_forward_slashes=False)
+
+    return ujson_dumps
+
+
+def _make_loads() -> Callable[[Any], Any]:
+    if os.environ.get("CROSSWS_JSON", "").lower() != "ujson":
+        try:
+            import orjson
+
+            return orjson.loads
+        except ImportError:
+            pass
+    return ujson.loads
+
+
+#: ``JSON.stringify``-compatible compact encoder (orjson when installed, else ujson).
+dumps: Callable[[Any], str] = _make_dumps()
+#: JSON decoder matching :data:`dumps`.
+loads: Callable[[Any], Any] = _make_loads()
+
+
+def encode_event(event: str, payload: Any = MISSING) -> str:
+    """Return the text of a server push / client event frame without ack."""
+    if payload is MISSING:
+        return dumps({"event": event})
+    return dumps({"event": event, "payload": payload})
+
+
+def encode_request(event: str, payload: Any, callback_id: str) -> str:
+    """Return the text of a client event frame that asks for an ack."""
+    return dumps({"event": event, "payload": payload, "callbackId": callback_id})
+
+
+def encode_ack(callback_id: str, payload: Any = MISSING) -> str:
+    """Return the text of an ack frame (``payload`` left out when :data:`MISSING`)."""
+    if payload is MISSING:
+        return dumps({"callbackId": callback_id})
+    return dumps({"payload": payload, "callbackId": callback_id})
+
+
+def decode_client_frame(text: str) -> Tuple[str, Any, Optional[str]]:
+    """Parse a client data frame into ``(event, payload, callback_id)``.
+
+    ``callback_id`` is ``None`` unless the frame carries a string of 1..64 characters (as the
+    original, any other value makes it a frame without ack). A missing payload is
+    :data:`MISSING`.
+
+    Raises:
+        ProtocolError: not JSON, not an object, or ``event`` missing / empty / not a string.
+    """
+    try:
+        message = loads(text)
+    except (ValueError, TypeError) as exc:
+        raise ProtocolError("malformed JSON: %s" % exc) from None
+    if type(message) is not dict:
+        raise ProtocolError("frame is not a JSON object")
+    event = message.get("event")
+    if type(event) is not str or not event:
+        raise ProtocolError("frame has no non-empty string 'event'")
+    callback_id = message.get("callbackId")
+    if type(callback_id) is not str or not 0 < len(callback_id) <= MAX_CALLBACK_ID_LENGTH:
+        callback_id = None
+    return event, message.get("payload", MISSING), callback_id
+
+
+def decode_server_frame(text: str) -> Tuple[Optional[str], Any, Optional[str]]:
+    """Parse a server frame into ``(event, payload, callback_id)`` for the client.
+
+    Returns ``(None, MISSING, None)`` for anything that is not a JSON object (the original
+    client drops such frames silently). ``event`` is ``None`` unless a non-empty string.
+    """
+    try:
+        message = loads(text)
+    except (ValueError, TypeError):
+        return None, MISSING, None
+    if type(message) is not dict:
+        return None, MISSING, None
+    event = message.get("event")
+    if type(event) is not str or not event:
+        event = None
+    callback_id = message.get("callbackId")
+    if type(callback_id) is not str or not callback_id:
+        callback_id = None
+    return event, message.get("payload", MISSING), callback_id
+
+
+_counter = itertools.count(1)
+_ALPHABET = string.digits + string.ascii_lowercase
+
+
+def _base36(number: int) -> str:
+    if number == 0:
+        return "0"
+    digits = []
+    while number:
+        number, rem = divmod(number, 36)
+        digits.append(_ALPHABET[rem])
+    return "".join(reversed(digits))
+
+
+def new_client_callback_id() -> str:
+    """Return a client ``callbackId`` shaped like the original's: ``<ms36>-<rand4>-<n36>``."""
+    rand = "".join(random.choice(_ALPHABET) for _ in range(4))
+    return "%s-%s-%s" % (_base36(int(time.time() * 1000)), rand, _base36(next(_counter)))

@@ -1,0 +1,113 @@
+"""Helpers shared by the test modules: free ports, real redis-server processes, polling waits."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from typing import Callable, List, Optional
+
+import gevent
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 5.0, interval: float = 0.01, message: str = "") -> object:
+    """Poll ``condition`` until it returns a truthy value; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, message or condition))
+        gevent.sleep(interval)
+
+
+def redis_server_binary() -> str:
+    """Path of redis-server; the suite fails loudly (never skips) when it is missing."""
+    path = shutil.which("redis-server")
+    if not path:
+        raise RuntimeError("redis-server is not on PATH: install it (apt-get install redis-server)")
+    return path
+
+
+class RedisProcess:
+    """A real redis-server on a free port, started and killed by the test suite."""
+
+    def __init__(self, port: Optional[int] = None, extra_args: Optional[List[str]] = None) -> None:
+        self.port = port or free_port()
+        self.extra_args = list(extra_args or [])
+        self.proc: Optional[subprocess.Popen] = None
+        self.dir = tempfile.mkdtemp(prefix="crossws-redis-")
+
+    @property
+    def url(self) -> str:
+        return "redis://127.0.0.1:%d" % self.port
+
+    @property
+    def config(self) -> dict:
+        return {"host": "127.0.0.1", "port": self.port}
+
+    def start(self, timeout: float = 10.0) -> "RedisProcess":
+        args = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", self.dir, "--protected-mode", "no"] + self.extra_args
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return self
+            except OSError:
+                pass
+            if self.proc.poll() is not None:
+                raise RuntimeError("redis-server exited with %s" % self.proc.returncode)
+            time.sleep(0.02)
+        raise RuntimeError("redis-server did not answer on port %d" % self.port)
+
+    def kill(self) -> None:
+        """SIGKILL the server (a crash, not a shutdown) and wait for it."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+        self.proc = None
+
+    def restart(self) -> "RedisProcess":
+        self.kill()
+        return self.start()
+
+    def command(self, *args: str) -> str:
+        """Run one command with redis-cli-like raw RESP and return the first reply line."""
+        parts = ["*%d\r\n" % len(args)] + ["$%d\r\n%s\r\n" % (len(a.encode()), a) for a in args]
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
+            sock.sendall("".join(parts).encode())
+            return sock.recv(65536).decode(errors="replace")
+
+    def stop(self) -> None:
+        self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def terminate_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM a process we started, then SIGKILL it if it lingers."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+
+
+def repo_root() -> str:
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
