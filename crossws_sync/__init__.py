@@ -16,12 +16,25 @@ from .errors import (
     RedisUnavailableError,
 )
 
+from .connection import WebSocketConnection
+from .request import Request, parse_ws_request_params
+from .results import Result
+from .server import CrossServerAdapter, WebSocketCrossServerAdapter
+from .wsserver import Reject
+
 __version__ = "0.1.0"
 
 logging.getLogger("crossws_sync").addHandler(logging.NullHandler())
 
 __all__ = [
     "__version__",
+    "WebSocketCrossServerAdapter",
+    "CrossServerAdapter",
+    "WebSocketConnection",
+    "Request",
+    "Reject",
+    "Result",
+    "parse_ws_request_params",
     "AckTimeoutError",
     "ConfigError",
     "ConnectionClosedError",

@@ -33,11 +33,13 @@ class ListenerRegistry:
 
     Args:
         logger: where listener exceptions are logged (with traceback, at ERROR).
+        on_exception: called with ``(event, exception)`` after a listener raised.
     """
 
-    def __init__(self, logger: logging.Logger) -> None:
+    def __init__(self, logger: logging.Logger, on_exception: Optional[Callable[[str, BaseException], None]] = None) -> None:
         self._listeners: Dict[str, List[_Entry]] = {}
         self._logger = logger
+        self._on_exception = on_exception
 
     def on(self, event: str, listener: Callable[..., Any], tag: Optional[Hashable] = None, *, once: bool = False) -> None:
         """Register ``listener`` for ``event`` (``once=True``: removed after its first call)."""
@@ -91,8 +93,10 @@ class ListenerRegistry:
             called += 1
             try:
                 entry.fn(*args)
-            except Exception:  # user code: log and keep the others running
+            except Exception as exc:  # user code: log and keep the others running
                 self._logger.exception("listener for %r raised", event)
+                if self._on_exception is not None:
+                    self._on_exception(event, exc)
         return called
 
     def clear(self) -> None:

@@ -1,0 +1,338 @@
+"""One server-side WebSocket connection over a gevent socket.
+
+It owns everything gevent-websocket 0.10.1 gets wrong (stack-probe Q1): close codes and reasons
+are packed on the wire, text is written as UTF-8 bytes (never ``str(bytes)``), frames are parsed
+by :class:`~crossws_sync.frames.FrameParser` with a size limit enforced on the header and
+C-speed unmasking, protocol pongs are recorded, and there is a single writer discipline:
+
+* the fast path writes with one non-blocking ``send`` on the raw socket, which cannot yield, so
+  two greenlets can never interleave bytes of two frames;
+* whatever the kernel does not take goes to a bounded outbox drained by one flusher greenlet;
+  while the outbox is non-empty every write queues behind it, so order is kept;
+* over ``max_outbox_bytes`` the slow-consumer policy applies: the connection is dropped (close
+  code 1008 ``slow consumer`` recorded locally), and senders to other connections never wait.
+
+The reading loop runs in the greenlet that accepted the upgrade (the WSGI handler greenlet).
+"""
+from __future__ import annotations
+
+import logging
+import socket as _stdsocket
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any, Callable, Deque, Optional, Union
+
+import gevent
+
+from . import frames
+from .errors import ProtocolError
+from .protocol import MISSING, encode_event
+
+if TYPE_CHECKING:
+    from .request import Request
+
+logger = logging.getLogger("crossws_sync.connection")
+
+CONNECTING = 0
+OPEN = 1
+CLOSING = 2
+CLOSED = 3
+
+#: Close code recorded when the slow-consumer policy drops a connection.
+SLOW_CONSUMER_CODE = 1008
+
+_PING_FRAME = frames.encode_frame(frames.OP_PING, b"")
+
+
+class ConnectionHandler:
+    """What a connection reports to its owner (the adapter's WebSocket service)."""
+
+    def on_text(self, conn: "WebSocketConnection", text: str) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def on_pong(self, conn: "WebSocketConnection", data: bytes) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def on_error(self, conn: "WebSocketConnection", error: Exception) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def on_close(self, conn: "WebSocketConnection", code: int, reason: str) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class WebSocketConnection:
+    """A server-side WebSocket: the ``socket`` that handlers receive.
+
+    Applications may set their own attributes on it (``socket.player_id = ...``), as in the
+    original. ``is_alive`` and ``enter_background_time`` drive the server's liveness sweep.
+
+    Attributes:
+        request: the :class:`~crossws_sync.request.Request` that opened it.
+        identity: what the auth hook returned when it accepted the upgrade (or ``None``).
+        socket_id: the id bound with ``set_user_socket`` (``None`` until then).
+    """
+
+    CONNECTING = CONNECTING
+    OPEN = OPEN
+    CLOSING = CLOSING
+    CLOSED = CLOSED
+
+    def __init__(
+        self,
+        sock: Any,
+        request: "Request",
+        handler: ConnectionHandler,
+        *,
+        max_message_size: Optional[int] = 1 << 20,
+        max_outbox_bytes: int = 4 << 20,
+        close_timeout: float = 5.0,
+        identity: Any = None,
+    ) -> None:
+        self._sock = sock
+        self._raw = getattr(sock, "_sock", sock)
+        self.request = request
+        self.identity = identity
+        self.socket_id: Optional[str] = None
+        self.is_alive = True
+        self.enter_background_time = 0.0
+        self.connected_at = time.monotonic()
+        self._handler = handler
+        self._parser = frames.FrameParser(max_message_size, expect_masked=True)
+        self._state = OPEN
+        self._outbox: Deque[bytes] = deque()
+        self._outbox_bytes = 0
+        self._max_outbox = max_outbox_bytes
+        self._flusher: Optional[gevent.Greenlet] = None
+        self._close_timeout = close_timeout
+        self._close_sent = False
+        self._close_code = 1006
+        self._close_reason = ""
+        self._closer: Optional[gevent.Greenlet] = None
+        self.messages_in = 0
+
+    # Public API --------------------------------------------------------------------------
+
+    @property
+    def ready_state(self) -> int:
+        """``0`` connecting, ``1`` open, ``2`` closing, ``3`` closed (as the ``ws`` module)."""
+        return self._state
+
+    @property
+    def open(self) -> bool:
+        """Whether frames can be sent."""
+        return self._state == OPEN
+
+    @property
+    def closed(self) -> bool:
+        """Whether the connection is fully closed."""
+        return self._state == CLOSED
+
+    @property
+    def buffered_amount(self) -> int:
+        """Bytes accepted for sending that the kernel has not taken yet."""
+        return self._outbox_bytes
+
+    @property
+    def close_code(self) -> int:
+        """The close code once closed (1006 when the peer vanished without a close frame)."""
+        return self._close_code
+
+    def send(self, data: Union[str, bytes]) -> bool:
+        """Send a text frame (``str``) or a binary frame (``bytes``). Returns False when not open."""
+        if isinstance(data, str):
+            return self.send_frame(frames.encode_text(data))
+        return self.send_frame(frames.encode_frame(frames.OP_BINARY, bytes(data)))
+
+    def send_event(self, event: str, payload: Any = MISSING) -> bool:
+        """Push ``{"event", "payload"}`` to this client (what ``to_socket_id`` does locally)."""
+        return self.send_frame(frames.encode_text(encode_event(event, payload)))
+
+    def send_frame(self, frame: bytes) -> bool:
+        """Write an already-encoded frame (a broadcast encodes once and calls this per member).
+
+        Never blocks. Returns False when the connection is not open.
+        """
+        if self._state != OPEN:
+            return False
+        return self._write(frame)
+
+    def ping(self, data: bytes = b"") -> bool:
+        """Send a protocol ping."""
+        if self._state != OPEN:
+            return False
+        return self._write(_PING_FRAME if not data else frames.encode_frame(frames.OP_PING, data[:125]))
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Start the closing handshake with ``code`` and ``reason`` (sent exactly on the wire).
+
+        The connection is torn down when the peer answers or after ``close_timeout`` seconds.
+        """
+        if self._state != OPEN:
+            return
+        self._state = CLOSING
+        self._close_code = code
+        self._close_reason = reason
+        self._send_close(code, reason)
+        self._closer = gevent.spawn_later(self._close_timeout, self._abort)
+
+    def terminate(self) -> None:
+        """Drop the TCP connection at once, without a close handshake (close code 1006)."""
+        if self._state == CLOSED:
+            return
+        self._close_code = 1006
+        self._close_reason = ""
+        self._abort()
+
+    def __repr__(self) -> str:
+        return "<WebSocketConnection socket_id=%r state=%d>" % (self.socket_id, self._state)
+
+    # Reading loop ------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Read and dispatch until the connection ends; fires ``on_close`` exactly once."""
+        sock = self._sock
+        parser = self._parser
+        handler = self._handler
+        try:
+            while self._state != CLOSED:
+                try:
+                    data = sock.recv(65536)
+                except OSError:
+                    break
+                if not data:
+                    break
+                try:
+                    messages = parser.feed(data)
+                except ProtocolError as exc:
+                    self._protocol_failure(exc)
+                    break
+                for opcode, payload in messages:
+                    if opcode == frames.OP_TEXT or opcode == frames.OP_BINARY:
+                        self.messages_in += 1
+                        try:
+                            text = payload.decode("utf-8")
+                        except UnicodeDecodeError as exc:
+                            handler.on_error(self, ProtocolError("invalid UTF-8 in a data frame: %s" % exc, 1007))
+                            continue
+                        handler.on_text(self, text)
+                    elif opcode == frames.OP_PING:
+                        if self._state == OPEN:
+                            self._write(frames.encode_frame(frames.OP_PONG, payload))
+                    elif opcode == frames.OP_PONG:
+                        self.is_alive = True
+                        handler.on_pong(self, payload)
+                    else:  # OP_CLOSE
+                        self._on_close_frame(payload)
+                        break
+                    if self._state == CLOSED:
+                        break
+        finally:
+            self._finish()
+
+    # Internals ---------------------------------------------------------------------------
+
+    def _on_close_frame(self, payload: bytes) -> None:
+        try:
+            code, reason = frames.parse_close_payload(payload)
+        except ProtocolError as exc:
+            self._protocol_failure(exc)
+            return
+        self._close_code = code
+        self._close_reason = reason
+        if not self._close_sent:
+            # Echo the peer's code, as RFC 6455 §5.5.1 asks (1005 means "no code": echo empty).
+            self._send_close(None if code == 1005 else code, "")
+        self._state = CLOSING
+        self._shutdown()
+
+    def _protocol_failure(self, exc: ProtocolError) -> None:
+        self._handler.on_error(self, exc)
+        self._close_code = exc.close_code
+        self._close_reason = str(exc)[:120]
+        if not self._close_sent:
+            self._send_close(exc.close_code, str(exc)[:120])
+        self._shutdown()
+
+    def _send_close(self, code: Optional[int], reason: str) -> None:
+        self._close_sent = True
+        self._write(frames.encode_close(code, reason))
+
+    def _write(self, data: bytes) -> bool:
+        if self._outbox or self._flusher is not None:
+            return self._enqueue(data)
+        try:
+            sent = self._raw.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self._abort()
+            return False
+        if sent < len(data):
+            self._enqueue(data[sent:])
+        return True
+
+    def _enqueue(self, data: bytes) -> bool:
+        self._outbox.append(data)
+        self._outbox_bytes += len(data)
+        if self._outbox_bytes > self._max_outbox:
+            logger.warning("dropping slow consumer %r: %d bytes queued", self, self._outbox_bytes)
+            self._close_code = SLOW_CONSUMER_CODE
+            self._close_reason = "slow consumer"
+            self._outbox.clear()
+            self._outbox_bytes = 0
+            self._abort()
+            return False
+        if self._flusher is None:
+            self._flusher = gevent.spawn(self._flush)
+        return True
+
+    def _flush(self) -> None:
+        outbox = self._outbox
+        try:
+            while outbox:
+                chunk = outbox.popleft() if len(outbox) == 1 else b"".join(self._drain(outbox))
+                self._sock.sendall(chunk)
+                self._outbox_bytes = max(0, self._outbox_bytes - len(chunk))
+        except OSError:
+            self._abort()
+        finally:
+            self._flusher = None
+
+    @staticmethod
+    def _drain(outbox: Deque[bytes], limit: int = 256 * 1024):  # type: ignore[no-untyped-def]
+        size = 0
+        while outbox and size < limit:
+            chunk = outbox.popleft()
+            size += len(chunk)
+            yield chunk
+
+    def _shutdown(self) -> None:
+        """Close the TCP connection after flushing what is queued (bounded by the close timeout)."""
+        if self._flusher is not None:
+            self._flusher.join(self._close_timeout)
+        self._abort()
+
+    def _abort(self) -> None:
+        if self._state == CLOSED:
+            return
+        self._state = CLOSED
+        try:
+            self._sock.shutdown(_stdsocket.SHUT_RDWR)
+        except OSError:
+            pass
+        if self._flusher is not None and self._flusher is not gevent.getcurrent():
+            self._flusher.kill(block=False)
+
+    def _finish(self) -> None:
+        if self._state != CLOSED:
+            self._abort()
+        if self._closer is not None:
+            self._closer.kill(block=False)
+            self._closer = None
+        self._outbox.clear()
+        self._outbox_bytes = 0
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+        self._handler.on_close(self, self._close_code, self._close_reason)

@@ -1,0 +1,55 @@
+"""Process-wide bookkeeping of adapters: fork safety and graceful shutdown of all of them."""
+from __future__ import annotations
+
+import logging
+import os
+import weakref
+from typing import Any, Protocol
+
+logger = logging.getLogger("crossws_sync.lifecycle")
+
+
+class _Managed(Protocol):
+    def shutdown(self, *, code: int = 1001, reason: str = "server shutdown", timeout: float = 5.0) -> None: ...
+
+    def _after_fork(self) -> None: ...
+
+
+_adapters: "weakref.WeakSet[Any]" = weakref.WeakSet()
+_forked = False
+
+
+def register(adapter: _Managed) -> None:
+    """Track ``adapter`` so forks and worker shutdowns reach it."""
+    _adapters.add(adapter)
+
+
+def unregister(adapter: _Managed) -> None:
+    _adapters.discard(adapter)
+
+
+def mark_forked() -> None:
+    """Called in a gunicorn worker after the fork: adapters built in the master start afresh here."""
+    global _forked
+    _forked = True
+
+
+def _after_fork_in_child() -> None:
+    for adapter in list(_adapters):
+        try:
+            adapter._after_fork()
+        except Exception:
+            logger.exception("adapter could not reset after fork")
+
+
+def shutdown_all(*, code: int = 1001, reason: str = "server shutdown", timeout: float = 5.0) -> None:
+    """Gracefully shut down every adapter of this process (close frames, deregistration)."""
+    for adapter in list(_adapters):
+        try:
+            adapter.shutdown(code=code, reason=reason, timeout=timeout)
+        except Exception:
+            logger.exception("adapter shutdown failed")
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,129 @@
+"""The upgrade request as seen by handlers, and ``parse_ws_request_params``. Pure.
+
+:class:`Request` is what the ``connection`` event and the auth hook receive in place of Node's
+``req``: ``url`` is the request target (path and query, like ``req.url``), ``headers`` a dict with
+lower-case names, plus the WSGI ``environ`` for anything else.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Optional, Union
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
+
+
+class Request:
+    """The HTTP request that opened (or tries to open) a WebSocket.
+
+    Attributes:
+        url: path plus ``?query`` as sent by the client (Node's ``req.url``).
+        path: the decoded path (``/chat``).
+        query_string: the raw query string, without ``?``.
+        method: the HTTP method.
+        remote_addr: the peer address as a string.
+        environ: the WSGI environ of the request.
+    """
+
+    __slots__ = ("environ", "url", "path", "query_string", "method", "remote_addr", "_headers")
+
+    def __init__(self, environ: Mapping[str, Any]) -> None:
+        self.environ = environ
+        self.path = environ.get("PATH_INFO", "") or "/"
+        self.query_string = environ.get("QUERY_STRING", "") or ""
+        raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+        if not raw:
+            raw = quote(environ.get("SCRIPT_NAME", "") + self.path, safe="/:@!$&'()*+,;=-._~%")
+            if self.query_string:
+                raw += "?" + self.query_string
+        self.url: str = raw
+        self.method = environ.get("REQUEST_METHOD", "GET")
+        self.remote_addr = str(environ.get("REMOTE_ADDR", ""))
+        self._headers: Optional[Dict[str, str]] = None
+
+    @property
+    def headers(self) -> Dict[str, str]:
+        """Request headers with lower-case names (``host``, ``origin``, ``cookie``...)."""
+        if self._headers is None:
+            headers: Dict[str, str] = {}
+            for key, value in self.environ.items():
+                if key.startswith("HTTP_"):
+                    headers[key[5:].replace("_", "-").lower()] = value
+            if self.environ.get("CONTENT_TYPE"):
+                headers["content-type"] = self.environ["CONTENT_TYPE"]
+            self._headers = headers
+        return self._headers
+
+    @property
+    def cookies(self) -> Dict[str, str]:
+        """Cookies of the request (``{}`` when none)."""
+        from http.cookies import SimpleCookie
+
+        jar: SimpleCookie = SimpleCookie()
+        try:
+            jar.load(self.headers.get("cookie", ""))
+        except Exception:  # a malformed Cookie header is the client's problem, not ours
+            return {}
+        return {name: morsel.value for name, morsel in jar.items()}
+
+    def __repr__(self) -> str:
+        # Only the path: query strings often carry tokens, which must never reach logs.
+        return "<Request %s %s>" % (self.method, self.path)
+
+
+ParamValue = Union[str, List[str]]
+
+
+def parse_ws_request_params(
+    request: Union[Request, Mapping[str, Any], str, None],
+    *,
+    auto_lower_case_keys: bool = False,
+    parse_path: bool = True,
+    auto_remove_leading_slash: bool = True,
+    include_headers: bool = False,
+) -> Dict[str, Any]:
+    """Parse the query parameters and path of an upgrade request (spec §2.5).
+
+    Args:
+        request: a :class:`Request`, a WSGI environ, or a request target string (``/chat?id=1``).
+        auto_lower_case_keys: lower-case parameter names.
+        parse_path: fill ``path`` (``None`` otherwise).
+        auto_remove_leading_slash: ``/chat`` gives ``"chat"``.
+        include_headers: also return ``headers`` (the original documents headers but never
+            parsed them; ours are opt-in so the result shape stays the original's by default).
+
+    Returns:
+        ``{"params": {name: str or [str, ...]}, "path": str or None}``. A name seen twice gives a
+        list. Unlike the original, an empty first value is kept (``?a=&a=1`` gives ``["", "1"]``).
+        Never raises.
+    """
+    if isinstance(request, Request):
+        target = request.url
+    elif isinstance(request, str):
+        target = request
+    elif isinstance(request, Mapping):
+        request = Request(request)
+        target = request.url
+    else:
+        target = ""
+    params: Dict[str, ParamValue] = {}
+    path: Optional[str] = None
+    try:
+        parts = urlsplit(target)
+        for key, value in parse_qsl(parts.query, keep_blank_values=True):
+            if auto_lower_case_keys:
+                key = key.lower()
+            existing = params.get(key)
+            if existing is None:
+                params[key] = value
+            elif isinstance(existing, list):
+                existing.append(value)
+            else:
+                params[key] = [existing, value]
+        if parse_path and target:
+            path = unquote(parts.path)
+            if auto_remove_leading_slash:
+                path = path.lstrip("/")
+    except ValueError:
+        pass
+    result: Dict[str, Any] = {"params": params, "path": path}
+    if include_headers:
+        result["headers"] = dict(request.headers) if isinstance(request, Request) else {}
+    return result

@@ -1,0 +1,800 @@
+"""``WebSocketCrossServerAdapter``: the public facade over the WebSocket service, rooms and the bus.
+
+Three layers, each usable alone (spec §1.1 derived modes):
+
+* ``ws_options`` given: the WebSocket server (standalone, mounted in a WSGI app, or under gunicorn);
+* ``redis_config`` given: the cross-server bus (:class:`~crossws_sync.bus.CrossServerBus`);
+* both: distributed WebSocket routing (:class:`~crossws_sync.distributed.Router`) — broadcasts,
+  direct messages and room broadcasts reach users on any node.
+
+Nothing listens or connects in the constructor: :meth:`start` (or :meth:`serve_forever`, or the
+first upgrade request / gunicorn worker start) does, so an adapter built at import time is fork-safe.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from typing import TYPE_CHECKING, Any, Callable, Dict, Hashable, Iterable, List, Optional, Sequence, Set, Union
+
+import gevent
+import gevent.event
+import gevent.lock
+
+from . import frames, lifecycle
+from .config import as_list, check_prefixes, parse_ws_options, positive_int, positive_number, resolve_server_name
+from .connection import WebSocketConnection
+from .errors import ConfigError
+from .listeners import _SENTINEL, check_event_name
+from .protocol import MISSING, encode_event
+from .request import Request, parse_ws_request_params as _parse_params
+from .results import Result
+from .rooms import RoomRegistry
+from .wsgi import WebSocketMiddleware, make_server
+from .wsserver import SYSTEM_EVENTS, Reject, WebSocketService, WebSocketSettings
+
+if TYPE_CHECKING:
+    from .bus import CrossServerBus
+    from .distributed import Router
+
+logger = logging.getLogger("crossws_sync.server")
+
+_DISABLED = "Cross-server functionality is not enabled"
+
+
+def _check_id(name: str, value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise TypeError("%s must be a non-empty string" % name)
+    return value
+
+
+class WebSocketCrossServerAdapter:
+    """WebSocket server + cross-server bus + distributed routing (the original's main class).
+
+    Original options (spec §1.1, times in seconds):
+
+    Args:
+        server_name: unique node name; ``{host}``, ``{pid}``, ``{worker}`` are expanded. Defaults
+            to ``<host>-<pid>`` when Redis is used (each gunicorn worker is its own node).
+        bridge_prefix: prefix of the server-bridge channel (``"csbp:"``).
+        ws_prefix: prefix of WebSocket routing channels (``"ws:"``).
+        ws_options: enables the WebSocket service: ``host``, ``port`` (0 = any free port),
+            ``path`` (``None``: every path), ``app`` (WSGI app for plain HTTP on the same port),
+            ``no_server`` (do not listen: mount :attr:`wsgi_app` / :meth:`wsgi_middleware`),
+            ``backlog``, ``ssl_context`` or ``certfile``/``keyfile``, ``max_payload``.
+        server_ping_interval: protocol ping sweep period (20.0).
+        enter_background_close_time: close sockets whose ``enter_background_time`` is older (10.0).
+        heartbeat_str: the client heartbeat text echoed back (``""``).
+        redis_force_ping, redis_ping_interval, redis_ping_timeout, selection_strategy,
+        enable_redis_data_compression, on_redis_health_change, on_redis_subscription_error,
+        custom_channels, redis_config: see :class:`~crossws_sync.bus.CrossServerBus`.
+        preset_room_namespaces: namespaces subscribed at start and never unsubscribed.
+        auto_unsubscribe: unsubscribe a namespace's channel when its last local room empties.
+
+    Ours:
+
+    Args:
+        redis_codec: ``"json"`` (default) or ``"msgpack"``.
+        redis_compress_threshold: zstd above this many bytes (``None``: never).
+        max_message_size: inbound message limit in bytes (1 MiB); larger closes with 1009.
+        max_outbox_bytes: per-connection outbound buffer; a client over it is dropped (1008).
+        authenticate: ``hook(request)`` run before the 101: return ``None``/``True`` to accept,
+            any other value to accept and attach it as ``socket.identity``, ``False`` or a
+            :class:`Reject` (returned or raised) to answer with an HTTP status.
+        allowed_origins: accepted ``Origin`` values (``None``: any).
+        identify_timeout: close (4011) connections not mapped by ``set_user_socket`` in time.
+        max_messages_per_second, rate_limit_burst: per-connection inbound rate limit.
+        unknown_event_ack: answer acks of unknown events with ``{"error", "errorCode":
+            "UNKNOWN_EVENT"}`` instead of letting the client time out.
+        auto_cleanup: on close, remove the socket's mapping and rooms (original: app's job).
+        max_connections: refuse upgrades (503) beyond this many connections.
+        close_timeout: how long a closing handshake may take.
+        duplicate_login: ``None``, ``"close_old"`` or ``"reject_new"`` when a user id is mapped
+            while already mapped (on this node or, in a cluster, on another).
+        duplicate_login_code: close code used by that policy (4012).
+        node_heartbeat_interval: cluster registry heartbeat period (distributed mode).
+        signing_key: optional HMAC key for envelopes between our nodes.
+        client_js_path: URL path where the browser client is served (``None``: not served).
+    """
+
+    def __init__(
+        self,
+        *,
+        server_name: Optional[str] = None,
+        bridge_prefix: str = "csbp:",
+        ws_prefix: str = "ws:",
+        ws_options: Optional[Dict[str, Any]] = None,
+        server_ping_interval: float = 20.0,
+        enter_background_close_time: float = 10.0,
+        heartbeat_str: str = "",
+        redis_force_ping: bool = True,
+        redis_ping_interval: float = 5.0,
+        redis_ping_timeout: float = 2.0,
+        selection_strategy: str = "random",
+        enable_redis_data_compression: Optional[bool] = None,
+        on_redis_health_change: Optional[Callable[[bool, Dict[str, Any]], None]] = None,
+        on_redis_subscription_error: Optional[Callable[[Dict[str, Any]], None]] = None,
+        preset_room_namespaces: Iterable[str] = (),
+        auto_unsubscribe: bool = True,
+        custom_channels: Union[None, str, Iterable[str]] = None,
+        redis_config: Optional[Sequence[Union[Dict[str, Any], str]]] = None,
+        redis_codec: str = "json",
+        redis_compress_threshold: Optional[int] = 16384,
+        max_message_size: Optional[int] = 1 << 20,
+        max_outbox_bytes: int = 4 << 20,
+        authenticate: Optional[Callable[[Request], Any]] = None,
+        allowed_origins: Optional[Iterable[str]] = None,
+        identify_timeout: Optional[float] = None,
+        max_messages_per_second: Optional[float] = None,
+        rate_limit_burst: Optional[int] = None,
+        unknown_event_ack: bool = False,
+        auto_cleanup: bool = False,
+        max_connections: Optional[int] = None,
+        close_timeout: float = 5.0,
+        duplicate_login: Optional[str] = None,
+        duplicate_login_code: int = 4012,
+        node_heartbeat_interval: float = 2.0,
+        signing_key: Optional[bytes] = None,
+        client_js_path: Optional[str] = None,
+    ) -> None:
+        check_prefixes(bridge_prefix, ws_prefix)
+        self.bridge_prefix = bridge_prefix
+        self.ws_prefix = ws_prefix
+        self._listen, max_payload = parse_ws_options(ws_options)
+        if max_payload is not None:
+            max_message_size = max_payload
+        if duplicate_login not in (None, "close_old", "reject_new"):
+            raise ConfigError("duplicate_login must be None, 'close_old' or 'reject_new'")
+        self._duplicate_login = duplicate_login
+        self._duplicate_login_code = duplicate_login_code
+        self._auto_cleanup = bool(auto_cleanup)
+        self._auto_unsubscribe = bool(auto_unsubscribe)
+        self._redis_config = list(redis_config or [])
+        self._server_name_template = server_name
+        self._server_name: Optional[str] = (
+            resolve_server_name(server_name) if (server_name is not None or self._redis_config) else None
+        )
+        self._preset_namespaces = as_list(list(preset_room_namespaces), "preset_room_namespaces")
+        self._custom_channels = as_list(custom_channels, "custom_channels")
+        self._bus_options: Dict[str, Any] = dict(
+            bridge_prefix=bridge_prefix, ws_prefix=ws_prefix, redis_codec=redis_codec,
+            redis_compress_threshold=redis_compress_threshold,
+            enable_redis_data_compression=enable_redis_data_compression, redis_force_ping=redis_force_ping,
+            redis_ping_interval=positive_number("redis_ping_interval", redis_ping_interval),
+            redis_ping_timeout=positive_number("redis_ping_timeout", redis_ping_timeout),
+            selection_strategy=selection_strategy, on_redis_health_change=on_redis_health_change,
+            on_redis_subscription_error=on_redis_subscription_error, custom_channels=self._custom_channels,
+            signing_key=signing_key,
+        )
+        self._node_heartbeat_interval = positive_number("node_heartbeat_interval", node_heartbeat_interval)
+        self.rooms = RoomRegistry()
+        self._sockets: Dict[str, WebSocketConnection] = {}
+        self._closing: Dict[Any, WebSocketConnection] = {}
+        self._service: Optional[WebSocketService] = None
+        if self._listen is not None:
+            settings = WebSocketSettings(
+                server_ping_interval=float(positive_number("server_ping_interval", server_ping_interval) or 20.0),
+                enter_background_close_time=float(positive_number("enter_background_close_time", enter_background_close_time) or 10.0),
+                heartbeat_str=heartbeat_str if isinstance(heartbeat_str, str) else str(heartbeat_str),
+                max_message_size=positive_int("max_message_size", max_message_size, allow_none=True),
+                max_outbox_bytes=int(positive_int("max_outbox_bytes", max_outbox_bytes) or 0),
+                close_timeout=float(positive_number("close_timeout", close_timeout) or 5.0),
+                max_connections=positive_int("max_connections", max_connections, allow_none=True),
+                allowed_origins=tuple(allowed_origins) if allowed_origins is not None else None,
+                identify_timeout=positive_number("identify_timeout", identify_timeout, allow_none=True),
+                max_messages_per_second=positive_number("max_messages_per_second", max_messages_per_second, allow_none=True),
+                rate_limit_burst=positive_int("rate_limit_burst", rate_limit_burst, allow_none=True),
+                unknown_event_ack=bool(unknown_event_ack),
+                authenticate=authenticate,
+            )
+            self._service = WebSocketService(settings, on_closed=self._on_connection_closed)
+            self._service.system_events.on("connection", self._on_connection, "crossws:internal")
+        self._static_files: Dict[str, Any] = {}
+        if client_js_path:
+            from .static_files import browser_client
+
+            self._static_files[client_js_path] = ("application/javascript; charset=utf-8", browser_client())
+        self._bus: Optional["CrossServerBus"] = None
+        self._router: Optional["Router"] = None
+        self._http_server: Any = None
+        self._started = False
+        self._start_lock = gevent.lock.RLock()
+        self._stopped = gevent.event.Event()
+        self._closed = False
+        #: WSGI app that serves WebSocket upgrades on any path (mount it with a dispatcher).
+        self.wsgi_app: Optional[_LazyStartMiddleware] = (
+            _LazyStartMiddleware(self, WebSocketMiddleware(self._service, None, None, self._static_files))
+            if self._service is not None else None
+        )
+        lifecycle.register(self)
+
+    # Lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> "WebSocketCrossServerAdapter":
+        """Connect Redis, start background greenlets and (standalone) listen. Idempotent.
+
+        Returns:
+            self, so ``adapter = WebSocketCrossServerAdapter(...).start()`` works.
+        """
+        with self._start_lock:
+            if self._started:
+                return self
+            if self._closed:
+                raise ConfigError("adapter is closed; create a new one")
+            self._started = True
+            if self._redis_config:
+                self._start_bus()
+            if self._service is not None:
+                self._service.start_background()
+                listen = self._listen
+                if listen is not None and not listen.no_server and listen.port is not None:
+                    app = WebSocketMiddleware(self._service, listen.app, listen.path, self._static_files)
+                    self._http_server = make_server(listen.host, listen.port, app, ssl_args=listen.ssl_args,
+                                                    backlog=listen.backlog)
+                    try:
+                        self._http_server.start()
+                    except Exception as exc:
+                        self._service.system_events.emit("server-error", exc)
+                        raise ConfigError("Failed to start WebSocket server: %s" % exc) from exc
+                    logger.info("listening on %s:%d", listen.host, self.port)
+                    self._service.system_events.emit("listening")
+        return self
+
+    def _start_bus(self) -> None:
+        from .bus import CrossServerBus
+
+        if self._server_name is None or self._server_name_template is None:
+            self._server_name = resolve_server_name(self._server_name_template)
+        initial: List[str] = []
+        if self._service is not None:
+            from .distributed import Router
+
+            self._router = Router(self)
+            initial = self._router.initial_channels()
+        self._bus = CrossServerBus(
+            server_name=self._server_name, redis_config=self._redis_config, initial_channels=initial,
+            ws_message_handler=self._router.on_ws_message if self._router else None, **self._bus_options
+        )
+        if self._router is not None:
+            self._router.start(self._bus)
+
+    def _ensure_started(self) -> None:
+        if not self._started and not self._closed:
+            self.start()
+
+    def serve_forever(self, *, stop_signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT)) -> None:
+        """Start, then block until :meth:`close` (SIGTERM/SIGINT shut down gracefully with 1001)."""
+        self.start()
+        handlers = [gevent.signal_handler(sig, lambda: gevent.spawn(self.shutdown)) for sig in stop_signals]
+        try:
+            self._stopped.wait()
+        finally:
+            for handler in handlers:
+                handler.cancel()
+
+    def shutdown(self, *, code: int = 1001, reason: str = "server shutdown", timeout: float = 5.0) -> None:
+        """Graceful stop: leave the cluster, close every client with ``code``, stop everything."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._router is not None:
+            self._router.leave_cluster()
+        if self._http_server is not None:
+            self._http_server.stop_accepting()
+        if self._service is not None:
+            self._service.close_all(code, reason, timeout)
+            self._service.stop_background()
+        if self._http_server is not None:
+            self._http_server.stop(timeout=1)
+            self._http_server = None
+        if self._router is not None:
+            self._router.stop()
+        if self._bus is not None:
+            self._bus.close()
+        if self._service is not None:
+            self._service.system_events.emit("ws-server-close")
+        lifecycle.unregister(self)
+        self._stopped.set()
+
+    def close(self, code: int = 1001, reason: str = "server shutdown", timeout: float = 5.0) -> None:
+        """Same as :meth:`shutdown`."""
+        self.shutdown(code=code, reason=reason, timeout=timeout)
+
+    def _after_fork(self) -> None:
+        # Greenlets and Redis sockets of the parent are not ours: forget them and start afresh.
+        self._bus = None
+        self._router = None
+        self._http_server = None
+        self._started = False
+
+    @property
+    def port(self) -> Optional[int]:
+        """The port the standalone server listens on (useful with ``port=0``)."""
+        if self._http_server is not None:
+            return self._http_server.server_port
+        return self._listen.port if self._listen else None
+
+    def wsgi_middleware(self, app: Optional[Callable[..., Any]] = None, path: Optional[str] = "/ws") -> WebSocketMiddleware:
+        """Wrap a WSGI app: upgrades on ``path`` come here, the rest goes to ``app``.
+
+        Flask: ``app.wsgi_app = adapter.wsgi_middleware(app.wsgi_app, path="/ws")``.
+        """
+        if self._service is None:
+            raise ConfigError("WebSocket is disabled: pass ws_options (e.g. {'no_server': True})")
+        return _LazyStartMiddleware(self, WebSocketMiddleware(self._service, app, path, self._static_files))
+
+    # WebSocket events --------------------------------------------------------------------
+
+    def on_websocket_event(self, event: str, listener: Callable[..., Any], tag: Optional[Hashable] = None) -> None:
+        """Register a listener: a system event of spec §1.5 or an event sent by clients.
+
+        Client events are called as ``listener(socket, payload, callback)``; ``callback(data)``
+        sends the ack and is ``None`` when the client asked for none.
+        """
+        check_event_name(event)
+        if self._service is None:
+            logger.debug("on_websocket_event(%r) ignored: WebSocket disabled", event)
+            return
+        self._registry_for(event).on(event, listener, tag)
+
+    def once_websocket_event(self, event: str, listener: Callable[..., Any], tag: Optional[Hashable] = None) -> None:
+        """Like :meth:`on_websocket_event`, removed after its first call."""
+        check_event_name(event)
+        if self._service is None:
+            return
+        self._registry_for(event).on(event, listener, tag, once=True)
+
+    def off_websocket_event(self, event: str, listener_or_tag: Any = _SENTINEL) -> None:
+        """Remove all listeners of ``event``, one function, or the listeners with a tag."""
+        check_event_name(event)
+        if self._service is None:
+            return
+        self._registry_for(event).off(event, listener_or_tag)
+
+    def _registry_for(self, event: str) -> Any:
+        assert self._service is not None
+        return self._service.system_events if event in SYSTEM_EVENTS else self._service.client_events
+
+    # Sending to clients ------------------------------------------------------------------
+
+    def broadcast(self, event: str, data: Any = MISSING, local_only: bool = False) -> int:
+        """Send to every open client of every node (this node only with ``local_only``).
+
+        Returns:
+            how many local clients took the frame.
+        """
+        check_event_name(event)
+        if self._service is None:
+            return 0
+        text = encode_event(event, data)
+        sent = self._service.send_to_all(frames.encode_text(text))
+        if not local_only:
+            self._ensure_started()
+            if self._router is not None:
+                self._router.publish_broadcast(text)
+        return sent
+
+    def to_socket_id(self, socket_id: str, event: str, data: Any = MISSING) -> bool:
+        """Send to one user wherever it is connected. Returns True if delivered locally."""
+        _check_id("socketId", socket_id)
+        check_event_name(event)
+        if self._service is None:
+            return False
+        text = encode_event(event, data)
+        conn = self._sockets.get(socket_id)
+        if conn is not None and conn.open:
+            return conn.send_frame(frames.encode_text(text))
+        self._ensure_started()
+        if self._router is not None:
+            self._router.publish_unicast(socket_id, text)
+        return False
+
+    def to_socket_ids(self, socket_ids: Iterable[str], event: str, data: Any = MISSING) -> int:
+        """Send to several users wherever they are. Returns how many were delivered locally."""
+        check_event_name(event)
+        if self._service is None or isinstance(socket_ids, str):
+            return 0
+        ids = [sid for sid in socket_ids if isinstance(sid, str) and sid]
+        if not ids:
+            return 0
+        text = encode_event(event, data)
+        frame = frames.encode_text(text)
+        remote: List[str] = []
+        sent = 0
+        for socket_id in dict.fromkeys(ids):
+            conn = self._sockets.get(socket_id)
+            if conn is not None and conn.open:
+                if conn.send_frame(frame):
+                    sent += 1
+            else:
+                remote.append(socket_id)
+        if remote:
+            self._ensure_started()
+            if self._router is not None:
+                self._router.publish_multicast(remote, text)
+        return sent
+
+    def broadcast_to_room(self, room_namespace: str, room_id: str, event: str, data: Any = MISSING, *,
+                          exclude_socket_ids: Iterable[str] = (), local_only: bool = False,
+                          room_destroy: bool = False, **compat: Any) -> int:
+        """Send to every member of one room on every node. Returns local deliveries.
+
+        ``room_destroy`` removes the room after sending, on every node (the original's
+        ``roomDstroy`` spelling is accepted too).
+        """
+        _check_id("roomNamespace", room_namespace)
+        _check_id("roomId", room_id)
+        check_event_name(event)
+        if compat:
+            if set(compat) != {"roomDstroy"}:
+                raise TypeError("unexpected keyword argument(s): %s" % ", ".join(sorted(compat)))
+            room_destroy = bool(compat["roomDstroy"])
+        if self._service is None:
+            return 0
+        excluded = set(exclude_socket_ids) if exclude_socket_ids else set()
+        text = encode_event(event, data)
+        sent = self.deliver_to_room(room_namespace, room_id, frames.encode_text(text), excluded)
+        if room_destroy:
+            self.remove_room(room_namespace, room_id)
+        if not local_only:
+            self._ensure_started()
+            if self._router is not None:
+                self._router.publish_room(room_namespace, room_id, text, list(excluded), room_destroy)
+        return sent
+
+    def deliver_to_room(self, room_namespace: str, room_id: str, frame: bytes, excluded: Set[str]) -> int:
+        """Write one pre-encoded frame to the local members of a room (used by the router too)."""
+        sent = 0
+        sockets = self._sockets
+        for socket_id in self.rooms.members(room_namespace, room_id):
+            if socket_id in excluded:
+                continue
+            conn = sockets.get(socket_id)
+            if conn is not None and conn.send_frame(frame):
+                sent += 1
+        return sent
+
+    def deliver_to_socket(self, socket_id: str, frame: bytes) -> bool:
+        """Write a pre-encoded frame to a locally mapped socket (used by the router)."""
+        conn = self._sockets.get(socket_id)
+        return conn is not None and conn.send_frame(frame)
+
+    def deliver_to_all(self, frame: bytes) -> int:
+        """Write a pre-encoded frame to every local client (used by the router)."""
+        return self._service.send_to_all(frame) if self._service is not None else 0
+
+    # Rooms --------------------------------------------------------------------------------
+
+    def channel_for_namespace(self, room_namespace: str) -> str:
+        """The Redis channel of a room namespace (``ws:<ns>`` unless already prefixed)."""
+        if room_namespace.startswith(self.ws_prefix) or room_namespace.startswith(self.bridge_prefix):
+            return room_namespace
+        return self.ws_prefix + room_namespace
+
+    def join_room(self, room_namespace: str, room_id: str, socket_id: str) -> None:
+        """Add a user to a room. With Redis, returns once this node is subscribed to the
+        namespace's channel on every healthy Redis node, so no room message can be missed."""
+        _check_id("roomNamespace", room_namespace)
+        _check_id("roomId", room_id)
+        _check_id("socketId", socket_id)
+        self.rooms.join(room_namespace, room_id, socket_id)
+        if self._redis_config:
+            self._ensure_started()
+            if self._router is not None:
+                self._router.namespace_used(room_namespace)
+
+    def leave_room(self, room_namespace: str, room_id: str, socket_id: str) -> None:
+        """Remove a user from a room; an emptied namespace is unsubscribed (``auto_unsubscribe``)."""
+        _check_id("roomNamespace", room_namespace)
+        _check_id("roomId", room_id)
+        _check_id("socketId", socket_id)
+        if self.rooms.leave(room_namespace, room_id, socket_id):
+            self._namespace_emptied(room_namespace)
+
+    def remove_room(self, room_namespace: str, room_id: str) -> None:
+        """Delete a room locally (every member leaves it)."""
+        if self.rooms.remove_room(room_namespace, room_id):
+            self._namespace_emptied(room_namespace)
+
+    def _namespace_emptied(self, room_namespace: str) -> None:
+        if self._router is not None and self._auto_unsubscribe and room_namespace not in self._preset_namespaces:
+            self._router.namespace_unused(room_namespace)
+
+    def get_socket_count_in_room(self, room_namespace: str, room_id: Optional[str] = None, *, exact_match: bool = True) -> int:
+        """Local member count of a room (prefix of room ids when not ``exact_match``)."""
+        return self.rooms.socket_count(room_namespace, room_id, exact_match=exact_match)
+
+    def get_room_socket_ids(self, room_namespace: str, room_id: Optional[str] = None, *, exact_match: bool = True) -> Set[str]:
+        """Local member ids (a fresh set)."""
+        return self.rooms.socket_ids(room_namespace, room_id, exact_match=exact_match)
+
+    def get_joined_rooms(self, socket_id: str, room_namespace: Optional[str] = None) -> Dict[str, Set[str]]:
+        """``{namespace: {room_id}}`` of a user (a copy), optionally for namespaces with a prefix."""
+        _check_id("socketId", socket_id)
+        return self.rooms.joined_rooms(socket_id, room_namespace)
+
+    def is_joined_room(self, socket_id: str, room_namespace: str, room_id: Optional[str] = None) -> bool:
+        """Whether the user is in the room (any room of the namespace without ``room_id``)."""
+        if not isinstance(socket_id, str) or not isinstance(room_namespace, str):
+            return False
+        return self.rooms.is_joined(socket_id, room_namespace, room_id)
+
+    def get_room_count(self, room_namespace: str, *, exact_match: bool = True) -> int:
+        """Local number of rooms of a namespace (namespace prefix when not ``exact_match``)."""
+        return self.rooms.room_count(room_namespace, exact_match=exact_match)
+
+    def get_room_ids(self, room_namespace: str, *, exact_match: bool = True) -> List[str]:
+        """Local room ids of a namespace."""
+        return self.rooms.room_ids(room_namespace, exact_match=exact_match)
+
+    # Socket mapping -----------------------------------------------------------------------
+
+    def set_user_socket(self, socket_id: str, socket: WebSocketConnection) -> bool:
+        """Bind a user id to a connection so rooms and direct messages find it.
+
+        With ``duplicate_login`` set, an id already bound to another open connection (here or,
+        in a cluster, on another node) closes the older one or refuses the new one.
+
+        Returns:
+            False when the ``reject_new`` policy refused (the new socket is closed), else True.
+        """
+        _check_id("socketId", socket_id)
+        if socket is None:
+            raise ConfigError("Invalid socket object.")
+        previous = self._sockets.get(socket_id)
+        if previous is not None and previous is not socket and previous.open and self._duplicate_login:
+            if self._duplicate_login == "reject_new":
+                socket.close(self._duplicate_login_code, "duplicate login")
+                return False
+            previous.close(self._duplicate_login_code, "logged in elsewhere")
+        self._sockets[socket_id] = socket
+        if isinstance(socket, WebSocketConnection):
+            socket.socket_id = socket_id
+        if self._router is not None:
+            self._router.user_mapped(socket_id)
+        return True
+
+    def remove_user_socket(self, socket_id: str, socket: Optional[WebSocketConnection] = None) -> None:
+        """Unbind a user id and remove it from every room.
+
+        A late ``close`` of an older connection never removes a newer mapping: called from a
+        ``close`` listener (or with ``socket``), only that socket's own mapping is removed.
+        """
+        _check_id("socketId", socket_id)
+        closing = socket or self._closing.get(gevent.getcurrent())
+        current = self._sockets.get(socket_id)
+        if closing is not None and current is not None and current is not closing:
+            logger.debug("remove_user_socket(%r) skipped: mapped to a newer connection", socket_id)
+            return
+        self._sockets.pop(socket_id, None)
+        for namespace in self.rooms.remove_socket(socket_id):
+            self._namespace_emptied(namespace)
+        if self._router is not None:
+            self._router.user_unmapped(socket_id)
+
+    def get_socket_instance(self, socket_id: str) -> Optional[WebSocketConnection]:
+        """The connection bound to ``socket_id`` on this node, or ``None``."""
+        _check_id("socketId", socket_id)
+        return self._sockets.get(socket_id)
+
+    def get_socket_client_count(self) -> int:
+        """Number of user ids bound on this node."""
+        return len(self._sockets)
+
+    def get_local_socket_ids(self) -> List[str]:
+        """User ids bound on this node."""
+        return list(self._sockets)
+
+    def get_server_name(self) -> Optional[str]:
+        """This node's name."""
+        return self._server_name
+
+    def get_wss(self) -> Optional[WebSocketService]:
+        """The WebSocket service (``clients``, stats), or ``None`` when WebSocket is disabled."""
+        return self._service
+
+    @staticmethod
+    def parse_ws_request_params(request: Any, *, auto_lower_case_keys: bool = False, parse_path: bool = True,
+                                auto_remove_leading_slash: bool = True, include_headers: bool = False) -> Dict[str, Any]:
+        """``{"params", "path"}`` of an upgrade request (see :func:`crossws_sync.parse_ws_request_params`)."""
+        return _parse_params(request, auto_lower_case_keys=auto_lower_case_keys, parse_path=parse_path,
+                             auto_remove_leading_slash=auto_remove_leading_slash, include_headers=include_headers)
+
+    def _on_connection(self, socket: WebSocketConnection, request: Request) -> None:
+        self._ensure_started()
+
+    def _on_connection_closed(self, conn: WebSocketConnection, code: int, reason: str) -> None:
+        if self._auto_cleanup and conn.socket_id is not None:
+            self._closing[gevent.getcurrent()] = conn
+            try:
+                self.remove_user_socket(conn.socket_id)
+            finally:
+                self._closing.pop(gevent.getcurrent(), None)
+
+    # Cross-server API (delegated to the bus) ------------------------------------------------
+
+    def _bus_or_none(self) -> Optional["CrossServerBus"]:
+        if not self._redis_config:
+            return None
+        self._ensure_started()
+        return self._bus
+
+    def on_cross_server_event(self, event: str, listener: Callable[..., Any], tag: Optional[Hashable] = None) -> None:
+        """Register ``listener(data, callback)`` for a server-to-server event."""
+        bus = self._bus_or_none()
+        if bus is not None:
+            bus.on_cross_server_event(event, listener, tag)
+
+    def once_cross_server_event(self, event: str, listener: Callable[..., Any], tag: Optional[Hashable] = None) -> None:
+        """Like :meth:`on_cross_server_event`, removed after its first call."""
+        bus = self._bus_or_none()
+        if bus is not None:
+            bus.once_cross_server_event(event, listener, tag)
+
+    def off_cross_server_event(self, event: str, listener_or_tag: Any = _SENTINEL) -> None:
+        """Remove cross-server listeners (all, one function, or by tag)."""
+        bus = self._bus_or_none()
+        if bus is not None:
+            bus.off_cross_server_event(event, listener_or_tag)
+
+    def emit_cross_server(self, event: str, message: Any, callback: Optional[Callable[[Result], None]] = None, *,
+                          target_server: Union[None, str, Sequence[str]] = None, timeout: float = 5.0,
+                          expected_responses: Optional[int] = 1, except_self: bool = False) -> Optional[str]:
+        """Send a server-to-server event; ``callback(result)`` per reply and once on timeout.
+
+        ``expected_responses=None`` expects every live node of the cluster registry.
+        """
+        bus = self._bus_or_none()
+        if bus is None:
+            if callback is not None:
+                callback(Result(success=False, error=_DISABLED, error_code="CROSS_SERVER_DISABLED"))
+            return None
+        return bus.emit_cross_server(event, message, callback, target_server=target_server, timeout=timeout,
+                                     expected_responses=self._expected(expected_responses, target_server, except_self),
+                                     except_self=except_self)
+
+    def emit_cross_server_with_promise(self, event: str, message: Any, *, target_server: Union[None, str, Sequence[str]] = None,
+                                       timeout: float = 5.0, expected_responses: Optional[int] = 1,
+                                       except_self: bool = False) -> "gevent.event.AsyncResult":
+        """Like :meth:`emit_cross_server`, returning an ``AsyncResult`` of the final Result."""
+        bus = self._bus_or_none()
+        if bus is None:
+            result = gevent.event.AsyncResult()
+            result.set(Result(success=False, message=_DISABLED))
+            return result
+        return bus.emit_cross_server_with_promise(event, message, target_server=target_server, timeout=timeout,
+                                                  expected_responses=self._expected(expected_responses, target_server, except_self),
+                                                  except_self=except_self)
+
+    def emit_cross_server_and_wait(self, event: str, message: Any, **options: Any) -> Result:
+        """Blocking form of :meth:`emit_cross_server_with_promise`."""
+        return self.emit_cross_server_with_promise(event, message, **options).get()
+
+    def _expected(self, expected: Optional[int], target_server: Any, except_self: bool) -> int:
+        if expected is not None:
+            return expected
+        if self._router is None:
+            raise ConfigError("expected_responses=None needs the cluster registry (ws_options and redis_config)")
+        count = len(self._router.live_nodes())
+        return max(1, count - 1 if except_self else count)
+
+    def delete_cross_server_callback(self, callback_id: str) -> bool:
+        """Forget a pending callback; its timer is cancelled and late replies are ignored."""
+        bus = self._bus_or_none()
+        return bus.delete_cross_server_callback(callback_id) if bus is not None else False
+
+    def publish_redis_message(self, channel: str, message: Dict[str, Any]) -> bool:
+        """Publish a raw object on a channel (custom channels)."""
+        if not isinstance(channel, str) or not channel:
+            raise TypeError("channel must be a non-empty string")
+        bus = self._bus_or_none()
+        return bus.publish_redis_message(channel, message) if bus is not None else False
+
+    def manual_subscribe(self, channel: str, *, timeout: float = 5.0) -> None:
+        """Subscribe a channel on every Redis node (blocks until confirmed)."""
+        if not isinstance(channel, str) or not channel:
+            raise TypeError("The channel must be a non-empty string")
+        bus = self._bus_or_none()
+        if bus is not None:
+            bus.manual_subscribe(channel, timeout=timeout)
+
+    def manual_unsubscribe(self, channel: str) -> None:
+        """Unsubscribe a channel on every Redis node."""
+        if not isinstance(channel, str) or not channel:
+            raise TypeError("The channel must be a non-empty string")
+        bus = self._bus_or_none()
+        if bus is not None:
+            bus.manual_unsubscribe(channel)
+
+    def set_custom_channel_handler(self, handler: Callable[[str, Any], None]) -> None:
+        """Set the single handler of messages on custom channels."""
+        if not callable(handler):
+            raise TypeError("Handler must be a function.")
+        bus = self._bus_or_none()
+        if bus is not None:
+            bus.set_custom_channel_handler(handler)
+
+    def remove_custom_channel_handler(self) -> None:
+        """Remove the custom channel handler."""
+        bus = self._bus_or_none()
+        if bus is not None:
+            bus.remove_custom_channel_handler()
+
+    def add_redis_instance(self, config: Union[Dict[str, Any], str]) -> None:
+        """Add a Redis node at run time (subscribes every wanted channel on it first)."""
+        if not config:
+            raise ConfigError("Redis configuration is required but missing.")
+        if not self._redis_config:
+            self._redis_config.append(config)
+            self.start() if not self._started else self._start_bus()
+            return
+        bus = self._bus_or_none()
+        assert bus is not None
+        bus.add_redis_instance(config)
+
+    def remove_redis_instance(self, config_or_index: Union[Dict[str, Any], str, int]) -> None:
+        """Remove a Redis node at run time (ours; the original cannot)."""
+        bus = self._bus_or_none()
+        if bus is not None:
+            bus.remove_redis_instance(config_or_index)
+
+    def get_healthy_redis_instances_count(self, type: str = "publisher") -> int:  # noqa: A002 - original name
+        """Healthy ``'publisher'`` or ``'subscriber'`` connections."""
+        if type not in ("publisher", "subscriber"):
+            raise TypeError("Invalid type. Must be 'publisher' or 'subscriber'.")
+        bus = self._bus_or_none()
+        return bus.get_healthy_redis_instances_count(type) if bus is not None else 0
+
+    def get_redis_instances_count(self) -> int:
+        """Number of Redis nodes."""
+        bus = self._bus_or_none()
+        return bus.get_redis_instances_count() if bus is not None else 0
+
+    @property
+    def bus(self) -> Optional["CrossServerBus"]:
+        """The cross-server bus (``None`` without Redis)."""
+        return self._bus_or_none()
+
+    # Cluster (distributed mode) -------------------------------------------------------------
+
+    def get_cluster_nodes(self) -> List[Dict[str, Any]]:
+        """Live nodes of the cluster registry: ``[{"server_name", "users", "rooms", "last_seen"...}]``."""
+        self._ensure_started()
+        return self._router.live_nodes() if self._router is not None else []
+
+    def get_cluster_stats(self) -> Dict[str, Any]:
+        """Cluster-wide online users, per-node counts and room sizes (see docs for freshness)."""
+        self._ensure_started()
+        if self._router is None:
+            return {"online_users": len(self._sockets), "nodes": {}}
+        return self._router.cluster_stats()
+
+    def is_user_online(self, socket_id: str) -> bool:
+        """Whether a user id is bound on any live node."""
+        return self.find_user_node(socket_id) is not None
+
+    def find_user_node(self, socket_id: str) -> Optional[str]:
+        """Name of the node where a user id is bound, or ``None``."""
+        _check_id("socketId", socket_id)
+        if socket_id in self._sockets:
+            return self._server_name or "local"
+        self._ensure_started()
+        return self._router.find_user_node(socket_id) if self._router is not None else None
+
+
+class _LazyStartMiddleware:
+    """Starts the adapter (Redis, sweeps) on the first request of the mounted app."""
+
+    def __init__(self, adapter: WebSocketCrossServerAdapter, inner: WebSocketMiddleware) -> None:
+        self.adapter = adapter
+        self.inner = inner
+
+    def __call__(self, environ: Dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if not self.adapter._started:
+            self.adapter._ensure_started()
+        return self.inner(environ, start_response)
+
+
+CrossServerAdapter = WebSocketCrossServerAdapter
+
+__all__ = ["WebSocketCrossServerAdapter", "CrossServerAdapter", "Reject"]

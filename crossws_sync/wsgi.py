@@ -1,0 +1,113 @@
+"""WSGI glue: the pywsgi handler, the middleware that mounts the adapter in an app, the standalone server.
+
+Three ways to serve (all end in :meth:`WebSocketService.handle_upgrade`):
+
+* standalone: :func:`make_server` builds a gevent ``pywsgi.WSGIServer`` with
+  :class:`WebSocketHandler`;
+* mounted: :class:`WebSocketMiddleware` wraps any WSGI app (Flask: ``app.wsgi_app =
+  adapter.wsgi_middleware(app.wsgi_app, path="/ws")``); upgrade requests on ``path`` are taken
+  before the app's router sees them, so Werkzeug's ``websocket=True`` pitfall does not apply;
+* gunicorn: ``-k crossws_sync.gunicorn.GeventWebSocketWorker`` (see :mod:`crossws_sync.gunicorn`).
+
+Auth runs before the ``101`` response, so a rejected request gets a plain HTTP status.
+"""
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional
+
+from gevent import pywsgi
+
+if TYPE_CHECKING:
+    from .wsserver import WebSocketService
+
+logger = logging.getLogger("crossws_sync.wsgi")
+
+WSGIApp = Callable[[Dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def is_websocket_request(environ: Dict[str, Any]) -> bool:
+    """Whether the request asks for a WebSocket upgrade (or was upgraded by gevent-websocket)."""
+    return environ.get("HTTP_UPGRADE", "").lower() == "websocket" or environ.get("wsgi.websocket") is not None
+
+
+class WebSocketHandler(pywsgi.WSGIHandler):
+    """pywsgi handler that exposes the raw socket to the app and ends the HTTP loop after a 101."""
+
+    def get_environ(self) -> Dict[str, Any]:
+        environ = super().get_environ()
+        environ["crossws.socket"] = self.socket
+        return environ
+
+    def run_application(self) -> None:
+        super().run_application()
+        if self.code == 101:
+            self.close_connection = True
+
+
+def _not_found(environ: Dict[str, Any], start_response: Callable[..., Any]) -> List[bytes]:
+    body = b"Not Found"
+    start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def _upgrade_required(environ: Dict[str, Any], start_response: Callable[..., Any]) -> List[bytes]:
+    body = b"This endpoint speaks WebSocket"
+    start_response("426 Upgrade Required", [("Content-Type", "text/plain"), ("Content-Length", str(len(body))),
+                                            ("Upgrade", "websocket")])
+    return [body]
+
+
+class WebSocketMiddleware:
+    """WSGI middleware: WebSocket upgrades on ``path`` go to the adapter, everything else to ``app``.
+
+    Args:
+        service: the adapter's WebSocket service.
+        app: the wrapped WSGI app (``None``: 426 for plain HTTP on ``path``, 404 elsewhere).
+        path: the WebSocket path (``None`` accepts upgrades on every path, like ``ws``'s ``{port}`` mode).
+        static_files: ``{url_path: (content_type, bytes)}`` served for GET (the browser client).
+    """
+
+    def __init__(self, service: "WebSocketService", app: Optional[WSGIApp] = None, path: Optional[str] = None,
+                 static_files: Optional[Dict[str, Any]] = None) -> None:
+        self.service = service
+        self.app = app
+        self.path = path
+        self.static_files = dict(static_files or {})
+
+    def __call__(self, environ: Dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if self.path is None or path == self.path:
+            if is_websocket_request(environ):
+                return self.service.handle_upgrade(environ, start_response)
+        static = self.static_files.get(path)
+        if static is not None and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
+            content_type, body = static
+            start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body))),
+                                      ("Cache-Control", "max-age=300")])
+            return [body] if environ.get("REQUEST_METHOD") == "GET" else []
+        if self.app is not None:
+            return self.app(environ, start_response)
+        if self.path is not None and path == self.path:
+            return _upgrade_required(environ, start_response)
+        return _not_found(environ, start_response) if self.path is not None else _upgrade_required(environ, start_response)
+
+
+class _AccessLog:
+    """Routes pywsgi's access log lines to the ``crossws_sync.access`` logger at DEBUG."""
+
+    def __init__(self) -> None:
+        self._logger = logging.getLogger("crossws_sync.access")
+
+    def write(self, line: str) -> None:
+        self._logger.debug("%s", line.rstrip())
+
+
+def make_server(host: str, port: int, app: WSGIApp, *, ssl_args: Optional[Dict[str, Any]] = None,
+                backlog: Optional[int] = None) -> pywsgi.WSGIServer:
+    """Build (without starting) a gevent WSGI server that serves ``app`` with WebSocket support."""
+    kwargs: Dict[str, Any] = dict(ssl_args or {})
+    if backlog is not None:
+        kwargs["backlog"] = backlog
+    return pywsgi.WSGIServer((host, port), app, handler_class=WebSocketHandler, log=_AccessLog(),
+                             error_log=logging.getLogger("crossws_sync.wsgi"), **kwargs)
