@@ -5,10 +5,12 @@ Every exception the library raises on purpose derives from :class:`CrossWSError`
     CrossWSError
     ├── ConfigError (ValueError)            bad constructor option or argument value
     ├── ProtocolError (ValueError)          a WebSocket frame or message that breaks the protocol
-    │   └── MessageTooBig                   an inbound message over the size limit (close 1009)
+    │   ├── MessageTooBig                   an inbound message over the size limit (close 1009)
+    │   └── HandshakeError                  the server refused or botched the client's upgrade
     ├── ConnectionClosedError (ConnectionError)  writing to / using a closed connection
     ├── NotOpenError (ConnectionError)      client emit while the socket is not open (WS_NOT_OPEN)
     ├── AckTimeoutError (TimeoutError)      an acknowledgement did not arrive in time
+    ├── ConnectTimeoutError (TimeoutError)  the client's connect + handshake exceeded connect_timeout
     ├── EnvelopeError (ValueError)          a Redis envelope that cannot be decoded
     ├── RedisUnavailableError (ConnectionError)  no healthy Redis node could take a publish
     └── MonkeyPatchError (RuntimeError)     Redis used without gevent monkey-patching
@@ -17,6 +19,8 @@ Argument-type mistakes (``event`` not a string, ``listener`` not callable) raise
 :class:`TypeError`, exactly like the original library.
 """
 from __future__ import annotations
+
+from typing import Optional
 
 
 class CrossWSError(Exception):
@@ -42,6 +46,18 @@ class MessageTooBig(ProtocolError):
         super().__init__(message, close_code=1009)
 
 
+class HandshakeError(ProtocolError):
+    """The server answered the client's upgrade request with something other than a valid 101.
+
+    Attributes:
+        status: the HTTP status code of the answer (``None`` when there was no valid status line).
+    """
+
+    def __init__(self, message: str, status: Optional[int] = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class ConnectionClosedError(CrossWSError, ConnectionError):
     """The connection is closed; nothing can be sent on it."""
 
@@ -52,6 +68,10 @@ class NotOpenError(CrossWSError, ConnectionError):
 
 class AckTimeoutError(CrossWSError, TimeoutError):
     """An acknowledgement did not arrive within its timeout."""
+
+
+class ConnectTimeoutError(CrossWSError, TimeoutError):
+    """The client could not connect and finish the WebSocket handshake within ``connect_timeout``."""
 
 
 class EnvelopeError(CrossWSError, ValueError):
@@ -74,6 +94,8 @@ __all__ = [
     "ConnectionClosedError",
     "NotOpenError",
     "AckTimeoutError",
+    "ConnectTimeoutError",
+    "HandshakeError",
     "EnvelopeError",
     "RedisUnavailableError",
     "MonkeyPatchError",
