@@ -1,0 +1,450 @@
+#!/usr/bin/env node
+// Load generator of the crossws_sync benchmark suite (Node.js >= 20).
+//
+//   node loadgen.js --proto json|socketio --workload W1..W7 --urls ws://127.0.0.1:P0[,ws://...]
+//                   --params '{"clients":1000,...}'
+//
+// Talks the bench protocol (bench/README.md) to every system under test: the original's JSON
+// frames over `ws` (crossws, calibration) or socket.io events over `socket.io-client` with the
+// websocket transport only (flask_socketio).
+//
+// stdout carries JSON lines for the runner (bench/run.py):
+//   {"type":"phase","phase":"measure_start"} / {"type":"phase","phase":"measure_end"}
+//   {"type":"stage", ...}   (W7: then waits for one line on stdin before going on)
+//   {"type":"result", ...}  (last line; includes the generator's own CPU share)
+// Diagnostics go to stderr. Every loop and wait is bounded in count and time; the process
+// exits by itself (hard deadline = params.deadline seconds).
+'use strict';
+
+const WebSocket = require('ws');
+const { io } = require('socket.io-client');
+const readline = require('readline');
+
+// ---------------------------------------------------------------- arguments
+function parseArgs(argv) {
+  const out = {};
+  for (let i = 2; i < argv.length; i += 2) {
+    if (!argv[i].startsWith('--')) throw new Error('bad argument ' + argv[i]);
+    out[argv[i].slice(2)] = argv[i + 1];
+  }
+  return out;
+}
+const args = parseArgs(process.argv);
+const PROTO = args.proto || 'json';
+const WORKLOAD = args.workload;
+const URLS = (args.urls || '').split(',').filter(Boolean);
+const P = Object.assign({
+  connectConcurrency: 100,
+  connectTimeout: 30,      // s, for all connections of a stage
+  idle: 5,                 // s without a delivery ends a broadcast measurement
+  deadline: 300,           // s, hard cap on the whole process
+  requestTimeout: 10,      // s, per ack
+  pad: 48,
+  heartbeatInterval: 10,   // s, the original's client pingInterval (JSON protocol only)
+  settle: 2,               // s, W7: idle time after each stage before measuring
+}, JSON.parse(args.params || '{}'));
+
+const hardDeadline = setTimeout(() => {
+  fail('hard deadline of ' + P.deadline + ' s reached');
+}, P.deadline * 1000);
+hardDeadline.unref();
+
+function out(obj) { process.stdout.write(JSON.stringify(obj) + '\n'); }
+function log(...a) { process.stderr.write('[loadgen] ' + a.join(' ') + '\n'); }
+function fail(message) {
+  out({ type: 'result', ok: false, error: String(message) });
+  process.exit(2);
+}
+const now = () => performance.now(); // ms, monotonic
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const PAD = 'x'.repeat(P.pad);
+
+// ---------------------------------------------------------------- clients
+const BENCH_PREFIX = Buffer.from('{"event":"bench"');
+
+// The original's JSON frames over `ws`.
+class JsonClient {
+  constructor(url, query) {
+    this.url = url + '/?' + new URLSearchParams(query).toString();
+    this.pending = new Map();
+    this.counter = 0;
+    this.prefix = Math.random().toString(36).slice(2, 8);
+    this.onBench = null;   // (buffer) => void, raw push frames of event "bench"
+    this.onEvent = null;   // (event, payload) => void, other pushes (parsed)
+    this.heartbeats = 0;
+    this.closed = false;
+  }
+  connect(timeoutMs) {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(this.url, { perMessageDeflate: false, handshakeTimeout: timeoutMs });
+      this.ws = ws;
+      ws.on('open', () => { this._armHeartbeat(); resolve(); });
+      ws.on('error', (err) => reject(err));
+      ws.on('close', () => { this.closed = true; clearInterval(this.hb); });
+      ws.on('message', (data, isBinary) => this._onMessage(data));
+    });
+  }
+  _armHeartbeat() {
+    // the original's client heartbeat: send pingMsg ("") every pingInterval; the server echoes it
+    if (P.heartbeatInterval > 0) {
+      this.hb = setInterval(() => { if (this.ws.readyState === 1) this.ws.send(''); }, P.heartbeatInterval * 1000);
+      this.hb.unref();
+    }
+  }
+  _onMessage(data) {
+    if (data.length === 0) { this.heartbeats++; return; }
+    if (this.onBench && data.length > 16 && data.compare(BENCH_PREFIX, 0, 16, 0, 16) === 0) {
+      this.onBench(data);
+      return;
+    }
+    let msg;
+    try { msg = JSON.parse(data.toString()); } catch (e) { return; }
+    if (msg.callbackId) {
+      const entry = this.pending.get(msg.callbackId);
+      if (entry) { this.pending.delete(msg.callbackId); clearTimeout(entry.timer); entry.resolve(msg.payload); }
+      return;
+    }
+    if (msg.event === 'bench' && this.onBench) this.onBench(msg.payload);
+    else if (msg.event && this.onEvent) this.onEvent(msg.event, msg.payload);
+  }
+  emit(event, payload) {
+    this.ws.send(JSON.stringify({ event, payload }));
+  }
+  request(event, payload, timeoutS) {
+    const callbackId = this.prefix + '-' + (++this.counter).toString(36);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(callbackId);
+        reject(new Error('ack timeout for ' + event));
+      }, (timeoutS || P.requestTimeout) * 1000);
+      this.pending.set(callbackId, { resolve, timer });
+      this.ws.send(JSON.stringify({ event, payload, callbackId }));
+    });
+  }
+  close() { clearInterval(this.hb); try { this.ws.terminate(); } catch (e) { /* already gone */ } }
+}
+
+// socket.io events over socket.io-client, websocket transport only.
+class SioClient {
+  constructor(url, query) {
+    this.url = url;
+    this.query = query;
+    this.onBench = null;
+    this.onEvent = null;
+    this.heartbeats = 0;
+    this.closed = false;
+  }
+  connect(timeoutMs) {
+    return new Promise((resolve, reject) => {
+      const s = io(this.url, {
+        transports: ['websocket'], query: this.query, forceNew: true, reconnection: false,
+        timeout: timeoutMs,
+      });
+      this.s = s;
+      s.on('connect', () => resolve());
+      s.on('connect_error', (err) => reject(err));
+      s.on('disconnect', () => { this.closed = true; });
+      s.on('bench', (payload) => { if (this.onBench) this.onBench(payload); });
+      s.on('relay', (payload) => { if (this.onEvent) this.onEvent('relay', payload); });
+    });
+  }
+  emit(event, payload) { this.s.emit(event, payload); }
+  request(event, payload, timeoutS) {
+    return this.s.timeout((timeoutS || P.requestTimeout) * 1000).emitWithAck(event, payload);
+  }
+  close() { try { this.s.disconnect(); } catch (e) { /* already gone */ } }
+}
+
+const Client = PROTO === 'socketio' ? SioClient : JsonClient;
+
+// Open clients described by specs [{url, query}], at most P.connectConcurrency handshakes in
+// flight, then wait for one echo ack from each (proves the server ran its connection handler).
+async function openClients(specs) {
+  const clients = new Array(specs.length);
+  const deadline = now() + P.connectTimeout * 1000;
+  let next = 0;
+  let failed = 0;
+  let firstError = null;
+  async function worker() {
+    while (next < specs.length && now() < deadline) {
+      const i = next++;
+      const c = new Client(specs[i].url, specs[i].query);
+      try {
+        await c.connect(Math.max(1000, deadline - now()));
+        await c.request('echo', { ready: i }, Math.max(1, (deadline - now()) / 1000));
+        clients[i] = c;
+      } catch (err) {
+        failed++;
+        if (!firstError) firstError = err;
+        c.close();
+      }
+    }
+  }
+  const workers = [];
+  for (let w = 0; w < Math.min(P.connectConcurrency, specs.length); w++) workers.push(worker());
+  await Promise.all(workers);
+  const opened = clients.filter(Boolean).length;
+  if (opened !== specs.length) {
+    throw new Error('opened ' + opened + '/' + specs.length + ' clients (' + failed + ' failed'
+      + (firstError ? ': ' + (firstError.message || firstError) : '') + ')');
+  }
+  return clients;
+}
+
+function percentile(sorted, q) {
+  if (sorted.length === 0) return null;
+  const idx = Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1));
+  return sorted[idx];
+}
+function latencyStats(samples) {
+  const a = Float64Array.from(samples).sort();
+  return { p50_ms: percentile(a, 0.5), p99_ms: percentile(a, 0.99), samples: a.length };
+}
+
+// CPU of this process over the measured window.
+let cpuStart = null;
+let wallStart = null;
+function measureStart() {
+  cpuStart = process.cpuUsage();
+  wallStart = now();
+  out({ type: 'phase', phase: 'measure_start' });
+}
+function measureEnd() {
+  const cpu = process.cpuUsage(cpuStart);
+  const wall = now() - wallStart;
+  out({ type: 'phase', phase: 'measure_end' });
+  return { generator_cpu_pct: wall > 0 ? (100 * (cpu.user + cpu.system) / 1000) / wall : null, window_s: wall / 1000 };
+}
+
+// ---------------------------------------------------------------- workloads
+// W1 / W2 / W3: one trigger, count deliveries until all expected arrived, or P.idle seconds
+// pass without any, or the hard deadline.
+async function broadcastWorkload({ specs, trigger, expected, roomOf }) {
+  const clients = await openClients(specs);
+  let received = 0;
+  let wrongRoom = 0;
+  let tLast = 0;
+  let done = null;
+  const finished = new Promise((r) => { done = r; });
+  clients.forEach((c, i) => {
+    const myRoom = roomOf ? roomOf(i) : null;
+    c.onBench = (data) => {
+      received++;
+      tLast = now();
+      if (myRoom !== null) {
+        const payload = Buffer.isBuffer(data) ? JSON.parse(data.toString()).payload : data;
+        if (payload.room !== myRoom) wrongRoom++;
+      }
+      if (received >= expected) done();
+    };
+  });
+  measureStart();
+  const t0 = now();
+  tLast = t0;
+  const ack = clients[0].request('trigger', trigger, P.deadline).catch((err) => ({ error: String(err.message || err) }));
+  const idleCheck = setInterval(() => { if (now() - tLast > P.idle * 1000) done(); }, 100);
+  await finished;
+  clearInterval(idleCheck);
+  const cpu = measureEnd();
+  const elapsed = (tLast - t0) / 1000;
+  const ackValue = await Promise.race([ack, sleep(1000).then(() => ({ error: 'no ack yet' }))]);
+  const disconnected = clients.filter((c) => c.closed).length;
+  clients.forEach((c) => c.close());
+  return Object.assign({
+    ok: true, deliveries: received, expected, delivered_pct: 100 * received / expected,
+    deliveries_per_s: elapsed > 0 ? received / elapsed : null, elapsed_s: elapsed,
+    wrong_room: roomOf ? wrongRoom : null, disconnected, trigger_ack: ackValue,
+  }, cpu);
+}
+
+async function W1() {
+  const specs = [];
+  for (let i = 0; i < P.clients; i++) specs.push({ url: URLS[0], query: { id: 'u' + i } });
+  return broadcastWorkload({
+    specs, expected: P.clients * P.count,
+    trigger: { action: 'broadcast', count: P.count, pad: P.pad },
+  });
+}
+
+async function W2() {
+  const specs = [];
+  for (let i = 0; i < P.clients; i++) specs.push({ url: URLS[i % URLS.length], query: { id: 'u' + i } });
+  return broadcastWorkload({
+    specs, expected: P.clients * P.count,
+    trigger: { action: 'broadcast', count: P.count, pad: P.pad },
+  });
+}
+
+async function W3() {
+  // client i: node i % nodes, room (i // nodes) % rooms -> every room spans every node
+  const n = URLS.length;
+  const roomOf = (i) => 'r' + (Math.floor(i / n) % P.rooms);
+  const specs = [];
+  for (let i = 0; i < P.clients; i++) specs.push({ url: URLS[i % n], query: { id: 'u' + i, room: roomOf(i) } });
+  const rooms = [];
+  for (let r = 0; r < P.rooms; r++) rooms.push('r' + r);
+  return broadcastWorkload({
+    specs, roomOf, expected: P.clients * P.count,
+    trigger: { action: 'rooms', rooms, count: P.count, pad: P.pad },
+  });
+}
+
+// W4: pairs (a_k on node k % n, b_k on node (k+1) % n); a_k -> server -> b_k -> server -> a_k,
+// one message in flight per pair, closed loop for P.duration seconds.
+async function W4() {
+  const n = URLS.length;
+  const specs = [];
+  for (let k = 0; k < P.pairs; k++) {
+    specs.push({ url: URLS[k % n], query: { id: 'a' + k } });
+    specs.push({ url: URLS[(k + 1) % n], query: { id: 'b' + k } });
+  }
+  const clients = await openClients(specs);
+  const latencies = [];
+  let roundTrips = 0;
+  let lost = 0;
+  let running = true;
+  const sentAt = new Float64Array(P.pairs);
+  const seqOf = new Int32Array(P.pairs);
+  const lostTimeoutMs = P.requestTimeout * 1000;
+  function send(k) {
+    seqOf[k]++;
+    sentAt[k] = now();
+    clients[2 * k].emit('relay', { to: 'b' + k, from: 'a' + k, k, seq: seqOf[k], pad: PAD });
+  }
+  for (let k = 0; k < P.pairs; k++) {
+    const a = clients[2 * k];
+    const b = clients[2 * k + 1];
+    b.onEvent = (event, payload) => {
+      if (event === 'relay') b.emit('relay', { to: payload.from, from: 'b' + k, k, seq: payload.seq, pad: PAD });
+    };
+    a.onEvent = (event, payload) => {
+      if (event !== 'relay' || payload.seq !== seqOf[k]) return;
+      latencies.push(now() - sentAt[k]);
+      roundTrips++;
+      if (running) send(k);
+    };
+  }
+  measureStart();
+  const t0 = now();
+  for (let k = 0; k < P.pairs; k++) send(k);
+  const watchdog = setInterval(() => {
+    const t = now();
+    for (let k = 0; k < P.pairs; k++) {
+      if (running && t - sentAt[k] > lostTimeoutMs) { lost++; send(k); }
+    }
+  }, 250);
+  await sleep(P.duration * 1000);
+  running = false;
+  const elapsed = (now() - t0) / 1000;
+  clearInterval(watchdog);
+  const cpu = measureEnd();
+  const disconnected = clients.filter((c) => c.closed).length;
+  clients.forEach((c) => c.close());
+  return Object.assign({ ok: true, round_trips: roundTrips, round_trips_per_s: roundTrips / elapsed, lost, disconnected },
+    latencyStats(latencies), cpu);
+}
+
+// W5: every client runs emit-with-ack ("echo") in a closed loop for P.duration seconds.
+async function W5() {
+  const specs = [];
+  for (let i = 0; i < P.clients; i++) specs.push({ url: URLS[0], query: { id: 'u' + i } });
+  const clients = await openClients(specs);
+  const latencies = [];
+  let calls = 0;
+  let errors = 0;
+  let running = true;
+  measureStart();
+  const t0 = now();
+  const endAt = t0 + P.duration * 1000;
+  async function loop(c, i) {
+    let seq = 0;
+    while (running && now() < endAt) {
+      const t = now();
+      try {
+        await c.request('echo', { i, seq: seq++, pad: PAD });
+        latencies.push(now() - t);
+        calls++;
+      } catch (err) {
+        errors++;
+        if (c.closed) return;
+      }
+    }
+  }
+  const loops = clients.map((c, i) => loop(c, i));
+  await sleep(P.duration * 1000);
+  running = false;
+  const elapsed = (now() - t0) / 1000;
+  const cpu = measureEnd();
+  await Promise.race([Promise.all(loops), sleep(P.requestTimeout * 1000)]);
+  const disconnected = clients.filter((c) => c.closed).length;
+  clients.forEach((c) => c.close());
+  return Object.assign({ ok: true, calls, calls_per_s: calls / elapsed, errors, disconnected }, latencyStats(latencies), cpu);
+}
+
+// W6: the server does the work (node 0 runs RPC loops to all nodes); we trigger and read its ack.
+async function W6() {
+  const [c] = await openClients([{ url: URLS[0], query: { id: 'rpc-trigger' } }]);
+  measureStart();
+  let ack;
+  try {
+    ack = await c.request('trigger', { action: 'rpc', loops: P.loops, duration: P.duration, expected: URLS.length },
+      P.duration + P.requestTimeout + 10);
+  } catch (err) {
+    measureEnd();
+    c.close();
+    return { ok: false, error: String(err.message || err) };
+  }
+  const cpu = measureEnd();
+  c.close();
+  if (!ack || typeof ack !== 'object') return Object.assign({ ok: false, error: 'bad ack ' + JSON.stringify(ack) }, cpu);
+  return Object.assign({ ok: !ack.error }, ack, cpu);
+}
+
+// W7: idle connections in stages; after each stage, ask the server to gc, report, and wait for
+// the runner (one line on stdin) before the next stage.
+async function W7() {
+  const stdinLines = [];
+  let lineWaiter = null;
+  const rl = readline.createInterface({ input: process.stdin });
+  rl.on('line', (line) => { if (lineWaiter) { const w = lineWaiter; lineWaiter = null; w(line); } else stdinLines.push(line); });
+  const nextLine = (timeoutMs) => new Promise((resolve) => {
+    if (stdinLines.length) { resolve(stdinLines.shift()); return; }
+    lineWaiter = resolve;
+    setTimeout(() => { if (lineWaiter === resolve) { lineWaiter = null; resolve(null); } }, timeoutMs);
+  });
+  const [control] = await openClients([{ url: URLS[0], query: { id: 'control' } }]);
+  let clients = [];
+  const stages = [];
+  for (const target of P.stages) {
+    const specs = [];
+    for (let i = clients.length; i < target; i++) specs.push({ url: URLS[0], query: { id: 'idle' + i } });
+    clients = clients.concat(await openClients(specs));
+    await sleep(P.settle * 1000);   // let the connections sit idle with their heartbeats armed
+    await control.request('trigger', { action: 'gc' });
+    const alive = clients.filter((c) => !c.closed).length;
+    out({ type: 'stage', connections: target, alive });
+    const reply = await nextLine(60000);
+    if (reply === null) throw new Error('runner did not answer stage ' + target);
+    stages.push({ connections: target, alive });
+  }
+  rl.close();
+  const heartbeats = clients.reduce((s, c) => s + c.heartbeats, 0);
+  clients.forEach((c) => c.close());
+  control.close();
+  return { ok: true, stages, heartbeat_echoes: heartbeats };
+}
+
+const WORKLOADS = { W1, W2, W3, W4, W5, W6, W7 };
+
+(async () => {
+  if (!WORKLOADS[WORKLOAD]) fail('unknown workload ' + WORKLOAD);
+  if (URLS.length === 0) fail('no --urls');
+  try {
+    const result = await WORKLOADS[WORKLOAD]();
+    out(Object.assign({ type: 'result', workload: WORKLOAD, proto: PROTO }, result));
+    process.exit(0);
+  } catch (err) {
+    log(err && err.stack ? err.stack : err);
+    fail(err && err.message ? err.message : err);
+  }
+})();

@@ -1,0 +1,552 @@
+#!/usr/bin/env python3
+"""Run the crossws_sync benchmark suite and print a side-by-side table.
+
+    python bench/run.py [--quick] [--systems crossws,flask_socketio,calibration]
+                        [--workloads W1,W5,W7] [--runs 3] [--json bench/results/latest.json]
+
+One-time setup: ``bench/setup.sh`` (Python extra ``bench`` and ``npm ci`` in ``bench/node``).
+This script installs nothing. For every (system, workload, run) it starts a fresh
+redis-server (multi-node workloads) and fresh server processes on free 127.0.0.1 ports, runs
+the Node.js load generator (``bench/node/loadgen.js``), samples the CPU of the generator,
+every server process and redis-server with psutil over the measured window, then stops
+everything it started. It prints medians of the runs and writes all runs as JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import queue
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Any, Dict, IO, List, Optional, Tuple
+
+import psutil
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(BENCH_DIR)
+NODE_DIR = os.path.join(BENCH_DIR, "node")
+SERVERS_DIR = os.path.join(BENCH_DIR, "servers")
+RESULTS_DIR = os.path.join(BENCH_DIR, "results")
+
+# --------------------------------------------------------------------------- configuration
+
+#: Workloads: number of nodes, load-generator parameters (full and --quick), metrics shown.
+WORKLOADS: Dict[str, Dict[str, Any]] = {
+    "W1": {"title": "1 node, 1,000 clients, 2,000 broadcasts", "nodes": 1,
+           "params": {"clients": 1000, "count": 2000}, "quick": {"clients": 20, "count": 50, "idle": 2},
+           "metrics": ["deliveries_per_s", "delivered_pct"]},
+    "W2": {"title": "3 nodes, 900 clients, 500 cluster broadcasts", "nodes": 3,
+           "params": {"clients": 900, "count": 500}, "quick": {"clients": 30, "count": 20, "idle": 2},
+           "metrics": ["deliveries_per_s", "delivered_pct"]},
+    "W3": {"title": "3 nodes, 30 rooms x 30 clients, 100 broadcasts per room", "nodes": 3,
+           "params": {"clients": 900, "rooms": 30, "count": 100},
+           "quick": {"clients": 36, "rooms": 6, "count": 5, "idle": 2},
+           "metrics": ["deliveries_per_s", "delivered_pct", "wrong_room"]},
+    "W4": {"title": "3 nodes, 200 pairs, to_socket_id ping-pong, 10 s", "nodes": 3,
+           "params": {"pairs": 200, "duration": 10}, "quick": {"pairs": 6, "duration": 1},
+           "metrics": ["round_trips_per_s", "p50_ms", "p99_ms", "lost"]},
+    "W5": {"title": "1 node, 100 clients, emit-with-ack loop, 10 s", "nodes": 1,
+           "params": {"clients": 100, "duration": 10}, "quick": {"clients": 5, "duration": 1},
+           "metrics": ["calls_per_s", "p50_ms", "p99_ms"]},
+    "W6": {"title": "3 nodes, 32 loops of server->server RPC (3 responses), 10 s", "nodes": 3,
+           "params": {"loops": 32, "duration": 10}, "quick": {"loops": 4, "duration": 1},
+           "metrics": ["calls_per_s", "p50_ms", "p99_ms", "failures"]},
+    "W7": {"title": "1 node, idle connections 0 / 1,000 / 5,000", "nodes": 1,
+           "params": {"stages": [0, 1000, 5000], "settle": 2}, "quick": {"stages": [0, 20, 50], "settle": 0.5},
+           "metrics": ["rss_mb_0", "kb_per_conn_first", "kb_per_conn_last"]},
+}
+
+#: Primary metric of each workload (for ratios) and whether higher is better.
+PRIMARY = {"W1": ("deliveries_per_s", True), "W2": ("deliveries_per_s", True), "W3": ("deliveries_per_s", True),
+           "W4": ("round_trips_per_s", True), "W5": ("calls_per_s", True), "W6": ("calls_per_s", True),
+           "W7": ("kb_per_conn_last", False)}
+
+#: Systems under test: how to start one node, which protocol the generator speaks, which workloads apply.
+SYSTEMS: Dict[str, Dict[str, Any]] = {
+    "calibration": {"cmd": [sys.executable, os.path.join(SERVERS_DIR, "calibration_server.py")],
+                    "proto": "json", "workloads": {"W1", "W5", "W7"},
+                    "about": "bare gevent server, no WebSocket library, pre-encoded frames + sendall"},
+    "calibration_node": {"cmd": ["node", "--expose-gc", os.path.join(NODE_DIR, "calibration_server.js")],
+                         "proto": "json", "workloads": {"W1", "W5", "W7"},
+                         "about": "bare Node.js ws server"},
+    "flask_socketio": {"cmd": [sys.executable, os.path.join(SERVERS_DIR, "flask_socketio_server.py")],
+                       "proto": "socketio", "workloads": {"W1", "W2", "W3", "W4", "W5", "W7"},
+                       "about": "Flask-SocketIO, async_mode=gevent, gevent-websocket, Redis message queue"},
+    "crossws": {"cmd": [sys.executable, os.path.join(SERVERS_DIR, "crossws_server.py")],
+                "proto": "json", "workloads": {"W1", "W2", "W3", "W4", "W5", "W6", "W7"},
+                "about": "crossws_sync WebSocketCrossServerAdapter"},
+}
+DEFAULT_SYSTEMS = ["calibration", "flask_socketio", "crossws"]
+
+SERVER_START_TIMEOUT = 30.0
+GENERATOR_SLACK = 60.0  # s allowed past the generator's own deadline before we kill it
+
+
+# --------------------------------------------------------------------------- processes
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen, timeout: float) -> None:
+    """Wait until ``port`` accepts TCP connections; fail early if ``proc`` exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("process %s exited with %s before listening on %d" % (proc.args, proc.returncode, port))
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("nothing listens on port %d after %.0f s" % (port, timeout))
+
+
+class Processes:
+    """Every process this run started, so that all of them (and only them) are stopped."""
+
+    def __init__(self, log_dir: str) -> None:
+        self.log_dir = log_dir
+        self.procs: List[Tuple[str, subprocess.Popen]] = []
+
+    def start(self, name: str, cmd: List[str], **kwargs: Any) -> subprocess.Popen:
+        log = open(os.path.join(self.log_dir, name + ".log"), "wb")
+        kwargs.setdefault("stdout", log)
+        proc = subprocess.Popen(cmd, stderr=log, cwd=ROOT, start_new_session=True, **kwargs)
+        log.close()
+        self.procs.append((name, proc))
+        return proc
+
+    def stop_all(self, timeout: float = 10.0) -> None:
+        for _name, proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + timeout
+        for _name, proc in reversed(self.procs):
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        self.procs = []
+
+
+def start_redis(procs: Processes, work_dir: str) -> int:
+    port = free_port()
+    proc = procs.start("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                 "--appendonly", "no", "--dir", work_dir, "--protected-mode", "no"],
+                       stdout=subprocess.DEVNULL)
+    wait_port(port, proc, 10.0)
+    return port
+
+
+# --------------------------------------------------------------------------- CPU sampling
+
+class CpuWindow:
+    """CPU seconds of named processes (and of the whole machine) between two snapshots."""
+
+    def __init__(self, procs: Dict[str, int]) -> None:
+        self.handles = {}
+        for name, pid in procs.items():
+            try:
+                self.handles[name] = psutil.Process(pid)
+            except psutil.NoSuchProcess:
+                pass
+        self.start: Dict[str, float] = {}
+        self.t0 = 0.0
+        self.sys0: Any = None
+
+    @staticmethod
+    def _cpu(handle: psutil.Process) -> Optional[float]:
+        try:
+            t = handle.cpu_times()
+            return t.user + t.system
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            return None
+
+    def begin(self) -> None:
+        self.t0 = time.monotonic()
+        self.sys0 = psutil.cpu_times()
+        self.start = {name: self._cpu(h) for name, h in self.handles.items()}
+
+    def end(self) -> Dict[str, Any]:
+        wall = time.monotonic() - self.t0
+        sys1 = psutil.cpu_times()
+        shares: Dict[str, Optional[float]] = {}
+        for name, handle in self.handles.items():
+            now, before = self._cpu(handle), self.start.get(name)
+            shares[name] = None if now is None or before is None or wall <= 0 else 100.0 * (now - before) / wall
+        busy = lambda t: t.user + t.system + t.nice + getattr(t, "irq", 0) + getattr(t, "softirq", 0)  # noqa: E731
+        machine = 100.0 * (busy(sys1) - busy(self.sys0)) / wall if wall > 0 else None
+        ours = sum(v for v in shares.values() if v)
+        return {"cpu_pct": shares, "machine_cpu_pct": machine,
+                "other_cpu_pct": None if machine is None else max(0.0, machine - ours), "window_s": wall}
+
+
+# --------------------------------------------------------------------------- one run
+
+def line_reader(stream: IO[bytes], sink: "queue.Queue[Optional[bytes]]") -> None:
+    for line in iter(stream.readline, b""):
+        sink.put(line)
+    sink.put(None)
+
+
+def run_once(system: str, workload: str, params: Dict[str, Any], log_dir: str) -> Dict[str, Any]:
+    """Start a fresh cluster of ``system``, run ``workload`` once, stop everything; return the run."""
+    spec, wl = SYSTEMS[system], WORKLOADS[workload]
+    procs = Processes(log_dir)
+    work_dir = tempfile.mkdtemp(prefix="crossws-bench-")
+    try:
+        redis_port = start_redis(procs, work_dir) if wl["nodes"] > 1 else 0
+        ports, pids = [], {}
+        if redis_port:
+            pids["redis"] = procs.procs[-1][1].pid
+        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                   PYTHONUNBUFFERED="1")
+        for index in range(wl["nodes"]):
+            port = free_port()
+            cmd = spec["cmd"] + ["--port", str(port)]
+            if wl["nodes"] > 1:
+                cmd += ["--node-index", str(index), "--nodes", str(wl["nodes"]), "--redis-port", str(redis_port)]
+            proc = procs.start("%s-n%d" % (system, index), cmd, env=env)
+            ports.append(port)
+            pids["n%d" % index] = proc.pid
+        for (name, proc), port in zip([p for p in procs.procs if p[0] != "redis"], ports):
+            wait_port(port, proc, SERVER_START_TIMEOUT)
+        if wl["nodes"] > 1:
+            time.sleep(0.5)  # let the nodes finish subscribing to Redis before the load starts
+
+        deadline = float(params.get("deadline", 300))
+        gen_cmd = ["node", os.path.join(NODE_DIR, "loadgen.js"), "--proto", spec["proto"], "--workload", workload,
+                   "--urls", ",".join("ws://127.0.0.1:%d" % p for p in ports), "--params", json.dumps(params)]
+        gen = procs.start("generator", gen_cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        pids["gen"] = gen.pid
+        lines: "queue.Queue[Optional[bytes]]" = queue.Queue()
+        threading.Thread(target=line_reader, args=(gen.stdout, lines), daemon=True).start()
+
+        cpu = CpuWindow(pids)
+        server_proc = psutil.Process(pids["n0"])
+        run: Dict[str, Any] = {"system": system, "workload": workload, "stages": []}
+        result: Optional[Dict[str, Any]] = None
+        hard_deadline = time.monotonic() + deadline + GENERATOR_SLACK
+        while time.monotonic() < hard_deadline:
+            try:
+                raw = lines.get(timeout=max(0.1, hard_deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if raw is None:
+                break
+            try:
+                msg = json.loads(raw)
+            except ValueError:
+                continue
+            kind = msg.get("type")
+            if kind == "phase" and msg.get("phase") == "measure_start":
+                cpu.begin()
+            elif kind == "phase" and msg.get("phase") == "measure_end":
+                run.update(cpu.end())
+            elif kind == "stage":
+                rss = server_proc.memory_info().rss
+                run["stages"].append({"connections": msg["connections"], "alive": msg.get("alive"), "rss": rss})
+                assert gen.stdin is not None
+                gen.stdin.write(b"next\n")
+                gen.stdin.flush()
+            elif kind == "result":
+                result = msg
+                break
+        if result is None:
+            raise RuntimeError("load generator gave no result (see %s)" % os.path.join(log_dir, "generator.log"))
+        dead = [name for name, p in procs.procs if name != "generator" and p.poll() is not None]
+        if dead:
+            result.setdefault("error", "")
+            result["error"] = (result["error"] + " process exited during the run: %s" % ", ".join(dead)).strip()
+            result["ok"] = False
+        run.update({k: v for k, v in result.items() if k not in ("type", "stages")})
+        if workload == "W7":
+            derive_memory(run)
+        return run
+    finally:
+        procs.stop_all()
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def derive_memory(run: Dict[str, Any]) -> None:
+    """W7: RSS at each stage and KB per connection relative to stage 0."""
+    stages = run["stages"]
+    if not stages:
+        return
+    base = stages[0]["rss"]
+    run["rss_mb_0"] = base / 2 ** 20
+    for stage in stages:
+        stage["rss_mb"] = stage["rss"] / 2 ** 20
+        n = stage["connections"] - stages[0]["connections"]
+        stage["kb_per_conn"] = (stage["rss"] - base) / 1024.0 / n if n > 0 else None
+    with_conns = [s for s in stages if s["kb_per_conn"] is not None]
+    if with_conns:
+        run["kb_per_conn_first"] = with_conns[0]["kb_per_conn"]
+        run["kb_per_conn_last"] = with_conns[-1]["kb_per_conn"]
+        run["connections_first"] = with_conns[0]["connections"]
+        run["connections_last"] = with_conns[-1]["connections"]
+
+
+# --------------------------------------------------------------------------- aggregation
+
+def median_of(runs: List[Dict[str, Any]], key: str) -> Optional[float]:
+    values = [r[key] for r in runs if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)]
+    return statistics.median(values) if values else None
+
+
+def aggregate(runs: List[Dict[str, Any]], workload: str) -> Dict[str, Any]:
+    ok_runs = [r for r in runs if r.get("ok")]
+    summary: Dict[str, Any] = {"runs": len(runs), "ok_runs": len(ok_runs)}
+    errors = sorted({str(r.get("error")) for r in runs if not r.get("ok")})
+    if errors:
+        summary["errors"] = errors
+    if not ok_runs:
+        return summary
+    keys = set()
+    for r in ok_runs:
+        keys.update(k for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
+    for key in sorted(keys):
+        summary[key] = median_of(ok_runs, key)
+    cpu_names = sorted({name for r in ok_runs for name in (r.get("cpu_pct") or {})})
+    summary["cpu_pct"] = {name: median_of([r.get("cpu_pct") or {} for r in ok_runs], name) for name in cpu_names}
+    if workload == "W7":
+        summary["stages"] = [
+            {"connections": s["connections"], "rss_mb": median_of([r["stages"][i] for r in ok_runs
+                                                                   if len(r["stages"]) > i], "rss_mb"),
+             "kb_per_conn": median_of([r["stages"][i] for r in ok_runs if len(r["stages"]) > i], "kb_per_conn")}
+            for i, s in enumerate(ok_runs[0]["stages"])]
+    return summary
+
+
+# --------------------------------------------------------------------------- table
+
+def fmt(value: Any, key: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if key.endswith("_pct") or key.endswith("_ms") or key.startswith("kb_") or key.startswith("rss_"):
+            return "%.1f" % value
+        return "{:,.0f}".format(value)
+    if isinstance(value, int):
+        return "{:,}".format(value)
+    return str(value)
+
+
+def cpu_cell(summary: Dict[str, Any]) -> str:
+    cpu = summary.get("cpu_pct") or {}
+    if not cpu:
+        return "-"
+    order = sorted(cpu, key=lambda n: (n != "gen", n))
+    return " ".join("%s %.0f" % (name, cpu[name]) for name in order if cpu[name] is not None)
+
+
+def limit_cell(summary: Dict[str, Any]) -> str:
+    cpu = {k: v for k, v in (summary.get("cpu_pct") or {}).items() if v is not None}
+    if not cpu:
+        return "-"
+    name = max(cpu, key=lambda n: cpu[n])
+    return "%s %.0f%%%s" % (name, cpu[name], "" if cpu[name] >= 90 else " (none saturated)")
+
+
+def render_table(results: Dict[str, Dict[str, Dict[str, Any]]], systems: List[str], workloads: List[str]) -> str:
+    rows: List[List[str]] = [["workload", "metric"] + systems]
+    ratio_bases = [s for s in systems if s != "crossws"] if "crossws" in systems else []
+    rows[0] += ["crossws/%s" % s for s in ratio_bases]
+    for workload in workloads:
+        metrics = WORKLOADS[workload]["metrics"]
+        first = True
+        for metric in metrics + ["cpu % (median)", "limit", "other cpu %"]:
+            row = [workload if first else "", metric]
+            first = False
+            for system in systems:
+                summary = results.get(system, {}).get(workload)
+                if summary is None:
+                    row.append("n/a")
+                elif not summary.get("ok_runs"):
+                    row.append("error" if metric == metrics[0] else "")
+                elif metric == "cpu % (median)":
+                    row.append(cpu_cell(summary))
+                elif metric == "limit":
+                    row.append(limit_cell(summary))
+                elif metric == "other cpu %":
+                    row.append(fmt(summary.get("other_cpu_pct"), "_pct"))
+                else:
+                    row.append(fmt(summary.get(metric), metric))
+            for base in ratio_bases:
+                cell = ""
+                if metric == PRIMARY[workload][0]:
+                    ours = (results.get("crossws", {}).get(workload) or {}).get(metric)
+                    theirs = (results.get(base, {}).get(workload) or {}).get(metric)
+                    if ours and theirs:
+                        cell = "%.2fx" % (ours / theirs)
+                row.append(cell)
+            rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for i, row in enumerate(rows):
+        lines.append("  ".join(c.ljust(w) if j < 2 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths))))
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    errors = []
+    for system in systems:
+        for workload in workloads:
+            summary = results.get(system, {}).get(workload)
+            if summary and summary.get("errors"):
+                errors.append("%s %s: %s" % (system, workload, "; ".join(summary["errors"])))
+    if errors:
+        lines.append("")
+        lines.append("errors:")
+        lines.extend("  " + e for e in errors)
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- metadata
+
+def versions() -> Dict[str, Optional[str]]:
+    out: Dict[str, Optional[str]] = {"python": platform.python_version()}
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+    except ImportError:  # pragma: no cover
+        return out
+    for dist in ("gevent", "gevent-websocket", "greenlet", "redis", "hiredis", "ujson", "orjson", "Flask",
+                 "Flask-SocketIO", "python-socketio", "python-engineio", "psutil"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = None
+    for name, cmd in (("node", ["node", "--version"]), ("redis-server", ["redis-server", "--version"])):
+        try:
+            out[name] = subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            out[name] = None
+    for pkg in ("ws", "socket.io-client"):
+        try:
+            with open(os.path.join(NODE_DIR, "node_modules", pkg, "package.json")) as fh:
+                out[pkg] = json.load(fh)["version"]
+        except (OSError, ValueError, KeyError):
+            out[pkg] = None
+    try:
+        out["crossws_sync commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                                                    capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        out["crossws_sync commit"] = None
+    return out
+
+
+# --------------------------------------------------------------------------- main
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny loads, 1 run: a smoke test, not a measurement")
+    parser.add_argument("--systems", default=",".join(DEFAULT_SYSTEMS),
+                        help="comma-separated, from: %s" % ", ".join(SYSTEMS))
+    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated, from W1..W7")
+    parser.add_argument("--runs", type=int, default=None, help="runs per (system, workload); default 3, 1 with --quick")
+    parser.add_argument("--json", default=os.path.join(RESULTS_DIR, "latest.json"), help="where to write all runs")
+    parser.add_argument("--set", action="append", default=[], metavar="W1.clients=100",
+                        help="override one load-generator parameter (repeatable)")
+    args = parser.parse_args(argv)
+    args.systems = [s for s in args.systems.split(",") if s]
+    args.workloads = [w.upper() for w in args.workloads.split(",") if w]
+    for s in args.systems:
+        if s not in SYSTEMS:
+            parser.error("unknown system %r (choose from %s)" % (s, ", ".join(SYSTEMS)))
+    for w in args.workloads:
+        if w not in WORKLOADS:
+            parser.error("unknown workload %r" % w)
+    if args.runs is None:
+        args.runs = 1 if args.quick else 3
+    if not 1 <= args.runs <= 20:
+        parser.error("--runs must be within 1..20")
+    return args
+
+
+def workload_params(workload: str, quick: bool, overrides: List[str]) -> Dict[str, Any]:
+    params = dict(WORKLOADS[workload]["params"])
+    if quick:
+        params.update(WORKLOADS[workload]["quick"])
+        params.setdefault("deadline", 60)
+    for item in overrides:
+        key, _, value = item.partition("=")
+        wl, _, name = key.partition(".")
+        if wl.upper() == workload and name:
+            params[name] = json.loads(value)
+    return params
+
+
+def check_setup() -> None:
+    if not os.path.isdir(os.path.join(NODE_DIR, "node_modules", "ws")):
+        sys.exit("bench/node/node_modules is missing: run bench/setup.sh first")
+    for tool in ("node", "redis-server"):
+        if not shutil.which(tool):
+            sys.exit("%s is not on PATH" % tool)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    check_setup()
+    started = datetime.datetime.now(datetime.timezone.utc)
+    log_root = os.path.join(RESULTS_DIR, "logs")
+    os.makedirs(log_root, exist_ok=True)
+    results: Dict[str, Dict[str, Dict[str, Any]]] = {}
+    all_runs: List[Dict[str, Any]] = []
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks: stop what we started
+    for system in args.systems:
+        for workload in args.workloads:
+            if workload not in SYSTEMS[system]["workloads"]:
+                continue
+            params = workload_params(workload, args.quick, args.set)
+            runs = []
+            for index in range(args.runs):
+                log_dir = os.path.join(log_root, "%s-%s-%d" % (system, workload, index))
+                os.makedirs(log_dir, exist_ok=True)
+                t0 = time.monotonic()
+                try:
+                    run = run_once(system, workload, params, log_dir)
+                except Exception as exc:  # a failed run is reported, not fatal to the suite
+                    run = {"system": system, "workload": workload, "ok": False, "error": str(exc)}
+                run["run"] = index
+                run["params"] = params
+                runs.append(run)
+                all_runs.append(run)
+                primary = PRIMARY[workload][0]
+                print("%-16s %s run %d/%d: %s %s (%.1f s)%s" % (
+                    system, workload, index + 1, args.runs, primary, fmt(run.get(primary), primary),
+                    time.monotonic() - t0, "" if run.get("ok") else "  ERROR " + str(run.get("error"))),
+                    file=sys.stderr, flush=True)
+            results.setdefault(system, {})[workload] = aggregate(runs, workload)
+    table = render_table(results, args.systems, args.workloads)
+    header = "crossws_sync bench %s%s, medians of %d run(s), %s, %d cores" % (
+        started.strftime("%Y-%m-%d %H:%M UTC"), " (quick)" if args.quick else "", args.runs,
+        platform.node(), psutil.cpu_count() or 0)
+    print(header)
+    print(table)
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w") as fh:
+        json.dump({"started": started.isoformat(), "quick": args.quick, "runs_per_cell": args.runs,
+                   "machine": {"node": platform.node(), "cpus": psutil.cpu_count(),
+                               "memory_gb": round(psutil.virtual_memory().total / 2 ** 30, 1)},
+                   "versions": versions(), "systems": {s: SYSTEMS[s]["about"] for s in args.systems},
+                   "workloads": {w: WORKLOADS[w]["title"] for w in args.workloads},
+                   "summary": results, "runs": all_runs, "table": table}, fh, indent=1, default=str)
+    print("wrote %s" % os.path.relpath(args.json, os.getcwd()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""What every Python bench server shares: its command line and the bench payloads.
+
+Each server is started by ``bench/run.py`` as its own process::
+
+    python bench/servers/<system>_server.py --port P [--node-index I --nodes N --redis-port R]
+
+and speaks the bench protocol described in ``bench/README.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """Parse a bench server's command line.
+
+    Args:
+        argv: arguments (default ``sys.argv[1:]``).
+
+    Returns:
+        Namespace with ``port``, ``node_index``, ``nodes`` and ``redis_port`` (0 = no Redis).
+    """
+    parser = argparse.ArgumentParser(description="bench server")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--node-index", type=int, default=0)
+    parser.add_argument("--nodes", type=int, default=1)
+    parser.add_argument("--redis-port", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    return args
+
+
+def bench_payload(seq: int, pad: str, room: Optional[str] = None) -> Dict[str, Any]:
+    """The ~100-byte payload of one pushed ``bench`` event."""
+    if room is None:
+        return {"seq": seq, "pad": pad}
+    return {"seq": seq, "room": room, "pad": pad}
+
+
+def percentiles_ms(samples: List[float]) -> Dict[str, Optional[float]]:
+    """p50 and p99 of latencies given in seconds, in milliseconds (nearest rank)."""
+    if not samples:
+        return {"p50_ms": None, "p99_ms": None}
+    ordered = sorted(samples)
+
+    def rank(q: float) -> float:
+        index = min(len(ordered) - 1, max(0, int(-(-q * len(ordered) // 1)) - 1))
+        return ordered[index] * 1000.0
+
+    return {"p50_ms": rank(0.5), "p99_ms": rank(0.99)}
+
+
+def run_rpc_loops(call: Callable[[], bool], loops: int, duration: float,
+                  spawn: Callable[..., Any], joinall: Callable[..., Any]) -> Dict[str, Any]:
+    """W6: ``loops`` concurrent closed loops of ``call()`` for ``duration`` seconds.
+
+    Args:
+        call: one RPC; returns True when it got every expected response.
+        loops: number of concurrent loops (greenlets).
+        duration: seconds each loop keeps issuing calls.
+        spawn: ``gevent.spawn``.
+        joinall: ``gevent.joinall``.
+
+    Returns:
+        ``{"calls", "calls_per_s", "failures", "p50_ms", "p99_ms", "elapsed_s"}``.
+    """
+    latencies: List[float] = []
+    failures = [0]
+    started = time.monotonic()
+    end = started + duration
+
+    def loop() -> None:
+        while time.monotonic() < end:
+            t0 = time.monotonic()
+            ok = call()
+            if ok:
+                latencies.append(time.monotonic() - t0)
+            else:
+                failures[0] += 1
+
+    joinall([spawn(loop) for _ in range(loops)], timeout=duration + 30)
+    elapsed = time.monotonic() - started
+    result: Dict[str, Any] = {"calls": len(latencies), "calls_per_s": len(latencies) / elapsed,
+                              "failures": failures[0], "elapsed_s": elapsed}
+    result.update(percentiles_ms(latencies))
+    return result
+
+
+def collect_garbage() -> Dict[str, Any]:
+    """Run a full collection before the runner reads RSS (W7)."""
+    gc.collect()
+    return {"gc": True}
