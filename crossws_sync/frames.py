@@ -85,7 +85,10 @@ def encode_close(code: Optional[int] = 1000, reason: str = "", *, mask: bool = F
     """Encode a close frame carrying ``code`` and ``reason`` (reason truncated to 123 bytes)."""
     if code is None:
         return encode_frame(OP_CLOSE, b"", mask=mask)
-    raw_reason = reason.encode("utf-8")[:123]
+    raw_reason = reason.encode("utf-8")
+    if len(raw_reason) > 123:
+        # Cut on a character boundary: half a UTF-8 sequence would make the peer close with 1007.
+        raw_reason = raw_reason[:123].decode("utf-8", "ignore").encode("utf-8")
     return encode_frame(OP_CLOSE, _pack_h(code) + raw_reason, mask=mask)
 
 
