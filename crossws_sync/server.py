@@ -169,7 +169,6 @@ class WebSocketCrossServerAdapter:
         self._node_heartbeat_interval = positive_number("node_heartbeat_interval", node_heartbeat_interval)
         self.rooms = RoomRegistry()
         self._sockets: Dict[str, WebSocketConnection] = {}
-        self._closing: Dict[Any, WebSocketConnection] = {}
         self._service: Optional[WebSocketService] = None
         if self._listen is not None:
             settings = WebSocketSettings(
@@ -561,7 +560,7 @@ class WebSocketCrossServerAdapter:
         ``close`` listener (or with ``socket``), only that socket's own mapping is removed.
         """
         _check_id("socketId", socket_id)
-        closing = socket or self._closing.get(gevent.getcurrent())
+        closing = socket or (self._service.closing.get(gevent.getcurrent()) if self._service is not None else None)
         current = self._sockets.get(socket_id)
         if closing is not None and current is not None and current is not closing:
             logger.debug("remove_user_socket(%r) skipped: mapped to a newer connection", socket_id)
@@ -605,11 +604,7 @@ class WebSocketCrossServerAdapter:
 
     def _on_connection_closed(self, conn: WebSocketConnection, code: int, reason: str) -> None:
         if self._auto_cleanup and conn.socket_id is not None:
-            self._closing[gevent.getcurrent()] = conn
-            try:
-                self.remove_user_socket(conn.socket_id)
-            finally:
-                self._closing.pop(gevent.getcurrent(), None)
+            self.remove_user_socket(conn.socket_id, conn)
 
     # Cross-server API (delegated to the bus) ------------------------------------------------
 

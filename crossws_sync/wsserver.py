@@ -119,6 +119,8 @@ class WebSocketService(ConnectionHandler):
         self._sweeper: Optional[gevent.Greenlet] = None
         self._identify_checker: Optional[gevent.Greenlet] = None
         self._accepting = True
+        #: greenlet -> the connection whose close listeners it is running
+        self.closing: Dict[Any, WebSocketConnection] = {}
         self.stats: Dict[str, int] = {"rejected_upgrades": 0, "bad_frames": 0, "unknown_events": 0, "rate_limited": 0,
                                       "handler_errors": 0}
 
@@ -324,9 +326,16 @@ class WebSocketService(ConnectionHandler):
 
     def on_close(self, conn: WebSocketConnection, code: int, reason: str) -> None:
         self.clients.discard(conn)
-        self.system_events.emit("close", conn, conn.request, code, reason)
-        if self._on_closed is not None:
-            self._on_closed(conn, code, reason)
+        current = gevent.getcurrent()
+        # While close listeners run, remember which connection is closing in this greenlet, so
+        # remove_user_socket() can tell a late close of an old socket from the live mapping.
+        self.closing[current] = conn
+        try:
+            self.system_events.emit("close", conn, conn.request, code, reason)
+            if self._on_closed is not None:
+                self._on_closed(conn, code, reason)
+        finally:
+            self.closing.pop(current, None)
 
     # Local delivery ----------------------------------------------------------------------
 
