@@ -48,9 +48,14 @@ def _make_dumps() -> Callable[[Any], str]:
             import orjson
 
             _orjson_dumps = orjson.dumps
+            _non_str_keys = orjson.OPT_NON_STR_KEYS
 
             def orjson_dumps(obj: Any) -> str:
-                return _orjson_dumps(obj).decode("utf-8")
+                try:
+                    return _orjson_dumps(obj).decode("utf-8")
+                except TypeError:
+                    # JSON.stringify (and ujson) turn every key into a string; orjson must be told to.
+                    return _orjson_dumps(obj, option=_non_str_keys).decode("utf-8")
 
             return orjson_dumps
         except ImportError:
@@ -87,7 +92,9 @@ def encode_event(event: str, payload: Any = MISSING) -> str:
 
 
 def encode_request(event: str, payload: Any, callback_id: str) -> str:
-    """Return the text of a client event frame that asks for an ack."""
+    """Return the text of a client event frame that asks for an ack (``payload`` left out when :data:`MISSING`)."""
+    if payload is MISSING:
+        return dumps({"event": event, "callbackId": callback_id})
     return dumps({"event": event, "payload": payload, "callbackId": callback_id})
 
 
