@@ -1,0 +1,235 @@
+"""The client <-> server JSON frames (pure), byte for byte against the original's probed frames (spec §2)."""
+import re
+
+import pytest
+
+from crossws_sync import protocol
+from crossws_sync.errors import CrossWSError, ProtocolError
+from crossws_sync.protocol import (
+    MAX_CALLBACK_ID_LENGTH,
+    MISSING,
+    decode_client_frame,
+    decode_server_frame,
+    encode_ack,
+    encode_event,
+    encode_request,
+    new_client_callback_id,
+)
+
+
+@pytest.fixture(params=["default", "ujson"], autouse=True)
+def json_backend(request, monkeypatch):
+    """Run every test with the default encoder (orjson when installed) and with the ujson fallback."""
+    if request.param == "ujson":
+        monkeypatch.setenv("CROSSWS_JSON", "ujson")
+        monkeypatch.setattr(protocol, "dumps", protocol._make_dumps())
+        monkeypatch.setattr(protocol, "loads", protocol._make_loads())
+        assert protocol.dumps.__name__ == "ujson_dumps"
+    return request.param
+
+
+# Literal frames of spec §2.4 -----------------------------------------------------------------
+
+
+def test_request_frame_literal():
+    frame = encode_request("say", {"msg": "with cb"}, "mwwqqd9p-zx2w-1")
+    assert frame == '{"event":"say","payload":{"msg":"with cb"},"callbackId":"mwwqqd9p-zx2w-1"}'
+
+
+def test_ack_frame_literal():
+    frame = encode_ack("mwwqqd9p-zx2w-1", {"ok": True, "echo": {"msg": "with cb"}})
+    assert frame == '{"payload":{"ok":true,"echo":{"msg":"with cb"}},"callbackId":"mwwqqd9p-zx2w-1"}'
+
+
+def test_fire_and_forget_and_push_literals():
+    assert encode_event("say", {"msg": "hi"}) == '{"event":"say","payload":{"msg":"hi"}}'
+    assert encode_event("hello", {"a": 1}) == '{"event":"hello","payload":{"a":1}}'
+
+
+def test_missing_payload_is_omitted_like_undefined():
+    assert encode_event("ping") == '{"event":"ping"}'
+    assert encode_event("ping", MISSING) == '{"event":"ping"}'
+    assert encode_ack("cb-1") == '{"callbackId":"cb-1"}'
+    assert encode_ack("cb-1", MISSING) == '{"callbackId":"cb-1"}'
+    assert encode_request("say", MISSING, "cb-1") == '{"event":"say","callbackId":"cb-1"}'
+
+
+def test_none_is_null_not_undefined():
+    assert encode_event("e", None) == '{"event":"e","payload":null}'
+    assert encode_ack("cb", None) == '{"payload":null,"callbackId":"cb"}'
+
+
+def test_falsy_payloads_are_kept():
+    assert encode_event("e", 0) == '{"event":"e","payload":0}'
+    assert encode_event("e", "") == '{"event":"e","payload":""}'
+    assert encode_event("e", False) == '{"event":"e","payload":false}'
+    assert encode_event("e", []) == '{"event":"e","payload":[]}'
+    assert encode_ack("cb", {}) == '{"payload":{},"callbackId":"cb"}'
+
+
+def test_missing_sentinel_is_falsy_and_named():
+    assert not MISSING
+    assert repr(MISSING) == "MISSING"
+
+
+def test_no_escaped_slashes_and_non_ascii_kept():
+    payload = {"url": "http://a.b/c</script>", "text": "h\u00e9llo \u2603 \U0001f600 \u4f60\u597d"}
+    frame = encode_event("e", payload)
+    assert frame == '{"event":"e","payload":{"url":"http://a.b/c</script>","text":"h\u00e9llo \u2603 \U0001f600 \u4f60\u597d"}}'
+    assert "\\/" not in frame and "\\u" not in frame
+
+
+def test_control_characters_escaped_like_json_stringify():
+    assert encode_event("e", 'a"b\\c\nd\te\u0001') == '{"event":"e","payload":"a\\"b\\\\c\\nd\\te\\u0001"}'
+
+
+def test_nested_values_and_key_order_are_preserved():
+    payload = {"z": 1, "a": [1, "two", None, True, {"b": 2.5}], "m": {}}
+    assert encode_event("e", payload) == '{"event":"e","payload":{"z":1,"a":[1,"two",null,true,{"b":2.5}],"m":{}}}'
+
+
+def test_result_objects_encode_as_plain_objects():
+    from crossws_sync.results import Result
+
+    assert encode_ack("cb", Result(success=True, data=Result(x=1))) == '{"payload":{"success":true,"data":{"x":1}},"callbackId":"cb"}'
+
+
+def test_non_string_keys_become_strings_like_json_stringify():
+    # JavaScript object keys are always strings; Python dicts with int keys must not crash a send.
+    assert encode_event("e", {1: "a", "b": {2: True}}) == '{"event":"e","payload":{"1":"a","b":{"2":true}}}'
+
+
+def test_round_trip_through_decode():
+    payload = {"msg": "h\u00e9", "list": [1, 2, {"deep": None}]}
+    assert decode_client_frame(encode_request("say", payload, "id-1")) == ("say", payload, "id-1")
+    assert decode_client_frame(encode_event("say", payload)) == ("say", payload, None)
+    assert decode_server_frame(encode_ack("id-1", payload)) == (None, payload, "id-1")
+    assert decode_server_frame(encode_event("push", payload)) == ("push", payload, None)
+
+
+# decode_client_frame --------------------------------------------------------------------------
+
+
+def test_decode_client_frame_of_the_literal_frames():
+    assert decode_client_frame('{"event":"say","payload":{"msg":"hi"}}') == ("say", {"msg": "hi"}, None)
+    event, payload, callback_id = decode_client_frame(
+        '{"event":"say","payload":{"msg":"with cb"},"callbackId":"mwwqqd9p-zx2w-1"}'
+    )
+    assert (event, payload, callback_id) == ("say", {"msg": "with cb"}, "mwwqqd9p-zx2w-1")
+
+
+def test_decode_client_frame_missing_payload_is_missing():
+    event, payload, callback_id = decode_client_frame('{"event":"x"}')
+    assert event == "x" and payload is MISSING and callback_id is None
+    assert decode_client_frame('{"event":"x","payload":null}')[1] is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "not json",
+        "{",
+        '{"event":"x",}',
+        "[1,2]",
+        '"say"',
+        "42",
+        "null",
+        "true",
+        "{}",
+        '{"payload":{"msg":"hi"}}',
+        '{"event":""}',
+        '{"event":1}',
+        '{"event":null}',
+        '{"event":["say"]}',
+        '{"event":{"name":"say"}}',
+        '{"event":true}',
+    ],
+)
+def test_decode_client_frame_rejects(text):
+    with pytest.raises(ProtocolError) as info:
+        decode_client_frame(text)
+    assert isinstance(info.value, CrossWSError) and isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    "callback_id_json",
+    ['""', "1", "0", "null", "true", "{}", '["a"]', '"%s"' % ("x" * (MAX_CALLBACK_ID_LENGTH + 1))],
+)
+def test_decode_client_frame_ignores_invalid_callback_ids(callback_id_json):
+    text = '{"event":"say","payload":1,"callbackId":%s}' % callback_id_json
+    assert decode_client_frame(text) == ("say", 1, None)
+
+
+@pytest.mark.parametrize("callback_id", ["a", "mwwqqd9p-zx2w-1", "x" * 64, "\u00e9" * 64])
+def test_decode_client_frame_accepts_callback_ids_of_1_to_64_chars(callback_id):
+    assert MAX_CALLBACK_ID_LENGTH == 64
+    assert decode_client_frame(encode_request("say", 1, callback_id)) == ("say", 1, callback_id)
+
+
+@pytest.mark.parametrize("name", ["constructor", "__proto__", "toString", "hasOwnProperty", "valueOf", "__class__", "__init__"])
+def test_prototype_names_are_ordinary_event_names(name):
+    text = '{"event":"%s","payload":{"__proto__":{"polluted":1},"constructor":2},"callbackId":"c1"}' % name
+    event, payload, callback_id = decode_client_frame(text)
+    assert event == name
+    assert payload == {"__proto__": {"polluted": 1}, "constructor": 2}
+    assert callback_id == "c1"
+    assert decode_server_frame('{"event":"%s"}' % name)[0] == name
+
+
+def test_spoofed_system_event_names_decode_as_plain_strings():
+    # Separation of system and client events is the server's job; the codec only reports the name.
+    assert decode_client_frame('{"event":"connection","payload":{"url":"/?id=victim"}}')[0] == "connection"
+
+
+# decode_server_frame --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["", "garbage", "[]", '"x"', "1", "null"])
+def test_decode_server_frame_drops_non_objects(text):
+    assert decode_server_frame(text) == (None, MISSING, None)
+
+
+def test_decode_server_frame_fields():
+    assert decode_server_frame('{"payload":{"ok":true},"callbackId":"mwwqqd9p-zx2w-1"}') == (
+        None,
+        {"ok": True},
+        "mwwqqd9p-zx2w-1",
+    )
+    assert decode_server_frame('{"event":"hello","payload":{"a":1}}') == ("hello", {"a": 1}, None)
+    assert decode_server_frame('{"event":"","payload":1}') == (None, 1, None)
+    assert decode_server_frame('{"event":5,"callbackId":7}') == (None, MISSING, None)
+    assert decode_server_frame('{"event":"x","callbackId":""}') == ("x", MISSING, None)
+    assert decode_server_frame("{}") == (None, MISSING, None)
+
+
+# Client callback ids ---------------------------------------------------------------------------
+
+CALLBACK_ID_SHAPE = re.compile(r"^[0-9a-z]+-[0-9a-z]{4}-[0-9a-z]+$")
+
+
+def test_new_client_callback_id_shape():
+    callback_id = new_client_callback_id()
+    assert CALLBACK_ID_SHAPE.match(callback_id), callback_id
+    ms36, _, counter36 = callback_id.split("-")
+    import time
+
+    assert abs(int(ms36, 36) - time.time() * 1000) < 60_000
+    assert int(counter36, 36) >= 1
+    assert len(callback_id) <= MAX_CALLBACK_ID_LENGTH
+
+
+def test_new_client_callback_ids_are_unique_and_counted():
+    ids = [new_client_callback_id() for _ in range(10_000)]
+    assert len(set(ids)) == 10_000
+    assert all(CALLBACK_ID_SHAPE.match(i) for i in ids)
+    counters = [int(i.rsplit("-", 1)[1], 36) for i in ids]
+    assert counters == list(range(counters[0], counters[0] + 10_000))
+
+
+def test_base36_matches_javascript_to_string_36():
+    assert protocol._base36(0) == "0"
+    assert protocol._base36(35) == "z"
+    assert protocol._base36(36) == "10"
+    # (1700000000000).toString(36) in JavaScript
+    assert protocol._base36(1700000000000) == "loyw3v28"
