@@ -1,0 +1,657 @@
+/*!
+ * crossws_sync ws-connector.js: the browser client (WebSocketConnector).
+ * Same API, event names and wire frames as the JavaScript connector of
+ * websocket-cross-server-adapter, without its client-side bugs. MIT licence.
+ *
+ * This file is the single source of truth: build.py writes ws-connector.mjs
+ * (ES module) and ws-connector.min.js from it.
+ *
+ * Load it with <script src=".../ws-connector.js"></script> (defines
+ * window.WebSocketConnector), with require() in Node (module.exports is the
+ * class; falls back to the "ws" package when there is no global WebSocket),
+ * or import the ES module ws-connector.mjs.
+ */
+(function (root, factory) {
+  'use strict';
+  var isCommonJS = typeof module === 'object' && module !== null && typeof module.exports === 'object';
+  var nodeRequire = isCommonJS && typeof require === 'function' ? require : null;
+  var WebSocketConnector = factory(function findWebSocket() {
+    if (root && typeof root.WebSocket === 'function') return root.WebSocket;
+    if (nodeRequire) {
+      try {
+        return nodeRequire('ws');
+      } catch (err) {
+        return null;
+      }
+    }
+    return null;
+  });
+  if (isCommonJS) {
+    module.exports = WebSocketConnector;
+  } else if (root) {
+    root.WebSocketConnector = WebSocketConnector;
+  }
+})(typeof globalThis !== 'undefined' ? globalThis : typeof self !== 'undefined' ? self : this,
+// @@core-begin
+function (findWebSocket) {
+  'use strict';
+
+  var CONNECTING = 0;
+  var OPEN = 1;
+  var CLOSED = 3;
+  var MANUAL_CLOSE_CODE = 4001;
+  var MANUAL_CLOSE_REASON = 'client manual close';
+  var LIFECYCLE_EVENTS = ['open', 'close', 'error', 'message', 'ping', 'pong', 'pong-timeout', 'reconnect', 'repeat-limit'];
+
+  var DEFAULTS = {
+    url: '',
+    pingInterval: 10000,
+    pongTimeout: 2000,
+    fastReconnectThreshold: 3,
+    fastReconnectInterval: 3000,
+    reconnectMaxInterval: 120000,
+    pingMsg: '',
+    callbackTimeout: 5000,
+    repeatLimit: null,
+    pendingTimeout: 100,
+    customParams: {},
+    // Additions (not in the original connector):
+    connectTimeout: 10000,
+    autoReconnect: false,
+    noReconnectCodes: [4001, 4010, 4011, 4012],
+    autoConnect: true,
+    WebSocket: null
+  };
+
+  var monotonicNow = typeof performance !== 'undefined' && performance && typeof performance.now === 'function'
+    ? function () { return performance.now(); }
+    : function () { return Date.now(); };
+
+  function noop() {}
+
+  function report(where, err) {
+    if (typeof console !== 'undefined' && console && typeof console.error === 'function') {
+      console.error('[WebSocketConnector] ' + where + ' failed:', err);
+    }
+  }
+
+  function checkEvent(event) {
+    if (!event || typeof event !== 'string') throw new TypeError('event must be a non-empty string');
+  }
+
+  function isPositiveNumber(value) {
+    return typeof value === 'number' && isFinite(value) && value > 0;
+  }
+
+  function isCount(value) {
+    return typeof value === 'number' && isFinite(value) && value >= 0 && Math.floor(value) === value;
+  }
+
+  /** Turn options.url into an absolute ws:// or wss:// URL; throws TypeError when it cannot. */
+  function resolveUrl(url) {
+    if (typeof url !== 'string' || !url) {
+      throw new TypeError('WebSocketConnector: options.url is required: a ws:// or wss:// URL such as "ws://127.0.0.1:8080/ws"');
+    }
+    if (/^wss?:\/\//i.test(url)) return url;
+    if (/^https?:\/\//i.test(url)) return url.replace(/^http/i, 'ws');
+    var page = typeof location !== 'undefined' && location && location.host ? location : null;
+    if (page && url.charAt(0) === '/') {
+      var scheme = page.protocol === 'https:' ? 'wss:' : 'ws:';
+      return url.charAt(1) === '/' ? scheme + url : scheme + '//' + page.host + url;
+    }
+    throw new TypeError('WebSocketConnector: options.url must start with ws:// or wss:// (got "' + url + '")');
+  }
+
+  /** Append customParams to the URL query the way the original does (URLSearchParams, String values). */
+  function appendParams(url, params) {
+    if (typeof params === 'function') params = params();
+    if (!params || typeof params !== 'object' || Array.isArray(params)) return url;
+    var query = new URLSearchParams();
+    Object.keys(params).forEach(function (key) {
+      var value = params[key];
+      if (value === undefined || value === null) return;
+      query.append(key, typeof value === 'object' && !Array.isArray(value) ? JSON.stringify(value) : String(value));
+    });
+    var text = query.toString();
+    if (!text) return url;
+    return url + (url.indexOf('?') >= 0 ? '&' : '?') + text;
+  }
+
+  function validateOptions(options) {
+    resolveUrl(options.url);
+    ['pingInterval', 'pongTimeout', 'fastReconnectInterval', 'reconnectMaxInterval', 'callbackTimeout', 'pendingTimeout']
+      .forEach(function (name) {
+        if (!isPositiveNumber(options[name])) throw new TypeError('WebSocketConnector: options.' + name + ' must be a positive number of milliseconds');
+      });
+    if (!isCount(options.fastReconnectThreshold)) throw new TypeError('WebSocketConnector: options.fastReconnectThreshold must be an integer >= 0');
+    if (options.repeatLimit !== null && options.repeatLimit !== undefined && !isCount(options.repeatLimit)) {
+      throw new TypeError('WebSocketConnector: options.repeatLimit must be null or an integer >= 0');
+    }
+    if (!isCount(options.connectTimeout)) throw new TypeError('WebSocketConnector: options.connectTimeout must be milliseconds >= 0 (0 disables it)');
+    if (typeof options.pingMsg !== 'string') throw new TypeError('WebSocketConnector: options.pingMsg must be a string');
+    if (!Array.isArray(options.noReconnectCodes)) throw new TypeError('WebSocketConnector: options.noReconnectCodes must be an array of close codes');
+    if (options.WebSocket !== null && typeof options.WebSocket !== 'function') {
+      throw new TypeError('WebSocketConnector: options.WebSocket must be a WebSocket constructor');
+    }
+    Object.keys(options).forEach(function (name) {
+      if (!(name in DEFAULTS) && typeof console !== 'undefined' && console && console.warn) {
+        console.warn('[WebSocketConnector] unknown option "' + name + '" is ignored');
+      }
+    });
+  }
+
+  /** Per-call ack timings: undefined/null take the instance default; anything else must be positive. */
+  function ackTimings(defaults, options) {
+    var callbackTimeout = options.callbackTimeout == null ? defaults.callbackTimeout : options.callbackTimeout;
+    var pendingTimeout = options.pendingTimeout == null ? defaults.pendingTimeout : options.pendingTimeout;
+    if (!isPositiveNumber(callbackTimeout)) throw new TypeError('"callbackTimeout" must be a positive number of milliseconds');
+    if (!isPositiveNumber(pendingTimeout)) throw new TypeError('"pendingTimeout" must be a positive number of milliseconds');
+    if (options.onPending != null && typeof options.onPending !== 'function') throw new TypeError('"onPending" must be a function');
+    return { callbackTimeout: callbackTimeout, pendingTimeout: pendingTimeout, onPending: options.onPending || null };
+  }
+
+  /** on/once/off listener lists in a Map: any event name is safe, once removes only its own entry. */
+  function ListenerRegistry() {
+    this.map = new Map();
+  }
+
+  ListenerRegistry.prototype.add = function (event, listener, once, tag) {
+    checkEvent(event);
+    if (typeof listener !== 'function') throw new TypeError('listener must be a function');
+    var list = this.map.get(event);
+    if (!list) this.map.set(event, list = []);
+    list.push({ fn: listener, once: once, tag: tag });
+  };
+
+  ListenerRegistry.prototype.remove = function (event, listenerOrTag) {
+    checkEvent(event);
+    var list = this.map.get(event);
+    if (!list) return;
+    var keep = listenerOrTag === undefined ? [] : list.filter(function (entry) {
+      return typeof listenerOrTag === 'function' ? entry.fn !== listenerOrTag : entry.tag !== listenerOrTag;
+    });
+    if (keep.length) this.map.set(event, keep);
+    else this.map.delete(event);
+  };
+
+  ListenerRegistry.prototype.emit = function (event, args, self) {
+    var list = this.map.get(event);
+    if (!list) return;
+    var snapshot = list.slice();
+    for (var i = 0; i < snapshot.length; i++) {
+      var entry = snapshot[i];
+      if (entry.once) {
+        var current = this.map.get(event) || [];
+        var index = current.indexOf(entry);
+        if (index < 0) continue;
+        current.splice(index, 1);
+        if (!current.length) this.map.delete(event);
+      }
+      try {
+        entry.fn.apply(self, args);
+      } catch (err) {
+        report('"' + event + '" listener', err);
+      }
+    }
+  };
+
+  /**
+   * A WebSocket client with heartbeat, reconnection, acks with timeouts and
+   * separate lifecycle / server event listeners.
+   *
+   * @param {Object} options  see DEFAULTS; times are milliseconds.
+   * @throws {TypeError} on a missing or invalid url or option.
+   */
+  function WebSocketConnector(options) {
+    if (!(this instanceof WebSocketConnector)) throw new TypeError('WebSocketConnector must be called with new');
+    if (options !== undefined && (options === null || typeof options !== 'object')) {
+      throw new TypeError('WebSocketConnector: options must be an object');
+    }
+    this.options = Object.assign({}, DEFAULTS, options);
+    validateOptions(this.options);
+    this.WebSocketImpl = this.options.WebSocket || findWebSocket();
+    if (!this.WebSocketImpl) {
+      throw new TypeError('WebSocketConnector: no WebSocket implementation: pass options.WebSocket (for example the "ws" package in Node)');
+    }
+    this.ws = null;
+    this.repeat = 0;
+    this.latency = null;
+    this.lockReconnect = false;
+    this.forbidReconnect = false;
+    this.pingGoTime = 0;
+    this.pingTimer = null;
+    this.pongTimer = null;
+    this.reconnectTimer = null;
+    this.connectTimer = null;
+    this._awaitingPong = false;
+    this._lifecycle = new ListenerRegistry();
+    this._serverEvents = new ListenerRegistry();
+    this._pending = new Map();
+    this._callbackIdCounter = 0;
+    if (this.options.autoConnect) this.connect();
+  }
+
+  WebSocketConnector.LIFECYCLE_EVENTS = LIFECYCLE_EVENTS.slice();
+  WebSocketConnector.DEFAULTS = DEFAULTS;
+
+  var proto = WebSocketConnector.prototype;
+
+  // ---- Listeners -------------------------------------------------------
+
+  function registryFor(connector, event) {
+    return LIFECYCLE_EVENTS.indexOf(event) >= 0 ? connector._lifecycle : connector._serverEvents;
+  }
+
+  /** Listen to a lifecycle event (open, close, ...) or, for any other name, to a server event. */
+  proto.on = function (event, listener, tag) {
+    checkEvent(event);
+    registryFor(this, event).add(event, listener, false, tag);
+  };
+
+  /** Like on(), removed after its first call (only this registration). */
+  proto.once = function (event, listener, tag) {
+    checkEvent(event);
+    registryFor(this, event).add(event, listener, true, tag);
+  };
+
+  /** Remove all listeners of event, those of one function, or those with one tag. */
+  proto.off = function (event, listenerOrTag) {
+    checkEvent(event);
+    registryFor(this, event).remove(event, listenerOrTag);
+  };
+
+  /** Listen to a server-pushed event, even one named like a lifecycle event ("open", "close"...). */
+  proto.onServerEvent = function (event, listener, tag) {
+    this._serverEvents.add(event, listener, false, tag);
+  };
+
+  proto.onceServerEvent = function (event, listener, tag) {
+    this._serverEvents.add(event, listener, true, tag);
+  };
+
+  proto.offServerEvent = function (event, listenerOrTag) {
+    this._serverEvents.remove(event, listenerOrTag);
+  };
+
+  proto._emitLifecycle = function (event, arg) {
+    this._lifecycle.emit(event, arguments.length > 1 ? [arg] : [], this);
+  };
+
+  // ---- Connection ------------------------------------------------------
+
+  /** Whether the socket is open now. */
+  Object.defineProperty(proto, 'connected', {
+    get: function () { return !!this.ws && this.ws.readyState === OPEN; }
+  });
+
+  /** readyState of the current socket, CLOSED (3) when there is none. */
+  Object.defineProperty(proto, 'readyState', {
+    get: function () { return this.ws ? this.ws.readyState : CLOSED; }
+  });
+
+  /**
+   * Open the connection (the constructor does it unless autoConnect is false).
+   * Also the way back after manualClose(): it re-allows reconnection and resets
+   * the attempt counter. Does nothing while a socket is connecting or open.
+   */
+  proto.connect = function () {
+    this.forbidReconnect = false;
+    this.repeat = 0;
+    if (this.ws && (this.ws.readyState === CONNECTING || this.ws.readyState === OPEN)) return;
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = null;
+    this.lockReconnect = false;
+    this._createWebSocket();
+  };
+
+  proto._createWebSocket = function () {
+    var self = this;
+    var ws;
+    try {
+      var url = appendParams(resolveUrl(this.options.url), this.options.customParams);
+      ws = new this.WebSocketImpl(url);
+    } catch (err) {
+      this._emitLifecycle('error', { type: 'error', message: String(err && err.message || err), error: err });
+      this.reconnect();
+      return;
+    }
+    this.ws = ws;
+    try {
+      ws.binaryType = 'arraybuffer';
+    } catch (err) { /* not settable in some implementations */ }
+    ws.onopen = function (event) { if (self.ws === ws) self._onOpen(event); };
+    ws.onmessage = function (event) { if (self.ws === ws) self._onMessage(event); };
+    ws.onerror = function (event) { if (self.ws === ws) self._onError(event); };
+    ws.onclose = function (event) { if (self.ws === ws) self._onClose(event); };
+    if (this.options.connectTimeout > 0) {
+      this.connectTimer = setTimeout(function () { self._onConnectTimeout(ws); }, this.options.connectTimeout);
+    }
+  };
+
+  /** Detach and close the current socket without any local event; fail pending acks. */
+  proto._dropSocket = function (code, reason) {
+    var ws = this.ws;
+    if (this.connectTimer) clearTimeout(this.connectTimer);
+    this.connectTimer = null;
+    this._heartReset();
+    if (ws) {
+      this.ws = null;
+      ws.onopen = ws.onmessage = ws.onclose = null;
+      // The "ws" package emits "error" after close() on a CONNECTING socket: keep a
+      // listener so that Node does not crash on an unhandled "error" event.
+      ws.onerror = noop;
+      if (ws.readyState === CONNECTING || ws.readyState === OPEN) {
+        try {
+          ws.close(code, reason);
+        } catch (err) { /* already closing */ }
+      }
+    }
+    this._failPending();
+    return ws;
+  };
+
+  /** Drop the socket and fire a local close event now, without waiting for the close handshake. */
+  proto._closeLocally = function (code, reason, wasClean) {
+    var ws = this._dropSocket(code, reason);
+    if (!ws) return;
+    this._emitLifecycle('close', { type: 'close', code: code, reason: reason, wasClean: wasClean, target: ws });
+    this._autoReconnect(code);
+  };
+
+  proto._autoReconnect = function (code) {
+    var limit = this.options.repeatLimit;
+    if (!this.options.autoReconnect || this.forbidReconnect || this.ws) return;
+    if (this.options.noReconnectCodes.indexOf(code) >= 0) return;
+    if (typeof limit === 'number' && limit <= this.repeat) return;
+    this.reconnect();
+  };
+
+  proto._onOpen = function (event) {
+    if (this.connectTimer) clearTimeout(this.connectTimer);
+    this.connectTimer = null;
+    this._emitLifecycle('open', event);
+    this.repeat = 0;
+    this._heartCheck();
+  };
+
+  proto._onClose = function (event) {
+    this._dropSocket();
+    this._emitLifecycle('close', event);
+    this._autoReconnect(event && event.code);
+  };
+
+  proto._onError = function (event) {
+    this._emitLifecycle('error', event);
+    this.reconnect();
+  };
+
+  proto._onConnectTimeout = function (ws) {
+    this.connectTimer = null;
+    if (this.ws !== ws || ws.readyState !== CONNECTING) return;
+    var message = 'WebSocket connect timeout after ' + this.options.connectTimeout + ' ms';
+    this._emitLifecycle('error', { type: 'error', code: 'CONNECT_TIMEOUT', message: message });
+    if (this.ws === ws) this.reconnect();
+    // reconnect() left it alone (repeat limit reached or reconnection forbidden): end it here.
+    if (this.ws === ws) this._closeLocally(1006, 'connect timeout', false);
+  };
+
+  proto._onMessage = function (event) {
+    if (!event || event.data === undefined) return;
+    var data = event.data;
+    if (typeof data !== 'string' && typeof ArrayBuffer !== 'undefined' && data instanceof ArrayBuffer && typeof TextDecoder !== 'undefined') {
+      data = new TextDecoder().decode(data);
+    }
+    this._emitLifecycle('message', data);
+    if (data === this.options.pingMsg) {
+      // Only the echo of our own ping is a pong; an unsolicited copy is ignored.
+      if (!this._awaitingPong) return;
+      this.latency = Math.round((monotonicNow() - this.pingGoTime) * 100) / 100;
+      this._emitLifecycle('pong', this.latency);
+      this._heartCheck();
+      return;
+    }
+    if (typeof data === 'string') this._handleMessage(data);
+  };
+
+  proto._handleMessage = function (text) {
+    var message;
+    try {
+      message = JSON.parse(text);
+    } catch (err) {
+      return;
+    }
+    if (!message || typeof message !== 'object' || Array.isArray(message)) return;
+    if (message.callbackId) {
+      // An ack: never dispatched as an event, unknown or late ids are ignored.
+      var entry = typeof message.callbackId === 'string' ? this._pending.get(message.callbackId) : undefined;
+      if (entry) this._settle(message.callbackId, entry, true, message.payload);
+      return;
+    }
+    if (typeof message.event === 'string' && message.event) {
+      this._serverEvents.emit(message.event, [message.payload], this);
+    }
+  };
+
+  // ---- Reconnection ----------------------------------------------------
+
+  /** Delay in ms before attempt number repeat (the original's schedule). */
+  proto._reconnectDelay = function (repeat) {
+    var o = this.options;
+    if (repeat <= o.fastReconnectThreshold) return o.fastReconnectInterval;
+    var base = Math.pow(2, repeat - o.fastReconnectThreshold) * o.fastReconnectInterval;
+    var delay = Math.min(base + Math.random() * o.fastReconnectInterval, o.reconnectMaxInterval);
+    return Math.floor(Math.max(delay, o.fastReconnectInterval));
+  };
+
+  /**
+   * Schedule a new connection attempt (closing the current socket with 4001, no
+   * local close event). Emits "reconnect" {repeat, timeout} or "repeat-limit".
+   * @param {boolean} [repeatReset=false] reset the attempt counter first.
+   */
+  proto.reconnect = function (repeatReset) {
+    var self = this;
+    var limit = this.options.repeatLimit;
+    this._heartReset();
+    if (repeatReset) this.repeat = 0;
+    if (this.lockReconnect || this.forbidReconnect) return;
+    if (typeof limit === 'number' && limit <= this.repeat) {
+      this._emitLifecycle('repeat-limit', limit);
+      return;
+    }
+    if (this.ws) this._dropSocket(MANUAL_CLOSE_CODE, MANUAL_CLOSE_REASON);
+    this.lockReconnect = true;
+    this.repeat++;
+    var timeout = this._reconnectDelay(this.repeat);
+    this._emitLifecycle('reconnect', { repeat: this.repeat, timeout: timeout });
+    if (this.forbidReconnect || !this.lockReconnect) return; // a listener called manualClose() or connect()
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = setTimeout(function () {
+      self.reconnectTimer = null;
+      self.lockReconnect = false;
+      self._createWebSocket();
+    }, timeout);
+  };
+
+  /** True from the first scheduled attempt until the next successful open. */
+  proto.reconnecting = function () {
+    return this.repeat > 0;
+  };
+
+  /**
+   * Close for good: no reconnection until connect() is called. Fires the local
+   * "close" event with code 4001 when a socket was connecting or open, and fails
+   * pending acks with errorCode CONNECTION_CLOSED.
+   */
+  proto.manualClose = function () {
+    this.forbidReconnect = true;
+    this.lockReconnect = false;
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = null;
+    this._heartReset();
+    this._failPending();
+    this._closeLocally(MANUAL_CLOSE_CODE, MANUAL_CLOSE_REASON, true);
+  };
+
+  // ---- Heartbeat -------------------------------------------------------
+
+  proto._heartCheck = function () {
+    this._heartReset();
+    this._heartStart();
+  };
+
+  proto._heartStart = function () {
+    var self = this;
+    if (this.forbidReconnect || !this.connected) return;
+    this.pingTimer = setTimeout(function () {
+      self.pingTimer = null;
+      if (!self.connected) return;
+      self._emitLifecycle('ping');
+      if (!self.connected || self.pingTimer || self.pongTimer) return; // a listener closed or re-armed
+      self.pingGoTime = monotonicNow();
+      self._awaitingPong = true;
+      self.ws.send(self.options.pingMsg);
+      self.pongTimer = setTimeout(function () {
+        self.pongTimer = null;
+        self._awaitingPong = false;
+        self._emitLifecycle('pong-timeout');
+        if (self.connected) self._closeLocally(4002, 'pong timeout', false);
+      }, self.options.pongTimeout);
+    }, this.options.pingInterval);
+  };
+
+  proto._heartReset = function () {
+    if (this.pingTimer) clearTimeout(this.pingTimer);
+    if (this.pongTimer) clearTimeout(this.pongTimer);
+    this.pingTimer = this.pongTimer = null;
+    this._awaitingPong = false;
+  };
+
+  /**
+   * @param {number} newInterval positive, in ms.
+   * @param {boolean} [immediate=false] re-arm the heartbeat now (only when connected).
+   * @throws {TypeError} when newInterval is not a positive number.
+   */
+  proto.setPingInterval = function (newInterval, immediate) {
+    if (!isPositiveNumber(newInterval)) throw new TypeError('pingInterval must be a positive number');
+    this.options.pingInterval = newInterval;
+    if (immediate && this.connected) this._heartCheck();
+  };
+
+  proto.getPingInterval = function () {
+    return this.options.pingInterval;
+  };
+
+  // ---- Sending and acks ------------------------------------------------
+
+  proto._generateCallbackId = function () {
+    this._callbackIdCounter += 1;
+    return Date.now().toString(36) + '-' + Math.random().toString(36).substring(2, 6) + '-' + this._callbackIdCounter.toString(36);
+  };
+
+  proto._register = function (callbackId, kind, fn, timings) {
+    var self = this;
+    var entry = { kind: kind, fn: fn, timer: null, pendingTimer: null };
+    entry.timer = setTimeout(function () {
+      var text = kind === 'callback' ? 'Is callback timeout: ' : 'Is promise callback timeout: ';
+      self._settle(callbackId, entry, false, { error: text + callbackId, errorCode: 'CALLBACK_TIMEOUT', callbackId: callbackId });
+    }, timings.callbackTimeout);
+    if (timings.onPending && timings.pendingTimeout < timings.callbackTimeout) {
+      entry.pendingTimer = setTimeout(function () {
+        entry.pendingTimer = null;
+        try {
+          timings.onPending();
+        } catch (err) {
+          report('onPending', err);
+        }
+      }, timings.pendingTimeout);
+    }
+    this._pending.set(callbackId, entry);
+  };
+
+  /** Deliver an ack (ok) or an error to a pending entry, exactly once. */
+  proto._settle = function (callbackId, entry, ok, value) {
+    if (this._pending.get(callbackId) !== entry) return;
+    this._pending.delete(callbackId);
+    clearTimeout(entry.timer);
+    if (entry.pendingTimer) clearTimeout(entry.pendingTimer);
+    if (entry.kind === 'promise') {
+      entry.fn(ok ? { success: true, data: value } : Object.assign({ success: false }, value));
+      return;
+    }
+    try {
+      if (ok) entry.fn(null, value);
+      else entry.fn(value, null);
+    } catch (err) {
+      report('emit callback', err);
+    }
+  };
+
+  proto._failPending = function () {
+    var self = this;
+    if (!this._pending.size) return;
+    var entries = Array.from(this._pending.entries());
+    entries.forEach(function (item) {
+      self._settle(item[0], item[1], false, {
+        error: 'Connection closed before the ack arrived: ' + item[0],
+        errorCode: 'CONNECTION_CLOSED',
+        callbackId: item[0]
+      });
+    });
+  };
+
+  /**
+   * Send {"event", "payload"[, "callbackId"]}. With a callback, it is called once
+   * as callback(null, payload) on the ack, or callback({error, errorCode}, null) on
+   * WS_NOT_OPEN, CALLBACK_TIMEOUT or CONNECTION_CLOSED.
+   *
+   * @param {string} event non-empty.
+   * @param {*} data any JSON value except null/undefined.
+   * @param {function} [callback]
+   * @param {Object} [options] callbackTimeout, pendingTimeout (ms), onPending().
+   * @returns {boolean} whether the frame was sent.
+   * @throws {TypeError|Error} on a bad event, data, callback or option.
+   */
+  proto.emit = function (event, data, callback, options) {
+    checkEvent(event);
+    if (data === null || data === undefined) throw new Error('emit: data cannot be null or undefined');
+    if (callback != null && typeof callback !== 'function') throw new TypeError('callback must be a function');
+    var timings = callback ? ackTimings(this.options, options || {}) : null;
+    if (!this.connected) {
+      if (callback) callback({ error: 'WebSocket is not open', errorCode: 'WS_NOT_OPEN' }, null);
+      return false;
+    }
+    var message = { event: event, payload: data };
+    var callbackId = callback ? (message.callbackId = this._generateCallbackId()) : null;
+    var text = JSON.stringify(message);
+    if (callback) this._register(callbackId, 'callback', callback, timings);
+    this.ws.send(text);
+    return true;
+  };
+
+  /**
+   * Like emit() with a callback, as a Promise that always resolves (never rejects)
+   * to {success: true, data} or {success: false, error, errorCode}.
+   */
+  proto.emitWithPromise = function (event, data, options) {
+    var self = this;
+    return new Promise(function (resolve) {
+      if (!event || typeof event !== 'string') return resolve({ success: false, error: 'No event provided in emitWithPromise' });
+      if (data === null || data === undefined) return resolve({ success: false, error: 'Data cannot be null or undefined' });
+      var timings, text, callbackId;
+      try {
+        timings = ackTimings(self.options, options || {});
+        callbackId = self._generateCallbackId();
+        text = JSON.stringify({ event: event, payload: data, callbackId: callbackId });
+      } catch (err) {
+        return resolve({ success: false, error: String(err && err.message || err), errorCode: 'INVALID_ARGUMENT' });
+      }
+      if (!self.connected) return resolve({ success: false, error: 'WebSocket is not open', errorCode: 'WS_NOT_OPEN' });
+      self._register(callbackId, 'promise', resolve, timings);
+      self.ws.send(text);
+    });
+  };
+
+  return WebSocketConnector;
+}
+// @@core-end
+);
