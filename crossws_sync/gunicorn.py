@@ -43,6 +43,10 @@ class GeventWebSocketWorker(GeventPyWSGIWorker):
         lifecycle.mark_forked()
         super().init_process()
 
+    def run(self) -> None:
+        gevent.spawn(lifecycle.start_all)
+        super().run()
+
     def handle_quit(self, sig: Any, frame: Any) -> None:
         gevent.spawn(self._graceful_then, super().handle_quit, sig, frame)
 

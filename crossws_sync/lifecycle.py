@@ -14,6 +14,8 @@ class _Managed(Protocol):
 
     def _after_fork(self) -> None: ...
 
+    def start(self) -> Any: ...
+
 
 _adapters: "weakref.WeakSet[Any]" = weakref.WeakSet()
 _forked = False
@@ -40,6 +42,15 @@ def _after_fork_in_child() -> None:
             adapter._after_fork()
         except Exception:
             logger.exception("adapter could not reset after fork")
+
+
+def start_all() -> None:
+    """Start every adapter of this process (a gunicorn worker calls it once it is ready)."""
+    for adapter in list(_adapters):
+        try:
+            adapter.start()
+        except Exception:
+            logger.exception("adapter failed to start")
 
 
 def shutdown_all(*, code: int = 1001, reason: str = "server shutdown", timeout: float = 5.0) -> None:

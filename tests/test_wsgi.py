@@ -1,0 +1,120 @@
+"""Serving modes: mounted in Flask on the same port, and real gunicorn with several workers."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+
+import gevent
+import pytest
+from flask import Flask
+from gevent import pywsgi
+
+from crossws_sync import WebSocketCrossServerAdapter
+from crossws_sync.wsgi import WebSocketHandler
+from rawclient import HandshakeRejected, RawClient
+from support import free_port, repo_root, terminate_process, wait_for
+
+
+def _flask_app():
+    app = Flask(__name__)
+
+    @app.route("/hello")
+    def hello():
+        return "hello from flask"
+
+    return app
+
+
+def _http_get(port, path):
+    with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=5) as response:
+        return response.status, response.read().decode()
+
+
+def test_standalone_with_an_app_on_the_same_port():
+    flask_app = _flask_app()
+    adapter = WebSocketCrossServerAdapter(ws_options={"host": "127.0.0.1", "port": 0, "path": "/ws", "app": flask_app})
+    adapter.on_websocket_event("say", lambda s, p, cb: cb(p))
+    adapter.start()
+    try:
+        port = adapter.port
+        assert _http_get(port, "/hello") == (200, "hello from flask")
+        client = RawClient(port, "/ws")
+        client.send_json({"event": "say", "payload": 7, "callbackId": "1"})
+        assert client.recv_json() == {"payload": 7, "callbackId": "1"}
+        with pytest.raises(HandshakeRejected) as rejected:
+            RawClient(port, "/other")  # Flask has no such route: its 404 comes back, no upgrade
+        assert rejected.value.status == 404
+    finally:
+        adapter.close(timeout=1)
+
+
+def test_mounted_middleware_in_a_pywsgi_server_keeps_flask_routes():
+    flask_app = _flask_app()
+    adapter = WebSocketCrossServerAdapter(ws_options={"no_server": True})
+    flask_app.wsgi_app = adapter.wsgi_middleware(flask_app.wsgi_app, path="/ws")
+    adapter.on_websocket_event("say", lambda s, p, cb: cb({"got": p}))
+    server = pywsgi.WSGIServer(("127.0.0.1", 0), flask_app, handler_class=WebSocketHandler, log=None)
+    server.start()
+    try:
+        port = server.server_port
+        assert _http_get(port, "/hello") == (200, "hello from flask")
+        clients = [RawClient(port, "/ws") for _ in range(3)]
+        for i, client in enumerate(clients):
+            client.send_json({"event": "say", "payload": i, "callbackId": "c%d" % i})
+        assert [c.recv_json()["payload"] for c in clients] == [{"got": 0}, {"got": 1}, {"got": 2}]
+        assert _http_get(port, "/hello")[0] == 200  # HTTP still served while sockets are open
+    finally:
+        adapter.close(timeout=1)
+        server.stop(timeout=1)
+
+
+def _start_gunicorn(port, workers, extra_env=None, extra_args=()):
+    env = dict(os.environ)
+    env.update(extra_env or {})
+    env["PYTHONPATH"] = repo_root() + os.pathsep + env.get("PYTHONPATH", "")
+    args = [sys.executable, "-m", "gunicorn", "-k", "crossws_sync.gunicorn.GeventWebSocketWorker",
+            "-w", str(workers), "-b", "127.0.0.1:%d" % port, "--no-control-socket", "--graceful-timeout", "10",
+            "--access-logfile", "-", *extra_args, "examples.flask_gunicorn.app:app"]
+    proc = subprocess.Popen(args, cwd=repo_root(), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def ready():
+        try:
+            return _http_get(port, "/")[0] == 200
+        except OSError:
+            return False
+
+    wait_for(ready, timeout=30, message="gunicorn to serve")
+    return proc
+
+
+def test_gunicorn_two_workers_serve_websockets_and_http_and_close_1001_on_sigterm():
+    port = free_port()
+    proc = _start_gunicorn(port, 2)
+    try:
+        pids = set()
+        clients = []
+
+        def connect(i):
+            client = RawClient(port, "/ws?id=u%d" % i)
+            client.send_json({"event": "whoami", "payload": {}, "callbackId": "w"})
+            pids.add(client.recv_json(timeout=10)["payload"]["pid"])
+            clients.append(client)
+
+        for batch in range(5):  # connect in concurrent batches until both workers took some
+            gevent.joinall([gevent.spawn(connect, batch * 20 + i) for i in range(20)], timeout=20, raise_error=True)
+            if len(pids) == 2:
+                break
+            gevent.sleep(0.5)
+        assert len(pids) == 2, "connections should land on both workers"
+        proc.send_signal(signal.SIGTERM)
+        codes = [c.recv_close(timeout=15)[0] for c in clients]
+        assert set(codes) <= {1001, 1012} and len(codes) == len(clients)
+        proc.wait(20)
+        output = proc.stdout.read().decode(errors="replace")
+        assert "101" in output  # the access log records the upgrades
+    finally:
+        terminate_process(proc)
