@@ -1,0 +1,1121 @@
+"""WebSocketConnector: the Python client of the original's wire protocol, on gevent.
+
+Blocking style: ``emit_and_wait`` blocks the calling greenlet, everything else returns at once.
+Per connection there is one greenlet that connects, performs the HTTP upgrade and then reads
+frames; writes go through one lock per connection (single writer discipline), so any number of
+greenlets may emit at once. User code (listeners, ack callbacks, ``on_pending``) never runs in
+the reading greenlet: it runs, in arrival order, on one *event greenlet* per client, so a
+listener may block (even in ``emit_and_wait``) without stalling the heartbeat or the acks.
+
+Differences from the original (spec §6), all deliberate:
+
+* closing or reconnecting while a connection attempt is in flight is safe;
+* ``manual_close()`` fires the local ``close`` event (code 4001) and ``connect()`` reopens;
+* pending acks fail at once with ``CONNECTION_CLOSED`` when their connection goes away;
+* heartbeat timers stop with the connection; only an expected echo counts as a pong; latency
+  uses a monotonic clock;
+* ``connect_timeout`` bounds TCP connect + TLS + upgrade;
+* server events live in their own registry, so a server push named ``open`` or ``close`` can
+  never fire lifecycle listeners;
+* an empty ``url`` raises :class:`~crossws_sync.errors.ConfigError` instead of retrying forever;
+* invalid timeouts raise ``ConfigError`` from ``emit`` and resolve (never raise) the promise;
+* optional automatic reconnection on close (``auto_reconnect``).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import socket as _stdsocket
+import time
+from collections import deque
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Callable, Deque, Dict, FrozenSet, Hashable, Iterable, List, Mapping, Optional, Tuple, Union
+from urllib.parse import urlsplit
+
+import gevent
+import gevent.event
+import gevent.lock
+import gevent.socket
+import gevent.ssl
+
+from . import frames, protocol
+from .backoff import reconnect_delay
+from .errors import ConfigError, ConnectTimeoutError, HandshakeError, ProtocolError
+from .listeners import ListenerRegistry, check_event_name
+from .results import Result
+
+logger = logging.getLogger("crossws_sync.client")
+
+#: Events the client itself fires; everything else registered with ``on`` is a server event.
+LIFECYCLE_EVENTS: FrozenSet[str] = frozenset(
+    {"open", "close", "error", "message", "ping", "pong", "pong-timeout", "reconnect", "repeat-limit"}
+)
+
+WS_NOT_OPEN = "WS_NOT_OPEN"
+CALLBACK_TIMEOUT = "CALLBACK_TIMEOUT"
+CONNECTION_CLOSED = "CONNECTION_CLOSED"
+INVALID_ARGUMENT = "INVALID_ARGUMENT"
+
+MANUAL_CLOSE_CODE = 4001
+MANUAL_CLOSE_REASON = "client manual close"
+PONG_TIMEOUT_CODE = 4002
+PONG_TIMEOUT_REASON = "pong timeout"
+
+#: Largest message accepted from the server (the original's ``ws`` allows 100 MiB).
+MAX_MESSAGE_SIZE = 64 << 20
+#: Largest HTTP answer to the upgrade request.
+_MAX_HANDSHAKE_BYTES = 64 << 10
+_RECV_SIZE = 65536
+
+CONNECTING = 0
+OPEN = 1
+CLOSING = 2
+CLOSED = 3
+
+_ALL: Any = object()
+_RESERVED_HEADERS = frozenset({"upgrade", "connection", "sec-websocket-key", "sec-websocket-version",
+                               "sec-websocket-accept", "sec-websocket-extensions"})
+
+
+# Pure helpers: the original's query string ------------------------------------------------
+
+
+def _js_number(value: float) -> str:
+    """``String(number)`` of JavaScript for a float (shortest round-trip digits, JS exponent rules)."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    if value == 0:
+        return "0"
+    sign = "-" if value < 0 else ""
+    digits_tuple, exponent = Decimal(repr(abs(value))).normalize().as_tuple()[1:]
+    digits = "".join(map(str, digits_tuple))
+    k = len(digits)
+    n = k + int(exponent)  # value = 0.digits * 10**n
+    if k <= n <= 21:
+        text = digits + "0" * (n - k)
+    elif 0 < n <= 21:
+        text = digits[:n] + "." + digits[n:]
+    elif -6 < n <= 0:
+        text = "0." + "0" * (-n) + digits
+    else:
+        exp = n - 1
+        mantissa = digits[0] + ("." + digits[1:] if k > 1 else "")
+        text = "%se%s%d" % (mantissa, "+" if exp >= 0 else "-", abs(exp))
+    return sign + text
+
+
+def js_string(value: Any) -> str:
+    """Return what JavaScript's ``String(value)`` gives for the JSON-like ``value``.
+
+    ``True`` -> ``"true"``, ``None`` -> ``"null"``, ``1.0`` -> ``"1"``, lists are joined with
+    ``","`` (``None`` items become empty), dicts become ``"[object Object]"``.
+    """
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return _js_number(value)
+    if isinstance(value, (list, tuple)):
+        return ",".join("" if item is None else js_string(item) for item in value)
+    if isinstance(value, Mapping):
+        return "[object Object]"
+    return str(value)
+
+
+_FORM_SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789*-._")
+
+
+def _form_encode(text: str) -> str:
+    # WHATWG application/x-www-form-urlencoded (what URLSearchParams.toString() produces):
+    # unlike urllib's quote_plus, "~" is escaped. Lone surrogates become U+FFFD like in JS.
+    raw = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")
+    out = []
+    for byte in raw:
+        if byte in _FORM_SAFE:
+            out.append(chr(byte))
+        elif byte == 0x20:
+            out.append("+")
+        else:
+            out.append("%%%02X" % byte)
+    return "".join(out)
+
+
+def build_connect_url(url: str, custom_params: Optional[Mapping[Any, Any]] = None) -> str:
+    """Return ``url`` with ``custom_params`` appended exactly as the original connector does.
+
+    Each pair becomes ``key=String(value)`` in ``URLSearchParams`` form encoding, joined to the
+    URL with ``&`` when it already contains ``?``, else with ``?`` (spec §2.5).
+    """
+    if not custom_params:
+        return url
+    query = "&".join("%s=%s" % (_form_encode(js_string(key)), _form_encode(js_string(value)))
+                     for key, value in custom_params.items())
+    return url + ("&" if "?" in url else "?") + query
+
+
+@dataclass(frozen=True)
+class _Target:
+    secure: bool
+    host: str
+    port: int
+    resource: str
+    host_header: str
+
+
+def _parse_ws_url(url: str) -> _Target:
+    """Split a ``ws://`` / ``wss://`` URL; raise :class:`ConfigError` when it cannot be used."""
+    if not isinstance(url, str) or not url:
+        raise ConfigError("url is required: a complete ws:// or wss:// address such as ws://127.0.0.1:9000/path")
+    try:
+        parts = urlsplit(url)
+        explicit_port = parts.port
+    except ValueError as exc:
+        raise ConfigError("invalid url %r: %s" % (url, exc)) from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("ws", "wss"):
+        raise ConfigError("url must start with ws:// or wss://, got %r" % (url,))
+    if not parts.hostname:
+        raise ConfigError("url has no host: %r" % (url,))
+    if parts.fragment or url.endswith("#"):
+        raise ConfigError("a WebSocket url cannot contain a fragment (#...): %r" % (url,))
+    secure = scheme == "wss"
+    default_port = 443 if secure else 80
+    port = explicit_port or default_port
+    host = parts.hostname
+    host_header = "[%s]" % host if ":" in host else host
+    if port != default_port:
+        host_header += ":%d" % port
+    resource = (parts.path or "/") + ("?" + parts.query if parts.query else "")
+    return _Target(secure, host, port, resource, host_header)
+
+
+def _handshake_request(target: _Target, key: str, headers: Tuple[Tuple[str, str], ...]) -> bytes:
+    lines = ["GET %s HTTP/1.1" % target.resource]
+    names = {name.lower() for name, _ in headers}
+    if "host" not in names:
+        lines.append("Host: %s" % target.host_header)
+    lines += ["Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Key: %s" % key,
+              "Sec-WebSocket-Version: 13"]
+    lines += ["%s: %s" % pair for pair in headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def _check_handshake_response(head: bytes, key: str) -> None:
+    """Raise :class:`HandshakeError` unless ``head`` is a valid ``101`` answer for ``key``."""
+    text = head.decode("latin-1")
+    status_line, _, rest = text.partition("\r\n")
+    parts = status_line.split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        raise HandshakeError("invalid HTTP status line %r" % status_line[:100])
+    status = int(parts[1])
+    if status != 101:
+        raise HandshakeError("server refused the WebSocket upgrade: HTTP %s" % " ".join(parts[1:]), status)
+    fields: Dict[str, str] = {}
+    for line in rest.split("\r\n"):
+        name, sep, value = line.partition(":")
+        if sep:
+            fields[name.strip().lower()] = value.strip()
+    if fields.get("upgrade", "").lower() != "websocket":
+        raise HandshakeError("101 answer without 'Upgrade: websocket'", status)
+    if "upgrade" not in [token.strip().lower() for token in fields.get("connection", "").split(",")]:
+        raise HandshakeError("101 answer without 'Connection: Upgrade'", status)
+    if fields.get("sec-websocket-accept") != frames.accept_key(key):
+        raise HandshakeError("wrong Sec-WebSocket-Accept in the 101 answer", status)
+    if fields.get("sec-websocket-extensions"):
+        raise HandshakeError("server selected an extension the client did not offer", status)
+
+
+# Option validation --------------------------------------------------------------------------
+
+
+def _seconds(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ConfigError("%s must be a positive number of seconds, got %r" % (name, value))
+    return float(value)
+
+
+def _count(name: str, value: Any, *, allow_none: bool = False) -> Optional[int]:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError("%s must be a non-negative integer, got %r" % (name, value))
+    return value
+
+
+def _header_pairs(headers: Any) -> Tuple[Tuple[str, str], ...]:
+    if headers is None:
+        return ()
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    pairs = []
+    try:
+        for name, value in items:
+            name, value = str(name), str(value)
+            if not name or any(c in name for c in ":\r\n ") or "\r" in value or "\n" in value:
+                raise ConfigError("invalid header %r" % (name,))
+            if name.lower() in _RESERVED_HEADERS:
+                raise ConfigError("header %r is set by the client itself" % (name,))
+            pairs.append((name, value))
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError("headers must be a mapping or an iterable of (name, value) pairs") from None
+    return tuple(pairs)
+
+
+@dataclass(frozen=True)
+class _Config:
+    url: str
+    target: _Target
+    pong_timeout: float
+    fast_reconnect_threshold: int
+    fast_reconnect_interval: float
+    reconnect_max_interval: float
+    ping_msg: str
+    callback_timeout: float
+    repeat_limit: Optional[int]
+    pending_timeout: float
+    connect_timeout: float
+    auto_reconnect: bool
+    no_reconnect_codes: FrozenSet[int]
+    headers: Tuple[Tuple[str, str], ...]
+    ssl_context: Optional[gevent.ssl.SSLContext]
+
+
+# One connection ------------------------------------------------------------------------------
+
+
+class _PendingAck:
+    __slots__ = ("callback_id", "callback", "result", "timeout_timer", "pending_timer", "done")
+
+    def __init__(self, callback_id: str, callback: Optional[Callable[..., Any]],
+                 result: Optional[gevent.event.AsyncResult]) -> None:
+        self.callback_id = callback_id
+        self.callback = callback
+        self.result = result
+        self.timeout_timer: Optional[gevent.Greenlet] = None
+        self.pending_timer: Optional[gevent.Greenlet] = None
+        self.done = False
+
+
+class _Connection:
+    """One connection attempt and, once upgraded, the WebSocket it became.
+
+    Runs in one greenlet (:meth:`run`): connect, handshake, then read until the end. Reports to
+    its owner through ``_conn_open``, ``_conn_text``, ``_conn_failed`` and ``_conn_closed``; the
+    owner ignores a connection it has ``detached``.
+    """
+
+    def __init__(self, owner: "WebSocketConnector", config: _Config) -> None:
+        self.owner = owner
+        self.config = config
+        self.state = CONNECTING
+        self.detached = False
+        self.sock: Optional[gevent.socket.socket] = None
+        self.parser = frames.FrameParser(MAX_MESSAGE_SIZE, expect_masked=False)
+        self.write_lock = gevent.lock.Semaphore()
+        self.pending: Dict[str, _PendingAck] = {}
+        self.close_sent: Optional[Tuple[int, str]] = None
+        self.close_received: Optional[Tuple[int, str]] = None
+        self.greenlet: Optional[gevent.Greenlet] = None
+        self._close_timer: Optional[gevent.Greenlet] = None
+
+    # Writing
+
+    def send(self, data: bytes) -> bool:
+        """Write one encoded frame; ``False`` when the connection is not open (or just broke)."""
+        if self.state != OPEN:
+            return False
+        with self.write_lock:
+            if self.state != OPEN or self.sock is None:
+                return False
+            return self._write(data)
+
+    def _write(self, data: bytes) -> bool:
+        try:
+            self.sock.sendall(data)  # type: ignore[union-attr]
+            return True
+        except OSError as exc:
+            logger.debug("write failed: %s", exc)
+            self.abort()
+            return False
+        except BaseException:
+            # Killed mid-frame: the stream is corrupt from here on, drop the connection.
+            self.abort()
+            raise
+
+    def start_close(self, code: int, reason: str) -> None:
+        """Begin the closing handshake without blocking; the socket is dropped at the latest
+        ``pong_timeout`` seconds later if the server does not answer."""
+        if self.state != OPEN:
+            return
+        self.state = CLOSING
+        self.close_sent = (code, reason)
+        gevent.spawn(self._send_close, code, reason)
+        self._close_timer = gevent.spawn_later(self.config.pong_timeout, self.abort)
+
+    def _send_close(self, code: Optional[int], reason: str) -> None:
+        if not self.write_lock.acquire(timeout=self.config.pong_timeout):
+            self.abort()
+            return
+        try:
+            if self.sock is not None:
+                self._write(frames.encode_close(code, reason, mask=True))
+        finally:
+            self.write_lock.release()
+
+    def abort(self) -> None:
+        """Cut the TCP connection; the reading greenlet then finishes the connection."""
+        sock = self.sock
+        if sock is not None:
+            try:
+                sock.shutdown(_stdsocket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cancel_attempt(self) -> None:
+        """Stop a connection attempt that is still connecting (its socket is closed)."""
+        if self.greenlet is not None and self.state == CONNECTING:
+            self.greenlet.kill(block=False)
+
+    # The connection's greenlet
+
+    def run(self) -> None:
+        try:
+            try:
+                with gevent.Timeout(self.config.connect_timeout,
+                                    ConnectTimeoutError("no WebSocket connection to %s within %gs"
+                                                        % (self.config.url, self.config.connect_timeout))):
+                    leftover = self._open_and_upgrade()
+            except Exception as exc:
+                self.state = CLOSED
+                self._close_socket()
+                self.owner._conn_failed(self, exc)
+                return
+            self.state = OPEN
+            self.owner._conn_open(self)
+            self._read(leftover)
+        finally:
+            self._close_socket()
+
+    def _open_and_upgrade(self) -> bytes:
+        target = self.config.target
+        last_error: Optional[Exception] = None
+        infos = gevent.socket.getaddrinfo(target.host, target.port, 0, _stdsocket.SOCK_STREAM)
+        for family, socktype, proto, _, address in infos:
+            self.sock = gevent.socket.socket(family, socktype, proto)
+            try:
+                self.sock.connect(address)
+                break
+            except OSError as exc:
+                last_error = exc
+                self._close_socket()
+        if self.sock is None:
+            raise last_error or OSError("cannot resolve %s" % target.host)
+        self.sock.setsockopt(_stdsocket.IPPROTO_TCP, _stdsocket.TCP_NODELAY, 1)
+        if target.secure:
+            context = self.config.ssl_context or gevent.ssl.create_default_context()
+            self.sock = context.wrap_socket(self.sock, server_hostname=target.host)
+        key = frames.new_client_key()
+        self.sock.sendall(_handshake_request(target, key, self.config.headers))
+        buffer = b""
+        while True:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise HandshakeError("connection closed during the WebSocket handshake")
+            buffer += chunk
+            end = buffer.find(b"\r\n\r\n")
+            if end >= 0:
+                break
+            if len(buffer) > _MAX_HANDSHAKE_BYTES:
+                raise HandshakeError("oversized answer to the WebSocket upgrade")
+        _check_handshake_response(buffer[:end], key)
+        return buffer[end + 4:]
+
+    def _read(self, leftover: bytes) -> None:
+        error: Optional[BaseException] = None
+        try:
+            data = leftover
+            while True:
+                if data and self._handle(self.parser.feed(data)):
+                    break
+                data = self.sock.recv(_RECV_SIZE)  # type: ignore[union-attr]
+                if not data:
+                    break
+        except ProtocolError as exc:
+            error = exc
+            logger.warning("server broke the protocol: %s", exc)
+            if self.state == OPEN:
+                self.state = CLOSING
+                self._send_close(exc.close_code, str(exc)[:120])
+        except OSError as exc:
+            error = exc
+        except Exception as exc:  # a bug of ours must still end in a close event
+            logger.exception("client connection reader failed")
+            error = exc
+        finally:
+            self.state = CLOSED
+            if self._close_timer is not None:
+                self._close_timer.kill(block=False)
+        if self.close_sent is not None:
+            code, reason = self.close_sent
+            was_clean = self.close_received is not None
+        elif self.close_received is not None:
+            code, reason = self.close_received
+            was_clean = True
+        elif isinstance(error, ProtocolError):
+            code, reason, was_clean = error.close_code, str(error), False
+        else:
+            code, reason, was_clean = 1006, "", False
+        self.owner._conn_closed(self, code, reason, was_clean, error)
+
+    def _handle(self, messages: List[frames.Message]) -> bool:
+        """Process parsed messages; ``True`` once a close frame ended the connection."""
+        for opcode, payload in messages:
+            if opcode == frames.OP_TEXT:
+                try:
+                    text = payload.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise ProtocolError("text message is not UTF-8", close_code=1007) from None
+                self.owner._conn_text(self, text)
+            elif opcode == frames.OP_BINARY:
+                # The original treats binary frames as text (Buffer.toString()).
+                self.owner._conn_text(self, payload.decode("utf-8", "replace"))
+            elif opcode == frames.OP_PING:
+                gevent.spawn(self.send, frames.encode_frame(frames.OP_PONG, payload, mask=True))
+            elif opcode == frames.OP_CLOSE:
+                try:
+                    self.close_received = frames.parse_close_payload(payload)
+                except ProtocolError:
+                    self.close_received = (1002, "")
+                if self.close_sent is None and self.state == OPEN:
+                    self.state = CLOSING
+                    code = self.close_received[0]
+                    self._send_close(None if code in (1005, 1002) else code, "")
+                return True
+        return False
+
+    def _close_socket(self) -> None:
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+
+# The client ----------------------------------------------------------------------------------
+
+
+class WebSocketConnector:
+    """A WebSocket client for servers speaking the original's protocol (ours or the Node.js one).
+
+    Connects in the background on construction (unless ``autoconnect=False``). Times are
+    seconds. Events are listened to with :meth:`on` and fired on the client's event greenlet,
+    in order: lifecycle events (``open``, ``close``, ``error``, ``message``, ``ping``,
+    ``pong``, ``pong-timeout``, ``reconnect``, ``repeat-limit``) and server-pushed events.
+
+    Args:
+        url: ``ws://`` or ``wss://`` address, may hold a path and a query.
+        ping_interval: delay from open / last pong to the next heartbeat.
+        pong_timeout: how long to wait for the heartbeat echo before closing with 4002; also
+            how long a client-initiated close waits for the server's close answer.
+        fast_reconnect_threshold: number of reconnect attempts at the fast interval.
+        fast_reconnect_interval: delay of the fast attempts; unit and minimum of the backoff.
+        reconnect_max_interval: cap of the exponential backoff.
+        ping_msg: heartbeat text (must equal the server's ``heartbeat_str``).
+        callback_timeout: default ack timeout of ``emit`` / ``emit_with_promise``.
+        repeat_limit: maximum reconnect attempts (``None``: unlimited).
+        pending_timeout: default delay before ``on_pending`` fires.
+        custom_params: appended to the query string like the original (``String(value)``).
+        connect_timeout: bound on TCP connect + TLS + WebSocket upgrade of one attempt.
+        auto_reconnect: call :meth:`reconnect` after a ``close`` whose code is not in
+            ``no_reconnect_codes`` (off by default, like the original).
+        no_reconnect_codes: close codes that never trigger the automatic reconnection.
+        autoconnect: connect on construction.
+        headers: extra HTTP headers of the upgrade request (mapping or ``(name, value)`` pairs).
+        ssl_context: context for ``wss://`` (default: ``gevent.ssl.create_default_context()``);
+            it must be gevent-aware (created after ``monkey.patch_all()`` or by ``gevent.ssl``).
+
+    Raises:
+        ConfigError: an empty or unusable ``url``, or any invalid option value.
+    """
+
+    def __init__(
+        self,
+        url: str = "",
+        *,
+        ping_interval: float = 10.0,
+        pong_timeout: float = 2.0,
+        fast_reconnect_threshold: int = 3,
+        fast_reconnect_interval: float = 3.0,
+        reconnect_max_interval: float = 120.0,
+        ping_msg: str = "",
+        callback_timeout: float = 5.0,
+        repeat_limit: Optional[int] = None,
+        pending_timeout: float = 0.1,
+        custom_params: Optional[Mapping[Any, Any]] = None,
+        connect_timeout: float = 10.0,
+        auto_reconnect: bool = False,
+        no_reconnect_codes: Iterable[int] = (4001, 4010, 4011, 4012),
+        autoconnect: bool = True,
+        headers: Optional[Union[Mapping[str, str], Iterable[Tuple[str, str]]]] = None,
+        ssl_context: Optional[gevent.ssl.SSLContext] = None,
+    ) -> None:
+        if not isinstance(url, str) or not url:
+            raise ConfigError("url is required: a complete ws:// or wss:// address such as ws://127.0.0.1:9000/path")
+        if custom_params is not None and not isinstance(custom_params, Mapping):
+            raise ConfigError("custom_params must be a mapping (dict) or None")
+        if not isinstance(ping_msg, str):
+            raise ConfigError("ping_msg must be a str")
+        if ssl_context is not None and not isinstance(ssl_context, gevent.ssl.SSLContext):
+            raise ConfigError("ssl_context must be gevent-aware: create it after gevent.monkey.patch_all() "
+                              "or with gevent.ssl.create_default_context()")
+        try:
+            codes = frozenset(int(code) for code in no_reconnect_codes)
+        except (TypeError, ValueError):
+            raise ConfigError("no_reconnect_codes must be an iterable of close codes") from None
+        full_url = build_connect_url(url, custom_params)
+        self._config = _Config(
+            url=full_url,
+            target=_parse_ws_url(full_url),
+            pong_timeout=_seconds("pong_timeout", pong_timeout),
+            fast_reconnect_threshold=_count("fast_reconnect_threshold", fast_reconnect_threshold) or 0,
+            fast_reconnect_interval=_seconds("fast_reconnect_interval", fast_reconnect_interval),
+            reconnect_max_interval=_seconds("reconnect_max_interval", reconnect_max_interval),
+            ping_msg=ping_msg,
+            callback_timeout=_seconds("callback_timeout", callback_timeout),
+            repeat_limit=_count("repeat_limit", repeat_limit, allow_none=True),
+            pending_timeout=_seconds("pending_timeout", pending_timeout),
+            connect_timeout=_seconds("connect_timeout", connect_timeout),
+            auto_reconnect=bool(auto_reconnect),
+            no_reconnect_codes=codes,
+            headers=_header_pairs(headers),
+            ssl_context=ssl_context,
+        )
+        self._ping_interval = _seconds("ping_interval", ping_interval)
+        self._events = ListenerRegistry(logger)
+        self._server_events = ListenerRegistry(logger)
+        self._queue: Deque[Tuple[Callable[..., Any], Tuple[Any, ...]]] = deque()
+        self._dispatcher: Optional[gevent.Greenlet] = None
+        self._conn: Optional[_Connection] = None
+        self._opened = gevent.event.Event()
+        self._repeat = 0
+        self._forbid = False
+        self._reconnect_timer: Optional[gevent.Greenlet] = None
+        self._ping_timer: Optional[gevent.Greenlet] = None
+        self._pong_timer: Optional[gevent.Greenlet] = None
+        self._ping_sent_at: Optional[float] = None
+        self._latency: Optional[float] = None
+        if autoconnect:
+            self._open_connection()
+
+    def __repr__(self) -> str:
+        state = "open" if self.connected else ("reconnecting" if self.reconnecting() else "closed")
+        return "<WebSocketConnector %s %s>" % (self._config.url, state)
+
+    # Public API: state --------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The URL actually connected to (``url`` plus ``custom_params``)."""
+        return self._config.url
+
+    @property
+    def connected(self) -> bool:
+        """Whether the WebSocket is open right now."""
+        conn = self._conn
+        return conn is not None and conn.state == OPEN
+
+    @property
+    def repeat(self) -> int:
+        """Reconnect attempts since the last successful open (the original's ``repeat``)."""
+        return self._repeat
+
+    @property
+    def latency(self) -> Optional[float]:
+        """Round-trip time of the last heartbeat in seconds (monotonic clock), ``None`` before one."""
+        return self._latency
+
+    def reconnecting(self) -> bool:
+        """``True`` from the first scheduled reconnect attempt until the next successful open."""
+        return self._repeat > 0
+
+    def get_ping_interval(self) -> float:
+        """Return the heartbeat interval in seconds."""
+        return self._ping_interval
+
+    def wait_connected(self, timeout: Optional[float] = None) -> bool:
+        """Block until the WebSocket is open; return whether it is (``False`` after ``timeout``)."""
+        self._opened.wait(timeout)
+        return self.connected
+
+    # Public API: listeners ----------------------------------------------------------------
+
+    def on(self, event: str, listener: Callable[..., Any], tag: Optional[Hashable] = None) -> None:
+        """Call ``listener`` every time ``event`` fires.
+
+        Lifecycle names (:data:`LIFECYCLE_EVENTS`) register a lifecycle listener; any other
+        name listens to the server event of that name (``listener(payload)``). To listen to a
+        server event whose name is a lifecycle name, use :meth:`on_server_event`.
+
+        Raises:
+            TypeError: ``event`` is not a non-empty string or ``listener`` is not callable.
+        """
+        self._registry_for(event).on(event, listener, tag)
+
+    def once(self, event: str, listener: Callable[..., Any], tag: Optional[Hashable] = None) -> None:
+        """Like :meth:`on`, but the registration is removed after its first call."""
+        self._registry_for(event).on(event, listener, tag, once=True)
+
+    def off(self, event: str, listener_or_tag: Any = _ALL) -> None:
+        """Remove every listener of ``event``, or the ones equal to a function, or with a tag."""
+        self._remove(self._registry_for(event), event, listener_or_tag)
+
+    def on_server_event(self, event: str, listener: Callable[..., Any], tag: Optional[Hashable] = None) -> None:
+        """Listen to the server-pushed event ``event``, even if it is named like a lifecycle event."""
+        self._server_events.on(event, listener, tag)
+
+    def once_server_event(self, event: str, listener: Callable[..., Any], tag: Optional[Hashable] = None) -> None:
+        """Like :meth:`on_server_event`, removed after its first call."""
+        self._server_events.on(event, listener, tag, once=True)
+
+    def off_server_event(self, event: str, listener_or_tag: Any = _ALL) -> None:
+        """Remove server-event listeners registered with :meth:`on_server_event` (or :meth:`on`)."""
+        self._remove(self._server_events, event, listener_or_tag)
+
+    def _registry_for(self, event: str) -> ListenerRegistry:
+        check_event_name(event)
+        return self._events if event in LIFECYCLE_EVENTS else self._server_events
+
+    @staticmethod
+    def _remove(registry: ListenerRegistry, event: str, listener_or_tag: Any) -> None:
+        if listener_or_tag is _ALL:
+            registry.off(event)
+        else:
+            registry.off(event, listener_or_tag)
+
+    # Public API: sending ------------------------------------------------------------------
+
+    def emit(
+        self,
+        event: str,
+        data: Any,
+        callback: Optional[Callable[[Optional[Result], Any], Any]] = None,
+        *,
+        callback_timeout: Optional[float] = None,
+        on_pending: Optional[Callable[[], Any]] = None,
+        pending_timeout: Optional[float] = None,
+    ) -> bool:
+        """Send ``event`` with ``data``; with ``callback``, ask the server for an ack.
+
+        ``callback(err, data)`` is called exactly once: ``(None, payload)`` with the server's
+        reply, or ``(err, None)`` where ``err`` is a :class:`Result` with ``error`` and
+        ``error_code``: ``WS_NOT_OPEN`` (called before ``emit`` returns), ``CALLBACK_TIMEOUT``
+        after ``callback_timeout`` seconds, ``CONNECTION_CLOSED`` as soon as the connection
+        goes away. ``on_pending()`` fires once after ``pending_timeout`` seconds if no reply
+        came yet (only when ``pending_timeout < callback_timeout``).
+
+        Args:
+            event: event name (non-empty string).
+            data: any JSON-serialisable value except ``None``.
+            callback: ``callback(err, data)``; ``None`` for fire-and-forget.
+            callback_timeout: ack timeout in seconds (default: the client's option).
+            on_pending: called without arguments when the reply is slow.
+            pending_timeout: seconds before ``on_pending`` (default: the client's option).
+
+        Returns:
+            Whether the frame was handed to the socket (``False`` when not open).
+
+        Raises:
+            TypeError: bad ``event``, ``callback`` or ``on_pending``, or ``data`` not JSON.
+            ConfigError: ``data`` is ``None`` or a timeout is not a positive number.
+        """
+        check_event_name(event)
+        if data is None:
+            raise ConfigError("emit: data cannot be None")
+        if callback is not None and not callable(callback):
+            raise TypeError("callback must be a function")
+        timeouts = self._ack_timeouts(callback_timeout, on_pending, pending_timeout)
+        conn = self._conn
+        if conn is None or conn.state != OPEN:
+            if callback is not None:
+                self._call_user(callback, Result(error="WebSocket is not open", error_code=WS_NOT_OPEN), None)
+            return False
+        if callback is None:
+            return conn.send(frames.encode_text(protocol.encode_event(event, data), mask=True))
+        callback_id = protocol.new_client_callback_id()
+        frame = frames.encode_text(protocol.encode_request(event, data, callback_id), mask=True)
+        self._register_ack(conn, _PendingAck(callback_id, callback, None), on_pending, *timeouts)
+        return conn.send(frame)
+
+    def emit_with_promise(
+        self,
+        event: str,
+        data: Any,
+        *,
+        callback_timeout: Optional[float] = None,
+        on_pending: Optional[Callable[[], Any]] = None,
+        pending_timeout: Optional[float] = None,
+    ) -> gevent.event.AsyncResult:
+        """Send ``event`` with an ack request; return an ``AsyncResult`` that never raises.
+
+        It resolves to a :class:`Result`: ``success=True, data=<reply payload>``, or
+        ``success=False`` with ``error`` and ``error_code`` (``WS_NOT_OPEN``,
+        ``CALLBACK_TIMEOUT``, ``CONNECTION_CLOSED``, ``INVALID_ARGUMENT``). Options as in
+        :meth:`emit`. Call ``.get()`` on it to block, or use :meth:`emit_and_wait`.
+        """
+        promise = gevent.event.AsyncResult()
+        try:
+            if not isinstance(event, str) or not event:
+                raise ConfigError("No event provided in emitWithPromise")
+            if data is None:
+                raise ConfigError("Data cannot be null or undefined")
+            timeouts = self._ack_timeouts(callback_timeout, on_pending, pending_timeout)
+            conn = self._conn
+            if conn is None or conn.state != OPEN:
+                promise.set(Result(success=False, error="WebSocket is not open", error_code=WS_NOT_OPEN))
+                return promise
+            callback_id = protocol.new_client_callback_id()
+            frame = frames.encode_text(protocol.encode_request(event, data, callback_id), mask=True)
+        except (ConfigError, TypeError, ValueError) as exc:
+            promise.set(Result(success=False, error=str(exc), error_code=INVALID_ARGUMENT))
+            return promise
+        self._register_ack(conn, _PendingAck(callback_id, None, promise), on_pending, *timeouts)
+        conn.send(frame)
+        return promise
+
+    def emit_and_wait(
+        self,
+        event: str,
+        data: Any,
+        *,
+        callback_timeout: Optional[float] = None,
+        on_pending: Optional[Callable[[], Any]] = None,
+        pending_timeout: Optional[float] = None,
+    ) -> Result:
+        """Blocking form of :meth:`emit_with_promise`: return its :class:`Result`.
+
+        Safe inside listeners: replies are read by the connection's own greenlet.
+        """
+        return self.emit_with_promise(event, data, callback_timeout=callback_timeout, on_pending=on_pending,
+                                      pending_timeout=pending_timeout).get()
+
+    # Public API: connection control -------------------------------------------------------
+
+    def connect(self) -> None:
+        """Open a connection in the background, also after :meth:`manual_close`.
+
+        No-op while connecting or open. Cancels a scheduled reconnect attempt and resets
+        :attr:`repeat`.
+        """
+        conn = self._conn
+        if conn is not None and conn.state in (CONNECTING, OPEN):
+            return
+        self._forbid = False
+        self._cancel_reconnect_timer()
+        self._repeat = 0
+        self._drop_connection()
+        self._open_connection()
+
+    def reconnect(self, repeat_reset: bool = False) -> None:
+        """Schedule a reconnect attempt exactly like the original (spec §4.3).
+
+        Stops the heartbeat; with ``repeat_reset`` counts attempts from zero again. Does
+        nothing when an attempt is already scheduled or after :meth:`manual_close`. Fires
+        ``repeat-limit`` instead when ``repeat_limit`` attempts were made. Otherwise closes the
+        current connection (code 4001, no local ``close`` event, pending acks fail with
+        ``CONNECTION_CLOSED``), fires ``reconnect`` with ``{repeat, timeout}`` and connects
+        again after ``timeout`` seconds.
+        """
+        self._reconnect()
+
+    def set_ping_interval(self, new_interval: float, immediate: bool = False) -> None:
+        """Change the heartbeat interval; with ``immediate``, restart the heartbeat now (if open).
+
+        Raises:
+            ConfigError: ``new_interval`` is not a positive number.
+        """
+        self._ping_interval = _seconds("ping_interval", new_interval)
+        conn = self._conn
+        if immediate and conn is not None and conn.state == OPEN:
+            self._stop_heartbeat()
+            self._arm_ping(conn)
+
+    def manual_close(self) -> None:
+        """Close for good: no reconnection until :meth:`connect`.
+
+        Stops timers, cancels a connection attempt in flight, closes an open connection with
+        4001 ``client manual close`` and fires the local ``close`` event with that code (only
+        when a connection was open). Pending acks fail with ``CONNECTION_CLOSED``. Idempotent.
+        """
+        self._forbid = True
+        self._cancel_reconnect_timer()
+        self._stop_heartbeat()
+        conn = self._conn
+        if conn is not None and conn.state == CLOSING:
+            return  # already closing (e.g. pong timeout): its own close event follows
+        was_open = conn is not None and conn.state == OPEN
+        self._drop_connection()
+        if was_open:
+            logger.info("closed by the client: %s", self._config.url)
+            self._fire("close", Result(code=MANUAL_CLOSE_CODE, reason=MANUAL_CLOSE_REASON, was_clean=True, error=None))
+
+    def close(self) -> None:
+        """Alias of :meth:`manual_close`."""
+        self.manual_close()
+
+    # Internals: connections ---------------------------------------------------------------
+
+    def _open_connection(self) -> None:
+        conn = _Connection(self, self._config)
+        self._conn = conn
+        conn.greenlet = gevent.spawn(conn.run)
+
+    def _drop_connection(self) -> None:
+        """Let go of the current connection without any local event (closing it with 4001)."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        conn.detached = True
+        self._opened.clear()
+        if conn.state == CONNECTING:
+            conn.cancel_attempt()
+        elif conn.state == OPEN:
+            conn.start_close(MANUAL_CLOSE_CODE, MANUAL_CLOSE_REASON)
+        self._stop_heartbeat()
+        self._fail_pending(conn)
+
+    def _reconnect(self) -> str:
+        self._stop_heartbeat()
+        if self._reconnect_timer is not None or self._forbid:
+            return "skipped"
+        limit = self._config.repeat_limit
+        if limit is not None and limit <= self._repeat:
+            self._fire("repeat-limit", limit)
+            return "limit"
+        self._drop_connection()
+        self._repeat += 1
+        config = self._config
+        delay = reconnect_delay(self._repeat, threshold=config.fast_reconnect_threshold,
+                                interval=config.fast_reconnect_interval, max_interval=config.reconnect_max_interval)
+        logger.info("reconnect attempt %d in %.3fs to %s", self._repeat, delay, config.url)
+        self._fire("reconnect", Result(repeat=self._repeat, timeout=delay))
+        self._reconnect_timer = gevent.spawn_later(delay, self._reconnect_due)
+        return "scheduled"
+
+    def _reconnect_due(self) -> None:
+        self._reconnect_timer = None
+        if not self._forbid and self._conn is None:
+            self._open_connection()
+
+    def _cancel_reconnect_timer(self) -> None:
+        timer, self._reconnect_timer = self._reconnect_timer, None
+        if timer is not None and timer is not gevent.getcurrent():
+            timer.kill(block=False)
+
+    # Internals: what connections report (run in the connection's greenlet) -----------------
+
+    def _conn_open(self, conn: _Connection) -> None:
+        if conn.detached:
+            return
+        logger.info("connected to %s", self._config.url)
+        self._opened.set()
+        self._fire("open", Result(url=self._config.url))
+        self._post(self._after_open, conn)
+        self._arm_ping(conn)
+
+    def _after_open(self, conn: _Connection) -> None:
+        # Like the original: ``repeat`` is reset after the open listeners ran.
+        if not conn.detached:
+            self._repeat = 0
+
+    def _conn_failed(self, conn: _Connection, error: Exception) -> None:
+        if conn.detached:
+            return
+        logger.info("connection attempt to %s failed: %s", self._config.url, error)
+        self._fire("error", Result(error=error, message=str(error), status=getattr(error, "status", None)))
+        self._post(self._after_failed_attempt, conn, error)
+
+    def _after_failed_attempt(self, conn: _Connection, error: Exception) -> None:
+        # Runs after the ``error`` listeners: as the original, a failed attempt reconnects by
+        # itself; once ``repeat_limit`` is reached the attempt ends with ``close`` 1006.
+        if conn.detached:
+            return
+        if self._reconnect() == "limit":
+            self._fire("close", Result(code=1006, reason="", was_clean=False, error=error))
+
+    def _conn_closed(self, conn: _Connection, code: int, reason: str, was_clean: bool,
+                     error: Optional[BaseException]) -> None:
+        if conn.detached:
+            return
+        logger.info("connection to %s closed: %s %s", self._config.url, code, reason)
+        self._opened.clear()
+        self._stop_heartbeat()
+        self._fail_pending(conn)
+        self._fire("close", Result(code=code, reason=reason, was_clean=was_clean, error=error))
+        if self._config.auto_reconnect:
+            self._post(self._after_close, conn, code)
+
+    def _after_close(self, conn: _Connection, code: int) -> None:
+        if not conn.detached and not self._forbid and code not in self._config.no_reconnect_codes:
+            self._reconnect()
+
+    def _conn_text(self, conn: _Connection, text: str) -> None:
+        if conn.detached:
+            return
+        logger.debug("received %r", text[:200])
+        if self._events.has("message"):
+            self._fire("message", text)
+        if text == self._config.ping_msg and self._ping_sent_at is not None:
+            latency = time.monotonic() - self._ping_sent_at
+            self._latency = latency
+            self._stop_heartbeat()
+            self._fire("pong", latency)
+            self._arm_ping(conn)
+            return
+        event, payload, callback_id = protocol.decode_server_frame(text)
+        if payload is protocol.MISSING:
+            payload = None
+        if callback_id is not None:
+            entry = conn.pending.pop(callback_id, None)
+            if entry is not None:
+                self._settle(entry, None, payload)
+            return
+        if event is not None:
+            self._post(self._server_events.emit, event, payload)
+
+    # Internals: heartbeat (spec §4.1) --------------------------------------------------------
+
+    def _arm_ping(self, conn: _Connection) -> None:
+        self._ping_timer = gevent.spawn_later(self._ping_interval, self._send_ping, conn)
+
+    def _send_ping(self, conn: _Connection) -> None:
+        self._ping_timer = None
+        if conn.detached or conn.state != OPEN:
+            return
+        self._fire("ping")
+        self._ping_sent_at = time.monotonic()
+        # Armed before writing: a write stuck on a dead link still ends in pong-timeout.
+        self._pong_timer = gevent.spawn_later(self._config.pong_timeout, self._pong_missing, conn)
+        conn.send(frames.encode_text(self._config.ping_msg, mask=True))
+
+    def _pong_missing(self, conn: _Connection) -> None:
+        self._pong_timer = None
+        self._ping_sent_at = None
+        if conn.detached:
+            return
+        logger.info("no heartbeat echo from %s within %gs", self._config.url, self._config.pong_timeout)
+        self._fire("pong-timeout")
+        conn.start_close(PONG_TIMEOUT_CODE, PONG_TIMEOUT_REASON)
+
+    def _stop_heartbeat(self) -> None:
+        self._ping_sent_at = None
+        current = gevent.getcurrent()
+        for timer in (self._ping_timer, self._pong_timer):
+            if timer is not None and timer is not current:
+                timer.kill(block=False)
+        self._ping_timer = self._pong_timer = None
+
+    # Internals: acks ---------------------------------------------------------------------------
+
+    def _ack_timeouts(self, callback_timeout: Optional[float], on_pending: Optional[Callable[[], Any]],
+                      pending_timeout: Optional[float]) -> Tuple[float, float]:
+        if on_pending is not None and not callable(on_pending):
+            raise TypeError("on_pending must be a function")
+        ack_timeout = (self._config.callback_timeout if callback_timeout is None
+                       else _seconds("callback_timeout", callback_timeout))
+        pending = (self._config.pending_timeout if pending_timeout is None
+                   else _seconds("pending_timeout", pending_timeout))
+        return ack_timeout, pending
+
+    def _register_ack(self, conn: _Connection, entry: _PendingAck, on_pending: Optional[Callable[[], Any]],
+                      ack_timeout: float, pending_timeout: float) -> None:
+        conn.pending[entry.callback_id] = entry
+        entry.timeout_timer = gevent.spawn_later(ack_timeout, self._ack_timed_out, conn, entry)
+        if on_pending is not None and pending_timeout < ack_timeout:
+            entry.pending_timer = gevent.spawn_later(pending_timeout, self._post, self._run_pending, entry, on_pending)
+
+    def _ack_timed_out(self, conn: _Connection, entry: _PendingAck) -> None:
+        if conn.pending.pop(entry.callback_id, None) is None:
+            return
+        prefix = "Is promise callback timeout: " if entry.result is not None else "Is callback timeout: "
+        self._settle(entry, Result(error=prefix + entry.callback_id, error_code=CALLBACK_TIMEOUT), None)
+
+    def _run_pending(self, entry: _PendingAck, on_pending: Callable[[], Any]) -> None:
+        if not entry.done:
+            self._call_user(on_pending)
+
+    def _fail_pending(self, conn: _Connection) -> None:
+        entries = list(conn.pending.values())
+        conn.pending.clear()
+        for entry in entries:
+            self._settle(entry, Result(error="Connection closed before the reply: " + entry.callback_id,
+                                       error_code=CONNECTION_CLOSED), None)
+
+    def _settle(self, entry: _PendingAck, error: Optional[Result], payload: Any) -> None:
+        if entry.done:
+            return
+        entry.done = True
+        current = gevent.getcurrent()
+        for timer in (entry.timeout_timer, entry.pending_timer):
+            if timer is not None and timer is not current:
+                timer.kill(block=False)
+        if entry.result is not None:
+            if error is None:
+                entry.result.set(Result(success=True, data=payload))
+            else:
+                entry.result.set(Result(success=False, error=error.error, error_code=error.error_code))
+        elif entry.callback is not None:
+            self._post(self._call_user, entry.callback, error, None if error is not None else payload)
+
+    # Internals: the event greenlet -------------------------------------------------------------
+
+    def _fire(self, event: str, *args: Any) -> None:
+        self._post(self._events.emit, event, *args)
+
+    def _post(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Queue ``fn(*args)`` for the event greenlet (started on demand, gone when idle)."""
+        self._queue.append((fn, args))
+        if self._dispatcher is None:
+            self._dispatcher = gevent.spawn(self._dispatch)
+
+    def _dispatch(self) -> None:
+        queue = self._queue
+        try:
+            while queue:
+                fn, args = queue.popleft()
+                try:
+                    fn(*args)
+                except Exception:
+                    logger.exception("client event handler failed")
+        finally:
+            self._dispatcher = None
+
+    @staticmethod
+    def _call_user(fn: Callable[..., Any], *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception:  # user code: log, never break the client
+            logger.exception("client callback %r raised", fn)
+
+
+__all__ = [
+    "WebSocketConnector",
+    "LIFECYCLE_EVENTS",
+    "WS_NOT_OPEN",
+    "CALLBACK_TIMEOUT",
+    "CONNECTION_CLOSED",
+    "INVALID_ARGUMENT",
+    "build_connect_url",
+    "js_string",
+]
