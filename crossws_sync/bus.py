@@ -1,0 +1,874 @@
+"""The cross-server bus: events, RPC callbacks and promises between servers over Redis pub/sub.
+
+Wire-compatible with the original Node.js library (spec §3): the same channels
+(``<bridge_prefix>server_bridge``, ``<ws_prefix>...``, custom names), the same envelopes and
+the same JSON / MessagePack bytes, so original nodes and ours form one cluster.
+
+Topology: every bus subscribes every wanted channel on every Redis node (one subscriber
+connection per node) and publishes each message on exactly one healthy node, chosen by the
+strategy (``random``, ``round-robin``, ``fastest``); when that node fails the same bytes are
+published on the next healthy node. Each message therefore reaches every subscribed bus once.
+
+Ours on top of the original (all additive on the wire):
+
+* each bus also subscribes ``<bridge_prefix>node:<server_name>``; its requests carry
+  ``replyTo`` so that replies from our nodes go to the requester only (original nodes still
+  reply on the bridge channel, and our nodes reply to original requesters there);
+* callback ids are unique across the cluster, cancelling one stops its timer, a publish that
+  no Redis node takes fails the call at once (``error_code='REDIS_UNAVAILABLE'``);
+* a server name that is already live in the cluster is detected and reported;
+* ``remove_redis_instance`` and a ``close`` that stops every greenlet and connection.
+
+Listeners, callbacks and the custom channel handler run in greenlets of a bounded pool, so a
+listener may block (even wait for another RPC) without stopping the bus. The local delivery
+of an event whose targets include this server runs synchronously inside the emit call, as
+in the original.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Union
+
+import gevent
+import gevent.pool
+from gevent.event import AsyncResult
+
+from . import envelope as env
+from .envelope import CALLBACK_EVENT, EnvelopeCodec
+from .errors import ConfigError, EnvelopeError, RedisUnavailableError
+from .listeners import ListenerRegistry, check_event_name
+from .nodes import RedisConfig, RedisNode, describe_config, require_monkey_patched
+from .protocol import MISSING
+from .results import Result
+
+logger = logging.getLogger("crossws_sync.bus")
+
+STRATEGIES = ("random", "round-robin", "fastest")
+TIMEOUT_MESSAGE = "Cross-server callback timed out."
+UNAVAILABLE_MESSAGE = "No healthy Redis node available"
+UNAVAILABLE_CODE = "REDIS_UNAVAILABLE"
+CLOSED_MESSAGE = "Cross-server bus closed."
+DELETED_MESSAGE = "Cross-server callback deleted."
+DEFAULT_TIMEOUT = 5.0
+
+_SENTINEL: Any = object()
+
+Listener = Callable[[Dict[str, Any], Optional[Callable[..., bool]]], Any]
+ResultCallback = Callable[[Result], Any]
+
+
+class _PendingCall:
+    """One emit waiting for replies (callback mode or promise mode)."""
+
+    __slots__ = ("callback_id", "callback", "promise", "expected", "targets", "responses", "timer")
+
+    def __init__(self, callback_id: str, callback: Optional[ResultCallback], promise: Optional[AsyncResult],
+                 expected: int, targets: List[str]) -> None:
+        self.callback_id = callback_id
+        self.callback = callback
+        self.promise = promise
+        self.expected = expected
+        self.targets = targets
+        self.responses: Dict[str, Dict[str, Any]] = {}
+        self.timer: Optional[gevent.Greenlet] = None
+
+    def failure(self, text: str, **extra: Any) -> Result:
+        """The failure result in this call's shape (``error`` for callbacks, ``message`` for promises)."""
+        if self.promise is not None:
+            result = Result(success=False, message=text)
+            result.update(extra)
+            result.responses = dict(self.responses)
+        else:
+            result = Result(success=False, error=text)
+            result.update(extra)
+            result.callback_id = self.callback_id
+        result.unresponded_count = max(self.expected, 0)
+        if self.targets:
+            result.unresponded_servers = [t for t in dict.fromkeys(self.targets) if t not in self.responses]
+        return result
+
+
+def _normalize_targets(target_server: Any) -> List[str]:
+    if isinstance(target_server, str):
+        return [target_server] if target_server else []
+    if isinstance(target_server, (list, tuple)):
+        return [t for t in target_server if isinstance(t, str) and t]
+    return []
+
+
+def _positive_number(value: Any, default: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        return default
+    return float(value)
+
+
+class CrossServerBus:
+    """Cross-server events, RPC and custom channels over one or more Redis nodes.
+
+    Args:
+        server_name: this server's name, unique in the cluster (sent in every envelope).
+        redis_config: Redis nodes; each a dict of redis-py options (``host``, ``port``,
+            ``password``, ``db``, ``username``, ``ssl``...) or a ``redis://`` URL.
+        bridge_prefix: prefix of the bridge channel (``csbp:`` -> ``csbp:server_bridge``).
+        ws_prefix: prefix of the WebSocket-routing channels (``ws:``).
+        redis_codec: ``"json"`` or ``"msgpack"``.
+        redis_compress_threshold: zstd-compress bodies above this many bytes (ours only;
+            ``None``: never). Must be ``None`` when original Node nodes are in the cluster.
+        enable_redis_data_compression: the original's option; when given it wins: ``True`` =
+            MessagePack, ``False`` = JSON, both without zstd.
+        redis_force_ping: PING every node periodically (also with a single node).
+        redis_ping_interval: seconds between PINGs.
+        redis_ping_timeout: seconds a PING may take before its connection counts as down.
+        selection_strategy: ``"random"``, ``"round-robin"`` or ``"fastest"``.
+        on_redis_health_change: ``(is_healthy, info)`` on every health flip of a connection;
+            ``info`` has ``host, port, server_name, event, is_healthy, error,
+            healthy_subscriber_count, healthy_publisher_count, total_node_count, type``.
+        on_redis_subscription_error: ``(info)`` when a SUBSCRIBE / UNSUBSCRIBE fails; ``info``
+            has ``host, port, server_name, channel, event, error``.
+        custom_channels: extra channels subscribed from the start, for the custom handler.
+        initial_channels: extra channels the WebSocket layer wants from the start.
+        ws_message_handler: ``(channel, envelope)`` for messages on ``ws_prefix`` channels, called
+            in order in the Redis listener greenlet (it must not block).
+        signing_key: shared secret; when set every message is HMAC-signed and unsigned ones are
+            dropped (our nodes only).
+        max_decompressed_size: largest accepted zstd expansion, in bytes.
+        on_server_name_conflict: ``(info)`` when another live node uses this server name;
+            ``info`` has ``server_name, host, port, subscribers``.
+        connect_timeout: TCP connect timeout to Redis, in seconds.
+        dispatch_concurrency: greenlets that may run listeners / callbacks at once.
+
+    Raises:
+        ConfigError: an invalid option.
+        MonkeyPatchError: Redis nodes configured but gevent monkey-patching missing.
+    """
+
+    def __init__(self, *, server_name: str, redis_config: Union[Sequence[RedisConfig], RedisConfig],
+                 bridge_prefix: str = "csbp:", ws_prefix: str = "ws:",
+                 redis_codec: str = "json", redis_compress_threshold: Optional[int] = 16384,
+                 enable_redis_data_compression: Optional[bool] = None,
+                 redis_force_ping: bool = True, redis_ping_interval: float = 5.0, redis_ping_timeout: float = 2.0,
+                 selection_strategy: str = "random",
+                 on_redis_health_change: Optional[Callable[[bool, Result], Any]] = None,
+                 on_redis_subscription_error: Optional[Callable[[Result], Any]] = None,
+                 custom_channels: Union[str, Sequence[str], None] = None,
+                 initial_channels: Iterable[str] = (),
+                 ws_message_handler: Optional[Callable[[str, Any], Any]] = None,
+                 signing_key: Optional[bytes] = None,
+                 max_decompressed_size: int = 16 << 20,
+                 on_server_name_conflict: Optional[Callable[[Result], Any]] = None,
+                 connect_timeout: float = 2.0,
+                 dispatch_concurrency: int = 1000) -> None:
+        if not isinstance(server_name, str) or not server_name:
+            raise ConfigError("server_name must be specified for cross-server communication to work reliably.")
+        for label, prefix in (("bridge_prefix", bridge_prefix), ("ws_prefix", ws_prefix)):
+            if not isinstance(prefix, str) or not prefix:
+                raise ConfigError("%s must be a non-empty string" % label)
+        if bridge_prefix.startswith(ws_prefix) or ws_prefix.startswith(bridge_prefix):
+            raise ConfigError('bridgePrefix and wsPrefix must be different to avoid channel conflicts. '
+                              'Received: "%s" and "%s"' % (bridge_prefix, ws_prefix))
+        if selection_strategy not in STRATEGIES:
+            raise ConfigError("selection_strategy must be one of %s, got %r" % (", ".join(STRATEGIES), selection_strategy))
+        for label, number in (("redis_ping_interval", redis_ping_interval), ("redis_ping_timeout", redis_ping_timeout),
+                              ("connect_timeout", connect_timeout)):
+            if _positive_number(number, 0.0) <= 0.0:
+                raise ConfigError("%s must be a positive number of seconds" % label)
+        for label, hook in (("on_redis_health_change", on_redis_health_change),
+                            ("on_redis_subscription_error", on_redis_subscription_error),
+                            ("ws_message_handler", ws_message_handler),
+                            ("on_server_name_conflict", on_server_name_conflict)):
+            if hook is not None and not callable(hook):
+                raise ConfigError("%s must be callable" % label)
+        if isinstance(redis_config, (str, dict)):
+            redis_config = [redis_config]
+        if not isinstance(redis_config, (list, tuple)):
+            raise ConfigError("redis_config must be a list of dicts or redis:// URLs")
+        if isinstance(custom_channels, str):
+            custom_channels = [custom_channels]
+        custom = list(custom_channels or [])
+        for channel in list(custom) + list(initial_channels):
+            if not isinstance(channel, str) or not channel:
+                raise ConfigError("channel names must be non-empty strings")
+
+        self._server_name = server_name
+        self.bridge_prefix = bridge_prefix
+        self.ws_prefix = ws_prefix
+        self.selection_strategy = selection_strategy
+        self._codec: EnvelopeCodec = env.codec_from_options(
+            redis_codec=redis_codec, redis_compress_threshold=redis_compress_threshold,
+            enable_redis_data_compression=enable_redis_data_compression,
+            max_decompressed_size=max_decompressed_size, signing_key=signing_key)
+        self._force_ping = bool(redis_force_ping)
+        self._ping_interval = float(redis_ping_interval)
+        self._ping_timeout = float(redis_ping_timeout)
+        self._connect_timeout = float(connect_timeout)
+        self._on_health = on_redis_health_change
+        self._on_subscription_error = on_redis_subscription_error
+        self._on_name_conflict = on_server_name_conflict
+        self._ws_handler = ws_message_handler
+        self._custom_handler: Optional[Callable[[str, Any], Any]] = None
+
+        self.bridge_channel = env.bridge_channel(bridge_prefix)
+        self.node_channel = env.node_channel(bridge_prefix, server_name)
+        self._system_channels = {self.bridge_channel: self._handle_bridge, self.node_channel: self._handle_bridge}
+        self._custom: Set[str] = set(custom)
+        self._ws_channels: Set[str] = set(initial_channels)
+        self._channels: Set[str] = {self.bridge_channel, self.node_channel} | self._custom | self._ws_channels
+
+        self._listeners = ListenerRegistry(logger)
+        self._ids = env.CallbackIdFactory(server_name)
+        self._pending: Dict[str, _PendingCall] = {}
+        self._pool = gevent.pool.Pool(dispatch_concurrency)
+        self._round_robin = 0
+        self._closed = False
+        self.server_name_conflict = False
+        self.stats: Dict[str, int] = dict.fromkeys(
+            ("published", "publish_failovers", "publish_failures", "received", "decode_errors", "self_echoes",
+             "requests", "replies", "late_replies", "dropped"), 0)
+
+        self._nodes: List[RedisNode] = []
+        if redis_config:
+            require_monkey_patched()
+        try:
+            for config in redis_config:
+                self._nodes.append(self._make_node(config))
+            for node in self._nodes:
+                node.start(self._channels)
+            self._wait_started(self._nodes)
+        except BaseException:
+            self.close()
+            raise
+        logger.info("cross-server bus %r started with %d redis node(s), codec %s",
+                    server_name, len(self._nodes), self._codec.codec)
+
+    def __repr__(self) -> str:
+        return "CrossServerBus(server_name=%r, nodes=%r)" % (self._server_name, self._nodes)
+
+    # Properties ---------------------------------------------------------------------------
+
+    @property
+    def server_name(self) -> str:
+        """This server's name."""
+        return self._server_name
+
+    @property
+    def healthy(self) -> bool:
+        """Whether at least one Redis node has a healthy publisher."""
+        return any(node.publisher_healthy for node in self._nodes)
+
+    @property
+    def codec(self) -> EnvelopeCodec:
+        """The envelope codec (encodes with the configured codec, decodes every format)."""
+        return self._codec
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    @property
+    def redis_nodes(self) -> List[RedisNode]:
+        """A copy of the list of Redis nodes, in configuration order."""
+        return list(self._nodes)
+
+    @property
+    def pending_callback_count(self) -> int:
+        """Number of emits still waiting for replies."""
+        return len(self._pending)
+
+    def get_server_name(self) -> str:
+        """Return this server's name (the original's ``getServerName``)."""
+        return self._server_name
+
+    # Public API: listeners ----------------------------------------------------------------
+
+    def on_cross_server_event(self, event: str, listener: Listener, tag: Any = None) -> None:
+        """Call ``listener(data, callback)`` for every ``event`` addressed to this server.
+
+        ``data`` is the whole request envelope (``event``, ``senderServer``, ``payload``,
+        ``targetServer``, ``callbackId`` when a reply is wanted; ours also ``replyTo``);
+        ``callback(payload)`` publishes a reply, or is ``None`` when the sender wants none. It
+        may be called several times; each call is one reply and returns whether it was sent.
+
+        Raises:
+            TypeError: ``event`` is not a non-empty string or ``listener`` is not callable.
+        """
+        self._listeners.on(event, listener, tag)
+
+    def once_cross_server_event(self, event: str, listener: Listener, tag: Any = None) -> None:
+        """Like :meth:`on_cross_server_event`, removed after its first call."""
+        self._listeners.on(event, listener, tag, once=True)
+
+    def off_cross_server_event(self, event: str, listener_or_tag: Any = _SENTINEL) -> None:
+        """Remove every listener of ``event``, or the given function, or those with a tag."""
+        if listener_or_tag is _SENTINEL:
+            self._listeners.off(event)
+        else:
+            self._listeners.off(event, listener_or_tag)
+
+    # Public API: emitting -----------------------------------------------------------------
+
+    def emit_cross_server(self, event: str, message: Any, callback: Optional[ResultCallback] = None, *,
+                          target_server: Union[str, Sequence[str], None] = None, timeout: float = DEFAULT_TIMEOUT,
+                          expected_responses: int = 1, except_self: bool = False) -> Optional[str]:
+        """Send ``event`` with ``message`` to other servers (and to this one when targeted).
+
+        Args:
+            event: event name.
+            message: the payload (anything JSON-like except ``None``).
+            callback: called once per reply with ``Result(success=True, data=<reply envelope>,
+                remaining_responses=n)`` and once on timeout with ``Result(success=False,
+                error='Cross-server callback timed out.', callback_id, unresponded_count,
+                unresponded_servers)``. When no Redis node can take the request it is called at
+                once with ``error='No healthy Redis node available'``,
+                ``error_code='REDIS_UNAVAILABLE'``.
+            target_server: a server name or list of names; empty / ``None`` = every server.
+            timeout: seconds to wait for replies (non-positive -> 5.0).
+            expected_responses: replies awaited for a broadcast (targeted: one per target).
+            except_self: broadcast only: do not deliver to this server.
+
+        Returns:
+            The callback id when ``callback`` is given (for :meth:`delete_cross_server_callback`).
+
+        Raises:
+            TypeError: invalid event name.
+            ConfigError: ``message`` is ``None``.
+            EnvelopeError: ``message`` cannot be encoded.
+        """
+        if callback is not None and not callable(callback):
+            raise TypeError("callback must be a function")
+        return self._emit(event, message, callback, None, target_server, timeout, expected_responses, except_self)
+
+    def emit_cross_server_with_promise(self, event: str, message: Any, *,
+                                       target_server: Union[str, Sequence[str], None] = None,
+                                       timeout: float = DEFAULT_TIMEOUT, expected_responses: int = 1,
+                                       except_self: bool = False) -> AsyncResult:
+        """Like :meth:`emit_cross_server`, returning an ``AsyncResult`` that always resolves.
+
+        It resolves to ``Result(success=True, responses={server_name: reply envelope})`` when
+        every expected reply arrived, else ``Result(success=False, message=..., responses,
+        unresponded_count[, unresponded_servers][, error_code])``. Invalid arguments resolve
+        to ``Result(success=False, message=<why>)`` instead of raising, as the original.
+        """
+        promise = AsyncResult()
+        try:
+            self._emit(event, message, None, promise, target_server, timeout, expected_responses, except_self)
+        except (TypeError, ConfigError, EnvelopeError) as exc:
+            promise.set(Result(success=False, message=str(exc)))
+        return promise
+
+    def emit_cross_server_and_wait(self, event: str, message: Any, *,
+                                   target_server: Union[str, Sequence[str], None] = None,
+                                   timeout: float = DEFAULT_TIMEOUT, expected_responses: int = 1,
+                                   except_self: bool = False) -> Result:
+        """Blocking form of :meth:`emit_cross_server_with_promise`: return its ``Result``."""
+        return self.emit_cross_server_with_promise(
+            event, message, target_server=target_server, timeout=timeout,
+            expected_responses=expected_responses, except_self=except_self).get()
+
+    def delete_cross_server_callback(self, callback_id: str) -> bool:
+        """Forget a pending call: later replies are ignored and its timer is stopped.
+
+        A promise still waiting resolves with ``message='Cross-server callback deleted.'``.
+
+        Returns:
+            Whether such a pending call existed.
+        """
+        pending = self._pending.pop(callback_id, None)
+        if pending is None:
+            return False
+        self._stop_timer(pending)
+        if pending.promise is not None:
+            pending.promise.set(pending.failure(DELETED_MESSAGE))
+        return True
+
+    # Public API: raw channels -------------------------------------------------------------
+
+    def publish_redis_message(self, channel: str, message: Dict[str, Any], *, tag_sender: bool = True) -> bool:
+        """Publish a custom ``message`` (a dict) on ``channel``.
+
+        Unlike the original, ``senderServer`` is added to a copy of the message when it has none
+        (``tag_sender``), so this server does not receive its own message back; the other
+        servers' custom handlers see it.
+
+        Returns:
+            True once a Redis node accepted it; False if ``message`` is not a dict, cannot be
+            encoded, or no Redis node could take it.
+
+        Raises:
+            TypeError: ``channel`` is not a non-empty string.
+        """
+        if not isinstance(channel, str) or not channel:
+            raise TypeError("channel must be a non-empty string")
+        if type(message) is not dict:
+            logger.warning("publish_redis_message: message must be a dict, got %s", type(message).__name__)
+            return False
+        if tag_sender and "senderServer" not in message:
+            message = dict(message, senderServer=self._server_name)
+        try:
+            self.publish(channel, message)
+        except (RedisUnavailableError, EnvelopeError) as exc:
+            logger.warning("publish_redis_message on %s failed: %s", channel, exc)
+            return False
+        return True
+
+    def publish(self, channel: str, message: Any) -> None:
+        """Encode ``message`` once and publish it on one healthy Redis node (failing over).
+
+        Raises:
+            RedisUnavailableError: no Redis node took it.
+            EnvelopeError: ``message`` cannot be encoded.
+        """
+        self._publish_raw(channel, self._codec.encode(message, channel))
+
+    def manual_subscribe(self, channel: str, *, timeout: float = DEFAULT_TIMEOUT) -> bool:
+        """Subscribe a custom channel on every Redis node; its messages go to the custom handler.
+
+        Blocks until every healthy node confirmed (nodes that are down subscribe it when they
+        reconnect). Failures are reported through ``on_redis_subscription_error``.
+
+        Returns:
+            Whether every healthy node confirmed within ``timeout``.
+
+        Raises:
+            TypeError: ``channel`` is not a non-empty string.
+        """
+        if not isinstance(channel, str) or not channel:
+            raise TypeError("The channel must be a non-empty string")
+        if channel not in self._system_channels:
+            self._custom.add(channel)
+        return self._subscribe(channel, timeout)
+
+    def manual_unsubscribe(self, channel: str) -> None:
+        """Unsubscribe a custom channel on every Redis node.
+
+        Raises:
+            TypeError: ``channel`` is not a non-empty string.
+            ConfigError: ``channel`` is one of the bus's own channels.
+        """
+        if not isinstance(channel, str) or not channel:
+            raise TypeError("The channel must be a non-empty string")
+        self._custom.discard(channel)
+        self._unsubscribe(channel)
+
+    def subscribe(self, channel: str, *, timeout: float = DEFAULT_TIMEOUT) -> bool:
+        """Subscribe a WebSocket-routing channel (for the WebSocket layer); idempotent.
+
+        Its messages go to ``ws_message_handler``. Blocks like :meth:`manual_subscribe`.
+        """
+        if not isinstance(channel, str) or not channel:
+            raise TypeError("The channel must be a non-empty string")
+        if channel not in self._system_channels:
+            self._ws_channels.add(channel)
+        return self._subscribe(channel, timeout)
+
+    def unsubscribe(self, channel: str) -> None:
+        """Unsubscribe a WebSocket-routing channel (for the WebSocket layer); idempotent."""
+        if not isinstance(channel, str) or not channel:
+            raise TypeError("The channel must be a non-empty string")
+        self._ws_channels.discard(channel)
+        self._unsubscribe(channel)
+
+    def set_custom_channel_handler(self, handler: Callable[[str, Any], Any]) -> None:
+        """Set the handler ``(channel, message)`` of every custom-channel message.
+
+        Raises:
+            TypeError: ``handler`` is not callable.
+        """
+        if not callable(handler):
+            raise TypeError("Handler must be a function.")
+        self._custom_handler = handler
+
+    def remove_custom_channel_handler(self) -> None:
+        """Remove the custom channel handler (custom messages are then dropped)."""
+        self._custom_handler = None
+
+    # Public API: Redis nodes --------------------------------------------------------------
+
+    def add_redis_instance(self, config: RedisConfig) -> None:
+        """Add a Redis node: connect, subscribe every current channel, then publish through it.
+
+        Blocks until the node's first connection attempt finished (at most about the connect
+        timeout); a node that is down is retried in the background.
+
+        Raises:
+            ConfigError: missing / invalid config, or that node is already configured.
+        """
+        if not config:
+            raise ConfigError("Redis configuration is required but missing.")
+        if self._closed:
+            raise ConfigError("the bus is closed")
+        identity = describe_config(config)
+        if any((node.host, node.port, node.db) == identity for node in self._nodes):
+            raise ConfigError("redis node %s:%s db %s is already configured" % identity)
+        require_monkey_patched()
+        node = self._make_node(config)
+        node.start(self._channels)
+        self._nodes.append(node)
+        self._wait_started([node])
+        logger.info("redis node %s added", node.label)
+
+    def remove_redis_instance(self, config_or_index: Union[RedisConfig, int]) -> bool:
+        """Stop using a Redis node: publishes fail over to the others; its connections close.
+
+        Args:
+            config_or_index: the node's position in :attr:`redis_nodes`, or a config naming the
+                same host, port and db.
+
+        Returns:
+            Whether a node was removed.
+        """
+        if isinstance(config_or_index, int) and not isinstance(config_or_index, bool):
+            if not -len(self._nodes) <= config_or_index < len(self._nodes):
+                return False
+            node = self._nodes[config_or_index]
+        else:
+            identity = describe_config(config_or_index)
+            matches = [n for n in self._nodes if (n.host, n.port, n.db) == identity]
+            if not matches:
+                return False
+            node = matches[0]
+        self._nodes.remove(node)
+        node.close()
+        logger.info("redis node %s removed", node.label)
+        return True
+
+    def get_healthy_redis_instances_count(self, type: str) -> int:  # noqa: A002 - the original's name
+        """Count nodes whose ``"publisher"`` or ``"subscriber"`` connection is healthy.
+
+        Raises:
+            TypeError: another ``type``.
+        """
+        if type == "publisher":
+            return sum(1 for node in self._nodes if node.publisher_healthy)
+        if type == "subscriber":
+            return sum(1 for node in self._nodes if node.subscriber_healthy)
+        raise TypeError("Invalid type. Must be 'publisher' or 'subscriber'.")
+
+    def get_redis_instances_count(self) -> int:
+        """Number of Redis nodes (publisher/subscriber pairs)."""
+        return len(self._nodes)
+
+    def wait_healthy(self, timeout: float = 5.0) -> bool:
+        """Block until every Redis node is healthy on both connections (or ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._nodes and all(n.publisher_healthy and n.subscriber_healthy for n in self._nodes):
+                return True
+            gevent.sleep(0.02)
+        return False
+
+    def close(self) -> None:
+        """Stop every greenlet and close every Redis connection; idempotent.
+
+        Pending calls end at once: callbacks get ``error='Cross-server bus closed.'`` and
+        promises resolve with that ``message`` (``error_code='BUS_CLOSED'``).
+        """
+        if self._closed:
+            return
+        self._closed = True
+        nodes, self._nodes = self._nodes, []
+        for node in nodes:
+            node.close()
+        pending, self._pending = self._pending, {}
+        for call in pending.values():
+            self._stop_timer(call)
+            self._finish(call, call.failure(CLOSED_MESSAGE, error_code="BUS_CLOSED"), inline=True)
+        self._pool.kill(block=True, timeout=5)
+        logger.info("cross-server bus %r closed", self._server_name)
+
+    # Internals: emit ----------------------------------------------------------------------
+
+    def _emit(self, event: str, message: Any, callback: Optional[ResultCallback], promise: Optional[AsyncResult],
+              target_server: Any, timeout: Any, expected_responses: Any, except_self: bool) -> Optional[str]:
+        check_event_name(event)
+        if message is None:
+            raise ConfigError("emitCrossServer: message cannot be null or undefined")
+        targets = _normalize_targets(target_server)
+        timeout = _positive_number(timeout, DEFAULT_TIMEOUT)
+        if targets:
+            expected = len(targets)
+        elif isinstance(expected_responses, int) and not isinstance(expected_responses, bool) and expected_responses > 0:
+            expected = expected_responses
+        else:
+            expected = 1
+        me = self._server_name
+        to_self = (not targets and not except_self) or me in targets
+        only_self = bool(targets) and all(target == me for target in targets)
+        wants_reply = callback is not None or promise is not None
+        callback_id = self._ids.new() if wants_reply else None
+        request = env.bridge_request(event, me, message, targets, callback_id,
+                                     reply_to=self.node_channel if wants_reply and not only_self else None,
+                                     promise_order=promise is not None)
+        raw = None if only_self else self._codec.encode(request, self.bridge_channel)
+        pending = None
+        if callback_id is not None:
+            pending = _PendingCall(callback_id, callback, promise, expected, targets)
+            self._pending[callback_id] = pending
+            pending.timer = gevent.spawn_later(timeout, self._expire, callback_id)
+        if to_self:
+            self._deliver_request(request["data"], inline=True)
+        if raw is not None:
+            try:
+                self._publish_raw(self.bridge_channel, raw)
+            except RedisUnavailableError as exc:
+                logger.warning("emit %r from %s failed: %s", event, me, exc)
+                if pending is not None and self._pending.get(callback_id) is pending:
+                    del self._pending[callback_id]
+                    self._stop_timer(pending)
+                    self._finish(pending, pending.failure(UNAVAILABLE_MESSAGE, error_code=UNAVAILABLE_CODE),
+                                 inline=True)
+        return callback_id if callback is not None else None
+
+    def _expire(self, callback_id: str) -> None:
+        pending = self._pending.pop(callback_id, None)
+        if pending is not None:
+            pending.timer = None
+            self._finish(pending, pending.failure(TIMEOUT_MESSAGE), inline=True)
+
+    @staticmethod
+    def _stop_timer(pending: _PendingCall) -> None:
+        timer, pending.timer = pending.timer, None
+        if timer is not None and timer is not gevent.getcurrent():
+            timer.kill(block=False)
+
+    def _finish(self, pending: _PendingCall, result: Result, *, inline: bool) -> None:
+        if pending.promise is not None:
+            pending.promise.set(result)
+        elif pending.callback is not None:
+            self._call_user(pending.callback, (result,), inline)
+
+    def _call_user(self, function: Callable[..., Any], args: tuple, inline: bool) -> None:
+        if inline:
+            self._guarded(function, *args)
+        else:
+            self._pool.spawn(self._guarded, function, *args)
+
+    @staticmethod
+    def _guarded(function: Callable[..., Any], *args: Any) -> None:
+        try:
+            function(*args)
+        except Exception:  # user code
+            logger.exception("cross-server callback %r raised", function)
+
+    # Internals: receiving -----------------------------------------------------------------
+
+    def _deliver_request(self, data: Dict[str, Any], *, inline: bool) -> None:
+        callback_id = data.get("callbackId")
+        reply = self._make_reply(data) if isinstance(callback_id, str) and callback_id else None
+        if inline:
+            self._listeners.emit(data["event"], data, reply)
+        else:
+            self._pool.spawn(self._listeners.emit, data["event"], data, reply)
+
+    def _make_reply(self, data: Dict[str, Any]) -> Callable[..., bool]:
+        callback_id = data["callbackId"]
+        origin = data.get("senderServer")
+        reply_to = data.get("replyTo")
+        if not (isinstance(origin, str) and reply_to == env.node_channel(self.bridge_prefix, origin)):
+            reply_to = None  # an original node (or anything odd): reply on the bridge, as the original
+
+        def callback(payload: Any = MISSING) -> bool:
+            """Send one reply to the requesting server; return whether it was sent."""
+            envelope = env.bridge_reply(self._server_name, callback_id, payload)
+            if origin == self._server_name:
+                self._on_reply(envelope["data"], inline=True)
+                return True
+            channel = reply_to or self.bridge_channel
+            try:
+                self.publish(channel, envelope)
+            except (RedisUnavailableError, EnvelopeError) as exc:
+                logger.warning("reply to %s (%s) failed: %s", origin, callback_id, exc)
+                return False
+            return True
+
+        return callback
+
+    def _on_reply(self, data: Dict[str, Any], *, inline: bool) -> None:
+        pending = self._pending.get(data["callbackId"])
+        if pending is None:
+            self.stats["late_replies"] += 1
+            logger.debug("reply %s from %s ignored: no pending call", data["callbackId"], data.get("senderServer"))
+            return
+        self.stats["replies"] += 1
+        pending.expected -= 1
+        pending.responses[data["senderServer"]] = data
+        done = pending.expected <= 0
+        if done:
+            del self._pending[pending.callback_id]
+            self._stop_timer(pending)
+        if pending.promise is not None:
+            if done:
+                pending.promise.set(Result(success=True, responses=dict(pending.responses)))
+        elif pending.callback is not None:
+            result = Result(success=True, data=data, remaining_responses=max(pending.expected, 0))
+            self._call_user(pending.callback, (result,), inline)
+
+    def _on_node_message(self, node: RedisNode, channel: str, raw: bytes) -> None:
+        """Called by each node's listener greenlet, in order, for every message."""
+        self.stats["received"] += 1
+        try:
+            message = self._codec.decode(raw, channel)
+        except EnvelopeError as exc:
+            self.stats["decode_errors"] += 1
+            logger.warning("undecodable message on %s from redis %s dropped: %s", channel, node.label, exc)
+            return
+        if env.sender_of(message) == self._server_name:
+            self.stats["self_echoes"] += 1
+            return
+        handler = self._system_channels.get(channel)
+        if handler is not None:
+            handler(channel, message)
+        elif channel in self._ws_channels or (channel.startswith(self.ws_prefix) and channel not in self._custom):
+            self._handle_ws(channel, message)
+        else:
+            self._handle_custom(channel, message)
+
+    def _handle_bridge(self, channel: str, message: Any) -> None:
+        try:
+            kind, data = env.parse_bridge(message)
+        except EnvelopeError as exc:
+            self.stats["dropped"] += 1
+            logger.warning("bad bridge message on %s dropped: %s", channel, exc)
+            return
+        if kind == "reply":
+            self._on_reply(data, inline=False)
+            return
+        targets = data["targetServer"]
+        if targets and self._server_name not in targets:
+            return
+        self.stats["requests"] += 1
+        self._deliver_request(data, inline=False)
+
+    def _handle_ws(self, channel: str, message: Any) -> None:
+        handler = self._ws_handler
+        if handler is None:
+            self.stats["dropped"] += 1
+            return
+        try:
+            handler(channel, message)
+        except Exception:
+            logger.exception("ws message handler failed on %s", channel)
+
+    def _handle_custom(self, channel: str, message: Any) -> None:
+        handler = self._custom_handler
+        if handler is None:
+            self.stats["dropped"] += 1
+            logger.debug("message on %s dropped: no custom channel handler", channel)
+            return
+        self._pool.spawn(self._guarded, handler, channel, message)
+
+    # Internals: Redis nodes ---------------------------------------------------------------
+
+    def _make_node(self, config: RedisConfig) -> RedisNode:
+        return RedisNode(config, server_name=self._server_name, on_message=self._on_node_message,
+                         on_health_change=self._on_node_health, on_subscription_error=self._on_node_subscription_error,
+                         ping_interval=self._ping_interval, ping_timeout=self._ping_timeout,
+                         force_ping=self._force_ping, connect_timeout=self._connect_timeout,
+                         name_check_channel=self.node_channel, on_name_conflict=self._on_node_name_conflict)
+
+    def _wait_started(self, nodes: List[RedisNode]) -> None:
+        deadline = time.monotonic() + self._connect_timeout + self._ping_timeout + 1.0
+        for node in nodes:
+            if not node.wait_started(max(0.0, deadline - time.monotonic())):
+                logger.warning("redis node %s not reachable yet; retrying in the background", node.label)
+
+    def _candidates(self) -> List[RedisNode]:
+        """Nodes to try for one publish: the strategy's choice first, then the other healthy ones."""
+        usable = [node for node in self._nodes if node.eligible]
+        if not usable:
+            usable = [node for node in self._nodes if node.publisher_healthy]
+        if len(usable) <= 1:
+            return usable
+        if self.selection_strategy == "round-robin":
+            index = self._round_robin % len(usable)
+            self._round_robin = index + 1
+        elif self.selection_strategy == "fastest":
+            best = min(node.latency for node in usable)
+            index = max(i for i, node in enumerate(usable) if node.latency == best)
+        else:
+            index = random.randrange(len(usable))
+        return usable[index:] + usable[:index]
+
+    def _publish_raw(self, channel: str, raw: bytes) -> None:
+        errors = []
+        for attempt, node in enumerate(self._candidates()):
+            if attempt:
+                self.stats["publish_failovers"] += 1
+            try:
+                node.publish(channel, raw)
+            except RedisUnavailableError as exc:
+                errors.append(str(exc))
+                continue
+            self.stats["published"] += 1
+            return
+        self.stats["publish_failures"] += 1
+        detail = ("; ".join(errors)) if errors else "no node is healthy"
+        raise RedisUnavailableError("%s (%s)" % (UNAVAILABLE_MESSAGE, detail))
+
+    def _subscribe(self, channel: str, timeout: float) -> bool:
+        self._channels.add(channel)
+        nodes = list(self._nodes)
+        tickets = [(node, node.request_subscribe([channel])) for node in nodes]
+        deadline = time.monotonic() + _positive_number(timeout, DEFAULT_TIMEOUT)
+        confirmed = True
+        for node, ticket in tickets:
+            status = node.wait_ticket(ticket, [channel], deadline)[channel]
+            if status in ("ok", "down"):
+                continue
+            confirmed = False
+            if status == "timeout":
+                self._on_node_subscription_error(node, channel, "subscribe", "timed out")
+        return confirmed
+
+    def _unsubscribe(self, channel: str) -> None:
+        if channel in self._system_channels:
+            raise ConfigError("%s is one of the bus's own channels" % channel)
+        if channel in self._custom or channel in self._ws_channels:
+            return  # still wanted through the other API
+        self._channels.discard(channel)
+        for node in list(self._nodes):
+            node.unsubscribe([channel])
+
+    # Internals: hooks ---------------------------------------------------------------------
+
+    def _on_node_health(self, node: RedisNode, conn_type: str, healthy: bool, event: str, error: Optional[str]) -> None:
+        hook = self._on_health
+        if hook is None:
+            return
+        info = Result(
+            host=node.host, port=node.port, server_name=self._server_name, event=event, is_healthy=healthy,
+            error=error, healthy_subscriber_count=self.get_healthy_redis_instances_count("subscriber"),
+            healthy_publisher_count=self.get_healthy_redis_instances_count("publisher"),
+            total_node_count=len(self._nodes), type=conn_type)
+        try:
+            hook(healthy, info)
+        except Exception:
+            logger.exception("on_redis_health_change hook raised")
+
+    def _on_node_subscription_error(self, node: RedisNode, channel: str, event: str, error: str) -> None:
+        hook = self._on_subscription_error
+        if hook is None:
+            return
+        info = Result(host=node.host, port=node.port, server_name=self._server_name, channel=channel,
+                      event=event, error=error)
+        try:
+            hook(info)
+        except Exception:
+            logger.exception("on_redis_subscription_error hook raised")
+
+    def _on_node_name_conflict(self, node: RedisNode, subscribers: int) -> None:
+        self.server_name_conflict = True
+        logger.error("server name %r is already live in the cluster (%d subscribers of %s on redis %s): "
+                     "replies and events will be mixed up; give every server a unique name",
+                     self._server_name, subscribers, self.node_channel, node.label)
+        hook = self._on_name_conflict
+        if hook is not None:
+            try:
+                hook(Result(server_name=self._server_name, host=node.host, port=node.port, subscribers=subscribers))
+            except Exception:
+                logger.exception("on_server_name_conflict hook raised")
+
+
+__all__ = ["CrossServerBus", "STRATEGIES"]

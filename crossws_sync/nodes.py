@@ -1,0 +1,732 @@
+"""One Redis node of the cross-server bus: publisher, subscriber, supervised listener, health.
+
+A :class:`RedisNode` owns exactly two Redis connections and three greenlets:
+
+* the **publisher** connection, used only by a *writer* greenlet that drains a queue and
+  pipelines whatever has accumulated (publishes, PINGs, PUBSUB NUMSUB) in one round trip;
+* the **subscriber** connection, read by a *listener* greenlet. The listener is supervised: any
+  ``Exception`` is logged, the connection is dropped and, after a short backoff, a new one is
+  opened and every wanted channel is subscribed again in one SUBSCRIBE. Unless
+  ``force_ping`` is off it also PINGs on the subscriber connection and treats a missing pong
+  after ``ping_timeout`` as a dead link;
+* a *health* greenlet that PINGs the publisher every ``ping_interval`` with a real timeout of
+  ``ping_timeout`` (also with a single node, unlike the original), probes a node that is down
+  until it answers, and watches the listener for a stalled read.
+
+Health is reported per connection type (``publisher`` / ``subscriber``) through the
+``on_health_change`` hook, once per flip. A publisher that comes back after a failure becomes
+*eligible* for publishing only after ``recovery_grace`` seconds and once this node's subscriber
+is subscribed again, so that the other nodes of the cluster have re-subscribed too before
+traffic is sent through it.
+
+Connection settings are explicit: connect timeout, TCP keepalive, RESP2, no client-side
+retries (failover is the bus's job), a command timeout on the publisher, no socket timeout on
+the subscriber (its liveness comes from the PINGs instead).
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import deque
+from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Set, Tuple, Union
+
+import gevent
+import gevent.queue
+from gevent.event import AsyncResult, Event
+from gevent.lock import Semaphore
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from .errors import ConfigError, MonkeyPatchError, RedisUnavailableError
+
+logger = logging.getLogger("crossws_sync.nodes")
+
+RedisConfig = Union[str, Dict[str, Any]]
+#: ``on_message(node, channel, raw_bytes)``
+MessageHook = Callable[["RedisNode", str, bytes], None]
+#: ``on_health_change(node, conn_type, is_healthy, event, error)``
+HealthHook = Callable[["RedisNode", str, bool, str, Optional[str]], None]
+#: ``on_subscription_error(node, channel, event, error)``
+SubscriptionErrorHook = Callable[["RedisNode", str, str, str], None]
+
+_MAX_BATCH = 256
+_BACKOFF_FIRST = 0.05
+_BACKOFF_MAX = 0.5
+_URL_SCHEMES = ("redis://", "rediss://", "unix://")
+
+MONKEY_PATCH_HINT = (
+    "crossws_sync uses Redis from greenlets and needs gevent monkey-patching: put "
+    "`from gevent import monkey; monkey.patch_all()` as the very first lines of your program, "
+    "before importing redis, flask or crossws_sync (gunicorn's gevent workers do it for you)."
+)
+
+
+def require_monkey_patched() -> None:
+    """Refuse to use Redis when the socket module is not patched by gevent.
+
+    Raises:
+        MonkeyPatchError: ``socket`` is not monkey-patched; the message says how to fix it.
+    """
+    from gevent import monkey
+
+    if not monkey.is_module_patched("socket"):
+        raise MonkeyPatchError(MONKEY_PATCH_HINT)
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------------------------
+
+def _translate(config: Dict[str, Any]) -> Dict[str, Any]:
+    """Accept the one ioredis spelling users copy from the original docs: ``tls``."""
+    cfg = dict(config)
+    tls = cfg.pop("tls", None)
+    if tls:
+        cfg.setdefault("ssl", True)
+        if isinstance(tls, dict):
+            for key in ("ca", "cert", "key"):
+                if key in tls:
+                    raise ConfigError("redis_config 'tls' sub-options are ioredis'; use redis-py's ssl_* keys")
+    return cfg
+
+
+def make_client(config: RedisConfig, *, connect_timeout: float, command_timeout: float) -> redis.Redis:
+    """Build the publisher client for one ``redis_config`` entry (does not connect).
+
+    Args:
+        config: a dict of redis-py keyword arguments (``host``, ``port``, ``password``, ``db``,
+            ``username``, ``ssl``...) or a ``redis://`` / ``rediss://`` / ``unix://`` URL.
+        connect_timeout: default ``socket_connect_timeout``.
+        command_timeout: default ``socket_timeout`` of the publisher.
+
+    Raises:
+        ConfigError: not a dict or URL, or an unknown keyword.
+    """
+    defaults: Dict[str, Any] = {
+        "socket_connect_timeout": connect_timeout,
+        "socket_timeout": command_timeout,
+        "socket_keepalive": True,
+        "health_check_interval": 0,
+        "protocol": 2,
+    }
+    forced: Dict[str, Any] = {"decode_responses": False, "retry": Retry(NoBackoff(), 0)}
+    try:
+        if isinstance(config, str):
+            if not config.startswith(_URL_SCHEMES):
+                raise ConfigError("a redis_config URL must start with redis://, rediss:// or unix://")
+            return redis.Redis.from_url(config, **defaults, **forced)
+        if isinstance(config, dict):
+            if config.get("decode_responses"):
+                logger.warning("redis_config decode_responses=True ignored: the bus needs bytes")
+            kwargs = dict(defaults)
+            kwargs.update(_translate(config))
+            kwargs.update(forced)
+            return redis.Redis(**kwargs)
+    except TypeError as exc:
+        raise ConfigError("invalid redis_config entry: %s" % exc) from None
+    except ValueError as exc:
+        raise ConfigError("invalid redis_config entry: %s" % exc) from None
+    raise ConfigError("each redis_config entry must be a dict of redis-py options or a redis:// URL")
+
+
+def describe_config(config: RedisConfig) -> Tuple[Any, Any, Any]:
+    """Return ``(host, port, db)`` of a ``redis_config`` entry without connecting."""
+    client = make_client(config, connect_timeout=1.0, command_timeout=1.0)
+    kwargs = client.connection_pool.connection_kwargs
+    host = kwargs.get("host", kwargs.get("path", "Unknown Host"))
+    return host, kwargs.get("port", "Unknown Port"), kwargs.get("db", 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Internals: queued publisher commands and subscription tickets
+# ---------------------------------------------------------------------------------------------
+
+class _Command:
+    __slots__ = ("args", "result", "cancelled")
+
+    def __init__(self, args: Tuple[Any, ...]) -> None:
+        self.args = args
+        self.result: AsyncResult = AsyncResult()
+        self.cancelled = False
+
+
+class _Stalled(Exception):
+    """The subscriber stopped answering PINGs."""
+
+
+class SubscribeTicket:
+    """What :meth:`RedisNode.request_subscribe` sent, to wait for with :meth:`RedisNode.wait_ticket`."""
+
+    __slots__ = ("generation", "sequences")
+
+    def __init__(self, generation: int, sequences: Dict[str, int]) -> None:
+        self.generation = generation
+        self.sequences = sequences
+
+
+def _now() -> float:
+    return time.monotonic()
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# The node
+# ---------------------------------------------------------------------------------------------
+
+class RedisNode:
+    """One Redis server as seen by one bus.
+
+    Args:
+        config: redis-py keyword dict or URL (see :func:`make_client`).
+        server_name: the owning bus's server name (for logs only).
+        on_message: called in the listener greenlet for every message on a wanted channel.
+        on_health_change: called once per health flip of either connection.
+        on_subscription_error: called when Redis refuses a SUBSCRIBE / UNSUBSCRIBE.
+        ping_interval: seconds between PINGs.
+        ping_timeout: a PING not answered within this many seconds marks the connection down.
+        force_ping: PING periodically (else health comes from connection errors only).
+        connect_timeout: TCP connect timeout.
+        command_timeout: publisher socket timeout (default: ``max(ping_timeout, 1.0)``).
+        recovery_grace: seconds a recovered publisher waits before it is eligible again.
+        name_check_channel: after the first subscription, count its subscribers with
+            ``PUBSUB NUMSUB``; more than one means another live node uses our name.
+        on_name_conflict: ``(node, subscriber_count)`` when that check finds a duplicate.
+
+    Raises:
+        MonkeyPatchError: gevent monkey-patching is missing.
+        ConfigError: invalid ``config``.
+    """
+
+    def __init__(self, config: RedisConfig, *, server_name: str, on_message: MessageHook,
+                 on_health_change: HealthHook, on_subscription_error: SubscriptionErrorHook,
+                 ping_interval: float = 5.0, ping_timeout: float = 2.0, force_ping: bool = True,
+                 connect_timeout: float = 2.0, command_timeout: Optional[float] = None,
+                 recovery_grace: float = 1.0, name_check_channel: Optional[str] = None,
+                 on_name_conflict: Optional[Callable[["RedisNode", int], None]] = None) -> None:
+        require_monkey_patched()
+        self.config = config
+        self.server_name = server_name
+        self._on_message = on_message
+        self._on_health_change = on_health_change
+        self._on_subscription_error = on_subscription_error
+        self.ping_interval = float(ping_interval)
+        self.ping_timeout = float(ping_timeout)
+        self.force_ping = bool(force_ping)
+        self.recovery_grace = float(recovery_grace)
+        self._command_timeout = float(command_timeout if command_timeout is not None else max(ping_timeout, 1.0))
+        self._client = make_client(config, connect_timeout=connect_timeout, command_timeout=self._command_timeout)
+        pool = self._client.connection_pool
+        self._sub_kwargs = dict(pool.connection_kwargs)
+        self._sub_kwargs["socket_timeout"] = None
+        self._sub_class = pool.connection_class
+        self.host = self._sub_kwargs.get("host", self._sub_kwargs.get("path", "Unknown Host"))
+        self.port = self._sub_kwargs.get("port", "Unknown Port")
+        self.db = self._sub_kwargs.get("db", 0)
+        self._name_check_channel = name_check_channel
+        self._on_name_conflict = on_name_conflict
+
+        # Health
+        self.publisher_healthy = False
+        self.subscriber_healthy = False
+        self.latency = 0.0
+        self._ever_healthy = False
+        self._eligible_at = 0.0
+        self._pub_started = Event()
+        self._sub_started = Event()
+
+        # Publisher
+        self._queue: "gevent.queue.Queue[_Command]" = gevent.queue.Queue()
+
+        # Subscriber state
+        self._wanted: Set[str] = set()
+        self._confirmed: Set[str] = set()
+        self._failed: Dict[str, str] = {}
+        self._sent: Dict[str, int] = {}
+        self._acked: Dict[str, int] = {}
+        self._pending: Deque[Tuple[str, List[str]]] = deque()
+        self._sub_conn: Any = None
+        self._generation = 0
+        self._sub_write_lock = Semaphore()
+        self._ping_sent_at: Optional[float] = None
+        self._changed = Event()
+        self._name_check_due = False
+        self._name_checked = False
+
+        self._wake = Event()
+        self._closed = False
+        self._greenlets: List[gevent.Greenlet] = []
+
+    def __repr__(self) -> str:
+        return "RedisNode(%s, publisher=%s, subscriber=%s)" % (
+            self.label, "up" if self.publisher_healthy else "down", "up" if self.subscriber_healthy else "down")
+
+    @property
+    def label(self) -> str:
+        """``host:port`` (never the password)."""
+        return "%s:%s" % (self.host, self.port)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    @property
+    def eligible(self) -> bool:
+        """Healthy for publishing: publisher up, own subscriber up and past the recovery grace."""
+        return self.publisher_healthy and self.subscriber_healthy and _now() >= self._eligible_at
+
+    # Lifecycle ----------------------------------------------------------------------------
+
+    def start(self, channels: Iterable[str] = ()) -> None:
+        """Start the greenlets; ``channels`` are subscribed on the first connection."""
+        self._wanted.update(channels)
+        self._greenlets = [
+            gevent.spawn(self._writer_loop),
+            gevent.spawn(self._listener_loop),
+            gevent.spawn(self._health_loop),
+        ]
+
+    def wait_started(self, timeout: float) -> bool:
+        """Wait until both connections made their first attempt (success or failure)."""
+        deadline = _now() + timeout
+        return (self._pub_started.wait(max(0.0, deadline - _now())) is True
+                and self._sub_started.wait(max(0.0, deadline - _now())) is True)
+
+    def close(self) -> None:
+        """Stop every greenlet and close both connections; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._wake.set()
+        current = gevent.getcurrent()
+        gevent.killall([g for g in self._greenlets if g is not current], block=True, timeout=5)
+        conn, self._sub_conn = self._sub_conn, None
+        if conn is not None:
+            conn.disconnect()
+        while True:
+            try:
+                command = self._queue.get_nowait()
+            except gevent.queue.Empty:
+                break
+            command.result.set_exception(RedisUnavailableError("redis node %s closed" % self.label))
+        try:
+            self._client.close()
+        except Exception:  # closing a broken pool must not stop the shutdown
+            logger.debug("closing publisher of %s failed", self.label, exc_info=True)
+        self.publisher_healthy = False
+        self.subscriber_healthy = False
+        self._notify()
+
+    # Publisher ----------------------------------------------------------------------------
+
+    def command(self, *args: Any, timeout: Optional[float] = None) -> Any:
+        """Run one command on the publisher connection (pipelined with concurrent ones).
+
+        Args:
+            args: the command and its arguments (``"PUBLISH", channel, data``).
+            timeout: seconds to wait (default: twice the command timeout).
+
+        Returns:
+            Redis's reply.
+
+        Raises:
+            RedisUnavailableError: closed, not answered in time, or the connection failed.
+            redis.ResponseError: Redis answered with an error.
+        """
+        if self._closed:
+            raise RedisUnavailableError("redis node %s closed" % self.label)
+        command = _Command(args)
+        self._queue.put(command)
+        wait = timeout if timeout is not None else 2 * self._command_timeout + 0.5
+        try:
+            return command.result.get(timeout=wait)
+        except gevent.Timeout:
+            command.cancelled = True
+            raise RedisUnavailableError("redis node %s did not answer %s within %.1fs"
+                                        % (self.label, args[0], wait)) from None
+
+    def publish(self, channel: str, raw: bytes) -> int:
+        """PUBLISH ``raw`` on ``channel``; return how many subscribers Redis delivered it to.
+
+        Raises:
+            RedisUnavailableError: the node could not take it (the node marks itself down).
+        """
+        try:
+            return int(self.command("PUBLISH", channel, raw))
+        except RedisUnavailableError as exc:
+            self._set_publisher(False, "error", str(exc))
+            raise
+        except redis.RedisError as exc:
+            raise RedisUnavailableError("redis node %s refused PUBLISH: %s" % (self.label, exc)) from None
+
+    def _writer_loop(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < _MAX_BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except gevent.queue.Empty:
+                    break
+            batch = [command for command in batch if not command.cancelled]
+            if not batch:
+                continue
+            try:
+                pipe = self._client.pipeline(transaction=False)
+                for command in batch:
+                    pipe.execute_command(*command.args)
+                replies = pipe.execute(raise_on_error=False)
+            except Exception as exc:  # the writer never dies: fail this batch, reconnect lazily
+                if not isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError)):
+                    logger.exception("publisher of %s failed unexpectedly", self.label)
+                error = RedisUnavailableError("redis node %s: %s" % (self.label, exc))
+                for command in batch:
+                    command.result.set_exception(error)
+                try:
+                    self._client.connection_pool.disconnect()
+                except Exception:
+                    logger.debug("disconnecting publisher of %s failed", self.label, exc_info=True)
+                continue
+            for command, reply in zip(batch, replies):
+                if isinstance(reply, Exception):
+                    command.result.set_exception(reply)
+                else:
+                    command.result.set(reply)
+
+    # Subscriber: public -------------------------------------------------------------------
+
+    @property
+    def wanted_channels(self) -> Set[str]:
+        """A copy of the channels this node keeps subscribed (replayed on every reconnect)."""
+        return set(self._wanted)
+
+    def request_subscribe(self, channels: Iterable[str]) -> SubscribeTicket:
+        """Add ``channels`` to the wanted set and send SUBSCRIBE if connected (non-blocking)."""
+        new = [channel for channel in channels]
+        for channel in new:
+            self._wanted.add(channel)
+            self._failed.pop(channel, None)
+        conn = self._sub_conn
+        sequences: Dict[str, int] = {}
+        if conn is not None and new:
+            for channel in new:
+                self._sent[channel] = self._sent.get(channel, 0) + 1
+                sequences[channel] = self._sent[channel]
+            self._send(conn, "SUBSCRIBE", new)
+        return SubscribeTicket(self._generation, sequences)
+
+    def wait_ticket(self, ticket: SubscribeTicket, channels: Iterable[str], deadline: float) -> Dict[str, str]:
+        """Wait until each channel is subscribed on this node.
+
+        Returns:
+            ``{channel: status}`` with status ``"ok"``, ``"down"`` (the subscriber is not
+            connected: the channel is subscribed when it reconnects), ``"failed: <error>"``
+            (Redis refused it) or ``"timeout"``.
+        """
+        channels = list(channels)
+        while True:
+            statuses = {channel: self._status(ticket, channel) for channel in channels}
+            if "pending" not in statuses.values():
+                return statuses
+            remaining = deadline - _now()
+            if remaining <= 0:
+                return {c: ("timeout" if s == "pending" else s) for c, s in statuses.items()}
+            self._changed.wait(remaining)
+
+    def _status(self, ticket: SubscribeTicket, channel: str) -> str:
+        if channel in self._failed:
+            return "failed: %s" % self._failed[channel]
+        if self._closed or self._sub_conn is None:
+            return "down"
+        if channel not in self._wanted:
+            return "failed: unsubscribed meanwhile"
+        if ticket.generation == self._generation and channel in ticket.sequences:
+            return "ok" if self._acked.get(channel, 0) >= ticket.sequences[channel] else "pending"
+        return "ok" if channel in self._confirmed else "pending"
+
+    def unsubscribe(self, channels: Iterable[str]) -> None:
+        """Remove ``channels`` from the wanted set and send UNSUBSCRIBE if connected."""
+        gone = [channel for channel in channels if channel in self._wanted]
+        for channel in gone:
+            self._wanted.discard(channel)
+            self._confirmed.discard(channel)
+        conn = self._sub_conn
+        if conn is not None and gone:
+            self._send(conn, "UNSUBSCRIBE", gone)
+        self._notify()
+
+    # Subscriber: internals ----------------------------------------------------------------
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, Event()
+        changed.set()
+
+    def _send(self, conn: Any, command: str, channels: List[str]) -> bool:
+        """Write one SUBSCRIBE / UNSUBSCRIBE / PING on the subscriber connection."""
+        with self._sub_write_lock:
+            if self._sub_conn is not conn:
+                return False
+            self._pending.append((command, list(channels)))
+            try:
+                conn.send_packed_command(conn.pack_command(command, *channels), check_health=False)
+            except Exception as exc:  # the listener notices the broken link and reconnects
+                logger.warning("sending %s to %s failed: %s", command, self.label, exc)
+                return False
+        return True
+
+    def _listener_loop(self) -> None:
+        delay = _BACKOFF_FIRST
+        while not self._closed:
+            if self._listen_once():
+                delay = _BACKOFF_FIRST
+            if self._closed:
+                break
+            try:
+                gevent.sleep(delay * (0.5 + random.random() / 2))
+            except _Stalled:  # a late watchdog kill: nothing is connected any more
+                pass
+            delay = min(delay * 2, _BACKOFF_MAX)
+
+    def _listen_once(self) -> bool:
+        """Connect, subscribe and read until the link fails; return whether it had connected."""
+        conn = None
+        connected = False
+        try:
+            conn = self._sub_class(**self._sub_kwargs)
+            conn.connect()
+            connected = True
+            self._listen(conn)
+        except gevent.GreenletExit:
+            raise
+        except _Stalled as exc:
+            self._set_subscriber(False, "ping", str(exc))
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            self._set_subscriber(False, "close", str(exc) or exc.__class__.__name__)
+        except Exception as exc:  # supervised: log, drop the connection, start again
+            logger.exception("subscriber listener of %s crashed; restarting", self.label)
+            self._set_subscriber(False, "error", "%s: %s" % (exc.__class__.__name__, exc))
+        finally:
+            if self._sub_conn is conn:
+                self._sub_conn = None
+            self._ping_sent_at = None
+            self._pending.clear()
+            self._confirmed.clear()
+            if conn is not None:
+                try:
+                    conn.disconnect()
+                except Exception:
+                    logger.debug("disconnecting subscriber of %s failed", self.label, exc_info=True)
+            self._sub_started.set()
+            self._notify()
+        return connected
+
+    def _listen(self, conn: Any) -> None:
+        self._generation += 1
+        self._sent = {}
+        self._acked = {}
+        self._confirmed = set()
+        self._pending.clear()
+        self._sub_conn = conn
+        initial = sorted(self._wanted)
+        if initial:
+            for channel in initial:
+                self._sent[channel] = 1
+            self._send(conn, "SUBSCRIBE", initial)
+        else:
+            self._subscriber_ready()
+        self._notify()
+        next_ping = _now() + self.ping_interval
+        while not self._closed:
+            now = _now()
+            if self._ping_sent_at is not None:
+                wait = self._ping_sent_at + self.ping_timeout - now
+            elif self.force_ping and self._confirmed:
+                wait = next_ping - now
+            else:
+                wait = 1.0
+            if conn.can_read(timeout=min(max(wait, 0.01), 1.0)):
+                try:
+                    reply = conn.read_response()
+                except redis.ResponseError as exc:
+                    self._refused(str(exc))
+                    continue
+                if self._handle(reply):
+                    next_ping = _now() + self.ping_interval
+            now = _now()
+            if self._ping_sent_at is not None and now - self._ping_sent_at > self.ping_timeout:
+                raise _Stalled("subscriber PING not answered within %.1fs" % self.ping_timeout)
+            if (self.force_ping and self._ping_sent_at is None and now >= next_ping
+                    and not self._sub_write_lock.locked() and self._confirmed):
+                self._ping_sent_at = now
+                self._send(conn, "PING", [])
+
+    def _handle(self, reply: Any) -> bool:
+        """Process one reply; return True when it was a pong."""
+        if isinstance(reply, bytes):  # +PONG outside subscribed mode
+            reply = [b"pong", b""]
+        if not isinstance(reply, list) or not reply:
+            return False
+        kind = reply[0]
+        if kind == b"message":
+            channel = _text(reply[1])
+            if channel in self._wanted:
+                try:
+                    self._on_message(self, channel, reply[2])
+                except Exception:  # the handler is the bus's; never let it kill the listener
+                    logger.exception("message handler failed on %s", channel)
+            return False
+        if kind == b"subscribe":
+            channel = _text(reply[1])
+            self._ack_pending("SUBSCRIBE", channel)
+            self._acked[channel] = self._acked.get(channel, 0) + 1
+            if channel in self._wanted:
+                self._confirmed.add(channel)
+            if not self.subscriber_healthy and self._wanted <= self._confirmed:
+                self._subscriber_ready()
+            self._notify()
+            return False
+        if kind == b"unsubscribe":
+            channel = _text(reply[1])
+            self._ack_pending("UNSUBSCRIBE", channel)
+            if channel not in self._wanted:
+                self._confirmed.discard(channel)
+            self._notify()
+            return False
+        if kind == b"pong":
+            if self._pending and self._pending[0][0] == "PING":
+                self._pending.popleft()
+            if self._ping_sent_at is not None:
+                self.latency = _now() - self._ping_sent_at
+                self._ping_sent_at = None
+                if not self.subscriber_healthy and self._wanted <= self._confirmed:
+                    self._subscriber_ready()
+            return True
+        return False
+
+    def _ack_pending(self, command: str, channel: str) -> None:
+        for entry in self._pending:
+            if entry[0] == command and channel in entry[1]:
+                entry[1].remove(channel)
+                if not entry[1]:
+                    self._pending.remove(entry)
+                return
+
+    def _refused(self, error: str) -> None:
+        """Redis answered a subscriber command with an error (ACL, ...)."""
+        if not self._pending:
+            logger.warning("unexpected error from subscriber of %s: %s", self.label, error)
+            return
+        command, channels = self._pending.popleft()
+        if command == "PING":
+            logger.warning("subscriber PING on %s refused: %s", self.label, error)
+            self._ping_sent_at = None
+            return
+        event = command.lower()
+        for channel in channels:
+            if command == "SUBSCRIBE":
+                self._wanted.discard(channel)
+                self._failed[channel] = error
+            logger.warning("redis %s refused %s %s: %s", self.label, command, channel, error)
+            try:
+                self._on_subscription_error(self, channel, event, error)
+            except Exception:
+                logger.exception("on_subscription_error hook failed")
+        if not self.subscriber_healthy and self._wanted <= self._confirmed:
+            self._subscriber_ready()
+        self._notify()
+
+    def _subscriber_ready(self) -> None:
+        self._set_subscriber(True, "ready", None)
+        self._sub_started.set()
+        if self._name_check_channel and not self._name_checked:
+            self._name_checked = True
+            self._name_check_due = True
+            self._wake.set()
+
+    # Health -------------------------------------------------------------------------------
+
+    def _set_publisher(self, healthy: bool, event: str, error: Optional[str]) -> None:
+        if healthy == self.publisher_healthy or self._closed:
+            return
+        self.publisher_healthy = healthy
+        if healthy:
+            if self._ever_healthy:
+                self._eligible_at = _now() + self.recovery_grace
+            self._ever_healthy = True
+            logger.info("redis %s publisher healthy (%s)", self.label, event)
+        else:
+            logger.warning("redis %s publisher unhealthy (%s): %s", self.label, event, error)
+            self._wake.set()
+        self._report("publisher", healthy, event, error)
+
+    def _set_subscriber(self, healthy: bool, event: str, error: Optional[str]) -> None:
+        if healthy == self.subscriber_healthy or self._closed:
+            return
+        self.subscriber_healthy = healthy
+        if healthy:
+            logger.info("redis %s subscriber healthy (%s)", self.label, event)
+        else:
+            logger.warning("redis %s subscriber unhealthy (%s): %s", self.label, event, error)
+            self._wake.set()  # a lost subscriber usually means a lost server: check the publisher now
+        self._report("subscriber", healthy, event, error)
+
+    def _report(self, conn_type: str, healthy: bool, event: str, error: Optional[str]) -> None:
+        try:
+            self._on_health_change(self, conn_type, healthy, event, error)
+        except Exception:
+            logger.exception("health hook failed")
+
+    def _health_loop(self) -> None:
+        while not self._closed:
+            try:
+                self._health_step()
+            except gevent.GreenletExit:
+                raise
+            except Exception:  # supervised: never let health checking stop
+                logger.exception("health check of %s failed; continuing", self.label)
+            if self.publisher_healthy:
+                interval = self.ping_interval if self.force_ping else max(self.ping_interval, 1.0)
+            else:
+                interval = min(self.ping_interval, 0.2 if not self._pub_started.is_set() else 0.25)
+            if self._wake.wait(interval):
+                self._wake.clear()
+
+    def _health_step(self) -> None:
+        if not self.publisher_healthy or self.force_ping:
+            started = _now()
+            try:
+                self.command("PING", timeout=self.ping_timeout)
+            except (RedisUnavailableError, redis.RedisError) as exc:
+                self._set_publisher(False, "ping", str(exc))
+            else:
+                self.latency = _now() - started
+                self._set_publisher(True, "ping" if self._ever_healthy else "connect", None)
+            finally:
+                self._pub_started.set()
+        # A read that stalls mid-reply never returns to the listener's own PING check.
+        sent = self._ping_sent_at
+        if sent is not None and _now() - sent > self.ping_timeout + 0.5:
+            listener = self._greenlets[1] if len(self._greenlets) > 1 else None
+            if listener is not None and not listener.dead:
+                listener.kill(_Stalled("subscriber read stalled"), block=False)
+        if self._name_check_due and self.publisher_healthy and self._name_check_channel:
+            self._name_check_due = False
+            try:
+                reply = self.command("PUBSUB", "NUMSUB", self._name_check_channel, timeout=self.ping_timeout)
+                count = int(reply[1]) if isinstance(reply, list) and len(reply) > 1 else 0
+            except (RedisUnavailableError, redis.RedisError, ValueError) as exc:
+                logger.debug("server name check on %s failed: %s", self.label, exc)
+                return
+            if count > 1 and self._on_name_conflict is not None:
+                self._on_name_conflict(self, count)
+
+
+__all__ = ["MONKEY_PATCH_HINT", "RedisNode", "SubscribeTicket", "describe_config", "make_client",
+           "require_monkey_patched"]
