@@ -30,7 +30,14 @@ class Request:
         self.query_string = environ.get("QUERY_STRING", "") or ""
         raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
         if not raw:
-            raw = quote(environ.get("SCRIPT_NAME", "") + self.path, safe="/:@!$&'()*+,;=-._~%")
+            native = environ.get("SCRIPT_NAME", "") + self.path
+            try:
+                # PEP 3333: PATH_INFO holds the request's bytes decoded as latin-1; re-encoding as
+                # UTF-8 would double-encode every non-ASCII byte (/caf%C3%A9 -> /caf%C3%83%C2%A9).
+                raw_path = native.encode("latin-1")
+            except UnicodeEncodeError:  # not a native string: a hand-built environ with real text
+                raw_path = native.encode("utf-8")
+            raw = quote(raw_path, safe="/:@!$&'()*+,;=-._~%")
             if self.query_string:
                 raw += "?" + self.query_string
         self.url: str = raw
