@@ -31,6 +31,7 @@ from .request import Request, parse_ws_request_params as _parse_params
 from .results import Result
 from .rooms import RoomRegistry
 from .wsgi import WebSocketMiddleware, make_server
+from .distributed import check_namespace
 from .wsserver import SYSTEM_EVENTS, Reject, WebSocketService, WebSocketSettings
 
 if TYPE_CHECKING:
@@ -244,18 +245,15 @@ class WebSocketCrossServerAdapter:
 
         if self._server_name is None or self._server_name_template is None:
             self._server_name = resolve_server_name(self._server_name_template)
-        initial: List[str] = []
-        if self._service is not None:
-            from .distributed import Router
+        from .distributed import Router
 
-            self._router = Router(self)
-            initial = self._router.initial_channels()
+        router = Router(self)
         self._bus = CrossServerBus(
-            server_name=self._server_name, redis_config=self._redis_config, initial_channels=initial,
-            ws_message_handler=self._router.on_ws_message if self._router else None, **self._bus_options
+            server_name=self._server_name, redis_config=self._redis_config, initial_channels=router.initial_channels(),
+            ws_message_handler=router.on_ws_message, **self._bus_options
         )
-        if self._router is not None:
-            self._router.start(self._bus)
+        self._router = router
+        router.start(self._bus)
 
     def _ensure_started(self) -> None:
         if not self._started and not self._closed:
@@ -363,10 +361,10 @@ class WebSocketCrossServerAdapter:
             how many local clients took the frame.
         """
         check_event_name(event)
-        if self._service is None:
+        if self._service is None and not self._redis_config:
             return 0
         text = encode_event(event, data)
-        sent = self._service.send_to_all(frames.encode_text(text))
+        sent = self._service.send_to_all(frames.encode_text(text)) if self._service is not None else 0
         if not local_only:
             self._ensure_started()
             if self._router is not None:
@@ -377,7 +375,7 @@ class WebSocketCrossServerAdapter:
         """Send to one user wherever it is connected. Returns True if delivered locally."""
         _check_id("socketId", socket_id)
         check_event_name(event)
-        if self._service is None:
+        if self._service is None and not self._redis_config:
             return False
         text = encode_event(event, data)
         conn = self._sockets.get(socket_id)
@@ -391,7 +389,7 @@ class WebSocketCrossServerAdapter:
     def to_socket_ids(self, socket_ids: Iterable[str], event: str, data: Any = MISSING) -> int:
         """Send to several users wherever they are. Returns how many were delivered locally."""
         check_event_name(event)
-        if self._service is None or isinstance(socket_ids, str):
+        if (self._service is None and not self._redis_config) or isinstance(socket_ids, str):
             return 0
         ids = [sid for sid in socket_ids if isinstance(sid, str) and sid]
         if not ids:
@@ -428,7 +426,7 @@ class WebSocketCrossServerAdapter:
             if set(compat) != {"roomDstroy"}:
                 raise TypeError("unexpected keyword argument(s): %s" % ", ".join(sorted(compat)))
             room_destroy = bool(compat["roomDstroy"])
-        if self._service is None:
+        if self._service is None and not self._redis_config:
             return 0
         excluded = set(exclude_socket_ids) if exclude_socket_ids else set()
         text = encode_event(event, data)
@@ -476,10 +474,13 @@ class WebSocketCrossServerAdapter:
         _check_id("roomNamespace", room_namespace)
         _check_id("roomId", room_id)
         _check_id("socketId", socket_id)
+        check_namespace(room_namespace)
         self.rooms.join(room_namespace, room_id, socket_id)
         if self._redis_config:
             self._ensure_started()
             if self._router is not None:
+                self._router.room_joined(room_namespace, room_id, socket_id)
+                # Always ask (idempotent): a second joiner must also wait for a pending SUBSCRIBE.
                 self._router.namespace_used(room_namespace)
 
     def leave_room(self, room_namespace: str, room_id: str, socket_id: str) -> None:
@@ -487,12 +488,20 @@ class WebSocketCrossServerAdapter:
         _check_id("roomNamespace", room_namespace)
         _check_id("roomId", room_id)
         _check_id("socketId", socket_id)
-        if self.rooms.leave(room_namespace, room_id, socket_id):
+        was_member = self.rooms.is_joined(socket_id, room_namespace, room_id)
+        emptied = self.rooms.leave(room_namespace, room_id, socket_id)
+        if was_member and self._router is not None:
+            self._router.room_left(room_namespace, room_id, socket_id)
+        if emptied:
             self._namespace_emptied(room_namespace)
 
     def remove_room(self, room_namespace: str, room_id: str) -> None:
         """Delete a room locally (every member leaves it)."""
-        if self.rooms.remove_room(room_namespace, room_id):
+        members = list(self.rooms.members(room_namespace, room_id)) if self._router is not None else []
+        emptied = self.rooms.remove_room(room_namespace, room_id)
+        for socket_id in members:
+            self._router.room_left(room_namespace, room_id, socket_id)  # type: ignore[union-attr]
+        if emptied:
             self._namespace_emptied(room_namespace)
 
     def _namespace_emptied(self, room_namespace: str) -> None:
@@ -541,11 +550,16 @@ class WebSocketCrossServerAdapter:
         if socket is None:
             raise ConfigError("Invalid socket object.")
         previous = self._sockets.get(socket_id)
-        if previous is not None and previous is not socket and previous.open and self._duplicate_login:
+        local_dup = previous is not None and previous is not socket and previous.open
+        remote_dup = bool(self._router.duplicate_owner(socket_id)) if self._router is not None else False
+        if self._duplicate_login and (local_dup or remote_dup):
             if self._duplicate_login == "reject_new":
                 socket.close(self._duplicate_login_code, "duplicate login")
                 return False
-            previous.close(self._duplicate_login_code, "logged in elsewhere")
+            if local_dup:
+                previous.close(self._duplicate_login_code, "logged in elsewhere")  # type: ignore[union-attr]
+            if remote_dup:
+                self._router.kick_elsewhere(socket_id, self._duplicate_login_code)  # type: ignore[union-attr]
         self._sockets[socket_id] = socket
         if isinstance(socket, WebSocketConnection):
             socket.socket_id = socket_id
@@ -566,6 +580,10 @@ class WebSocketCrossServerAdapter:
             logger.debug("remove_user_socket(%r) skipped: mapped to a newer connection", socket_id)
             return
         self._sockets.pop(socket_id, None)
+        if self._router is not None:
+            for namespace, room_ids in self.rooms.joined_rooms(socket_id).items():
+                for room_id in room_ids:
+                    self._router.room_left(namespace, room_id, socket_id)
         for namespace in self.rooms.remove_socket(socket_id):
             self._namespace_emptied(namespace)
         if self._router is not None:
@@ -763,6 +781,28 @@ class WebSocketCrossServerAdapter:
         if self._router is None:
             return {"online_users": len(self._sockets), "nodes": {}}
         return self._router.cluster_stats()
+
+    def get_cluster_room_socket_ids(self, room_namespace: str, room_id: str) -> Set[str]:
+        """Members of a room on every live node (from the directory; see docs for freshness)."""
+        self._ensure_started()
+        if self._router is None:
+            return self.rooms.socket_ids(room_namespace, room_id)
+        return self._router.room_members(room_namespace, room_id)
+
+    def get_cluster_socket_count_in_room(self, room_namespace: str, room_id: str) -> int:
+        """Number of members of a room across the cluster."""
+        return len(self.get_cluster_room_socket_ids(room_namespace, room_id))
+
+    def get_cluster_room_ids(self, room_namespace: str) -> Set[str]:
+        """Ids of the non-empty rooms of a namespace across the cluster."""
+        self._ensure_started()
+        if self._router is None:
+            return set(self.rooms.room_ids(room_namespace))
+        return self._router.room_ids(room_namespace)
+
+    def get_cluster_room_count(self, room_namespace: str) -> int:
+        """Number of non-empty rooms of a namespace across the cluster."""
+        return len(self.get_cluster_room_ids(room_namespace))
 
     def is_user_online(self, socket_id: str) -> bool:
         """Whether a user id is bound on any live node."""

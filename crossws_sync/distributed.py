@@ -1,0 +1,427 @@
+"""Distributed WebSocket routing and the cluster registry (the adapter with both Redis and WebSocket).
+
+Channels (defaults ``ws:`` / ``csbp:``):
+
+============================  ===========================================  ==========================
+channel                       carries                                      received by
+============================  ===========================================  ==========================
+``ws:broadcast``              ``broadcast`` (original envelope)            every WebSocket node
+``ws:private_socket``         unicast/multicast to users whose node is     every WebSocket node
+                              unknown (original envelope; Node nodes)
+``ws:<namespace>``            ``broadcast_to_room`` (original envelope,    nodes with local members
+                              plus ``roomDestroy`` when destroying)        in the namespace, presets
+``ws:_crossws.node:<name>``   unicast/multicast to users known to be on    that node only
+                              ``<name>``; snapshots and kicks (ours)
+``ws:_crossws.cluster``       heartbeats, directory deltas, hello/bye      every crossws_sync node
+============================  ===========================================  ==========================
+
+Original Node.js nodes never subscribe the ``_crossws`` channels and ignore the additive field,
+so a mixed cluster works: users on Node nodes are unknown to the directory and are reached
+through the shared private channel exactly as the original does.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set
+
+import gevent
+
+from . import frames
+from .directory import ClusterDirectory
+from .envelope import broadcast_channel, private_socket_channel, ws_broadcast, ws_multicast, ws_room, ws_unicast
+from .errors import CrossWSError
+
+if TYPE_CHECKING:
+    from .bus import CrossServerBus
+    from .server import WebSocketCrossServerAdapter
+
+logger = logging.getLogger("crossws_sync.cluster")
+
+#: Room namespaces that would collide with system channels (spec §6.2) or with ours.
+RESERVED_NAMESPACE_PREFIX = "_crossws"
+RESERVED_NAMESPACES = frozenset({"private_socket", "broadcast"})
+PROTOCOL_VERSION = 1
+
+
+class Router:
+    """Routes the adapter's sends across nodes and keeps the cluster directory.
+
+    Args:
+        adapter: the facade (local delivery, rooms, sockets, options).
+    """
+
+    def __init__(self, adapter: "WebSocketCrossServerAdapter") -> None:
+        self.adapter = adapter
+        self.name = adapter.get_server_name() or ""
+        prefix = adapter.ws_prefix
+        self.websocket = adapter.get_wss() is not None
+        self.cluster_channel = prefix + RESERVED_NAMESPACE_PREFIX + ".cluster"
+        self.node_channel = self.node_channel_of(self.name)
+        self.private_channel = private_socket_channel(prefix)
+        self.broadcast_channel = broadcast_channel(prefix)
+        self.directory = ClusterDirectory()
+        self.interval = float(adapter._node_heartbeat_interval or 2.0)
+        self.expiry = self.interval * 3 + 0.5
+        self._bus: Optional["CrossServerBus"] = None
+        self._seq = 0
+        self._ops: List[List[Any]] = []
+        self._mapped_at: Dict[str, float] = {}
+        self._flusher: Optional[gevent.Greenlet] = None
+        self._heart: Optional[gevent.Greenlet] = None
+        self._stopped = False
+        self._handlers: Dict[str, Callable[[Dict[str, Any]], None]] = {
+            "hb": self._on_heartbeat, "delta": self._on_delta, "hello": self._on_hello, "bye": self._on_bye,
+            "sync": self._on_sync_request, "snap": self._on_snapshot, "uni": self._on_node_unicast,
+            "kick": self._on_kick,
+        }
+        self.stats = {"node_unicasts": 0, "shared_unicasts": 0, "forwarded": 0, "snapshots_sent": 0,
+                      "snapshots_received": 0, "bad_messages": 0}
+
+    def node_channel_of(self, name: str) -> str:
+        return self.adapter.ws_prefix + RESERVED_NAMESPACE_PREFIX + ".node:" + name
+
+    # Lifecycle -----------------------------------------------------------------------------
+
+    def initial_channels(self) -> List[str]:
+        """Channels to subscribe from the start (before any traffic is relied upon)."""
+        channels = [self.cluster_channel, self.node_channel]
+        if self.websocket:
+            channels += [self.private_channel, self.broadcast_channel]
+            channels += [self.adapter.channel_for_namespace(ns) for ns in self.adapter._preset_namespaces]
+        return channels
+
+    def start(self, bus: "CrossServerBus") -> None:
+        self._bus = bus
+        now = time.time()
+        for socket_id in self.adapter.get_local_socket_ids():  # mapped before the bus started
+            self._mapped_at.setdefault(socket_id, now)
+        for channel in (self.node_channel, self.cluster_channel):
+            try:
+                bus.subscribe(channel)
+            except CrossWSError as exc:  # Redis down at start: the bus resubscribes when it is back
+                logger.warning("could not subscribe %s yet: %s", channel, exc)
+        self._publish_cluster({"t": "hello", "v": PROTOCOL_VERSION})
+        self._publish_cluster(self._heartbeat_message())
+        self._heart = gevent.spawn(self._supervise, self._heartbeat_loop, "cluster heartbeat")
+
+    def leave_cluster(self) -> None:
+        """Say goodbye so peers drop this node at once (graceful shutdown)."""
+        if self._bus is not None and not self._stopped:
+            self._flush()
+            self._publish_cluster({"t": "bye"})
+
+    def stop(self) -> None:
+        self._stopped = True
+        for greenlet in (self._heart, self._flusher):
+            if greenlet is not None:
+                greenlet.kill(block=False)
+
+    def _supervise(self, target: Callable[[], None], name: str) -> None:
+        while not self._stopped:
+            try:
+                target()
+                return
+            except gevent.GreenletExit:
+                raise
+            except Exception:
+                logger.exception("%s crashed; restarting", name)
+                gevent.sleep(0.5)
+
+    def _heartbeat_loop(self) -> None:
+        while not self._stopped:
+            gevent.sleep(self.interval)
+            self._publish_cluster(self._heartbeat_message())
+            for name in self.directory.expire(time.time(), self.expiry):
+                logger.info("node %s left the cluster (no heartbeat for %.1fs)", name, self.expiry)
+
+    def _heartbeat_message(self) -> Dict[str, Any]:
+        return {"t": "hb", "seq": self._seq, "ws": self.websocket, "users": len(self._mapped_at)}
+
+    # Publishing helpers --------------------------------------------------------------------
+
+    def _publish(self, channel: str, message: Dict[str, Any]) -> bool:
+        bus = self._bus
+        if bus is None:
+            return False
+        try:
+            bus.publish(channel, message)
+            return True
+        except CrossWSError as exc:
+            logger.warning("publish on %s failed: %s", channel, exc)
+            return False
+
+    def _publish_cluster(self, message: Dict[str, Any]) -> None:
+        message["node"] = self.name
+        message["senderServer"] = self.name
+        self._publish(self.cluster_channel, message)
+
+    def _send_to_node(self, name: str, message: Dict[str, Any]) -> bool:
+        message["node"] = self.name
+        message["senderServer"] = self.name
+        return self._publish(self.node_channel_of(name), message)
+
+    # Sending (called by the adapter after local delivery) ----------------------------------
+
+    def publish_broadcast(self, text: str) -> None:
+        self._publish(self.broadcast_channel, ws_broadcast(text, self.name))
+
+    def publish_unicast(self, socket_id: str, text: str) -> None:
+        owners = self.directory.user_nodes(socket_id)
+        owners.discard(self.name)
+        if owners:
+            self.stats["node_unicasts"] += 1
+            for owner in owners:
+                self._send_to_node(owner, {"t": "uni", "ids": [socket_id], "data": text})
+        else:
+            self.stats["shared_unicasts"] += 1
+            self._publish(self.private_channel, ws_unicast(text, socket_id, self.name))
+
+    def publish_multicast(self, socket_ids: List[str], text: str) -> None:
+        by_owner: Dict[str, List[str]] = {}
+        unknown: List[str] = []
+        for socket_id in socket_ids:
+            owners = self.directory.user_nodes(socket_id)
+            owners.discard(self.name)
+            if not owners:
+                unknown.append(socket_id)
+            for owner in owners:
+                by_owner.setdefault(owner, []).append(socket_id)
+        for owner, ids in by_owner.items():
+            self.stats["node_unicasts"] += 1
+            self._send_to_node(owner, {"t": "uni", "ids": ids, "data": text})
+        if unknown:
+            self.stats["shared_unicasts"] += 1
+            if len(unknown) == 1:
+                self._publish(self.private_channel, ws_unicast(text, unknown[0], self.name))
+            else:
+                self._publish(self.private_channel, ws_multicast(text, unknown, self.name))
+
+    def publish_room(self, namespace: str, room_id: str, text: str, excluded: List[str], destroy: bool) -> None:
+        envelope = ws_room(text, namespace, room_id, self.name, excluded)
+        if destroy:
+            envelope["roomDestroy"] = True
+        self._publish(self.adapter.channel_for_namespace(namespace), envelope)
+
+    # Subscriptions --------------------------------------------------------------------------
+
+    def namespace_used(self, namespace: str) -> None:
+        """Block until the namespace's channel is subscribed on every healthy Redis node."""
+        if self._bus is not None and self.websocket:
+            self._bus.subscribe(self.adapter.channel_for_namespace(namespace))
+
+    def namespace_unused(self, namespace: str) -> None:
+        # Re-check: a join may have happened while we were getting here.
+        if self._bus is not None and not self.adapter.rooms.has_namespace(namespace):
+            self._bus.unsubscribe(self.adapter.channel_for_namespace(namespace))
+
+    # Directory deltas from this node --------------------------------------------------------
+
+    def user_mapped(self, socket_id: str) -> None:
+        mapped_at = time.time()
+        self._mapped_at[socket_id] = mapped_at
+        self._queue(["u+", socket_id, mapped_at])
+
+    def user_unmapped(self, socket_id: str) -> None:
+        if self._mapped_at.pop(socket_id, None) is not None:
+            self._queue(["u-", socket_id])
+
+    def room_joined(self, namespace: str, room_id: str, socket_id: str) -> None:
+        self._queue(["j", namespace, room_id, socket_id])
+
+    def room_left(self, namespace: str, room_id: str, socket_id: str) -> None:
+        self._queue(["l", namespace, room_id, socket_id])
+
+    def _queue(self, op: List[Any]) -> None:
+        self._ops.append(op)
+        if len(self._ops) >= 500:
+            self._flush()
+        elif self._flusher is None:
+            self._flusher = gevent.spawn_later(0.02, self._flush_later)
+
+    def _flush_later(self) -> None:
+        self._flusher = None
+        self._flush()
+
+    def _flush(self) -> None:
+        if not self._ops or self._bus is None:
+            return
+        ops, self._ops = self._ops, []
+        self._seq += 1
+        self._publish_cluster({"t": "delta", "seq": self._seq, "ops": ops})
+
+    def duplicate_owner(self, socket_id: str) -> Set[str]:
+        """Other live nodes where ``socket_id`` is mapped."""
+        owners = self.directory.user_nodes(socket_id)
+        owners.discard(self.name)
+        return owners
+
+    def kick_elsewhere(self, socket_id: str, code: int) -> None:
+        for owner in self.duplicate_owner(socket_id):
+            self._send_to_node(owner, {"t": "kick", "id": socket_id, "code": code, "at": time.time()})
+
+    # Receiving ------------------------------------------------------------------------------
+
+    def on_ws_message(self, channel: str, envelope: Any) -> None:
+        """Entry point for every message the bus received on a ``ws_prefix`` channel."""
+        try:
+            if channel == self.cluster_channel or channel == self.node_channel:
+                kind = envelope.get("t") if type(envelope) is dict else None
+                handler = self._handlers.get(kind) if type(kind) is str else None
+                if handler is None or type(envelope.get("node")) is not str:
+                    self.stats["bad_messages"] += 1
+                    return
+                handler(envelope)
+            elif channel == self.private_channel:
+                self._on_private(envelope)
+            elif channel == self.broadcast_channel:
+                if type(envelope.get("data")) is str:
+                    self.adapter.deliver_to_all(frames.encode_text(envelope["data"]))
+            else:
+                self._on_room(envelope)
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            self.stats["bad_messages"] += 1
+            logger.warning("bad routing message on %s: %s", channel, exc)
+
+    def _on_private(self, envelope: Dict[str, Any]) -> None:
+        text = envelope["data"]
+        if type(text) is not str:
+            raise ValueError("data is not a string")
+        ids = envelope.get("socketIds")
+        if type(ids) is not list:
+            ids = [envelope.get("socketId")]
+        frame = frames.encode_text(text)
+        for socket_id in ids:
+            if type(socket_id) is str:
+                self.adapter.deliver_to_socket(socket_id, frame)
+
+    def _on_room(self, envelope: Dict[str, Any]) -> None:
+        text, namespace, room_id = envelope["data"], envelope["roomNamespace"], envelope["roomId"]
+        if type(text) is not str or type(namespace) is not str or type(room_id) is not str:
+            raise ValueError("malformed room envelope")
+        excluded = envelope.get("excludeSocketIds") or ()
+        self.adapter.deliver_to_room(namespace, room_id, frames.encode_text(text),
+                                     set(x for x in excluded if type(x) is str))
+        if envelope.get("roomDestroy") is True:
+            self.adapter.remove_room(namespace, room_id)
+
+    def _on_node_unicast(self, message: Dict[str, Any]) -> None:
+        text = message["data"]
+        frame = frames.encode_text(text)
+        missing = [sid for sid in message["ids"] if type(sid) is str and not self.adapter.deliver_to_socket(sid, frame)]
+        if missing and not message.get("fwd"):
+            # The user moved (or is reconnecting) since the sender looked us up: fall back to the
+            # shared channel, which every node reads. Never forwarded twice.
+            self.stats["forwarded"] += 1
+            envelope = ws_multicast(text, missing, self.name) if len(missing) > 1 else ws_unicast(text, missing[0], self.name)
+            envelope["fwd"] = 1
+            self._publish(self.private_channel, envelope)
+
+    def _on_heartbeat(self, message: Dict[str, Any]) -> None:
+        name = message["node"]
+        if name == self.name:
+            return
+        meta = {"websocket": bool(message.get("ws", True))}
+        if self.directory.heartbeat(name, int(message.get("seq", 0)), time.time(), meta):
+            self._send_to_node(name, {"t": "sync"})
+
+    def _on_hello(self, message: Dict[str, Any]) -> None:
+        name = message["node"]
+        if name == self.name:
+            return
+        self.directory.touch(name, time.time())
+        self._send_snapshot(name)
+
+    def _on_bye(self, message: Dict[str, Any]) -> None:
+        if message["node"] != self.name and self.directory.remove(message["node"]):
+            logger.info("node %s left the cluster (goodbye)", message["node"])
+
+    def _on_sync_request(self, message: Dict[str, Any]) -> None:
+        self._send_snapshot(message["node"])
+
+    def _send_snapshot(self, name: str) -> None:
+        self._flush()
+        rooms: Dict[str, Dict[str, List[str]]] = {}
+        registry = self.adapter.rooms
+        for namespace in registry.namespaces():
+            rooms[namespace] = {room_id: sorted(registry.members(namespace, room_id)) for room_id in registry.room_ids(namespace)}
+        self.stats["snapshots_sent"] += 1
+        self._send_to_node(name, {"t": "snap", "seq": self._seq, "users": dict(self._mapped_at), "rooms": rooms,
+                                  "ws": self.websocket})
+
+    def _on_snapshot(self, message: Dict[str, Any]) -> None:
+        name = message["node"]
+        if name == self.name:
+            return
+        self.stats["snapshots_received"] += 1
+        self.directory.apply_snapshot(name, int(message["seq"]), dict(message["users"]), dict(message["rooms"]), time.time())
+        self.directory.touch(name, time.time(), {"websocket": bool(message.get("ws", True))})
+        for user, mapped_at in message["users"].items():
+            self._check_duplicate(user, float(mapped_at))
+
+    def _on_delta(self, message: Dict[str, Any]) -> None:
+        name = message["node"]
+        if name == self.name:
+            return
+        ok, mapped = self.directory.apply_delta(name, int(message["seq"]), message["ops"], time.time())
+        if not ok:
+            self._send_to_node(name, {"t": "sync"})
+            return
+        for user, mapped_at in mapped:
+            self._check_duplicate(user, mapped_at)
+
+    def _check_duplicate(self, user: str, remote_mapped_at: float) -> None:
+        """Same user mapped here and on another node: apply the duplicate-login policy."""
+        policy = self.adapter._duplicate_login
+        local_at = self._mapped_at.get(user)
+        if policy is None or local_at is None:
+            return
+        conn = self.adapter.get_socket_instance(user)
+        if conn is None or not conn.open:
+            return
+        local_is_older = local_at < remote_mapped_at
+        code = self.adapter._duplicate_login_code
+        if policy == "close_old" and local_is_older:
+            conn.close(code, "logged in elsewhere")
+        elif policy == "reject_new" and not local_is_older:
+            conn.close(code, "duplicate login")
+
+    def _on_kick(self, message: Dict[str, Any]) -> None:
+        user = message["id"]
+        conn = self.adapter.get_socket_instance(user)
+        if conn is not None and conn.open and self._mapped_at.get(user, 0) <= float(message.get("at", 0)):
+            conn.close(int(message.get("code", 4012)), "logged in elsewhere")
+
+    # Queries --------------------------------------------------------------------------------
+
+    def live_nodes(self) -> List[Dict[str, Any]]:
+        """This node and every remote node heard from within the expiry time."""
+        now = time.time()
+        self.directory.expire(now, self.expiry)
+        me = {"server_name": self.name, "users": len(self._mapped_at), "rooms": len(self.adapter.rooms),
+              "last_seen_ago": 0.0, "synced": True, "websocket": self.websocket, "self": True}
+        return [me] + [entry.as_dict(now) for entry in self.directory.nodes.values()]
+
+    def find_user_node(self, socket_id: str) -> Optional[str]:
+        if socket_id in self._mapped_at:
+            return self.name
+        owners = self.directory.user_nodes(socket_id)
+        return sorted(owners)[0] if owners else None
+
+    def cluster_stats(self) -> Dict[str, Any]:
+        nodes = {node["server_name"]: node["users"] for node in self.live_nodes()}
+        users = self.directory.users() | set(self._mapped_at)
+        return {"online_users": len(users), "nodes": nodes, "node_count": len(nodes)}
+
+    def room_members(self, namespace: str, room_id: str) -> Set[str]:
+        return self.directory.room_members(namespace, room_id) | set(self.adapter.rooms.members(namespace, room_id))
+
+    def room_ids(self, namespace: str) -> Set[str]:
+        return self.directory.room_ids(namespace) | set(self.adapter.rooms.room_ids(namespace))
+
+
+def check_namespace(namespace: str) -> None:
+    """Refuse namespaces that collide with system channels."""
+    if namespace in RESERVED_NAMESPACES or namespace.startswith(RESERVED_NAMESPACE_PREFIX):
+        raise ValueError("room namespace %r is reserved (it would collide with a system channel)" % namespace)
+

@@ -1,0 +1,169 @@
+"""Distributed WebSocket: several adapters (nodes) sharing real redis-server processes."""
+from __future__ import annotations
+
+import gevent
+import pytest
+
+from crossws_sync import WebSocketCrossServerAdapter
+from rawclient import RawClient
+from support import wait_for
+
+
+@pytest.fixture
+def cluster(redis_factory):
+    """Factory of N WebSocket nodes on shared Redis nodes; all closed at teardown."""
+    made = []
+
+    def make(count=2, redis_nodes=None, **options):
+        redis_nodes = redis_nodes or [redis_factory()]
+        options.setdefault("node_heartbeat_interval", 0.2)
+        nodes = []
+        for index in range(count):
+            adapter = WebSocketCrossServerAdapter(
+                server_name="node%d" % index, ws_options={"host": "127.0.0.1", "port": 0},
+                redis_config=[r.config for r in redis_nodes], **options)
+
+            def on_connection(socket_, request, adapter=adapter):
+                user_id = adapter.parse_ws_request_params(request)["params"].get("id")
+                if user_id:
+                    socket_.user_id = user_id
+                    adapter.set_user_socket(user_id, socket_)
+
+            adapter.on_websocket_event("connection", on_connection)
+            adapter.on_websocket_event("close", lambda s, req, code, reason, adapter=adapter:
+                                       getattr(s, "user_id", None) and adapter.remove_user_socket(s.user_id))
+            adapter.start()
+            nodes.append(adapter)
+            made.append(adapter)
+        wait_for(lambda: all(len(n.get_cluster_nodes()) == count for n in nodes), timeout=10,
+                 message="every node to see the others")
+        return nodes
+
+    yield make
+    for adapter in made:
+        adapter.close(timeout=1)
+
+
+def _connect(node, user_id):
+    client = RawClient(node.port, "/?id=" + user_id)
+    wait_for(lambda: node.get_socket_instance(user_id) is not None)
+    return client
+
+
+def test_broadcast_direct_and_room_messages_cross_nodes(cluster):
+    a, b = cluster(2)
+    alice, bob = _connect(a, "alice"), _connect(b, "bob")
+    wait_for(lambda: a.find_user_node("bob") == "node1" and b.find_user_node("alice") == "node0")
+    a.broadcast("news", {"n": 1})
+    assert alice.recv_json() == {"event": "news", "payload": {"n": 1}}
+    assert bob.recv_json() == {"event": "news", "payload": {"n": 1}}
+    a.to_socket_id("bob", "dm", "hi bob")
+    assert bob.recv_json() == {"event": "dm", "payload": "hi bob"}
+    assert a._router.stats["node_unicasts"] == 1  # routed to bob's node, not the shared channel
+    b.join_room("chat", "r1", "bob")
+    a.join_room("chat", "r1", "alice")
+    a.broadcast_to_room("chat", "r1", "room", "hello room", exclude_socket_ids=["alice"])
+    assert bob.recv_json() == {"event": "room", "payload": "hello room"}
+    a.to_socket_ids(["alice", "bob"], "multi", 2)
+    assert alice.recv_json() == {"event": "multi", "payload": 2}
+    assert bob.recv_json() == {"event": "multi", "payload": 2}
+
+
+def test_room_message_sent_right_after_join_returns_is_never_lost(cluster):
+    a, b = cluster(2)
+    bob = _connect(b, "bob")
+    for i in range(20):
+        namespace = "ns%d" % i
+        b.join_room(namespace, "r", "bob")  # returns once subscribed on Redis
+        a.broadcast_to_room(namespace, "r", "evt", i)
+        assert bob.recv_json(timeout=3) == {"event": "evt", "payload": i}
+        b.leave_room(namespace, "r", "bob")
+
+
+def test_join_leave_join_quickly_keeps_the_subscription(cluster):
+    a, b = cluster(2)
+    bob = _connect(b, "bob")
+    for _ in range(10):
+        b.join_room("flap", "r", "bob")
+        b.leave_room("flap", "r", "bob")
+    b.join_room("flap", "r", "bob")
+    a.broadcast_to_room("flap", "r", "evt", "still subscribed")
+    assert bob.recv_json(timeout=3) == {"event": "evt", "payload": "still subscribed"}
+
+
+def test_cluster_registry_stats_and_graceful_leave(cluster):
+    a, b, c = cluster(3)
+    clients = [_connect(a, "u1"), _connect(b, "u2"), _connect(b, "u3")]
+    b.join_room("game", "g1", "u2")
+    b.join_room("game", "g2", "u3")
+    a.join_room("game", "g1", "u1")
+    wait_for(lambda: c.get_cluster_stats()["online_users"] == 3)
+    stats = c.get_cluster_stats()
+    assert stats["nodes"] == {"node0": 1, "node1": 2, "node2": 0}
+    wait_for(lambda: c.get_cluster_room_socket_ids("game", "g1") == {"u1", "u2"})
+    assert c.get_cluster_room_count("game") == 2
+    assert c.is_user_online("u3") and c.find_user_node("u3") == "node1" and not c.is_user_online("nobody")
+    b.close(timeout=1)
+    wait_for(lambda: sorted(n["server_name"] for n in c.get_cluster_nodes()) == ["node0", "node2"], timeout=2)
+    assert not c.is_user_online("u2")
+    assert len(clients) == 3
+
+
+def test_expected_responses_none_means_every_live_node(cluster):
+    a, b, c = cluster(3)
+    for node in (a, b, c):
+        node.on_cross_server_event("who", lambda data, callback, node=node: callback(node.get_server_name()))
+    result = a.emit_cross_server_and_wait("who", {}, expected_responses=None, timeout=3)
+    assert result["success"] and sorted(result["responses"]) == ["node0", "node1", "node2"]
+
+
+def test_emitter_only_process_pushes_to_users_on_any_node(cluster, redis_factory):
+    redis = redis_factory()
+    (node,) = cluster(1, redis_nodes=[redis])
+    user = _connect(node, "u1")
+    node.join_room("lobby", "main", "u1")
+    emitter = WebSocketCrossServerAdapter(server_name="cron", redis_config=[redis.config], node_heartbeat_interval=0.2)
+    emitter.start()
+    try:
+        wait_for(lambda: emitter.find_user_node("u1") == "node0")
+        emitter.to_socket_id("u1", "job", "done")
+        assert user.recv_json() == {"event": "job", "payload": "done"}
+        emitter.broadcast_to_room("lobby", "main", "room", 1)
+        assert user.recv_json() == {"event": "room", "payload": 1}
+        emitter.broadcast("all", 2)
+        assert user.recv_json() == {"event": "all", "payload": 2}
+        node.on_cross_server_event("ask", lambda data, callback: callback("answer"))
+        assert emitter.emit_cross_server_and_wait("ask", 1, target_server="node0", timeout=3)["success"]
+    finally:
+        emitter.close()
+
+
+def test_duplicate_login_across_nodes_closes_the_older_connection(cluster):
+    a, b = cluster(2, duplicate_login="close_old")
+    old = _connect(a, "dup")
+    wait_for(lambda: b.find_user_node("dup") == "node0")
+    new = _connect(b, "dup")
+    assert old.recv_close(timeout=3) == (4012, "logged in elsewhere")
+    b.to_socket_id("dup", "hi", 1)
+    assert new.recv_json() == {"event": "hi", "payload": 1}
+
+
+def test_room_destroy_removes_the_room_on_every_node(cluster):
+    a, b = cluster(2)
+    bob = _connect(b, "bob")
+    b.join_room("tmp", "r", "bob")
+    a.broadcast_to_room("tmp", "r", "last", 1, room_destroy=True)
+    assert bob.recv_json() == {"event": "last", "payload": 1}
+    wait_for(lambda: b.get_room_ids("tmp") == [])
+
+
+def test_unicast_to_a_user_that_moved_is_forwarded_through_the_shared_channel(cluster):
+    a, b, c = cluster(3)
+    first = _connect(b, "mover")
+    wait_for(lambda: a.find_user_node("mover") == "node1")
+    first.close()
+    wait_for(lambda: b.get_socket_instance("mover") is None)
+    second = _connect(c, "mover")
+    # a may still believe "mover" is on node1: the message must arrive anyway
+    a.to_socket_id("mover", "dm", "found you")
+    assert second.recv_json(timeout=3) == {"event": "dm", "payload": "found you"}
