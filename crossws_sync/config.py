@@ -1,8 +1,9 @@
 """Option validation for the adapter: keyword arguments in, frozen settings out. Pure."""
 from __future__ import annotations
 
+import math
 import os
-import socket
+import platform
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
@@ -19,7 +20,7 @@ def positive_number(name: str, value: Any, *, allow_none: bool = False, allow_ze
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError("%s must be a number, got %r" % (name, value))
-    if value < 0 or (value == 0 and not allow_zero):
+    if math.isnan(value) or value < 0 or (value == 0 and not allow_zero):
         raise ConfigError("%s must be %s, got %r" % (name, "non-negative" if allow_zero else "positive", value))
     return float(value)
 
@@ -94,11 +95,20 @@ def resolve_server_name(template: Optional[str]) -> str:
     """Expand ``{host}``, ``{pid}`` and ``{worker}`` in a server name; default ``<host>-<pid>``.
 
     The default gives every gunicorn worker its own node name.
+
+    Raises:
+        ConfigError: ``template`` is not a non-empty string or has an unknown/broken placeholder.
     """
     if template is None:
         template = "{host}-{pid}"
-    host = socket.gethostname().split(".")[0][:12] or "host"
-    return template.format(host=host, pid=os.getpid(), worker=os.environ.get("CROSSWS_WORKER_ID", "0"))
+    if not isinstance(template, str) or not template:
+        raise ConfigError("server_name must be a non-empty string, got %r" % (template,))
+    # platform.node() rather than socket.gethostname(): this module stays free of socket.
+    host = platform.node().split(".")[0][:12] or "host"
+    try:
+        return template.format(host=host, pid=os.getpid(), worker=os.environ.get("CROSSWS_WORKER_ID", "0"))
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError("server_name %r: only {host}, {pid} and {worker} can be expanded (%s)" % (template, exc)) from None
 
 
 def as_list(value: Union[None, str, Iterable[str]], name: str) -> List[str]:
