@@ -101,12 +101,26 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_port(port: int, proc: subprocess.Popen, timeout: float) -> None:
+def log_tail(path: Optional[str], lines: int = 3) -> str:
+    """The last ``lines`` non-empty lines of a log file, joined with `` | ``."""
+    if not path:
+        return ""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 4096))
+            text = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return " | ".join([line.strip() for line in text.splitlines() if line.strip()][-lines:])
+
+
+def wait_port(port: int, proc: subprocess.Popen, timeout: float, log: Optional[str] = None) -> None:
     """Wait until ``port`` accepts TCP connections; fail early if ``proc`` exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError("process %s exited with %s before listening on %d" % (proc.args, proc.returncode, port))
+            raise RuntimeError("server exited with %s before listening: %s" % (proc.returncode, log_tail(log)))
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
@@ -225,7 +239,7 @@ def run_once(system: str, workload: str, params: Dict[str, Any], log_dir: str) -
             ports.append(port)
             pids["n%d" % index] = proc.pid
         for (name, proc), port in zip([p for p in procs.procs if p[0] != "redis"], ports):
-            wait_port(port, proc, SERVER_START_TIMEOUT)
+            wait_port(port, proc, SERVER_START_TIMEOUT, os.path.join(log_dir, name + ".log"))
         if wl["nodes"] > 1:
             time.sleep(0.5)  # let the nodes finish subscribing to Redis before the load starts
 
@@ -272,7 +286,8 @@ def run_once(system: str, workload: str, params: Dict[str, Any], log_dir: str) -
         dead = [name for name, p in procs.procs if name != "generator" and p.poll() is not None]
         if dead:
             result.setdefault("error", "")
-            result["error"] = (result["error"] + " process exited during the run: %s" % ", ".join(dead)).strip()
+            result["error"] = (result["error"] + " process exited during the run: %s (%s)" % (
+                ", ".join(dead), log_tail(os.path.join(log_dir, dead[0] + ".log")))).strip()
             result["ok"] = False
         run.update({k: v for k, v in result.items() if k not in ("type", "stages")})
         if workload == "W7":

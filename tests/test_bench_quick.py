@@ -1,0 +1,59 @@
+"""The benchmark suite's smoke test: ``bench/run.py --quick`` runs against crossws_sync and prints a table.
+
+It checks that the harness works end to end (real server process, Node.js load generator,
+psutil sampling, JSON output), never how fast anything is.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from support import repo_root
+
+BENCH = os.path.join(repo_root(), "bench")
+NODE_DIR = os.path.join(BENCH, "node")
+
+
+def ensure_node_modules() -> None:
+    """Install the generator's pinned npm packages (bench/setup.sh's node step) when missing."""
+    if os.path.isdir(os.path.join(NODE_DIR, "node_modules", "ws")) and \
+            os.path.isdir(os.path.join(NODE_DIR, "node_modules", "socket.io-client")):
+        return
+    npm = shutil.which("npm")
+    assert npm, "npm is not on PATH: the bench load generator needs Node.js >= 20 and npm"
+    subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True, timeout=300,
+                   stdout=subprocess.DEVNULL)
+
+
+@pytest.mark.timeout(180)
+def test_quick_bench_runs_crossws_and_prints_a_table(tmp_path) -> None:
+    ensure_node_modules()
+    out_json = tmp_path / "quick.json"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(BENCH, "run.py"), "--quick", "--systems", "crossws",
+         "--workloads", "W1,W5,W7", "--json", str(out_json)],
+        cwd=repo_root(), capture_output=True, text=True, timeout=150)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("workload"))
+    assert lines[header].split() == ["workload", "metric", "crossws"]
+    table = "\n".join(lines[header:])
+    for metric in ("deliveries_per_s", "delivered_pct", "calls_per_s", "p99_ms", "kb_per_conn_last", "limit"):
+        assert metric in table, table
+    assert "errors:" not in table, table
+
+    report = json.loads(out_json.read_text())
+    summary = report["summary"]["crossws"]
+    for workload in ("W1", "W5", "W7"):
+        assert summary[workload]["ok_runs"] == 1, summary[workload]
+    assert summary["W1"]["delivered_pct"] == 100.0
+    assert summary["W1"]["deliveries_per_s"] > 0
+    assert summary["W5"]["calls"] > 0 and summary["W5"]["errors"] == 0
+    assert summary["W7"]["kb_per_conn_last"] > 0
+    assert set(summary["W1"]["cpu_pct"]) == {"gen", "n0"}
+    assert report["versions"]["ws"] and report["versions"]["node"]
