@@ -7,8 +7,10 @@ from .errors import (
     AckTimeoutError,
     ConfigError,
     ConnectionClosedError,
+    ConnectTimeoutError,
     CrossWSError,
     EnvelopeError,
+    HandshakeError,
     MessageTooBig,
     MonkeyPatchError,
     NotOpenError,
@@ -16,6 +18,7 @@ from .errors import (
     RedisUnavailableError,
 )
 
+from .client import WebSocketConnector
 from .connection import WebSocketConnection
 from .request import Request, parse_ws_request_params
 from .results import Result
@@ -30,6 +33,7 @@ __all__ = [
     "__version__",
     "WebSocketCrossServerAdapter",
     "CrossServerAdapter",
+    "WebSocketConnector",
     "WebSocketConnection",
     "Request",
     "Reject",
@@ -38,8 +42,10 @@ __all__ = [
     "AckTimeoutError",
     "ConfigError",
     "ConnectionClosedError",
+    "ConnectTimeoutError",
     "CrossWSError",
     "EnvelopeError",
+    "HandshakeError",
     "MessageTooBig",
     "MonkeyPatchError",
     "NotOpenError",
