@@ -282,3 +282,28 @@ def test_killed_server_restarted_on_the_same_port(make_client):
     finally:
         for proc in procs:
             terminate_process(proc)
+
+
+def test_example_client_runs_against_our_server(make_adapter):
+    adapter = make_adapter()
+    script = os.path.join(repo_root(), "examples", "single_ws_server", "client.py")
+    env = dict(os.environ, PYTHONPATH=repo_root() + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, script, "--port=%d" % adapter.port, "--id=7", "--duration=9"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        out = []
+        reader = gevent.spawn(lambda: out.append(proc.stdout.read().decode()))
+        wait_for(lambda: proc.poll() is not None, timeout=40, interval=0.1, message="example client exit")
+        reader.join(5)
+    finally:
+        terminate_process(proc)
+    text = out[0] if out else ""
+    assert proc.returncode == 0, text
+    for line in ("Connect success", "Received promise response: {'success': True",
+                 "Received callback response: {'msg': 'I am a callback for your say event'",
+                 "JoinRoom Received callback response: {'msg': 'JoinRoom successfully'}",
+                 "Unanswered event: {'success': False", "'error_code': 'CALLBACK_TIMEOUT'",
+                 "onClose event: 4001 client manual close"):
+        assert line in text, text
+    assert ("connection", {"name": "Sam", "id": "7"}) in adapter.log
+    assert ("close", 4001, "client manual close") in adapter.log
