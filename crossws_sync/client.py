@@ -856,7 +856,9 @@ class WebSocketConnector:
 
         Stops timers, cancels a connection attempt in flight, closes an open connection with
         4001 ``client manual close`` and fires the local ``close`` event with that code (only
-        when a connection was open). Pending acks fail with ``CONNECTION_CLOSED``. Idempotent.
+        when a connection was open; a connection already closing, e.g. after a pong timeout,
+        reports its own ``close``). Pending acks fail with ``CONNECTION_CLOSED``. Idempotent,
+        and safe to call from a ``close`` listener.
         """
         self._forbid = True
         self._cancel_reconnect_timer()

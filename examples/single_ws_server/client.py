@@ -17,7 +17,7 @@ import sys  # noqa: E402
 
 import gevent  # noqa: E402
 
-from crossws_sync.client import WebSocketConnector  # noqa: E402
+from crossws_sync import WebSocketConnector  # noqa: E402
 
 # Default port and client id; override with --port=9001 --id=16
 port = 9000
