@@ -243,8 +243,8 @@ class WebSocketCrossServerAdapter:
     def _start_bus(self) -> None:
         from .bus import CrossServerBus
 
-        if self._server_name is None or self._server_name_template is None:
-            self._server_name = resolve_server_name(self._server_name_template)
+        # Resolved again here, in the process that runs the node (after a gunicorn fork, {pid} differs).
+        self._server_name = resolve_server_name(self._server_name_template)
         from .distributed import Router
 
         router = Router(self)

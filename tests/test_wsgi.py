@@ -118,3 +118,60 @@ def test_gunicorn_two_workers_serve_websockets_and_http_and_close_1001_on_sigter
         assert "101" in output  # the access log records the upgrades
     finally:
         terminate_process(proc)
+
+
+@pytest.mark.parametrize("preload", [False, True], ids=["lazy", "preload"])
+def test_gunicorn_workers_are_cluster_nodes(redis_server, preload):
+    port = free_port()
+    proc = _start_gunicorn(port, 3, extra_env={"CROSSWS_REDIS_URL": redis_server.url, "CROSSWS_NODE_HEARTBEAT": "0.3"},
+                           extra_args=("--preload",) if preload else ())
+    try:
+        by_pid = {}
+        clients = []
+
+        def connect(i):
+            client = RawClient(port, "/ws?id=user%d" % i)
+            client.send_json({"event": "whoami", "payload": {}, "callbackId": "w"})
+            reply = client.recv_json(timeout=10)["payload"]
+            clients.append(client)
+            by_pid.setdefault(reply["pid"], (client, "user%d" % i, reply["node"]))
+
+        for batch in range(10):
+            gevent.joinall([gevent.spawn(connect, batch * 15 + i) for i in range(15)], timeout=20, raise_error=True)
+            if len(by_pid) >= 2:
+                break
+            gevent.sleep(0.3)
+        assert len(by_pid) >= 2, "clients should land on several workers"
+        (x, x_id, x_node), (y, y_id, y_node) = list(by_pid.values())[:2]
+        assert x_node != y_node and x_node.startswith("worker-")
+
+        def nodes_seen():
+            x.send_json({"event": "nodes", "payload": {}, "callbackId": "n"})
+            return len(_skip_pushes(x)["payload"]) == 3
+
+        wait_for(nodes_seen, timeout=15, interval=0.2, message="3 workers in the cluster registry")
+        x.send_json({"event": "direct", "payload": {"to": y_id, "text": "psst"}, "callbackId": "d"})
+        assert _next_event(y, "direct")["payload"] == {"from": x_id, "text": "psst"}
+        y.send_json({"event": "join", "payload": {"room": "r1"}, "callbackId": "j"})
+        _skip_pushes(y)
+        x.send_json({"event": "sayRoom", "payload": {"room": "r1", "text": "to the room"}, "callbackId": "s"})
+        assert _next_event(y, "room")["payload"] == {"from": x_id, "text": "to the room"}
+        y.send_json({"event": "shout", "payload": {"text": "all"}, "callbackId": "b"})
+        assert _next_event(x, "shout")["payload"] == {"from": y_id, "text": "all"}
+    finally:
+        terminate_process(proc)
+
+
+def _skip_pushes(client):
+    """Next ack frame (skipping pushed events)."""
+    while True:
+        message = client.recv_json(timeout=10)
+        if "callbackId" in message:
+            return message
+
+
+def _next_event(client, name):
+    while True:
+        message = client.recv_json(timeout=10)
+        if message.get("event") == name:
+            return message
