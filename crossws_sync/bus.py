@@ -228,6 +228,7 @@ class CrossServerBus:
              "requests", "replies", "late_replies", "dropped"), 0)
 
         self._nodes: List[RedisNode] = []
+        self._draining: Dict[RedisNode, gevent.Greenlet] = {}
         if redis_config:
             require_monkey_patched()
         try:
@@ -504,17 +505,21 @@ class CrossServerBus:
             raise ConfigError("redis node %s:%s db %s is already configured" % identity)
         require_monkey_patched()
         node = self._make_node(config)
-        node.start(self._channels)
+        node.start(self._channels, joining=True)
         self._nodes.append(node)
         self._wait_started([node])
         logger.info("redis node %s added", node.label)
 
-    def remove_redis_instance(self, config_or_index: Union[RedisConfig, int]) -> bool:
-        """Stop using a Redis node: publishes fail over to the others; its connections close.
+    def remove_redis_instance(self, config_or_index: Union[RedisConfig, int], *, drain: float = 1.0) -> bool:
+        """Stop using a Redis node: publishing through it stops at once, listening after ``drain``.
+
+        While draining, messages that other servers still publish on that node (they may remove
+        it a moment later) are still received; then its greenlets and connections stop.
 
         Args:
             config_or_index: the node's position in :attr:`redis_nodes`, or a config naming the
                 same host, port and db.
+            drain: seconds to keep listening on the node (0: close it now).
 
         Returns:
             Whether a node was removed.
@@ -530,9 +535,17 @@ class CrossServerBus:
                 return False
             node = matches[0]
         self._nodes.remove(node)
-        node.close()
+        node.retiring = True
+        if drain > 0:
+            self._draining[node] = gevent.spawn_later(drain, self._close_drained, node)
+        else:
+            node.close()
         logger.info("redis node %s removed", node.label)
         return True
+
+    def _close_drained(self, node: RedisNode) -> None:
+        self._draining.pop(node, None)
+        node.close()
 
     def get_healthy_redis_instances_count(self, type: str) -> int:  # noqa: A002 - the original's name
         """Count nodes whose ``"publisher"`` or ``"subscriber"`` connection is healthy.
@@ -569,7 +582,9 @@ class CrossServerBus:
             return
         self._closed = True
         nodes, self._nodes = self._nodes, []
-        for node in nodes:
+        draining, self._draining = self._draining, {}
+        gevent.killall(list(draining.values()), block=True, timeout=5)
+        for node in nodes + list(draining):
             node.close()
         pending, self._pending = self._pending, {}
         for call in pending.values():

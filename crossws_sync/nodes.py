@@ -20,8 +20,9 @@ is subscribed again, so that the other nodes of the cluster have re-subscribed t
 traffic is sent through it.
 
 Connection settings are explicit: connect timeout, TCP keepalive, RESP2, no client-side
-retries (failover is the bus's job), a command timeout on the publisher, no socket timeout on
-the subscriber (its liveness comes from the PINGs instead).
+retries (failover is the bus's job), a command timeout on both connections. The subscriber never
+blocks in a read waiting for traffic (it polls with ``can_read(timeout)``), so its timeout only
+bounds the connect handshake and a reply that stalls half-way; idle liveness comes from PINGs.
 """
 from __future__ import annotations
 
@@ -225,7 +226,9 @@ class RedisNode:
         self._client = make_client(config, connect_timeout=connect_timeout, command_timeout=self._command_timeout)
         pool = self._client.connection_pool
         self._sub_kwargs = dict(pool.connection_kwargs)
-        self._sub_kwargs["socket_timeout"] = None
+        # The listener waits for data with can_read(timeout), so this timeout only bounds the
+        # connect handshake and a reply that stalls half-way (a hung server).
+        self._sub_kwargs["socket_timeout"] = self._command_timeout
         self._sub_class = pool.connection_class
         self.host = self._sub_kwargs.get("host", self._sub_kwargs.get("path", "Unknown Host"))
         self.port = self._sub_kwargs.get("port", "Unknown Port")
@@ -236,8 +239,12 @@ class RedisNode:
         # Health
         self.publisher_healthy = False
         self.subscriber_healthy = False
+        #: Round trip of the last publisher PING in seconds (0.0 until measured; ``fastest`` uses it).
         self.latency = 0.0
-        self._ever_healthy = False
+        #: Round trip of the last subscriber PING in seconds.
+        self.subscriber_latency = 0.0
+        self._grace_on_heal = False
+        self._publisher_seen = False
         self._eligible_at = 0.0
         self._pub_started = Event()
         self._sub_started = Event()
@@ -262,6 +269,8 @@ class RedisNode:
 
         self._wake = Event()
         self._closed = False
+        #: Set by the bus while the node is being removed: still listening, no longer publishing.
+        self.retiring = False
         self._greenlets: List[gevent.Greenlet] = []
 
     def __repr__(self) -> str:
@@ -281,13 +290,23 @@ class RedisNode:
     @property
     def eligible(self) -> bool:
         """Healthy for publishing: publisher up, own subscriber up and past the recovery grace."""
-        return self.publisher_healthy and self.subscriber_healthy and _now() >= self._eligible_at
+        return (self.publisher_healthy and self.subscriber_healthy and not self.retiring
+                and _now() >= self._eligible_at)
 
     # Lifecycle ----------------------------------------------------------------------------
 
-    def start(self, channels: Iterable[str] = ()) -> None:
-        """Start the greenlets; ``channels`` are subscribed on the first connection."""
+    def start(self, channels: Iterable[str] = (), *, joining: bool = False) -> None:
+        """Start the greenlets; ``channels`` are subscribed on the first connection.
+
+        Args:
+            channels: channels to subscribe from the start.
+            joining: the node is added to a running cluster: like a recovered node, it becomes
+                eligible for publishing only ``recovery_grace`` seconds after it is healthy,
+                so that the other servers can subscribe to it first.
+        """
         self._wanted.update(channels)
+        self._grace_on_heal = joining
+        self.retiring = False
         self._greenlets = [
             gevent.spawn(self._writer_loop),
             gevent.spawn(self._listener_loop),
@@ -603,7 +622,7 @@ class RedisNode:
             if self._pending and self._pending[0][0] == "PING":
                 self._pending.popleft()
             if self._ping_sent_at is not None:
-                self.latency = _now() - self._ping_sent_at
+                self.subscriber_latency = _now() - self._ping_sent_at
                 self._ping_sent_at = None
                 if not self.subscriber_healthy and self._wanted <= self._confirmed:
                     self._subscriber_ready()
@@ -657,9 +676,9 @@ class RedisNode:
             return
         self.publisher_healthy = healthy
         if healthy:
-            if self._ever_healthy:
+            if self._grace_on_heal:
                 self._eligible_at = _now() + self.recovery_grace
-            self._ever_healthy = True
+            self._grace_on_heal = True
             logger.info("redis %s publisher healthy (%s)", self.label, event)
         else:
             logger.warning("redis %s publisher unhealthy (%s): %s", self.label, event, error)
@@ -707,7 +726,8 @@ class RedisNode:
                 self._set_publisher(False, "ping", str(exc))
             else:
                 self.latency = _now() - started
-                self._set_publisher(True, "ping" if self._ever_healthy else "connect", None)
+                self._set_publisher(True, "ping" if self._publisher_seen else "connect", None)
+                self._publisher_seen = True
             finally:
                 self._pub_started.set()
         # A read that stalls mid-reply never returns to the listener's own PING check.
