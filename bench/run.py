@@ -82,11 +82,17 @@ SYSTEMS: Dict[str, Dict[str, Any]] = {
     "flask_socketio": {"cmd": [sys.executable, os.path.join(SERVERS_DIR, "flask_socketio_server.py")],
                        "proto": "socketio", "workloads": {"W1", "W2", "W3", "W4", "W5", "W7"},
                        "about": "Flask-SocketIO, async_mode=gevent, gevent-websocket, Redis message queue"},
+    "original": {"cmd": ["node", "--expose-gc", os.path.join(NODE_DIR, "original_server.js")],
+                 "proto": "json", "workloads": {"W1", "W2", "W3", "W4", "W5", "W6", "W7"},
+                 "about": "the Node.js original, websocket-cross-server-adapter 1.0.7 (needs --original-dir)"},
     "crossws": {"cmd": [sys.executable, os.path.join(SERVERS_DIR, "crossws_server.py")],
                 "proto": "json", "workloads": {"W1", "W2", "W3", "W4", "W5", "W6", "W7"},
                 "about": "crossws_sync WebSocketCrossServerAdapter"},
 }
-DEFAULT_SYSTEMS = ["calibration", "flask_socketio", "crossws"]
+DEFAULT_SYSTEMS = ["calibration", "flask_socketio", "crossws"]  # + "original", "calibration_node" on request
+
+#: Checkout of websocket-cross-server-adapter for the "original" system (--original-dir or env).
+ORIGINAL_DIR: Optional[str] = os.environ.get("ORIGINAL_ADAPTER_DIR")
 
 SERVER_START_TIMEOUT = 30.0
 GENERATOR_SLACK = 60.0  # s allowed past the generator's own deadline before we kill it
@@ -229,7 +235,9 @@ def run_once(system: str, workload: str, params: Dict[str, Any], log_dir: str) -
         if redis_port:
             pids["redis"] = procs.procs[-1][1].pid
         env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-                   PYTHONUNBUFFERED="1")
+                   PYTHONUNBUFFERED="1", NODE_PATH=os.path.join(NODE_DIR, "node_modules"))
+        if ORIGINAL_DIR:
+            env["ORIGINAL_ADAPTER_DIR"] = ORIGINAL_DIR
         for index in range(wl["nodes"]):
             port = free_port()
             cmd = spec["cmd"] + ["--port", str(port)]
@@ -473,6 +481,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated, from W1..W7")
     parser.add_argument("--runs", type=int, default=None, help="runs per (system, workload); default 3, 1 with --quick")
     parser.add_argument("--json", default=os.path.join(RESULTS_DIR, "latest.json"), help="where to write all runs")
+    parser.add_argument("--original-dir", default=ORIGINAL_DIR,
+                        help="checkout of websocket-cross-server-adapter, for --systems original "
+                             "(default: $ORIGINAL_ADAPTER_DIR)")
     parser.add_argument("--set", action="append", default=[], metavar="W1.clients=100",
                         help="override one load-generator parameter (repeatable)")
     args = parser.parse_args(argv)
@@ -484,6 +495,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     for w in args.workloads:
         if w not in WORKLOADS:
             parser.error("unknown workload %r" % w)
+    if "original" in args.systems and not (args.original_dir and
+                                            os.path.isfile(os.path.join(args.original_dir, "index.js"))):
+        parser.error("--systems original needs --original-dir (a checkout of websocket-cross-server-adapter)")
     if args.runs is None:
         args.runs = 1 if args.quick else 3
     if not 1 <= args.runs <= 20:
@@ -513,7 +527,9 @@ def check_setup() -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    global ORIGINAL_DIR
     args = parse_args(argv)
+    ORIGINAL_DIR = os.path.abspath(args.original_dir) if args.original_dir else None
     check_setup()
     started = datetime.datetime.now(datetime.timezone.utc)
     log_root = os.path.join(RESULTS_DIR, "logs")
