@@ -427,9 +427,9 @@ class _Connection:
             self.sock = context.wrap_socket(self.sock, server_hostname=target.host)
         key = frames.new_client_key()
         self.sock.sendall(_handshake_request(target, key, self.config.headers))
-        buffer = b""
+        buffer: bytes = b""
         while True:
-            chunk = self.sock.recv(4096)
+            chunk: bytes = self.sock.recv(4096)
             if not chunk:
                 raise HandshakeError("connection closed during the WebSocket handshake")
             buffer += chunk
@@ -807,8 +807,9 @@ class WebSocketConnector:
 
         Safe inside listeners: replies are read by the connection's own greenlet.
         """
-        return self.emit_with_promise(event, data, callback_timeout=callback_timeout, on_pending=on_pending,
-                                      pending_timeout=pending_timeout).get()
+        result: Result = self.emit_with_promise(event, data, callback_timeout=callback_timeout,
+                                                on_pending=on_pending, pending_timeout=pending_timeout).get()
+        return result
 
     # Public API: connection control -------------------------------------------------------
 
@@ -830,7 +831,7 @@ class WebSocketConnector:
     def reconnect(self, repeat_reset: bool = False) -> None:
         """Schedule a reconnect attempt exactly like the original (spec §4.3).
 
-        Stops the heartbeat; with ``repeat_reset`` counts attempts from zero again. Does
+        With ``repeat_reset`` counts attempts from zero again. Does
         nothing when an attempt is already scheduled or after :meth:`manual_close`. Fires
         ``repeat-limit`` instead when ``repeat_limit`` attempts were made. Otherwise closes the
         current connection (code 4001, no local ``close`` event, pending acks fail with
@@ -898,7 +899,8 @@ class WebSocketConnector:
         self._fail_pending(conn)
 
     def _reconnect(self) -> str:
-        self._stop_heartbeat()
+        # The original stops the heartbeat first, even when it then returns early with the
+        # connection still open (repeat_limit=0); here it stops with the dropped connection.
         if self._reconnect_timer is not None or self._forbid:
             return "skipped"
         limit = self._config.repeat_limit

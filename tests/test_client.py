@@ -5,7 +5,6 @@ refused upgrade, a dropped TCP connection, events named like lifecycle events. E
 tests against the real adapter live in ``test_client_e2e.py``.
 """
 import json
-import os
 import socket
 import subprocess
 import time

@@ -307,3 +307,14 @@ def test_example_client_runs_against_our_server(make_adapter):
         assert line in text, text
     assert ("connection", {"name": "Sam", "id": "7"}) in adapter.log
     assert ("close", 4001, "client manual close") in adapter.log
+
+
+def test_client_answers_the_server_protocol_pings(make_adapter, make_client):
+    # The server's sweep terminates (1006) a socket that did not answer the previous ping.
+    adapter = make_adapter(server_ping_interval=0.05)
+    client = make_client("ws://127.0.0.1:%d/?id=u1" % adapter.port)
+    rec = Recorder(client)
+    assert client.wait_connected(5)
+    gevent.sleep(0.4)  # eight sweeps
+    assert client.connected and rec.names() == ["open"]
+    assert client.emit_and_wait("say", 1).success
