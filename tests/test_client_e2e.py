@@ -98,7 +98,7 @@ def make_client():
 def test_full_session(make_adapter, make_client):
     adapter = make_adapter(heartbeat_str="")
     url = "ws://127.0.0.1:%d" % adapter.port
-    client = make_client(url, custom_params={"name": "Sam", "id": 1}, ping_interval=0.05, callback_timeout=0.5)
+    client = make_client(url, custom_params={"name": "Sam", "id": 1}, ping_interval=0.05, callback_timeout=3)
     rec = Recorder(client)
     pushed = []
     for name in ("serverSay", "roomSay", "direct"):
