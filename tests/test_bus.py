@@ -377,11 +377,10 @@ def test_strategies_spread_or_pick_publish_nodes(redis_factory, make_bus):
     configs = [s.config for s in servers]
     assert _published_per_node(servers, make_bus("RR", configs, selection_strategy="round-robin"), 30) == [10, 10, 10]
     assert min(_published_per_node(servers, make_bus("RND", configs), 60)) > 0
-    fastest = make_bus("F", configs, selection_strategy="fastest")
-    nodes = fastest.redis_nodes
-    for node, latency in zip(nodes, (0.03, 0.001, 0.02)):
-        node.latency = latency
-    nodes[0].force_ping = nodes[1].force_ping = nodes[2].force_ping = False  # keep the injected latencies
+    fastest = make_bus("F", configs, selection_strategy="fastest", redis_force_ping=False)
+    wait_for(lambda: all(node.latency > 0 for node in fastest.redis_nodes))  # measured at connect
+    for node, latency in zip(fastest.redis_nodes, (0.03, 0.001, 0.02)):
+        node.latency = latency  # no periodic PING will overwrite these
     counts = _published_per_node(servers, fastest, 10)
     assert counts[1] == 10
 

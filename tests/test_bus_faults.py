@@ -1,0 +1,222 @@
+"""Fault injection for the bus with real redis-server processes: kill, restart, hang, client kill,
+nodes added and removed under traffic, a crashing listener."""
+import signal
+import time
+
+import gevent
+import pytest
+
+from busutil import Spy, collect, make_bus  # noqa: F401 - make_bus is a fixture
+from crossws_sync.errors import ConfigError
+from support import wait_for
+
+FAST = dict(redis_ping_interval=0.3, redis_ping_timeout=0.3)
+
+
+def responder(bus):
+    bus.on_cross_server_event("ask", lambda data, cb: cb({"from": bus.server_name, "n": data["payload"]}))
+
+
+class Traffic:
+    """RPCs from ``sender`` to ``target`` in a loop (bounded in count), recording each outcome."""
+
+    def __init__(self, sender, target, limit=3000, timeout=2.0):
+        self.sender, self.target, self.limit, self.timeout = sender, target, limit, timeout
+        self.results = []  # (issued_at, success, result)
+        self._stop = False
+        self._greenlet = gevent.spawn(self._run)
+
+    def _run(self):
+        for n in range(self.limit):
+            if self._stop:
+                return
+            issued = time.monotonic()
+            result = self.sender.emit_cross_server_and_wait("ask", n, target_server=self.target, timeout=self.timeout)
+            self.results.append((issued, result.success, result))
+            gevent.sleep(0.005)
+
+    def count_after(self, moment):
+        return sum(1 for issued, _, _ in self.results if issued >= moment)
+
+    def failures_after(self, moment):
+        return [r for issued, ok, r in self.results if issued >= moment and not ok]
+
+    def stop(self):
+        self._stop = True
+        self._greenlet.join(timeout=self.timeout + 2)
+        self._greenlet.kill()
+
+
+def node_down(bus, port):
+    return any(n.port == port and not n.publisher_healthy and not n.subscriber_healthy for n in bus.redis_nodes)
+
+
+def node_eligible(bus, port):
+    return any(n.port == port and n.eligible for n in bus.redis_nodes)
+
+
+def test_single_redis_killed_and_restarted(redis_server, make_bus):
+    events = []
+    a = make_bus("A", [redis_server.config], on_redis_health_change=lambda ok, info: events.append((ok, info.type, info.event)), **FAST)
+    b = make_bus("B", [redis_server.config], custom_channels=["side"], **FAST)
+    responder(b)
+    side, on_side = collect()
+    b.set_custom_channel_handler(lambda channel, message: on_side(message))
+    assert a.emit_cross_server_and_wait("ask", 1, target_server="B").success
+    events.clear()
+
+    redis_server.kill()
+    wait_for(lambda: node_down(a, redis_server.port) and node_down(b, redis_server.port), timeout=5)
+    assert {(ok, kind) for ok, kind, _ in events} == {(False, "publisher"), (False, "subscriber")}
+    assert not a.healthy
+    results, callback = collect()
+    started = time.monotonic()
+    a.emit_cross_server("ask", 2, callback, target_server="B", timeout=5)
+    assert [(r.success, r.error_code) for r in results] == [(False, "REDIS_UNAVAILABLE")]  # at once, no timeout
+    assert time.monotonic() - started < 1.0
+    assert a.publish_redis_message("side", {"lost": True}) is False
+
+    redis_server.start()
+    wait_for(lambda: a.wait_healthy(0.1) and b.wait_healthy(0.1), timeout=10)
+    assert [(ok, kind) for ok, kind, _ in events[-2:]].count((True, "publisher")) + \
+        [(ok, kind) for ok, kind, _ in events[-2:]].count((True, "subscriber")) == 2
+    result = a.emit_cross_server_and_wait("ask", 3, target_server="B", timeout=3)
+    assert result.success and result.responses["B"]["payload"]["n"] == 3
+    assert a.publish_redis_message("side", {"back": True}) is True  # custom channel resubscribed
+    wait_for(lambda: side == [{"back": True, "senderServer": "A"}])
+
+
+def test_subscriber_connections_killed_are_resubscribed(redis_server, make_bus):
+    events = []
+    a = make_bus("A", [redis_server.config], **FAST)
+    b = make_bus("B", [redis_server.config], on_redis_health_change=lambda ok, info: events.append((ok, info.type, info.event)), **FAST)
+    responder(b)
+    b.manual_subscribe("late-channel")
+    seen, on_seen = collect()
+    b.set_custom_channel_handler(lambda channel, message: on_seen(channel))
+    events.clear()
+    assert redis_server.command("CLIENT", "KILL", "TYPE", "pubsub").startswith(":2")  # A's and B's subscribers
+    wait_for(lambda: events == [(False, "subscriber", "close"), (True, "subscriber", "ready")], timeout=5)
+    assert a.emit_cross_server_and_wait("ask", 1, target_server="B", timeout=3).success
+    a.publish_redis_message("late-channel", {"x": 1})
+    wait_for(lambda: seen == ["late-channel"])
+
+
+def test_publish_failure_is_retried_on_another_node(redis_factory, make_bus):
+    r1, r2 = redis_factory(), redis_factory()
+    configs = [r1.config, r2.config]
+    a = make_bus("A", configs, selection_strategy="round-robin", redis_ping_interval=30, redis_ping_timeout=1)
+    b = make_bus("B", configs, selection_strategy="round-robin", **FAST)
+    responder(b)
+    r1.kill()
+    wait_for(lambda: node_down(a, r1.port) and node_down(b, r1.port), timeout=5)
+    # A failure nobody noticed yet: make A believe r1 is still fine (no PING for 30 s).
+    stale = a.redis_nodes[0]
+    stale.publisher_healthy = stale.subscriber_healthy = True
+    results = [a.emit_cross_server_and_wait("ask", n, target_server="B", timeout=2) for n in range(4)]
+    assert all(r.success for r in results), results
+    assert a.stats["publish_failovers"] >= 1 and a.stats["publish_failures"] == 0
+    assert not stale.publisher_healthy  # the failed publish marked it down
+
+
+def test_one_of_two_redis_killed_no_rpc_lost_once_detected(redis_factory, make_bus):
+    r1, r2 = redis_factory(), redis_factory()
+    configs = [r1.config, r2.config]
+    a = make_bus("A", configs, selection_strategy="round-robin", **FAST)
+    b = make_bus("B", configs, selection_strategy="round-robin", **FAST)
+    responder(b)
+    traffic = Traffic(a, "B")
+    try:
+        wait_for(lambda: len(traffic.results) >= 30, timeout=10)
+        r1.kill()
+        wait_for(lambda: node_down(a, r1.port) and node_down(b, r1.port), timeout=5)
+        detected = time.monotonic()
+        wait_for(lambda: traffic.count_after(detected) >= 40, timeout=10)
+        r1.start()
+        wait_for(lambda: node_eligible(a, r1.port) and node_eligible(b, r1.port), timeout=10)
+        healed = time.monotonic()
+        spy = Spy(r1.port, a.bridge_channel)
+        try:
+            wait_for(lambda: traffic.count_after(healed) >= 40 and spy.messages, timeout=10)  # r1 used again
+        finally:
+            spy.close()
+    finally:
+        traffic.stop()
+    assert traffic.failures_after(detected) == []
+    assert len([1 for _, ok, _ in traffic.results if not ok]) <= 2  # at most what was in flight on r1
+
+
+def test_hung_redis_is_detected_by_ping_timeout(redis_factory, make_bus):
+    r1, r2 = redis_factory(), redis_factory()
+    events = []
+    a = make_bus("A", [r1.config, r2.config], on_redis_health_change=lambda ok, info: events.append((ok, info)), **FAST)
+    b = make_bus("B", [r1.config, r2.config], **FAST)
+    responder(b)
+    r1.proc.send_signal(signal.SIGSTOP)
+    try:
+        stopped = time.monotonic()
+        wait_for(lambda: node_down(a, r1.port) and node_down(b, r1.port), timeout=6)
+        assert time.monotonic() - stopped < 3.0
+        down = [info for ok, info in events if not ok]
+        assert {info.type for info in down} == {"publisher", "subscriber"}
+        assert all(info.port == r1.port and info.event == "ping" and "0.3" in (info.error or "") for info in down), down
+        assert down[-1].healthy_publisher_count == 1 and down[-1].total_node_count == 2
+        for n in range(5):
+            assert a.emit_cross_server_and_wait("ask", n, target_server="B", timeout=2).success
+    finally:
+        r1.proc.send_signal(signal.SIGCONT)
+    wait_for(lambda: node_eligible(a, r1.port) and node_eligible(b, r1.port), timeout=10)
+
+
+def test_add_and_remove_redis_instance_under_traffic(redis_factory, make_bus):
+    r1, r2 = redis_factory(), redis_factory()
+    a = make_bus("A", [r1.config], selection_strategy="round-robin", **FAST)
+    b = make_bus("B", [r1.url], selection_strategy="round-robin", **FAST)
+    responder(b)
+    baseline_r1 = r1.command("CLIENT", "LIST").count("id=")
+    traffic = Traffic(a, "B")
+    spy = Spy(r2.port, a.bridge_channel)
+    try:
+        wait_for(lambda: len(traffic.results) >= 20, timeout=10)
+        a.add_redis_instance(r2.config)
+        b.add_redis_instance(r2.url)
+        assert a.get_redis_instances_count() == b.get_redis_instances_count() == 2
+        wait_for(lambda: len(spy.messages) >= 10, timeout=10)  # r2 carries traffic after the join grace
+        assert a.remove_redis_instance(r1.config) is True
+        assert b.remove_redis_instance(0) is True
+        removed = time.monotonic()
+        wait_for(lambda: traffic.count_after(removed) >= 40, timeout=10)
+        wait_for(lambda: r1.command("CLIENT", "LIST").count("id=") == baseline_r1 - 4, timeout=5,
+                 message="the removed node's connections closed after draining")
+    finally:
+        traffic.stop()
+        spy.close()
+    assert [r for _, ok, r in traffic.results if not ok] == []
+    assert a.get_redis_instances_count() == 1 and a.redis_nodes[0].port == r2.port
+    with pytest.raises(ConfigError, match="already configured"):
+        a.add_redis_instance(r2.config)
+    with pytest.raises(ConfigError, match="required"):
+        a.add_redis_instance({})
+    assert a.remove_redis_instance(r1.config) is False and a.remove_redis_instance(5) is False
+
+
+def test_crashing_listener_is_restarted_and_resubscribes(redis_server, make_bus):
+    events = []
+    a = make_bus("A", [redis_server.config], **FAST)
+    b = make_bus("B", [redis_server.config], on_redis_health_change=lambda ok, info: events.append((ok, info.event)), **FAST)
+    responder(b)
+    node = b.redis_nodes[0]
+    original = node._handle
+    crashes = []
+
+    def crash_once(reply):
+        if not crashes and isinstance(reply, list) and reply[:1] == [b"message"]:
+            crashes.append(reply)
+            raise RuntimeError("injected listener bug")
+        return original(reply)
+
+    node._handle = crash_once
+    events.clear()
+    a.emit_cross_server("ask", "lost", target_server="B")
+    wait_for(lambda: events == [(False, "error"), (True, "ready")], timeout=5)
+    assert a.emit_cross_server_and_wait("ask", "after", target_server="B", timeout=3).success
