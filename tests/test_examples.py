@@ -41,6 +41,7 @@ def test_ws_cross_server_example_five_servers_fifty_clients_and_boss(redis_serve
         clients = _python(os.path.join(EXAMPLES, "ws_cross_server", "clients.py"), "--ports=" + ",".join(map(str, ports)),
                           "--seed=7", "--duration=60")
         lines = []
+        other = []
 
         def read_until(predicate, timeout):
             deadline = time.monotonic() + timeout
@@ -52,11 +53,14 @@ def test_ws_cross_server_example_five_servers_fifty_clients_and_boss(redis_serve
                     lines.append(json.loads(line))
                     if predicate():
                         return True
+                else:
+                    other.append(line)
             return False
 
         joined_count = lambda: sum(1 for l in lines if l.get("event") == "joined")  # noqa: E731
         opened = lambda: sum(1 for l in lines if l.get("event") == "open")  # noqa: E731
-        assert read_until(lambda: opened() == 50 and joined_count() == 10, 30), "50 clients open, 10 joined"
+        assert read_until(lambda: opened() == 50 and joined_count() == 10, 30), (
+            "50 clients open (%d), 10 joined (%d); other output: %s" % (opened(), joined_count(), "".join(other[-20:])))
         time.sleep(1.0)  # let every node see the directory deltas of the others (heartbeat 2 s)
         boss = _python(os.path.join(EXAMPLES, "ws_cross_server", "boss.py"), "--port=%d" % ports[0], "--interval=0.5")
         room_1000 = {l["client"] for l in lines if l.get("event") == "joined" and l["room"] == "1000"}
