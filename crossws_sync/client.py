@@ -29,9 +29,7 @@ import socket as _stdsocket
 import time
 from collections import deque
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any, Callable, Deque, Dict, FrozenSet, Hashable, Iterable, List, Mapping, Optional, Tuple, Union
-from urllib.parse import urlsplit
 
 import gevent
 import gevent.event
@@ -44,6 +42,15 @@ from .backoff import reconnect_delay
 from .errors import ConfigError, ConnectTimeoutError, HandshakeError, ProtocolError
 from .listeners import ListenerRegistry, check_event_name
 from .results import Result
+from .upgrade import (
+    MAX_HANDSHAKE_BYTES,
+    Target,
+    build_connect_url,
+    check_handshake_response,
+    handshake_request,
+    header_pairs,
+    parse_ws_url,
+)
 
 logger = logging.getLogger("crossws_sync.client")
 
@@ -64,8 +71,6 @@ PONG_TIMEOUT_REASON = "pong timeout"
 
 #: Largest message accepted from the server (the original's ``ws`` allows 100 MiB).
 MAX_MESSAGE_SIZE = 64 << 20
-#: Largest HTTP answer to the upgrade request.
-_MAX_HANDSHAKE_BYTES = 64 << 10
 _RECV_SIZE = 65536
 
 CONNECTING = 0
@@ -74,165 +79,6 @@ CLOSING = 2
 CLOSED = 3
 
 _ALL: Any = object()
-_RESERVED_HEADERS = frozenset({"upgrade", "connection", "sec-websocket-key", "sec-websocket-version",
-                               "sec-websocket-accept", "sec-websocket-extensions"})
-
-
-# Pure helpers: the original's query string ------------------------------------------------
-
-
-def _js_number(value: float) -> str:
-    """``String(number)`` of JavaScript for a float (shortest round-trip digits, JS exponent rules)."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "Infinity" if value > 0 else "-Infinity"
-    if value == 0:
-        return "0"
-    sign = "-" if value < 0 else ""
-    digits_tuple, exponent = Decimal(repr(abs(value))).normalize().as_tuple()[1:]
-    digits = "".join(map(str, digits_tuple))
-    k = len(digits)
-    n = k + int(exponent)  # value = 0.digits * 10**n
-    if k <= n <= 21:
-        text = digits + "0" * (n - k)
-    elif 0 < n <= 21:
-        text = digits[:n] + "." + digits[n:]
-    elif -6 < n <= 0:
-        text = "0." + "0" * (-n) + digits
-    else:
-        exp = n - 1
-        mantissa = digits[0] + ("." + digits[1:] if k > 1 else "")
-        text = "%se%s%d" % (mantissa, "+" if exp >= 0 else "-", abs(exp))
-    return sign + text
-
-
-def js_string(value: Any) -> str:
-    """Return what JavaScript's ``String(value)`` gives for the JSON-like ``value``.
-
-    ``True`` -> ``"true"``, ``None`` -> ``"null"``, ``1.0`` -> ``"1"``, lists are joined with
-    ``","`` (``None`` items become empty), dicts become ``"[object Object]"``.
-    """
-    if value is None:
-        return "null"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if isinstance(value, str):
-        return value
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return _js_number(value)
-    if isinstance(value, (list, tuple)):
-        return ",".join("" if item is None else js_string(item) for item in value)
-    if isinstance(value, Mapping):
-        return "[object Object]"
-    return str(value)
-
-
-_FORM_SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789*-._")
-
-
-def _form_encode(text: str) -> str:
-    # WHATWG application/x-www-form-urlencoded (what URLSearchParams.toString() produces):
-    # unlike urllib's quote_plus, "~" is escaped. Lone surrogates become U+FFFD like in JS.
-    raw = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")
-    out = []
-    for byte in raw:
-        if byte in _FORM_SAFE:
-            out.append(chr(byte))
-        elif byte == 0x20:
-            out.append("+")
-        else:
-            out.append("%%%02X" % byte)
-    return "".join(out)
-
-
-def build_connect_url(url: str, custom_params: Optional[Mapping[Any, Any]] = None) -> str:
-    """Return ``url`` with ``custom_params`` appended exactly as the original connector does.
-
-    Each pair becomes ``key=String(value)`` in ``URLSearchParams`` form encoding, joined to the
-    URL with ``&`` when it already contains ``?``, else with ``?`` (spec §2.5).
-    """
-    if not custom_params:
-        return url
-    query = "&".join("%s=%s" % (_form_encode(js_string(key)), _form_encode(js_string(value)))
-                     for key, value in custom_params.items())
-    return url + ("&" if "?" in url else "?") + query
-
-
-@dataclass(frozen=True)
-class _Target:
-    secure: bool
-    host: str
-    port: int
-    resource: str
-    host_header: str
-
-
-def _parse_ws_url(url: str) -> _Target:
-    """Split a ``ws://`` / ``wss://`` URL; raise :class:`ConfigError` when it cannot be used."""
-    if not isinstance(url, str) or not url:
-        raise ConfigError("url is required: a complete ws:// or wss:// address such as ws://127.0.0.1:9000/path")
-    try:
-        parts = urlsplit(url)
-        explicit_port = parts.port
-    except ValueError as exc:
-        raise ConfigError("invalid url %r: %s" % (url, exc)) from None
-    scheme = parts.scheme.lower()
-    if scheme not in ("ws", "wss"):
-        raise ConfigError("url must start with ws:// or wss://, got %r" % (url,))
-    if not parts.hostname:
-        raise ConfigError("url has no host: %r" % (url,))
-    if parts.fragment or url.endswith("#"):
-        raise ConfigError("a WebSocket url cannot contain a fragment (#...): %r" % (url,))
-    secure = scheme == "wss"
-    default_port = 443 if secure else 80
-    port = explicit_port or default_port
-    host = parts.hostname
-    host_header = "[%s]" % host if ":" in host else host
-    if port != default_port:
-        host_header += ":%d" % port
-    resource = (parts.path or "/") + ("?" + parts.query if parts.query else "")
-    return _Target(secure, host, port, resource, host_header)
-
-
-def _handshake_request(target: _Target, key: str, headers: Tuple[Tuple[str, str], ...]) -> bytes:
-    lines = ["GET %s HTTP/1.1" % target.resource]
-    names = {name.lower() for name, _ in headers}
-    if "host" not in names:
-        lines.append("Host: %s" % target.host_header)
-    lines += ["Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Key: %s" % key,
-              "Sec-WebSocket-Version: 13"]
-    lines += ["%s: %s" % pair for pair in headers]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
-def _check_handshake_response(head: bytes, key: str) -> None:
-    """Raise :class:`HandshakeError` unless ``head`` is a valid ``101`` answer for ``key``."""
-    text = head.decode("latin-1")
-    status_line, _, rest = text.partition("\r\n")
-    parts = status_line.split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
-        raise HandshakeError("invalid HTTP status line %r" % status_line[:100])
-    status = int(parts[1])
-    if status != 101:
-        raise HandshakeError("server refused the WebSocket upgrade: HTTP %s" % " ".join(parts[1:]), status)
-    fields: Dict[str, str] = {}
-    for line in rest.split("\r\n"):
-        name, sep, value = line.partition(":")
-        if sep:
-            fields[name.strip().lower()] = value.strip()
-    if fields.get("upgrade", "").lower() != "websocket":
-        raise HandshakeError("101 answer without 'Upgrade: websocket'", status)
-    if "upgrade" not in [token.strip().lower() for token in fields.get("connection", "").split(",")]:
-        raise HandshakeError("101 answer without 'Connection: Upgrade'", status)
-    if fields.get("sec-websocket-accept") != frames.accept_key(key):
-        raise HandshakeError("wrong Sec-WebSocket-Accept in the 101 answer", status)
-    if fields.get("sec-websocket-extensions"):
-        raise HandshakeError("server selected an extension the client did not offer", status)
 
 
 # Option validation --------------------------------------------------------------------------
@@ -252,30 +98,10 @@ def _count(name: str, value: Any, *, allow_none: bool = False) -> Optional[int]:
     return value
 
 
-def _header_pairs(headers: Any) -> Tuple[Tuple[str, str], ...]:
-    if headers is None:
-        return ()
-    items = headers.items() if isinstance(headers, Mapping) else headers
-    pairs = []
-    try:
-        for name, value in items:
-            name, value = str(name), str(value)
-            if not name or any(c in name for c in ":\r\n ") or "\r" in value or "\n" in value:
-                raise ConfigError("invalid header %r" % (name,))
-            if name.lower() in _RESERVED_HEADERS:
-                raise ConfigError("header %r is set by the client itself" % (name,))
-            pairs.append((name, value))
-    except (TypeError, ValueError) as exc:
-        if isinstance(exc, ConfigError):
-            raise
-        raise ConfigError("headers must be a mapping or an iterable of (name, value) pairs") from None
-    return tuple(pairs)
-
-
 @dataclass(frozen=True)
 class _Config:
     url: str
-    target: _Target
+    target: Target
     pong_timeout: float
     fast_reconnect_threshold: int
     fast_reconnect_interval: float
@@ -291,7 +117,44 @@ class _Config:
     ssl_context: Optional[gevent.ssl.SSLContext]
 
 
-# One connection ------------------------------------------------------------------------------
+# Helpers of the client: event greenlet, acks, heartbeat ---------------------------------------
+
+
+def _call_user(fn: Callable[..., Any], *args: Any) -> None:
+    try:
+        fn(*args)
+    except Exception:  # user code: log, never break the client
+        logger.exception("client callback %r raised", fn)
+
+
+class _EventQueue:
+    """Runs queued calls in order on one greenlet, started on demand and gone when idle.
+
+    All user code of a client (listeners, ack callbacks, ``on_pending``) goes through it, so
+    the connection's reading greenlet never runs user code.
+    """
+
+    def __init__(self) -> None:
+        self._queue: Deque[Tuple[Callable[..., Any], Tuple[Any, ...]]] = deque()
+        self._greenlet: Optional[gevent.Greenlet] = None
+
+    def post(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Queue ``fn(*args)``."""
+        self._queue.append((fn, args))
+        if self._greenlet is None:
+            self._greenlet = gevent.spawn(self._run)
+
+    def _run(self) -> None:
+        queue = self._queue
+        try:
+            while queue:
+                fn, args = queue.popleft()
+                try:
+                    fn(*args)
+                except Exception:
+                    logger.exception("client event handler failed")
+        finally:
+            self._greenlet = None
 
 
 class _PendingAck:
@@ -305,6 +168,127 @@ class _PendingAck:
         self.timeout_timer: Optional[gevent.Greenlet] = None
         self.pending_timer: Optional[gevent.Greenlet] = None
         self.done = False
+
+
+class _Acks:
+    """Pending acks of a client's connections: timeouts, ``on_pending``, settling exactly once.
+
+    Entries live in ``conn.pending`` (a reply can only come on the connection the request
+    went out on). Promises are resolved directly, so a listener blocked in ``emit_and_wait``
+    is woken even while the event greenlet is busy; callbacks run on the event greenlet.
+    """
+
+    def __init__(self, events: _EventQueue) -> None:
+        self._events = events
+
+    def register(self, conn: "_Connection", entry: _PendingAck, on_pending: Optional[Callable[[], Any]],
+                 ack_timeout: float, pending_timeout: float) -> None:
+        conn.pending[entry.callback_id] = entry
+        entry.timeout_timer = gevent.spawn_later(ack_timeout, self._timed_out, conn, entry)
+        if on_pending is not None and pending_timeout < ack_timeout:
+            entry.pending_timer = gevent.spawn_later(pending_timeout, self._events.post, self._run_pending,
+                                                     entry, on_pending)
+
+    def resolve(self, conn: "_Connection", callback_id: str, payload: Any) -> None:
+        entry = conn.pending.pop(callback_id, None)
+        if entry is not None:  # unknown or late ids are ignored
+            self._settle(entry, None, payload)
+
+    def fail_all(self, conn: "_Connection") -> None:
+        entries = list(conn.pending.values())
+        conn.pending.clear()
+        for entry in entries:
+            self._settle(entry, Result(error="Connection closed before the reply: " + entry.callback_id,
+                                       error_code=CONNECTION_CLOSED), None)
+
+    def _timed_out(self, conn: "_Connection", entry: _PendingAck) -> None:
+        if conn.pending.pop(entry.callback_id, None) is None:
+            return
+        prefix = "Is promise callback timeout: " if entry.result is not None else "Is callback timeout: "
+        self._settle(entry, Result(error=prefix + entry.callback_id, error_code=CALLBACK_TIMEOUT), None)
+
+    @staticmethod
+    def _run_pending(entry: _PendingAck, on_pending: Callable[[], Any]) -> None:
+        if not entry.done:  # never after the reply
+            _call_user(on_pending)
+
+    def _settle(self, entry: _PendingAck, error: Optional[Result], payload: Any) -> None:
+        if entry.done:
+            return
+        entry.done = True
+        current = gevent.getcurrent()
+        for timer in (entry.timeout_timer, entry.pending_timer):
+            if timer is not None and timer is not current:
+                timer.kill(block=False)
+        if entry.result is not None:
+            if error is None:
+                entry.result.set(Result(success=True, data=payload))
+            else:
+                entry.result.set(Result(success=False, error=error.error, error_code=error.error_code))
+        elif entry.callback is not None:
+            self._events.post(_call_user, entry.callback, error, None if error is not None else payload)
+
+
+class _Heartbeat:
+    """The client heartbeat of spec §4.1 for the current connection.
+
+    ``ping_interval`` after open or the last pong: fire ``ping``, send ``ping_msg``; its echo
+    fires ``pong(latency)`` and re-arms; no echo within ``pong_timeout`` fires
+    ``pong-timeout`` and closes with 4002. Only the echo of an outstanding ping counts.
+    """
+
+    def __init__(self, interval: float, config: _Config, fire: Callable[..., None]) -> None:
+        self.interval = interval
+        self.latency: Optional[float] = None
+        self._config = config
+        self._fire = fire
+        self._ping_timer: Optional[gevent.Greenlet] = None
+        self._pong_timer: Optional[gevent.Greenlet] = None
+        self._sent_at: Optional[float] = None
+
+    def start(self, conn: "_Connection") -> None:
+        self.stop()
+        self._ping_timer = gevent.spawn_later(self.interval, self._send_ping, conn)
+
+    def stop(self) -> None:
+        self._sent_at = None
+        current = gevent.getcurrent()
+        for timer in (self._ping_timer, self._pong_timer):
+            if timer is not None and timer is not current:
+                timer.kill(block=False)
+        self._ping_timer = self._pong_timer = None
+
+    def on_text(self, conn: "_Connection", text: str) -> bool:
+        """Handle ``text`` if it is the echo of the outstanding ping; return whether it was."""
+        if self._sent_at is None or text != self._config.ping_msg:
+            return False
+        latency = time.monotonic() - self._sent_at
+        self.latency = latency
+        self._fire("pong", latency)
+        self.start(conn)
+        return True
+
+    def _send_ping(self, conn: "_Connection") -> None:
+        self._ping_timer = None
+        if conn.detached or conn.state != OPEN:
+            return
+        self._fire("ping")
+        self._sent_at = time.monotonic()
+        # Armed before writing: a write stuck on a dead link still ends in pong-timeout.
+        self._pong_timer = gevent.spawn_later(self._config.pong_timeout, self._pong_missing, conn)
+        conn.send(frames.encode_text(self._config.ping_msg, mask=True))
+
+    def _pong_missing(self, conn: "_Connection") -> None:
+        self._pong_timer = None
+        self._sent_at = None
+        if conn.detached:
+            return
+        logger.info("no heartbeat echo from %s within %gs", self._config.url, self._config.pong_timeout)
+        self._fire("pong-timeout")
+        conn.start_close(PONG_TIMEOUT_CODE, PONG_TIMEOUT_REASON)
+
+
+# One connection ------------------------------------------------------------------------------
 
 
 class _Connection:
@@ -426,7 +410,7 @@ class _Connection:
             context = self.config.ssl_context or gevent.ssl.create_default_context()
             self.sock = context.wrap_socket(self.sock, server_hostname=target.host)
         key = frames.new_client_key()
-        self.sock.sendall(_handshake_request(target, key, self.config.headers))
+        self.sock.sendall(handshake_request(target, key, self.config.headers))
         buffer: bytes = b""
         while True:
             chunk: bytes = self.sock.recv(4096)
@@ -436,9 +420,9 @@ class _Connection:
             end = buffer.find(b"\r\n\r\n")
             if end >= 0:
                 break
-            if len(buffer) > _MAX_HANDSHAKE_BYTES:
+            if len(buffer) > MAX_HANDSHAKE_BYTES:
                 raise HandshakeError("oversized answer to the WebSocket upgrade")
-        _check_handshake_response(buffer[:end], key)
+        check_handshake_response(buffer[:end], key)
         return buffer[end + 4:]
 
     def _read(self, leftover: bytes) -> None:
@@ -587,7 +571,7 @@ class WebSocketConnector:
         full_url = build_connect_url(url, custom_params)
         self._config = _Config(
             url=full_url,
-            target=_parse_ws_url(full_url),
+            target=parse_ws_url(full_url),
             pong_timeout=_seconds("pong_timeout", pong_timeout),
             fast_reconnect_threshold=_count("fast_reconnect_threshold", fast_reconnect_threshold) or 0,
             fast_reconnect_interval=_seconds("fast_reconnect_interval", fast_reconnect_interval),
@@ -599,23 +583,19 @@ class WebSocketConnector:
             connect_timeout=_seconds("connect_timeout", connect_timeout),
             auto_reconnect=bool(auto_reconnect),
             no_reconnect_codes=codes,
-            headers=_header_pairs(headers),
+            headers=header_pairs(headers),
             ssl_context=ssl_context,
         )
-        self._ping_interval = _seconds("ping_interval", ping_interval)
-        self._events = ListenerRegistry(logger)
+        self._lifecycle = ListenerRegistry(logger)
         self._server_events = ListenerRegistry(logger)
-        self._queue: Deque[Tuple[Callable[..., Any], Tuple[Any, ...]]] = deque()
-        self._dispatcher: Optional[gevent.Greenlet] = None
+        self._queue = _EventQueue()
+        self._acks = _Acks(self._queue)
+        self._heartbeat = _Heartbeat(_seconds("ping_interval", ping_interval), self._config, self._fire)
         self._conn: Optional[_Connection] = None
         self._opened = gevent.event.Event()
         self._repeat = 0
         self._forbid = False
         self._reconnect_timer: Optional[gevent.Greenlet] = None
-        self._ping_timer: Optional[gevent.Greenlet] = None
-        self._pong_timer: Optional[gevent.Greenlet] = None
-        self._ping_sent_at: Optional[float] = None
-        self._latency: Optional[float] = None
         if autoconnect:
             self._open_connection()
 
@@ -644,7 +624,7 @@ class WebSocketConnector:
     @property
     def latency(self) -> Optional[float]:
         """Round-trip time of the last heartbeat in seconds (monotonic clock), ``None`` before one."""
-        return self._latency
+        return self._heartbeat.latency
 
     def reconnecting(self) -> bool:
         """``True`` from the first scheduled reconnect attempt until the next successful open."""
@@ -652,7 +632,7 @@ class WebSocketConnector:
 
     def get_ping_interval(self) -> float:
         """Return the heartbeat interval in seconds."""
-        return self._ping_interval
+        return self._heartbeat.interval
 
     def wait_connected(self, timeout: Optional[float] = None) -> bool:
         """Block until the WebSocket is open; return whether it is (``False`` after ``timeout``)."""
@@ -695,7 +675,7 @@ class WebSocketConnector:
 
     def _registry_for(self, event: str) -> ListenerRegistry:
         check_event_name(event)
-        return self._events if event in LIFECYCLE_EVENTS else self._server_events
+        return self._lifecycle if event in LIFECYCLE_EVENTS else self._server_events
 
     @staticmethod
     def _remove(registry: ListenerRegistry, event: str, listener_or_tag: Any) -> None:
@@ -749,13 +729,13 @@ class WebSocketConnector:
         conn = self._conn
         if conn is None or conn.state != OPEN:
             if callback is not None:
-                self._call_user(callback, Result(error="WebSocket is not open", error_code=WS_NOT_OPEN), None)
+                _call_user(callback, Result(error="WebSocket is not open", error_code=WS_NOT_OPEN), None)
             return False
         if callback is None:
             return conn.send(frames.encode_text(protocol.encode_event(event, data), mask=True))
         callback_id = protocol.new_client_callback_id()
         frame = frames.encode_text(protocol.encode_request(event, data, callback_id), mask=True)
-        self._register_ack(conn, _PendingAck(callback_id, callback, None), on_pending, *timeouts)
+        self._acks.register(conn, _PendingAck(callback_id, callback, None), on_pending, *timeouts)
         return conn.send(frame)
 
     def emit_with_promise(
@@ -790,7 +770,7 @@ class WebSocketConnector:
         except (ConfigError, TypeError, ValueError) as exc:
             promise.set(Result(success=False, error=str(exc), error_code=INVALID_ARGUMENT))
             return promise
-        self._register_ack(conn, _PendingAck(callback_id, None, promise), on_pending, *timeouts)
+        self._acks.register(conn, _PendingAck(callback_id, None, promise), on_pending, *timeouts)
         conn.send(frame)
         return promise
 
@@ -846,11 +826,10 @@ class WebSocketConnector:
         Raises:
             ConfigError: ``new_interval`` is not a positive number.
         """
-        self._ping_interval = _seconds("ping_interval", new_interval)
+        self._heartbeat.interval = _seconds("ping_interval", new_interval)
         conn = self._conn
         if immediate and conn is not None and conn.state == OPEN:
-            self._stop_heartbeat()
-            self._arm_ping(conn)
+            self._heartbeat.start(conn)
 
     def manual_close(self) -> None:
         """Close for good: no reconnection until :meth:`connect`.
@@ -863,7 +842,7 @@ class WebSocketConnector:
         """
         self._forbid = True
         self._cancel_reconnect_timer()
-        self._stop_heartbeat()
+        self._heartbeat.stop()
         conn = self._conn
         if conn is not None and conn.state == CLOSING:
             return  # already closing (e.g. pong timeout): its own close event follows
@@ -895,8 +874,8 @@ class WebSocketConnector:
             conn.cancel_attempt()
         elif conn.state == OPEN:
             conn.start_close(MANUAL_CLOSE_CODE, MANUAL_CLOSE_REASON)
-        self._stop_heartbeat()
-        self._fail_pending(conn)
+        self._heartbeat.stop()
+        self._acks.fail_all(conn)
 
     def _reconnect(self) -> str:
         # The original stops the heartbeat first, even when it then returns early with the
@@ -935,8 +914,8 @@ class WebSocketConnector:
         logger.info("connected to %s", self._config.url)
         self._opened.set()
         self._fire("open", Result(url=self._config.url))
-        self._post(self._after_open, conn)
-        self._arm_ping(conn)
+        self._queue.post(self._after_open, conn)
+        self._heartbeat.start(conn)
 
     def _after_open(self, conn: _Connection) -> None:
         # Like the original: ``repeat`` is reset after the open listeners ran.
@@ -948,7 +927,7 @@ class WebSocketConnector:
             return
         logger.info("connection attempt to %s failed: %s", self._config.url, error)
         self._fire("error", Result(error=error, message=str(error), status=getattr(error, "status", None)))
-        self._post(self._after_failed_attempt, conn, error)
+        self._queue.post(self._after_failed_attempt, conn, error)
 
     def _after_failed_attempt(self, conn: _Connection, error: Exception) -> None:
         # Runs after the ``error`` listeners: as the original, a failed attempt reconnects by
@@ -964,11 +943,11 @@ class WebSocketConnector:
             return
         logger.info("connection to %s closed: %s %s", self._config.url, code, reason)
         self._opened.clear()
-        self._stop_heartbeat()
-        self._fail_pending(conn)
+        self._heartbeat.stop()
+        self._acks.fail_all(conn)
         self._fire("close", Result(code=code, reason=reason, was_clean=was_clean, error=error))
         if self._config.auto_reconnect:
-            self._post(self._after_close, conn, code)
+            self._queue.post(self._after_close, conn, code)
 
     def _after_close(self, conn: _Connection, code: int) -> None:
         if not conn.detached and not self._forbid and code not in self._config.no_reconnect_codes:
@@ -978,59 +957,22 @@ class WebSocketConnector:
         if conn.detached:
             return
         logger.debug("received %r", text[:200])
-        if self._events.has("message"):
+        if self._lifecycle.has("message"):
             self._fire("message", text)
-        if text == self._config.ping_msg and self._ping_sent_at is not None:
-            latency = time.monotonic() - self._ping_sent_at
-            self._latency = latency
-            self._stop_heartbeat()
-            self._fire("pong", latency)
-            self._arm_ping(conn)
+        if self._heartbeat.on_text(conn, text):
             return
         event, payload, callback_id = protocol.decode_server_frame(text)
         if payload is protocol.MISSING:
             payload = None
         if callback_id is not None:
-            entry = conn.pending.pop(callback_id, None)
-            if entry is not None:
-                self._settle(entry, None, payload)
-            return
-        if event is not None:
-            self._post(self._server_events.emit, event, payload)
+            self._acks.resolve(conn, callback_id, payload)
+        elif event is not None:
+            self._queue.post(self._server_events.emit, event, payload)
 
-    # Internals: heartbeat (spec §4.1) --------------------------------------------------------
+    # Internals: events and ack options ---------------------------------------------------
 
-    def _arm_ping(self, conn: _Connection) -> None:
-        self._ping_timer = gevent.spawn_later(self._ping_interval, self._send_ping, conn)
-
-    def _send_ping(self, conn: _Connection) -> None:
-        self._ping_timer = None
-        if conn.detached or conn.state != OPEN:
-            return
-        self._fire("ping")
-        self._ping_sent_at = time.monotonic()
-        # Armed before writing: a write stuck on a dead link still ends in pong-timeout.
-        self._pong_timer = gevent.spawn_later(self._config.pong_timeout, self._pong_missing, conn)
-        conn.send(frames.encode_text(self._config.ping_msg, mask=True))
-
-    def _pong_missing(self, conn: _Connection) -> None:
-        self._pong_timer = None
-        self._ping_sent_at = None
-        if conn.detached:
-            return
-        logger.info("no heartbeat echo from %s within %gs", self._config.url, self._config.pong_timeout)
-        self._fire("pong-timeout")
-        conn.start_close(PONG_TIMEOUT_CODE, PONG_TIMEOUT_REASON)
-
-    def _stop_heartbeat(self) -> None:
-        self._ping_sent_at = None
-        current = gevent.getcurrent()
-        for timer in (self._ping_timer, self._pong_timer):
-            if timer is not None and timer is not current:
-                timer.kill(block=False)
-        self._ping_timer = self._pong_timer = None
-
-    # Internals: acks ---------------------------------------------------------------------------
+    def _fire(self, event: str, *args: Any) -> None:
+        self._queue.post(self._lifecycle.emit, event, *args)
 
     def _ack_timeouts(self, callback_timeout: Optional[float], on_pending: Optional[Callable[[], Any]],
                       pending_timeout: Optional[float]) -> Tuple[float, float]:
@@ -1042,76 +984,6 @@ class WebSocketConnector:
                    else _seconds("pending_timeout", pending_timeout))
         return ack_timeout, pending
 
-    def _register_ack(self, conn: _Connection, entry: _PendingAck, on_pending: Optional[Callable[[], Any]],
-                      ack_timeout: float, pending_timeout: float) -> None:
-        conn.pending[entry.callback_id] = entry
-        entry.timeout_timer = gevent.spawn_later(ack_timeout, self._ack_timed_out, conn, entry)
-        if on_pending is not None and pending_timeout < ack_timeout:
-            entry.pending_timer = gevent.spawn_later(pending_timeout, self._post, self._run_pending, entry, on_pending)
-
-    def _ack_timed_out(self, conn: _Connection, entry: _PendingAck) -> None:
-        if conn.pending.pop(entry.callback_id, None) is None:
-            return
-        prefix = "Is promise callback timeout: " if entry.result is not None else "Is callback timeout: "
-        self._settle(entry, Result(error=prefix + entry.callback_id, error_code=CALLBACK_TIMEOUT), None)
-
-    def _run_pending(self, entry: _PendingAck, on_pending: Callable[[], Any]) -> None:
-        if not entry.done:
-            self._call_user(on_pending)
-
-    def _fail_pending(self, conn: _Connection) -> None:
-        entries = list(conn.pending.values())
-        conn.pending.clear()
-        for entry in entries:
-            self._settle(entry, Result(error="Connection closed before the reply: " + entry.callback_id,
-                                       error_code=CONNECTION_CLOSED), None)
-
-    def _settle(self, entry: _PendingAck, error: Optional[Result], payload: Any) -> None:
-        if entry.done:
-            return
-        entry.done = True
-        current = gevent.getcurrent()
-        for timer in (entry.timeout_timer, entry.pending_timer):
-            if timer is not None and timer is not current:
-                timer.kill(block=False)
-        if entry.result is not None:
-            if error is None:
-                entry.result.set(Result(success=True, data=payload))
-            else:
-                entry.result.set(Result(success=False, error=error.error, error_code=error.error_code))
-        elif entry.callback is not None:
-            self._post(self._call_user, entry.callback, error, None if error is not None else payload)
-
-    # Internals: the event greenlet -------------------------------------------------------------
-
-    def _fire(self, event: str, *args: Any) -> None:
-        self._post(self._events.emit, event, *args)
-
-    def _post(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Queue ``fn(*args)`` for the event greenlet (started on demand, gone when idle)."""
-        self._queue.append((fn, args))
-        if self._dispatcher is None:
-            self._dispatcher = gevent.spawn(self._dispatch)
-
-    def _dispatch(self) -> None:
-        queue = self._queue
-        try:
-            while queue:
-                fn, args = queue.popleft()
-                try:
-                    fn(*args)
-                except Exception:
-                    logger.exception("client event handler failed")
-        finally:
-            self._dispatcher = None
-
-    @staticmethod
-    def _call_user(fn: Callable[..., Any], *args: Any) -> None:
-        try:
-            fn(*args)
-        except Exception:  # user code: log, never break the client
-            logger.exception("client callback %r raised", fn)
-
 
 __all__ = [
     "WebSocketConnector",
@@ -1120,6 +992,4 @@ __all__ = [
     "CALLBACK_TIMEOUT",
     "CONNECTION_CLOSED",
     "INVALID_ARGUMENT",
-    "build_connect_url",
-    "js_string",
 ]

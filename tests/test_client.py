@@ -15,12 +15,7 @@ import gevent.ssl
 import pytest
 
 from crossws_sync import frames
-from crossws_sync.client import (
-    LIFECYCLE_EVENTS,
-    WebSocketConnector,
-    build_connect_url,
-    js_string,
-)
+from crossws_sync.client import LIFECYCLE_EVENTS, WebSocketConnector
 from crossws_sync.errors import ConfigError, ConnectTimeoutError, HandshakeError
 from support import free_port, wait_for
 
@@ -218,32 +213,7 @@ def _server_conn(server, index=0):
     return server.conns[index]
 
 
-# Pure helpers ------------------------------------------------------------------------------
-
-
-def test_query_string_matches_the_probed_original():
-    # spec §2.5 [probed]: request line path /chat?id=u1&token=t+k&arr=1%2C2 and /?x=1&id=u2
-    assert (build_connect_url("ws://127.0.0.1:9101/chat", {"id": "u1", "token": "t k", "arr": [1, 2]})
-            == "ws://127.0.0.1:9101/chat?id=u1&token=t+k&arr=1%2C2")
-    assert build_connect_url("ws://127.0.0.1:9102/?x=1", {"id": "u2"}) == "ws://127.0.0.1:9102/?x=1&id=u2"
-    assert build_connect_url("ws://h/", {}) == "ws://h/"
-    assert build_connect_url("ws://h/", None) == "ws://h/"
-
-
-@pytest.mark.parametrize("value, text", [
-    (True, "true"), (False, "false"), (None, "null"), ({"a": 1}, "[object Object]"),
-    ([1, None, [2, 3], "x"], "1,,2,3,x"), (1.0, "1"), (1.5, "1.5"), (-0.25, "-0.25"), (1e21, "1e+21"),
-    (1e20, "100000000000000000000"), (1e-7, "1e-7"), (0.000001, "0.000001"), (123456789.125, "123456789.125"),
-    (float("nan"), "NaN"), (float("inf"), "Infinity"), (7, "7"), ("s", "s"),
-])
-def test_js_string(value, text):
-    assert js_string(value) == text
-
-
-def test_form_encoding_is_urlsearchparams():
-    # URLSearchParams escapes "~" and keeps "*-._"; space is "+"; UTF-8 percent-encoded.
-    url = build_connect_url("ws://h/", {"k": "a~b*c-d.e_f g/é&=", "n": 1.0, "b": True, "z": None})
-    assert url == "ws://h/?k=a%7Eb*c-d.e_f+g%2F%C3%A9%26%3D&n=1&b=true&z=null"
+# Options ------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("url", ["", "http://127.0.0.1:1", "ws://", "ws://h:99999", "ws://h/#frag", 5])
