@@ -28,7 +28,7 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Any, Dict, IO, List, Optional, Tuple
+from typing import Any, Callable, Dict, IO, List, Optional, Tuple
 
 import psutil
 
@@ -75,7 +75,11 @@ PRIMARY = {"W1": ("deliveries_per_s", True), "W2": ("deliveries_per_s", True), "
 SYSTEMS: Dict[str, Dict[str, Any]] = {
     "calibration": {"cmd": [sys.executable, os.path.join(SERVERS_DIR, "calibration_server.py")],
                     "proto": "json", "workloads": {"W1", "W5", "W7"},
-                    "about": "bare gevent server, no WebSocket library, pre-encoded frames + sendall"},
+                    "about": "bare gevent server, no WebSocket library, pre-encoded frames, raw non-blocking send()"},
+    "calibration_sendall": {"cmd": [sys.executable, os.path.join(SERVERS_DIR, "calibration_server.py"),
+                                    "--mode", "sendall"],
+                            "proto": "json", "workloads": {"W1", "W5", "W7"},
+                            "about": "bare gevent server, gevent sendall() per frame"},
     "calibration_node": {"cmd": ["node", "--expose-gc", os.path.join(NODE_DIR, "calibration_server.js")],
                          "proto": "json", "workloads": {"W1", "W5", "W7"},
                          "about": "bare Node.js ws server"},
@@ -90,6 +94,9 @@ SYSTEMS: Dict[str, Dict[str, Any]] = {
                 "about": "crossws_sync WebSocketCrossServerAdapter"},
 }
 DEFAULT_SYSTEMS = ["calibration", "flask_socketio", "crossws"]  # + "original", "calibration_node" on request
+
+#: Attach ``py-spy record`` to every Python server node (--profile); raw stacks land in the run's log dir.
+PROFILE = False
 
 #: Checkout of websocket-cross-server-adapter for the "original" system (--original-dir or env).
 ORIGINAL_DIR: Optional[str] = os.environ.get("ORIGINAL_ADAPTER_DIR")
@@ -250,6 +257,13 @@ def run_once(system: str, workload: str, params: Dict[str, Any], log_dir: str) -
             wait_port(port, proc, SERVER_START_TIMEOUT, os.path.join(log_dir, name + ".log"))
         if wl["nodes"] > 1:
             time.sleep(0.5)  # let the nodes finish subscribing to Redis before the load starts
+        profilers = []
+        if PROFILE and spec["cmd"][0] == sys.executable:
+            for index in range(wl["nodes"]):
+                out_file = os.path.join(log_dir, "profile-n%d.txt" % index)
+                profilers.append(procs.start("py-spy-n%d" % index, [
+                    "py-spy", "record", "--pid", str(pids["n%d" % index]), "--format", "raw", "--nonblocking",
+                    "--rate", "200", "--output", out_file], stdout=subprocess.DEVNULL))
 
         deadline = float(params.get("deadline", 300))
         gen_cmd = ["node", os.path.join(NODE_DIR, "loadgen.js"), "--proto", spec["proto"], "--workload", workload,
@@ -289,9 +303,17 @@ def run_once(system: str, workload: str, params: Dict[str, Any], log_dir: str) -
             elif kind == "result":
                 result = msg
                 break
+        for profiler in profilers:  # SIGINT makes py-spy write its file
+            profiler.send_signal(signal.SIGINT)
+        for profiler in profilers:
+            try:
+                profiler.wait(20)
+            except subprocess.TimeoutExpired:
+                pass
         if result is None:
             raise RuntimeError("load generator gave no result (see %s)" % os.path.join(log_dir, "generator.log"))
-        dead = [name for name, p in procs.procs if name != "generator" and p.poll() is not None]
+        dead = [name for name, p in procs.procs if name != "generator" and not name.startswith("py-spy")
+                and p.poll() is not None]
         if dead:
             result.setdefault("error", "")
             result["error"] = (result["error"] + " process exited during the run: %s (%s)" % (
@@ -438,6 +460,66 @@ def render_table(results: Dict[str, Dict[str, Dict[str, Any]]], systems: List[st
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- targets (issue 8)
+
+def _value(results: Dict[str, Dict[str, Dict[str, Any]]], system: str, workload: str, key: str) -> Optional[float]:
+    summary = results.get(system, {}).get(workload) or {}
+    value = summary.get(key)
+    return value if isinstance(value, (int, float)) else None
+
+
+def check_targets(results: Dict[str, Dict[str, Dict[str, Any]]]) -> List[Dict[str, Any]]:
+    """Compare crossws with the other systems of the same run against the issue's targets.
+
+    Returns:
+        One entry per target: ``{"workload", "target", "measured", "status"}`` where status is
+        ``"pass"``, ``"FAIL"`` or ``"n/a"`` (a system or figure is missing from this run).
+    """
+    checks: List[Dict[str, Any]] = []
+
+    def ratio(workload: str, key: str, other: str, minimum: float) -> None:
+        ours, theirs = _value(results, "crossws", workload, key), _value(results, other, workload, key)
+        measured = ours / theirs if ours and theirs else None
+        checks.append({"workload": workload, "target": "%s >= %.1f x %s" % (key, minimum, other),
+                       "measured": None if measured is None else "%.2fx" % measured,
+                       "status": "n/a" if measured is None else ("pass" if measured >= minimum else "FAIL")})
+
+    def absolute(workload: str, key: str, text: str, ok: Callable[[float], bool], unit: str = "") -> None:
+        value = _value(results, "crossws", workload, key)
+        checks.append({"workload": workload, "target": text,
+                       "measured": None if value is None else "%.4g%s" % (value, unit),
+                       "status": "n/a" if value is None else ("pass" if ok(value) else "FAIL")})
+
+    ratio("W1", "deliveries_per_s", "calibration", 0.9)
+    ratio("W1", "deliveries_per_s", "flask_socketio", 4)
+    absolute("W1", "delivered_pct", "100 % delivered", lambda v: v >= 100.0, " %")
+    for workload in ("W2", "W3"):
+        ratio(workload, "deliveries_per_s", "flask_socketio", 3)
+        absolute(workload, "delivered_pct", "100 % delivered", lambda v: v >= 100.0, " %")
+    absolute("W3", "wrong_room", "no wrong-room receipt", lambda v: v == 0)
+    ratio("W4", "round_trips_per_s", "flask_socketio", 8)
+    ours_p99, their_p50 = _value(results, "crossws", "W4", "p99_ms"), _value(results, "flask_socketio", "W4", "p50_ms")
+    checks.append({"workload": "W4", "target": "p99 < flask_socketio p50",
+                   "measured": None if ours_p99 is None or their_p50 is None else "%.1f ms vs %.1f ms" % (ours_p99, their_p50),
+                   "status": "n/a" if ours_p99 is None or their_p50 is None else ("pass" if ours_p99 < their_p50 else "FAIL")})
+    ratio("W5", "calls_per_s", "calibration", 0.8)
+    ratio("W5", "calls_per_s", "flask_socketio", 10)
+    ratio("W6", "calls_per_s", "original", 1.5)
+    absolute("W7", "kb_per_conn_last", "<= 16 KB per idle connection (last stage)", lambda v: v <= 16.0, " KB")
+    return checks
+
+
+def render_targets(checks: List[Dict[str, Any]], workloads: List[str]) -> str:
+    rows = [c for c in checks if c["workload"] in workloads]
+    if not rows:
+        return ""
+    width = max(len(c["target"]) for c in rows)
+    lines = ["targets (crossws, ratios within this run):"]
+    for c in rows:
+        lines.append("  %s  %s  %-12s %s" % (c["workload"], c["target"].ljust(width), c["measured"] or "-", c["status"]))
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- metadata
 
 def versions() -> Dict[str, Optional[str]]:
@@ -484,6 +566,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--original-dir", default=ORIGINAL_DIR,
                         help="checkout of websocket-cross-server-adapter, for --systems original "
                              "(default: $ORIGINAL_ADAPTER_DIR)")
+    parser.add_argument("--profile", action="store_true",
+                        help="attach py-spy (pip install py-spy) to Python server nodes; raw stacks in bench/results/logs/")
     parser.add_argument("--set", action="append", default=[], metavar="W1.clients=100",
                         help="override one load-generator parameter (repeatable)")
     args = parser.parse_args(argv)
@@ -527,8 +611,11 @@ def check_setup() -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    global ORIGINAL_DIR
+    global ORIGINAL_DIR, PROFILE
     args = parse_args(argv)
+    PROFILE = args.profile
+    if PROFILE and not shutil.which("py-spy"):
+        sys.exit("--profile needs py-spy on PATH (pip install py-spy)")
     ORIGINAL_DIR = os.path.abspath(args.original_dir) if args.original_dir else None
     check_setup()
     started = datetime.datetime.now(datetime.timezone.utc)
@@ -565,8 +652,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     header = "crossws_sync bench %s%s, medians of %d run(s), %s, %d cores" % (
         started.strftime("%Y-%m-%d %H:%M UTC"), " (quick)" if args.quick else "", args.runs,
         platform.node(), psutil.cpu_count() or 0)
+    checks = check_targets(results) if "crossws" in args.systems and not args.quick else []
+    targets = render_targets(checks, args.workloads)
     print(header)
     print(table)
+    if targets:
+        print()
+        print(targets)
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as fh:
         json.dump({"started": started.isoformat(), "quick": args.quick, "runs_per_cell": args.runs,
@@ -574,7 +666,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                                "memory_gb": round(psutil.virtual_memory().total / 2 ** 30, 1)},
                    "versions": versions(), "systems": {s: SYSTEMS[s]["about"] for s in args.systems},
                    "workloads": {w: WORKLOADS[w]["title"] for w in args.workloads},
-                   "summary": results, "runs": all_runs, "table": table}, fh, indent=1, default=str)
+                   "summary": results, "targets": checks, "runs": all_runs, "table": table}, fh, indent=1, default=str)
     print("wrote %s" % os.path.relpath(args.json, os.getcwd()))
     return 0
 
