@@ -6,6 +6,8 @@ frames; writes go through one lock per connection (single writer discipline), so
 greenlets may emit at once. User code (listeners, ack callbacks, ``on_pending``) never runs in
 the reading greenlet: it runs, in arrival order, on one *event greenlet* per client, so a
 listener may block (even in ``emit_and_wait``) without stalling the heartbeat or the acks.
+The pure parts live elsewhere: the query string and the handshake in :mod:`.upgrade`, the
+reconnect schedule in :mod:`.backoff`, framing in :mod:`.frames`, JSON frames in :mod:`.protocol`.
 
 Differences from the original (spec §6), all deliberate:
 
@@ -374,6 +376,7 @@ class _Connection:
     # The connection's greenlet
 
     def run(self) -> None:
+        """Connect within ``connect_timeout``, upgrade, then read until the connection ends."""
         try:
             try:
                 with gevent.Timeout(self.config.connect_timeout,
