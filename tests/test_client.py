@@ -12,6 +12,7 @@ import time
 import gevent
 import gevent.server
 import gevent.ssl
+import psutil
 import pytest
 
 from crossws_sync import frames
@@ -565,7 +566,7 @@ def _black_hole():
     """A listening socket that never accepts: TCP connects, the upgrade is never answered."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
-    sock.listen(0)
+    sock.listen(16)
     return sock
 
 
@@ -587,26 +588,29 @@ def test_connect_timeout_on_a_black_hole(make_client):
         hole.close()
 
 
+def _open_sockets_to(port):
+    return [c for c in psutil.Process().net_connections(kind="tcp")
+            if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED]
+
+
 def test_closing_or_reconnecting_while_connecting_is_safe(make_client):
     hole = _black_hole()
+    port = hole.getsockname()[1]
     try:
-        url = "ws://127.0.0.1:%d" % hole.getsockname()[1]
-        client = make_client(url, connect_timeout=5, fast_reconnect_interval=0.05)
+        client = make_client("ws://127.0.0.1:%d" % port, connect_timeout=30, fast_reconnect_interval=0.05)
         rec = Recorder(client)
-        gevent.sleep(0.05)  # the attempt is in flight (TCP connected, waiting for the 101)
-        attempt = client._conn.greenlet
+        wait_for(lambda: len(_open_sockets_to(port)) == 1)  # the attempt waits for its 101
         client.manual_close()
-        wait_for(lambda: attempt.dead)
-        assert attempt.successful() or attempt.exception is None
+        wait_for(lambda: not _open_sockets_to(port))  # the attempt's socket is closed
         client.connect()
-        gevent.sleep(0.05)
-        attempt = client._conn.greenlet
-        client.reconnect()
-        wait_for(lambda: attempt.dead)
+        wait_for(lambda: len(_open_sockets_to(port)) == 1)
+        client.reconnect()  # drops the attempt, schedules a new one
         wait_for(lambda: rec.count("reconnect") == 1)
         client.manual_close()
+        wait_for(lambda: not _open_sockets_to(port))
         gevent.sleep(0.2)
         assert rec.names() == ["reconnect"]  # no error, no close, no crash
+        assert not _open_sockets_to(port) and not client.connected
     finally:
         hole.close()
 
