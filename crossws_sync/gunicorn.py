@@ -11,26 +11,17 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Dict
+from typing import Any
 
 import gevent
 from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler
 
 from . import lifecycle
+from .wsgi import UpgradeHandlerMixin
 
 
-class WebSocketPyWSGIHandler(PyWSGIHandler):
-    """gunicorn's pywsgi handler plus the raw socket in the environ and an end after a 101."""
-
-    def get_environ(self) -> Dict[str, Any]:
-        environ = super().get_environ()
-        environ["crossws.socket"] = self.socket
-        return environ
-
-    def run_application(self) -> None:
-        super().run_application()
-        if self.code == 101:
-            self.close_connection = True
+class WebSocketPyWSGIHandler(UpgradeHandlerMixin, PyWSGIHandler):
+    """gunicorn's pywsgi handler (access log) with crossws_sync's upgrade handling."""
 
 
 class GeventWebSocketWorker(GeventPyWSGIWorker):

@@ -45,6 +45,11 @@ class Request:
         self.remote_addr = str(environ.get("REMOTE_ADDR", ""))
         self._headers: Optional[Dict[str, str]] = None
 
+    def slim(self) -> None:
+        """Keep only the string CGI/HTTP variables of the environ (drops the WSGI server's objects,
+        so nothing of the HTTP handler stays alive as long as the WebSocket)."""
+        self.environ = {k: v for k, v in self.environ.items() if type(v) is str and not k.startswith(("wsgi.", "crossws."))}
+
     @property
     def headers(self) -> Dict[str, str]:
         """Request headers with lower-case names (``host``, ``origin``, ``cookie``...)."""

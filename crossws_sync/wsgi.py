@@ -14,8 +14,10 @@ Auth runs before the ``101`` response, so a rejected request gets a plain HTTP s
 from __future__ import annotations
 
 import logging
+import os
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional
 
+import gevent.socket
 from gevent import pywsgi
 
 if TYPE_CHECKING:
@@ -31,18 +33,44 @@ def is_websocket_request(environ: Dict[str, Any]) -> bool:
     return environ.get("HTTP_UPGRADE", "").lower() == "websocket" or environ.get("wsgi.websocket") is not None
 
 
-class WebSocketHandler(pywsgi.WSGIHandler):
-    """pywsgi handler that exposes the raw socket to the app and ends the HTTP loop after a 101."""
+class UpgradeHandlerMixin:
+    """pywsgi handler behaviour shared by the standalone server and the gunicorn worker.
+
+    * exposes the raw socket to the app (``environ["crossws.socket"]``);
+    * offers ``environ["crossws.detach"]()``: after the 101 the adapter takes a duplicate of the
+      socket and serves the connection in its own greenlet, so this handler (its environ, HTTP
+      reader buffer and parsed headers, about 12 KiB) is freed instead of living as long as the
+      WebSocket;
+    * ends the HTTP keep-alive loop after a 101 without touching the socket again.
+    """
+
+    socket: Any
+    code: int
+    close_connection: bool
 
     def get_environ(self) -> Dict[str, Any]:
-        environ = super().get_environ()
+        environ = super().get_environ()  # type: ignore[misc]
         environ["crossws.socket"] = self.socket
+        environ["crossws.detach"] = self._detach_socket
         return environ
 
+    def _detach_socket(self) -> Any:
+        duplicate = gevent.socket.socket(fileno=os.dup(self.socket.fileno()))
+        self._crossws_detached = True
+        return duplicate
+
     def run_application(self) -> None:
-        super().run_application()
+        super().run_application()  # type: ignore[misc]
         if self.code == 101:
             self.close_connection = True
+            if getattr(self, "_crossws_detached", False):
+                # pywsgi would read from and close the socket in handle()'s finally block; the
+                # connection now lives on the duplicate, so only the server closes this fd.
+                self.socket = None
+
+
+class WebSocketHandler(UpgradeHandlerMixin, pywsgi.WSGIHandler):
+    """pywsgi handler for crossws_sync (standalone servers and ``pywsgi.WSGIServer`` users)."""
 
 
 def _not_found(environ: Dict[str, Any], start_response: Callable[..., Any]) -> List[bytes]:

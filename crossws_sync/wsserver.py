@@ -237,6 +237,13 @@ class WebSocketService(ConnectionHandler):
                 ("Sec-WebSocket-Accept", frames.accept_key(environ["HTTP_SEC_WEBSOCKET_KEY"].strip())),
             ])
             write(b"")
+            # The HTTP reader and its 8 KiB buffer are not needed any more (frames are read from
+            # the socket); closing it also ends pywsgi's keep-alive loop once we return.
+            _close_quietly(getattr(environ.get("wsgi.input"), "rfile", None))
+        detach = environ.get("crossws.detach") if legacy_ws is None else None
+        if detach is not None:
+            sock = detach()
+            request.slim()
         conn = WebSocketConnection(
             sock, request, self,
             max_message_size=settings.max_message_size,
@@ -244,11 +251,16 @@ class WebSocketService(ConnectionHandler):
             close_timeout=settings.close_timeout,
             identity=identity,
         )
-        environ["crossws.upgraded"] = True
-        self.clients.add(conn)
-        self.system_events.emit("connection", conn, request)
-        conn.run()
+        if detach is not None:
+            gevent.spawn(self._serve, conn)  # the WSGI handler returns and is freed
+        else:
+            self._serve(conn)
         return []
+
+    def _serve(self, conn: WebSocketConnection) -> None:
+        self.clients.add(conn)
+        self.system_events.emit("connection", conn, conn.request)
+        conn.run()
 
     @staticmethod
     def _check_handshake(environ: Dict[str, Any]) -> Optional[Tuple[int, str, List[Tuple[str, str]]]]:
@@ -350,6 +362,14 @@ class WebSocketService(ConnectionHandler):
             if conn.send_frame(frame):
                 sent += 1
         return sent
+
+
+def _close_quietly(stream: Any) -> None:
+    if stream is not None:
+        try:
+            stream.close()
+        except (OSError, ValueError):
+            pass
 
 
 def _make_ack(conn: WebSocketConnection, callback_id: str) -> Callable[..., bool]:
