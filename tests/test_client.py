@@ -464,6 +464,24 @@ def test_heartbeat_ping_pong_latency(raw_server, make_client):
     assert client.get_ping_interval() == 30
 
 
+def test_set_ping_interval_immediate(raw_server, make_client):
+    server = raw_server()
+    client = make_client(server.url, ping_interval=30)
+    rec = Recorder(client)
+    assert client.wait_connected(5)
+    client.set_ping_interval(0.05)  # takes effect at the next cycle (30 s away)
+    gevent.sleep(0.25)
+    assert rec.count("ping") == 0
+    client.set_ping_interval(0.05, immediate=True)
+    wait_for(lambda: rec.count("pong") >= 2)
+    client.manual_close()
+    wait_for(lambda: rec.count("close"))
+    client.set_ping_interval(0.01, immediate=True)  # closed: no heartbeat
+    count = len(rec.events)
+    gevent.sleep(0.2)
+    assert len(rec.events) == count
+
+
 def test_silent_server_gives_pong_timeout_and_close_4002(raw_server, make_client):
     server = raw_server(echo_heartbeat=False)
     client = make_client(server.url, ping_interval=0.05, pong_timeout=0.1)
