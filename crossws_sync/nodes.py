@@ -308,10 +308,30 @@ class RedisNode:
         self._grace_on_heal = joining
         self.retiring = False
         self._greenlets = [
-            gevent.spawn(self._writer_loop),
-            gevent.spawn(self._listener_loop),
-            gevent.spawn(self._health_loop),
+            gevent.spawn(self._supervise, self._writer_loop, "publisher writer"),
+            gevent.spawn(self._supervise, self._listener_loop, "subscriber listener"),
+            gevent.spawn(self._supervise, self._health_loop, "health check"),
         ]
+
+    def _supervise(self, loop: Callable[[], None], name: str) -> None:
+        """Run ``loop`` until the node closes, restarting it after any ``Exception``.
+
+        The loops catch what they expect; this catches the rest, wherever it is raised (also
+        in a sleep between two connection attempts). ``GreenletExit`` (``close``) ends it.
+        """
+        crashed = False
+        while not self._closed:
+            try:
+                if crashed:
+                    crashed = False
+                    gevent.sleep(_BACKOFF_FIRST)
+                loop()
+                return
+            except gevent.GreenletExit:
+                raise
+            except Exception:
+                crashed = True
+                logger.exception("%s of redis %s crashed; restarting it", name, self.label)
 
     def wait_started(self, timeout: float) -> bool:
         """Wait until both connections made their first attempt (success or failure)."""
