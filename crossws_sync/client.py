@@ -51,6 +51,7 @@ from .upgrade import (
     check_handshake_response,
     handshake_request,
     header_pairs,
+    js_string,
     parse_ws_url,
 )
 
@@ -995,4 +996,6 @@ __all__ = [
     "CALLBACK_TIMEOUT",
     "CONNECTION_CLOSED",
     "INVALID_ARGUMENT",
+    "build_connect_url",  # re-exported from .upgrade
+    "js_string",  # re-exported from .upgrade
 ]
