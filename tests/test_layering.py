@@ -30,9 +30,12 @@ PURE_MODULES = [
     "results",
     "backoff",
     "envelope",
+    "upgrade",
+    "directory",
 ]
 #: Pure modules that already exist: their disappearance (or a rename) must fail, not skip.
-REQUIRED_PURE_MODULES = ["errors", "frames", "protocol", "listeners", "rooms", "request", "config", "results", "backoff"]
+REQUIRED_PURE_MODULES = ["errors", "frames", "protocol", "listeners", "rooms", "request", "config", "results", "backoff",
+                         "envelope", "upgrade", "directory"]
 #: Top-level packages a pure module must never import, directly or indirectly.
 FORBIDDEN = {"gevent", "geventwebsocket", "redis", "hiredis", "socket", "_socket", "ssl", "select", "selectors", "greenlet"}
 
