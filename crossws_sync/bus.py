@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 import gevent
 import gevent.pool
@@ -364,9 +364,10 @@ class CrossServerBus:
                                    timeout: float = DEFAULT_TIMEOUT, expected_responses: int = 1,
                                    except_self: bool = False) -> Result:
         """Blocking form of :meth:`emit_cross_server_with_promise`: return its ``Result``."""
-        return self.emit_cross_server_with_promise(
+        result: Result = self.emit_cross_server_with_promise(
             event, message, target_server=target_server, timeout=timeout,
             expected_responses=expected_responses, except_self=except_self).get()
+        return result
 
     def delete_cross_server_callback(self, callback_id: str) -> bool:
         """Forget a pending call: later replies are ignored and its timer is stopped.
@@ -529,6 +530,8 @@ class CrossServerBus:
                 return False
             node = self._nodes[config_or_index]
         else:
+            if isinstance(config_or_index, bool):
+                return False
             identity = describe_config(config_or_index)
             matches = [n for n in self._nodes if (n.host, n.port, n.db) == identity]
             if not matches:
@@ -629,8 +632,8 @@ class CrossServerBus:
                 self._publish_raw(self.bridge_channel, raw)
             except RedisUnavailableError as exc:
                 logger.warning("emit %r from %s failed: %s", event, me, exc)
-                if pending is not None and self._pending.get(callback_id) is pending:
-                    del self._pending[callback_id]
+                if pending is not None and self._pending.get(pending.callback_id) is pending:
+                    del self._pending[pending.callback_id]
                     self._stop_timer(pending)
                     self._finish(pending, pending.failure(UNAVAILABLE_MESSAGE, error_code=UNAVAILABLE_CODE),
                                  inline=True)
@@ -654,7 +657,7 @@ class CrossServerBus:
         elif pending.callback is not None:
             self._call_user(pending.callback, (result,), inline)
 
-    def _call_user(self, function: Callable[..., Any], args: tuple, inline: bool) -> None:
+    def _call_user(self, function: Callable[..., Any], args: Tuple[Any, ...], inline: bool) -> None:
         if inline:
             self._guarded(function, *args)
         else:
@@ -825,6 +828,8 @@ class CrossServerBus:
     def _subscribe(self, channel: str, timeout: float) -> bool:
         self._channels.add(channel)
         nodes = list(self._nodes)
+        if nodes and all(node.is_subscribed(channel) for node in nodes):
+            return True  # already confirmed everywhere: no round trip
         tickets = [(node, node.request_subscribe([channel])) for node in nodes]
         deadline = time.monotonic() + _positive_number(timeout, DEFAULT_TIMEOUT)
         confirmed = True

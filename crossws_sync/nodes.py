@@ -420,7 +420,7 @@ class RedisNode:
             try:
                 pipe = self._client.pipeline(transaction=False)
                 for command in batch:
-                    pipe.execute_command(*command.args)
+                    pipe.execute_command(*command.args)  # type: ignore[no-untyped-call]
                 replies = pipe.execute(raise_on_error=False)
             except Exception as exc:  # the writer never dies: fail this batch, reconnect lazily
                 if not isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError)):
@@ -490,8 +490,15 @@ class RedisNode:
             return "ok" if self._acked.get(channel, 0) >= ticket.sequences[channel] else "pending"
         return "ok" if channel in self._confirmed else "pending"
 
+    def is_subscribed(self, channel: str) -> bool:
+        """Whether ``channel`` is confirmed on the current subscriber connection."""
+        return channel in self._confirmed and self._sub_conn is not None
+
     def unsubscribe(self, channels: Iterable[str]) -> None:
         """Remove ``channels`` from the wanted set and send UNSUBSCRIBE if connected."""
+        channels = list(channels)
+        for channel in channels:
+            self._failed.pop(channel, None)
         gone = [channel for channel in channels if channel in self._wanted]
         for channel in gone:
             self._wanted.discard(channel)
@@ -636,6 +643,11 @@ class RedisNode:
             self._ack_pending("UNSUBSCRIBE", channel)
             if channel not in self._wanted:
                 self._confirmed.discard(channel)
+                if not any(command == "SUBSCRIBE" and channel in channels for command, channels in self._pending):
+                    # every SUBSCRIBE of it was answered: forget its counters (dynamic channels
+                    # such as room namespaces must not grow these dicts forever)
+                    self._sent.pop(channel, None)
+                    self._acked.pop(channel, None)
             self._notify()
             return False
         if kind == b"pong":

@@ -87,16 +87,22 @@ def test_single_redis_killed_and_restarted(redis_server, make_bus):
 
 
 def test_subscriber_connections_killed_are_resubscribed(redis_server, make_bus):
-    events = []
-    a = make_bus("A", [redis_server.config], **FAST)
-    b = make_bus("B", [redis_server.config], on_redis_health_change=lambda ok, info: events.append((ok, info.type, info.event)), **FAST)
+    events = {"A": [], "B": []}
+
+    def recorder(name):
+        return lambda ok, info: events[name].append((ok, info.type, info.event))
+
+    a = make_bus("A", [redis_server.config], on_redis_health_change=recorder("A"), **FAST)
+    b = make_bus("B", [redis_server.config], on_redis_health_change=recorder("B"), **FAST)
     responder(b)
     b.manual_subscribe("late-channel")
     seen, on_seen = collect()
     b.set_custom_channel_handler(lambda channel, message: on_seen(channel))
-    events.clear()
+    events["A"].clear()
+    events["B"].clear()
     assert redis_server.command("CLIENT", "KILL", "TYPE", "pubsub").startswith(":2")  # A's and B's subscribers
-    wait_for(lambda: events == [(False, "subscriber", "close"), (True, "subscriber", "ready")], timeout=5)
+    expected = [(False, "subscriber", "close"), (True, "subscriber", "ready")]
+    wait_for(lambda: events["A"] == expected and events["B"] == expected, timeout=5)
     assert a.emit_cross_server_and_wait("ask", 1, target_server="B", timeout=3).success
     a.publish_redis_message("late-channel", {"x": 1})
     wait_for(lambda: seen == ["late-channel"])
