@@ -593,7 +593,8 @@ class CrossServerBus:
         for call in pending.values():
             self._stop_timer(call)
             self._finish(call, call.failure(CLOSED_MESSAGE, error_code="BUS_CLOSED"), inline=True)
-        self._pool.kill(block=True, timeout=5)
+        current = gevent.getcurrent()  # close() may be called from a listener: do not kill ourselves
+        gevent.killall([g for g in list(self._pool) if g is not current], block=True, timeout=5)
         logger.info("cross-server bus %r closed", self._server_name)
 
     # Internals: emit ----------------------------------------------------------------------

@@ -10,7 +10,7 @@ import gevent.event
 import greenlet
 import pytest
 
-from busutil import Spy, collect, make_bus  # noqa: F401 - make_bus is a fixture
+from bus_fixtures import Spy, collect, make_bus  # noqa: F401 - make_bus is a fixture
 from crossws_sync import envelope as env
 from crossws_sync.bus import CrossServerBus
 from crossws_sync.errors import ConfigError, RedisUnavailableError
@@ -513,3 +513,12 @@ def test_redis_without_monkey_patching_is_refused(redis_server):
     """).format(root=repo_root(), port=redis_server.port)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert "refused:" in out.stdout and "monkey.patch_all()" in out.stdout, out.stdout + out.stderr
+
+
+def test_close_from_inside_a_listener(redis_server, make_bus):
+    a, b = make_bus("A", [redis_server.config]), make_bus("B", [redis_server.config])
+    done = []
+    b.on_cross_server_event("stop", lambda data, cb: (b.close(), done.append(b.closed)))
+    a.emit_cross_server("stop", 1, target_server="B")
+    wait_for(lambda: done == [True])
+    assert b.get_redis_instances_count() == 0 and not b.healthy

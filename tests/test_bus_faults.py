@@ -6,7 +6,7 @@ import time
 import gevent
 import pytest
 
-from busutil import Spy, collect, make_bus  # noqa: F401 - make_bus is a fixture
+from bus_fixtures import Spy, collect, make_bus  # noqa: F401 - make_bus is a fixture
 from crossws_sync.errors import ConfigError
 from support import wait_for
 

@@ -13,7 +13,7 @@ import subprocess
 import gevent
 import pytest
 
-from busutil import make_bus  # noqa: F401 - fixture
+from bus_fixtures import make_bus  # noqa: F401 - fixture
 from support import repo_root, terminate_process, wait_for
 
 ORIGINAL_DIR = os.environ.get("ORIGINAL_ADAPTER_DIR", "")
