@@ -7,7 +7,6 @@ import textwrap
 
 import gevent
 import gevent.event
-import greenlet
 import pytest
 
 from bus_fixtures import Spy, collect, make_bus  # noqa: F401 - make_bus is a fixture
@@ -442,8 +441,8 @@ def test_without_redis_nodes_emits_fail_at_once(make_bus):
 
 
 def test_close_stops_every_greenlet_and_connection(redis_server):
-    def live_greenlets():
-        return {g for g in gc.get_objects() if isinstance(g, greenlet.greenlet) and not g.dead}
+    def live_greenlets():  # gevent.Greenlet: what we spawn (not gevent's own threadpool/hub greenlets)
+        return {g for g in gc.get_objects() if isinstance(g, gevent.Greenlet) and not g.dead}
 
     def clients():
         return redis_server.command("CLIENT", "LIST").count("id=") - 1  # minus our own CLIENT LIST
