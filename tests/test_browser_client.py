@@ -11,20 +11,19 @@ installs the "ws" package (and terser, used by crossws_sync/static/build.py).
 """
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import re
 import shutil
 import socket
 import subprocess
-import sys
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import gevent
 import pytest
 
-from support import free_port, repo_root, terminate_process, wait_for
+from crossws_sync.server import WebSocketCrossServerAdapter
+from support import free_port, repo_root, terminate_process
 
 JS_DIR = os.path.join(repo_root(), "tests", "js")
 STATIC_DIR = os.path.join(repo_root(), "crossws_sync", "static")
@@ -52,65 +51,77 @@ def node_ready() -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Servers under test. Both implement the same handlers:
+# The server under test: our adapter, with these handlers:
 #   say -> ack {"echo": payload}; twice -> ack {"n": 1} then {"n": 2}; slow -> never acks;
-#   delay -> ack {"delayed": ms} after payload["ms"] ms; kick -> close(payload code, reason).
-# and record {"type": "connection" | "close" | "message", ...} observations.
+#   delay -> ack {"delayed": ms} after payload["ms"] ms; kick -> close(payload code, reason);
+# it records {"type": "connection" | "close" | "message", ...} observations.
 # ---------------------------------------------------------------------------------------------
 
 
-class NodeWsServer:
-    """tests/js/test-server.js: a stand-in server on the "ws" package."""
+class PythonServer:
+    """Our adapter with the test handlers, restartable on the same port."""
 
-    def __init__(self, node: str, port: int) -> None:
-        self.node = node
+    def __init__(self, port: int) -> None:
         self.port = port
         self.log: List[Dict[str, Any]] = []
-        self.proc: Optional[subprocess.Popen] = None
-        self.reader: Optional[gevent.Greenlet] = None
+        self.adapter: Optional[WebSocketCrossServerAdapter] = None
 
     @property
     def url(self) -> str:
         return "ws://127.0.0.1:%d" % self.port
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([self.node, os.path.join(JS_DIR, "test-server.js"), str(self.port)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=JS_DIR, text=True)
-        proc = self.proc
-        listening: List[bool] = []
+        adapter = WebSocketCrossServerAdapter(ws_options={"host": "127.0.0.1", "port": self.port}, heartbeat_str="")
+        log = self.log
 
-        def read() -> None:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                entry = json.loads(line)
-                if entry["type"] == "listening":
-                    listening.append(True)
-                else:
-                    self.log.append(entry)
+        def on_connection(socket: Any, request: Any) -> None:
+            parsed = adapter.parse_ws_request_params(request)
+            log.append({"type": "connection", "url": request.url, "params": parsed["params"], "path": parsed["path"]})
 
-        self.reader = gevent.spawn(read)
-        wait_for(lambda: listening, timeout=10, message="test-server.js listening")
+        def on_close(socket: Any, request: Any, code: int, reason: str) -> None:
+            log.append({"type": "close", "code": code, "reason": reason})
+
+        def on_message(socket: Any, text: str) -> None:
+            log.append({"type": "message", "data": text})
+
+        def say(socket: Any, payload: Any, callback: Optional[Callable[[Any], None]]) -> None:
+            if callback:
+                callback({"echo": payload})
+
+        def twice(socket: Any, payload: Any, callback: Optional[Callable[[Any], None]]) -> None:
+            if callback:
+                callback({"n": 1})
+                callback({"n": 2})
+
+        def delay(socket: Any, payload: Any, callback: Optional[Callable[[Any], None]]) -> None:
+            if callback:
+                gevent.spawn_later(payload["ms"] / 1000.0, callback, {"delayed": payload["ms"]})
+
+        def kick(socket: Any, payload: Any, callback: Optional[Callable[[Any], None]]) -> None:
+            socket.close(payload["code"], payload["reason"])
+
+        adapter.on_websocket_event("connection", on_connection)
+        adapter.on_websocket_event("close", on_close)
+        adapter.on_websocket_event("message", on_message)
+        for name, handler in (("say", say), ("twice", twice), ("delay", delay), ("kick", kick),
+                              ("slow", lambda socket, payload, callback: None)):
+            adapter.on_websocket_event(name, handler)
+        adapter.start()
+        self.adapter = adapter
 
     def stop(self) -> None:
-        if self.proc is not None:
-            terminate_process(self.proc)
-            self.proc = None
-        if self.reader is not None:
-            self.reader.join(5)
-            self.reader = None
+        if self.adapter is not None:
+            self.adapter.close()
+            self.adapter = None
 
     def broadcast(self, event: str, data: Any) -> None:
-        assert self.proc is not None and self.proc.stdin is not None
-        before = sum(1 for entry in self.log if entry["type"] == "broadcasted")
-        self.proc.stdin.write(json.dumps({"cmd": "broadcast", "event": event, "data": data}) + "\n")
-        self.proc.stdin.flush()
-        wait_for(lambda: sum(1 for entry in self.log if entry["type"] == "broadcasted") > before, timeout=5,
-                 message="broadcast of %s" % event)
+        assert self.adapter is not None
+        self.adapter.broadcast(event, data)
 
 
 @pytest.fixture
-def server(node_ready: str) -> Iterator[NodeWsServer]:
-    srv = NodeWsServer(node_ready, free_port())
+def server() -> Iterator[PythonServer]:
+    srv = PythonServer(free_port())
     srv.start()
     yield srv
     srv.stop()
@@ -131,7 +142,7 @@ def blackhole_url() -> Iterator[str]:
 # ---------------------------------------------------------------------------------------------
 
 
-def run_scenario(node: str, name: str, server: NodeWsServer, blackhole: str, build: str = "js",
+def run_scenario(node: str, name: str, server: PythonServer, blackhole: str, build: str = "js",
                  impl: str = "native") -> None:
     """Run one scenario in Node, answer its control requests, fail with its message if it fails."""
     args = [node]
@@ -180,16 +191,61 @@ SCENARIOS = ["ack", "ack_timeout", "pending", "arguments_and_not_open", "heartbe
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
-def test_scenario_native_websocket(node_ready: str, server: NodeWsServer, blackhole_url: str, name: str) -> None:
+def test_scenario_native_websocket(node_ready: str, server: PythonServer, blackhole_url: str, name: str) -> None:
     run_scenario(node_ready, name, server, blackhole_url)
 
 
 @pytest.mark.parametrize("name", ["ack", "manual_close", "close_while_connecting", "server_restart", "pong_timeout"])
-def test_scenario_ws_package(node_ready: str, server: NodeWsServer, blackhole_url: str, name: str) -> None:
+def test_scenario_ws_package(node_ready: str, server: PythonServer, blackhole_url: str, name: str) -> None:
     run_scenario(node_ready, name, server, blackhole_url, impl="ws")
 
 
 @pytest.mark.parametrize("build", ["mjs", "min"])
-def test_other_builds(node_ready: str, server: NodeWsServer, blackhole_url: str, build: str) -> None:
+def test_other_builds(node_ready: str, server: PythonServer, blackhole_url: str, build: str) -> None:
     run_scenario(node_ready, "ack", server, blackhole_url, build=build)
     run_scenario(node_ready, "spoofing", server, blackhole_url, build=build)
+
+
+# ---------------------------------------------------------------------------------------------
+# Builds: one source of truth, loadable as a <script>, small.
+# ---------------------------------------------------------------------------------------------
+
+
+def _load_build_module() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("crossws_static_build", os.path.join(STATIC_DIR, "build.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_generated_files_match_the_source() -> None:
+    build = _load_build_module()
+    assert build.stale_files() == [], "run: python crossws_sync/static/build.py"
+    source = build.read_source()
+    assert set(build.stale_files(source.replace("// @@core-end", "// edited\n// @@core-end"))) == {build.MJS_PATH, build.MIN_PATH}
+    with open(build.MJS_PATH, encoding="utf-8") as handle:
+        mjs = handle.read()
+    assert "export { WebSocketConnector };" in mjs and "export default WebSocketConnector;" in mjs
+    assert "require(" not in mjs and "module.exports" not in mjs
+
+
+def test_classic_script_defines_only_the_global(node_ready: str) -> None:
+    done = subprocess.run([node_ready, os.path.join(JS_DIR, "classic-script.js")], capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert "classic script: ok" in done.stdout
+
+
+def test_minified_size_is_small_and_documented() -> None:
+    sizes = _load_build_module().sizes()
+    assert sizes["min"] < sizes["source"] * 0.7
+    assert sizes["min_gzip"] < 6 * 1024
+    with open(os.path.join(repo_root(), "docs", "browser-client.md"), encoding="utf-8") as handle:
+        docs = handle.read()
+    match = re.search(r"minified and gzipped: ([0-9.]+) KB", docs)
+    assert match, "docs/browser-client.md must state the minified and gzipped size"
+    documented = float(match.group(1)) * 1024
+    assert abs(documented - sizes["min_gzip"]) <= 0.1 * sizes["min_gzip"], (documented, sizes)

@@ -78,15 +78,16 @@ const factory = function (findWebSocket) {
     throw new TypeError('WebSocketConnector: options.url must start with ws:// or wss:// (got "' + url + '")');
   }
 
-  /** Append customParams to the URL query the way the original does (URLSearchParams, String values). */
+  /**
+   * Append customParams to the URL query exactly as the original does (URLSearchParams,
+   * String(value), so [1, 2] gives "1,2"), except that undefined values are left out.
+   */
   function appendParams(url, params) {
     if (typeof params === 'function') params = params();
     if (!params || typeof params !== 'object' || Array.isArray(params)) return url;
     var query = new URLSearchParams();
     Object.keys(params).forEach(function (key) {
-      var value = params[key];
-      if (value === undefined || value === null) return;
-      query.append(key, typeof value === 'object' && !Array.isArray(value) ? JSON.stringify(value) : String(value));
+      if (params[key] !== undefined) query.append(key, String(params[key]));
     });
     var text = query.toString();
     if (!text) return url;
@@ -568,7 +569,7 @@ const factory = function (findWebSocket) {
     var entries = Array.from(this._pending.entries());
     entries.forEach(function (item) {
       self._settle(item[0], item[1], false, {
-        error: 'Connection closed before the ack arrived: ' + item[0],
+        error: 'Connection closed before the reply: ' + item[0],
         errorCode: 'CONNECTION_CLOSED',
         callbackId: item[0]
       });

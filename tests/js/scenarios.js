@@ -244,6 +244,7 @@ const scenarios = {
     const viaPromise = await pendingPromise;
     assert.ok(performance.now() - started < 200, 'pending acks were not failed at once');
     assert.equal(viaCallback.err.errorCode, 'CONNECTION_CLOSED');
+    assert.match(viaCallback.err.error, /^Connection closed before the reply: \S+$/);
     assert.equal(viaPromise.success, false);
     assert.equal(viaPromise.errorCode, 'CONNECTION_CLOSED');
     const serverCloses = await waitFor(async () => {
@@ -352,7 +353,7 @@ const scenarios = {
   },
 
   async custom_params(ctx) {
-    const c = ctx.make(Object.assign({}, FAST, { url: ctx.url + '/chat', customParams: { id: 'u1', token: 't k', arr: [1, 2], skip: undefined } }));
+    const c = ctx.make(Object.assign({}, FAST, { url: ctx.url + '/chat', customParams: { id: 'u1', token: 't k', arr: [1, 2], nil: null, skip: undefined } }));
     await waitFor(() => c.connected, 3000, 'open');
     let tokenCalls = 0;
     const d = ctx.make(Object.assign({}, FAST, { url: ctx.url + '/?x=1', customParams: () => ({ id: 'u2', n: ++tokenCalls }), autoReconnect: true }));
@@ -360,8 +361,8 @@ const scenarios = {
     d.emit('kick', { code: 4000, reason: 'again' });
     await waitFor(() => tokenCalls === 2 && d.connected, 3000, 'reconnect with fresh params');
     const connections = await serverLog(ctx, 'connection');
-    assert.deepEqual(connections.map((entry) => entry.url), ['/chat?id=u1&token=t+k&arr=1%2C2', '/?x=1&id=u2&n=1', '/?x=1&id=u2&n=2']);
-    assert.deepEqual(connections[0].params, { id: 'u1', token: 't k', arr: '1,2' });
+    assert.deepEqual(connections.map((entry) => entry.url), ['/chat?id=u1&token=t+k&arr=1%2C2&nil=null', '/?x=1&id=u2&n=1', '/?x=1&id=u2&n=2']);
+    assert.deepEqual(connections[0].params, { id: 'u1', token: 't k', arr: '1,2', nil: 'null' });
     assert.equal(connections[0].path, 'chat');
   },
 
