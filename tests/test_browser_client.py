@@ -11,6 +11,7 @@ installs the "ws" package (and terser, used by crossws_sync/static/build.py).
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -37,10 +38,21 @@ def _node() -> str:
     return node
 
 
+@functools.lru_cache(maxsize=None)
+def _node_flags(node: str) -> List[str]:
+    """Flags that give Node a global (browser-like) WebSocket: needed on Node 20 and 21 only."""
+    version = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
+    major = int(version.lstrip("v").split(".")[0])
+    if major < 20:
+        raise RuntimeError("node %s is too old for the browser-client tests: install Node.js 20 or newer" % version)
+    return ["--experimental-websocket"] if major < 22 else []
+
+
 @pytest.fixture(scope="module")
 def node_ready() -> str:
     """Node on PATH and tests/js/node_modules installed from the committed lock file."""
     node = _node()
+    _node_flags(node)
     if not os.path.exists(os.path.join(JS_DIR, "node_modules", "ws", "package.json")):
         npm = shutil.which("npm")
         if npm is None:
@@ -145,9 +157,7 @@ def blackhole_url() -> Iterator[str]:
 def run_scenario(node: str, name: str, server: PythonServer, blackhole: str, build: str = "js",
                  impl: str = "native") -> None:
     """Run one scenario in Node, answer its control requests, fail with its message if it fails."""
-    args = [node]
-    if impl == "native":
-        args.append("--experimental-websocket")
+    args = [node] + (_node_flags(node) if impl == "native" else [])
     args += [os.path.join(JS_DIR, "run.js"), name, build, impl, server.url, "ws://127.0.0.1:%d" % free_port(), blackhole]
     proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             cwd=JS_DIR, text=True)
