@@ -122,3 +122,22 @@ def as_list(value: Union[None, str, Iterable[str]], name: str) -> List[str]:
         if not isinstance(item, str) or not item:
             raise ConfigError("%s must contain non-empty strings, got %r" % (name, item))
     return result
+
+
+#: Publish strategies over several Redis nodes (spec §3.10).
+SELECTION_STRATEGIES = ("random", "round-robin", "fastest")
+REDIS_CODECS = ("json", "msgpack")
+
+
+def check_redis_options(redis_config: Any, selection_strategy: Any, redis_codec: Any) -> None:
+    """Validate the Redis options in the constructor (not later, when the bus starts)."""
+    if selection_strategy not in SELECTION_STRATEGIES:
+        raise ConfigError("selection_strategy must be one of %s, got %r" % (", ".join(SELECTION_STRATEGIES), selection_strategy))
+    if redis_codec not in REDIS_CODECS:
+        raise ConfigError("redis_codec must be one of %s, got %r" % (", ".join(REDIS_CODECS), redis_codec))
+    for item in redis_config or []:
+        if isinstance(item, str):
+            if not item.startswith(("redis://", "rediss://", "unix://")):
+                raise ConfigError("a redis_config URL must start with redis://, rediss:// or unix://")
+        elif not isinstance(item, dict):
+            raise ConfigError("each redis_config entry must be a dict of connection options or a URL string")

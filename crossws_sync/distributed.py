@@ -30,7 +30,7 @@ import gevent
 from . import frames
 from .directory import ClusterDirectory
 from .envelope import broadcast_channel, private_socket_channel, ws_broadcast, ws_multicast, ws_room, ws_unicast
-from .errors import CrossWSError
+from .errors import ConfigError, CrossWSError
 
 if TYPE_CHECKING:
     from .bus import CrossServerBus
@@ -423,5 +423,5 @@ class Router:
 def check_namespace(namespace: str) -> None:
     """Refuse namespaces that collide with system channels."""
     if namespace in RESERVED_NAMESPACES or namespace.startswith(RESERVED_NAMESPACE_PREFIX):
-        raise ValueError("room namespace %r is reserved (it would collide with a system channel)" % namespace)
+        raise ConfigError("room namespace %r is reserved (it would collide with a system channel)" % namespace)
 

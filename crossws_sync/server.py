@@ -22,7 +22,7 @@ import gevent.event
 import gevent.lock
 
 from . import frames, lifecycle
-from .config import as_list, check_prefixes, parse_ws_options, positive_int, positive_number, resolve_server_name
+from .config import as_list, check_redis_options, check_prefixes, parse_ws_options, positive_int, positive_number, resolve_server_name
 from .connection import WebSocketConnection
 from .errors import ConfigError
 from .listeners import _SENTINEL, check_event_name
@@ -76,7 +76,8 @@ class WebSocketCrossServerAdapter:
 
     Args:
         redis_codec: ``"json"`` (default) or ``"msgpack"``.
-        redis_compress_threshold: zstd above this many bytes (``None``: never).
+        redis_compress_threshold: zstd above this many bytes (``None``, the default: never,
+            because original Node.js nodes cannot read zstd; set it in all-Python clusters).
         max_message_size: inbound message limit in bytes (1 MiB); larger closes with 1009.
         max_outbox_bytes: per-connection outbound buffer; a client over it is dropped (1008).
         authenticate: ``hook(request)`` run before the 101: return ``None``/``True`` to accept,
@@ -120,7 +121,7 @@ class WebSocketCrossServerAdapter:
         custom_channels: Union[None, str, Iterable[str]] = None,
         redis_config: Optional[Sequence[Union[Dict[str, Any], str]]] = None,
         redis_codec: str = "json",
-        redis_compress_threshold: Optional[int] = 16384,
+        redis_compress_threshold: Optional[int] = None,
         max_message_size: Optional[int] = 1 << 20,
         max_outbox_bytes: int = 4 << 20,
         authenticate: Optional[Callable[[Request], Any]] = None,
@@ -150,6 +151,7 @@ class WebSocketCrossServerAdapter:
         self._duplicate_login_code = duplicate_login_code
         self._auto_cleanup = bool(auto_cleanup)
         self._auto_unsubscribe = bool(auto_unsubscribe)
+        check_redis_options(redis_config, selection_strategy, redis_codec)
         self._redis_config = list(redis_config or [])
         self._server_name_template = server_name
         self._server_name: Optional[str] = (
@@ -195,6 +197,7 @@ class WebSocketCrossServerAdapter:
 
             self._static_files[client_js_path] = ("application/javascript; charset=utf-8", browser_client())
         self._bus: Optional["CrossServerBus"] = None
+        self._bus_setup: List[Any] = []
         self._router: Optional["Router"] = None
         self._http_server: Any = None
         self._started = False
@@ -253,6 +256,8 @@ class WebSocketCrossServerAdapter:
             ws_message_handler=router.on_ws_message, **self._bus_options
         )
         self._router = router
+        for method, args in self._bus_setup:
+            getattr(self._bus, method)(*args)
         router.start(self._bus)
 
     def _ensure_started(self) -> None:
@@ -632,23 +637,37 @@ class WebSocketCrossServerAdapter:
         self._ensure_started()
         return self._bus
 
+    def _configure_bus(self, method: str, *args: Any) -> None:
+        """Apply a listener/handler registration to the bus, and remember it for every bus this
+        adapter will ever run (one is built per process: after a gunicorn fork, a new one).
+
+        Registrations never start the adapter, so they are safe at import time and with
+        ``--preload``.
+        """
+        if not self._redis_config:
+            return
+        self._bus_setup.append((method, args))
+        if self._bus is not None:
+            getattr(self._bus, method)(*args)
+
     def on_cross_server_event(self, event: str, listener: Callable[..., Any], tag: Optional[Hashable] = None) -> None:
         """Register ``listener(data, callback)`` for a server-to-server event."""
-        bus = self._bus_or_none()
-        if bus is not None:
-            bus.on_cross_server_event(event, listener, tag)
+        check_event_name(event)
+        if not callable(listener):
+            raise TypeError("listener must be a function")
+        self._configure_bus("on_cross_server_event", event, listener, tag)
 
     def once_cross_server_event(self, event: str, listener: Callable[..., Any], tag: Optional[Hashable] = None) -> None:
         """Like :meth:`on_cross_server_event`, removed after its first call."""
-        bus = self._bus_or_none()
-        if bus is not None:
-            bus.once_cross_server_event(event, listener, tag)
+        check_event_name(event)
+        if not callable(listener):
+            raise TypeError("listener must be a function")
+        self._configure_bus("once_cross_server_event", event, listener, tag)
 
     def off_cross_server_event(self, event: str, listener_or_tag: Any = _SENTINEL) -> None:
         """Remove cross-server listeners (all, one function, or by tag)."""
-        bus = self._bus_or_none()
-        if bus is not None:
-            bus.off_cross_server_event(event, listener_or_tag)
+        check_event_name(event)
+        self._configure_bus("off_cross_server_event", event, listener_or_tag)
 
     def emit_cross_server(self, event: str, message: Any, callback: Optional[Callable[[Result], None]] = None, *,
                           target_server: Union[None, str, Sequence[str]] = None, timeout: float = 5.0,
@@ -723,15 +742,11 @@ class WebSocketCrossServerAdapter:
         """Set the single handler of messages on custom channels."""
         if not callable(handler):
             raise TypeError("Handler must be a function.")
-        bus = self._bus_or_none()
-        if bus is not None:
-            bus.set_custom_channel_handler(handler)
+        self._configure_bus("set_custom_channel_handler", handler)
 
     def remove_custom_channel_handler(self) -> None:
         """Remove the custom channel handler."""
-        bus = self._bus_or_none()
-        if bus is not None:
-            bus.remove_custom_channel_handler()
+        self._configure_bus("remove_custom_channel_handler")
 
     def add_redis_instance(self, config: Union[Dict[str, Any], str]) -> None:
         """Add a Redis node at run time (subscribes every wanted channel on it first)."""
@@ -771,7 +786,8 @@ class WebSocketCrossServerAdapter:
     # Cluster (distributed mode) -------------------------------------------------------------
 
     def get_cluster_nodes(self) -> List[Dict[str, Any]]:
-        """Live nodes of the cluster registry: ``[{"server_name", "users", "rooms", "last_seen"...}]``."""
+        """Live nodes of the cluster registry: ``[{"server_name", "users", "rooms", "last_seen_ago",
+        "synced", "websocket", ...}]``, this node first (with ``"self": True``)."""
         self._ensure_started()
         return self._router.live_nodes() if self._router is not None else []
 

@@ -150,6 +150,10 @@ def test_gunicorn_workers_are_cluster_nodes(redis_server, preload):
             return len(_skip_pushes(x)["payload"]) == 3
 
         wait_for(nodes_seen, timeout=15, interval=0.2, message="3 workers in the cluster registry")
+        # cross-server listeners registered at import time (before the fork with --preload) answer
+        x.send_json({"event": "askAll", "payload": {}, "callbackId": "a"})
+        answered = _skip_pushes(x)["payload"]
+        assert len(answered) == 3 and all(name.startswith("worker-") for name in answered)
         x.send_json({"event": "direct", "payload": {"to": y_id, "text": "psst"}, "callbackId": "d"})
         assert _next_event(y, "direct")["payload"] == {"from": x_id, "text": "psst"}
         y.send_json({"event": "join", "payload": {"room": "r1"}, "callbackId": "j"})

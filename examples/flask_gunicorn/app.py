@@ -75,7 +75,16 @@ def nodes(socket, payload, callback):
         callback([node["server_name"] for node in adapter.get_cluster_nodes()])
 
 
+def ask_all(socket, payload, callback):
+    """Ask every worker (cluster registry) who it is, over the cross-server bus."""
+    result = adapter.emit_cross_server_and_wait("identify", {}, expected_responses=None, timeout=3.0)
+    if callback:
+        callback(sorted(result.get("responses", {})))
+
+
+# Registered at import time: with --preload this runs in the master, before the fork.
+adapter.on_cross_server_event("identify", lambda data, reply: reply and reply(adapter.get_server_name()))
 adapter.on_websocket_event("connection", on_connection)
 for name, handler in {"whoami": whoami, "join": join, "sayRoom": say_room, "direct": direct, "shout": shout,
-                      "nodes": nodes}.items():
+                      "nodes": nodes, "askAll": ask_all}.items():
     adapter.on_websocket_event(name, handler)
