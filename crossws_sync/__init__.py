@@ -18,6 +18,7 @@ from .errors import (
     RedisUnavailableError,
 )
 
+from .bus import CrossServerBus
 from .client import WebSocketConnector
 from .connection import WebSocketConnection
 from .request import Request, parse_ws_request_params
@@ -34,6 +35,7 @@ __all__ = [
     "WebSocketCrossServerAdapter",
     "CrossServerAdapter",
     "WebSocketConnector",
+    "CrossServerBus",
     "WebSocketConnection",
     "Request",
     "Reject",
