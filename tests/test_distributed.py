@@ -167,3 +167,52 @@ def test_unicast_to_a_user_that_moved_is_forwarded_through_the_shared_channel(cl
     # a may still believe "mover" is on node1: the message must arrive anyway
     a.to_socket_id("mover", "dm", "found you")
     assert second.recv_json(timeout=3) == {"event": "dm", "payload": "found you"}
+
+
+def _numsub(redis, channel):
+    reply = redis.command("PUBSUB", "NUMSUB", channel)
+    return int(reply.strip().split("\r\n")[-1].lstrip(":"))
+
+
+def test_presets_stay_subscribed_and_emptied_namespaces_are_unsubscribed(cluster, redis_factory):
+    redis = redis_factory()
+    (node,) = cluster(1, redis_nodes=[redis], preset_room_namespaces=["lobby"])
+    _connect(node, "u1")
+    assert _numsub(redis, "ws:lobby") == 1
+    node.join_room("lobby", "r", "u1")
+    node.leave_room("lobby", "r", "u1")
+    node.join_room("game", "g", "u1")
+    assert _numsub(redis, "ws:game") == 1
+    node.remove_user_socket("u1")  # the original never unsubscribed here (spec §6.2)
+    wait_for(lambda: _numsub(redis, "ws:game") == 0)
+    assert _numsub(redis, "ws:lobby") == 1  # presets are never unsubscribed
+
+
+def test_reserved_namespaces_are_refused(cluster):
+    (node,) = cluster(1)
+    from crossws_sync import ConfigError
+
+    for namespace in ("private_socket", "broadcast", "_crossws.node:x"):
+        with pytest.raises(ConfigError):
+            node.join_room(namespace, "r", "u1")
+
+
+def test_add_redis_instance_turns_on_cross_server_mode(redis_factory):
+    redis = redis_factory()
+    adapter = WebSocketCrossServerAdapter(server_name="late", node_heartbeat_interval=0.2)
+    other = WebSocketCrossServerAdapter(server_name="peer", redis_config=[redis.config])
+    try:
+        other.on_cross_server_event("hi", lambda data, reply: reply("peer here"))
+        other.start()
+        disabled = adapter.emit_cross_server_and_wait("hi", 1, timeout=1)
+        assert disabled == {"success": False, "message": "Cross-server functionality is not enabled"}
+        calls = []
+        adapter.emit_cross_server("hi", 1, calls.append)
+        assert calls[0]["error_code"] == "CROSS_SERVER_DISABLED"
+        adapter.add_redis_instance(redis.config)
+        wait_for(lambda: adapter.get_healthy_redis_instances_count("publisher") == 1)
+        result = adapter.emit_cross_server_and_wait("hi", 1, target_server="peer", timeout=3)
+        assert result["success"] and result["responses"]["peer"]["payload"] == "peer here"
+    finally:
+        adapter.close()
+        other.close()

@@ -443,3 +443,33 @@ def test_graceful_close_sends_1001_to_every_client(make_adapter):
         c.close(1001)
     closer.join(5)
     assert events == ["ws-server-close"]
+
+
+def test_listening_and_server_error_events(make_adapter):
+    first = make_adapter()
+    listening = []
+    first.on_websocket_event("listening", lambda *args: listening.append(args))
+    first.start()
+    assert listening == [()]
+    clash = make_adapter(ws_options={"port": first.port})
+    errors = []
+    clash.on_websocket_event("server-error", lambda *args: errors.append(args))
+    from crossws_sync import ConfigError
+
+    with pytest.raises(ConfigError, match="Failed to start WebSocket server"):
+        clash.start()
+    assert len(errors) == 1 and len(errors[0]) == 1 and isinstance(errors[0][0], OSError)
+
+
+def test_bad_frames_are_logged_rate_limited_per_connection(make_adapter, caplog):
+    adapter = make_adapter()
+    adapter.start()
+    client = RawClient(adapter.port)
+    caplog.set_level("WARNING", logger="crossws_sync.server")
+    for _ in range(150):
+        client.send_text("not json")
+    client.send_text("")
+    assert client.recv_text() == ""
+    wait_for(lambda: adapter.get_wss().stats["bad_frames"] == 150)
+    logged = [r for r in caplog.records if "bad frame" in r.getMessage()]
+    assert len(logged) == 3  # the 1st, 10th and 100th
