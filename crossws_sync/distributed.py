@@ -76,7 +76,7 @@ class Router:
             "kick": self._on_kick,
         }
         self.stats = {"node_unicasts": 0, "shared_unicasts": 0, "forwarded": 0, "snapshots_sent": 0,
-                      "snapshots_received": 0, "bad_messages": 0}
+                      "snapshots_received": 0, "bad_messages": 0, "routing_messages_in": 0}
 
     def node_channel_of(self, name: str) -> str:
         return self.adapter.ws_prefix + RESERVED_NAMESPACE_PREFIX + ".node:" + name
@@ -264,6 +264,8 @@ class Router:
 
     def on_ws_message(self, channel: str, envelope: Any) -> None:
         """Entry point for every message the bus received on a ``ws_prefix`` channel."""
+        if channel != self.cluster_channel:
+            self.stats["routing_messages_in"] += 1
         try:
             if channel == self.cluster_channel or channel == self.node_channel:
                 kind = envelope.get("t") if type(envelope) is dict else None

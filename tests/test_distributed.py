@@ -216,3 +216,16 @@ def test_add_redis_instance_turns_on_cross_server_mode(redis_factory):
     finally:
         adapter.close()
         other.close()
+
+
+def test_a_unicast_is_received_by_one_node_whatever_the_cluster_size(cluster):
+    nodes = cluster(5)
+    target = _connect(nodes[1], "target")
+    wait_for(lambda: nodes[0].find_user_node("target") == "node1")
+    before = [n._router.stats["routing_messages_in"] for n in nodes]
+    for i in range(20):
+        nodes[0].to_socket_id("target", "dm", i)
+    assert [target.recv_json()["payload"] for _ in range(20)] == list(range(20))
+    gevent.sleep(0.2)
+    received = [n._router.stats["routing_messages_in"] - b for n, b in zip(nodes, before)]
+    assert received == [0, 20, 0, 0, 0]  # the original: every one of the 5 nodes parses all 20
