@@ -226,6 +226,10 @@ class WebSocketConnection:
                         break
                     if self._state == CLOSED:
                         break
+                if len(messages) > 16:
+                    # A peer that keeps our socket full would otherwise never let the hub run
+                    # (recv returns at once while data is there): let the others have a turn.
+                    gevent.idle()
         finally:
             self._finish()
 
