@@ -224,6 +224,9 @@ class WebSocketService(ConnectionHandler):
                 return self._refuse(start_response, legacy_ws, Reject(401, "unauthorized"))
             if identity is True:
                 identity = None
+        if settings.max_connections is not None and len(self.clients) >= settings.max_connections:
+            # again: the auth hook may have yielded while other upgrades went through
+            return self._refuse(start_response, legacy_ws, Reject(503, "too many connections"))
         if legacy_ws is not None:
             sock = legacy_ws.handler.socket
         else:
@@ -251,6 +254,9 @@ class WebSocketService(ConnectionHandler):
             close_timeout=settings.close_timeout,
             identity=identity,
         )
+        # Counted at once (nothing above yields after the check): concurrent upgrades cannot
+        # all pass the max_connections check before any of them is counted.
+        self.clients.add(conn)
         if detach is not None:
             gevent.spawn(self._serve, conn)  # the WSGI handler returns and is freed
         else:
@@ -258,7 +264,6 @@ class WebSocketService(ConnectionHandler):
         return []
 
     def _serve(self, conn: WebSocketConnection) -> None:
-        self.clients.add(conn)
         self.system_events.emit("connection", conn, conn.request)
         conn.run()
 
