@@ -20,10 +20,10 @@ ORIGINAL_DIR = os.environ.get("ORIGINAL_ADAPTER_DIR", "")
 NODE_MODULES = os.path.join(repo_root(), "bench", "node", "node_modules")
 SCRIPT = os.path.join(repo_root(), "tests", "node_interop", "original_node.js")
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.interop_original, pytest.mark.skipif(
     not (shutil.which("node") and ORIGINAL_DIR and os.path.isfile(os.path.join(ORIGINAL_DIR, "index.js"))
          and os.path.isdir(os.path.join(NODE_MODULES, "ioredis"))),
-    reason="needs node, ORIGINAL_ADAPTER_DIR (checkout of websocket-cross-server-adapter) and bench/node/node_modules")
+    reason="needs node, ORIGINAL_ADAPTER_DIR (checkout of websocket-cross-server-adapter) and bench/node/node_modules")]
 
 
 class OriginalNode:
