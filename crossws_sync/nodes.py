@@ -245,6 +245,7 @@ class RedisNode:
         self.subscriber_latency = 0.0
         self._grace_on_heal = False
         self._publisher_seen = False
+        self._never_up_logged = False
         self._eligible_at = 0.0
         self._pub_started = Event()
         self._sub_started = Event()
@@ -705,6 +706,10 @@ class RedisNode:
 
     def _set_publisher(self, healthy: bool, event: str, error: Optional[str]) -> None:
         if healthy == self.publisher_healthy or self._closed:
+            if not healthy and not self._publisher_seen and not self._closed and not self._never_up_logged:
+                # Never connected: no flip to report, but say why once (wrong password, TLS, ...).
+                self._never_up_logged = True
+                logger.warning("redis %s publisher cannot connect (%s): %s", self.label, event, error)
             return
         self.publisher_healthy = healthy
         if healthy:
