@@ -3,6 +3,7 @@
 
     python bench/run.py [--quick] [--systems crossws,flask_socketio,calibration]
                         [--workloads W1,W5,W7] [--runs 3] [--json bench/results/latest.json]
+    python bench/run.py --markdown-from bench/results/latest.json   # Markdown table for the README
 
 One-time setup: ``bench/setup.sh`` (Python extra ``bench`` and ``npm ci`` in ``bench/node``).
 This script installs nothing. For every (system, workload, run) it starts a fresh
@@ -401,16 +402,30 @@ def cpu_cell(summary: Dict[str, Any]) -> str:
 
 
 def limit_cell(summary: Dict[str, Any]) -> str:
+    """What held the figure back: a process at >= 90 % of a core, else the whole machine when all
+    cores were >= 90 % busy (ours plus other work), else nothing saturated (latency-bound)."""
     cpu = {k: v for k, v in (summary.get("cpu_pct") or {}).items() if v is not None}
     if not cpu:
         return "-"
     name = max(cpu, key=lambda n: cpu[n])
-    return "%s %.0f%%%s" % (name, cpu[name], "" if cpu[name] >= 90 else " (none saturated)")
+    if cpu[name] >= 90:
+        return "%s %.0f%%" % (name, cpu[name])
+    machine = summary.get("machine_cpu_pct")
+    cores = psutil.cpu_count() or 1
+    if machine is not None and machine >= 90 * cores:
+        return "all %d cores (%.0f%%; top %s %.0f%%)" % (cores, machine, name, cpu[name])
+    return "none saturated (top %s %.0f%%)" % (name, cpu[name])
 
 
-def render_table(results: Dict[str, Dict[str, Dict[str, Any]]], systems: List[str], workloads: List[str]) -> str:
+#: Systems crossws is compared with in the ratio columns (when they ran).
+RATIO_BASES = ("calibration", "flask_socketio", "original")
+
+
+def render_table(results: Dict[str, Dict[str, Dict[str, Any]]], systems: List[str], workloads: List[str],
+                 markdown: bool = False) -> str:
+    """The side-by-side table: one column per system, then crossws's ratios; plain text or Markdown."""
     rows: List[List[str]] = [["workload", "metric"] + systems]
-    ratio_bases = [s for s in systems if s != "crossws"] if "crossws" in systems else []
+    ratio_bases = [s for s in RATIO_BASES if s in systems] if "crossws" in systems else []
     rows[0] += ["crossws/%s" % s for s in ratio_bases]
     for workload in workloads:
         metrics = WORKLOADS[workload]["metrics"]
@@ -443,6 +458,11 @@ def render_table(results: Dict[str, Dict[str, Dict[str, Any]]], systems: List[st
             rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
+    if markdown:
+        lines.append("| " + " | ".join(rows[0]) + " |")
+        lines.append("|" + "|".join("---" if j < 2 else "---:" for j in range(len(rows[0]))) + "|")
+        lines.extend("| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in rows[1:])
+        return "\n".join(lines)
     for i, row in enumerate(rows):
         lines.append("  ".join(c.ljust(w) if j < 2 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths))))
         if i == 0:
@@ -602,6 +622,26 @@ def workload_params(workload: str, quick: bool, overrides: List[str]) -> Dict[st
     return params
 
 
+def report_from_json(path: str) -> int:
+    """Print the Markdown table and targets of a JSON written by an earlier run (for bench/README.md)."""
+    with open(path) as fh:
+        data = json.load(fh)
+    summary = data["summary"]
+    systems = list(summary)
+    workloads = [w for w in WORKLOADS if any(w in summary[s] for s in systems)]
+    print("Run of %s, medians of %d run(s), %s, %s cores.\n" % (data["started"], data["runs_per_cell"],
+                                                             data["machine"]["node"], data["machine"]["cpus"]))
+    print(render_table(summary, systems, workloads, markdown=True))
+    checks = data.get("targets") or []
+    if checks:
+        print("\n| workload | target | measured | status |\n|---|---|---|---|")
+        for c in checks:
+            if c["workload"] in workloads:
+                print("| %s | %s | %s | %s |" % (c["workload"], c["target"], c["measured"] or "-", c["status"]))
+    print("\nVersions: " + ", ".join("%s %s" % (k, v) for k, v in data["versions"].items() if v))
+    return 0
+
+
 def check_setup() -> None:
     if not os.path.isdir(os.path.join(NODE_DIR, "node_modules", "ws")):
         sys.exit("bench/node/node_modules is missing: run bench/setup.sh first")
@@ -612,6 +652,10 @@ def check_setup() -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     global ORIGINAL_DIR, PROFILE
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["--markdown-from"] and len(argv) == 2:
+        return report_from_json(argv[1])
     args = parse_args(argv)
     PROFILE = args.profile
     if PROFILE and not shutil.which("py-spy"):
