@@ -277,8 +277,9 @@ class Router:
             elif channel == self.private_channel:
                 self._on_private(envelope)
             elif channel == self.broadcast_channel:
-                if type(envelope.get("data")) is str:
-                    self.adapter.deliver_to_all(frames.encode_text(envelope["data"]))
+                if type(envelope.get("data")) is not str:
+                    raise ValueError("broadcast without a string 'data'")
+                self.adapter.deliver_to_all(frames.encode_text(envelope["data"]))
             else:
                 self._on_room(envelope)
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
@@ -292,6 +293,8 @@ class Router:
         ids = envelope.get("socketIds")
         if type(ids) is not list:
             ids = [envelope.get("socketId")]
+        if not any(type(socket_id) is str for socket_id in ids):
+            raise ValueError("no string socketId / socketIds")
         frame = frames.encode_text(text)
         for socket_id in ids:
             if type(socket_id) is str:
