@@ -20,7 +20,7 @@ import logging
 import socket as _stdsocket
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Deque, Optional, Union
+from typing import TYPE_CHECKING, Any, Deque, Optional, Union
 
 import gevent
 
