@@ -588,6 +588,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                              "(default: $ORIGINAL_ADAPTER_DIR)")
     parser.add_argument("--profile", action="store_true",
                         help="attach py-spy (pip install py-spy) to Python server nodes; raw stacks in bench/results/logs/")
+    parser.add_argument("--max-other", type=float, default=None,
+                        help="repeat a run when other processes used more than this %% CPU during it "
+                             "(default 30, 0 = never; off with --quick)")
+    parser.add_argument("--retries", type=int, default=2, help="at most this many repeats per run (default 2)")
     parser.add_argument("--set", action="append", default=[], metavar="W1.clients=100",
                         help="override one load-generator parameter (repeatable)")
     args = parser.parse_args(argv)
@@ -604,6 +608,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         parser.error("--systems original needs --original-dir (a checkout of websocket-cross-server-adapter)")
     if args.runs is None:
         args.runs = 1 if args.quick else 3
+    if args.max_other is None:
+        args.max_other = 0.0 if args.quick else 30.0
+    if not 0 <= args.retries <= 5:
+        parser.error("--retries must be within 0..5")
     if not 1 <= args.runs <= 20:
         parser.error("--runs must be within 1..20")
     return args
@@ -650,6 +658,31 @@ def check_setup() -> None:
             sys.exit("%s is not on PATH" % tool)
 
 
+def measure(system: str, workload: str, params: Dict[str, Any], index: int, args: argparse.Namespace,
+            log_root: str) -> Dict[str, Any]:
+    """One run of a cell; repeated (at most ``args.retries`` times) while other work on the machine
+    took more than ``args.max_other`` % CPU during the measured window."""
+    primary = PRIMARY[workload][0]
+    for attempt in range(1 + max(0, args.retries)):
+        log_dir = os.path.join(log_root, "%s-%s-%d" % (system, workload, index))
+        os.makedirs(log_dir, exist_ok=True)
+        t0 = time.monotonic()
+        try:
+            run = run_once(system, workload, params, log_dir)
+        except Exception as exc:  # a failed run is reported, not fatal to the suite
+            run = {"system": system, "workload": workload, "ok": False, "error": str(exc)}
+        run.update(run=index, attempt=attempt, params=params)
+        other = run.get("other_cpu_pct")
+        noisy = bool(run.get("ok")) and args.max_other > 0 and other is not None and other > args.max_other
+        print("%-16s %s run %d/%d: %s %s (%.1f s, other cpu %s%%)%s%s" % (
+            system, workload, index + 1, args.runs, primary, fmt(run.get(primary), primary),
+            time.monotonic() - t0, fmt(other, "_pct"), "" if run.get("ok") else "  ERROR " + str(run.get("error")),
+            "  noisy, again" if noisy and attempt < args.retries else ""), file=sys.stderr, flush=True)
+        if not noisy:
+            break
+    return run
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     global ORIGINAL_DIR, PROFILE
     if argv is None:
@@ -668,30 +701,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     results: Dict[str, Dict[str, Dict[str, Any]]] = {}
     all_runs: List[Dict[str, Any]] = []
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks: stop what we started
-    for system in args.systems:
-        for workload in args.workloads:
-            if workload not in SYSTEMS[system]["workloads"]:
-                continue
-            params = workload_params(workload, args.quick, args.set)
-            runs = []
-            for index in range(args.runs):
-                log_dir = os.path.join(log_root, "%s-%s-%d" % (system, workload, index))
-                os.makedirs(log_dir, exist_ok=True)
-                t0 = time.monotonic()
-                try:
-                    run = run_once(system, workload, params, log_dir)
-                except Exception as exc:  # a failed run is reported, not fatal to the suite
-                    run = {"system": system, "workload": workload, "ok": False, "error": str(exc)}
-                run["run"] = index
-                run["params"] = params
-                runs.append(run)
+    # Interleaved: run i of every system on a workload back to back, so that all systems of a
+    # ratio see the same background load (the machine is shared and its load drifts).
+    cells: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
+    for workload in args.workloads:
+        params = workload_params(workload, args.quick, args.set)
+        for index in range(args.runs):
+            for system in args.systems:
+                if workload not in SYSTEMS[system]["workloads"]:
+                    continue
+                run = measure(system, workload, params, index, args, log_root)
+                cells.setdefault((system, workload), []).append(run)
                 all_runs.append(run)
-                primary = PRIMARY[workload][0]
-                print("%-16s %s run %d/%d: %s %s (%.1f s)%s" % (
-                    system, workload, index + 1, args.runs, primary, fmt(run.get(primary), primary),
-                    time.monotonic() - t0, "" if run.get("ok") else "  ERROR " + str(run.get("error"))),
-                    file=sys.stderr, flush=True)
-            results.setdefault(system, {})[workload] = aggregate(runs, workload)
+    for (system, workload), runs in cells.items():
+        results.setdefault(system, {})[workload] = aggregate(runs, workload)
     table = render_table(results, args.systems, args.workloads)
     header = "crossws_sync bench %s%s, medians of %d run(s), %s, %d cores" % (
         started.strftime("%Y-%m-%d %H:%M UTC"), " (quick)" if args.quick else "", args.runs,

@@ -44,6 +44,8 @@ const P = Object.assign({
   settle: 2,               // s, W7: idle time after each stage before measuring
   skipUtf8: true,          // ws client: skip UTF-8 validation (keeps the generator light)
   client: 'raw',           // JSON protocol: 'raw' (minimal RFC 6455 client on net.Socket) or 'ws'
+  warmup: 20,              // s, multi-node: budget for proving every node-to-node route delivers
+  lostAfter: 2,            // s, W4: a round trip not back by then is counted lost and resent
 }, JSON.parse(args.params || '{}'));
 
 const hardDeadline = setTimeout(() => {
@@ -309,6 +311,43 @@ async function openClients(specs) {
   return clients;
 }
 
+// Multi-node workloads: prove that every node-to-node route delivers before measuring (nodes
+// subscribe to Redis asynchronously after they listen). routes: [[sender, receiver, receiverId]];
+// each sender relays {warm: i} to its receiver, again every second, for at most P.warmup seconds.
+async function warmRoutes(routes) {
+  const deadline = now() + P.warmup * 1000;
+  const pending = new Set(routes.map((_, i) => i));
+  const saved = routes.map(([, r]) => r.onEvent);
+  routes.forEach(([, r], i) => {
+    const prev = r.onEvent;
+    r.onEvent = (event, payload) => {
+      if (event === 'relay' && payload && payload.warm !== undefined) { pending.delete(payload.warm); return; }
+      if (prev) prev(event, payload);
+    };
+  });
+  let rounds = 0;
+  while (pending.size && now() < deadline) {
+    rounds++;
+    for (const i of pending) routes[i][0].emit('relay', { to: routes[i][2], from: 'warm', warm: i });
+    const until = Math.min(deadline, now() + 1000);
+    while (pending.size && now() < until) await sleep(10);
+  }
+  for (let i = routes.length - 1; i >= 0; i--) routes[i][1].onEvent = saved[i];
+  if (pending.size) throw new Error(pending.size + '/' + routes.length + ' node-to-node routes never delivered in '
+    + P.warmup + ' s of warm-up');
+  return rounds;
+}
+
+// One route from client 0 (node 0) to the first client of every node.
+function nodeRoutes(clients, specs) {
+  const routes = [];
+  URLS.forEach((url) => {
+    const i = specs.findIndex((sp) => sp.url === url);
+    if (i > 0) routes.push([clients[0], clients[i], specs[i].query.id]);
+  });
+  return routes;
+}
+
 function percentile(sorted, q) {
   if (sorted.length === 0) return null;
   const idx = Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1));
@@ -339,6 +378,7 @@ function measureEnd() {
 // pass without any, or the hard deadline.
 async function broadcastWorkload({ specs, trigger, expected, roomOf }) {
   const clients = await openClients(specs);
+  const warmRounds = URLS.length > 1 ? await warmRoutes(nodeRoutes(clients, specs)) : 0;
   let received = 0;
   let wrongRoom = 0;
   let tLast = 0;
@@ -377,7 +417,7 @@ async function broadcastWorkload({ specs, trigger, expected, roomOf }) {
   return Object.assign({
     ok: true, deliveries: received, expected, delivered_pct: 100 * received / expected,
     deliveries_per_s: elapsed > 0 ? received / elapsed : null, elapsed_s: elapsed,
-    wrong_room: roomOf ? wrongRoom : null, disconnected, trigger_ack: ackValue,
+    wrong_room: roomOf ? wrongRoom : null, disconnected, trigger_ack: ackValue, warmup_rounds: warmRounds,
   }, cpu);
 }
 
@@ -429,7 +469,8 @@ async function W4() {
   let running = true;
   const sentAt = new Float64Array(P.pairs);
   const seqOf = new Int32Array(P.pairs);
-  const lostTimeoutMs = P.requestTimeout * 1000;
+  const lostTimeoutMs = P.lostAfter * 1000;
+  const warmRounds = await warmRoutes(Array.from({ length: P.pairs }, (_, k) => [clients[2 * k], clients[2 * k + 1], 'b' + k]));
   function send(k) {
     seqOf[k]++;
     sentAt[k] = now();
@@ -439,7 +480,7 @@ async function W4() {
     const a = clients[2 * k];
     const b = clients[2 * k + 1];
     b.onEvent = (event, payload) => {
-      if (event === 'relay') b.emit('relay', { to: payload.from, from: 'b' + k, k, seq: payload.seq, pad: PAD });
+      if (event === 'relay' && payload.warm === undefined) b.emit('relay', { to: payload.from, from: 'b' + k, k, seq: payload.seq, pad: PAD });
     };
     a.onEvent = (event, payload) => {
       if (event !== 'relay' || payload.seq !== seqOf[k]) return;
@@ -464,7 +505,8 @@ async function W4() {
   const cpu = measureEnd();
   const disconnected = clients.filter((c) => c.closed).length;
   clients.forEach((c) => c.close());
-  return Object.assign({ ok: true, round_trips: roundTrips, round_trips_per_s: roundTrips / elapsed, lost, disconnected },
+  return Object.assign({ ok: true, round_trips: roundTrips, round_trips_per_s: roundTrips / elapsed, lost, disconnected,
+    warmup_rounds: warmRounds },
     latencyStats(latencies), cpu);
 }
 
