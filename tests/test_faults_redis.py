@@ -99,12 +99,13 @@ class Traffic:
         self.delivered: Dict[int, float] = {}  # room message seq -> received at
         self.duplicates = 0
         self.longest_send = 0.0  # the longest time one emit + room broadcast blocked the sender
+        self.running = True
         self._reader = gevent.spawn(self._read)
         self._writer = gevent.spawn(self._write)
 
     def _write(self) -> None:
         seq = 0
-        while True:
+        while self.running:
             seq += 1
             self.sent[seq] = started = time.monotonic()
             self.sender.emit_cross_server("rpc", seq, self._settle(seq), target_server=self.target,
@@ -131,7 +132,8 @@ class Traffic:
         return len(self.sent)
 
     def stop(self) -> None:
-        self._writer.kill()
+        self.running = False  # never killed half-way through one RPC + room message pair
+        self._writer.join(10)
         last = max(self.sent) if self.sent else 0
         wait_for(lambda: all(seq in self.rpc for seq in range(1, last + 1)), timeout=self.rpc_timeout + 5,
                  message="every RPC settled")
