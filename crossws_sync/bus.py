@@ -415,14 +415,46 @@ class CrossServerBus:
             return False
         return True
 
-    def publish(self, channel: str, message: Any) -> None:
+    def publish(self, channel: str, message: Any, *, wait: bool = True) -> None:
         """Encode ``message`` once and publish it on one healthy Redis node (failing over).
 
+        Args:
+            wait: ``True``: return once Redis acknowledged the PUBLISH. ``False``: queue it and
+                return at once, so a sender's consecutive publishes are pipelined in one write;
+                if that write fails, the message is re-published on another healthy node from
+                the writer greenlet (counted in ``stats["publish_failures"]`` when none is left).
+
         Raises:
-            RedisUnavailableError: no Redis node took it.
+            RedisUnavailableError: no Redis node took it (with ``wait=False``: none was healthy).
             EnvelopeError: ``message`` cannot be encoded.
         """
-        self._publish_raw(channel, self._codec.encode(message, channel))
+        raw = self._codec.encode(message, channel)
+        if wait:
+            self._publish_raw(channel, raw)
+        else:
+            self._publish_nowait(channel, raw, ())
+
+    def _publish_nowait(self, channel: str, raw: bytes, tried: Tuple[RedisNode, ...]) -> None:
+        for node in self._candidates():
+            if node in tried:
+                continue
+
+            def retry(error: BaseException, node: RedisNode = node) -> None:
+                self.stats["publish_failovers"] += 1
+                try:
+                    self._publish_nowait(channel, raw, tried + (node,))
+                except RedisUnavailableError:
+                    self.stats["publish_failures"] += 1
+                    logger.warning("publish on %s lost: no other healthy Redis node (%s)", channel, error)
+
+            try:
+                node.publish_nowait(channel, raw, retry)
+            except RedisUnavailableError:
+                tried = tried + (node,)
+                continue
+            self.stats["published"] += 1
+            return
+        raise RedisUnavailableError("%s (no node is healthy)" % UNAVAILABLE_MESSAGE)
 
     def manual_subscribe(self, channel: str, *, timeout: float = DEFAULT_TIMEOUT) -> bool:
         """Subscribe a custom channel on every Redis node; its messages go to the custom handler.

@@ -70,6 +70,7 @@ class Router:
         self._flusher: Optional[gevent.Greenlet] = None
         self._heart: Optional[gevent.Greenlet] = None
         self._stopped = False
+        self._left = False
         self._handlers: Dict[str, Callable[[Dict[str, Any]], None]] = {
             "hb": self._on_heartbeat, "delta": self._on_delta, "hello": self._on_hello, "bye": self._on_bye,
             "sync": self._on_sync_request, "snap": self._on_snapshot, "uni": self._on_node_unicast,
@@ -106,10 +107,16 @@ class Router:
         self._heart = gevent.spawn(self._supervise, self._heartbeat_loop, "cluster heartbeat")
 
     def leave_cluster(self) -> None:
-        """Say goodbye so peers drop this node at once (graceful shutdown)."""
-        if self._bus is not None and not self._stopped:
+        """Say goodbye so peers drop this node at once (graceful shutdown).
+
+        The goodbye is the last message on the cluster channel: a heartbeat, delta or snapshot
+        sent later (clients closing during the shutdown unmap users) would register the node
+        again on every peer until it expired.
+        """
+        if self._bus is not None and not self._stopped and not self._left:
             self._flush()
             self._publish_cluster({"t": "bye"})
+            self._left = True
 
     def stop(self) -> None:
         self._stopped = True
@@ -145,13 +152,17 @@ class Router:
         if bus is None:
             return False
         try:
-            bus.publish(channel, message)
+            # Pipelined: a handler that sends many messages does not wait a Redis round trip for
+            # each; a failed write is re-published on another healthy node by the bus.
+            bus.publish(channel, message, wait=False)
             return True
         except CrossWSError as exc:
             logger.warning("publish on %s failed: %s", channel, exc)
             return False
 
     def _publish_cluster(self, message: Dict[str, Any]) -> None:
+        if self._left:
+            return
         message["node"] = self.name
         message["senderServer"] = self.name
         self._publish(self.cluster_channel, message)
@@ -345,6 +356,8 @@ class Router:
         self._send_snapshot(message["node"])
 
     def _send_snapshot(self, name: str) -> None:
+        if self._left:
+            return
         self._flush()
         rooms: Dict[str, Dict[str, List[str]]] = {}
         registry = self.adapter.rooms

@@ -153,6 +153,29 @@ class _Command:
         self.result: AsyncResult = AsyncResult()
         self.cancelled = False
 
+    def succeed(self, reply: Any) -> None:
+        self.result.set(reply)
+
+    def fail(self, error: BaseException) -> None:
+        self.result.set_exception(error)
+
+
+class _NoWaitCommand:
+    """A publish nobody waits for: no AsyncResult; on failure ``fallback(error)`` runs instead."""
+
+    __slots__ = ("args", "fallback", "cancelled")
+
+    def __init__(self, args: Tuple[Any, ...], fallback: Callable[[BaseException], None]) -> None:
+        self.args = args
+        self.fallback = fallback
+        self.cancelled = False
+
+    def succeed(self, reply: Any) -> None:
+        pass
+
+    def fail(self, error: BaseException) -> None:
+        self.fallback(error)
+
 
 class _Stalled(Exception):
     """The subscriber stopped answering PINGs."""
@@ -356,7 +379,7 @@ class RedisNode:
                 command = self._queue.get_nowait()
             except gevent.queue.Empty:
                 break
-            command.result.set_exception(RedisUnavailableError("redis node %s closed" % self.label))
+            command.fail(RedisUnavailableError("redis node %s closed" % self.label))
         try:
             self._client.close()
         except Exception:  # closing a broken pool must not stop the shutdown
@@ -407,6 +430,18 @@ class RedisNode:
         except redis.RedisError as exc:
             raise RedisUnavailableError("redis node %s refused PUBLISH: %s" % (self.label, exc)) from None
 
+    def publish_nowait(self, channel: str, raw: bytes, fallback: Callable[[BaseException], None]) -> None:
+        """Queue a PUBLISH without waiting for Redis's reply: a sender's consecutive publishes
+        share one pipelined write. If the write fails, ``fallback(error)`` runs (in the writer
+        greenlet; it must not block) so the caller can try another node.
+
+        Raises:
+            RedisUnavailableError: the node is closed.
+        """
+        if self._closed:
+            raise RedisUnavailableError("redis node %s closed" % self.label)
+        self._queue.put(_NoWaitCommand(("PUBLISH", channel, raw), fallback))
+
     def _writer_loop(self) -> None:
         while True:
             batch = [self._queue.get()]
@@ -427,8 +462,9 @@ class RedisNode:
                 if not isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError)):
                     logger.exception("publisher of %s failed unexpectedly", self.label)
                 error = RedisUnavailableError("redis node %s: %s" % (self.label, exc))
+                self._set_publisher(False, "error", str(exc))
                 for command in batch:
-                    command.result.set_exception(error)
+                    command.fail(error)
                 try:
                     self._client.connection_pool.disconnect()
                 except Exception:
@@ -436,9 +472,9 @@ class RedisNode:
                 continue
             for command, reply in zip(batch, replies):
                 if isinstance(reply, Exception):
-                    command.result.set_exception(reply)
+                    command.fail(reply)
                 else:
-                    command.result.set(reply)
+                    command.succeed(reply)
 
     # Subscriber: public -------------------------------------------------------------------
 
