@@ -89,7 +89,7 @@ class WebSocketConnection:
         identity: Any = None,
     ) -> None:
         self._sock = sock
-        self._raw = getattr(sock, "_sock", sock)
+        self._raw_send = getattr(sock, "_sock", sock).send
         self.request = request
         self.identity = identity
         self.socket_id: Optional[str] = None
@@ -152,9 +152,22 @@ class WebSocketConnection:
 
         Never blocks. Returns False when the connection is not open.
         """
+        # The hot path of every broadcast, kept to one call: a non-blocking send() cannot
+        # yield, so no other greenlet can interleave bytes of another frame.
         if self._state != OPEN:
             return False
-        return self._write(frame)
+        if self._flusher is not None:
+            return self._enqueue(frame)
+        try:
+            sent = self._raw_send(frame)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self._abort()
+            return False
+        if sent < len(frame):
+            return self._enqueue(frame[sent:])
+        return True
 
     def ping(self, data: bytes = b"") -> bool:
         """Send a protocol ping."""
@@ -262,10 +275,11 @@ class WebSocketConnection:
         self._write(frames.encode_close(code, reason))
 
     def _write(self, data: bytes) -> bool:
-        if self._outbox or self._flusher is not None:
+        # Like send_frame() but also while CLOSING (for the close frame itself).
+        if self._flusher is not None:  # a flusher exists exactly while bytes are queued
             return self._enqueue(data)
         try:
-            sent = self._raw.send(data)
+            sent = self._raw_send(data)
         except BlockingIOError:
             sent = 0
         except OSError:
