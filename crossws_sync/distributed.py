@@ -115,7 +115,10 @@ class Router:
         """
         if self._bus is not None and not self._stopped and not self._left:
             self._flush()
-            self._publish_cluster({"t": "bye"})
+            try:  # waits for Redis: the bus is closed right after, and drops what is still queued
+                self._bus.publish(self.cluster_channel, {"t": "bye", "node": self.name, "senderServer": self.name})
+            except CrossWSError as exc:
+                logger.warning("goodbye on %s failed: %s", self.cluster_channel, exc)
             self._left = True
 
     def stop(self) -> None:
