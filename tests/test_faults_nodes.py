@@ -167,8 +167,16 @@ def test_sigterm_standalone_node_sends_1001_to_every_client_and_leaves_the_clust
     t_gone = time.monotonic()
     wait_for(lambda: all(w.close is not None for w in watchers), timeout=10, message="every close frame")
     silent_closes = [client.recv_close(timeout=10) for client in silent]
+    # until the process is gone (the silent clients hold it ~5 s: more than 2 heartbeats), the
+    # node must not come back in the registry (a heartbeat or delta after the goodbye would)
+    reappeared = []
+    while node.alive() and time.monotonic() - t_term < 15:
+        if "solo" in _names(observer):
+            reappeared.append(round(time.monotonic() - t_term, 3))
+        gevent.sleep(0.02)
     code = node.wait_exit(15)
     t_exit = time.monotonic()
+    assert not reappeared, "back in the registry after its goodbye at %s s" % reappeared[:3]
     assert [w.close for w in watchers] == [(1001, "server shutdown")] * len(watchers)
     assert silent_closes == [(1001, "server shutdown")] * len(silent)
     assert code == 0 and "EXITED" in node.log()
@@ -226,6 +234,9 @@ def test_sigterm_to_a_gunicorn_worker_then_to_the_master(redis_server, cleanup):
     os.kill(victim_pid, signal.SIGTERM)
     wait_for(lambda: node_of[victim_pid] not in _names(observer), timeout=5, interval=0.01, message="goodbye")
     t_gone = time.monotonic()
+    while time.monotonic() - t_gone < 0.5:  # and it stays gone (no delta or heartbeat after the goodbye)
+        assert node_of[victim_pid] not in _names(observer), "back in the registry after its goodbye"
+        gevent.sleep(0.01)
     wait_for(lambda: all(w.close is not None for w in victims), timeout=graceful + 2, message="1012 to its clients")
     assert {w.close for w in victims} == {(1012, "server shutdown")}
     assert all(w.close is None for w in others), "the other worker's clients are not touched"
@@ -237,7 +248,10 @@ def test_sigterm_to_a_gunicorn_worker_then_to_the_master(redis_server, cleanup):
     # 2. SIGTERM to the master: every remaining client gets 1012, every worker node leaves, all exit in time.
     t_master = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    wait_for(lambda: not _names(observer), timeout=5, interval=0.01, message="every worker's goodbye")
+    try:
+        wait_for(lambda: not _names(observer), timeout=5, interval=0.01)
+    except AssertionError:
+        raise AssertionError("still registered: %r" % observer.get_cluster_nodes())
     t_all_gone = time.monotonic()
     wait_for(lambda: all(w.close is not None for w in others), timeout=graceful + 2, message="1012 to the rest")
     assert {w.close for w in others} == {(1012, "server shutdown")}
