@@ -14,11 +14,12 @@ import time
 from typing import Any, Dict, List, Tuple
 
 import gevent
+import psutil
 import pytest
 import redis as redis_py
 
 from crossws_sync import WebSocketCrossServerAdapter
-from faultkit import record
+from faultkit import mib, record
 from rawclient import RawClient
 from support import wait_for
 
@@ -100,6 +101,7 @@ class Traffic:
         self.duplicates = 0
         self.longest_send = 0.0  # the longest time one emit + room broadcast blocked the sender
         self.running = True
+        self.rss_before = psutil.Process().memory_info().rss  # the test process: both nodes live in it
         self._reader = gevent.spawn(self._read)
         self._writer = gevent.spawn(self._write)
 
@@ -140,6 +142,7 @@ class Traffic:
         # room messages still in flight: give them the same time as an RPC
         wait_for(lambda: time.monotonic() - self.sent[last] > min(1.0, self.rpc_timeout), timeout=5)
         self._reader.kill()
+        self.rss_after = psutil.Process().memory_info().rss
 
     def between(self, start: float, end: float = float("inf")) -> List[int]:
         return [seq for seq, at in self.sent.items() if start <= at < end]
@@ -234,7 +237,8 @@ def test_single_redis_killed_under_traffic_and_restarted(redis_factory, nodes):
            join_during_outage_ms=round(join_during_outage * 1000, 1),
            healthy_after_restart_s=round(t_healthy - t_restart, 3),
            rpc_back_after_restart_s=round(t_rpc_back - t_restart, 3),
-           room_back_after_restart_s=round(t_room_back - t_restart, 3))
+           room_back_after_restart_s=round(t_room_back - t_restart, 3),
+           rss_mib_before=mib(traffic.rss_before), rss_mib_after=mib(traffic.rss_after))
 
 
 @pytest.mark.timeout(60)
@@ -294,7 +298,8 @@ def test_one_of_two_redis_nodes_fails_no_rpc_lost_after_failover(redis_factory, 
            after_detect_rpcs=len(after), after_detect_lost=len(after) - len(traffic.rpc_ok(after)),
            failovers=a.bus.stats["publish_failovers"] + b.bus.stats["publish_failovers"],
            detect_s=round(t_detected - t_fault, 3), longest_send_s=round(traffic.longest_send, 3),
-           rejoin_after_restart_s=round(t_back - t_restart, 3), publishes_after_restart=publishes)
+           rejoin_after_restart_s=round(t_back - t_restart, 3), publishes_after_restart=publishes,
+           rss_mib_before=mib(traffic.rss_before), rss_mib_after=mib(traffic.rss_after))
 
 
 @pytest.mark.timeout(60)
