@@ -231,6 +231,7 @@ def test_single_redis_killed_under_traffic_and_restarted(redis_factory, nodes):
            outage_rpcs=len(outage), outage_fast_failures=len(unavailable),
            outage_rpcs_lost_in_flight=len(outage) - len(unavailable) - len(traffic.rpc_ok(outage)),
            recovering_rpcs=len(recovering), recovering_rpcs_ok=len(traffic.rpc_ok(recovering)),
+           recovering_fast_failures=len([s for s in recovering if traffic.rpc[s][2] == "REDIS_UNAVAILABLE"]),
            after_rpcs=len(after), after_rpcs_ok=len(traffic.rpc_ok(after)),
            room_sent=traffic.count(), room_delivered=len(traffic.delivered),
            detect_s=round(t_detected - t_kill, 3), fail_fast_ms=round(fail_fast * 1000, 1),
