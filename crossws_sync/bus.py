@@ -763,7 +763,10 @@ class CrossServerBus:
             message = self._codec.decode(raw, channel)
         except EnvelopeError as exc:
             self.stats["decode_errors"] += 1
-            logger.warning("undecodable message on %s from redis %s dropped: %s", channel, node.label, exc)
+            count = self.stats["decode_errors"]
+            if count in (1, 10, 100, 1000) or count % 10000 == 0:  # log budget: a flood stays quiet
+                logger.warning("undecodable message on %s from redis %s dropped (%d so far): %s",
+                               channel, node.label, count, exc)
             return
         if env.sender_of(message) == self._server_name:
             self.stats["self_echoes"] += 1

@@ -374,7 +374,8 @@ class EnvelopeCodec:
         codec: ``"json"`` (default) or ``"msgpack"`` (needs the ``msgpack`` package).
         compress_threshold: bodies longer than this many bytes are zstd-compressed (ours only:
             original Node nodes cannot read them); ``None`` never compresses.
-        max_decompressed_size: refuse zstd messages that expand beyond this many bytes.
+        max_decompressed_size: refuse messages larger than this many bytes, plain or once
+            decompressed (zstd).
         signing_key: when set, every message is signed and unsigned messages are rejected
             (only between our nodes; original nodes can neither sign nor verify).
         compress_level: zstd level (1 is the measured best trade-off).
@@ -450,6 +451,9 @@ class EnvelopeCodec:
             raw = raw.encode("utf-8")
         elif not isinstance(raw, bytes):
             raw = bytes(raw)
+        if len(raw) > self.max_decompressed_size:
+            # Decoding a huge plain message costs several times its size in objects: refuse it.
+            raise EnvelopeError("message of %d bytes exceeds the %d-byte limit" % (len(raw), self.max_decompressed_size))
         if self._key is not None:
             raw = verify(self._key, channel, raw)
         elif raw[:1] == b"\xc1":
