@@ -415,7 +415,8 @@ class CrossServerBus:
             return False
         return True
 
-    def publish(self, channel: str, message: Any, *, wait: bool = True) -> None:
+    def publish(self, channel: str, message: Any, *, wait: bool = True,
+                on_lost: Optional[Callable[[BaseException], None]] = None) -> None:
         """Encode ``message`` once and publish it on one healthy Redis node (failing over).
 
         Args:
@@ -423,6 +424,8 @@ class CrossServerBus:
                 return at once, so a sender's consecutive publishes are pipelined in one write;
                 if that write fails, the message is re-published on another healthy node from
                 the writer greenlet (counted in ``stats["publish_failures"]`` when none is left).
+            on_lost: with ``wait=False``, called (in the writer greenlet, must not block) when a
+                queued message could not be written to any node.
 
         Raises:
             RedisUnavailableError: no Redis node took it (with ``wait=False``: none was healthy).
@@ -432,9 +435,10 @@ class CrossServerBus:
         if wait:
             self._publish_raw(channel, raw)
         else:
-            self._publish_nowait(channel, raw, ())
+            self._publish_nowait(channel, raw, (), on_lost)
 
-    def _publish_nowait(self, channel: str, raw: bytes, tried: Tuple[RedisNode, ...]) -> None:
+    def _publish_nowait(self, channel: str, raw: bytes, tried: Tuple[RedisNode, ...],
+                        on_lost: Optional[Callable[[BaseException], None]] = None) -> None:
         for node in self._candidates():
             if node in tried:
                 continue
@@ -442,10 +446,13 @@ class CrossServerBus:
             def retry(error: BaseException, node: RedisNode = node) -> None:
                 self.stats["publish_failovers"] += 1
                 try:
-                    self._publish_nowait(channel, raw, tried + (node,))
+                    self._publish_nowait(channel, raw, tried + (node,), on_lost)
                 except RedisUnavailableError:
                     self.stats["publish_failures"] += 1
-                    logger.warning("publish on %s lost: no other healthy Redis node (%s)", channel, error)
+                    if on_lost is not None:
+                        on_lost(error)
+                    else:
+                        logger.warning("publish on %s lost: no other healthy Redis node (%s)", channel, error)
 
             try:
                 node.publish_nowait(channel, raw, retry)

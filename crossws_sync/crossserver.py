@@ -219,6 +219,16 @@ class CrossServerMethods:
             return {"online_users": len(self._sockets), "nodes": {}}
         return self._router.cluster_stats()
 
+    @property
+    def routing_stats(self) -> Dict[str, int]:
+        """Counters of the distributed routing: messages routed to one node or the shared
+        channel, forwarded, and held / flushed / dropped during Redis outages."""
+        if self._router is None:
+            return {}
+        stats = dict(self._router.stats)
+        stats["outage_pending"] = len(self._router._outage)
+        return stats
+
     def get_cluster_room_socket_ids(self, room_namespace: str, room_id: str) -> Set[str]:
         """Members of a room on every live node (from the directory; see docs for freshness)."""
         self._ensure_started()

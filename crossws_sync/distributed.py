@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set
+from collections import deque
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Set, Tuple
 
 import gevent
 
@@ -77,7 +78,13 @@ class Router:
             "kick": self._on_kick,
         }
         self.stats = {"node_unicasts": 0, "shared_unicasts": 0, "forwarded": 0, "snapshots_sent": 0,
-                      "snapshots_received": 0, "bad_messages": 0, "routing_messages_in": 0}
+                      "snapshots_received": 0, "bad_messages": 0, "routing_messages_in": 0,
+                      "outage_buffered": 0, "outage_flushed": 0, "outage_dropped": 0}
+        #: messages for users held while no Redis node is healthy: (monotonic time, channel, envelope)
+        self._outage: Deque[Tuple[float, str, Dict[str, Any]]] = deque()
+        self._outage_flusher: Optional[gevent.Greenlet] = None
+        self.outage_buffer_size = int(adapter._outage_buffer_size or 10000)
+        self.outage_buffer_age = float(adapter._outage_buffer_age or 30.0)
 
     def node_channel_of(self, name: str) -> str:
         return self.adapter.ws_prefix + RESERVED_NAMESPACE_PREFIX + ".node:" + name
@@ -151,6 +158,7 @@ class Router:
     # Publishing helpers --------------------------------------------------------------------
 
     def _publish(self, channel: str, message: Dict[str, Any]) -> bool:
+        """Publish a cluster-control message (never buffered: the directory heals itself)."""
         bus = self._bus
         if bus is None:
             return False
@@ -160,8 +168,61 @@ class Router:
             bus.publish(channel, message, wait=False)
             return True
         except CrossWSError as exc:
-            logger.warning("publish on %s failed: %s", channel, exc)
+            logger.debug("publish on %s failed: %s", channel, exc)
             return False
+
+    def _route(self, channel: str, message: Dict[str, Any]) -> None:
+        """Publish a message for users; while no Redis node is healthy, hold it in the bounded
+        outage buffer and send it, in order, once one is back."""
+        if self._outage:
+            self._buffer(channel, message)
+            return
+        bus = self._bus
+        if bus is None:
+            return
+        try:
+            bus.publish(channel, message, wait=False, on_lost=lambda error: self._buffer(channel, message))
+        except CrossWSError as exc:
+            logger.warning("no Redis node can take messages (%s): buffering up to %d messages / %.0f s",
+                           exc, self.outage_buffer_size, self.outage_buffer_age)
+            self._buffer(channel, message)
+
+    def _buffer(self, channel: str, message: Dict[str, Any]) -> None:
+        outage = self._outage
+        if len(outage) >= self.outage_buffer_size:
+            outage.popleft()
+            self.stats["outage_dropped"] += 1
+        outage.append((time.monotonic(), channel, message))
+        self.stats["outage_buffered"] += 1
+        if self._outage_flusher is None:
+            self._outage_flusher = gevent.spawn(self._drain_outage)
+
+    def _drain_outage(self) -> None:
+        outage = self._outage
+        try:
+            while outage and not self._stopped:
+                bus = self._bus
+                if bus is None or not bus.healthy:
+                    gevent.sleep(0.05)
+                    continue
+                stamp, channel, message = outage[0]
+                if time.monotonic() - stamp > self.outage_buffer_age:
+                    outage.popleft()
+                    self.stats["outage_dropped"] += 1
+                    continue
+                try:
+                    bus.publish(channel, message, wait=False,
+                                on_lost=lambda error, c=channel, m=message: self._buffer(c, m))
+                except CrossWSError:
+                    gevent.sleep(0.05)
+                    continue
+                outage.popleft()
+                self.stats["outage_flushed"] += 1
+            if self.stats["outage_dropped"]:
+                logger.warning("Redis outage over: %d buffered messages sent, %d dropped so far (buffer full or too old)",
+                               self.stats["outage_flushed"], self.stats["outage_dropped"])
+        finally:
+            self._outage_flusher = None
 
     def _publish_cluster(self, message: Dict[str, Any]) -> None:
         if self._left:
@@ -169,6 +230,11 @@ class Router:
         message["node"] = self.name
         message["senderServer"] = self.name
         self._publish(self.cluster_channel, message)
+
+    def _route_to_node(self, name: str, message: Dict[str, Any]) -> None:
+        message["node"] = self.name
+        message["senderServer"] = self.name
+        self._route(self.node_channel_of(name), message)
 
     def _send_to_node(self, name: str, message: Dict[str, Any]) -> bool:
         message["node"] = self.name
@@ -178,7 +244,7 @@ class Router:
     # Sending (called by the adapter after local delivery) ----------------------------------
 
     def publish_broadcast(self, text: str) -> None:
-        self._publish(self.broadcast_channel, ws_broadcast(text, self.name))
+        self._route(self.broadcast_channel, ws_broadcast(text, self.name))
 
     def publish_unicast(self, socket_id: str, text: str) -> None:
         owners = self.directory.user_nodes(socket_id)
@@ -186,10 +252,10 @@ class Router:
         if owners:
             self.stats["node_unicasts"] += 1
             for owner in owners:
-                self._send_to_node(owner, {"t": "uni", "ids": [socket_id], "data": text})
+                self._route_to_node(owner, {"t": "uni", "ids": [socket_id], "data": text})
         else:
             self.stats["shared_unicasts"] += 1
-            self._publish(self.private_channel, ws_unicast(text, socket_id, self.name))
+            self._route(self.private_channel, ws_unicast(text, socket_id, self.name))
 
     def publish_multicast(self, socket_ids: List[str], text: str) -> None:
         by_owner: Dict[str, List[str]] = {}
@@ -203,19 +269,19 @@ class Router:
                 by_owner.setdefault(owner, []).append(socket_id)
         for owner, ids in by_owner.items():
             self.stats["node_unicasts"] += 1
-            self._send_to_node(owner, {"t": "uni", "ids": ids, "data": text})
+            self._route_to_node(owner, {"t": "uni", "ids": ids, "data": text})
         if unknown:
             self.stats["shared_unicasts"] += 1
             if len(unknown) == 1:
-                self._publish(self.private_channel, ws_unicast(text, unknown[0], self.name))
+                self._route(self.private_channel, ws_unicast(text, unknown[0], self.name))
             else:
-                self._publish(self.private_channel, ws_multicast(text, unknown, self.name))
+                self._route(self.private_channel, ws_multicast(text, unknown, self.name))
 
     def publish_room(self, namespace: str, room_id: str, text: str, excluded: List[str], destroy: bool) -> None:
         envelope = ws_room(text, namespace, room_id, self.name, excluded)
         if destroy:
             envelope["roomDestroy"] = True
-        self._publish(self.adapter.channel_for_namespace(namespace), envelope)
+        self._route(self.adapter.channel_for_namespace(namespace), envelope)
 
     # Subscriptions --------------------------------------------------------------------------
 
@@ -334,7 +400,7 @@ class Router:
             self.stats["forwarded"] += 1
             envelope = ws_multicast(text, missing, self.name) if len(missing) > 1 else ws_unicast(text, missing[0], self.name)
             envelope["fwd"] = 1
-            self._publish(self.private_channel, envelope)
+            self._route(self.private_channel, envelope)
 
     def _on_heartbeat(self, message: Dict[str, Any]) -> None:
         name = message["node"]

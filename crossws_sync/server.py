@@ -87,6 +87,10 @@ class WebSocketCrossServerAdapter(CrossServerMethods):
             while already mapped (on this node or, in a cluster, on another).
         duplicate_login_code: close code used by that policy (4012).
         node_heartbeat_interval: cluster registry heartbeat period (distributed mode).
+        outage_buffer_size, outage_buffer_age: while no Redis node is healthy, messages for
+            users on other nodes (broadcasts, direct and room messages) wait in a buffer of at most
+            this many messages, each for at most this many seconds, and are sent in order once a
+            node is back; overflow and expiry are counted in :attr:`routing_stats` and logged.
         signing_key: optional HMAC key for envelopes between our nodes.
         client_js_path: URL path where the browser client is served (``None``: not served).
     """
@@ -128,6 +132,8 @@ class WebSocketCrossServerAdapter(CrossServerMethods):
         duplicate_login: Optional[str] = None,
         duplicate_login_code: int = 4012,
         node_heartbeat_interval: float = 2.0,
+        outage_buffer_size: int = 10000,
+        outage_buffer_age: float = 30.0,
         signing_key: Optional[bytes] = None,
         client_js_path: Optional[str] = None,
     ) -> None:
@@ -162,6 +168,8 @@ class WebSocketCrossServerAdapter(CrossServerMethods):
             signing_key=signing_key,
         )
         self._node_heartbeat_interval = positive_number("node_heartbeat_interval", node_heartbeat_interval)
+        self._outage_buffer_size = positive_int("outage_buffer_size", outage_buffer_size)
+        self._outage_buffer_age = positive_number("outage_buffer_age", outage_buffer_age)
         self.rooms = RoomRegistry()
         self._sockets: Dict[str, WebSocketConnection] = {}
         self._service: Optional[WebSocketService] = None

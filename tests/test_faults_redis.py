@@ -226,6 +226,10 @@ def test_single_redis_killed_under_traffic_and_restarted(redis_factory, nodes):
         assert not success and code == "REDIS_UNAVAILABLE" and settled_at - traffic.sent[seq] < 0.5
     # once every connection is healthy again, nothing is lost
     assert traffic.rpc_ok(after) == after and traffic.room_ok(after) == after
+    # room messages sent while Redis was down were held in the outage buffer and delivered after
+    wait_for(lambda: traffic.room_ok(traffic.between(t_detected, t_restart)) == traffic.between(t_detected, t_restart),
+             timeout=5, message="room messages of the outage delivered after recovery")
+    assert a.routing_stats["outage_buffered"] >= len(traffic.between(t_detected, t_restart))
     record("redis_single_kill_restart",
            sent_rpcs=traffic.count(), rpcs_ok=len(traffic.rpc_ok(traffic.sent)),
            outage_rpcs=len(outage), outage_fast_failures=len(unavailable),
@@ -234,6 +238,7 @@ def test_single_redis_killed_under_traffic_and_restarted(redis_factory, nodes):
            recovering_fast_failures=len([s for s in recovering if traffic.rpc[s][2] == "REDIS_UNAVAILABLE"]),
            after_rpcs=len(after), after_rpcs_ok=len(traffic.rpc_ok(after)),
            room_sent=traffic.count(), room_delivered=len(traffic.delivered),
+           room_buffered_during_outage=a.routing_stats["outage_buffered"],
            detect_s=round(t_detected - t_kill, 3), fail_fast_ms=round(fail_fast * 1000, 1),
            join_during_outage_ms=round(join_during_outage * 1000, 1),
            healthy_after_restart_s=round(t_healthy - t_restart, 3),
