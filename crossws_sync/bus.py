@@ -259,6 +259,12 @@ class CrossServerBus:
         return any(node.publisher_healthy for node in self._nodes)
 
     @property
+    def settled(self) -> bool:
+        """Whether at least one Redis node is fully usable: publisher and subscriber up and past
+        the recovery grace period, so peers have had time to resubscribe to it."""
+        return any(node.eligible for node in self._nodes)
+
+    @property
     def codec(self) -> EnvelopeCodec:
         """The envelope codec (encodes with the configured codec, decodes every format)."""
         return self._codec

@@ -202,7 +202,8 @@ class Router:
         try:
             while outage and not self._stopped:
                 bus = self._bus
-                if bus is None or not bus.healthy:
+                # Wait for a settled node: right after a restart, peers may not have resubscribed.
+                if bus is None or not bus.settled:
                     gevent.sleep(0.05)
                     continue
                 stamp, channel, message = outage[0]
