@@ -96,6 +96,10 @@ SYSTEMS: Dict[str, Dict[str, Any]] = {
 }
 DEFAULT_SYSTEMS = ["calibration", "flask_socketio", "crossws"]  # + "original", "calibration_node" on request
 
+#: Copy of crossws_sync/ taken when the suite starts, first on the servers' PYTHONPATH: every run
+#: measures the same code even when the work tree changes meanwhile (see snapshot_library).
+LIBRARY_SNAPSHOT: Optional[str] = None
+
 #: Attach ``py-spy record`` to every Python server node (--profile); raw stacks land in the run's log dir.
 PROFILE = False
 
@@ -246,7 +250,8 @@ def run_once(system: str, workload: str, params: Dict[str, Any], log_dir: str) -
         ports, pids = [], {}
         if redis_port:
             pids["redis"] = procs.procs[-1][1].pid
-        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        python_path = [p for p in (LIBRARY_SNAPSHOT, ROOT, os.environ.get("PYTHONPATH")) if p]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(python_path),
                    PYTHONUNBUFFERED="1", NODE_PATH=os.path.join(NODE_DIR, "node_modules"))
         if ORIGINAL_DIR:
             env["ORIGINAL_ADAPTER_DIR"] = ORIGINAL_DIR
@@ -569,11 +574,7 @@ def versions() -> Dict[str, Optional[str]]:
                 out[pkg] = json.load(fh)["version"]
         except (OSError, ValueError, KeyError):
             out[pkg] = None
-    try:
-        out["crossws_sync commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                                                    capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        out["crossws_sync commit"] = None
+    out["crossws_sync commit"] = git_state()
     return out
 
 
@@ -654,6 +655,25 @@ def report_from_json(path: str) -> int:
     return 0
 
 
+def snapshot_library(dest_root: str) -> str:
+    """Copy the crossws_sync package as it is on disk now; return the directory to put on PYTHONPATH."""
+    shutil.copytree(os.path.join(ROOT, "crossws_sync"), os.path.join(dest_root, "crossws_sync"),
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return dest_root
+
+
+def git_state() -> Optional[str]:
+    """``<short commit>`` plus ``+dirty`` when crossws_sync/ has uncommitted changes."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "crossws_sync"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return commit + ("+dirty" if dirty else "") if commit else None
+
+
 def check_setup() -> None:
     if not os.path.isdir(os.path.join(NODE_DIR, "node_modules", "ws")):
         sys.exit("bench/node/node_modules is missing: run bench/setup.sh first")
@@ -698,8 +718,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     if PROFILE and not shutil.which("py-spy"):
         sys.exit("--profile needs py-spy on PATH (pip install py-spy)")
     ORIGINAL_DIR = os.path.abspath(args.original_dir) if args.original_dir else None
+    global LIBRARY_SNAPSHOT
     check_setup()
     started = datetime.datetime.now(datetime.timezone.utc)
+    run_versions = versions()  # before the runs: the commit that the snapshot below was taken from
+    snapshot_root = tempfile.mkdtemp(prefix="crossws-bench-lib-")
+    LIBRARY_SNAPSHOT = snapshot_library(snapshot_root)
+    try:
+        return run_suite(args, started, run_versions)
+    finally:
+        shutil.rmtree(snapshot_root, ignore_errors=True)
+
+
+def run_suite(args: argparse.Namespace, started: datetime.datetime, run_versions: Dict[str, Optional[str]]) -> int:
+    """Run every (workload, run, system) cell, print the table and write the JSON."""
     log_root = os.path.join(RESULTS_DIR, "logs")
     os.makedirs(log_root, exist_ok=True)
     results: Dict[str, Dict[str, Dict[str, Any]]] = {}
@@ -735,7 +767,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         json.dump({"started": started.isoformat(), "quick": args.quick, "runs_per_cell": args.runs,
                    "machine": {"node": platform.node(), "cpus": psutil.cpu_count(),
                                "memory_gb": round(psutil.virtual_memory().total / 2 ** 30, 1)},
-                   "versions": versions(), "systems": {s: SYSTEMS[s]["about"] for s in args.systems},
+                   "versions": run_versions, "systems": {s: SYSTEMS[s]["about"] for s in args.systems},
                    "workloads": {w: WORKLOADS[w]["title"] for w in args.workloads},
                    "summary": results, "targets": checks, "runs": all_runs, "table": table}, fh, indent=1, default=str)
     print("wrote %s" % os.path.relpath(args.json, os.getcwd()))

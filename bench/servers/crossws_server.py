@@ -108,6 +108,9 @@ def build(host: str, port: int, node_index: int, redis_port: int) -> WebSocketCr
 
 def main() -> None:
     args = parse_args()
+    import crossws_sync
+
+    sys.stderr.write("crossws_sync from %s\n" % os.path.dirname(crossws_sync.__file__))
     adapter = build(args.host, args.port, args.node_index, args.redis_port)
     adapter.serve_forever()
 
