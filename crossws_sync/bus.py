@@ -72,7 +72,7 @@ class _PendingCall:
         self.expected = expected
         self.targets = targets
         self.responses: Dict[str, Dict[str, Any]] = {}
-        self.timer: Optional[gevent.Greenlet] = None
+        self.timer: Any = None  # a gevent loop timer (no greenlet per pending call)
 
     def failure(self, text: str, **extra: Any) -> Result:
         """The failure result in this call's shape (``error`` for callbacks, ``message`` for promises)."""
@@ -670,32 +670,39 @@ class CrossServerBus:
         if callback_id is not None:
             pending = _PendingCall(callback_id, callback, promise, expected, targets)
             self._pending[callback_id] = pending
-            pending.timer = gevent.spawn_later(timeout, self._expire, callback_id)
+            timer = pending.timer = gevent.get_hub().loop.timer(timeout)
+            timer.start(self._expire, callback_id)
         if to_self:
             self._deliver_request(request["data"], inline=True)
         if raw is not None:
             try:
-                self._publish_raw(self.bridge_channel, raw)
+                # Pipelined with every other publish; if the write fails on every node, the
+                # call fails at once (on_lost) instead of waiting for its timeout.
+                self._publish_nowait(self.bridge_channel, raw, (),
+                                     (lambda error: self._unavailable(pending)) if pending is not None else None)
             except RedisUnavailableError as exc:
                 logger.warning("emit %r from %s failed: %s", event, me, exc)
-                if pending is not None and self._pending.get(pending.callback_id) is pending:
-                    del self._pending[pending.callback_id]
-                    self._stop_timer(pending)
-                    self._finish(pending, pending.failure(UNAVAILABLE_MESSAGE, error_code=UNAVAILABLE_CODE),
-                                 inline=True)
+                self._unavailable(pending, inline=True)
         return callback_id if callback is not None else None
 
+    def _unavailable(self, pending: Optional[_PendingCall], inline: bool = False) -> None:
+        if pending is not None and self._pending.get(pending.callback_id) is pending:
+            del self._pending[pending.callback_id]
+            self._stop_timer(pending)
+            self._finish(pending, pending.failure(UNAVAILABLE_MESSAGE, error_code=UNAVAILABLE_CODE), inline=inline)
+
     def _expire(self, callback_id: str) -> None:
+        # Runs in the hub (a loop timer): user callbacks go to the pool, promises resolve here.
         pending = self._pending.pop(callback_id, None)
         if pending is not None:
-            pending.timer = None
-            self._finish(pending, pending.failure(TIMEOUT_MESSAGE), inline=True)
+            self._stop_timer(pending)
+            self._finish(pending, pending.failure(TIMEOUT_MESSAGE), inline=False)
 
     @staticmethod
     def _stop_timer(pending: _PendingCall) -> None:
         timer, pending.timer = pending.timer, None
-        if timer is not None and timer is not gevent.getcurrent():
-            timer.kill(block=False)
+        if timer is not None:
+            timer.close()
 
     def _finish(self, pending: _PendingCall, result: Result, *, inline: bool) -> None:
         if pending.promise is not None:
@@ -741,7 +748,7 @@ class CrossServerBus:
                 return True
             channel = reply_to or self.bridge_channel
             try:
-                self.publish(channel, envelope)
+                self.publish(channel, envelope, wait=False)  # pipelined with other replies
             except (RedisUnavailableError, EnvelopeError) as exc:
                 logger.warning("reply to %s (%s) failed: %s", origin, callback_id, exc)
                 return False

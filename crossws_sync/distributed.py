@@ -181,11 +181,19 @@ class Router:
         if bus is None:
             return
         try:
-            bus.publish(channel, message, wait=False, on_lost=lambda error: self._buffer(channel, message))
+            bus.publish(channel, message, wait=False, on_lost=self._requeue(channel, message))
         except CrossWSError as exc:
             logger.warning("no Redis node can take messages (%s): buffering up to %d messages / %.0f s",
                            exc, self.outage_buffer_size, self.outage_buffer_age)
             self._buffer(channel, message)
+
+    def _requeue(self, channel: str, message: Dict[str, Any]) -> Callable[[BaseException], None]:
+        """What the bus calls when a queued write reached no Redis node: hold it for later."""
+
+        def lost(error: BaseException) -> None:
+            self._buffer(channel, message)
+
+        return lost
 
     def _buffer(self, channel: str, message: Dict[str, Any]) -> None:
         outage = self._outage
@@ -212,8 +220,7 @@ class Router:
                     self.stats["outage_dropped"] += 1
                     continue
                 try:
-                    bus.publish(channel, message, wait=False,
-                                on_lost=lambda error, c=channel, m=message: self._buffer(c, m))
+                    bus.publish(channel, message, wait=False, on_lost=self._requeue(channel, message))
                 except CrossWSError:
                     gevent.sleep(0.05)
                     continue
