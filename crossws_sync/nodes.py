@@ -273,8 +273,13 @@ class RedisNode:
         self._pub_started = Event()
         self._sub_started = Event()
 
-        # Publisher
-        self._queue: "gevent.queue.Queue[_Command]" = gevent.queue.Queue()
+        # Publisher: one writer greenlet sends pipelined batches on _pub_conn, one reader
+        # greenlet reads the replies of _inflight commands in order.
+        self._queue: "gevent.queue.Queue[Any]" = gevent.queue.Queue()
+        self._pub_conn: Any = None
+        self._inflight: Deque[Any] = deque()
+        self._has_inflight = Event()
+        self._reader: Optional[gevent.Greenlet] = None
 
         # Subscriber state
         self._wanted: Set[str] = set()
@@ -374,6 +379,11 @@ class RedisNode:
         conn, self._sub_conn = self._sub_conn, None
         if conn is not None:
             conn.disconnect()
+        pub_conn, reader = self._pub_conn, self._reader
+        if pub_conn is not None:
+            self._publisher_broken(pub_conn, RedisUnavailableError("closed"))
+        if reader is not None and reader is not current:
+            reader.kill(block=True, timeout=5)
         while True:
             try:
                 command = self._queue.get_nowait()
@@ -443,6 +453,9 @@ class RedisNode:
         self._queue.put(_NoWaitCommand(("PUBLISH", channel, raw), fallback))
 
     def _writer_loop(self) -> None:
+        """Send queued commands in pipelined batches without waiting for their replies: the
+        reader greenlet matches replies to the in-flight commands in order, so the next batch
+        goes out while Redis is still answering the previous one."""
         while True:
             batch = [self._queue.get()]
             while len(batch) < _MAX_BATCH:
@@ -453,28 +466,71 @@ class RedisNode:
             batch = [command for command in batch if not command.cancelled]
             if not batch:
                 continue
+            conn = self._pub_conn
             try:
-                pipe = self._client.pipeline(transaction=False)
-                for command in batch:
-                    pipe.execute_command(*command.args)  # type: ignore[no-untyped-call]
-                replies = pipe.execute(raise_on_error=False)
-            except Exception as exc:  # the writer never dies: fail this batch, reconnect lazily
-                if not isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError)):
-                    logger.exception("publisher of %s failed unexpectedly", self.label)
-                error = RedisUnavailableError("redis node %s: %s" % (self.label, exc))
-                self._set_publisher(False, "error", str(exc))
-                for command in batch:
-                    command.fail(error)
-                try:
-                    self._client.connection_pool.disconnect()
-                except Exception:
-                    logger.debug("disconnecting publisher of %s failed", self.label, exc_info=True)
-                continue
-            for command, reply in zip(batch, replies):
-                if isinstance(reply, Exception):
-                    command.fail(reply)
+                if conn is None:
+                    conn = self._open_publisher()
+                packed = conn.pack_commands([command.args for command in batch])
+                self._inflight.extend(batch)
+                self._has_inflight.set()
+                conn.send_packed_command(packed, check_health=False)
+            except Exception as exc:  # the writer never dies: fail what is in flight, reconnect lazily
+                if conn is None:  # could not even connect
+                    self._set_publisher(False, "error", str(exc))
+                    self._fail_commands(batch, exc)
                 else:
-                    command.succeed(reply)
+                    self._publisher_broken(conn, exc)
+
+    def _open_publisher(self) -> Any:
+        conn = self._client.connection_pool.make_connection()
+        conn.connect()
+        self._pub_conn = conn
+        self._inflight = deque()
+        self._reader = gevent.spawn(self._reader_loop, conn)
+        return conn
+
+    def _reader_loop(self, conn: Any) -> None:
+        inflight = self._inflight
+        try:
+            while True:
+                if not inflight:
+                    self._has_inflight.clear()
+                    self._has_inflight.wait()
+                    continue
+                try:
+                    reply = conn.read_response(disable_decoding=True)
+                except redis.ResponseError as error:  # Redis refused this one command
+                    inflight.popleft().fail(error)
+                    continue
+                inflight.popleft().succeed(reply)
+        except gevent.GreenletExit:
+            raise
+        except Exception as exc:
+            self._publisher_broken(conn, exc)
+
+    def _publisher_broken(self, conn: Any, exc: BaseException) -> None:
+        """The publisher connection failed: fail every command in flight (their fallbacks try
+        other nodes), drop the connection and report the node down."""
+        if conn is not self._pub_conn:
+            return
+        self._pub_conn = None
+        reader, self._reader = self._reader, None
+        if reader is not None and reader is not gevent.getcurrent():
+            reader.kill(block=False)
+        inflight, self._inflight = self._inflight, deque()
+        if not isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError)):
+            logger.error("publisher of %s failed unexpectedly: %r", self.label, exc)
+        try:
+            conn.disconnect()
+        except Exception:
+            logger.debug("disconnecting publisher of %s failed", self.label, exc_info=True)
+        self._set_publisher(False, "error", str(exc))
+        self._fail_commands(list(inflight), exc)
+
+    def _fail_commands(self, commands: List[Any], exc: BaseException) -> None:
+        error = RedisUnavailableError("redis node %s: %s" % (self.label, exc))
+        for command in commands:
+            command.fail(error)
 
     # Subscriber: public -------------------------------------------------------------------
 
