@@ -690,14 +690,17 @@ class RedisNode:
                 wait = next_ping - now
             else:
                 wait = 1.0
-            if conn.can_read(timeout=min(max(wait, 0.01), 1.0)):
-                try:
-                    reply = conn.read_response()
-                except redis.ResponseError as exc:
-                    self._refused(str(exc))
-                    continue
-                if self._handle(reply):
-                    next_ping = _now() + self.ping_interval
+            # read_response with a timeout instead of can_read(): can_read costs two poll()
+            # calls per message; a timed-out read keeps any partial reply in the parser.
+            try:
+                reply = conn.read_response(timeout=min(max(wait, 0.01), 1.0), disconnect_on_error=False)
+            except redis.TimeoutError:
+                reply = None
+            except redis.ResponseError as exc:
+                self._refused(str(exc))
+                continue
+            if reply is not None and self._handle(reply):
+                next_ping = _now() + self.ping_interval
             now = _now()
             if self._ping_sent_at is not None and now - self._ping_sent_at > self.ping_timeout:
                 raise _Stalled("subscriber PING not answered within %.1fs" % self.ping_timeout)
