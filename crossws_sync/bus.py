@@ -133,7 +133,7 @@ class CrossServerBus:
             in order in the Redis listener greenlet (it must not block).
         signing_key: shared secret; when set every message is HMAC-signed and unsigned ones are
             dropped (our nodes only).
-        max_decompressed_size: largest accepted zstd expansion, in bytes.
+        max_decompressed_size: largest accepted message in bytes, plain or once decompressed.
         on_server_name_conflict: ``(info)`` when another live node uses this server name;
             ``info`` has ``server_name, host, port, subscribers``.
         connect_timeout: TCP connect timeout to Redis, in seconds.
@@ -146,7 +146,7 @@ class CrossServerBus:
 
     def __init__(self, *, server_name: str, redis_config: Union[Sequence[RedisConfig], RedisConfig],
                  bridge_prefix: str = "csbp:", ws_prefix: str = "ws:",
-                 redis_codec: str = "json", redis_compress_threshold: Optional[int] = 16384,
+                 redis_codec: str = "json", redis_compress_threshold: Optional[int] = None,
                  enable_redis_data_compression: Optional[bool] = None,
                  redis_force_ping: bool = True, redis_ping_interval: float = 5.0, redis_ping_timeout: float = 2.0,
                  selection_strategy: str = "random",

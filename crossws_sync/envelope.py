@@ -384,7 +384,7 @@ class EnvelopeCodec:
         ConfigError: unknown codec, msgpack not installed, or a bad number.
     """
 
-    def __init__(self, codec: str = "json", *, compress_threshold: Optional[int] = 16384,
+    def __init__(self, codec: str = "json", *, compress_threshold: Optional[int] = None,
                  max_decompressed_size: int = 16 << 20, signing_key: Optional[bytes] = None,
                  compress_level: int = 1) -> None:
         if codec not in CODECS:
@@ -495,7 +495,7 @@ class EnvelopeCodec:
             raise EnvelopeError("bad MessagePack message: %s" % exc) from None
 
 
-def codec_from_options(*, redis_codec: str = "json", redis_compress_threshold: Optional[int] = 16384,
+def codec_from_options(*, redis_codec: str = "json", redis_compress_threshold: Optional[int] = None,
                        enable_redis_data_compression: Optional[bool] = None,
                        max_decompressed_size: int = 16 << 20,
                        signing_key: Optional[bytes] = None) -> EnvelopeCodec:
