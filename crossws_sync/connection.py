@@ -20,7 +20,7 @@ import logging
 import socket as _stdsocket
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Deque, Optional, Union
+from typing import TYPE_CHECKING, Any, Deque, List, Optional, Union
 
 import gevent
 
@@ -42,6 +42,10 @@ CLOSED = 3
 SLOW_CONSUMER_CODE = 1008
 
 _PING_FRAME = frames.encode_frame(frames.OP_PING, b"")
+
+#: Coalesced frames are written at once when they reach this many bytes.
+_CORK_LIMIT = 64 * 1024
+
 
 
 class ConnectionHandler:
@@ -99,8 +103,12 @@ class WebSocketConnection:
         self._handler = handler
         self._parser = frames.FrameParser(max_message_size, expect_masked=True)
         self._state = OPEN
-        self._outbox: Deque[bytes] = deque()
+        self._outbox: Optional[Deque[bytes]] = None  # created on the first partial write
         self._outbox_bytes = 0
+        self._cork: Optional[List[bytes]] = None
+        self._cork_bytes = 0
+        self._last_tick = -1.0
+        self._loop = gevent.get_hub().loop
         self._max_outbox = max_outbox_bytes
         self._flusher: Optional[gevent.Greenlet] = None
         self._close_timeout = close_timeout
@@ -151,13 +159,31 @@ class WebSocketConnection:
         """Write an already-encoded frame (a broadcast encodes once and calls this per member).
 
         Never blocks. Returns False when the connection is not open.
+
+        The first frame for this connection in an event-loop iteration is written at once (one
+        non-blocking ``send()``, which cannot yield, so frames never interleave). Further frames
+        in the same iteration are coalesced and written together by one loop callback before the
+        loop next waits for I/O: a handler that sends 2,000 broadcasts in a row costs each
+        client two ``send()`` calls, not 2,000.
         """
-        # The hot path of every broadcast, kept to one call: a non-blocking send() cannot
-        # yield, so no other greenlet can interleave bytes of another frame.
         if self._state != OPEN:
             return False
         if self._flusher is not None:
             return self._enqueue(frame)
+        cork = self._cork
+        if cork is not None:
+            cork.append(frame)
+            self._cork_bytes += len(frame)
+            if self._cork_bytes >= _CORK_LIMIT:
+                self._uncork()
+            return True
+        tick = self._loop.now()  # the loop's cached time: one value per loop iteration
+        if tick == self._last_tick:
+            self._cork = [frame]
+            self._cork_bytes = len(frame)
+            self._loop.run_callback(self._uncork)
+            return True
+        self._last_tick = tick
         try:
             sent = self._raw_send(frame)
         except BlockingIOError:
@@ -168,6 +194,13 @@ class WebSocketConnection:
         if sent < len(frame):
             return self._enqueue(frame[sent:])
         return True
+
+    def _uncork(self) -> None:
+        """Write the coalesced frames (a loop callback: never blocks)."""
+        cork, self._cork = self._cork, None
+        if not cork or self._state == CLOSED:
+            return
+        self._write(cork[0] if len(cork) == 1 else b"".join(cork))
 
     def ping(self, data: bytes = b"") -> bool:
         """Send a protocol ping."""
@@ -275,7 +308,10 @@ class WebSocketConnection:
         self._write(frames.encode_close(code, reason))
 
     def _write(self, data: bytes) -> bool:
-        # Like send_frame() but also while CLOSING (for the close frame itself).
+        # Like send_frame() but also while CLOSING (for the close frame itself), and never
+        # coalesced; frames still coalesced go first, so the order on the wire is kept.
+        if self._cork is not None:
+            self._uncork()
         if self._flusher is not None:  # a flusher exists exactly while bytes are queued
             return self._enqueue(data)
         try:
@@ -290,13 +326,15 @@ class WebSocketConnection:
         return True
 
     def _enqueue(self, data: bytes) -> bool:
+        if self._outbox is None:
+            self._outbox = deque()
         self._outbox.append(data)
         self._outbox_bytes += len(data)
         if self._outbox_bytes > self._max_outbox:
             logger.warning("dropping slow consumer %r: %d bytes queued", self, self._outbox_bytes)
             self._close_code = SLOW_CONSUMER_CODE
             self._close_reason = "slow consumer"
-            self._outbox.clear()
+            self._outbox = None
             self._outbox_bytes = 0
             self._abort()
             return False
@@ -307,7 +345,7 @@ class WebSocketConnection:
     def _flush(self) -> None:
         outbox = self._outbox
         try:
-            while outbox:
+            while outbox:  # checked after every sendall: later writes queue behind
                 chunk = outbox.popleft() if len(outbox) == 1 else b"".join(self._drain(outbox))
                 self._sock.sendall(chunk)
                 self._outbox_bytes = max(0, self._outbox_bytes - len(chunk))
@@ -347,8 +385,9 @@ class WebSocketConnection:
         if self._closer is not None:
             self._closer.kill(block=False)
             self._closer = None
-        self._outbox.clear()
+        self._outbox = None
         self._outbox_bytes = 0
+        self._cork = None
         try:
             self._sock.close()
         except OSError:
