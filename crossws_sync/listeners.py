@@ -37,7 +37,10 @@ class ListenerRegistry:
     """
 
     def __init__(self, logger: logging.Logger, on_exception: Optional[Callable[[str, BaseException], None]] = None) -> None:
+        # Lists are never mutated in place (copy on write), so emit() iterates them without a
+        # copy even when a listener registers or removes listeners while it runs.
         self._listeners: Dict[str, List[_Entry]] = {}
+        self._once_events: set = set()
         self._logger = logger
         self._on_exception = on_exception
 
@@ -46,7 +49,9 @@ class ListenerRegistry:
         check_event_name(event)
         if not callable(listener):
             raise TypeError("listener must be a function")
-        self._listeners.setdefault(event, []).append(_Entry(listener, once, tag))
+        self._listeners[event] = self._listeners.get(event, []) + [_Entry(listener, once, tag)]
+        if once:
+            self._once_events.add(event)
 
     def off(self, event: str, listener_or_tag: Any = _SENTINEL) -> None:
         """Remove all listeners of ``event``, or those equal to a function, or with a tag."""
@@ -82,14 +87,15 @@ class ListenerRegistry:
         entries = self._listeners.get(event)
         if not entries:
             return 0
-        if any(e.once for e in entries):
+        if event in self._once_events:
+            self._once_events.discard(event)
             kept = [e for e in entries if not e.once]
             if kept:
                 self._listeners[event] = kept
             else:
                 del self._listeners[event]
         called = 0
-        for entry in tuple(entries):
+        for entry in entries:
             called += 1
             try:
                 entry.fn(*args)
@@ -102,3 +108,4 @@ class ListenerRegistry:
     def clear(self) -> None:
         """Remove every listener."""
         self._listeners.clear()
+        self._once_events.clear()

@@ -19,6 +19,7 @@ from .connection import ConnectionHandler, WebSocketConnection
 from .errors import ProtocolError
 from .listeners import ListenerRegistry
 from .protocol import MISSING, decode_client_frame, encode_ack
+from .frames import encode_text
 from .request import Request
 
 logger = logging.getLogger("crossws_sync.server")
@@ -380,8 +381,7 @@ def _close_quietly(stream: Any) -> None:
 def _make_ack(conn: WebSocketConnection, callback_id: str) -> Callable[..., bool]:
     def callback(data: Any = MISSING) -> bool:
         """Send the ack frame for this request; False when the socket is no longer open."""
-        if not conn.open:
-            return False
-        return conn.send(encode_ack(callback_id, data))
+        # send_frame() returns False itself when the socket is no longer open
+        return conn.send_frame(encode_text(encode_ack(callback_id, data)))
 
     return callback
