@@ -36,7 +36,7 @@ import gevent.pool
 from gevent.event import AsyncResult
 
 from . import envelope as env
-from .envelope import CALLBACK_EVENT, EnvelopeCodec
+from .envelope import EnvelopeCodec
 from .errors import ConfigError, EnvelopeError, RedisUnavailableError
 from .listeners import ListenerRegistry, check_event_name
 from .nodes import RedisConfig, RedisNode, describe_config, require_monkey_patched

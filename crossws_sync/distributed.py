@@ -32,6 +32,7 @@ from . import frames
 from .directory import ClusterDirectory
 from .envelope import broadcast_channel, private_socket_channel, ws_broadcast, ws_multicast, ws_room, ws_unicast
 from .errors import ConfigError, CrossWSError
+from .supervisor import supervise
 
 if TYPE_CHECKING:
     from .bus import CrossServerBus
@@ -111,7 +112,8 @@ class Router:
                 logger.warning("could not subscribe %s yet: %s", channel, exc)
         self._publish_cluster({"t": "hello", "v": PROTOCOL_VERSION})
         self._publish_cluster(self._heartbeat_message())
-        self._heart = gevent.spawn(self._supervise, self._heartbeat_loop, "cluster heartbeat")
+        self._heart = gevent.spawn(supervise, self._heartbeat_loop, "cluster heartbeat", logger,
+                                   stopped=lambda: self._stopped)
 
     def leave_cluster(self) -> None:
         """Say goodbye so peers drop this node at once (graceful shutdown).
@@ -133,17 +135,6 @@ class Router:
         for greenlet in (self._heart, self._flusher):
             if greenlet is not None:
                 greenlet.kill(block=False)
-
-    def _supervise(self, target: Callable[[], None], name: str) -> None:
-        while not self._stopped:
-            try:
-                target()
-                return
-            except gevent.GreenletExit:
-                raise
-            except Exception:
-                logger.exception("%s crashed; restarting", name)
-                gevent.sleep(0.5)
 
     def _heartbeat_loop(self) -> None:
         while not self._stopped:

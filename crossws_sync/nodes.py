@@ -41,6 +41,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from .supervisor import supervise
 from .errors import ConfigError, MonkeyPatchError, RedisUnavailableError
 
 logger = logging.getLogger("crossws_sync.nodes")
@@ -337,30 +338,11 @@ class RedisNode:
         self._grace_on_heal = joining
         self.retiring = False
         self._greenlets = [
-            gevent.spawn(self._supervise, self._writer_loop, "publisher writer"),
-            gevent.spawn(self._supervise, self._listener_loop, "subscriber listener"),
-            gevent.spawn(self._supervise, self._health_loop, "health check"),
+            gevent.spawn(supervise, loop, "%s of redis %s" % (name, self.label), logger,
+                         stopped=lambda: self._closed, backoff=_BACKOFF_FIRST)
+            for loop, name in ((self._writer_loop, "publisher writer"), (self._listener_loop, "subscriber listener"),
+                               (self._health_loop, "health check"))
         ]
-
-    def _supervise(self, loop: Callable[[], None], name: str) -> None:
-        """Run ``loop`` until the node closes, restarting it after any ``Exception``.
-
-        The loops catch what they expect; this catches the rest, wherever it is raised (also
-        in a sleep between two connection attempts). ``GreenletExit`` (``close``) ends it.
-        """
-        crashed = False
-        while not self._closed:
-            try:
-                if crashed:
-                    crashed = False
-                    gevent.sleep(_BACKOFF_FIRST)
-                loop()
-                return
-            except gevent.GreenletExit:
-                raise
-            except Exception:
-                crashed = True
-                logger.exception("%s of redis %s crashed; restarting it", name, self.label)
 
     def wait_started(self, timeout: float) -> bool:
         """Wait until both connections made their first attempt (success or failure)."""

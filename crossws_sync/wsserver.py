@@ -21,6 +21,7 @@ from .listeners import ListenerRegistry
 from .protocol import MISSING, decode_client_frame, encode_ack
 from .frames import encode_text
 from .request import Request
+from .supervisor import supervise
 
 logger = logging.getLogger("crossws_sync.server")
 
@@ -133,9 +134,9 @@ class WebSocketService(ConnectionHandler):
     def start_background(self) -> None:
         """Start the shared liveness sweep (and the identify deadline check when configured)."""
         if self._sweeper is None:
-            self._sweeper = gevent.spawn(self._supervise, self._sweep_loop, "liveness sweep")
+            self._sweeper = gevent.spawn(supervise, self._sweep_loop, "liveness sweep", logger, backoff=1.0)
         if self.settings.identify_timeout and self._identify_checker is None:
-            self._identify_checker = gevent.spawn(self._supervise, self._identify_loop, "identify deadline")
+            self._identify_checker = gevent.spawn(supervise, self._identify_loop, "identify deadline", logger, backoff=1.0)
 
     def stop_background(self) -> None:
         for greenlet in (self._sweeper, self._identify_checker):
@@ -153,17 +154,6 @@ class WebSocketService(ConnectionHandler):
             gevent.sleep(0.01)
         for conn in list(self.clients):
             conn.terminate()
-
-    def _supervise(self, target: Callable[[], None], name: str) -> None:
-        while True:
-            try:
-                target()
-                return
-            except gevent.GreenletExit:
-                raise
-            except Exception:
-                logger.exception("%s crashed; restarting in 1s", name)
-                gevent.sleep(1.0)
 
     def _sweep_loop(self) -> None:
         interval = self.settings.server_ping_interval
