@@ -256,6 +256,10 @@ class NodeProcess:
         return self.proc.poll() is None
 
 
+_NODE_BOOT = ("from gevent import monkey; monkey.patch_all(); import runpy; "
+              "runpy.run_module('crossws_sync.demo.node', run_name='__main__', alter_sys=True)")
+
+
 class DemoCluster:
     """Starts, watches and stops the node processes of the demo.
 
@@ -300,7 +304,9 @@ class DemoCluster:
         for index in range(self.count):
             name = "node%d" % (index + 1)
             port = self.port + index if self.port else 0
-            args = [sys.executable, "-m", "crossws_sync.demo.node", "--port", str(port), "--name", name,
+            # Patch before anything imports crossws_sync (``-m`` would import the package, and with
+            # it redis and ssl, before node.py could patch).
+            args = [sys.executable, "-c", _NODE_BOOT, "--port", str(port), "--name", name,
                     "--redis", self.redis_url, "--host", self.host, "--parent-pid", str(os.getpid()),
                     "--heartbeat", str(self.heartbeat), "--log-level", self.node_log_level]
             proc = _popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
