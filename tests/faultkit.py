@@ -121,6 +121,29 @@ def ask(client: RawClient, event: str, payload: Any = None, timeout: float = 5.0
             return message.get("payload")
 
 
+def _pump(source: Any, target: Any) -> None:
+    try:
+        while True:
+            data = source.recv(65536)
+            if not data:
+                return
+            target.sendall(data)
+    except OSError:
+        return
+
+
+def splice(client: Any, upstream: Any) -> None:
+    """Copy bytes both ways until either side closes, then close both (a TCP proxy's core)."""
+    pumps = [gevent.spawn(_pump, client, upstream), gevent.spawn(_pump, upstream, client)]
+    gevent.joinall(pumps, count=1)
+    for sock in (client, upstream):
+        try:
+            sock.close()
+        except OSError:
+            pass
+    gevent.killall(pumps, block=False)
+
+
 class TcpBalancer:
     """A round-robin TCP load balancer in front of node ports (what clients connect to).
 
@@ -151,25 +174,7 @@ class TcpBalancer:
         if upstream is None:
             client.close()
             return
-        pumps = [gevent.spawn(self._pump, client, upstream), gevent.spawn(self._pump, upstream, client)]
-        gevent.joinall(pumps, count=1)
-        for sock in (client, upstream):
-            try:
-                sock.close()
-            except OSError:
-                pass
-        gevent.killall(pumps, block=False)
-
-    @staticmethod
-    def _pump(source: socket.socket, target: socket.socket) -> None:
-        try:
-            while True:
-                data = source.recv(65536)
-                if not data:
-                    return
-                target.sendall(data)
-        except OSError:
-            return
+        splice(client, upstream)
 
     def close(self) -> None:
         self.server.stop(timeout=1)

@@ -18,7 +18,7 @@ import pytest
 from gevent.server import StreamServer
 
 from crossws_sync import Reject, WebSocketCrossServerAdapter, frames, wsserver
-from faultkit import ask, record
+from faultkit import ask, record, splice
 from rawclient import HandshakeRejected, RawClient
 from support import wait_for
 
@@ -165,24 +165,7 @@ class TlsTerminator:
         self.handshakes += 1
         upstream = socket.create_connection(("127.0.0.1", self.backend_port))
 
-        def pump(source: Any, target: Any) -> None:
-            try:
-                while True:
-                    data = source.recv(65536)
-                    if not data:
-                        break
-                    target.sendall(data)
-            except OSError:
-                pass
-
-        pumps = [gevent.spawn(pump, client, upstream), gevent.spawn(pump, upstream, client)]
-        gevent.joinall(pumps, count=1)
-        for sock in (client, upstream):
-            try:
-                sock.close()
-            except OSError:
-                pass
-        gevent.killall(pumps, block=False)
+        splice(client, upstream)
 
     def close(self) -> None:
         self.server.stop(timeout=1)
