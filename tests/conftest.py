@@ -32,3 +32,20 @@ def redis_factory() -> Iterator[Callable[..., RedisProcess]]:
 def redis_server(redis_factory) -> RedisProcess:
     """One real redis-server for this test."""
     return redis_factory()
+
+
+@pytest.fixture
+def make_client():
+    """Build WebSocketConnector clients; every one is closed at teardown."""
+    from crossws_sync import WebSocketConnector
+
+    clients = []
+
+    def make(url, **kwargs):
+        client = WebSocketConnector(url, **kwargs)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.manual_close()

@@ -195,20 +195,6 @@ def raw_server():
         server.stop()
 
 
-@pytest.fixture
-def make_client():
-    clients = []
-
-    def make(url, **kwargs):
-        client = WebSocketConnector(url, **kwargs)
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.manual_close()
-
-
 def _server_conn(server, index=0):
     wait_for(lambda: len(server.conns) > index, message="server connection %d" % index)
     return server.conns[index]

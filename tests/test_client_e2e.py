@@ -14,7 +14,6 @@ import gevent
 import pytest
 
 from crossws_sync import WebSocketCrossServerAdapter
-from crossws_sync.client import WebSocketConnector
 from support import free_port, repo_root, terminate_process, wait_for
 from test_client import Recorder
 
@@ -79,20 +78,6 @@ def make_adapter():
     yield make
     for adapter in adapters:
         adapter.close(timeout=1)
-
-
-@pytest.fixture
-def make_client():
-    clients = []
-
-    def make(url, **kwargs):
-        client = WebSocketConnector(url, **kwargs)
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.manual_close()
 
 
 def test_full_session(make_adapter, make_client):
