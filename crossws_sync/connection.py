@@ -116,7 +116,6 @@ class WebSocketConnection:
         self._close_code = 1006
         self._close_reason = ""
         self._closer: Optional[gevent.Greenlet] = None
-        self.messages_in = 0
 
     # Public API --------------------------------------------------------------------------
 
@@ -254,7 +253,6 @@ class WebSocketConnection:
                     break
                 for opcode, payload in messages:
                     if opcode == frames.OP_TEXT or opcode == frames.OP_BINARY:
-                        self.messages_in += 1
                         try:
                             text = payload.decode("utf-8")
                         except UnicodeDecodeError as exc:

@@ -163,7 +163,3 @@ class ClusterDirectory:
         for entry in self.nodes.values():
             ids.update(entry.rooms.get(namespace, {}))
         return ids
-
-    def nodes_with_room(self, namespace: str, room_id: str) -> List[str]:
-        """Remote nodes that hold at least one member of the room."""
-        return [name for name, entry in self.nodes.items() if entry.rooms.get(namespace, {}).get(room_id)]

@@ -31,7 +31,6 @@ class GeventWebSocketWorker(GeventPyWSGIWorker):
 
     def init_process(self) -> None:
         os.environ.setdefault("CROSSWS_WORKER_ID", str(self.age))
-        lifecycle.mark_forked()
         super().init_process()
 
     def run(self) -> None:

@@ -18,7 +18,6 @@ class _Managed(Protocol):
 
 
 _adapters: "weakref.WeakSet[Any]" = weakref.WeakSet()
-_forked = False
 
 
 def register(adapter: _Managed) -> None:
@@ -28,12 +27,6 @@ def register(adapter: _Managed) -> None:
 
 def unregister(adapter: _Managed) -> None:
     _adapters.discard(adapter)
-
-
-def mark_forked() -> None:
-    """Called in a gunicorn worker after the fork: adapters built in the master start afresh here."""
-    global _forked
-    _forked = True
 
 
 def _after_fork_in_child() -> None:

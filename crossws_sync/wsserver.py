@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import gevent
 
@@ -347,14 +347,11 @@ class WebSocketService(ConnectionHandler):
 
     # Local delivery ----------------------------------------------------------------------
 
-    def send_to_all(self, frame: bytes, exclude: Iterable[WebSocketConnection] = ()) -> int:
+    def send_to_all(self, frame: bytes) -> int:
         """Write one pre-encoded frame to every open client; return how many took it."""
         sent = 0
-        skip = set(exclude) if exclude else None
         # send_frame never yields, so the set cannot change while we iterate it.
         for conn in self.clients:
-            if skip is not None and conn in skip:
-                continue
             if conn.send_frame(frame):
                 sent += 1
         return sent
