@@ -105,6 +105,8 @@ class Router:
         now = time.time()
         for socket_id in self.adapter.get_local_socket_ids():  # mapped before the bus started
             self._mapped_at.setdefault(socket_id, now)
+        # Already in initial_channels(); subscribe() here waits for the confirmation, so peers'
+        # snapshots answering our hello cannot arrive before we listen.
         for channel in (self.node_channel, self.cluster_channel):
             try:
                 bus.subscribe(channel)

@@ -12,7 +12,8 @@ from typing import Dict, Iterable, List, Optional, Set
 
 
 class RoomRegistry:
-    """Local room membership. Every query returns fresh containers (never internal state)."""
+    """Local room membership. Queries return fresh containers, except :meth:`members`, which
+    returns the live set for the delivery hot path (callers must not mutate it)."""
 
     def __init__(self) -> None:
         self._rooms: Dict[str, Dict[str, Set[str]]] = {}
