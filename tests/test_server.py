@@ -473,3 +473,24 @@ def test_bad_frames_are_logged_rate_limited_per_connection(make_adapter, caplog)
     wait_for(lambda: adapter.get_wss().stats["bad_frames"] == 150)
     logged = [r for r in caplog.records if "bad frame" in r.getMessage()]
     assert len(logged) == 3  # the 1st, 10th and 100th
+
+
+def test_frames_to_one_client_in_one_loop_iteration_share_one_send(make_adapter):
+    adapter = make_adapter()
+    _identify(adapter)
+    adapter.start()
+    client = RawClient(adapter.port, "/?id=u1")
+    wait_for(lambda: adapter.get_socket_instance("u1"))
+    conn = adapter.get_socket_instance("u1")
+    calls = []
+    real_send = conn._raw_send
+
+    def counting_send(data):
+        calls.append(len(data))
+        return real_send(data)
+
+    conn._raw_send = counting_send
+    for n in range(200):  # no yield in between: one loop iteration
+        adapter.broadcast("tick", n)
+    assert [client.recv_json()["payload"] for _ in range(200)] == list(range(200))
+    assert len(calls) <= 3, calls  # the first frame at once, the other 199 coalesced
