@@ -229,3 +229,20 @@ def test_a_unicast_is_received_by_one_node_whatever_the_cluster_size(cluster):
     gevent.sleep(0.2)
     received = [n._router.stats["routing_messages_in"] - b for n, b in zip(nodes, before)]
     assert received == [0, 20, 0, 0, 0]  # the original: every one of the 5 nodes parses all 20
+
+
+def test_outage_buffer_keeps_the_newest_messages_within_its_bound(cluster, redis_factory):
+    redis = redis_factory()
+    a, b = cluster(2, redis_nodes=[redis], outage_buffer_size=5)
+    bob = _connect(b, "bob")
+    b.join_room("chat", "r", "bob")
+    wait_for(lambda: a.get_cluster_room_socket_ids("chat", "r") == {"bob"})
+    redis.kill()
+    wait_for(lambda: not a.bus.healthy and not b.bus.healthy, timeout=5)
+    for n in range(20):
+        a.broadcast_to_room("chat", "r", "m", n)  # never raises: held while Redis is down
+    assert a.routing_stats["outage_pending"] == 5 and a.routing_stats["outage_dropped"] == 15
+    redis.start()
+    assert [bob.recv_json(timeout=10)["payload"] for _ in range(5)] == [15, 16, 17, 18, 19]
+    wait_for(lambda: a.routing_stats["outage_pending"] == 0)
+    assert a.routing_stats["outage_flushed"] == 5
