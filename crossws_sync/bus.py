@@ -32,10 +32,10 @@ import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 import gevent
-import gevent.pool
 from gevent.event import AsyncResult
 
 from . import envelope as env
+from .dispatch import Dispatcher
 from .envelope import EnvelopeCodec
 from .errors import ConfigError, EnvelopeError, RedisUnavailableError
 from .listeners import ListenerRegistry, check_event_name
@@ -219,7 +219,7 @@ class CrossServerBus:
         self._listeners = ListenerRegistry(logger)
         self._ids = env.CallbackIdFactory(server_name)
         self._pending: Dict[str, _PendingCall] = {}
-        self._pool = gevent.pool.Pool(dispatch_concurrency)
+        self._dispatcher = Dispatcher(dispatch_concurrency, "cross-server bus dispatch")
         self._round_robin = 0
         self._closed = False
         self.server_name_conflict = False
@@ -638,8 +638,7 @@ class CrossServerBus:
         for call in pending.values():
             self._stop_timer(call)
             self._finish(call, call.failure(CLOSED_MESSAGE, error_code="BUS_CLOSED"), inline=True)
-        current = gevent.getcurrent()  # close() may be called from a listener: do not kill ourselves
-        gevent.killall([g for g in list(self._pool) if g is not current], block=True, timeout=5)
+        self._dispatcher.close()  # close() may be called from a listener: it does not kill itself
         logger.info("cross-server bus %r closed", self._server_name)
 
     # Internals: emit ----------------------------------------------------------------------
@@ -714,7 +713,7 @@ class CrossServerBus:
         if inline:
             self._guarded(function, *args)
         else:
-            self._pool.spawn(self._guarded, function, *args)
+            self._dispatcher.submit(self._guarded, function, *args)
 
     @staticmethod
     def _guarded(function: Callable[..., Any], *args: Any) -> None:
@@ -731,7 +730,7 @@ class CrossServerBus:
         if inline:
             self._listeners.emit(data["event"], data, reply)
         else:
-            self._pool.spawn(self._listeners.emit, data["event"], data, reply)
+            self._dispatcher.submit(self._listeners.emit, data["event"], data, reply)
 
     def _make_reply(self, data: Dict[str, Any]) -> Callable[..., bool]:
         callback_id = data["callbackId"]
@@ -831,7 +830,7 @@ class CrossServerBus:
             self.stats["dropped"] += 1
             logger.debug("message on %s dropped: no custom channel handler", channel)
             return
-        self._pool.spawn(self._guarded, handler, channel, message)
+        self._dispatcher.submit(self._guarded, handler, channel, message)
 
     # Internals: Redis nodes ---------------------------------------------------------------
 
