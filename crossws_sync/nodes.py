@@ -2,8 +2,9 @@
 
 A :class:`RedisNode` owns exactly two Redis connections and three greenlets:
 
-* the **publisher** connection, used only by a *writer* greenlet that drains a queue and
-  pipelines whatever has accumulated (publishes, PINGs, PUBSUB NUMSUB) in one round trip;
+* the **publisher** connection (:mod:`crossws_sync.publisher`): whatever was submitted in one
+  event-loop iteration (publishes, PINGs, PUBSUB NUMSUB) is written in one ``send()``, a
+  *writer* greenlet takes over only when that would block, and a reader matches the replies;
 * the **subscriber** connection, read by a *listener* greenlet. The listener is supervised: any
   ``Exception`` is logged, the connection is dropped and, after a short backoff, a new one is
   opened and every wanted channel is subscribed again in one SUBSCRIBE. Unless
@@ -21,7 +22,7 @@ traffic is sent through it.
 
 Connection settings are explicit: connect timeout, TCP keepalive, RESP2, no client-side
 retries (failover is the bus's job), a command timeout on both connections. The subscriber never
-blocks in a read waiting for traffic (it polls with ``can_read(timeout)``), so its timeout only
+blocks in a read waiting for traffic (its reads time out within a second), so its timeout only
 bounds the connect handshake and a reply that stalls half-way; idle liveness comes from PINGs.
 """
 from __future__ import annotations
@@ -33,8 +34,7 @@ from collections import deque
 from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Set, Tuple, Union
 
 import gevent
-import gevent.queue
-from gevent.event import AsyncResult, Event
+from gevent.event import Event
 from gevent.lock import Semaphore
 
 import redis
@@ -43,6 +43,8 @@ from redis.retry import Retry
 
 from .supervisor import supervise
 from .errors import ConfigError, MonkeyPatchError, RedisUnavailableError
+from .publisher import Command, NoWaitCommand, Publisher
+from .resp import TIMED_OUT, ReplyStream
 
 logger = logging.getLogger("crossws_sync.nodes")
 
@@ -54,7 +56,6 @@ HealthHook = Callable[["RedisNode", str, bool, str, Optional[str]], None]
 #: ``on_subscription_error(node, channel, event, error)``
 SubscriptionErrorHook = Callable[["RedisNode", str, str, str], None]
 
-_MAX_BATCH = 256
 _BACKOFF_FIRST = 0.05
 _BACKOFF_MAX = 0.5
 _URL_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -143,40 +144,8 @@ def describe_config(config: RedisConfig) -> Tuple[Any, Any, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Internals: queued publisher commands and subscription tickets
+# Internals: subscription tickets
 # ---------------------------------------------------------------------------------------------
-
-class _Command:
-    __slots__ = ("args", "result", "cancelled")
-
-    def __init__(self, args: Tuple[Any, ...]) -> None:
-        self.args = args
-        self.result: AsyncResult = AsyncResult()
-        self.cancelled = False
-
-    def succeed(self, reply: Any) -> None:
-        self.result.set(reply)
-
-    def fail(self, error: BaseException) -> None:
-        self.result.set_exception(error)
-
-
-class _NoWaitCommand:
-    """A publish nobody waits for: no AsyncResult; on failure ``fallback(error)`` runs instead."""
-
-    __slots__ = ("args", "fallback", "cancelled")
-
-    def __init__(self, args: Tuple[Any, ...], fallback: Callable[[BaseException], None]) -> None:
-        self.args = args
-        self.fallback = fallback
-        self.cancelled = False
-
-    def succeed(self, reply: Any) -> None:
-        pass
-
-    def fail(self, error: BaseException) -> None:
-        self.fallback(error)
-
 
 class _Stalled(Exception):
     """The subscriber stopped answering PINGs."""
@@ -250,7 +219,7 @@ class RedisNode:
         self._client = make_client(config, connect_timeout=connect_timeout, command_timeout=self._command_timeout)
         pool = self._client.connection_pool
         self._sub_kwargs = dict(pool.connection_kwargs)
-        # The listener waits for data with can_read(timeout), so this timeout only bounds the
+        # The listener's reads have their own short timeouts, so this timeout only bounds the
         # connect handshake and a reply that stalls half-way (a hung server).
         self._sub_kwargs["socket_timeout"] = self._command_timeout
         self._sub_class = pool.connection_class
@@ -274,13 +243,10 @@ class RedisNode:
         self._pub_started = Event()
         self._sub_started = Event()
 
-        # Publisher: one writer greenlet sends pipelined batches on _pub_conn, one reader
-        # greenlet reads the replies of _inflight commands in order.
-        self._queue: "gevent.queue.Queue[Any]" = gevent.queue.Queue()
-        self._pub_conn: Any = None
-        self._inflight: Deque[Any] = deque()
-        self._has_inflight = Event()
-        self._reader: Optional[gevent.Greenlet] = None
+        # Publisher: pipelined commands on the publisher connection (see publisher.py).
+        self._publisher = Publisher(self._open_publisher, label=self.label,
+                                    on_down=lambda event, error: self._set_publisher(False, event, error),
+                                    command_timeout=self._command_timeout)
 
         # Subscriber state
         self._wanted: Set[str] = set()
@@ -340,7 +306,7 @@ class RedisNode:
         self._greenlets = [
             gevent.spawn(supervise, loop, "%s of redis %s" % (name, self.label), logger,
                          stopped=lambda: self._closed, backoff=_BACKOFF_FIRST)
-            for loop, name in ((self._writer_loop, "publisher writer"), (self._listener_loop, "subscriber listener"),
+            for loop, name in ((self._publisher.writer_loop, "publisher writer"), (self._listener_loop, "subscriber listener"),
                                (self._health_loop, "health check"))
         ]
 
@@ -361,17 +327,7 @@ class RedisNode:
         conn, self._sub_conn = self._sub_conn, None
         if conn is not None:
             conn.disconnect()
-        pub_conn, reader = self._pub_conn, self._reader
-        if pub_conn is not None:
-            self._publisher_broken(pub_conn, RedisUnavailableError("closed"))
-        if reader is not None and reader is not current:
-            reader.kill(block=True, timeout=5)
-        while True:
-            try:
-                command = self._queue.get_nowait()
-            except gevent.queue.Empty:
-                break
-            command.fail(RedisUnavailableError("redis node %s closed" % self.label))
+        self._publisher.close()
         try:
             self._client.close()
         except Exception:  # closing a broken pool must not stop the shutdown
@@ -398,8 +354,8 @@ class RedisNode:
         """
         if self._closed:
             raise RedisUnavailableError("redis node %s closed" % self.label)
-        command = _Command(args)
-        self._queue.put(command)
+        command = Command(args)
+        self._publisher.submit(command)
         wait = timeout if timeout is not None else 2 * self._command_timeout + 0.5
         try:
             return command.result.get(timeout=wait)
@@ -432,87 +388,12 @@ class RedisNode:
         """
         if self._closed:
             raise RedisUnavailableError("redis node %s closed" % self.label)
-        self._queue.put(_NoWaitCommand(("PUBLISH", channel, raw), fallback))
-
-    def _writer_loop(self) -> None:
-        """Send queued commands in pipelined batches without waiting for their replies: the
-        reader greenlet matches replies to the in-flight commands in order, so the next batch
-        goes out while Redis is still answering the previous one."""
-        while True:
-            batch = [self._queue.get()]
-            while len(batch) < _MAX_BATCH:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except gevent.queue.Empty:
-                    break
-            batch = [command for command in batch if not command.cancelled]
-            if not batch:
-                continue
-            conn = self._pub_conn
-            try:
-                if conn is None:
-                    conn = self._open_publisher()
-                packed = conn.pack_commands([command.args for command in batch])
-                self._inflight.extend(batch)
-                self._has_inflight.set()
-                conn.send_packed_command(packed, check_health=False)
-            except Exception as exc:  # the writer never dies: fail what is in flight, reconnect lazily
-                if conn is None:  # could not even connect
-                    self._set_publisher(False, "error", str(exc))
-                    self._fail_commands(batch, exc)
-                else:
-                    self._publisher_broken(conn, exc)
+        self._publisher.submit(NoWaitCommand(("PUBLISH", channel, raw), fallback))
 
     def _open_publisher(self) -> Any:
         conn = self._client.connection_pool.make_connection()
         conn.connect()
-        self._pub_conn = conn
-        self._inflight = deque()
-        self._reader = gevent.spawn(self._reader_loop, conn)
         return conn
-
-    def _reader_loop(self, conn: Any) -> None:
-        inflight = self._inflight
-        try:
-            while True:
-                if not inflight:
-                    self._has_inflight.clear()
-                    self._has_inflight.wait()
-                    continue
-                try:
-                    reply = conn.read_response(disable_decoding=True)
-                except redis.ResponseError as error:  # Redis refused this one command
-                    inflight.popleft().fail(error)
-                    continue
-                inflight.popleft().succeed(reply)
-        except gevent.GreenletExit:
-            raise
-        except Exception as exc:
-            self._publisher_broken(conn, exc)
-
-    def _publisher_broken(self, conn: Any, exc: BaseException) -> None:
-        """The publisher connection failed: fail every command in flight (their fallbacks try
-        other nodes), drop the connection and report the node down."""
-        if conn is not self._pub_conn:
-            return
-        self._pub_conn = None
-        reader, self._reader = self._reader, None
-        if reader is not None and reader is not gevent.getcurrent():
-            reader.kill(block=False)
-        inflight, self._inflight = self._inflight, deque()
-        if not isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError)):
-            logger.error("publisher of %s failed unexpectedly: %r", self.label, exc)
-        try:
-            conn.disconnect()
-        except Exception:
-            logger.debug("disconnecting publisher of %s failed", self.label, exc_info=True)
-        self._set_publisher(False, "error", str(exc))
-        self._fail_commands(list(inflight), exc)
-
-    def _fail_commands(self, commands: List[Any], exc: BaseException) -> None:
-        error = RedisUnavailableError("redis node %s: %s" % (self.label, exc))
-        for command in commands:
-            command.fail(error)
 
     # Subscriber: public -------------------------------------------------------------------
 
@@ -655,6 +536,7 @@ class RedisNode:
         self._confirmed = set()
         self._pending.clear()
         self._sub_conn = conn
+        stream = ReplyStream(conn)
         initial = sorted(self._wanted)
         if initial:
             for channel in initial:
@@ -672,17 +554,15 @@ class RedisNode:
                 wait = next_ping - now
             else:
                 wait = 1.0
-            # read_response with a timeout instead of can_read(): can_read costs two poll()
-            # calls per message; a timed-out read keeps any partial reply in the parser.
-            try:
-                reply = conn.read_response(timeout=min(max(wait, 0.01), 1.0), disconnect_on_error=False)
-            except redis.TimeoutError:
-                reply = None
-            except redis.ResponseError as exc:
-                self._refused(str(exc))
-                continue
-            if reply is not None and self._handle(reply):
-                next_ping = _now() + self.ping_interval
+            # Our own reader on the socket (resp.py): one recv for every reply that arrived, and
+            # a timed-out read keeps any partial reply buffered.
+            reply = stream.next(min(max(wait, 0.01), 1.0))
+            while reply is not False and reply is not TIMED_OUT:  # every reply already read
+                if isinstance(reply, redis.ResponseError):
+                    self._refused(str(reply))
+                elif self._handle(reply):
+                    next_ping = _now() + self.ping_interval
+                reply = stream.ready()
             now = _now()
             if self._ping_sent_at is not None and now - self._ping_sent_at > self.ping_timeout:
                 raise _Stalled("subscriber PING not answered within %.1fs" % self.ping_timeout)
