@@ -144,6 +144,12 @@ class FrameParser:
             view: Union[bytes, bytearray] = buf
         else:
             view = data
+            # Fast path: exactly one small, whole, masked text frame (a client's typical
+            # request); everything else, and every error, takes the general loop below.
+            if (len(data) > 6 and data[0] == 0x81 and self._expect_masked and not self._frag_opcode
+                    and data[1] - 0x80 == len(data) - 6 < 126
+                    and (self._max is None or len(data) - 6 <= self._max)):
+                return [(OP_TEXT, unmask(data[6:], data[2:6]))]
         out: List[Message] = []
         pos = 0
         total = len(view)

@@ -18,8 +18,8 @@ from . import frames
 from .connection import ConnectionHandler, WebSocketConnection
 from .errors import ProtocolError
 from .listeners import ListenerRegistry
-from .protocol import MISSING, decode_client_frame, encode_ack
-from .frames import encode_text
+from .protocol import MISSING, decode_client_frame, encode_ack, encode_ack_bytes
+from .frames import OP_TEXT, encode_frame
 from .request import Request
 from .supervisor import supervise
 
@@ -369,6 +369,6 @@ def _make_ack(conn: WebSocketConnection, callback_id: str) -> Callable[..., bool
     def callback(data: Any = MISSING) -> bool:
         """Send the ack frame for this request; False when the socket is no longer open."""
         # send_frame() returns False itself when the socket is no longer open
-        return conn.send_frame(encode_text(encode_ack(callback_id, data)))
+        return conn.send_frame(encode_frame(OP_TEXT, encode_ack_bytes(callback_id, data)))
 
     return callback

@@ -466,3 +466,27 @@ def test_new_client_key_is_16_random_bytes_base64():
 def test_opcode_constants():
     assert (frames.OP_CONT, frames.OP_TEXT, frames.OP_BINARY) == (0, 1, 2)
     assert (frames.OP_CLOSE, frames.OP_PING, frames.OP_PONG) == (8, 9, 10)
+
+
+# The one-small-masked-text-frame fast path must behave exactly as the general parser --------
+
+@given(st.binary(min_size=1, max_size=125))
+def test_single_small_masked_text_frame_equals_the_general_path(payload):
+    frame = frames.encode_frame(frames.OP_TEXT, payload, mask=True)
+    whole = FrameParser(None, expect_masked=True).feed(frame)
+    split = FrameParser(None, expect_masked=True)
+    pieces = split.feed(frame[:3]) + split.feed(frame[3:])  # forced through the general loop
+    assert whole == pieces == [(frames.OP_TEXT, payload)]
+
+
+def test_small_text_frame_over_a_tiny_limit_is_still_refused():
+    frame = frames.encode_frame(frames.OP_TEXT, b"x" * 20, mask=True)
+    with pytest.raises(MessageTooBig):
+        FrameParser(10, expect_masked=True).feed(frame)
+
+
+def test_small_text_frame_inside_a_fragmented_message_is_still_refused():
+    parser = FrameParser(None, expect_masked=True)
+    assert parser.feed(frames.encode_frame(frames.OP_TEXT, b"part", mask=True, fin=False)) == []
+    with pytest.raises(ProtocolError):
+        parser.feed(frames.encode_frame(frames.OP_TEXT, b"whole", mask=True))

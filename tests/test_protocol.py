@@ -22,9 +22,11 @@ def json_backend(request, monkeypatch):
     """Run every test with the default encoder (orjson when installed) and with the ujson fallback."""
     if request.param == "ujson":
         monkeypatch.setenv("CROSSWS_JSON", "ujson")
-        monkeypatch.setattr(protocol, "dumps", protocol._make_dumps())
+        dumps, dumps_bytes = protocol._make_dumps()
+        monkeypatch.setattr(protocol, "dumps", dumps)
+        monkeypatch.setattr(protocol, "dumps_bytes", dumps_bytes)
         monkeypatch.setattr(protocol, "loads", protocol._make_loads())
-        assert protocol.dumps.__name__ == "ujson_dumps"
+        assert protocol.dumps.__name__ == "ujson_dumps" and protocol.dumps_bytes.__name__ == "ujson_dumps_bytes"
     return request.param
 
 
@@ -233,3 +235,10 @@ def test_base36_matches_javascript_to_string_36():
     assert protocol._base36(36) == "10"
     # (1700000000000).toString(36) in JavaScript
     assert protocol._base36(1700000000000) == "loyw3v28"
+
+
+@pytest.mark.parametrize("payload", [MISSING, None, {"ok": True}, {"msg": "héllo ✓ \u2028"}, {1: "int key"}, [1, 2.5, "x"]])
+def test_ack_bytes_are_the_ack_text_in_utf8(payload):
+    from crossws_sync.protocol import encode_ack_bytes
+
+    assert encode_ack_bytes("cb-9", payload) == encode_ack("cb-9", payload).encode("utf-8")
