@@ -184,17 +184,16 @@ class Publisher:
         if send is None:  # not connected yet (the writer connects), or TLS
             self._hand_to_writer(b"")
             return
-        conn = self._conn
         data = self._take()
         if not data:
             return
         try:
             sent = send(data)
-        except BlockingIOError:
+        except OSError:
+            # EAGAIN, or a broken connection: either way the writer greenlet retries with a
+            # blocking sendall, and reports a failure from there (health hooks and failover
+            # callbacks may block; they must never run in the hub).
             sent = 0
-        except OSError as exc:
-            self.broken(conn, exc)
-            return
         if sent < len(data):
             self._hand_to_writer(data[sent:])
 
