@@ -45,6 +45,9 @@ from .results import Result
 
 logger = logging.getLogger("crossws_sync.bus")
 
+#: Own publishes whose echo the listener expects (dropped undecoded); cleared when exceeded.
+_MAX_PENDING_ECHOES = 4096
+
 STRATEGIES = ("random", "round-robin", "fastest")
 TIMEOUT_MESSAGE = "Cross-server callback timed out."
 UNAVAILABLE_MESSAGE = "No healthy Redis node available"
@@ -215,6 +218,7 @@ class CrossServerBus:
         self._custom: Set[str] = set(custom)
         self._ws_channels: Set[str] = set(initial_channels)
         self._channels: Set[str] = {self.bridge_channel, self.node_channel} | self._custom | self._ws_channels
+        self._echoes: Dict[bytes, int] = {}
 
         self._listeners = ListenerRegistry(logger)
         self._ids = env.CallbackIdFactory(server_name)
@@ -438,10 +442,21 @@ class CrossServerBus:
             EnvelopeError: ``message`` cannot be encoded.
         """
         raw = self._codec.encode(message, channel)
+        if channel in self._channels and env.sender_of(message) == self._server_name:
+            self._expect_echo(raw)
         if wait:
             self._publish_raw(channel, raw)
         else:
             self._publish_nowait(channel, raw, (), on_lost)
+
+    def _expect_echo(self, raw: bytes) -> None:
+        # Redis sends what we publish on a channel we subscribe back to us; remembering the
+        # bytes lets the listener drop the echo without decoding it. Entries whose echo never
+        # comes (a lost publish, a subscriber outage) are forgotten in bulk.
+        echoes = self._echoes
+        if len(echoes) >= _MAX_PENDING_ECHOES:
+            echoes.clear()
+        echoes[raw] = echoes.get(raw, 0) + 1
 
     def _publish_nowait(self, channel: str, raw: bytes, tried: Tuple[RedisNode, ...],
                         on_lost: Optional[Callable[[BaseException], None]] = None) -> None:
@@ -665,6 +680,8 @@ class CrossServerBus:
                                      reply_to=self.node_channel if wants_reply and not only_self else None,
                                      promise_order=promise is not None)
         raw = None if only_self else self._codec.encode(request, self.bridge_channel)
+        if raw is not None:
+            self._expect_echo(raw)
         pending = None
         if callback_id is not None:
             pending = _PendingCall(callback_id, callback, promise, expected, targets)
@@ -778,6 +795,12 @@ class CrossServerBus:
     def _on_node_message(self, node: RedisNode, channel: str, raw: bytes) -> None:
         """Called by each node's listener greenlet, in order, for every message."""
         self.stats["received"] += 1
+        echoes = self._echoes.pop(raw, 0)
+        if echoes:  # our own message coming back: dropped without decoding it
+            if echoes > 1:
+                self._echoes[raw] = echoes - 1
+            self.stats["self_echoes"] += 1
+            return
         try:
             message = self._codec.decode(raw, channel)
         except EnvelopeError as exc:

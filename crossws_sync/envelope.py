@@ -146,6 +146,8 @@ class CallbackIdFactory:
         self._prefix = server_name
         self._token = "".join(secrets.choice(_ALPHABET) for _ in range(6))
         self._counter = itertools.count(1)
+        self._stamp_ms = -1
+        self._stamp = ""
 
     @property
     def token(self) -> str:
@@ -154,8 +156,11 @@ class CallbackIdFactory:
 
     def new(self) -> str:
         """Return a fresh callback id."""
-        return "%s-%s-%s-%s" % (self._prefix, _base36(int(time.time() * 1000)), self._token,
-                                _base36(next(self._counter)))
+        now_ms = int(time.time() * 1000)
+        if now_ms != self._stamp_ms:  # a burst of calls within one millisecond shares the stamp
+            self._stamp_ms = now_ms
+            self._stamp = "%s-%s-%s-" % (self._prefix, _base36(now_ms), self._token)
+        return self._stamp + _base36(next(self._counter))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -521,3 +521,25 @@ def test_close_from_inside_a_listener(redis_server, make_bus):
     a.emit_cross_server("stop", 1, target_server="B")
     wait_for(lambda: done == [True])
     assert b.get_redis_instances_count() == 0 and not b.healthy
+
+
+def test_own_echoes_are_dropped_without_being_decoded(redis_server, make_bus):
+    a = make_bus("a", redis_server.config)
+    b = make_bus("b", redis_server.config)
+    got = []
+    b.on_cross_server_event("e", lambda data, callback: got.append(data["payload"]))
+    decoded = []
+    real_decode = a._codec.decode
+
+    def counting_decode(raw, channel):
+        message = real_decode(raw, channel)
+        decoded.append(env.sender_of(message))
+        return message
+
+    a._codec.decode = counting_decode
+    echoes = a.stats["self_echoes"]
+    for index in range(20):
+        a.emit_cross_server("e", {"i": index})
+    wait_for(lambda: len(got) == 20 and a.stats["self_echoes"] >= echoes + 20, message="deliveries and echoes")
+    assert got == [{"i": index} for index in range(20)]
+    assert "a" not in decoded  # a's 20 echoes (and its heartbeats' echoes) came back undecoded
