@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import logging
 import socket as _stdsocket
+import ssl as _stdssl
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Deque, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Deque, List, Optional, Tuple, Union
 
 import gevent
+import gevent.ssl
 
 from . import frames
 from .errors import ProtocolError
@@ -45,6 +47,43 @@ _PING_FRAME = frames.encode_frame(frames.OP_PING, b"")
 
 #: Coalesced frames are written at once when they reach this many bytes.
 _CORK_LIMIT = 64 * 1024
+_READ_SIZE = 65536
+
+
+def is_tls(sock: Any) -> bool:
+    """Whether ``sock`` is a TLS socket (its bytes must go through its own wrapper)."""
+    return isinstance(sock, (_stdssl.SSLSocket, gevent.ssl.SSLSocket))
+
+
+def _tls_send(data: bytes) -> int:
+    raise BlockingIOError  # TLS: every write goes through the flusher's sendall
+
+
+def _nonblocking_send(sock: Any) -> Callable[[bytes], int]:
+    """A ``send`` that never yields: the OS socket's under gevent's wrapper (TLS: none at all)."""
+    if is_tls(sock):
+        return _tls_send
+    return getattr(sock, "_sock", sock).send
+
+
+def _reader_for(sock: Any) -> Tuple[Callable[[int], bytes], Optional[Callable[[], None]]]:
+    """``(recv, wait_readable)`` for the reading loop.
+
+    On a plain gevent socket without a timeout: the OS socket's non-blocking ``recv`` and a
+    wait on the socket's own read watcher, so a read is tried only once the loop saw data
+    (gevent's ``recv`` tries first and waits after an ``EAGAIN``). Otherwise (TLS, a timeout,
+    another socket type) ``(sock.recv, None)``.
+    """
+    raw = getattr(sock, "_sock", None)
+    wait = getattr(sock, "_wait", None)
+    read_event = getattr(sock, "_read_event", None)
+    if raw is None or wait is None or read_event is None or sock.gettimeout() is not None or is_tls(sock):
+        return sock.recv, None
+
+    def wait_readable() -> None:
+        wait(read_event)
+
+    return raw.recv, wait_readable
 
 
 
@@ -93,7 +132,7 @@ class WebSocketConnection:
         identity: Any = None,
     ) -> None:
         self._sock = sock
-        self._raw_send = getattr(sock, "_sock", sock).send
+        self._raw_send = _nonblocking_send(sock)
         self.request = request
         self.identity = identity
         self.socket_id: Optional[str] = None
@@ -238,14 +277,24 @@ class WebSocketConnection:
         sock = self._sock
         parser = self._parser
         handler = self._handler
+        recv, wait_readable = _reader_for(sock)
+        more = False
         try:
             while self._state != CLOSED:
                 try:
-                    data = sock.recv(65536)
+                    if wait_readable is not None and not more:
+                        # Wait first, then read: a client that waits for our answer has sent
+                        # nothing yet, so reading at once would cost a failed recv() per message.
+                        wait_readable()
+                    data = recv(_READ_SIZE)
+                except BlockingIOError:  # woken without data after all
+                    more = False
+                    continue
                 except OSError:
                     break
                 if not data:
                     break
+                more = len(data) == _READ_SIZE
                 try:
                     messages = parser.feed(data)
                 except ProtocolError as exc:
