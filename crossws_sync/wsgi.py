@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional
 import gevent.socket
 from gevent import pywsgi
 
+from .connection import is_tls
+
 if TYPE_CHECKING:
     from .wsserver import WebSocketService
 
@@ -55,6 +57,8 @@ class UpgradeHandlerMixin:
         return environ
 
     def _detach_socket(self) -> Any:
+        if is_tls(self.socket):
+            return None  # the TLS session lives in this socket object: it cannot be duplicated
         duplicate = gevent.socket.socket(fileno=os.dup(self.socket.fileno()))
         self._crossws_detached = True
         return duplicate

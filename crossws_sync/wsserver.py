@@ -235,8 +235,9 @@ class WebSocketService(ConnectionHandler):
             # the socket); closing it also ends pywsgi's keep-alive loop once we return.
             _close_quietly(getattr(environ.get("wsgi.input"), "rfile", None))
         detach = environ.get("crossws.detach") if legacy_ws is None else None
-        if detach is not None:
-            sock = detach()
+        detached = detach() if detach is not None else None
+        if detached is not None:
+            sock = detached
             request.slim()
         conn = WebSocketConnection(
             sock, request, self,
@@ -248,7 +249,7 @@ class WebSocketService(ConnectionHandler):
         # Counted at once (nothing above yields after the check): concurrent upgrades cannot
         # all pass the max_connections check before any of them is counted.
         self.clients.add(conn)
-        if detach is not None:
+        if detached is not None:
             gevent.spawn(self._serve, conn)  # the WSGI handler returns and is freed
         else:
             self._serve(conn)

@@ -494,3 +494,41 @@ def test_frames_to_one_client_in_one_loop_iteration_share_one_send(make_adapter)
         adapter.broadcast("tick", n)
     assert [client.recv_json()["payload"] for _ in range(200)] == list(range(200))
     assert len(calls) <= 3, calls  # the first frame at once, the other 199 coalesced
+
+
+# TLS (wss://) served by the adapter itself ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server_tls_files(tmp_path_factory):
+    import subprocess
+
+    directory = tmp_path_factory.mktemp("server-tls")
+    cert, key = str(directory / "cert.pem"), str(directory / "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                   check=True, capture_output=True, timeout=30)
+    return cert, key
+
+
+def test_wss_served_by_the_adapter_carries_acks_pushes_and_bursts(make_adapter, make_client, server_tls_files):
+    import gevent.ssl
+
+    cert, key = server_tls_files
+    adapter = make_adapter(ws_options={"certfile": cert, "keyfile": key})
+    _identify(adapter)
+    adapter.on_websocket_event("say", lambda s, payload, cb: cb and cb({"echo": payload}))
+    adapter.start()
+    context = gevent.ssl.create_default_context(cafile=cert)
+    client = make_client("wss://127.0.0.1:%d/?id=tls-user" % adapter.port, ssl_context=context)
+    pushed = []
+    client.on("news", lambda payload: pushed.append(payload))
+    assert client.wait_connected(5)
+    assert client.emit_and_wait("say", {"tls": True}).data == {"echo": {"tls": True}}
+    wait_for(lambda: adapter.get_socket_instance("tls-user") is not None, message="user mapped")
+    for index in range(300):  # one handler burst: coalesced, written through TLS by the flusher
+        adapter.to_socket_id("tls-user", "news", {"i": index})
+    wait_for(lambda: len(pushed) == 300, message="every push over TLS")
+    assert pushed == [{"i": index} for index in range(300)]
+    assert client.emit_and_wait("say", "after").data == {"echo": "after"}
