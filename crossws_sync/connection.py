@@ -18,17 +18,16 @@ from __future__ import annotations
 
 import logging
 import socket as _stdsocket
-import ssl as _stdssl
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Deque, List, Optional, Tuple, Union
 
 import gevent
-import gevent.ssl
 
 from . import frames
 from .errors import ProtocolError
 from .protocol import MISSING, encode_event
+from .sockets import is_tls, os_socket, read_waiter
 
 if TYPE_CHECKING:
     from .request import Request
@@ -50,41 +49,18 @@ _CORK_LIMIT = 64 * 1024
 _READ_SIZE = 65536
 
 
-def is_tls(sock: Any) -> bool:
-    """Whether ``sock`` is a TLS socket (its bytes must go through its own wrapper)."""
-    return isinstance(sock, (_stdssl.SSLSocket, gevent.ssl.SSLSocket))
-
-
 def _tls_send(data: bytes) -> int:
     raise BlockingIOError  # TLS: every write goes through the flusher's sendall
 
 
-def _nonblocking_send(sock: Any) -> Callable[[bytes], int]:
-    """A ``send`` that never yields: the OS socket's under gevent's wrapper (TLS: none at all)."""
-    if is_tls(sock):
-        return _tls_send
-    return getattr(sock, "_sock", sock).send
-
-
 def _reader_for(sock: Any) -> Tuple[Callable[[int], bytes], Optional[Callable[[], None]]]:
-    """``(recv, wait_readable)`` for the reading loop.
-
-    On a plain gevent socket without a timeout: the OS socket's non-blocking ``recv`` and a
-    wait on the socket's own read watcher, so a read is tried only once the loop saw data
-    (gevent's ``recv`` tries first and waits after an ``EAGAIN``). Otherwise (TLS, a timeout,
-    another socket type) ``(sock.recv, None)``.
-    """
-    raw = getattr(sock, "_sock", None)
-    wait = getattr(sock, "_wait", None)
-    read_event = getattr(sock, "_read_event", None)
-    if raw is None or wait is None or read_event is None or sock.gettimeout() is not None or is_tls(sock):
+    """``(recv, wait_readable)`` for the reading loop: wait, then one non-blocking ``recv``
+    (see :mod:`crossws_sync.sockets`); ``(sock.recv, None)`` with TLS or a socket timeout."""
+    raw = os_socket(sock)
+    wait_readable = read_waiter(sock)
+    if raw is None or wait_readable is None or sock.gettimeout() is not None:
         return sock.recv, None
-
-    def wait_readable() -> None:
-        wait(read_event)
-
     return raw.recv, wait_readable
-
 
 
 class ConnectionHandler:
@@ -132,7 +108,8 @@ class WebSocketConnection:
         identity: Any = None,
     ) -> None:
         self._sock = sock
-        self._raw_send = _nonblocking_send(sock)
+        raw = os_socket(sock)  # send_frame never yields: one send() on the OS socket
+        self._raw_send = _tls_send if is_tls(sock) else (raw if raw is not None else sock).send
         self.request = request
         self.identity = identity
         self.socket_id: Optional[str] = None

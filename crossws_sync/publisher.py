@@ -16,19 +16,18 @@ dropped, and the next command opens a new one.
 from __future__ import annotations
 
 import logging
-import ssl as _ssl
 import time
 from collections import deque
 from typing import Any, Callable, Deque, List, Optional, Tuple
 
 import gevent
-import gevent.ssl
 from hiredis import pack_command
 import redis
 from gevent.event import AsyncResult, Event
 
 from .errors import RedisUnavailableError
 from .resp import TIMED_OUT, ReplyStream
+from .sockets import os_socket
 
 logger = logging.getLogger("crossws_sync.nodes")
 
@@ -236,7 +235,8 @@ class Publisher:
         sock = conn._sock
         # The hub writes straight to the OS socket (non-blocking under gevent's wrapper); a TLS
         # socket must go through its wrapper, so with TLS every write is the writer's.
-        self._send = None if isinstance(sock, (_ssl.SSLSocket, gevent.ssl.SSLSocket)) else getattr(sock, "_sock", sock).send
+        raw = os_socket(sock)
+        self._send = raw.send if raw is not None else None
         self._inflight = deque()
         self._waiting_since = None
         self._reader = gevent.spawn(self._reader_loop, conn)

@@ -13,6 +13,8 @@ from typing import Any, Optional
 import hiredis
 import redis
 
+from .sockets import os_socket, read_waiter
+
 _READ_SIZE = 65536
 
 #: Returned by :meth:`ReplyStream.next` when no whole reply arrived within the timeout.
@@ -27,10 +29,16 @@ class ReplyStream:
     """
 
     def __init__(self, conn: Any) -> None:
-        self._sock = conn._sock
-        self._timeout = self._sock.gettimeout()
+        sock = self._sock = conn._sock
+        self._timeout = sock.gettimeout()
         self._reader = hiredis.Reader(replyError=redis.ResponseError)
         self._buffer = bytearray(_READ_SIZE)
+        # Plain sockets: wait on gevent's read watcher, then one non-blocking read (see
+        # sockets.py); TLS sockets read through their wrapper.
+        raw = os_socket(sock)
+        self._wait = read_waiter(sock)
+        self._recv_into = raw.recv_into if raw is not None and self._wait is not None else sock.recv_into
+        self._more = False
 
     def next(self, timeout: Optional[float] = None) -> Any:
         """The next reply, or :data:`TIMED_OUT`.
@@ -52,11 +60,17 @@ class ReplyStream:
         try:
             while True:
                 try:
-                    count = sock.recv_into(self._buffer)
+                    if self._wait is not None and not self._more:
+                        self._wait()  # raises socket.timeout after the timeout
+                    count = self._recv_into(self._buffer)
                 except _stdsocket.timeout:
                     return TIMED_OUT
+                except BlockingIOError:  # woken without data after all
+                    self._more = False
+                    continue
                 if not count:
                     raise redis.ConnectionError("connection closed by the server")
+                self._more = count == _READ_SIZE
                 self._reader.feed(self._buffer, 0, count)  # type: ignore[arg-type]  # any buffer works
                 reply = self._reader.gets()
                 if reply is not False:

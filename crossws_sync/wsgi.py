@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional
 import gevent.socket
 from gevent import pywsgi
 
-from .connection import is_tls
+from .sockets import is_tls
 
 if TYPE_CHECKING:
     from .wsserver import WebSocketService
