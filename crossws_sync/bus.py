@@ -19,8 +19,9 @@ Ours on top of the original (all additive on the wire):
 * a server name that is already live in the cluster is detected and reported;
 * ``remove_redis_instance`` and a ``close`` that stops every greenlet and connection.
 
-Listeners, callbacks and the custom channel handler run in greenlets of a bounded pool, so a
-listener may block (even wait for another RPC) without stopping the bus. The local delivery
+Listeners, callbacks and the custom channel handler run on reusable worker greenlets
+(:mod:`crossws_sync.dispatch`), so a listener may block (even wait for another RPC) without
+stopping the bus. The local delivery
 of an event whose targets include this server runs synchronously inside the emit call, as
 in the original.
 """
@@ -140,7 +141,8 @@ class CrossServerBus:
         on_server_name_conflict: ``(info)`` when another live node uses this server name;
             ``info`` has ``server_name, host, port, subscribers``.
         connect_timeout: TCP connect timeout to Redis, in seconds.
-        dispatch_concurrency: greenlets that may run listeners / callbacks at once.
+        dispatch_concurrency: worker greenlets that may run (or block in) listeners / callbacks
+            at once; also the queue length at which the Redis listener waits for room.
 
     Raises:
         ConfigError: an invalid option.
@@ -432,9 +434,10 @@ class CrossServerBus:
         Args:
             wait: ``True``: return once Redis acknowledged the PUBLISH. ``False``: queue it and
                 return at once, so a sender's consecutive publishes are pipelined in one write;
-                if that write fails, the message is re-published on another healthy node from
-                the writer greenlet (counted in ``stats["publish_failures"]`` when none is left).
-            on_lost: with ``wait=False``, called (in the writer greenlet, must not block) when a
+                if that write fails, the message is re-published on another healthy node from the
+                node's writer or reader greenlet (counted in ``stats["publish_failures"]`` when
+                none is left).
+            on_lost: with ``wait=False``, called (in a node's I/O greenlet, must not block) when a
                 queued message could not be written to any node.
 
         Raises:
@@ -708,7 +711,7 @@ class CrossServerBus:
             self._finish(pending, pending.failure(UNAVAILABLE_MESSAGE, error_code=UNAVAILABLE_CODE), inline=inline)
 
     def _expire(self, callback_id: str) -> None:
-        # Runs in the hub (a loop timer): user callbacks go to the pool, promises resolve here.
+        # Runs in the hub (a loop timer): user callbacks go to the workers, promises resolve here.
         pending = self._pending.pop(callback_id, None)
         if pending is not None:
             self._stop_timer(pending)
