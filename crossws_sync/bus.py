@@ -4,10 +4,12 @@ Wire-compatible with the original Node.js library (spec §3): the same channels
 (``<bridge_prefix>server_bridge``, ``<ws_prefix>...``, custom names), the same envelopes and
 the same JSON / MessagePack bytes, so original nodes and ours form one cluster.
 
-Topology: every bus subscribes every wanted channel on every Redis node (one subscriber
-connection per node) and publishes each message on exactly one healthy node, chosen by the
-strategy (``random``, ``round-robin``, ``fastest``); when that node fails the same bytes are
-published on the next healthy node. Each message therefore reaches every subscribed bus once.
+Topology (:mod:`crossws_sync.nodeset`): every bus subscribes every wanted channel on every
+Redis node (one subscriber connection per node) and publishes each message on exactly one
+healthy node, chosen by the strategy (``random``, ``round-robin``, ``fastest``); when that
+node fails the same bytes are published on the next healthy node. Each message therefore
+reaches every subscribed bus once. This module is the protocol on top: envelopes, events,
+RPC bookkeeping and the dispatch of what arrives.
 
 Ours on top of the original (all additive on the wire):
 
@@ -21,15 +23,12 @@ Ours on top of the original (all additive on the wire):
 
 Listeners, callbacks and the custom channel handler run on reusable worker greenlets
 (:mod:`crossws_sync.dispatch`), so a listener may block (even wait for another RPC) without
-stopping the bus. The local delivery
-of an event whose targets include this server runs synchronously inside the emit call, as
-in the original.
+stopping the bus. The local delivery of an event whose targets include this server runs
+synchronously inside the emit call, as in the original.
 """
 from __future__ import annotations
 
 import logging
-import random
-import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 import gevent
@@ -40,7 +39,8 @@ from .dispatch import Dispatcher
 from .envelope import EnvelopeCodec
 from .errors import ConfigError, EnvelopeError, RedisUnavailableError
 from .listeners import ListenerRegistry, check_event_name
-from .nodes import RedisConfig, RedisNode, describe_config, require_monkey_patched
+from .nodes import RedisConfig, RedisNode
+from .nodeset import STRATEGIES, UNAVAILABLE_MESSAGE, RedisNodeSet
 from .protocol import MISSING
 from .results import Result
 
@@ -49,9 +49,7 @@ logger = logging.getLogger("crossws_sync.bus")
 #: Own publishes whose echo the listener expects (dropped undecoded); cleared when exceeded.
 _MAX_PENDING_ECHOES = 4096
 
-STRATEGIES = ("random", "round-robin", "fastest")
 TIMEOUT_MESSAGE = "Cross-server callback timed out."
-UNAVAILABLE_MESSAGE = "No healthy Redis node available"
 UNAVAILABLE_CODE = "REDIS_UNAVAILABLE"
 CLOSED_MESSAGE = "Cross-server bus closed."
 DELETED_MESSAGE = "Cross-server callback deleted."
@@ -199,17 +197,10 @@ class CrossServerBus:
         self._server_name = server_name
         self.bridge_prefix = bridge_prefix
         self.ws_prefix = ws_prefix
-        self.selection_strategy = selection_strategy
         self._codec: EnvelopeCodec = env.codec_from_options(
             redis_codec=redis_codec, redis_compress_threshold=redis_compress_threshold,
             enable_redis_data_compression=enable_redis_data_compression,
             max_decompressed_size=max_decompressed_size, signing_key=signing_key)
-        self._force_ping = bool(redis_force_ping)
-        self._ping_interval = float(redis_ping_interval)
-        self._ping_timeout = float(redis_ping_timeout)
-        self._connect_timeout = float(connect_timeout)
-        self._on_health = on_redis_health_change
-        self._on_subscription_error = on_redis_subscription_error
         self._on_name_conflict = on_server_name_conflict
         self._ws_handler = ws_message_handler
         self._custom_handler: Optional[Callable[[str, Any], Any]] = None
@@ -219,30 +210,27 @@ class CrossServerBus:
         self._system_channels = {self.bridge_channel: self._handle_bridge, self.node_channel: self._handle_bridge}
         self._custom: Set[str] = set(custom)
         self._ws_channels: Set[str] = set(initial_channels)
-        self._channels: Set[str] = {self.bridge_channel, self.node_channel} | self._custom | self._ws_channels
         self._echoes: Dict[bytes, int] = {}
 
         self._listeners = ListenerRegistry(logger)
         self._ids = env.CallbackIdFactory(server_name)
         self._pending: Dict[str, _PendingCall] = {}
         self._dispatcher = Dispatcher(dispatch_concurrency, "cross-server bus dispatch")
-        self._round_robin = 0
         self._closed = False
         self.server_name_conflict = False
         self.stats: Dict[str, int] = dict.fromkeys(
             ("published", "publish_failovers", "publish_failures", "received", "decode_errors", "self_echoes",
              "requests", "replies", "late_replies", "dropped"), 0)
 
-        self._nodes: List[RedisNode] = []
-        self._draining: Dict[RedisNode, gevent.Greenlet] = {}
-        if redis_config:
-            require_monkey_patched()
+        self._nodes = RedisNodeSet(
+            server_name=server_name, on_message=self._on_node_message, stats=self.stats,
+            selection_strategy=selection_strategy, name_check_channel=self.node_channel,
+            on_name_conflict=self._on_node_name_conflict, on_health_change=on_redis_health_change,
+            on_subscription_error=on_redis_subscription_error, ping_interval=float(redis_ping_interval),
+            ping_timeout=float(redis_ping_timeout), force_ping=bool(redis_force_ping),
+            connect_timeout=float(connect_timeout))
         try:
-            for config in redis_config:
-                self._nodes.append(self._make_node(config))
-            for node in self._nodes:
-                node.start(self._channels)
-            self._wait_started(self._nodes)
+            self._nodes.start(redis_config, {self.bridge_channel, self.node_channel} | self._custom | self._ws_channels)
         except BaseException:
             self.close()
             raise
@@ -250,7 +238,7 @@ class CrossServerBus:
                     server_name, len(self._nodes), self._codec.codec)
 
     def __repr__(self) -> str:
-        return "CrossServerBus(server_name=%r, nodes=%r)" % (self._server_name, self._nodes)
+        return "CrossServerBus(server_name=%r, nodes=%r)" % (self._server_name, self._nodes.nodes)
 
     # Properties ---------------------------------------------------------------------------
 
@@ -262,13 +250,18 @@ class CrossServerBus:
     @property
     def healthy(self) -> bool:
         """Whether at least one Redis node has a healthy publisher."""
-        return any(node.publisher_healthy for node in self._nodes)
+        return self._nodes.healthy
 
     @property
     def settled(self) -> bool:
         """Whether at least one Redis node is fully usable: publisher and subscriber up and past
         the recovery grace period, so peers have had time to resubscribe to it."""
-        return any(node.eligible for node in self._nodes)
+        return self._nodes.settled
+
+    @property
+    def selection_strategy(self) -> str:
+        """``"random"``, ``"round-robin"`` or ``"fastest"``."""
+        return self._nodes.selection_strategy
 
     @property
     def codec(self) -> EnvelopeCodec:
@@ -283,7 +276,7 @@ class CrossServerBus:
     @property
     def redis_nodes(self) -> List[RedisNode]:
         """A copy of the list of Redis nodes, in configuration order."""
-        return list(self._nodes)
+        return self._nodes.nodes
 
     @property
     def pending_callback_count(self) -> int:
@@ -445,12 +438,12 @@ class CrossServerBus:
             EnvelopeError: ``message`` cannot be encoded.
         """
         raw = self._codec.encode(message, channel)
-        if channel in self._channels and env.sender_of(message) == self._server_name:
+        if channel in self._nodes.channels and env.sender_of(message) == self._server_name:
             self._expect_echo(raw)
         if wait:
-            self._publish_raw(channel, raw)
+            self._nodes.publish(channel, raw)
         else:
-            self._publish_nowait(channel, raw, (), on_lost)
+            self._nodes.publish_nowait(channel, raw, on_lost)
 
     def _expect_echo(self, raw: bytes) -> None:
         # Redis sends what we publish on a channel we subscribe back to us; remembering the
@@ -460,32 +453,6 @@ class CrossServerBus:
         if len(echoes) >= _MAX_PENDING_ECHOES:
             echoes.clear()
         echoes[raw] = echoes.get(raw, 0) + 1
-
-    def _publish_nowait(self, channel: str, raw: bytes, tried: Tuple[RedisNode, ...],
-                        on_lost: Optional[Callable[[BaseException], None]] = None) -> None:
-        for node in self._candidates():
-            if node in tried:
-                continue
-
-            def retry(error: BaseException, node: RedisNode = node) -> None:
-                self.stats["publish_failovers"] += 1
-                try:
-                    self._publish_nowait(channel, raw, tried + (node,), on_lost)
-                except RedisUnavailableError:
-                    self.stats["publish_failures"] += 1
-                    if on_lost is not None:
-                        on_lost(error)
-                    else:
-                        logger.warning("publish on %s lost: no other healthy Redis node (%s)", channel, error)
-
-            try:
-                node.publish_nowait(channel, raw, retry)
-            except RedisUnavailableError:
-                tried = tried + (node,)
-                continue
-            self.stats["published"] += 1
-            return
-        raise RedisUnavailableError("%s (no node is healthy)" % UNAVAILABLE_MESSAGE)
 
     def manual_subscribe(self, channel: str, *, timeout: float = DEFAULT_TIMEOUT) -> bool:
         """Subscribe a custom channel on every Redis node; its messages go to the custom handler.
@@ -564,15 +531,7 @@ class CrossServerBus:
             raise ConfigError("Redis configuration is required but missing.")
         if self._closed:
             raise ConfigError("the bus is closed")
-        identity = describe_config(config)
-        if any((node.host, node.port, node.db) == identity for node in self._nodes):
-            raise ConfigError("redis node %s:%s db %s is already configured" % identity)
-        require_monkey_patched()
-        node = self._make_node(config)
-        node.start(self._channels, joining=True)
-        self._nodes.append(node)
-        self._wait_started([node])
-        logger.info("redis node %s added", node.label)
+        self._nodes.add(config)
 
     def remove_redis_instance(self, config_or_index: Union[RedisConfig, int], *, drain: float = 1.0) -> bool:
         """Stop using a Redis node: publishing through it stops at once, listening after ``drain``.
@@ -588,30 +547,7 @@ class CrossServerBus:
         Returns:
             Whether a node was removed.
         """
-        if isinstance(config_or_index, int) and not isinstance(config_or_index, bool):
-            if not -len(self._nodes) <= config_or_index < len(self._nodes):
-                return False
-            node = self._nodes[config_or_index]
-        else:
-            if isinstance(config_or_index, bool):
-                return False
-            identity = describe_config(config_or_index)
-            matches = [n for n in self._nodes if (n.host, n.port, n.db) == identity]
-            if not matches:
-                return False
-            node = matches[0]
-        self._nodes.remove(node)
-        node.retiring = True
-        if drain > 0:
-            self._draining[node] = gevent.spawn_later(drain, self._close_drained, node)
-        else:
-            node.close()
-        logger.info("redis node %s removed", node.label)
-        return True
-
-    def _close_drained(self, node: RedisNode) -> None:
-        self._draining.pop(node, None)
-        node.close()
+        return self._nodes.remove(config_or_index, drain=drain)
 
     def get_healthy_redis_instances_count(self, type: str) -> int:  # noqa: A002 - the original's name
         """Count nodes whose ``"publisher"`` or ``"subscriber"`` connection is healthy.
@@ -619,11 +555,7 @@ class CrossServerBus:
         Raises:
             TypeError: another ``type``.
         """
-        if type == "publisher":
-            return sum(1 for node in self._nodes if node.publisher_healthy)
-        if type == "subscriber":
-            return sum(1 for node in self._nodes if node.subscriber_healthy)
-        raise TypeError("Invalid type. Must be 'publisher' or 'subscriber'.")
+        return self._nodes.healthy_count(type)
 
     def get_redis_instances_count(self) -> int:
         """Number of Redis nodes (publisher/subscriber pairs)."""
@@ -631,12 +563,7 @@ class CrossServerBus:
 
     def wait_healthy(self, timeout: float = 5.0) -> bool:
         """Block until every Redis node is healthy on both connections (or ``timeout``)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._nodes and all(n.publisher_healthy and n.subscriber_healthy for n in self._nodes):
-                return True
-            gevent.sleep(0.02)
-        return False
+        return self._nodes.wait_healthy(timeout)
 
     def close(self) -> None:
         """Stop every greenlet and close every Redis connection; idempotent.
@@ -647,11 +574,7 @@ class CrossServerBus:
         if self._closed:
             return
         self._closed = True
-        nodes, self._nodes = self._nodes, []
-        draining, self._draining = self._draining, {}
-        gevent.killall(list(draining.values()), block=True, timeout=5)
-        for node in nodes + list(draining):
-            node.close()
+        self._nodes.close()
         pending, self._pending = self._pending, {}
         for call in pending.values():
             self._stop_timer(call)
@@ -697,8 +620,8 @@ class CrossServerBus:
             try:
                 # Pipelined with every other publish; if the write fails on every node, the
                 # call fails at once (on_lost) instead of waiting for its timeout.
-                self._publish_nowait(self.bridge_channel, raw, (),
-                                     (lambda error: self._unavailable(pending)) if pending is not None else None)
+                self._nodes.publish_nowait(self.bridge_channel, raw,
+                                           (lambda error: self._unavailable(pending)) if pending is not None else None)
             except RedisUnavailableError as exc:
                 logger.warning("emit %r from %s failed: %s", event, me, exc)
                 self._unavailable(pending, inline=True)
@@ -858,106 +781,19 @@ class CrossServerBus:
             return
         self._dispatcher.submit(self._guarded, handler, channel, message)
 
-    # Internals: Redis nodes ---------------------------------------------------------------
-
-    def _make_node(self, config: RedisConfig) -> RedisNode:
-        return RedisNode(config, server_name=self._server_name, on_message=self._on_node_message,
-                         on_health_change=self._on_node_health, on_subscription_error=self._on_node_subscription_error,
-                         ping_interval=self._ping_interval, ping_timeout=self._ping_timeout,
-                         force_ping=self._force_ping, connect_timeout=self._connect_timeout,
-                         name_check_channel=self.node_channel, on_name_conflict=self._on_node_name_conflict)
-
-    def _wait_started(self, nodes: List[RedisNode]) -> None:
-        deadline = time.monotonic() + self._connect_timeout + self._ping_timeout + 1.0
-        for node in nodes:
-            if not node.wait_started(max(0.0, deadline - time.monotonic())):
-                logger.warning("redis node %s not reachable yet; retrying in the background", node.label)
-
-    def _candidates(self) -> List[RedisNode]:
-        """Nodes to try for one publish: the strategy's choice first, then the other healthy ones."""
-        usable = [node for node in self._nodes if node.eligible]
-        if not usable:
-            usable = [node for node in self._nodes if node.publisher_healthy]
-        if len(usable) <= 1:
-            return usable
-        if self.selection_strategy == "round-robin":
-            index = self._round_robin % len(usable)
-            self._round_robin = index + 1
-        elif self.selection_strategy == "fastest":
-            best = min(node.latency for node in usable)
-            index = max(i for i, node in enumerate(usable) if node.latency == best)
-        else:
-            index = random.randrange(len(usable))
-        return usable[index:] + usable[:index]
-
-    def _publish_raw(self, channel: str, raw: bytes) -> None:
-        errors = []
-        for attempt, node in enumerate(self._candidates()):
-            if attempt:
-                self.stats["publish_failovers"] += 1
-            try:
-                node.publish(channel, raw)
-            except RedisUnavailableError as exc:
-                errors.append(str(exc))
-                continue
-            self.stats["published"] += 1
-            return
-        self.stats["publish_failures"] += 1
-        detail = ("; ".join(errors)) if errors else "no node is healthy"
-        raise RedisUnavailableError("%s (%s)" % (UNAVAILABLE_MESSAGE, detail))
+    # Internals: channels ------------------------------------------------------------------
 
     def _subscribe(self, channel: str, timeout: float) -> bool:
-        self._channels.add(channel)
-        nodes = list(self._nodes)
-        if nodes and all(node.is_subscribed(channel) for node in nodes):
-            return True  # already confirmed everywhere: no round trip
-        tickets = [(node, node.request_subscribe([channel])) for node in nodes]
-        deadline = time.monotonic() + _positive_number(timeout, DEFAULT_TIMEOUT)
-        confirmed = True
-        for node, ticket in tickets:
-            status = node.wait_ticket(ticket, [channel], deadline)[channel]
-            if status in ("ok", "down"):
-                continue
-            confirmed = False
-            if status == "timeout":
-                self._on_node_subscription_error(node, channel, "subscribe", "timed out")
-        return confirmed
+        return self._nodes.subscribe(channel, _positive_number(timeout, DEFAULT_TIMEOUT))
 
     def _unsubscribe(self, channel: str) -> None:
         if channel in self._system_channels:
             raise ConfigError("%s is one of the bus's own channels" % channel)
         if channel in self._custom or channel in self._ws_channels:
             return  # still wanted through the other API
-        self._channels.discard(channel)
-        for node in list(self._nodes):
-            node.unsubscribe([channel])
+        self._nodes.unsubscribe(channel)
 
     # Internals: hooks ---------------------------------------------------------------------
-
-    def _on_node_health(self, node: RedisNode, conn_type: str, healthy: bool, event: str, error: Optional[str]) -> None:
-        hook = self._on_health
-        if hook is None:
-            return
-        info = Result(
-            host=node.host, port=node.port, server_name=self._server_name, event=event, is_healthy=healthy,
-            error=error, healthy_subscriber_count=self.get_healthy_redis_instances_count("subscriber"),
-            healthy_publisher_count=self.get_healthy_redis_instances_count("publisher"),
-            total_node_count=len(self._nodes), type=conn_type)
-        try:
-            hook(healthy, info)
-        except Exception:
-            logger.exception("on_redis_health_change hook raised")
-
-    def _on_node_subscription_error(self, node: RedisNode, channel: str, event: str, error: str) -> None:
-        hook = self._on_subscription_error
-        if hook is None:
-            return
-        info = Result(host=node.host, port=node.port, server_name=self._server_name, channel=channel,
-                      event=event, error=error)
-        try:
-            hook(info)
-        except Exception:
-            logger.exception("on_redis_subscription_error hook raised")
 
     def _on_node_name_conflict(self, node: RedisNode, subscribers: int) -> None:
         self.server_name_conflict = True

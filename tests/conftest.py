@@ -8,7 +8,7 @@ from typing import Callable, Iterator, List  # noqa: E402
 
 import pytest  # noqa: E402
 
-from support import RedisProcess  # noqa: E402
+from support import RedisProcess, make_certificate  # noqa: E402
 
 logging.getLogger("crossws_sync").setLevel(logging.DEBUG)
 
@@ -49,3 +49,9 @@ def make_client():
     yield make
     for client in clients:
         client.manual_close()
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory):
+    """``(cert, key)``: a self-signed certificate for 127.0.0.1 / localhost (openssl)."""
+    return make_certificate(str(tmp_path_factory.mktemp("tls")))

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import gevent
 
@@ -111,3 +111,23 @@ def terminate_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
 
 def repo_root() -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def make_certificate(directory: str, name: str = "cert", common_name: str = "localhost") -> Tuple[str, str]:
+    """A self-signed EC certificate for 127.0.0.1 / localhost made with openssl: ``(cert, key)`` paths."""
+    cert, key = os.path.join(directory, name + ".pem"), os.path.join(directory, name + "-key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=" + common_name,
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                   check=True, capture_output=True, timeout=30)
+    return cert, key
+
+
+def counting_sends(send: Callable[[bytes], int], sizes: List[int]) -> Callable[[bytes], int]:
+    """Wrap a ``send``-like function so that the size of every call is appended to ``sizes``."""
+
+    def counted(data: bytes) -> int:
+        sizes.append(len(data))
+        return send(data)
+
+    return counted

@@ -7,7 +7,6 @@ from __future__ import annotations
 import gc
 import logging
 import socket
-import subprocess
 import time
 from typing import Any, Dict, List
 
@@ -20,7 +19,7 @@ from gevent.server import StreamServer
 from crossws_sync import Reject, WebSocketCrossServerAdapter, frames, wsserver
 from faultkit import ask, record, splice
 from rawclient import HandshakeRejected, RawClient
-from support import wait_for
+from support import make_certificate, wait_for
 
 SECRET = "s3cr3t-Pa55-do-not-log"
 
@@ -172,23 +171,16 @@ class TlsTerminator:
 
 
 @pytest.fixture
-def tls_files(tmp_path):
-    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                    "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    other_cert, other_key = str(tmp_path / "other.pem"), str(tmp_path / "other-key.pem")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                    "-keyout", other_key, "-out", other_cert, "-days", "1", "-subj", "/CN=someone-else"],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return cert, key, other_cert
+def redis_tls_files(tls_files, tmp_path):
+    """``(cert, key, other_cert)``: the shared certificate and one nobody trusts."""
+    other_cert, _ = make_certificate(str(tmp_path), "other", common_name="someone-else")
+    return tls_files[0], tls_files[1], other_cert
 
 
 @pytest.mark.timeout(60)
-def test_redis_password_and_tls_pass_through_and_are_never_logged(redis_factory, tls_files, caplog):
+def test_redis_password_and_tls_pass_through_and_are_never_logged(redis_factory, redis_tls_files, caplog):
     caplog.set_level(logging.DEBUG)
-    cert, key, other_cert = tls_files
+    cert, key, other_cert = redis_tls_files
     redis = redis_factory()
     # (support.RedisProcess checks readiness with an unauthenticated PING: set the password after)
     assert redis.command("CONFIG", "SET", "requirepass", SECRET).startswith("+OK")

@@ -6,7 +6,6 @@ tests against the real adapter live in ``test_client_e2e.py``.
 """
 import json
 import socket
-import subprocess
 import time
 
 import gevent
@@ -719,17 +718,6 @@ def test_repeat_limit_stops_reconnect(raw_server, make_client):
 
 
 # TLS ---------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tls_files(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("tls")
-    cert, key = str(directory / "cert.pem"), str(directory / "key.pem")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-                   check=True, capture_output=True, timeout=30)
-    return cert, key
 
 
 def test_wss(raw_server, make_client, tls_files):

@@ -5,7 +5,7 @@ import redis
 
 from crossws_sync.errors import RedisUnavailableError
 from crossws_sync.publisher import Command, NoWaitCommand, Publisher
-from support import wait_for
+from support import counting_sends, wait_for
 
 
 @pytest.fixture
@@ -68,13 +68,7 @@ def test_commands_of_one_loop_iteration_share_one_send(publisher, redis_server):
     publisher.submit(warm)  # connect first
     assert warm.result.get(timeout=2) == b"PONG"
     sends = []
-    real_send = publisher._send
-
-    def counting_send(data):
-        sends.append(len(data))
-        return real_send(data)
-
-    publisher._send = counting_send
+    publisher._send = counting_sends(publisher._send, sends)
     sub = listen(redis_server, "pipe")
     lost = []
     for index in range(200):

@@ -11,7 +11,7 @@ import websocket  # websocket-client: an independent, real client implementation
 
 from crossws_sync import Reject, WebSocketCrossServerAdapter, frames
 from rawclient import HandshakeRejected, RawClient
-from support import wait_for
+from support import counting_sends, wait_for
 
 
 @pytest.fixture
@@ -483,13 +483,7 @@ def test_frames_to_one_client_in_one_loop_iteration_share_one_send(make_adapter)
     wait_for(lambda: adapter.get_socket_instance("u1"))
     conn = adapter.get_socket_instance("u1")
     calls = []
-    real_send = conn._raw_send
-
-    def counting_send(data):
-        calls.append(len(data))
-        return real_send(data)
-
-    conn._raw_send = counting_send
+    conn._raw_send = counting_sends(conn._raw_send, calls)
     for n in range(200):  # no yield in between: one loop iteration
         adapter.broadcast("tick", n)
     assert [client.recv_json()["payload"] for _ in range(200)] == list(range(200))
@@ -499,23 +493,10 @@ def test_frames_to_one_client_in_one_loop_iteration_share_one_send(make_adapter)
 # TLS (wss://) served by the adapter itself ----------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def server_tls_files(tmp_path_factory):
-    import subprocess
-
-    directory = tmp_path_factory.mktemp("server-tls")
-    cert, key = str(directory / "cert.pem"), str(directory / "key.pem")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-                   check=True, capture_output=True, timeout=30)
-    return cert, key
-
-
-def test_wss_served_by_the_adapter_carries_acks_pushes_and_bursts(make_adapter, make_client, server_tls_files):
+def test_wss_served_by_the_adapter_carries_acks_pushes_and_bursts(make_adapter, make_client, tls_files):
     import gevent.ssl
 
-    cert, key = server_tls_files
+    cert, key = tls_files
     adapter = make_adapter(ws_options={"certfile": cert, "keyfile": key})
     _identify(adapter)
     adapter.on_websocket_event("say", lambda s, payload, cb: cb and cb({"echo": payload}))
