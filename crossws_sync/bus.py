@@ -31,10 +31,10 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
-import gevent
 from gevent.event import AsyncResult
 
 from . import envelope as env
+from .calls import PendingCall, PendingCalls, ResultCallback
 from .dispatch import Dispatcher
 from .envelope import EnvelopeCodec
 from .errors import ConfigError, EnvelopeError, RedisUnavailableError
@@ -49,47 +49,12 @@ logger = logging.getLogger("crossws_sync.bus")
 #: Own publishes whose echo the listener expects (dropped undecoded); cleared when exceeded.
 _MAX_PENDING_ECHOES = 4096
 
-TIMEOUT_MESSAGE = "Cross-server callback timed out."
 UNAVAILABLE_CODE = "REDIS_UNAVAILABLE"
-CLOSED_MESSAGE = "Cross-server bus closed."
-DELETED_MESSAGE = "Cross-server callback deleted."
 DEFAULT_TIMEOUT = 5.0
 
 _SENTINEL: Any = object()
 
 Listener = Callable[[Dict[str, Any], Optional[Callable[..., bool]]], Any]
-ResultCallback = Callable[[Result], Any]
-
-
-class _PendingCall:
-    """One emit waiting for replies (callback mode or promise mode)."""
-
-    __slots__ = ("callback_id", "callback", "promise", "expected", "targets", "responses", "timer")
-
-    def __init__(self, callback_id: str, callback: Optional[ResultCallback], promise: Optional[AsyncResult],
-                 expected: int, targets: List[str]) -> None:
-        self.callback_id = callback_id
-        self.callback = callback
-        self.promise = promise
-        self.expected = expected
-        self.targets = targets
-        self.responses: Dict[str, Dict[str, Any]] = {}
-        self.timer: Any = None  # a gevent loop timer (no greenlet per pending call)
-
-    def failure(self, text: str, **extra: Any) -> Result:
-        """The failure result in this call's shape (``error`` for callbacks, ``message`` for promises)."""
-        if self.promise is not None:
-            result = Result(success=False, message=text)
-            result.update(extra)
-            result.responses = dict(self.responses)
-        else:
-            result = Result(success=False, error=text)
-            result.update(extra)
-            result.callback_id = self.callback_id
-        result.unresponded_count = max(self.expected, 0)
-        if self.targets:
-            result.unresponded_servers = [t for t in dict.fromkeys(self.targets) if t not in self.responses]
-        return result
 
 
 def _normalize_targets(target_server: Any) -> List[str]:
@@ -214,13 +179,13 @@ class CrossServerBus:
 
         self._listeners = ListenerRegistry(logger)
         self._ids = env.CallbackIdFactory(server_name)
-        self._pending: Dict[str, _PendingCall] = {}
         self._dispatcher = Dispatcher(dispatch_concurrency, "cross-server bus dispatch")
         self._closed = False
         self.server_name_conflict = False
         self.stats: Dict[str, int] = dict.fromkeys(
             ("published", "publish_failovers", "publish_failures", "received", "decode_errors", "self_echoes",
              "requests", "replies", "late_replies", "dropped"), 0)
+        self._calls = PendingCalls(self._call_user, self.stats)
 
         self._nodes = RedisNodeSet(
             server_name=server_name, on_message=self._on_node_message, stats=self.stats,
@@ -281,7 +246,7 @@ class CrossServerBus:
     @property
     def pending_callback_count(self) -> int:
         """Number of emits still waiting for replies."""
-        return len(self._pending)
+        return len(self._calls)
 
     def get_server_name(self) -> str:
         """Return this server's name (the original's ``getServerName``)."""
@@ -382,13 +347,7 @@ class CrossServerBus:
         Returns:
             Whether such a pending call existed.
         """
-        pending = self._pending.pop(callback_id, None)
-        if pending is None:
-            return False
-        self._stop_timer(pending)
-        if pending.promise is not None:
-            pending.promise.set(pending.failure(DELETED_MESSAGE))
-        return True
+        return self._calls.delete(callback_id)
 
     # Public API: raw channels -------------------------------------------------------------
 
@@ -575,10 +534,7 @@ class CrossServerBus:
             return
         self._closed = True
         self._nodes.close()
-        pending, self._pending = self._pending, {}
-        for call in pending.values():
-            self._stop_timer(call)
-            self._finish(call, call.failure(CLOSED_MESSAGE, error_code="BUS_CLOSED"), inline=True)
+        self._calls.close()
         self._dispatcher.close()  # close() may be called from a listener: it does not kill itself
         logger.info("cross-server bus %r closed", self._server_name)
 
@@ -608,12 +564,8 @@ class CrossServerBus:
         raw = None if only_self else self._codec.encode(request, self.bridge_channel)
         if raw is not None:
             self._expect_echo(raw)
-        pending = None
-        if callback_id is not None:
-            pending = _PendingCall(callback_id, callback, promise, expected, targets)
-            self._pending[callback_id] = pending
-            timer = pending.timer = gevent.get_hub().loop.timer(timeout)
-            timer.start(self._expire, callback_id)
+        pending = self._calls.add(callback_id, callback, promise, expected, targets, timeout) \
+            if callback_id is not None else None
         if to_self:
             self._deliver_request(request["data"], inline=True)
         if raw is not None:
@@ -627,30 +579,8 @@ class CrossServerBus:
                 self._unavailable(pending, inline=True)
         return callback_id if callback is not None else None
 
-    def _unavailable(self, pending: Optional[_PendingCall], inline: bool = False) -> None:
-        if pending is not None and self._pending.get(pending.callback_id) is pending:
-            del self._pending[pending.callback_id]
-            self._stop_timer(pending)
-            self._finish(pending, pending.failure(UNAVAILABLE_MESSAGE, error_code=UNAVAILABLE_CODE), inline=inline)
-
-    def _expire(self, callback_id: str) -> None:
-        # Runs in the hub (a loop timer): user callbacks go to the workers, promises resolve here.
-        pending = self._pending.pop(callback_id, None)
-        if pending is not None:
-            self._stop_timer(pending)
-            self._finish(pending, pending.failure(TIMEOUT_MESSAGE), inline=False)
-
-    @staticmethod
-    def _stop_timer(pending: _PendingCall) -> None:
-        timer, pending.timer = pending.timer, None
-        if timer is not None:
-            timer.close()
-
-    def _finish(self, pending: _PendingCall, result: Result, *, inline: bool) -> None:
-        if pending.promise is not None:
-            pending.promise.set(result)
-        elif pending.callback is not None:
-            self._call_user(pending.callback, (result,), inline)
+    def _unavailable(self, pending: Optional[PendingCall], inline: bool = False) -> None:
+        self._calls.fail(pending, UNAVAILABLE_MESSAGE, inline=inline, error_code=UNAVAILABLE_CODE)
 
     def _call_user(self, function: Callable[..., Any], args: Tuple[Any, ...], inline: bool) -> None:
         if inline:
@@ -686,7 +616,7 @@ class CrossServerBus:
             """Send one reply to the requesting server; return whether it was sent."""
             envelope = env.bridge_reply(self._server_name, callback_id, payload)
             if origin == self._server_name:
-                self._on_reply(envelope["data"], inline=True)
+                self._calls.reply(envelope["data"], inline=True)
                 return True
             channel = reply_to or self.bridge_channel
             try:
@@ -697,26 +627,6 @@ class CrossServerBus:
             return True
 
         return callback
-
-    def _on_reply(self, data: Dict[str, Any], *, inline: bool) -> None:
-        pending = self._pending.get(data["callbackId"])
-        if pending is None:
-            self.stats["late_replies"] += 1
-            logger.debug("reply %s from %s ignored: no pending call", data["callbackId"], data.get("senderServer"))
-            return
-        self.stats["replies"] += 1
-        pending.expected -= 1
-        pending.responses[data["senderServer"]] = data
-        done = pending.expected <= 0
-        if done:
-            del self._pending[pending.callback_id]
-            self._stop_timer(pending)
-        if pending.promise is not None:
-            if done:
-                pending.promise.set(Result(success=True, responses=dict(pending.responses)))
-        elif pending.callback is not None:
-            result = Result(success=True, data=data, remaining_responses=max(pending.expected, 0))
-            self._call_user(pending.callback, (result,), inline)
 
     def _on_node_message(self, node: RedisNode, channel: str, raw: bytes) -> None:
         """Called by each node's listener greenlet, in order, for every message."""
@@ -755,7 +665,7 @@ class CrossServerBus:
             logger.warning("bad bridge message on %s dropped: %s", channel, exc)
             return
         if kind == "reply":
-            self._on_reply(data, inline=False)
+            self._calls.reply(data, inline=False)
             return
         targets = data["targetServer"]
         if targets and self._server_name not in targets:
