@@ -5,7 +5,8 @@ A :class:`RedisNode` owns exactly two Redis connections and three greenlets:
 * the **publisher** connection (:mod:`crossws_sync.publisher`): whatever was submitted in one
   event-loop iteration (publishes, PINGs, PUBSUB NUMSUB) is written in one ``send()``, a
   *writer* greenlet takes over only when that would block, and a reader matches the replies;
-* the **subscriber** connection, read by a *listener* greenlet. The listener is supervised: any
+* the **subscriber** connection (:mod:`crossws_sync.subscriber`), read by a *listener*
+  greenlet. The listener is supervised: any
   ``Exception`` is logged, the connection is dropped and, after a short backoff, a new one is
   opened and every wanted channel is subscribed again in one SUBSCRIBE. Unless
   ``force_ping`` is off it also PINGs on the subscriber connection and treats a missing pong
@@ -28,14 +29,11 @@ bounds the connect handshake and a reply that stalls half-way; idle liveness com
 from __future__ import annotations
 
 import logging
-import random
 import time
-from collections import deque
-from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Set, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple, Union
 
 import gevent
 from gevent.event import Event
-from gevent.lock import Semaphore
 
 import redis
 from redis.backoff import NoBackoff
@@ -44,7 +42,7 @@ from redis.retry import Retry
 from .supervisor import supervise
 from .errors import ConfigError, MonkeyPatchError, RedisUnavailableError
 from .publisher import Command, NoWaitCommand, Publisher
-from .resp import TIMED_OUT, ReplyStream
+from .subscriber import Stalled, SubscribeTicket, Subscriber
 
 logger = logging.getLogger("crossws_sync.nodes")
 
@@ -57,7 +55,6 @@ HealthHook = Callable[["RedisNode", str, bool, str, Optional[str]], None]
 SubscriptionErrorHook = Callable[["RedisNode", str, str, str], None]
 
 _BACKOFF_FIRST = 0.05
-_BACKOFF_MAX = 0.5
 _URL_SCHEMES = ("redis://", "rediss://", "unix://")
 
 MONKEY_PATCH_HINT = (
@@ -144,36 +141,12 @@ def describe_config(config: RedisConfig) -> Tuple[Any, Any, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Internals: subscription tickets
+# The node
 # ---------------------------------------------------------------------------------------------
-
-class _Stalled(Exception):
-    """The subscriber stopped answering PINGs."""
-
-
-class SubscribeTicket:
-    """What :meth:`RedisNode.request_subscribe` sent, to wait for with :meth:`RedisNode.wait_ticket`."""
-
-    __slots__ = ("generation", "sequences")
-
-    def __init__(self, generation: int, sequences: Dict[str, int]) -> None:
-        self.generation = generation
-        self.sequences = sequences
-
 
 def _now() -> float:
     return time.monotonic()
 
-
-def _text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
-
-
-# ---------------------------------------------------------------------------------------------
-# The node
-# ---------------------------------------------------------------------------------------------
 
 class RedisNode:
     """One Redis server as seen by one bus.
@@ -234,8 +207,6 @@ class RedisNode:
         self.subscriber_healthy = False
         #: Round trip of the last publisher PING in seconds (0.0 until measured; ``fastest`` uses it).
         self.latency = 0.0
-        #: Round trip of the last subscriber PING in seconds.
-        self.subscriber_latency = 0.0
         self._grace_on_heal = False
         self._publisher_seen = False
         self._never_up_logged = False
@@ -248,18 +219,16 @@ class RedisNode:
                                     on_down=lambda event, error: self._set_publisher(False, event, error),
                                     command_timeout=self._command_timeout)
 
-        # Subscriber state
-        self._wanted: Set[str] = set()
-        self._confirmed: Set[str] = set()
-        self._failed: Dict[str, str] = {}
-        self._sent: Dict[str, int] = {}
-        self._acked: Dict[str, int] = {}
-        self._pending: Deque[Tuple[str, List[str]]] = deque()
-        self._sub_conn: Any = None
-        self._generation = 0
-        self._sub_write_lock = Semaphore()
-        self._ping_sent_at: Optional[float] = None
-        self._changed = Event()
+        # Subscriber: the wanted channels and the listener (see subscriber.py).
+        self._subscriber = Subscriber(
+            self._open_subscriber, label=self.label,
+            on_message=lambda channel, raw: self._on_message(self, channel, raw),
+            on_ready=self._subscriber_ready,
+            on_down=lambda event, error: self._set_subscriber(False, event, error),
+            on_attempt=self._sub_started.set,
+            on_subscription_error=lambda channel, event, error: self._on_subscription_error(self, channel, event, error),
+            is_healthy=lambda: self.subscriber_healthy, closed=lambda: self._closed,
+            ping_interval=self.ping_interval, ping_timeout=self.ping_timeout, force_ping=self.force_ping)
         self._name_check_due = False
         self._name_checked = False
 
@@ -300,13 +269,13 @@ class RedisNode:
                 eligible for publishing only ``recovery_grace`` seconds after it is healthy,
                 so that the other servers can subscribe to it first.
         """
-        self._wanted.update(channels)
+        self._subscriber.want(channels)
         self._grace_on_heal = joining
         self.retiring = False
         self._greenlets = [
             gevent.spawn(supervise, loop, "%s of redis %s" % (name, self.label), logger,
                          stopped=lambda: self._closed, backoff=_BACKOFF_FIRST)
-            for loop, name in ((self._publisher.writer_loop, "publisher writer"), (self._listener_loop, "subscriber listener"),
+            for loop, name in ((self._publisher.writer_loop, "publisher writer"), (self._subscriber.run, "subscriber listener"),
                                (self._health_loop, "health check"))
         ]
 
@@ -324,9 +293,7 @@ class RedisNode:
         self._wake.set()
         current = gevent.getcurrent()
         gevent.killall([g for g in self._greenlets if g is not current], block=True, timeout=5)
-        conn, self._sub_conn = self._sub_conn, None
-        if conn is not None:
-            conn.disconnect()
+        self._subscriber.disconnect()
         self._publisher.close()
         try:
             self._client.close()
@@ -334,7 +301,7 @@ class RedisNode:
             logger.debug("closing publisher of %s failed", self.label, exc_info=True)
         self.publisher_healthy = False
         self.subscriber_healthy = False
-        self._notify()
+        self._subscriber.notify()
 
     # Publisher ----------------------------------------------------------------------------
 
@@ -395,261 +362,38 @@ class RedisNode:
         conn.connect()
         return conn
 
-    # Subscriber: public -------------------------------------------------------------------
+    # Subscriber -------------------------------------------------------------------------
 
     @property
     def wanted_channels(self) -> Set[str]:
         """A copy of the channels this node keeps subscribed (replayed on every reconnect)."""
-        return set(self._wanted)
+        return self._subscriber.wanted_channels
+
+    @property
+    def subscriber_latency(self) -> float:
+        """Round trip of the last subscriber PING in seconds."""
+        return self._subscriber.latency
 
     def request_subscribe(self, channels: Iterable[str]) -> SubscribeTicket:
         """Add ``channels`` to the wanted set and send SUBSCRIBE if connected (non-blocking)."""
-        new = [channel for channel in channels]
-        for channel in new:
-            self._wanted.add(channel)
-            self._failed.pop(channel, None)
-        conn = self._sub_conn
-        sequences: Dict[str, int] = {}
-        if conn is not None and new:
-            for channel in new:
-                self._sent[channel] = self._sent.get(channel, 0) + 1
-                sequences[channel] = self._sent[channel]
-            self._send(conn, "SUBSCRIBE", new)
-        return SubscribeTicket(self._generation, sequences)
+        return self._subscriber.request_subscribe(channels)
 
     def wait_ticket(self, ticket: SubscribeTicket, channels: Iterable[str], deadline: float) -> Dict[str, str]:
-        """Wait until each channel is subscribed on this node.
-
-        Returns:
-            ``{channel: status}`` with status ``"ok"``, ``"down"`` (the subscriber is not
-            connected: the channel is subscribed when it reconnects), ``"failed: <error>"``
-            (Redis refused it) or ``"timeout"``.
-        """
-        channels = list(channels)
-        while True:
-            statuses = {channel: self._status(ticket, channel) for channel in channels}
-            if "pending" not in statuses.values():
-                return statuses
-            remaining = deadline - _now()
-            if remaining <= 0:
-                return {c: ("timeout" if s == "pending" else s) for c, s in statuses.items()}
-            self._changed.wait(remaining)
-
-    def _status(self, ticket: SubscribeTicket, channel: str) -> str:
-        if channel in self._failed:
-            return "failed: %s" % self._failed[channel]
-        if self._closed or self._sub_conn is None:
-            return "down"
-        if channel not in self._wanted:
-            return "failed: unsubscribed meanwhile"
-        if ticket.generation == self._generation and channel in ticket.sequences:
-            return "ok" if self._acked.get(channel, 0) >= ticket.sequences[channel] else "pending"
-        return "ok" if channel in self._confirmed else "pending"
+        """Wait until each channel is subscribed on this node (see :meth:`Subscriber.wait_ticket`)."""
+        return self._subscriber.wait_ticket(ticket, channels, deadline)
 
     def is_subscribed(self, channel: str) -> bool:
         """Whether ``channel`` is confirmed on the current subscriber connection."""
-        return channel in self._confirmed and self._sub_conn is not None
+        return self._subscriber.is_subscribed(channel)
 
     def unsubscribe(self, channels: Iterable[str]) -> None:
         """Remove ``channels`` from the wanted set and send UNSUBSCRIBE if connected."""
-        channels = list(channels)
-        for channel in channels:
-            self._failed.pop(channel, None)
-        gone = [channel for channel in channels if channel in self._wanted]
-        for channel in gone:
-            self._wanted.discard(channel)
-            self._confirmed.discard(channel)
-        conn = self._sub_conn
-        if conn is not None and gone:
-            self._send(conn, "UNSUBSCRIBE", gone)
-        self._notify()
+        self._subscriber.unsubscribe(channels)
 
-    # Subscriber: internals ----------------------------------------------------------------
-
-    def _notify(self) -> None:
-        changed, self._changed = self._changed, Event()
-        changed.set()
-
-    def _send(self, conn: Any, command: str, channels: List[str]) -> bool:
-        """Write one SUBSCRIBE / UNSUBSCRIBE / PING on the subscriber connection."""
-        with self._sub_write_lock:
-            if self._sub_conn is not conn:
-                return False
-            self._pending.append((command, list(channels)))
-            try:
-                conn.send_packed_command(conn.pack_command(command, *channels), check_health=False)
-            except Exception as exc:  # the listener notices the broken link and reconnects
-                logger.warning("sending %s to %s failed: %s", command, self.label, exc)
-                return False
-        return True
-
-    def _listener_loop(self) -> None:
-        delay = _BACKOFF_FIRST
-        while not self._closed:
-            if self._listen_once():
-                delay = _BACKOFF_FIRST
-            if self._closed:
-                break
-            try:
-                gevent.sleep(delay * (0.5 + random.random() / 2))
-            except _Stalled:  # a late watchdog kill: nothing is connected any more
-                pass
-            delay = min(delay * 2, _BACKOFF_MAX)
-
-    def _listen_once(self) -> bool:
-        """Connect, subscribe and read until the link fails; return whether it had connected."""
-        conn = None
-        connected = False
-        try:
-            conn = self._sub_class(**self._sub_kwargs)
-            conn.connect()
-            connected = True
-            self._listen(conn)
-        except gevent.GreenletExit:
-            raise
-        except _Stalled as exc:
-            self._set_subscriber(False, "ping", str(exc))
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-            self._set_subscriber(False, "close", str(exc) or exc.__class__.__name__)
-        except Exception as exc:  # supervised: log, drop the connection, start again
-            logger.exception("subscriber listener of %s crashed; restarting", self.label)
-            self._set_subscriber(False, "error", "%s: %s" % (exc.__class__.__name__, exc))
-        finally:
-            if self._sub_conn is conn:
-                self._sub_conn = None
-            self._ping_sent_at = None
-            self._pending.clear()
-            self._confirmed.clear()
-            if conn is not None:
-                try:
-                    conn.disconnect()
-                except Exception:
-                    logger.debug("disconnecting subscriber of %s failed", self.label, exc_info=True)
-            self._sub_started.set()
-            self._notify()
-        return connected
-
-    def _listen(self, conn: Any) -> None:
-        self._generation += 1
-        self._sent = {}
-        self._acked = {}
-        self._confirmed = set()
-        self._pending.clear()
-        self._sub_conn = conn
-        stream = ReplyStream(conn)
-        initial = sorted(self._wanted)
-        if initial:
-            for channel in initial:
-                self._sent[channel] = 1
-            self._send(conn, "SUBSCRIBE", initial)
-        else:
-            self._subscriber_ready()
-        self._notify()
-        next_ping = _now() + self.ping_interval
-        while not self._closed:
-            now = _now()
-            if self._ping_sent_at is not None:
-                wait = self._ping_sent_at + self.ping_timeout - now
-            elif self.force_ping and self._confirmed:
-                wait = next_ping - now
-            else:
-                wait = 1.0
-            # Our own reader on the socket (resp.py): one recv for every reply that arrived, and
-            # a timed-out read keeps any partial reply buffered.
-            reply = stream.next(min(max(wait, 0.01), 1.0))
-            while reply is not False and reply is not TIMED_OUT:  # every reply already read
-                if isinstance(reply, redis.ResponseError):
-                    self._refused(str(reply))
-                elif self._handle(reply):
-                    next_ping = _now() + self.ping_interval
-                reply = stream.ready()
-            now = _now()
-            if self._ping_sent_at is not None and now - self._ping_sent_at > self.ping_timeout:
-                raise _Stalled("subscriber PING not answered within %.1fs" % self.ping_timeout)
-            if (self.force_ping and self._ping_sent_at is None and now >= next_ping
-                    and not self._sub_write_lock.locked() and self._confirmed):
-                self._ping_sent_at = now
-                self._send(conn, "PING", [])
-
-    def _handle(self, reply: Any) -> bool:
-        """Process one reply; return True when it was a pong."""
-        if isinstance(reply, bytes):  # +PONG outside subscribed mode
-            reply = [b"pong", b""]
-        if not isinstance(reply, list) or not reply:
-            return False
-        kind = reply[0]
-        if kind == b"message":
-            channel = _text(reply[1])
-            if channel in self._wanted:
-                try:
-                    self._on_message(self, channel, reply[2])
-                except Exception:  # the handler is the bus's; never let it kill the listener
-                    logger.exception("message handler failed on %s", channel)
-            return False
-        if kind == b"subscribe":
-            channel = _text(reply[1])
-            self._ack_pending("SUBSCRIBE", channel)
-            self._acked[channel] = self._acked.get(channel, 0) + 1
-            if channel in self._wanted:
-                self._confirmed.add(channel)
-            if not self.subscriber_healthy and self._wanted <= self._confirmed:
-                self._subscriber_ready()
-            self._notify()
-            return False
-        if kind == b"unsubscribe":
-            channel = _text(reply[1])
-            self._ack_pending("UNSUBSCRIBE", channel)
-            if channel not in self._wanted:
-                self._confirmed.discard(channel)
-                if not any(command == "SUBSCRIBE" and channel in channels for command, channels in self._pending):
-                    # every SUBSCRIBE of it was answered: forget its counters (dynamic channels
-                    # such as room namespaces must not grow these dicts forever)
-                    self._sent.pop(channel, None)
-                    self._acked.pop(channel, None)
-            self._notify()
-            return False
-        if kind == b"pong":
-            if self._pending and self._pending[0][0] == "PING":
-                self._pending.popleft()
-            if self._ping_sent_at is not None:
-                self.subscriber_latency = _now() - self._ping_sent_at
-                self._ping_sent_at = None
-                if not self.subscriber_healthy and self._wanted <= self._confirmed:
-                    self._subscriber_ready()
-            return True
-        return False
-
-    def _ack_pending(self, command: str, channel: str) -> None:
-        for entry in self._pending:
-            if entry[0] == command and channel in entry[1]:
-                entry[1].remove(channel)
-                if not entry[1]:
-                    self._pending.remove(entry)
-                return
-
-    def _refused(self, error: str) -> None:
-        """Redis answered a subscriber command with an error (ACL, ...)."""
-        if not self._pending:
-            logger.warning("unexpected error from subscriber of %s: %s", self.label, error)
-            return
-        command, channels = self._pending.popleft()
-        if command == "PING":
-            logger.warning("subscriber PING on %s refused: %s", self.label, error)
-            self._ping_sent_at = None
-            return
-        event = command.lower()
-        for channel in channels:
-            if command == "SUBSCRIBE":
-                self._wanted.discard(channel)
-                self._failed[channel] = error
-            logger.warning("redis %s refused %s %s: %s", self.label, command, channel, error)
-            try:
-                self._on_subscription_error(self, channel, event, error)
-            except Exception:
-                logger.exception("on_subscription_error hook failed")
-        if not self.subscriber_healthy and self._wanted <= self._confirmed:
-            self._subscriber_ready()
-        self._notify()
+    def _open_subscriber(self) -> Any:
+        conn = self._sub_class(**self._sub_kwargs)
+        conn.connect()
+        return conn
 
     def _subscriber_ready(self) -> None:
         self._set_subscriber(True, "ready", None)
@@ -725,11 +469,11 @@ class RedisNode:
             finally:
                 self._pub_started.set()
         # A read that stalls mid-reply never returns to the listener's own PING check.
-        sent = self._ping_sent_at
+        sent = self._subscriber.ping_sent_at
         if sent is not None and _now() - sent > self.ping_timeout + 0.5:
             listener = self._greenlets[1] if len(self._greenlets) > 1 else None
             if listener is not None and not listener.dead:
-                listener.kill(_Stalled("subscriber read stalled"), block=False)
+                listener.kill(Stalled("subscriber read stalled"), block=False)
         if self._name_check_due and self.publisher_healthy and self._name_check_channel:
             self._name_check_due = False
             try:

@@ -211,8 +211,8 @@ def test_crashing_listener_is_restarted_and_resubscribes(redis_server, make_bus)
     a = make_bus("A", [redis_server.config], **FAST)
     b = make_bus("B", [redis_server.config], on_redis_health_change=lambda ok, info: events.append((ok, info.event)), **FAST)
     responder(b)
-    node = b.redis_nodes[0]
-    original = node._handle
+    subscriber = b.redis_nodes[0]._subscriber
+    original = subscriber._handle
     crashes = []
 
     def crash_once(reply):
@@ -221,7 +221,7 @@ def test_crashing_listener_is_restarted_and_resubscribes(redis_server, make_bus)
             raise RuntimeError("injected listener bug")
         return original(reply)
 
-    node._handle = crash_once
+    subscriber._handle = crash_once
     events.clear()
     a.emit_cross_server("ask", "lost", target_server="B")
     wait_for(lambda: events == [(False, "error"), (True, "ready")], timeout=5)

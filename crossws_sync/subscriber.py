@@ -1,0 +1,383 @@
+"""The subscriber connection of one Redis node: wanted channels, SUBSCRIBE bookkeeping, liveness.
+
+A :class:`Subscriber` keeps the set of channels its node wants and subscribes the whole set on
+every (re)connection. Its listener (run supervised by the node) connects, subscribes, reads
+every reply with :class:`~crossws_sync.resp.ReplyStream`, hands messages on wanted channels to
+``on_message`` in order, matches SUBSCRIBE / UNSUBSCRIBE / PING answers to what was sent
+(``wait_ticket`` tells a caller when its SUBSCRIBE is confirmed) and, with ``force_ping``,
+PINGs: a PING not answered within ``ping_timeout`` drops the link. After a failure it
+reconnects with a short jittered backoff. It reports to its node through hooks; health itself
+(and the watchdog for a read that stalls mid-reply) stays with the node.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import deque
+from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Set, Tuple
+
+import gevent
+from gevent.event import Event
+from gevent.lock import Semaphore
+
+import redis
+
+from .resp import TIMED_OUT, ReplyStream
+
+logger = logging.getLogger("crossws_sync.nodes")
+
+_BACKOFF_FIRST = 0.05
+_BACKOFF_MAX = 0.5
+
+
+class Stalled(Exception):
+    """The subscriber stopped answering PINGs (or a read stalled half-way)."""
+
+
+class SubscribeTicket:
+    """What :meth:`Subscriber.request_subscribe` sent, to wait for with :meth:`Subscriber.wait_ticket`."""
+
+    __slots__ = ("generation", "sequences")
+
+    def __init__(self, generation: int, sequences: Dict[str, int]) -> None:
+        self.generation = generation
+        self.sequences = sequences
+
+
+def _now() -> float:
+    return time.monotonic()
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+class Subscriber:
+    """The subscriber side of one Redis node.
+
+    Args:
+        connect: returns a new, connected redis-py ``Connection`` (may block).
+        label: ``host:port`` for messages.
+        on_message: ``(channel, raw)`` for every message on a wanted channel, in order.
+        on_ready: every wanted channel is confirmed (or refused) on a live connection.
+        on_down: ``(event, error)`` when the connection is lost (``close``, ``ping``, ``error``).
+        on_attempt: after each connection attempt, successful or not.
+        on_subscription_error: ``(channel, event, error)`` when Redis refuses a command.
+        is_healthy: whether the node currently counts this subscriber as healthy.
+        closed: whether the node is closed.
+        ping_interval, ping_timeout, force_ping: liveness settings.
+    """
+
+    def __init__(self, connect: Callable[[], Any], *, label: str, on_message: Callable[[str, bytes], None],
+                 on_ready: Callable[[], None], on_down: Callable[[str, str], None], on_attempt: Callable[[], None],
+                 on_subscription_error: Callable[[str, str, str], None], is_healthy: Callable[[], bool],
+                 closed: Callable[[], bool], ping_interval: float, ping_timeout: float, force_ping: bool) -> None:
+        self._connect = connect
+        self.label = label
+        self._on_message = on_message
+        self._on_ready = on_ready
+        self._on_down = on_down
+        self._on_attempt = on_attempt
+        self._on_subscription_error = on_subscription_error
+        self._is_healthy = is_healthy
+        self._is_closed = closed
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.force_ping = force_ping
+        #: Round trip of the last subscriber PING in seconds.
+        self.latency = 0.0
+        #: When the PING now in flight was sent (``None``: none in flight).
+        self.ping_sent_at: Optional[float] = None
+        self._wanted: Set[str] = set()
+        self._confirmed: Set[str] = set()
+        self._failed: Dict[str, str] = {}
+        self._sent: Dict[str, int] = {}
+        self._acked: Dict[str, int] = {}
+        self._pending: Deque[Tuple[str, List[str]]] = deque()
+        self._sub_conn: Any = None
+        self._generation = 0
+        self._sub_write_lock = Semaphore()
+        self._changed = Event()
+
+    @property
+    def _closed(self) -> bool:
+        return self._is_closed()
+
+    @property
+    def connected(self) -> bool:
+        """Whether a subscriber connection is up."""
+        return self._sub_conn is not None
+
+    def want(self, channels: Iterable[str]) -> None:
+        """Add ``channels`` to the wanted set without sending anything (before the first connect)."""
+        self._wanted.update(channels)
+
+    def disconnect(self) -> None:
+        """Drop the connection (the node is closing)."""
+        conn, self._sub_conn = self._sub_conn, None
+        if conn is not None:
+            conn.disconnect()
+
+    # Public API ---------------------------------------------------------------------------
+
+    @property
+    def wanted_channels(self) -> Set[str]:
+        """A copy of the channels this node keeps subscribed (replayed on every reconnect)."""
+        return set(self._wanted)
+
+    def request_subscribe(self, channels: Iterable[str]) -> SubscribeTicket:
+        """Add ``channels`` to the wanted set and send SUBSCRIBE if connected (non-blocking)."""
+        new = [channel for channel in channels]
+        for channel in new:
+            self._wanted.add(channel)
+            self._failed.pop(channel, None)
+        conn = self._sub_conn
+        sequences: Dict[str, int] = {}
+        if conn is not None and new:
+            for channel in new:
+                self._sent[channel] = self._sent.get(channel, 0) + 1
+                sequences[channel] = self._sent[channel]
+            self._send(conn, "SUBSCRIBE", new)
+        return SubscribeTicket(self._generation, sequences)
+
+    def wait_ticket(self, ticket: SubscribeTicket, channels: Iterable[str], deadline: float) -> Dict[str, str]:
+        """Wait until each channel is subscribed on this node.
+
+        Returns:
+            ``{channel: status}`` with status ``"ok"``, ``"down"`` (the subscriber is not
+            connected: the channel is subscribed when it reconnects), ``"failed: <error>"``
+            (Redis refused it) or ``"timeout"``.
+        """
+        channels = list(channels)
+        while True:
+            statuses = {channel: self._status(ticket, channel) for channel in channels}
+            if "pending" not in statuses.values():
+                return statuses
+            remaining = deadline - _now()
+            if remaining <= 0:
+                return {c: ("timeout" if s == "pending" else s) for c, s in statuses.items()}
+            self._changed.wait(remaining)
+
+    def _status(self, ticket: SubscribeTicket, channel: str) -> str:
+        if channel in self._failed:
+            return "failed: %s" % self._failed[channel]
+        if self._closed or self._sub_conn is None:
+            return "down"
+        if channel not in self._wanted:
+            return "failed: unsubscribed meanwhile"
+        if ticket.generation == self._generation and channel in ticket.sequences:
+            return "ok" if self._acked.get(channel, 0) >= ticket.sequences[channel] else "pending"
+        return "ok" if channel in self._confirmed else "pending"
+
+    def is_subscribed(self, channel: str) -> bool:
+        """Whether ``channel`` is confirmed on the current subscriber connection."""
+        return channel in self._confirmed and self._sub_conn is not None
+
+    def unsubscribe(self, channels: Iterable[str]) -> None:
+        """Remove ``channels`` from the wanted set and send UNSUBSCRIBE if connected."""
+        channels = list(channels)
+        for channel in channels:
+            self._failed.pop(channel, None)
+        gone = [channel for channel in channels if channel in self._wanted]
+        for channel in gone:
+            self._wanted.discard(channel)
+            self._confirmed.discard(channel)
+        conn = self._sub_conn
+        if conn is not None and gone:
+            self._send(conn, "UNSUBSCRIBE", gone)
+        self.notify()
+
+    # Internals ----------------------------------------------------------------------------
+
+    def notify(self) -> None:
+        """Wake every :meth:`wait_ticket` waiter to look again."""
+        changed, self._changed = self._changed, Event()
+        changed.set()
+
+    def _send(self, conn: Any, command: str, channels: List[str]) -> bool:
+        """Write one SUBSCRIBE / UNSUBSCRIBE / PING on the subscriber connection."""
+        with self._sub_write_lock:
+            if self._sub_conn is not conn:
+                return False
+            self._pending.append((command, list(channels)))
+            try:
+                conn.send_packed_command(conn.pack_command(command, *channels), check_health=False)
+            except Exception as exc:  # the listener notices the broken link and reconnects
+                logger.warning("sending %s to %s failed: %s", command, self.label, exc)
+                return False
+        return True
+
+    def run(self) -> None:
+        """The listener greenlet's body: connect, subscribe, read; reconnect after a failure."""
+        delay = _BACKOFF_FIRST
+        while not self._closed:
+            if self._listen_once():
+                delay = _BACKOFF_FIRST
+            if self._closed:
+                break
+            try:
+                gevent.sleep(delay * (0.5 + random.random() / 2))
+            except Stalled:  # a late watchdog kill: nothing is connected any more
+                pass
+            delay = min(delay * 2, _BACKOFF_MAX)
+
+    def _listen_once(self) -> bool:
+        """Connect, subscribe and read until the link fails; return whether it had connected."""
+        conn = None
+        connected = False
+        try:
+            conn = self._connect()
+            connected = True
+            self._listen(conn)
+        except gevent.GreenletExit:
+            raise
+        except Stalled as exc:
+            self._on_down("ping", str(exc))
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            self._on_down("close", str(exc) or exc.__class__.__name__)
+        except Exception as exc:  # supervised: log, drop the connection, start again
+            logger.exception("subscriber listener of %s crashed; restarting", self.label)
+            self._on_down("error", "%s: %s" % (exc.__class__.__name__, exc))
+        finally:
+            if self._sub_conn is conn:
+                self._sub_conn = None
+            self.ping_sent_at = None
+            self._pending.clear()
+            self._confirmed.clear()
+            if conn is not None:
+                try:
+                    conn.disconnect()
+                except Exception:
+                    logger.debug("disconnecting subscriber of %s failed", self.label, exc_info=True)
+            self._on_attempt()
+            self.notify()
+        return connected
+
+    def _listen(self, conn: Any) -> None:
+        self._generation += 1
+        self._sent = {}
+        self._acked = {}
+        self._confirmed = set()
+        self._pending.clear()
+        self._sub_conn = conn
+        stream = ReplyStream(conn)
+        initial = sorted(self._wanted)
+        if initial:
+            for channel in initial:
+                self._sent[channel] = 1
+            self._send(conn, "SUBSCRIBE", initial)
+        else:
+            self._on_ready()
+        self.notify()
+        next_ping = _now() + self.ping_interval
+        while not self._closed:
+            now = _now()
+            if self.ping_sent_at is not None:
+                wait = self.ping_sent_at + self.ping_timeout - now
+            elif self.force_ping and self._confirmed:
+                wait = next_ping - now
+            else:
+                wait = 1.0
+            # Our own reader on the socket (resp.py): one recv for every reply that arrived, and
+            # a timed-out read keeps any partial reply buffered.
+            reply = stream.next(min(max(wait, 0.01), 1.0))
+            while reply is not False and reply is not TIMED_OUT:  # every reply already read
+                if isinstance(reply, redis.ResponseError):
+                    self._refused(str(reply))
+                elif self._handle(reply):
+                    next_ping = _now() + self.ping_interval
+                reply = stream.ready()
+            now = _now()
+            if self.ping_sent_at is not None and now - self.ping_sent_at > self.ping_timeout:
+                raise Stalled("subscriber PING not answered within %.1fs" % self.ping_timeout)
+            if (self.force_ping and self.ping_sent_at is None and now >= next_ping
+                    and not self._sub_write_lock.locked() and self._confirmed):
+                self.ping_sent_at = now
+                self._send(conn, "PING", [])
+
+    def _handle(self, reply: Any) -> bool:
+        """Process one reply; return True when it was a pong."""
+        if isinstance(reply, bytes):  # +PONG outside subscribed mode
+            reply = [b"pong", b""]
+        if not isinstance(reply, list) or not reply:
+            return False
+        kind = reply[0]
+        if kind == b"message":
+            channel = _text(reply[1])
+            if channel in self._wanted:
+                try:
+                    self._on_message(channel, reply[2])
+                except Exception:  # the handler is the bus's; never let it kill the listener
+                    logger.exception("message handler failed on %s", channel)
+            return False
+        if kind == b"subscribe":
+            channel = _text(reply[1])
+            self._ack_pending("SUBSCRIBE", channel)
+            self._acked[channel] = self._acked.get(channel, 0) + 1
+            if channel in self._wanted:
+                self._confirmed.add(channel)
+            if not self._is_healthy() and self._wanted <= self._confirmed:
+                self._on_ready()
+            self.notify()
+            return False
+        if kind == b"unsubscribe":
+            channel = _text(reply[1])
+            self._ack_pending("UNSUBSCRIBE", channel)
+            if channel not in self._wanted:
+                self._confirmed.discard(channel)
+                if not any(command == "SUBSCRIBE" and channel in channels for command, channels in self._pending):
+                    # every SUBSCRIBE of it was answered: forget its counters (dynamic channels
+                    # such as room namespaces must not grow these dicts forever)
+                    self._sent.pop(channel, None)
+                    self._acked.pop(channel, None)
+            self.notify()
+            return False
+        if kind == b"pong":
+            if self._pending and self._pending[0][0] == "PING":
+                self._pending.popleft()
+            if self.ping_sent_at is not None:
+                self.latency = _now() - self.ping_sent_at
+                self.ping_sent_at = None
+                if not self._is_healthy() and self._wanted <= self._confirmed:
+                    self._on_ready()
+            return True
+        return False
+
+    def _ack_pending(self, command: str, channel: str) -> None:
+        for entry in self._pending:
+            if entry[0] == command and channel in entry[1]:
+                entry[1].remove(channel)
+                if not entry[1]:
+                    self._pending.remove(entry)
+                return
+
+    def _refused(self, error: str) -> None:
+        """Redis answered a subscriber command with an error (ACL, ...)."""
+        if not self._pending:
+            logger.warning("unexpected error from subscriber of %s: %s", self.label, error)
+            return
+        command, channels = self._pending.popleft()
+        if command == "PING":
+            logger.warning("subscriber PING on %s refused: %s", self.label, error)
+            self.ping_sent_at = None
+            return
+        event = command.lower()
+        for channel in channels:
+            if command == "SUBSCRIBE":
+                self._wanted.discard(channel)
+                self._failed[channel] = error
+            logger.warning("redis %s refused %s %s: %s", self.label, command, channel, error)
+            try:
+                self._on_subscription_error(channel, event, error)
+            except Exception:
+                logger.exception("on_subscription_error hook failed")
+        if not self._is_healthy() and self._wanted <= self._confirmed:
+            self._on_ready()
+        self.notify()
+
+
+
+__all__ = ["Stalled", "SubscribeTicket", "Subscriber"]
