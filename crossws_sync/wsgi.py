@@ -18,6 +18,7 @@ import os
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional
 
 import gevent.socket
+import gevent.ssl
 from gevent import pywsgi
 
 from .sockets import is_tls
@@ -137,8 +138,17 @@ class _AccessLog:
 
 def make_server(host: str, port: int, app: WSGIApp, *, ssl_args: Optional[Dict[str, Any]] = None,
                 backlog: Optional[int] = None) -> pywsgi.WSGIServer:
-    """Build (without starting) a gevent WSGI server that serves ``app`` with WebSocket support."""
+    """Build (without starting) a gevent WSGI server that serves ``app`` with WebSocket support.
+
+    ``ssl_args`` is ``{"ssl_context": ...}`` or ``{"certfile": ..., "keyfile": ...}``; a
+    certificate file is loaded into a default server context here (pywsgi would build one with
+    the deprecated ``PROTOCOL_TLS``).
+    """
     kwargs: Dict[str, Any] = dict(ssl_args or {})
+    if "certfile" in kwargs:
+        context = gevent.ssl.create_default_context(gevent.ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(kwargs.pop("certfile"), kwargs.pop("keyfile", None))
+        kwargs["ssl_context"] = context
     if backlog is not None:
         kwargs["backlog"] = backlog
     return pywsgi.WSGIServer((host, port), app, handler_class=WebSocketHandler, log=_AccessLog(),
