@@ -226,7 +226,7 @@ class CrossServerMethods:
         if self._router is None:
             return {}
         stats = dict(self._router.stats)
-        stats["outage_pending"] = len(self._router._outage)
+        stats["outage_pending"] = len(self._router.outage)
         return stats
 
     def get_cluster_room_socket_ids(self, room_namespace: str, room_id: str) -> Set[str]:

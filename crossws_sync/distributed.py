@@ -23,8 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set
 
 import gevent
 
@@ -32,6 +31,7 @@ from . import frames
 from .directory import ClusterDirectory
 from .envelope import broadcast_channel, private_socket_channel, ws_broadcast, ws_multicast, ws_room, ws_unicast
 from .errors import ConfigError, CrossWSError
+from .outage import OutageBuffer
 from .supervisor import supervise
 
 if TYPE_CHECKING:
@@ -81,11 +81,10 @@ class Router:
         self.stats = {"node_unicasts": 0, "shared_unicasts": 0, "forwarded": 0, "snapshots_sent": 0,
                       "snapshots_received": 0, "bad_messages": 0, "routing_messages_in": 0,
                       "outage_buffered": 0, "outage_flushed": 0, "outage_dropped": 0}
-        #: messages for users held while no Redis node is healthy: (monotonic time, channel, envelope)
-        self._outage: Deque[Tuple[float, str, Dict[str, Any]]] = deque()
-        self._outage_flusher: Optional[gevent.Greenlet] = None
-        self.outage_buffer_size = int(adapter._outage_buffer_size or 10000)
-        self.outage_buffer_age = float(adapter._outage_buffer_age or 30.0)
+        #: messages for users held while no Redis node is healthy (see outage.py)
+        self.outage = OutageBuffer(size=int(adapter._outage_buffer_size or 10000),
+                                   age=float(adapter._outage_buffer_age or 30.0), stats=self.stats,
+                                   bus=lambda: self._bus, stopped=lambda: self._stopped)
 
     def node_channel_of(self, name: str) -> str:
         return self.adapter.ws_prefix + RESERVED_NAMESPACE_PREFIX + ".node:" + name
@@ -137,6 +136,7 @@ class Router:
         for greenlet in (self._heart, self._flusher):
             if greenlet is not None:
                 greenlet.kill(block=False)
+        self.outage.stop()
 
     def _heartbeat_loop(self) -> None:
         while not self._stopped:
@@ -167,63 +167,7 @@ class Router:
     def _route(self, channel: str, message: Dict[str, Any]) -> None:
         """Publish a message for users; while no Redis node is healthy, hold it in the bounded
         outage buffer and send it, in order, once one is back."""
-        if self._outage:
-            self._buffer(channel, message)
-            return
-        bus = self._bus
-        if bus is None:
-            return
-        try:
-            bus.publish(channel, message, wait=False, on_lost=self._requeue(channel, message))
-        except CrossWSError as exc:
-            logger.warning("no Redis node can take messages (%s): buffering up to %d messages / %.0f s",
-                           exc, self.outage_buffer_size, self.outage_buffer_age)
-            self._buffer(channel, message)
-
-    def _requeue(self, channel: str, message: Dict[str, Any]) -> Callable[[BaseException], None]:
-        """What the bus calls when a queued write reached no Redis node: hold it for later."""
-
-        def lost(error: BaseException) -> None:
-            self._buffer(channel, message)
-
-        return lost
-
-    def _buffer(self, channel: str, message: Dict[str, Any]) -> None:
-        outage = self._outage
-        if len(outage) >= self.outage_buffer_size:
-            outage.popleft()
-            self.stats["outage_dropped"] += 1
-        outage.append((time.monotonic(), channel, message))
-        self.stats["outage_buffered"] += 1
-        if self._outage_flusher is None:
-            self._outage_flusher = gevent.spawn(self._drain_outage)
-
-    def _drain_outage(self) -> None:
-        outage = self._outage
-        try:
-            while outage and not self._stopped:
-                bus = self._bus
-                # Wait for a settled node: right after a restart, peers may not have resubscribed.
-                if bus is None or not bus.settled:
-                    gevent.sleep(0.05)
-                    continue
-                stamp, channel, message = outage[0]
-                if time.monotonic() - stamp > self.outage_buffer_age:
-                    outage.popleft()
-                    self.stats["outage_dropped"] += 1
-                    continue
-                try:
-                    bus.publish(channel, message, wait=False, on_lost=self._requeue(channel, message))
-                except CrossWSError:
-                    gevent.sleep(0.05)
-                    continue
-                outage.popleft()
-                self.stats["outage_flushed"] += 1
-            if self.stats["outage_dropped"]:
-                logger.warning("Redis outage over: %d buffered messages sent, %d dropped so far (buffer full or too old)",
-                               self.stats["outage_flushed"], self.stats["outage_dropped"])
-        finally:
-            self._outage_flusher = None
+        self.outage.publish(channel, message)
 
     def _publish_cluster(self, message: Dict[str, Any]) -> None:
         if self._left:
