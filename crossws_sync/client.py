@@ -43,6 +43,7 @@ from . import frames, protocol
 from .backoff import reconnect_delay
 from .errors import ConfigError, ConnectTimeoutError, HandshakeError, ProtocolError
 from .listeners import ListenerRegistry, check_event_name
+from .sockets import os_socket, read_waiter
 from .results import Result
 from .upgrade import (
     MAX_HANDSHAKE_BYTES,
@@ -168,8 +169,8 @@ class _PendingAck:
         self.callback_id = callback_id
         self.callback = callback
         self.result = result
-        self.timeout_timer: Optional[gevent.Greenlet] = None
-        self.pending_timer: Optional[gevent.Greenlet] = None
+        self.timeout_timer: Any = None  # gevent loop timers: no greenlet per pending ack
+        self.pending_timer: Any = None
         self.done = False
 
 
@@ -187,10 +188,14 @@ class _Acks:
     def register(self, conn: "_Connection", entry: _PendingAck, on_pending: Optional[Callable[[], Any]],
                  ack_timeout: float, pending_timeout: float) -> None:
         conn.pending[entry.callback_id] = entry
-        entry.timeout_timer = gevent.spawn_later(ack_timeout, self._timed_out, conn, entry)
+        # Loop timers run their callback in the hub: _timed_out only resolves or posts (never
+        # blocks), and on_pending is posted to the event greenlet.
+        loop = gevent.get_hub().loop
+        entry.timeout_timer = loop.timer(ack_timeout)
+        entry.timeout_timer.start(self._timed_out, conn, entry)
         if on_pending is not None and pending_timeout < ack_timeout:
-            entry.pending_timer = gevent.spawn_later(pending_timeout, self._events.post, self._run_pending,
-                                                     entry, on_pending)
+            entry.pending_timer = loop.timer(pending_timeout)
+            entry.pending_timer.start(self._events.post, self._run_pending, entry, on_pending)
 
     def resolve(self, conn: "_Connection", callback_id: str, payload: Any) -> None:
         entry = conn.pending.pop(callback_id, None)
@@ -219,10 +224,10 @@ class _Acks:
         if entry.done:
             return
         entry.done = True
-        current = gevent.getcurrent()
         for timer in (entry.timeout_timer, entry.pending_timer):
-            if timer is not None and timer is not current:
-                timer.kill(block=False)
+            if timer is not None:
+                timer.close()
+        entry.timeout_timer = entry.pending_timer = None
         if entry.result is not None:
             if error is None:
                 entry.result.set(Result(success=True, data=payload))
@@ -310,6 +315,7 @@ class _Connection:
         self.sock: Optional[gevent.socket.socket] = None
         self.parser = frames.FrameParser(MAX_MESSAGE_SIZE, expect_masked=False)
         self.write_lock = gevent.lock.Semaphore()
+        self._raw_send: Optional[Callable[[bytes], int]] = None  # set once open (not with TLS)
         self.pending: Dict[str, _PendingAck] = {}
         self.close_sent: Optional[Tuple[int, str]] = None
         self.close_received: Optional[Tuple[int, str]] = None
@@ -322,6 +328,21 @@ class _Connection:
         """Write one encoded frame; ``False`` when the connection is not open (or just broke)."""
         if self.state != OPEN:
             return False
+        raw = self._raw_send
+        if raw is not None and not self.write_lock.locked():
+            # Nobody is writing: one non-blocking send() on the OS socket (it cannot yield, so
+            # nothing can interleave); what the kernel does not take is written under the lock.
+            try:
+                sent = raw(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                logger.debug("write failed: %s", exc)
+                self.abort()
+                return False
+            if sent == len(data):
+                return True
+            data = data[sent:]
         with self.write_lock:
             if self.state != OPEN or self.sock is None:
                 return False
@@ -431,14 +452,27 @@ class _Connection:
 
     def _read(self, leftover: bytes) -> None:
         error: Optional[BaseException] = None
+        sock = self.sock
+        raw = os_socket(sock)
+        wait_readable = read_waiter(sock) if raw is not None and sock.gettimeout() is None else None  # type: ignore[union-attr]
+        recv = raw.recv if wait_readable is not None else sock.recv  # type: ignore[union-attr]
+        self._raw_send = raw.send if raw is not None else None
         try:
             data = leftover
+            more = False
             while True:
                 if data and self._handle(self.parser.feed(data)):
                     break
-                data = self.sock.recv(_RECV_SIZE)  # type: ignore[union-attr]
+                if wait_readable is not None and not more:
+                    wait_readable()  # then one non-blocking read (see sockets.py)
+                try:
+                    data = recv(_RECV_SIZE)
+                except BlockingIOError:
+                    data, more = b"", False
+                    continue
                 if not data:
                     break
+                more = len(data) == _RECV_SIZE
         except ProtocolError as exc:
             error = exc
             logger.warning("server broke the protocol: %s", exc)
@@ -493,6 +527,7 @@ class _Connection:
         return False
 
     def _close_socket(self) -> None:
+        self._raw_send = None
         sock, self.sock = self.sock, None
         if sock is not None:
             try:

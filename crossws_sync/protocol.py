@@ -17,7 +17,7 @@ import os
 import random
 import string
 import time
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 import ujson
 
@@ -179,7 +179,17 @@ def _base36(number: int) -> str:
     return "".join(reversed(digits))
 
 
+_stamp: List[Any] = [-1, ""]  # [millisecond, "<ms36>-<rand4>-"]: shared by the ids of one millisecond
+
+
 def new_client_callback_id() -> str:
-    """Return a client ``callbackId`` shaped like the original's: ``<ms36>-<rand4>-<n36>``."""
-    rand = "".join(random.choice(_ALPHABET) for _ in range(4))
-    return "%s-%s-%s" % (_base36(int(time.time() * 1000)), rand, _base36(next(_counter)))
+    """Return a client ``callbackId`` shaped like the original's: ``<ms36>-<rand4>-<n36>``.
+
+    The counter makes ids unique within the process; the stamp and its random part are
+    computed once per millisecond (a burst of emits does not pay for them each time).
+    """
+    now_ms = int(time.time() * 1000)
+    if now_ms != _stamp[0]:
+        rand = "".join(random.choice(_ALPHABET) for _ in range(4))
+        _stamp[0], _stamp[1] = now_ms, "%s-%s-" % (_base36(now_ms), rand)
+    return _stamp[1] + _base36(next(_counter))

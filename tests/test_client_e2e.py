@@ -303,3 +303,30 @@ def test_client_answers_the_server_protocol_pings(make_adapter, make_client):
     gevent.sleep(0.4)  # eight sweeps
     assert client.connected and rec.names() == ["open"]
     assert client.emit_and_wait("say", 1).success
+
+
+def test_big_frames_that_fill_the_socket_and_small_ones_never_interleave(make_adapter, make_client):
+    # 3 MiB emits from four greenlets overflow the socket buffer: a non-blocking send() takes
+    # part of one, the rest is written under the write lock, and meanwhile other greenlets keep
+    # emitting small frames; the server must still see every frame whole and each greenlet's
+    # frames in order.
+    adapter = make_adapter(max_message_size=8 << 20)
+    seen = []
+    adapter.on_websocket_event("big", lambda s, payload, cb: (seen.append(("big", len(payload["blob"]))), cb and cb(True)))
+    adapter.on_websocket_event("small", lambda s, payload, cb: (seen.append(("small", payload)), cb and cb(True)))
+    client = make_client("ws://127.0.0.1:%d/?id=u1" % adapter.port)
+    assert client.wait_connected(5)
+
+    def big(index):
+        return [client.emit_and_wait("big", {"i": index, "blob": "x" * (3 << 20)}, callback_timeout=20).success
+                for _ in range(3)]
+
+    def small(index):
+        return [client.emit_and_wait("small", [index, n], callback_timeout=20).success for n in range(30)]
+
+    jobs = [gevent.spawn(big, i) for i in range(4)] + [gevent.spawn(small, i) for i in range(10)]
+    gevent.joinall(jobs, timeout=60, raise_error=True)
+    assert all(all(job.value) for job in jobs)
+    assert sorted(length for kind, length in seen if kind == "big") == [3 << 20] * 12
+    for index in range(10):
+        assert [payload[1] for kind, payload in seen if kind == "small" and payload[0] == index] == list(range(30))
