@@ -32,15 +32,14 @@ detects the format by itself, whatever this node sends:
 
 * first non-blank byte ``{`` or ``[``  -> JSON (a valid MessagePack *object* never starts so);
 * ``28 b5 2f fd`` (zstd frame magic)    -> decompress (bounded), then JSON or MessagePack;
-* ``c1`` (a byte MessagePack never uses) -> signed frame ``c1 01 <32-byte MAC> <body>``;
+* ``c1`` (a byte MessagePack never uses) -> signed frame (:mod:`crossws_sync.signing`:
+  HMAC bound to the channel, sender token, sequence and timestamp against replays);
 * anything else                         -> MessagePack.
 
 This module imports neither gevent nor redis and never blocks.
 """
 from __future__ import annotations
 
-import hashlib
-import hmac
 import io
 import itertools
 import secrets
@@ -53,6 +52,7 @@ import zstandard
 from . import protocol
 from .errors import ConfigError, EnvelopeError
 from .protocol import MISSING
+from .signing import SIGNED_MARKER, ReplayGuard, new_sender_token, sign, verify
 
 try:  # MessagePack is an optional extra (pip install crossws_sync[msgpack])
     import msgpack as _msgpack
@@ -67,11 +67,6 @@ CODECS = ("json", "msgpack")
 
 #: Bytes that start every zstd frame.
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-#: First byte of a signed frame (0xc1 is "never used" in MessagePack, not JSON either).
-SIGNED_MARKER = 0xC1
-_SIGNED_VERSION = 0x01
-_MAC_SIZE = 32
-_SIGN_DOMAIN = b"crossws-sync/bus/v1\x00"
 _JSON_FIRST = frozenset(b"{[ \t\r\n")
 
 Raw = Union[bytes, bytearray, memoryview, str]
@@ -322,39 +317,6 @@ def parse_ws(message: Any) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Signing
-# ---------------------------------------------------------------------------------------------
-
-def _mac(key: bytes, channel: str, body: bytes) -> bytes:
-    return hmac.new(key, _SIGN_DOMAIN + channel.encode("utf-8") + b"\x00" + body, hashlib.sha256).digest()
-
-
-def sign(key: bytes, channel: str, body: bytes) -> bytes:
-    """Wrap ``body`` in a signed frame bound to ``channel``: ``c1 01 <HMAC-SHA256> <body>``.
-
-    The MAC proves the message comes from a holder of ``key`` and was meant for ``channel``;
-    it does not stop an attacker who can publish from replaying a captured message.
-    """
-    return bytes((SIGNED_MARKER, _SIGNED_VERSION)) + _mac(key, channel, body) + body
-
-
-def verify(key: bytes, channel: str, raw: bytes) -> bytes:
-    """Check a signed frame and return its body.
-
-    Raises:
-        EnvelopeError: not a signed frame, unknown version or a wrong MAC.
-    """
-    if len(raw) < 2 + _MAC_SIZE or raw[0] != SIGNED_MARKER:
-        raise EnvelopeError("unsigned message rejected (a signing_key is configured)")
-    if raw[1] != _SIGNED_VERSION:
-        raise EnvelopeError("signed frame of unknown version %d" % raw[1])
-    mac, body = raw[2:2 + _MAC_SIZE], raw[2 + _MAC_SIZE:]
-    if not hmac.compare_digest(mac, _mac(key, channel, body)):
-        raise EnvelopeError("bad signature on channel %r" % channel)
-    return body
-
-
-# ---------------------------------------------------------------------------------------------
 # Codec
 # ---------------------------------------------------------------------------------------------
 
@@ -381,8 +343,9 @@ class EnvelopeCodec:
             original Node nodes cannot read them); ``None`` never compresses.
         max_decompressed_size: refuse messages larger than this many bytes, plain or once
             decompressed (zstd).
-        signing_key: when set, every message is signed and unsigned messages are rejected
-            (only between our nodes; original nodes can neither sign nor verify).
+        signing_key: when set, every message is signed and unsigned, badly signed or replayed
+            messages are rejected (only between our nodes; original nodes can neither sign nor
+            verify). See :mod:`crossws_sync.signing`.
         compress_level: zstd level (1 is the measured best trade-off).
 
     Raises:
@@ -410,6 +373,9 @@ class EnvelopeCodec:
         self.compress_threshold = compress_threshold
         self.max_decompressed_size = max_decompressed_size
         self._key = signing_key
+        self._token = new_sender_token()
+        self._sequence = itertools.count(1)
+        self._replays = ReplayGuard()
         self._compressor = zstandard.ZstdCompressor(level=compress_level, write_content_size=True)
         self._decompressor = zstandard.ZstdDecompressor()
 
@@ -440,7 +406,7 @@ class EnvelopeCodec:
         if self.compress_threshold is not None and len(body) > self.compress_threshold:
             body = self._compressor.compress(body)
         if self._key is not None:
-            body = sign(self._key, channel, body)
+            body = sign(self._key, channel, body, token=self._token, sequence=next(self._sequence))
         return body
 
     # Decoding -----------------------------------------------------------------------------
@@ -460,7 +426,8 @@ class EnvelopeCodec:
             # Decoding a huge plain message costs several times its size in objects: refuse it.
             raise EnvelopeError("message of %d bytes exceeds the %d-byte limit" % (len(raw), self.max_decompressed_size))
         if self._key is not None:
-            raw = verify(self._key, channel, raw)
+            raw, token, sequence, stamp = verify(self._key, channel, raw)
+            self._replays.check(token, sequence, stamp)
         elif raw[:1] == b"\xc1":
             raise EnvelopeError("signed message received but no signing_key is configured")
         if raw[:4] == ZSTD_MAGIC:

@@ -273,6 +273,27 @@ def test_signed_buses_talk_and_drop_unsigned_messages(redis_server, make_bus):
     wait_for(lambda: b.stats["decode_errors"] >= 1)
 
 
+def test_a_captured_signed_message_published_again_is_dropped(redis_server, make_bus):
+    a = make_bus("A", [redis_server.config], signing_key=b"shared")
+    b = make_bus("B", [redis_server.config], signing_key=b"shared")
+    got = []
+    b.on_cross_server_event("pay", lambda data, callback: got.append(data["payload"]))
+    spy = Spy(redis_server.port, a.bridge_channel)
+    try:
+        a.emit_cross_server("pay", {"amount": 10}, target_server="B")
+        wait_for(lambda: got == [{"amount": 10}] and spy.on(a.bridge_channel), message="the genuine message")
+        captured = spy.on(a.bridge_channel)[0]
+        errors = b.stats["decode_errors"]
+        for _ in range(3):  # an attacker who can publish replays the signed bytes
+            spy.client.publish(a.bridge_channel, captured)
+        wait_for(lambda: b.stats["decode_errors"] == errors + 3, message="the replays refused")
+        a.emit_cross_server("pay", {"amount": 20}, target_server="B")
+        wait_for(lambda: len(got) == 2)
+        assert got == [{"amount": 10}, {"amount": 20}]
+    finally:
+        spy.close()
+
+
 # Custom channels ---------------------------------------------------------------------------------
 
 def test_custom_channels_and_handler(redis_server, make_bus):

@@ -30,6 +30,7 @@ PURE_MODULES = [
     "results",
     "backoff",
     "envelope",
+    "signing",
     "upgrade",
     "directory",
 ]
