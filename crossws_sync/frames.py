@@ -76,6 +76,14 @@ def encode_frame(opcode: int, payload: bytes, *, mask: bool = False, fin: bool =
     return header + payload
 
 
+def encode_text_bytes(payload: bytes) -> bytes:
+    """Encode an unmasked text frame from UTF-8 ``payload`` (the server's per-message path)."""
+    length = len(payload)
+    if length < 126:
+        return bytes((0x81, length)) + payload
+    return encode_frame(OP_TEXT, payload)
+
+
 def encode_text(text: str, *, mask: bool = False) -> bytes:
     """Encode a text frame from a ``str``."""
     return encode_frame(OP_TEXT, text.encode("utf-8"), mask=mask)

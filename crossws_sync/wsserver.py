@@ -19,7 +19,7 @@ from .connection import ConnectionHandler, WebSocketConnection
 from .errors import ProtocolError
 from .listeners import ListenerRegistry
 from .protocol import MISSING, decode_client_frame, encode_ack, encode_ack_bytes
-from .frames import OP_TEXT, encode_frame
+from .frames import encode_text_bytes
 from .request import Request
 from .supervisor import supervise
 
@@ -113,6 +113,7 @@ class WebSocketService(ConnectionHandler):
         self.client_events = ListenerRegistry(logger, self._count_handler_error)
         self._on_closed = on_closed
         self._heartbeat_frame = frames.encode_text(settings.heartbeat_str)
+        self._heartbeat_str = settings.heartbeat_str
         self._limiter = (
             _RateLimiter(settings.max_messages_per_second, settings.rate_limit_burst or max(1, int(settings.max_messages_per_second * 2)))
             if settings.max_messages_per_second
@@ -297,7 +298,7 @@ class WebSocketService(ConnectionHandler):
                 logger.warning("rate limit: dropping messages from %r", conn)
             return
         system = self.system_events
-        if text == self.settings.heartbeat_str:
+        if text == self._heartbeat_str:
             system.emit("client-ping", conn)
             conn.send_frame(self._heartbeat_frame)
         else:
@@ -313,15 +314,15 @@ class WebSocketService(ConnectionHandler):
             if _log_budget(conn):
                 logger.warning("bad frame from %r: %s", conn, exc)
             return
-        if not self.client_events.has(event):
-            self.stats["unknown_events"] += 1
-            if _log_budget(conn):
-                logger.info("unknown event %r from %r", event[:64], conn)
-            if callback_id is not None and self.settings.unknown_event_ack:
-                conn.send(encode_ack(callback_id, {"error": "unknown event", "errorCode": "UNKNOWN_EVENT"}))
-            return
         callback = _make_ack(conn, callback_id) if callback_id is not None else None
-        self.client_events.emit(event, conn, None if payload is MISSING else payload, callback)
+        if self.client_events.emit(event, conn, None if payload is MISSING else payload, callback):
+            return
+        # No listener: one dict lookup for the common case, this branch for the rare one.
+        self.stats["unknown_events"] += 1
+        if _log_budget(conn):
+            logger.info("unknown event %r from %r", event[:64], conn)
+        if callback_id is not None and self.settings.unknown_event_ack:
+            conn.send(encode_ack(callback_id, {"error": "unknown event", "errorCode": "UNKNOWN_EVENT"}))
 
     def on_pong(self, conn: WebSocketConnection, data: bytes) -> None:
         if self.system_events.has("pong"):
@@ -370,6 +371,6 @@ def _make_ack(conn: WebSocketConnection, callback_id: str) -> Callable[..., bool
     def callback(data: Any = MISSING) -> bool:
         """Send the ack frame for this request; False when the socket is no longer open."""
         # send_frame() returns False itself when the socket is no longer open
-        return conn.send_frame(encode_frame(OP_TEXT, encode_ack_bytes(callback_id, data)))
+        return conn.send_frame(encode_text_bytes(encode_ack_bytes(callback_id, data)))
 
     return callback

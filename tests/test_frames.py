@@ -490,3 +490,9 @@ def test_small_text_frame_inside_a_fragmented_message_is_still_refused():
     assert parser.feed(frames.encode_frame(frames.OP_TEXT, b"part", mask=True, fin=False)) == []
     with pytest.raises(ProtocolError):
         parser.feed(frames.encode_frame(frames.OP_TEXT, b"whole", mask=True))
+
+
+@pytest.mark.parametrize("length", [0, 1, 125, 126, 127, 65535, 65536])
+def test_text_frame_from_bytes_is_the_general_encoding(length):
+    payload = b"y" * length
+    assert frames.encode_text_bytes(payload) == frames.encode_frame(frames.OP_TEXT, payload)
