@@ -43,7 +43,6 @@ from __future__ import annotations
 import io
 import itertools
 import secrets
-import string
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -51,7 +50,7 @@ import zstandard
 
 from . import protocol
 from .errors import ConfigError, EnvelopeError
-from .protocol import MISSING
+from .protocol import BASE36_DIGITS, MISSING, base36
 from .signing import SIGNED_MARKER, ReplayGuard, new_sender_token, sign, verify
 
 try:  # MessagePack is an optional extra (pip install crossws_sync[msgpack])
@@ -111,19 +110,6 @@ def room_channel(ws_prefix: str, bridge_prefix: str, room_namespace: str) -> str
 # Callback ids
 # ---------------------------------------------------------------------------------------------
 
-_ALPHABET = string.digits + string.ascii_lowercase
-
-
-def _base36(number: int) -> str:
-    if number <= 0:
-        return "0"
-    digits: List[str] = []
-    while number:
-        number, rem = divmod(number, 36)
-        digits.append(_ALPHABET[rem])
-    return "".join(reversed(digits))
-
-
 class CallbackIdFactory:
     """Callback ids that are unique across the cluster.
 
@@ -139,7 +125,7 @@ class CallbackIdFactory:
 
     def __init__(self, server_name: str) -> None:
         self._prefix = server_name
-        self._token = "".join(secrets.choice(_ALPHABET) for _ in range(6))
+        self._token = "".join(secrets.choice(BASE36_DIGITS) for _ in range(6))
         self._counter = itertools.count(1)
         self._stamp_ms = -1
         self._stamp = ""
@@ -154,8 +140,8 @@ class CallbackIdFactory:
         now_ms = int(time.time() * 1000)
         if now_ms != self._stamp_ms:  # a burst of calls within one millisecond shares the stamp
             self._stamp_ms = now_ms
-            self._stamp = "%s-%s-%s-" % (self._prefix, _base36(now_ms), self._token)
-        return self._stamp + _base36(next(self._counter))
+            self._stamp = "%s-%s-%s-" % (self._prefix, base36(now_ms), self._token)
+        return self._stamp + base36(next(self._counter))
 
 
 # ---------------------------------------------------------------------------------------------

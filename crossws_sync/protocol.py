@@ -166,16 +166,18 @@ def decode_server_frame(text: str) -> Tuple[Optional[str], Any, Optional[str]]:
 
 
 _counter = itertools.count(1)
-_ALPHABET = string.digits + string.ascii_lowercase
+#: The digits of base 36, as JavaScript's ``toString(36)`` writes them.
+BASE36_DIGITS = string.digits + string.ascii_lowercase
 
 
-def _base36(number: int) -> str:
+def base36(number: int) -> str:
+    """``number.toString(36)`` as JavaScript writes it (ids shaped like the original's)."""
     if number == 0:
         return "0"
     digits = []
     while number:
         number, rem = divmod(number, 36)
-        digits.append(_ALPHABET[rem])
+        digits.append(BASE36_DIGITS[rem])
     return "".join(reversed(digits))
 
 
@@ -190,6 +192,6 @@ def new_client_callback_id() -> str:
     """
     now_ms = int(time.time() * 1000)
     if now_ms != _stamp[0]:
-        rand = "".join(random.choice(_ALPHABET) for _ in range(4))
-        _stamp[0], _stamp[1] = now_ms, "%s-%s-" % (_base36(now_ms), rand)
-    return _stamp[1] + _base36(next(_counter))
+        rand = "".join(random.choice(BASE36_DIGITS) for _ in range(4))
+        _stamp[0], _stamp[1] = now_ms, "%s-%s-" % (base36(now_ms), rand)
+    return _stamp[1] + base36(next(_counter))

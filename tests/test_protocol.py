@@ -230,11 +230,11 @@ def test_new_client_callback_ids_are_unique_and_counted():
 
 
 def test_base36_matches_javascript_to_string_36():
-    assert protocol._base36(0) == "0"
-    assert protocol._base36(35) == "z"
-    assert protocol._base36(36) == "10"
+    assert protocol.base36(0) == "0"
+    assert protocol.base36(35) == "z"
+    assert protocol.base36(36) == "10"
     # (1700000000000).toString(36) in JavaScript
-    assert protocol._base36(1700000000000) == "loyw3v28"
+    assert protocol.base36(1700000000000) == "loyw3v28"
 
 
 @pytest.mark.parametrize("payload", [MISSING, None, {"ok": True}, {"msg": "héllo ✓ \u2028"}, {1: "int key"}, [1, 2.5, "x"]])
