@@ -44,7 +44,7 @@ import io
 import itertools
 import secrets
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import zstandard
 
