@@ -43,7 +43,7 @@ from . import frames, protocol
 from .backoff import reconnect_delay
 from .errors import ConfigError, ConnectTimeoutError, HandshakeError, ProtocolError
 from .listeners import ListenerRegistry, check_event_name
-from .sockets import os_socket, read_waiter
+from .sockets import SocketReader, os_socket
 from .results import Result
 from .upgrade import (
     MAX_HANDSHAKE_BYTES,
@@ -454,25 +454,16 @@ class _Connection:
         error: Optional[BaseException] = None
         sock = self.sock
         raw = os_socket(sock)
-        wait_readable = read_waiter(sock) if raw is not None and sock.gettimeout() is None else None  # type: ignore[union-attr]
-        recv = raw.recv if wait_readable is not None else sock.recv  # type: ignore[union-attr]
         self._raw_send = raw.send if raw is not None else None
+        reader = SocketReader(sock)  # waits, then reads (see sockets.py)
         try:
             data = leftover
-            more = False
             while True:
                 if data and self._handle(self.parser.feed(data)):
                     break
-                if wait_readable is not None and not more:
-                    wait_readable()  # then one non-blocking read (see sockets.py)
-                try:
-                    data = recv(_RECV_SIZE)
-                except BlockingIOError:
-                    data, more = b"", False
-                    continue
+                data = reader.recv(_RECV_SIZE)
                 if not data:
                     break
-                more = len(data) == _RECV_SIZE
         except ProtocolError as exc:
             error = exc
             logger.warning("server broke the protocol: %s", exc)

@@ -20,14 +20,14 @@ import logging
 import socket as _stdsocket
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Deque, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Deque, Iterator, List, Optional, Union
 
 import gevent
 
 from . import frames
 from .errors import ProtocolError
 from .protocol import MISSING, encode_event
-from .sockets import is_tls, os_socket, read_waiter
+from .sockets import SocketReader, is_tls, os_socket
 
 if TYPE_CHECKING:
     from .request import Request
@@ -51,16 +51,6 @@ _READ_SIZE = 65536
 
 def _tls_send(data: bytes) -> int:
     raise BlockingIOError  # TLS: every write goes through the flusher's sendall
-
-
-def _reader_for(sock: Any) -> Tuple[Callable[[int], bytes], Optional[Callable[[], None]]]:
-    """``(recv, wait_readable)`` for the reading loop: wait, then one non-blocking ``recv``
-    (see :mod:`crossws_sync.sockets`); ``(sock.recv, None)`` with TLS or a socket timeout."""
-    raw = os_socket(sock)
-    wait_readable = read_waiter(sock)
-    if raw is None or wait_readable is None or sock.gettimeout() is not None:
-        return sock.recv, None
-    return raw.recv, wait_readable
 
 
 class ConnectionHandler:
@@ -254,24 +244,15 @@ class WebSocketConnection:
         sock = self._sock
         parser = self._parser
         handler = self._handler
-        recv, wait_readable = _reader_for(sock)
-        more = False
+        reader = SocketReader(sock)  # waits, then reads: no failed recv() per request
         try:
             while self._state != CLOSED:
                 try:
-                    if wait_readable is not None and not more:
-                        # Wait first, then read: a client that waits for our answer has sent
-                        # nothing yet, so reading at once would cost a failed recv() per message.
-                        wait_readable()
-                    data = recv(_READ_SIZE)
-                except BlockingIOError:  # woken without data after all
-                    more = False
-                    continue
+                    data = reader.recv(_READ_SIZE)
                 except OSError:
                     break
                 if not data:
                     break
-                more = len(data) == _READ_SIZE
                 try:
                     messages = parser.feed(data)
                 except ProtocolError as exc:
@@ -379,7 +360,7 @@ class WebSocketConnection:
             self._flusher = None
 
     @staticmethod
-    def _drain(outbox: Deque[bytes], limit: int = 256 * 1024):  # type: ignore[no-untyped-def]
+    def _drain(outbox: Deque[bytes], limit: int = 256 * 1024) -> Iterator[bytes]:
         size = 0
         while outbox and size < limit:
             chunk = outbox.popleft()

@@ -13,7 +13,7 @@ from typing import Any, Optional
 import hiredis
 import redis
 
-from .sockets import os_socket, read_waiter
+from .sockets import SocketReader
 
 _READ_SIZE = 65536
 
@@ -31,14 +31,9 @@ class ReplyStream:
     def __init__(self, conn: Any) -> None:
         sock = self._sock = conn._sock
         self._timeout = sock.gettimeout()
-        self._reader = hiredis.Reader(replyError=redis.ResponseError)
+        self._hiredis = hiredis.Reader(replyError=redis.ResponseError)
         self._buffer = bytearray(_READ_SIZE)
-        # Plain sockets: wait on gevent's read watcher, then one non-blocking read (see
-        # sockets.py); TLS sockets read through their wrapper.
-        raw = os_socket(sock)
-        self._wait = read_waiter(sock)
-        self._recv_into = raw.recv_into if raw is not None and self._wait is not None else sock.recv_into
-        self._more = False
+        self._reader = SocketReader(sock)  # waits, then reads (see sockets.py)
 
     def next(self, timeout: Optional[float] = None) -> Any:
         """The next reply, or :data:`TIMED_OUT`.
@@ -51,7 +46,7 @@ class ReplyStream:
             redis.ConnectionError: the server closed the connection.
             OSError: the connection failed.
         """
-        reply = self._reader.gets()
+        reply = self._hiredis.gets()
         if reply is not False:
             return reply
         sock = self._sock
@@ -60,19 +55,13 @@ class ReplyStream:
         try:
             while True:
                 try:
-                    if self._wait is not None and not self._more:
-                        self._wait()  # raises socket.timeout after the timeout
-                    count = self._recv_into(self._buffer)
+                    count = self._reader.recv_into(self._buffer)  # the socket's timeout applies
                 except _stdsocket.timeout:
                     return TIMED_OUT
-                except BlockingIOError:  # woken without data after all
-                    self._more = False
-                    continue
                 if not count:
                     raise redis.ConnectionError("connection closed by the server")
-                self._more = count == _READ_SIZE
-                self._reader.feed(self._buffer, 0, count)  # type: ignore[arg-type]  # any buffer works
-                reply = self._reader.gets()
+                self._hiredis.feed(self._buffer, 0, count)  # type: ignore[arg-type]  # any buffer works
+                reply = self._hiredis.gets()
                 if reply is not False:
                     return reply
         finally:
@@ -81,7 +70,7 @@ class ReplyStream:
 
     def ready(self) -> Any:
         """The next reply already buffered, or ``False`` (never reads the socket)."""
-        return self._reader.gets()
+        return self._hiredis.gets()
 
 
 __all__ = ["ReplyStream", "TIMED_OUT"]

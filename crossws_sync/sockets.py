@@ -50,4 +50,51 @@ def read_waiter(sock: Any) -> Optional[Callable[[], None]]:
     return wait_readable
 
 
-__all__ = ["is_tls", "os_socket", "read_waiter"]
+class SocketReader:
+    """Reads ``sock`` the cheap way: wait on gevent's read watcher, then one non-blocking read.
+
+    After a read that filled the whole buffer the next read is tried at once (more is probably
+    there). On a TLS socket, or anything that is not a plain gevent socket, it is the socket's
+    own ``recv`` / ``recv_into``. Either way a socket timeout raises ``socket.timeout`` and a
+    socket closed meanwhile raises ``OSError``; ``b""`` / ``0`` means the peer closed.
+    """
+
+    __slots__ = ("_wait", "_recv", "_recv_into", "_more")
+
+    def __init__(self, sock: Any) -> None:
+        raw = os_socket(sock)
+        self._wait = read_waiter(sock)
+        if raw is not None and self._wait is not None:
+            self._recv, self._recv_into = raw.recv, raw.recv_into
+        else:
+            self._recv, self._recv_into = sock.recv, sock.recv_into
+        self._more = False
+
+    def recv(self, size: int) -> bytes:
+        """Up to ``size`` bytes, once some arrived."""
+        while True:
+            if self._wait is not None and not self._more:
+                self._wait()
+            try:
+                data: bytes = self._recv(size)
+            except BlockingIOError:  # woken without data after all
+                self._more = False
+                continue
+            self._more = len(data) == size
+            return data
+
+    def recv_into(self, buffer: bytearray) -> int:
+        """Fill ``buffer`` with what arrived (at least one byte, or 0 when the peer closed)."""
+        while True:
+            if self._wait is not None and not self._more:
+                self._wait()
+            try:
+                count: int = self._recv_into(buffer)
+            except BlockingIOError:
+                self._more = False
+                continue
+            self._more = count == len(buffer)
+            return count
+
+
+__all__ = ["SocketReader", "is_tls", "os_socket", "read_waiter"]
