@@ -5,6 +5,7 @@ import redis
 
 from crossws_sync.errors import RedisUnavailableError
 from crossws_sync.publisher import Command, NoWaitCommand, Publisher
+from bus_fixtures import Spy
 from support import counting_sends, wait_for
 
 
@@ -33,23 +34,6 @@ def publisher(redis_server):
     client.close()
 
 
-def listen(redis_server, channel):
-    sub = redis.Redis(host="127.0.0.1", port=redis_server.port).pubsub()
-    sub.subscribe(channel)
-    assert sub.get_message(timeout=2)["type"] == "subscribe"
-    return sub
-
-
-def drain(sub, count, timeout=10.0):
-    received = []
-    deadline = gevent.get_hub().loop.now() + timeout
-    while len(received) < count and gevent.get_hub().loop.now() < deadline:
-        message = sub.get_message(timeout=0.5)
-        if message and message["type"] == "message":
-            received.append(message["data"])
-    return received
-
-
 def test_replies_match_their_commands_and_a_refused_command_fails_alone(publisher):
     commands = [Command(("PING",)), Command(("NOSUCHCOMMAND", "x")), Command(("ECHO", "after")),
                 Command(("PUBLISH", "nobody", b"x"))]
@@ -69,24 +53,26 @@ def test_commands_of_one_loop_iteration_share_one_send(publisher, redis_server):
     assert warm.result.get(timeout=2) == b"PONG"
     sends = []
     publisher._send = counting_sends(publisher._send, sends)
-    sub = listen(redis_server, "pipe")
+    spy = Spy(redis_server.port, "pipe")
     lost = []
     for index in range(200):
         publisher.submit(NoWaitCommand(("PUBLISH", "pipe", b"m%d" % index), lost.append))
-    received = drain(sub, 200)
-    assert received == [b"m%d" % index for index in range(200)]
+    wait_for(lambda: len(spy.on("pipe")) == 200, message="200 publishes delivered")
+    spy.close()
+    assert spy.on("pipe") == [b"m%d" % index for index in range(200)]
     assert len(sends) == 1 and lost == []  # one send() for the 200 publishes, no greenlet switch
 
 
 def test_what_the_kernel_does_not_take_at_once_is_written_by_the_writer_in_order(publisher, redis_server):
-    sub = listen(redis_server, "big")
+    spy = Spy(redis_server.port, "big")
     lost = []
     payloads = [bytes([65 + index]) * (1 << 20) for index in range(12)]  # 12 MiB in one iteration
     for payload in payloads:
         publisher.submit(NoWaitCommand(("PUBLISH", "big", payload), lost.append))
     publisher.submit(NoWaitCommand(("PUBLISH", "big", b"tail"), lost.append))
-    received = drain(sub, 13, timeout=20)
-    assert received == payloads + [b"tail"] and lost == []
+    wait_for(lambda: len(spy.on("big")) == 13, timeout=20, message="13 publishes delivered")
+    spy.close()
+    assert spy.on("big") == payloads + [b"tail"] and lost == []
 
 
 def test_a_dead_server_fails_the_commands_in_flight_and_reports_down(publisher, redis_server):
