@@ -15,6 +15,7 @@ buffered inside it while the OS socket is not readable.
 """
 from __future__ import annotations
 
+import functools
 import ssl as _stdssl
 from typing import Any, Callable, Optional
 
@@ -33,23 +34,6 @@ def os_socket(sock: Any) -> Optional[Any]:
     return getattr(sock, "_sock", None)
 
 
-def read_waiter(sock: Any) -> Optional[Callable[[], None]]:
-    """A function that blocks the calling greenlet until ``sock`` is readable.
-
-    It honours the socket's timeout (raises ``socket.timeout``) and raises ``OSError`` when
-    the socket is closed meanwhile. ``None`` when ``sock`` is not a plain gevent socket.
-    """
-    wait = getattr(sock, "_wait", None)
-    read_event = getattr(sock, "_read_event", None)
-    if wait is None or read_event is None or os_socket(sock) is None:
-        return None
-
-    def wait_readable() -> None:
-        wait(read_event)
-
-    return wait_readable
-
-
 class SocketReader:
     """Reads ``sock`` the cheap way: wait on gevent's read watcher, then one non-blocking read.
 
@@ -63,8 +47,12 @@ class SocketReader:
 
     def __init__(self, sock: Any) -> None:
         raw = os_socket(sock)
-        self._wait = read_waiter(sock)
-        if raw is not None and self._wait is not None:
+        wait = getattr(sock, "_wait", None)  # gevent's wait on one of the socket's watchers
+        read_event = getattr(sock, "_read_event", None)
+        self._wait: Optional[Callable[[], None]] = None
+        if raw is not None and wait is not None and read_event is not None:
+            # Honours the socket's timeout (socket.timeout) and raises OSError if it is closed.
+            self._wait = functools.partial(wait, read_event)
             self._recv, self._recv_into = raw.recv, raw.recv_into
         else:
             self._recv, self._recv_into = sock.recv, sock.recv_into
@@ -97,4 +85,4 @@ class SocketReader:
             return count
 
 
-__all__ = ["SocketReader", "is_tls", "os_socket", "read_waiter"]
+__all__ = ["SocketReader", "is_tls", "os_socket"]

@@ -106,11 +106,6 @@ class Subscriber:
     def _closed(self) -> bool:
         return self._is_closed()
 
-    @property
-    def connected(self) -> bool:
-        """Whether a subscriber connection is up."""
-        return self._sub_conn is not None
-
     def want(self, channels: Iterable[str]) -> None:
         """Add ``channels`` to the wanted set without sending anything (before the first connect)."""
         self._wanted.update(channels)
