@@ -13,7 +13,7 @@ import base64
 import hashlib
 import os
 import struct
-from typing import List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 from .errors import MessageTooBig, ProtocolError
 
@@ -49,12 +49,25 @@ def new_client_key() -> str:
     return base64.b64encode(os.urandom(16)).decode("ascii")
 
 
+#: Small payloads only (<= 1 KiB): word count -> the integer whose every 32-bit word is 1, so
+#: that ``mask * repeat`` is the mask repeated over the payload in one multiplication.
+_REPEAT_WORDS = 256
+_repeat: Dict[int, int] = {}
+
+
 def unmask(payload: Union[bytes, bytearray, memoryview], mask: bytes) -> bytes:
     """XOR ``payload`` with the 4-byte ``mask`` (C-speed via big integers)."""
     length = len(payload)
     if length == 0:
         return b""
-    full_mask = (mask * ((length >> 2) + 1))[:length]
+    words = (length + 3) >> 2
+    if words <= _REPEAT_WORDS:
+        repeat = _repeat.get(words)
+        if repeat is None:
+            repeat = _repeat[words] = ((1 << (words << 5)) - 1) // 0xFFFFFFFF
+        value = int.from_bytes(payload, "little") ^ (int.from_bytes(mask, "little") * repeat)
+        return value.to_bytes(words << 2, "little")[:length]
+    full_mask = (mask * (words + 1))[:length]
     value = int.from_bytes(payload, "big") ^ int.from_bytes(full_mask, "big")
     return value.to_bytes(length, "big")
 
@@ -152,12 +165,18 @@ class FrameParser:
             view: Union[bytes, bytearray] = buf
         else:
             view = data
-            # Fast path: exactly one small, whole, masked text frame (a client's typical
+            # Fast path: exactly one whole masked text frame under 64 KiB (a client's typical
             # request); everything else, and every error, takes the general loop below.
-            if (len(data) > 6 and data[0] == 0x81 and self._expect_masked and not self._frag_opcode
-                    and data[1] - 0x80 == len(data) - 6 < 126
-                    and (self._max is None or len(data) - 6 <= self._max)):
-                return [(OP_TEXT, unmask(data[6:], data[2:6]))]
+            if len(data) > 6 and data[0] == 0x81 and self._expect_masked and not self._frag_opcode:
+                b1 = data[1]
+                start = 0
+                if b1 == 0xFE:  # masked, 16-bit length
+                    if len(data) > 8 and (data[2] << 8 | data[3]) == len(data) - 8:
+                        start = 8
+                elif b1 < 0xFE and b1 - 0x80 == len(data) - 6:  # masked, 7-bit length
+                    start = 6
+                if start and (self._max is None or len(data) - start <= self._max):
+                    return [(OP_TEXT, unmask(data[start:], data[start - 4:start]))]
         out: List[Message] = []
         pos = 0
         total = len(view)

@@ -425,6 +425,37 @@ def test_feed_accepts_bytearray_and_memoryview():
     assert parser.feed(memoryview(frame)[4:]) == [(OP_TEXT, b"abc")]
 
 
+def _masked_text_frame(payload, length_field):
+    """A masked text frame whose length is written in a 7-, 16- or 64-bit field (non-minimal allowed)."""
+    mask = os.urandom(4)
+    if length_field == 7:
+        header = bytes((0x81, 0x80 | len(payload)))
+    elif length_field == 16:
+        header = bytes((0x81, 0xFE)) + struct.pack("!H", len(payload))
+    else:
+        header = bytes((0x81, 0xFF)) + struct.pack("!Q", len(payload))
+    return header + mask + unmask(payload, mask)
+
+
+@pytest.mark.parametrize("length_field,length", [(7, 0), (7, 1), (7, 125), (16, 5), (16, 126), (16, 127), (16, 1030),
+                                                 (16, 65535), (64, 119), (64, 300)])
+def test_a_whole_masked_text_frame_in_one_read_with_any_length_field(length_field, length):
+    # (64, 119) is 133 bytes on the wire: its second byte 0xFF must not pass for a 7-bit length
+    payload = os.urandom(length)
+    frame = _masked_text_frame(payload, length_field)
+    assert server_parser(max_message_size=None).feed(frame) == [(OP_TEXT, payload)]
+    parser = server_parser(max_message_size=None)
+    assert parser.feed(frame[:3]) == []
+    assert parser.feed(frame[3:]) == [(OP_TEXT, payload)]
+
+
+def test_a_whole_16_bit_frame_over_the_limit_is_refused_in_one_read():
+    frame = _masked_text_frame(b"x" * 201, 16)
+    with pytest.raises(MessageTooBig):
+        server_parser(max_message_size=200).feed(frame)
+    assert server_parser(max_message_size=201).feed(frame) == [(OP_TEXT, b"x" * 201)]
+
+
 # unmask -------------------------------------------------------------------------------------
 
 
@@ -438,6 +469,12 @@ def test_unmask_equals_naive_xor(payload, mask):
     assert unmask(payload, mask) == _naive_unmask(payload, mask)
     assert unmask(bytearray(payload), mask) == _naive_unmask(payload, mask)
     assert unmask(memoryview(payload), mask) == _naive_unmask(payload, mask)
+
+
+@pytest.mark.parametrize("length", [1, 3, 4, 5, 1023, 1024, 1025, 1027, 1028, 1029, 4099])
+def test_unmask_at_the_word_and_table_boundaries(length):
+    payload, mask = os.urandom(length), os.urandom(4)
+    assert unmask(payload, mask) == _naive_unmask(payload, mask)
 
 
 def test_unmask_keeps_leading_zero_bytes_and_is_an_involution():
