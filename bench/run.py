@@ -58,7 +58,7 @@ WORKLOADS: Dict[str, Dict[str, Any]] = {
            "metrics": ["round_trips_per_s", "p50_ms", "p99_ms", "lost"]},
     "W5": {"title": "1 node, 100 clients, emit-with-ack loop, 10 s", "nodes": 1,
            "params": {"clients": 100, "duration": 10}, "quick": {"clients": 5, "duration": 1},
-           "metrics": ["calls_per_s", "p50_ms", "p99_ms"]},
+           "metrics": ["calls_per_s", "p50_ms", "p99_ms", "bad_acks"]},
     "W6": {"title": "3 nodes, 32 loops of server->server RPC (3 responses), 10 s", "nodes": 3,
            "params": {"loops": 32, "duration": 10}, "quick": {"loops": 4, "duration": 1},
            "metrics": ["calls_per_s", "p50_ms", "p99_ms", "failures"]},
@@ -533,6 +533,7 @@ def check_targets(results: Dict[str, Dict[str, Dict[str, Any]]]) -> List[Dict[st
                    "status": "n/a" if ours_p99 is None or their_p50 is None else ("pass" if ours_p99 < their_p50 else "FAIL")})
     ratio("W5", "calls_per_s", "calibration", 0.8)
     ratio("W5", "calls_per_s", "flask_socketio", 10)
+    absolute("W5", "bad_acks", "every checked ack echoes its call", lambda v: v == 0)
     ratio("W6", "calls_per_s", "original", 1.5)
     absolute("W7", "kb_per_conn_last", "<= 16 KB per idle connection (last stage)", lambda v: v <= 16.0, " KB")
     return checks

@@ -46,6 +46,7 @@ const P = Object.assign({
   client: 'raw',           // JSON protocol: 'raw' (minimal RFC 6455 client on net.Socket) or 'ws'
   warmup: 20,              // s, multi-node: budget for proving every node-to-node route delivers
   lostAfter: 2,            // s, W4: a round trip not back by then is counted lost and resent
+  checkEvery: 64,          // W5: parse every n-th ack of a client and check it echoes the call
 }, JSON.parse(args.params || '{}'));
 
 const hardDeadline = setTimeout(() => {
@@ -105,11 +106,16 @@ class JsonClient {
     try { msg = JSON.parse(data.toString()); } catch (e) { return; }
     if (msg.callbackId) {
       const entry = this.pending.get(msg.callbackId);
-      if (entry) { this.pending.delete(msg.callbackId); clearTimeout(entry.timer); entry.resolve(msg.payload); }
+      if (entry) this._settle(msg.callbackId, entry, null, msg.payload);
       return;
     }
     if (msg.event === 'bench' && this.onBench) this.onBench(msg.payload);
     else if (msg.event && this.onEvent) this.onEvent(msg.event, msg.payload);
+  }
+  _settle(id, entry, error, value) {
+    this.pending.delete(id);
+    clearTimeout(entry.timer);
+    if (error) entry.reject(error); else entry.resolve(value);
   }
   emit(event, payload) {
     this.ws.send(JSON.stringify({ event, payload }));
@@ -135,6 +141,7 @@ class JsonClient {
 const net = require('net');
 const crypto = require('crypto');
 const EMPTY = Buffer.alloc(0);
+const CALLBACK_KEY = Buffer.from('"callbackId":"');
 
 class RawClient extends JsonClient {
   connect(timeoutMs) {
@@ -146,6 +153,8 @@ class RawClient extends JsonClient {
       this.pendingBuf = EMPTY;
       this.fragments = null;
       this.countBench = null;  // set by workloads that only count "bench" pushes (W1, W2)
+      this.bareAcks = 0;       // pending requests that do not want the ack's payload
+      this.sweep = null;
       let opened = false;
       const timer = setTimeout(() => { sock.destroy(); reject(new Error('handshake timeout')); }, timeoutMs);
       const key = crypto.randomBytes(16).toString('base64');
@@ -171,7 +180,7 @@ class RawClient extends JsonClient {
         if (rest.length) this._feed(rest);
       });
       sock.on('error', (err) => { if (!opened) { clearTimeout(timer); reject(err); } });
-      sock.on('close', () => { this.closed = true; clearInterval(this.hb); });
+      sock.on('close', () => this._closed());
     });
   }
   get ws() {  // what JsonClient's heartbeat uses
@@ -217,31 +226,63 @@ class RawClient extends JsonClient {
   }
   _send(opcode, payload) {
     if (this.closed) return;
+    // header, mask key and masked payload in one buffer: one allocation, one write()
     const len = payload.length;
-    let header;
-    if (len < 126) { header = Buffer.allocUnsafe(6); header[1] = 0x80 | len; }
-    else if (len < 65536) { header = Buffer.allocUnsafe(8); header[1] = 0x80 | 126; header.writeUInt16BE(len, 2); }
-    else { header = Buffer.allocUnsafe(14); header[1] = 0x80 | 127; header.writeUInt32BE(0, 2); header.writeUInt32BE(len, 6); }
-    header[0] = 0x80 | opcode;
+    const hdr = len < 126 ? 6 : (len < 65536 ? 8 : 14);
+    const frame = Buffer.allocUnsafe(hdr + len);
+    frame[0] = 0x80 | opcode;
+    if (len < 126) frame[1] = 0x80 | len;
+    else if (len < 65536) { frame[1] = 0x80 | 126; frame.writeUInt16BE(len, 2); }
+    else { frame[1] = 0x80 | 127; frame.writeUInt32BE(0, 2); frame.writeUInt32BE(len, 6); }
     const m = this.mask;
-    m.copy(header, header.length - 4);
-    const body = Buffer.allocUnsafe(len);
-    for (let i = 0; i < len; i++) body[i] = payload[i] ^ m[i & 3];
-    this.sock.write(Buffer.concat([header, body], header.length + len));
+    m.copy(frame, hdr - 4);
+    for (let i = 0; i < len; i++) frame[hdr + i] = payload[i] ^ m[i & 3];
+    this.sock.write(frame);
   }
   emit(event, payload) { this._send(1, Buffer.from(JSON.stringify({ event, payload }))); }
-  request(event, payload, timeoutS) {
+  // No timer per request: a sweep every 250 ms fails the acks past their deadline, and a closed
+  // socket fails its pending acks at once. wantPayload=false (W5's loop) resolves with undefined
+  // once the ack's callbackId is found, without parsing the frame.
+  request(event, payload, timeoutS, wantPayload = true) {
     const callbackId = this.prefix + '-' + (++this.counter).toString(36);
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(callbackId);
-        reject(new Error('ack timeout for ' + event));
-      }, (timeoutS || P.requestTimeout) * 1000);
-      this.pending.set(callbackId, { resolve, timer });
+      if (this.closed) { reject(new Error('socket closed')); return; }
+      this.pending.set(callbackId, { resolve, reject, wantPayload, deadline: now() + (timeoutS || P.requestTimeout) * 1000 });
+      if (!wantPayload) this.bareAcks++;
+      if (!this.sweep) { this.sweep = setInterval(() => this._sweep(), 250); this.sweep.unref(); }
       this._send(1, Buffer.from(JSON.stringify({ event, payload, callbackId })));
     });
   }
-  close() { clearInterval(this.hb); this.closed = true; try { this.sock.destroy(); } catch (e) { /* gone */ } }
+  _sweep() {
+    const t = now();
+    for (const [id, entry] of this.pending) {
+      if (t >= entry.deadline) this._settle(id, entry, new Error('ack timeout'));
+    }
+  }
+  _settle(id, entry, error, value) {
+    this.pending.delete(id);
+    if (!entry.wantPayload) this.bareAcks--;
+    if (error) entry.reject(error); else entry.resolve(value);
+  }
+  _onMessage(data) {
+    if (this.bareAcks > 0 && data.length > 16) {
+      const at = data.lastIndexOf(CALLBACK_KEY);
+      if (at >= 0) {
+        const start = at + CALLBACK_KEY.length;
+        const end = data.indexOf(0x22, start);  // the closing quote
+        const entry = end > start ? this.pending.get(data.latin1Slice(start, end)) : undefined;
+        if (entry && !entry.wantPayload) { this._settle(data.latin1Slice(start, end), entry); return; }
+      }
+    }
+    super._onMessage(data);
+  }
+  _closed() {
+    this.closed = true;
+    clearInterval(this.hb);
+    clearInterval(this.sweep);
+    for (const [id, entry] of this.pending) this._settle(id, entry, new Error('socket closed'));
+  }
+  close() { this._closed(); try { this.sock.destroy(); } catch (e) { /* gone */ } }
 }
 
 // socket.io events over socket.io-client, websocket transport only.
@@ -510,7 +551,9 @@ async function W4() {
     latencyStats(latencies), cpu);
 }
 
-// W5: every client runs emit-with-ack ("echo") in a closed loop for P.duration seconds.
+// W5: every client runs emit-with-ack ("echo") in a closed loop for P.duration seconds. An ack is
+// matched to its call by callbackId; every P.checkEvery-th ack is parsed and must echo the call's
+// payload (a mismatch counts in bad_acks), the others are not parsed (keeps the generator light).
 async function W5() {
   const specs = [];
   for (let i = 0; i < P.clients; i++) specs.push({ url: URLS[0], query: { id: 'u' + i } });
@@ -518,6 +561,8 @@ async function W5() {
   const latencies = [];
   let calls = 0;
   let errors = 0;
+  let checked = 0;
+  let badAcks = 0;
   let running = true;
   measureStart();
   const t0 = now();
@@ -526,10 +571,16 @@ async function W5() {
     let seq = 0;
     while (running && now() < endAt) {
       const t = now();
+      const check = seq % P.checkEvery === 0;
+      const sent = seq++;
       try {
-        await c.request('echo', { i, seq: seq++, pad: PAD });
+        const echoed = await c.request('echo', { i, seq: sent, pad: PAD }, undefined, check);
         latencies.push(now() - t);
         calls++;
+        if (check) {
+          checked++;
+          if (!echoed || echoed.i !== i || echoed.seq !== sent || echoed.pad !== PAD) badAcks++;
+        }
       } catch (err) {
         errors++;
         if (c.closed) return;
@@ -544,7 +595,8 @@ async function W5() {
   await Promise.race([Promise.all(loops), sleep(P.requestTimeout * 1000)]);
   const disconnected = clients.filter((c) => c.closed).length;
   clients.forEach((c) => c.close());
-  return Object.assign({ ok: true, calls, calls_per_s: calls / elapsed, errors, disconnected }, latencyStats(latencies), cpu);
+  return Object.assign({ ok: true, calls, calls_per_s: calls / elapsed, errors, disconnected, checked, bad_acks: badAcks },
+    latencyStats(latencies), cpu);
 }
 
 // W6: the server does the work (node 0 runs RPC loops to all nodes); we trigger and read its ack.
