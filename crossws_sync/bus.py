@@ -8,8 +8,9 @@ Topology (:mod:`crossws_sync.nodeset`): every bus subscribes every wanted channe
 Redis node (one subscriber connection per node) and publishes each message on exactly one
 healthy node, chosen by the strategy (``random``, ``round-robin``, ``fastest``); when that
 node fails the same bytes are published on the next healthy node. Each message therefore
-reaches every subscribed bus once. This module is the protocol on top: envelopes, events,
-RPC bookkeeping and the dispatch of what arrives.
+reaches every subscribed bus once. This module is the bus on top: channels, encode-once
+publishing, dropping our own echoes and routing what arrives by channel; the RPC protocol of
+the bridge channel (requests, replies, pending calls, listeners) is :mod:`crossws_sync.rpc`.
 
 Ours on top of the original (all additive on the wire):
 
@@ -29,46 +30,26 @@ synchronously inside the emit call, as in the original.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Union
 
 from gevent.event import AsyncResult
 
 from . import envelope as env
-from .calls import PendingCall, PendingCalls, ResultCallback
+from .calls import ResultCallback
 from .dispatch import Dispatcher
 from .envelope import EnvelopeCodec
 from .errors import ConfigError, EnvelopeError, RedisUnavailableError
-from .listeners import ListenerRegistry, check_event_name
 from .nodes import RedisConfig, RedisNode
-from .nodeset import STRATEGIES, UNAVAILABLE_MESSAGE, RedisNodeSet
-from .protocol import MISSING
+from .nodeset import STRATEGIES, RedisNodeSet
 from .results import Result
+from .rpc import DEFAULT_TIMEOUT, BridgeRpc, Listener, guarded, positive_number
 
 logger = logging.getLogger("crossws_sync.bus")
 
 #: Own publishes whose echo the listener expects (dropped undecoded); cleared when exceeded.
 _MAX_PENDING_ECHOES = 4096
 
-UNAVAILABLE_CODE = "REDIS_UNAVAILABLE"
-DEFAULT_TIMEOUT = 5.0
-
 _SENTINEL: Any = object()
-
-Listener = Callable[[Dict[str, Any], Optional[Callable[..., bool]]], Any]
-
-
-def _normalize_targets(target_server: Any) -> List[str]:
-    if isinstance(target_server, str):
-        return [target_server] if target_server else []
-    if isinstance(target_server, (list, tuple)):
-        return [t for t in target_server if isinstance(t, str) and t]
-    return []
-
-
-def _positive_number(value: Any, default: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        return default
-    return float(value)
 
 
 class CrossServerBus:
@@ -140,7 +121,7 @@ class CrossServerBus:
             raise ConfigError("selection_strategy must be one of %s, got %r" % (", ".join(STRATEGIES), selection_strategy))
         for label, number in (("redis_ping_interval", redis_ping_interval), ("redis_ping_timeout", redis_ping_timeout),
                               ("connect_timeout", connect_timeout)):
-            if _positive_number(number, 0.0) <= 0.0:
+            if positive_number(number, 0.0) <= 0.0:
                 raise ConfigError("%s must be a positive number of seconds" % label)
         for label, hook in (("on_redis_health_change", on_redis_health_change),
                             ("on_redis_subscription_error", on_redis_subscription_error),
@@ -172,20 +153,16 @@ class CrossServerBus:
 
         self.bridge_channel = env.bridge_channel(bridge_prefix)
         self.node_channel = env.node_channel(bridge_prefix, server_name)
-        self._system_channels = {self.bridge_channel: self._handle_bridge, self.node_channel: self._handle_bridge}
         self._custom: Set[str] = set(custom)
         self._ws_channels: Set[str] = set(initial_channels)
         self._echoes: Dict[bytes, int] = {}
 
-        self._listeners = ListenerRegistry(logger)
-        self._ids = env.CallbackIdFactory(server_name)
         self._dispatcher = Dispatcher(dispatch_concurrency, "cross-server bus dispatch")
         self._closed = False
         self.server_name_conflict = False
         self.stats: Dict[str, int] = dict.fromkeys(
             ("published", "publish_failovers", "publish_failures", "received", "decode_errors", "self_echoes",
              "requests", "replies", "late_replies", "dropped"), 0)
-        self._calls = PendingCalls(self._call_user, self.stats)
 
         self._nodes = RedisNodeSet(
             server_name=server_name, on_message=self._on_node_message, stats=self.stats,
@@ -194,6 +171,11 @@ class CrossServerBus:
             on_subscription_error=on_redis_subscription_error, ping_interval=float(redis_ping_interval),
             ping_timeout=float(redis_ping_timeout), force_ping=bool(redis_force_ping),
             connect_timeout=float(connect_timeout))
+        self._rpc = BridgeRpc(server_name=server_name, bridge_prefix=bridge_prefix, codec=self._codec,
+                              nodes=self._nodes, publish=self.publish, expect_echo=self._expect_echo,
+                              dispatcher=self._dispatcher, stats=self.stats)
+        self._system_channels = {self.bridge_channel: self._rpc.on_bridge_message,
+                                 self.node_channel: self._rpc.on_bridge_message}
         try:
             self._nodes.start(redis_config, {self.bridge_channel, self.node_channel} | self._custom | self._ws_channels)
         except BaseException:
@@ -246,7 +228,7 @@ class CrossServerBus:
     @property
     def pending_callback_count(self) -> int:
         """Number of emits still waiting for replies."""
-        return len(self._calls)
+        return len(self._rpc.calls)
 
     def get_server_name(self) -> str:
         """Return this server's name (the original's ``getServerName``)."""
@@ -265,18 +247,18 @@ class CrossServerBus:
         Raises:
             TypeError: ``event`` is not a non-empty string or ``listener`` is not callable.
         """
-        self._listeners.on(event, listener, tag)
+        self._rpc.listeners.on(event, listener, tag)
 
     def once_cross_server_event(self, event: str, listener: Listener, tag: Any = None) -> None:
         """Like :meth:`on_cross_server_event`, removed after its first call."""
-        self._listeners.on(event, listener, tag, once=True)
+        self._rpc.listeners.on(event, listener, tag, once=True)
 
     def off_cross_server_event(self, event: str, listener_or_tag: Any = _SENTINEL) -> None:
         """Remove every listener of ``event``, or the given function, or those with a tag."""
         if listener_or_tag is _SENTINEL:
-            self._listeners.off(event)
+            self._rpc.listeners.off(event)
         else:
-            self._listeners.off(event, listener_or_tag)
+            self._rpc.listeners.off(event, listener_or_tag)
 
     # Public API: emitting -----------------------------------------------------------------
 
@@ -309,7 +291,7 @@ class CrossServerBus:
         """
         if callback is not None and not callable(callback):
             raise TypeError("callback must be a function")
-        return self._emit(event, message, callback, None, target_server, timeout, expected_responses, except_self)
+        return self._rpc.emit(event, message, callback, None, target_server, timeout, expected_responses, except_self)
 
     def emit_cross_server_with_promise(self, event: str, message: Any, *,
                                        target_server: Union[str, Sequence[str], None] = None,
@@ -324,7 +306,7 @@ class CrossServerBus:
         """
         promise = AsyncResult()
         try:
-            self._emit(event, message, None, promise, target_server, timeout, expected_responses, except_self)
+            self._rpc.emit(event, message, None, promise, target_server, timeout, expected_responses, except_self)
         except (TypeError, ConfigError, EnvelopeError) as exc:
             promise.set(Result(success=False, message=str(exc)))
         return promise
@@ -347,7 +329,7 @@ class CrossServerBus:
         Returns:
             Whether such a pending call existed.
         """
-        return self._calls.delete(callback_id)
+        return self._rpc.calls.delete(callback_id)
 
     # Public API: raw channels -------------------------------------------------------------
 
@@ -534,99 +516,11 @@ class CrossServerBus:
             return
         self._closed = True
         self._nodes.close()
-        self._calls.close()
+        self._rpc.calls.close()
         self._dispatcher.close()  # close() may be called from a listener: it does not kill itself
         logger.info("cross-server bus %r closed", self._server_name)
 
-    # Internals: emit ----------------------------------------------------------------------
-
-    def _emit(self, event: str, message: Any, callback: Optional[ResultCallback], promise: Optional[AsyncResult],
-              target_server: Any, timeout: Any, expected_responses: Any, except_self: bool) -> Optional[str]:
-        check_event_name(event)
-        if message is None:
-            raise ConfigError("emitCrossServer: message cannot be null or undefined")
-        targets = _normalize_targets(target_server)
-        timeout = _positive_number(timeout, DEFAULT_TIMEOUT)
-        if targets:
-            expected = len(targets)
-        elif isinstance(expected_responses, int) and not isinstance(expected_responses, bool) and expected_responses > 0:
-            expected = expected_responses
-        else:
-            expected = 1
-        me = self._server_name
-        to_self = (not targets and not except_self) or me in targets
-        only_self = bool(targets) and all(target == me for target in targets)
-        wants_reply = callback is not None or promise is not None
-        callback_id = self._ids.new() if wants_reply else None
-        request = env.bridge_request(event, me, message, targets, callback_id,
-                                     reply_to=self.node_channel if wants_reply and not only_self else None,
-                                     promise_order=promise is not None)
-        raw = None if only_self else self._codec.encode(request, self.bridge_channel)
-        if raw is not None:
-            self._expect_echo(raw)
-        pending = self._calls.add(callback_id, callback, promise, expected, targets, timeout) \
-            if callback_id is not None else None
-        if to_self:
-            self._deliver_request(request["data"], inline=True)
-        if raw is not None:
-            try:
-                # Pipelined with every other publish; if the write fails on every node, the
-                # call fails at once (on_lost) instead of waiting for its timeout.
-                self._nodes.publish_nowait(self.bridge_channel, raw,
-                                           (lambda error: self._unavailable(pending)) if pending is not None else None)
-            except RedisUnavailableError as exc:
-                logger.warning("emit %r from %s failed: %s", event, me, exc)
-                self._unavailable(pending, inline=True)
-        return callback_id if callback is not None else None
-
-    def _unavailable(self, pending: Optional[PendingCall], inline: bool = False) -> None:
-        self._calls.fail(pending, UNAVAILABLE_MESSAGE, inline=inline, error_code=UNAVAILABLE_CODE)
-
-    def _call_user(self, function: Callable[..., Any], args: Tuple[Any, ...], inline: bool) -> None:
-        if inline:
-            self._guarded(function, *args)
-        else:
-            self._dispatcher.submit(self._guarded, function, *args)
-
-    @staticmethod
-    def _guarded(function: Callable[..., Any], *args: Any) -> None:
-        try:
-            function(*args)
-        except Exception:  # user code
-            logger.exception("cross-server callback %r raised", function)
-
     # Internals: receiving -----------------------------------------------------------------
-
-    def _deliver_request(self, data: Dict[str, Any], *, inline: bool) -> None:
-        callback_id = data.get("callbackId")
-        reply = self._make_reply(data) if isinstance(callback_id, str) and callback_id else None
-        if inline:
-            self._listeners.emit(data["event"], data, reply)
-        else:
-            self._dispatcher.submit(self._listeners.emit, data["event"], data, reply)
-
-    def _make_reply(self, data: Dict[str, Any]) -> Callable[..., bool]:
-        callback_id = data["callbackId"]
-        origin = data.get("senderServer")
-        reply_to = data.get("replyTo")
-        if not (isinstance(origin, str) and reply_to == env.node_channel(self.bridge_prefix, origin)):
-            reply_to = None  # an original node (or anything odd): reply on the bridge, as the original
-
-        def callback(payload: Any = MISSING) -> bool:
-            """Send one reply to the requesting server; return whether it was sent."""
-            envelope = env.bridge_reply(self._server_name, callback_id, payload)
-            if origin == self._server_name:
-                self._calls.reply(envelope["data"], inline=True)
-                return True
-            channel = reply_to or self.bridge_channel
-            try:
-                self.publish(channel, envelope, wait=False)  # pipelined with other replies
-            except (RedisUnavailableError, EnvelopeError) as exc:
-                logger.warning("reply to %s (%s) failed: %s", origin, callback_id, exc)
-                return False
-            return True
-
-        return callback
 
     def _on_node_message(self, node: RedisNode, channel: str, raw: bytes) -> None:
         """Called by each node's listener greenlet, in order, for every message."""
@@ -657,22 +551,6 @@ class CrossServerBus:
         else:
             self._handle_custom(channel, message)
 
-    def _handle_bridge(self, channel: str, message: Any) -> None:
-        try:
-            kind, data = env.parse_bridge(message)
-        except EnvelopeError as exc:
-            self.stats["dropped"] += 1
-            logger.warning("bad bridge message on %s dropped: %s", channel, exc)
-            return
-        if kind == "reply":
-            self._calls.reply(data, inline=False)
-            return
-        targets = data["targetServer"]
-        if targets and self._server_name not in targets:
-            return
-        self.stats["requests"] += 1
-        self._deliver_request(data, inline=False)
-
     def _handle_ws(self, channel: str, message: Any) -> None:
         handler = self._ws_handler
         if handler is None:
@@ -689,12 +567,12 @@ class CrossServerBus:
             self.stats["dropped"] += 1
             logger.debug("message on %s dropped: no custom channel handler", channel)
             return
-        self._dispatcher.submit(self._guarded, handler, channel, message)
+        self._dispatcher.submit(guarded, handler, channel, message)
 
     # Internals: channels ------------------------------------------------------------------
 
     def _subscribe(self, channel: str, timeout: float) -> bool:
-        return self._nodes.subscribe(channel, _positive_number(timeout, DEFAULT_TIMEOUT))
+        return self._nodes.subscribe(channel, positive_number(timeout, DEFAULT_TIMEOUT))
 
     def _unsubscribe(self, channel: str) -> None:
         if channel in self._system_channels:

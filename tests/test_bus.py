@@ -193,7 +193,7 @@ def test_delete_callback_stops_replies_and_the_timer(redis_server, make_bus):
     assert results == []
     promise = a.emit_cross_server_with_promise("slow", 2, target_server="B", timeout=5)
     wait_for(lambda: a.pending_callback_count == 1)
-    [pending_id] = list(a._calls)
+    [pending_id] = list(a._rpc.calls)
     a.delete_cross_server_callback(pending_id)
     assert promise.get(timeout=1).message == "Cross-server callback deleted."
 
