@@ -20,7 +20,7 @@ import logging
 import socket as _stdsocket
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Deque, Iterator, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Deque, Dict, Iterator, List, Optional, Union
 
 import gevent
 
@@ -47,6 +47,43 @@ _PING_FRAME = frames.encode_frame(frames.OP_PING, b"")
 #: Coalesced frames are written at once when they reach this many bytes.
 _CORK_LIMIT = 64 * 1024
 _READ_SIZE = 65536
+
+
+class _WriteBatch:
+    """Connections with coalesced frames, written by one loop callback per event-loop iteration."""
+
+    __slots__ = ("_loop", "_pending", "_scheduled")
+
+    def __init__(self, loop: Any) -> None:
+        self._loop = loop
+        self._pending: List["WebSocketConnection"] = []
+        self._scheduled = False
+
+    def add(self, conn: "WebSocketConnection") -> None:
+        self._pending.append(conn)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.run_callback(self._run)
+
+    def _run(self) -> None:
+        # A loop callback (runs in the hub): _uncork never blocks.
+        self._scheduled = False
+        pending, self._pending = self._pending, []
+        for conn in pending:
+            try:
+                conn._uncork()
+            except Exception:  # never lose the other connections' frames
+                logger.exception("writing coalesced frames to %r failed", conn)
+
+
+_batches: Dict[Any, _WriteBatch] = {}
+
+
+def _batch_for(loop: Any) -> _WriteBatch:
+    batch = _batches.get(loop)
+    if batch is None:
+        batch = _batches[loop] = _WriteBatch(loop)
+    return batch
 
 
 def _tls_send(data: bytes) -> int:
@@ -113,8 +150,8 @@ class WebSocketConnection:
         self._outbox_bytes = 0
         self._cork: Optional[List[bytes]] = None
         self._cork_bytes = 0
-        self._last_tick = -1.0
         self._loop = gevent.get_hub().loop
+        self._batch = _batch_for(self._loop)
         self._max_outbox = max_outbox_bytes
         self._flusher: Optional[gevent.Greenlet] = None
         self._close_timeout = close_timeout
@@ -143,7 +180,7 @@ class WebSocketConnection:
     @property
     def buffered_amount(self) -> int:
         """Bytes accepted for sending that the kernel has not taken yet."""
-        return self._outbox_bytes
+        return self._outbox_bytes + (self._cork_bytes if self._cork is not None else 0)
 
     @property
     def close_code(self) -> int:
@@ -165,11 +202,15 @@ class WebSocketConnection:
 
         Never blocks. Returns False when the connection is not open.
 
-        The first frame for this connection in an event-loop iteration is written at once (one
-        non-blocking ``send()``, which cannot yield, so frames never interleave). Further frames
-        in the same iteration are coalesced and written together by one loop callback before the
-        loop next waits for I/O: a handler that sends 2,000 broadcasts in a row costs each
-        client two ``send()`` calls, not 2,000.
+        Frames are coalesced per connection and written, one non-blocking ``send()`` per
+        connection, by a single loop callback for all connections before the loop next waits for
+        I/O (:class:`_WriteBatch`): a handler that sends 2,000 broadcasts in a row costs each
+        client one ``send()``, not 2,000, and the acks of the requests read in one loop iteration
+        leave together, so the peer processes them in one wake-up (on loopback the kernel's
+        wake-ups cost more than the writes). Writes never block (what the kernel does not take
+        waits in the connection's outbox, written by one flusher greenlet), so frames never
+        interleave; a greenlet that sends and then yields has its frames written before the loop
+        waits for I/O again.
         """
         if self._state != OPEN:
             return False
@@ -182,22 +223,9 @@ class WebSocketConnection:
             if self._cork_bytes >= _CORK_LIMIT:
                 self._uncork()
             return True
-        tick = self._loop.now()  # the loop's cached time: one value per loop iteration
-        if tick == self._last_tick:
-            self._cork = [frame]
-            self._cork_bytes = len(frame)
-            self._loop.run_callback(self._uncork)
-            return True
-        self._last_tick = tick
-        try:
-            sent = self._raw_send(frame)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            self._abort()
-            return False
-        if sent < len(frame):
-            return self._enqueue(frame[sent:])
+        self._cork = [frame]
+        self._cork_bytes = len(frame)
+        self._batch.add(self)
         return True
 
     def _uncork(self) -> None:
