@@ -487,7 +487,25 @@ def test_frames_to_one_client_in_one_loop_iteration_share_one_send(make_adapter)
     for n in range(200):  # no yield in between: one loop iteration
         adapter.broadcast("tick", n)
     assert [client.recv_json()["payload"] for _ in range(200)] == list(range(200))
-    assert len(calls) <= 3, calls  # the first frame at once, the other 199 coalesced
+    assert len(calls) == 1, calls  # all 200 frames coalesced into one send()
+
+
+def test_acks_of_requests_read_together_leave_in_one_send_and_in_order(make_adapter):
+    adapter = make_adapter()
+    _identify(adapter)
+    adapter.on_websocket_event("echo", lambda socket_, payload, callback: callback(payload))
+    adapter.start()
+    client = RawClient(adapter.port, "/?id=u1")
+    wait_for(lambda: adapter.get_socket_instance("u1"))
+    conn = adapter.get_socket_instance("u1")
+    calls = []
+    conn._raw_send = counting_sends(conn._raw_send, calls)
+    requests = [frames.encode_text(json.dumps({"event": "echo", "payload": n, "callbackId": "c%d" % n}), mask=True)
+                for n in range(5)]
+    client.send_raw(b"".join(requests))  # one TCP write: one read, one loop iteration
+    assert [client.recv_json() for _ in range(5)] == [{"payload": n, "callbackId": "c%d" % n} for n in range(5)]
+    assert len(calls) == 1, calls
+    assert conn.buffered_amount == 0
 
 
 # TLS (wss://) served by the adapter itself ----------------------------------------------------
