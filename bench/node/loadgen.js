@@ -155,6 +155,8 @@ class RawClient extends JsonClient {
       this.fragments = null;
       this.countBench = null;  // set by workloads that only count "bench" pushes (W1, W2)
       this.bareAcks = 0;       // pending requests that do not want the ack's payload
+      this.onAck = null;       // (callbackId, frame) => handled?  (W5's echoLoop)
+      this.onClosed = null;
       this.sweep = null;
       let opened = false;
       const timer = setTimeout(() => { sock.destroy(); reject(new Error('handshake timeout')); }, timeoutMs);
@@ -225,20 +227,71 @@ class RawClient extends JsonClient {
     }
     this.pendingBuf = pos < n ? Buffer.from(buf.subarray(pos)) : EMPTY;
   }
-  _send(opcode, payload) {
-    if (this.closed) return;
-    // header, mask key and masked payload in one buffer: one allocation, one write()
-    const len = payload.length;
+  // A frame buffer of `len` payload bytes with its header and mask key written: one allocation
+  // and one write() per frame. Returns [frame, offset of the payload].
+  _frame(opcode, len) {
     const hdr = len < 126 ? 6 : (len < 65536 ? 8 : 14);
     const frame = Buffer.allocUnsafe(hdr + len);
     frame[0] = 0x80 | opcode;
     if (len < 126) frame[1] = 0x80 | len;
     else if (len < 65536) { frame[1] = 0x80 | 126; frame.writeUInt16BE(len, 2); }
     else { frame[1] = 0x80 | 127; frame.writeUInt32BE(0, 2); frame.writeUInt32BE(len, 6); }
+    this.mask.copy(frame, hdr - 4);
+    return [frame, hdr];
+  }
+  _send(opcode, payload) {
+    if (this.closed) return;
+    const len = payload.length;
+    const [frame, hdr] = this._frame(opcode, len);
     const m = this.mask;
-    m.copy(frame, hdr - 4);
     for (let i = 0; i < len; i++) frame[hdr + i] = payload[i] ^ m[i & 3];
     this.sock.write(frame);
+  }
+  // A text frame from an ASCII string (its length is its byte length): no intermediate Buffer.
+  _sendAscii(text) {
+    if (this.closed) return;
+    const len = text.length;
+    const [frame, hdr] = this._frame(1, len);
+    frame.latin1Write(text, hdr, len);
+    const m = this.mask;
+    for (let i = 0; i < len; i++) frame[hdr + i] ^= m[i & 3];
+    this.sock.write(frame);
+  }
+  // W5's closed loop: one call in flight, the next one sent from the ack's handler, with no
+  // promise, Map entry or timer per call (the generator must stay lighter than the servers it
+  // measures). Every P.checkEvery-th ack is parsed and must echo its call (stats.badAcks).
+  // Calls onDone() once, when the loop stops (window over, socket closed).
+  echoLoop(i, keepGoing, stats, onDone) {
+    const head = '{"event":"echo","payload":{"i":' + i + ',"seq":';
+    const middle = ',"pad":"' + PAD + '"},"callbackId":"';
+    let seq = 0;
+    let inFlight = null;  // {id, seq, sentAt, check}
+    let done = false;
+    const stop = () => { if (!done) { done = true; this.onAck = null; onDone(); } };
+    const next = () => {
+      if (this.closed || !keepGoing()) { stop(); return; }
+      const call = { id: this.prefix + '-' + (++this.counter).toString(36), seq: seq++, sentAt: now(), check: false };
+      call.check = call.seq % P.checkEvery === 0;
+      inFlight = call;
+      this._sendAscii(head + call.seq + middle + call.id + '"}');
+    };
+    this.onAck = (id, data) => {
+      if (inFlight === null || id !== inFlight.id) return false;
+      const call = inFlight;
+      inFlight = null;
+      stats.latencies.push(now() - call.sentAt);
+      stats.calls++;
+      if (call.check) {
+        stats.checked++;
+        let echoed = null;
+        try { echoed = JSON.parse(data.toString()).payload; } catch (e) { /* counted below */ }
+        if (!echoed || echoed.i !== i || echoed.seq !== call.seq || echoed.pad !== PAD) stats.badAcks++;
+      }
+      next();
+      return true;
+    };
+    this.onClosed = stop;
+    next();
   }
   emit(event, payload) { this._send(1, Buffer.from(JSON.stringify({ event, payload }))); }
   // No timer per request: a sweep every 250 ms fails the acks past their deadline, and a closed
@@ -266,6 +319,14 @@ class RawClient extends JsonClient {
     if (error) entry.reject(error); else entry.resolve(value);
   }
   _onMessage(data) {
+    if (this.onAck !== null && data.length > 16) {
+      const at = data.lastIndexOf(CALLBACK_KEY);
+      if (at >= 0) {
+        const start = at + CALLBACK_KEY.length;
+        const end = data.indexOf(0x22, start);
+        if (end > start && this.onAck(data.latin1Slice(start, end), data)) return;
+      }
+    }
     if (this.bareAcks > 0 && data.length > 16) {
       const at = data.lastIndexOf(CALLBACK_KEY);
       if (at >= 0) {
@@ -282,6 +343,7 @@ class RawClient extends JsonClient {
     clearInterval(this.hb);
     clearInterval(this.sweep);
     for (const [id, entry] of this.pending) this._settle(id, entry, new Error('socket closed'));
+    if (this.onClosed) this.onClosed();
   }
   close() { this._closed(); try { this.sock.destroy(); } catch (e) { /* gone */ } }
 }
@@ -558,33 +620,37 @@ async function W4() {
 
 // W5: every client runs emit-with-ack ("echo") in a closed loop for P.duration seconds. An ack is
 // matched to its call by callbackId; every P.checkEvery-th ack is parsed and must echo the call's
-// payload (a mismatch counts in bad_acks), the others are not parsed (keeps the generator light).
+// payload (a mismatch counts in bad_acks). The raw client runs RawClient.echoLoop (no promise or
+// timer per call); the others await request().
 async function W5() {
   const specs = [];
   for (let i = 0; i < P.clients; i++) specs.push({ url: URLS[0], query: { id: 'u' + i } });
   const clients = await openClients(specs);
-  const latencies = [];
-  let calls = 0;
+  const stats = { latencies: [], calls: 0, checked: 0, badAcks: 0 };
   let errors = 0;
-  let checked = 0;
-  let badAcks = 0;
   let running = true;
   measureStart();
   const t0 = now();
   const endAt = t0 + P.duration * 1000;
+  const keepGoing = () => running && now() < endAt;
   async function loop(c, i) {
+    if (c instanceof RawClient) {
+      await new Promise((resolve) => c.echoLoop(i, keepGoing, stats, resolve));
+      if (c.closed && keepGoing()) errors++;  // the socket closed during the window
+      return;
+    }
     let seq = 0;
-    while (running && now() < endAt) {
+    while (keepGoing()) {
       const t = now();
       const check = seq % P.checkEvery === 0;
       const sent = seq++;
       try {
         const echoed = await c.request('echo', { i, seq: sent, pad: PAD }, undefined, check);
-        latencies.push(now() - t);
-        calls++;
+        stats.latencies.push(now() - t);
+        stats.calls++;
         if (check) {
-          checked++;
-          if (!echoed || echoed.i !== i || echoed.seq !== sent || echoed.pad !== PAD) badAcks++;
+          stats.checked++;
+          if (!echoed || echoed.i !== i || echoed.seq !== sent || echoed.pad !== PAD) stats.badAcks++;
         }
       } catch (err) {
         errors++;
@@ -597,11 +663,13 @@ async function W5() {
   running = false;
   const elapsed = (now() - t0) / 1000;
   const cpu = measureEnd();
+  const calls = stats.calls;
+  // a raw loop stops at its next ack; give the last acks a moment, then close everything
   await Promise.race([Promise.all(loops), sleep(P.requestTimeout * 1000)]);
   const disconnected = clients.filter((c) => c.closed).length;
   clients.forEach((c) => c.close());
-  return Object.assign({ ok: true, calls, calls_per_s: calls / elapsed, errors, disconnected, checked, bad_acks: badAcks },
-    latencyStats(latencies), cpu);
+  return Object.assign({ ok: true, calls, calls_per_s: calls / elapsed, errors, disconnected,
+    checked: stats.checked, bad_acks: stats.badAcks }, latencyStats(stats.latencies), cpu);
 }
 
 // W6: the server does the work (node 0 runs RPC loops to all nodes); we trigger and read its ack.
