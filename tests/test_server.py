@@ -475,8 +475,8 @@ def test_bad_frames_are_logged_rate_limited_per_connection(make_adapter, caplog)
     assert len(logged) == 3  # the 1st, 10th and 100th
 
 
-def test_frames_to_one_client_in_one_loop_iteration_share_one_send(make_adapter):
-    adapter = make_adapter()
+def _client_with_counted_sends(adapter):
+    """Start ``adapter``, connect user u1; return (client, its connection, the sizes of its send() calls)."""
     _identify(adapter)
     adapter.start()
     client = RawClient(adapter.port, "/?id=u1")
@@ -484,6 +484,12 @@ def test_frames_to_one_client_in_one_loop_iteration_share_one_send(make_adapter)
     conn = adapter.get_socket_instance("u1")
     calls = []
     conn._raw_send = counting_sends(conn._raw_send, calls)
+    return client, conn, calls
+
+
+def test_frames_to_one_client_in_one_loop_iteration_share_one_send(make_adapter):
+    adapter = make_adapter()
+    client, _conn, calls = _client_with_counted_sends(adapter)
     for n in range(200):  # no yield in between: one loop iteration
         adapter.broadcast("tick", n)
     assert [client.recv_json()["payload"] for _ in range(200)] == list(range(200))
@@ -492,14 +498,8 @@ def test_frames_to_one_client_in_one_loop_iteration_share_one_send(make_adapter)
 
 def test_acks_of_requests_read_together_leave_in_one_send_and_in_order(make_adapter):
     adapter = make_adapter()
-    _identify(adapter)
     adapter.on_websocket_event("echo", lambda socket_, payload, callback: callback(payload))
-    adapter.start()
-    client = RawClient(adapter.port, "/?id=u1")
-    wait_for(lambda: adapter.get_socket_instance("u1"))
-    conn = adapter.get_socket_instance("u1")
-    calls = []
-    conn._raw_send = counting_sends(conn._raw_send, calls)
+    client, conn, calls = _client_with_counted_sends(adapter)
     requests = [frames.encode_text(json.dumps({"event": "echo", "payload": n, "callbackId": "c%d" % n}), mask=True)
                 for n in range(5)]
     client.send_raw(b"".join(requests))  # one TCP write: one read, one loop iteration
