@@ -165,18 +165,27 @@ class FrameParser:
             view: Union[bytes, bytearray] = buf
         else:
             view = data
-            # Fast path: exactly one whole masked text frame under 64 KiB (a client's typical
-            # request); everything else, and every error, takes the general loop below.
-            if len(data) > 6 and data[0] == 0x81 and self._expect_masked and not self._frag_opcode:
+            # Fast path: exactly one whole text frame under 64 KiB (a client's typical request,
+            # a server's typical ack or push); everything else, and every error, takes the
+            # general loop below.
+            if len(data) > 1 and data[0] == 0x81 and not self._frag_opcode:
                 b1 = data[1]
                 start = 0
-                if b1 == 0xFE:  # masked, 16-bit length
-                    if len(data) > 8 and (data[2] << 8 | data[3]) == len(data) - 8:
-                        start = 8
-                elif b1 < 0xFE and b1 - 0x80 == len(data) - 6:  # masked, 7-bit length
-                    start = 6
+                if self._expect_masked:
+                    if b1 == 0xFE:  # masked, 16-bit length
+                        if len(data) > 8 and (data[2] << 8 | data[3]) == len(data) - 8:
+                            start = 8
+                    elif b1 < 0xFE and b1 - 0x80 == len(data) - 6:  # masked, 7-bit length
+                        start = 6
+                elif b1 == 0x7E:  # unmasked, 16-bit length
+                    if len(data) > 4 and (data[2] << 8 | data[3]) == len(data) - 4:
+                        start = 4
+                elif b1 < 0x7E and b1 == len(data) - 2:  # unmasked, 7-bit length
+                    start = 2
                 if start and (self._max is None or len(data) - start <= self._max):
-                    return [(OP_TEXT, unmask(data[start:], data[start - 4:start]))]
+                    if self._expect_masked:
+                        return [(OP_TEXT, unmask(data[start:], data[start - 4:start]))]
+                    return [(OP_TEXT, bytes(data[start:]))]
         out: List[Message] = []
         pos = 0
         total = len(view)

@@ -449,6 +449,29 @@ def test_a_whole_masked_text_frame_in_one_read_with_any_length_field(length_fiel
     assert parser.feed(frame[3:]) == [(OP_TEXT, payload)]
 
 
+def _unmasked_text_frame(payload, length_field):
+    """An unmasked (server) text frame whose length is written in a 7-, 16- or 64-bit field."""
+    if length_field == 7:
+        return bytes((0x81, len(payload))) + payload
+    if length_field == 16:
+        return bytes((0x81, 0x7E)) + struct.pack("!H", len(payload)) + payload
+    return bytes((0x81, 0x7F)) + struct.pack("!Q", len(payload)) + payload
+
+
+@pytest.mark.parametrize("length_field,length", [(7, 0), (7, 1), (7, 125), (16, 5), (16, 124), (16, 126),
+                                                 (16, 65535), (64, 119), (64, 300)])
+def test_a_whole_unmasked_text_frame_in_one_read_with_any_length_field(length_field, length):
+    # (64, 119) is 129 bytes on the wire and (16, 124) 128: their second byte (127, 126) must
+    # not pass for a 7-bit length equal to the rest of the read
+    payload = os.urandom(length)
+    frame = _unmasked_text_frame(payload, length_field)
+    assert client_parser().feed(frame) == [(OP_TEXT, payload)]
+    assert client_parser().feed(bytearray(frame)) == [(OP_TEXT, payload)]
+    parser = client_parser()
+    assert parser.feed(frame[:1]) == []
+    assert parser.feed(frame[1:]) == [(OP_TEXT, payload)]
+
+
 def test_a_whole_16_bit_frame_over_the_limit_is_refused_in_one_read():
     frame = _masked_text_frame(b"x" * 201, 16)
     with pytest.raises(MessageTooBig):
