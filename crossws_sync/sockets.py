@@ -60,29 +60,24 @@ class SocketReader:
 
     def recv(self, size: int) -> bytes:
         """Up to ``size`` bytes, once some arrived."""
-        while True:
-            if self._wait is not None and not self._more:
-                self._wait()
-            try:
-                data: bytes = self._recv(size)
-            except BlockingIOError:  # woken without data after all
-                self._more = False
-                continue
-            self._more = len(data) == size
-            return data
+        data: bytes = self._read(self._recv, size)
+        self._more = len(data) == size
+        return data
 
     def recv_into(self, buffer: bytearray) -> int:
         """Fill ``buffer`` with what arrived (at least one byte, or 0 when the peer closed)."""
+        count: int = self._read(self._recv_into, buffer)
+        self._more = count == len(buffer)
+        return count
+
+    def _read(self, read: Callable[[Any], Any], arg: Any) -> Any:
         while True:
             if self._wait is not None and not self._more:
                 self._wait()
             try:
-                count: int = self._recv_into(buffer)
-            except BlockingIOError:
+                return read(arg)
+            except BlockingIOError:  # woken without data after all
                 self._more = False
-                continue
-            self._more = count == len(buffer)
-            return count
 
 
 __all__ = ["SocketReader", "is_tls", "os_socket"]
