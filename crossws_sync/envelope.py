@@ -43,14 +43,13 @@ from __future__ import annotations
 import io
 import itertools
 import secrets
-import time
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import zstandard
 
 from . import protocol
 from .errors import ConfigError, EnvelopeError
-from .protocol import BASE36_DIGITS, MISSING, base36
+from .protocol import BASE36_DIGITS, MISSING, StampedIds, base36
 from .signing import SIGNED_MARKER, ReplayGuard, new_sender_token, sign, verify
 
 try:  # MessagePack is an optional extra (pip install crossws_sync[msgpack])
@@ -124,11 +123,8 @@ class CallbackIdFactory:
     """
 
     def __init__(self, server_name: str) -> None:
-        self._prefix = server_name
-        self._token = "".join(secrets.choice(BASE36_DIGITS) for _ in range(6))
-        self._counter = itertools.count(1)
-        self._stamp_ms = -1
-        self._stamp = ""
+        self._token = token = "".join(secrets.choice(BASE36_DIGITS) for _ in range(6))
+        self._ids = StampedIds(lambda ms: "%s-%s-%s-" % (server_name, base36(ms), token))
 
     @property
     def token(self) -> str:
@@ -137,11 +133,7 @@ class CallbackIdFactory:
 
     def new(self) -> str:
         """Return a fresh callback id."""
-        now_ms = int(time.time() * 1000)
-        if now_ms != self._stamp_ms:  # a burst of calls within one millisecond shares the stamp
-            self._stamp_ms = now_ms
-            self._stamp = "%s-%s-%s-" % (self._prefix, base36(now_ms), self._token)
-        return self._stamp + base36(next(self._counter))
+        return self._ids.new()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import os
 import random
 import string
 import time
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import ujson
 
@@ -165,7 +165,6 @@ def decode_server_frame(text: str) -> Tuple[Optional[str], Any, Optional[str]]:
     return event, message.get("payload", MISSING), callback_id
 
 
-_counter = itertools.count(1)
 #: The digits of base 36, as JavaScript's ``toString(36)`` writes them.
 BASE36_DIGITS = string.digits + string.ascii_lowercase
 
@@ -181,17 +180,30 @@ def base36(number: int) -> str:
     return "".join(reversed(digits))
 
 
-_stamp: List[Any] = [-1, ""]  # [millisecond, "<ms36>-<rand4>-"]: shared by the ids of one millisecond
+class StampedIds:
+    """Ids ``<stamp(ms)><counter base36>``: a process-unique counter behind a stamp of the current
+    millisecond that is computed once per millisecond (a burst of emits does not pay for it
+    each time)."""
+
+    __slots__ = ("_make_stamp", "_counter", "_ms", "_stamp")
+
+    def __init__(self, make_stamp: Callable[[int], str]) -> None:
+        self._make_stamp = make_stamp
+        self._counter = itertools.count(1)
+        self._ms = -1
+        self._stamp = ""
+
+    def new(self) -> str:
+        """A fresh id."""
+        now_ms = int(time.time() * 1000)
+        if now_ms != self._ms:
+            self._ms, self._stamp = now_ms, self._make_stamp(now_ms)
+        return self._stamp + base36(next(self._counter))
+
+
+_client_ids = StampedIds(lambda ms: "%s-%s-" % (base36(ms), "".join(random.choice(BASE36_DIGITS) for _ in range(4))))
 
 
 def new_client_callback_id() -> str:
-    """Return a client ``callbackId`` shaped like the original's: ``<ms36>-<rand4>-<n36>``.
-
-    The counter makes ids unique within the process; the stamp and its random part are
-    computed once per millisecond (a burst of emits does not pay for them each time).
-    """
-    now_ms = int(time.time() * 1000)
-    if now_ms != _stamp[0]:
-        rand = "".join(random.choice(BASE36_DIGITS) for _ in range(4))
-        _stamp[0], _stamp[1] = now_ms, "%s-%s-" % (base36(now_ms), rand)
-    return _stamp[1] + base36(next(_counter))
+    """Return a client ``callbackId`` shaped like the original's: ``<ms36>-<rand4>-<n36>``."""
+    return _client_ids.new()
