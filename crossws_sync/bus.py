@@ -39,6 +39,7 @@ from .calls import ResultCallback
 from .dispatch import Dispatcher
 from .envelope import EnvelopeCodec
 from .errors import ConfigError, EnvelopeError, RedisUnavailableError
+from .listeners import _SENTINEL
 from .nodes import RedisConfig, RedisNode
 from .nodeset import STRATEGIES, RedisNodeSet
 from .results import Result
@@ -48,9 +49,6 @@ logger = logging.getLogger("crossws_sync.bus")
 
 #: Own publishes whose echo the listener expects (dropped undecoded); cleared when exceeded.
 _MAX_PENDING_ECHOES = 4096
-
-_SENTINEL: Any = object()
-
 
 class CrossServerBus:
     """Cross-server events, RPC and custom channels over one or more Redis nodes.
@@ -255,10 +253,7 @@ class CrossServerBus:
 
     def off_cross_server_event(self, event: str, listener_or_tag: Any = _SENTINEL) -> None:
         """Remove every listener of ``event``, or the given function, or those with a tag."""
-        if listener_or_tag is _SENTINEL:
-            self._rpc.listeners.off(event)
-        else:
-            self._rpc.listeners.off(event, listener_or_tag)
+        self._rpc.listeners.off(event, listener_or_tag)
 
     # Public API: emitting -----------------------------------------------------------------
 

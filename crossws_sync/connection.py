@@ -150,8 +150,7 @@ class WebSocketConnection:
         self._outbox_bytes = 0
         self._cork: Optional[List[bytes]] = None
         self._cork_bytes = 0
-        self._loop = gevent.get_hub().loop
-        self._batch = _batch_for(self._loop)
+        self._batch = _batch_for(gevent.get_hub().loop)
         self._max_outbox = max_outbox_bytes
         self._flusher: Optional[gevent.Greenlet] = None
         self._close_timeout = close_timeout

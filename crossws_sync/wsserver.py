@@ -113,7 +113,6 @@ class WebSocketService(ConnectionHandler):
         self.client_events = ListenerRegistry(logger, self._count_handler_error)
         self._on_closed = on_closed
         self._heartbeat_frame = frames.encode_text(settings.heartbeat_str)
-        self._heartbeat_str = settings.heartbeat_str
         self._limiter = (
             _RateLimiter(settings.max_messages_per_second, settings.rate_limit_burst or max(1, int(settings.max_messages_per_second * 2)))
             if settings.max_messages_per_second
@@ -298,7 +297,7 @@ class WebSocketService(ConnectionHandler):
                 logger.warning("rate limit: dropping messages from %r", conn)
             return
         system = self.system_events
-        if text == self._heartbeat_str:
+        if text == self.settings.heartbeat_str:
             system.emit("client-ping", conn)
             conn.send_frame(self._heartbeat_frame)
         else:
