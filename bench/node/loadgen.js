@@ -154,7 +154,6 @@ class RawClient extends JsonClient {
       this.pendingBuf = EMPTY;
       this.fragments = null;
       this.countBench = null;  // set by workloads that only count "bench" pushes (W1, W2)
-      this.bareAcks = 0;       // pending requests that do not want the ack's payload
       this.onAck = null;       // (callbackId, frame) => handled?  (W5's echoLoop)
       this.onClosed = null;
       this.sweep = null;
@@ -295,14 +294,12 @@ class RawClient extends JsonClient {
   }
   emit(event, payload) { this._send(1, Buffer.from(JSON.stringify({ event, payload }))); }
   // No timer per request: a sweep every 250 ms fails the acks past their deadline, and a closed
-  // socket fails its pending acks at once. wantPayload=false (W5's loop) resolves with undefined
-  // once the ack's callbackId is found, without parsing the frame.
-  request(event, payload, timeoutS, wantPayload = true) {
+  // socket fails its pending acks at once.
+  request(event, payload, timeoutS) {
     const callbackId = this.prefix + '-' + (++this.counter).toString(36);
     return new Promise((resolve, reject) => {
       if (this.closed) { reject(new Error('socket closed')); return; }
-      this.pending.set(callbackId, { resolve, reject, wantPayload, deadline: now() + (timeoutS || P.requestTimeout) * 1000 });
-      if (!wantPayload) this.bareAcks++;
+      this.pending.set(callbackId, { resolve, reject, deadline: now() + (timeoutS || P.requestTimeout) * 1000 });
       if (!this.sweep) { this.sweep = setInterval(() => this._sweep(), 250); this.sweep.unref(); }
       this._send(1, Buffer.from(JSON.stringify({ event, payload, callbackId })));
     });
@@ -313,27 +310,13 @@ class RawClient extends JsonClient {
       if (t >= entry.deadline) this._settle(id, entry, new Error('ack timeout'));
     }
   }
-  _settle(id, entry, error, value) {
-    this.pending.delete(id);
-    if (!entry.wantPayload) this.bareAcks--;
-    if (error) entry.reject(error); else entry.resolve(value);
-  }
   _onMessage(data) {
     if (this.onAck !== null && data.length > 16) {
       const at = data.lastIndexOf(CALLBACK_KEY);
       if (at >= 0) {
         const start = at + CALLBACK_KEY.length;
-        const end = data.indexOf(0x22, start);
-        if (end > start && this.onAck(data.latin1Slice(start, end), data)) return;
-      }
-    }
-    if (this.bareAcks > 0 && data.length > 16) {
-      const at = data.lastIndexOf(CALLBACK_KEY);
-      if (at >= 0) {
-        const start = at + CALLBACK_KEY.length;
         const end = data.indexOf(0x22, start);  // the closing quote
-        const entry = end > start ? this.pending.get(data.latin1Slice(start, end)) : undefined;
-        if (entry && !entry.wantPayload) { this._settle(data.latin1Slice(start, end), entry); return; }
+        if (end > start && this.onAck(data.latin1Slice(start, end), data)) return;
       }
     }
     super._onMessage(data);
@@ -645,7 +628,7 @@ async function W5() {
       const check = seq % P.checkEvery === 0;
       const sent = seq++;
       try {
-        const echoed = await c.request('echo', { i, seq: sent, pad: PAD }, undefined, check);
+        const echoed = await c.request('echo', { i, seq: sent, pad: PAD });
         stats.latencies.push(now() - t);
         stats.calls++;
         if (check) {
