@@ -93,12 +93,18 @@ SYSTEMS: Dict[str, Dict[str, Any]] = {
     "crossws": {"cmd": [sys.executable, os.path.join(SERVERS_DIR, "crossws_server.py")],
                 "proto": "json", "workloads": {"W1", "W2", "W3", "W4", "W5", "W6", "W7"},
                 "about": "crossws_sync WebSocketCrossServerAdapter"},
+    "crossws_base": {"cmd": [sys.executable, os.path.join(SERVERS_DIR, "crossws_server.py")],
+                     "proto": "json", "workloads": {"W1", "W2", "W3", "W4", "W5", "W6", "W7"},
+                     "about": "crossws_sync at the --baseline commit (before/after in one run)"},
 }
 DEFAULT_SYSTEMS = ["calibration", "flask_socketio", "crossws"]  # + "original", "calibration_node" on request
 
 #: Copy of crossws_sync/ taken when the suite starts, first on the servers' PYTHONPATH: every run
 #: measures the same code even when the work tree changes meanwhile (see snapshot_library).
 LIBRARY_SNAPSHOT: Optional[str] = None
+
+#: crossws_sync/ as of the --baseline git revision, for the "crossws_base" system.
+BASELINE_SNAPSHOT: Optional[str] = None
 
 #: Attach ``py-spy record`` to every Python server node (--profile); raw stacks land in the run's log dir.
 PROFILE = False
@@ -250,7 +256,8 @@ def run_once(system: str, workload: str, params: Dict[str, Any], log_dir: str) -
         ports, pids = [], {}
         if redis_port:
             pids["redis"] = procs.procs[-1][1].pid
-        python_path = [p for p in (LIBRARY_SNAPSHOT, ROOT, os.environ.get("PYTHONPATH")) if p]
+        library = BASELINE_SNAPSHOT if system == "crossws_base" else LIBRARY_SNAPSHOT
+        python_path = [p for p in (library, ROOT, os.environ.get("PYTHONPATH")) if p]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(python_path),
                    PYTHONUNBUFFERED="1", NODE_PATH=os.path.join(NODE_DIR, "node_modules"))
         if ORIGINAL_DIR:
@@ -592,6 +599,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--original-dir", default=ORIGINAL_DIR,
                         help="checkout of websocket-cross-server-adapter, for --systems original "
                              "(default: $ORIGINAL_ADAPTER_DIR)")
+    parser.add_argument("--baseline", default=None, metavar="GIT_REV",
+                        help="also run crossws_sync as of this git revision, as system crossws_base "
+                             "(added to --systems when missing): before and after a change in one run")
     parser.add_argument("--profile", action="store_true",
                         help="attach py-spy (pip install py-spy) to Python server nodes; raw stacks in bench/results/logs/")
     parser.add_argument("--max-other", type=float, default=None,
@@ -609,6 +619,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     for w in args.workloads:
         if w not in WORKLOADS:
             parser.error("unknown workload %r" % w)
+    if args.baseline and "crossws_base" not in args.systems:
+        args.systems.append("crossws_base")
+    if "crossws_base" in args.systems and not args.baseline:
+        parser.error("--systems crossws_base needs --baseline GIT_REV")
     if "original" in args.systems and not (args.original_dir and
                                             os.path.isfile(os.path.join(args.original_dir, "index.js"))):
         parser.error("--systems original needs --original-dir (a checkout of websocket-cross-server-adapter)")
@@ -660,6 +674,16 @@ def snapshot_library(dest_root: str) -> str:
     """Copy the crossws_sync package as it is on disk now; return the directory to put on PYTHONPATH."""
     shutil.copytree(os.path.join(ROOT, "crossws_sync"), os.path.join(dest_root, "crossws_sync"),
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return dest_root
+
+
+def snapshot_revision(revision: str, dest_root: str) -> str:
+    """Extract crossws_sync/ as of git ``revision`` into ``dest_root``; return it for PYTHONPATH."""
+    archive = subprocess.run(["git", "archive", "--format=tar", revision, "crossws_sync"], cwd=ROOT,
+                             capture_output=True, timeout=60)
+    if archive.returncode != 0:
+        sys.exit("--baseline %s: %s" % (revision, archive.stderr.decode(errors="replace").strip()))
+    subprocess.run(["tar", "-x", "-C", dest_root], input=archive.stdout, check=True, timeout=60)
     return dest_root
 
 
@@ -725,10 +749,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     run_versions = versions()  # before the runs: the commit that the snapshot below was taken from
     snapshot_root = tempfile.mkdtemp(prefix="crossws-bench-lib-")
     LIBRARY_SNAPSHOT = snapshot_library(snapshot_root)
+    global BASELINE_SNAPSHOT
+    if args.baseline:
+        BASELINE_SNAPSHOT = snapshot_revision(args.baseline, tempfile.mkdtemp(prefix="crossws-bench-base-"))
+        run_versions["baseline"] = args.baseline
     try:
         return run_suite(args, started, run_versions)
     finally:
         shutil.rmtree(snapshot_root, ignore_errors=True)
+        if BASELINE_SNAPSHOT:
+            shutil.rmtree(BASELINE_SNAPSHOT, ignore_errors=True)
 
 
 def run_suite(args: argparse.Namespace, started: datetime.datetime, run_versions: Dict[str, Optional[str]]) -> int:
