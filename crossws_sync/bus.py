@@ -38,7 +38,7 @@ from . import envelope as env
 from .calls import ResultCallback
 from .dispatch import Dispatcher
 from .envelope import EnvelopeCodec
-from .errors import ConfigError, EnvelopeError, RedisUnavailableError
+from .errors import ConfigError, EnvelopeError, InvalidNameError, RedisUnavailableError
 from .listeners import _SENTINEL
 from .nodes import RedisConfig, RedisNode
 from .nodeset import STRATEGIES, RedisNodeSet
@@ -135,8 +135,7 @@ class CrossServerBus:
             custom_channels = [custom_channels]
         custom = list(custom_channels or [])
         for channel in list(custom) + list(initial_channels):
-            if not isinstance(channel, str) or not channel:
-                raise ConfigError("channel names must be non-empty strings")
+            _check_channel(channel, ConfigError)
 
         self._server_name = server_name
         self.bridge_prefix = bridge_prefix
@@ -153,6 +152,8 @@ class CrossServerBus:
         self.node_channel = env.node_channel(bridge_prefix, server_name)
         self._custom: Set[str] = set(custom)
         self._ws_channels: Set[str] = set(initial_channels)
+        #: the WebSocket layer's system channels: no application call unsubscribes them
+        self._pinned: Set[str] = set(initial_channels)
         self._echoes: Dict[bytes, int] = {}
 
         self._dispatcher = Dispatcher(dispatch_concurrency, "cross-server bus dispatch")
@@ -402,8 +403,7 @@ class CrossServerBus:
         Raises:
             TypeError: ``channel`` is not a non-empty string.
         """
-        if not isinstance(channel, str) or not channel:
-            raise TypeError("The channel must be a non-empty string")
+        _check_channel(channel)
         if channel not in self._system_channels:
             self._custom.add(channel)
         return self._subscribe(channel, timeout)
@@ -415,8 +415,7 @@ class CrossServerBus:
             TypeError: ``channel`` is not a non-empty string.
             ConfigError: ``channel`` is one of the bus's own channels.
         """
-        if not isinstance(channel, str) or not channel:
-            raise TypeError("The channel must be a non-empty string")
+        _check_channel(channel)
         self._custom.discard(channel)
         self._unsubscribe(channel)
 
@@ -425,18 +424,31 @@ class CrossServerBus:
 
         Its messages go to ``ws_message_handler``. Blocks like :meth:`manual_subscribe`.
         """
-        if not isinstance(channel, str) or not channel:
-            raise TypeError("The channel must be a non-empty string")
+        _check_channel(channel)
         if channel not in self._system_channels:
             self._ws_channels.add(channel)
         return self._subscribe(channel, timeout)
 
     def unsubscribe(self, channel: str) -> None:
-        """Unsubscribe a WebSocket-routing channel (for the WebSocket layer); idempotent."""
-        if not isinstance(channel, str) or not channel:
-            raise TypeError("The channel must be a non-empty string")
-        self._ws_channels.discard(channel)
-        self._unsubscribe(channel)
+        """Unsubscribe a WebSocket-routing channel (for the WebSocket layer); idempotent.
+
+        Raises:
+            ConfigError: ``channel`` is a system channel (the bus's or the WebSocket layer's).
+        """
+        self.unsubscribe_many([channel])
+
+    def unsubscribe_many(self, channels: Iterable[str]) -> None:
+        """:meth:`unsubscribe` for many channels, sent as one UNSUBSCRIBE per Redis node."""
+        gone: List[str] = []
+        for channel in channels:
+            _check_channel(channel)
+            if channel in self._system_channels or channel in self._pinned:
+                raise ConfigError("%s is a system channel; it is never unsubscribed" % channel)
+            self._ws_channels.discard(channel)
+            if channel not in self._custom:
+                gone.append(channel)
+        if gone:
+            self._nodes.unsubscribe_many(gone)
 
     def set_custom_channel_handler(self, handler: Callable[[str, Any], Any]) -> None:
         """Set the handler ``(channel, message)`` of every custom-channel message.
@@ -572,7 +584,7 @@ class CrossServerBus:
     def _unsubscribe(self, channel: str) -> None:
         if channel in self._system_channels:
             raise ConfigError("%s is one of the bus's own channels" % channel)
-        if channel in self._custom or channel in self._ws_channels:
+        if channel in self._custom or channel in self._ws_channels or channel in self._pinned:
             return  # still wanted through the other API
         self._nodes.unsubscribe(channel)
 
@@ -589,6 +601,18 @@ class CrossServerBus:
                 hook(Result(server_name=self._server_name, host=node.host, port=node.port, subscribers=subscribers))
             except Exception:
                 logger.exception("on_server_name_conflict hook raised")
+
+
+def _check_channel(channel: object, error: type = TypeError) -> str:
+    """A channel name must be non-empty text that encodes to UTF-8 (Redis takes bytes)."""
+    if not isinstance(channel, str) or not channel:
+        raise error("The channel must be a non-empty string")
+    if not channel.isascii():
+        try:
+            channel.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidNameError("channel %r is not valid text (it holds a lone surrogate)" % channel) from None
+    return channel
 
 
 __all__ = ["CrossServerBus", "STRATEGIES"]

@@ -30,7 +30,8 @@ import gevent
 from . import frames
 from .directory import ClusterDirectory
 from .envelope import broadcast_channel, private_socket_channel, ws_broadcast, ws_multicast, ws_room, ws_unicast
-from .errors import ConfigError, CrossWSError
+from .errors import CrossWSError
+from .names import RESERVED_NAMESPACE_PREFIX
 from .outage import OutageBuffer
 from .supervisor import supervise
 
@@ -40,9 +41,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("crossws_sync.cluster")
 
-#: Room namespaces that would collide with system channels (spec §6.2) or with ours.
-RESERVED_NAMESPACE_PREFIX = "_crossws"
-RESERVED_NAMESPACES = frozenset({"private_socket", "broadcast"})
 PROTOCOL_VERSION = 1
 
 
@@ -236,9 +234,16 @@ class Router:
             self._bus.subscribe(self.adapter.channel_for_namespace(namespace))
 
     def namespace_unused(self, namespace: str) -> None:
+        self.namespaces_unused([namespace])
+
+    def namespaces_unused(self, namespaces: List[str]) -> None:
+        """Unsubscribe the channels of emptied namespaces (one UNSUBSCRIBE per Redis node)."""
         # Re-check: a join may have happened while we were getting here.
-        if self._bus is not None and not self.adapter.rooms.has_namespace(namespace):
-            self._bus.unsubscribe(self.adapter.channel_for_namespace(namespace))
+        if self._bus is not None:
+            rooms = self.adapter.rooms
+            channels = [self.adapter.channel_for_namespace(ns) for ns in namespaces if not rooms.has_namespace(ns)]
+            if channels:
+                self._bus.unsubscribe_many(channels)
 
     # Directory deltas from this node --------------------------------------------------------
 
@@ -450,10 +455,4 @@ class Router:
 
     def room_ids(self, namespace: str) -> Set[str]:
         return self.directory.room_ids(namespace) | set(self.adapter.rooms.room_ids(namespace))
-
-
-def check_namespace(namespace: str) -> None:
-    """Refuse namespaces that collide with system channels."""
-    if namespace in RESERVED_NAMESPACES or namespace.startswith(RESERVED_NAMESPACE_PREFIX):
-        raise ConfigError("room namespace %r is reserved (it would collide with a system channel)" % namespace)
 

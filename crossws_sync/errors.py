@@ -4,6 +4,8 @@ Every exception the library raises on purpose derives from :class:`CrossWSError`
 
     CrossWSError
     ├── ConfigError (ValueError)            bad constructor option or argument value
+    │   └── InvalidNameError                a namespace, room id or socket id the name policy refuses
+    ├── LimitExceededError (ValueError)     a per-connection limit (rooms, namespaces) would be passed
     ├── ProtocolError (ValueError)          a WebSocket frame or message that breaks the protocol
     │   ├── MessageTooBig                   an inbound message over the size limit (close 1009)
     │   └── HandshakeError                  the server refused or botched the client's upgrade
@@ -29,6 +31,24 @@ class CrossWSError(Exception):
 
 class ConfigError(CrossWSError, ValueError):
     """An option or argument has an invalid value."""
+
+
+class InvalidNameError(ConfigError):
+    """A namespace, room id or socket id is not valid text or is reserved (see ``crossws_sync.names``)."""
+
+
+class LimitExceededError(CrossWSError, ValueError):
+    """A per-connection limit would be exceeded; nothing was changed.
+
+    Attributes:
+        limit: the option's name (``max_rooms_per_socket``, ``max_namespaces_per_socket``).
+        value: its value.
+    """
+
+    def __init__(self, message: str, limit: str = "", value: int = 0) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.value = value
 
 
 class ProtocolError(CrossWSError, ValueError):
@@ -89,6 +109,8 @@ class MonkeyPatchError(CrossWSError, RuntimeError):
 __all__ = [
     "CrossWSError",
     "ConfigError",
+    "InvalidNameError",
+    "LimitExceededError",
     "ProtocolError",
     "MessageTooBig",
     "ConnectionClosedError",

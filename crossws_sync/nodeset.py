@@ -277,9 +277,13 @@ class RedisNodeSet:
 
     def unsubscribe(self, channel: str) -> None:
         """Unsubscribe ``channel`` on every node."""
-        self.channels.discard(channel)
+        self.unsubscribe_many([channel])
+
+    def unsubscribe_many(self, channels: List[str]) -> None:
+        """Unsubscribe ``channels`` on every node (one command per node, in chunks)."""
+        self.channels.difference_update(channels)
         for node in list(self._nodes):
-            node.unsubscribe([channel])
+            node.unsubscribe(channels)
 
     # Internals ----------------------------------------------------------------------------
 

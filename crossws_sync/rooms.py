@@ -18,6 +18,7 @@ class RoomRegistry:
     def __init__(self) -> None:
         self._rooms: Dict[str, Dict[str, Set[str]]] = {}
         self._socket_rooms: Dict[str, Dict[str, Set[str]]] = {}
+        self._room_counts: Dict[str, int] = {}
 
     # Mutations ---------------------------------------------------------------------------
 
@@ -28,7 +29,10 @@ class RoomRegistry:
         if rooms is None:
             rooms = self._rooms[namespace] = {}
         rooms.setdefault(room_id, set()).add(socket_id)
-        self._socket_rooms.setdefault(socket_id, {}).setdefault(namespace, set()).add(room_id)
+        joined = self._socket_rooms.setdefault(socket_id, {}).setdefault(namespace, set())
+        if room_id not in joined:
+            joined.add(room_id)
+            self._room_counts[socket_id] = self._room_counts.get(socket_id, 0) + 1
         return new_namespace
 
     def leave(self, namespace: str, room_id: str, socket_id: str) -> bool:
@@ -66,6 +70,7 @@ class RoomRegistry:
     def remove_socket(self, socket_id: str) -> List[str]:
         """Remove ``socket_id`` from every room; return the namespaces that became empty."""
         joined = self._socket_rooms.pop(socket_id, None)
+        self._room_counts.pop(socket_id, None)
         emptied: List[str] = []
         if not joined:
             return emptied
@@ -89,13 +94,15 @@ class RoomRegistry:
         if joined is None:
             return
         room_ids = joined.get(namespace)
-        if room_ids is None:
+        if room_ids is None or room_id not in room_ids:
             return
         room_ids.discard(room_id)
+        self._room_counts[socket_id] -= 1
         if not room_ids:
             del joined[namespace]
         if not joined:
             del self._socket_rooms[socket_id]
+            del self._room_counts[socket_id]
 
     # Queries -----------------------------------------------------------------------------
 
@@ -156,6 +163,14 @@ class RoomRegistry:
         if not room_ids:
             return False
         return room_id is None or room_id in room_ids
+
+    def socket_room_count(self, socket_id: str) -> int:
+        """Number of rooms ``socket_id`` is in (O(1))."""
+        return self._room_counts.get(socket_id, 0)
+
+    def socket_namespace_count(self, socket_id: str) -> int:
+        """Number of namespaces ``socket_id`` has rooms in (O(1))."""
+        return len(self._socket_rooms.get(socket_id, ()))
 
     def namespaces(self) -> List[str]:
         """Namespaces with at least one room."""

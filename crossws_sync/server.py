@@ -30,7 +30,8 @@ from .request import Request, parse_ws_request_params as _parse_params
 from .rooms import RoomRegistry
 from .wsgi import WebSocketMiddleware, make_server
 from .crossserver import CrossServerMethods, _check_id
-from .distributed import check_namespace
+from .errors import LimitExceededError
+from .names import DEFAULT_MAX_NAME_BYTES, check_name, valid_name, check_namespace, namespace_channel, preset_namespace
 from .wsserver import SYSTEM_EVENTS, Reject, WebSocketService, WebSocketSettings
 
 if TYPE_CHECKING:
@@ -93,6 +94,13 @@ class WebSocketCrossServerAdapter(CrossServerMethods):
             node is back; overflow and expiry are counted in :attr:`routing_stats` and logged.
         signing_key: optional HMAC key for envelopes between our nodes.
         client_js_path: URL path where the browser client is served (``None``: not served).
+        max_name_bytes: longest namespace, room id or socket id accepted, in UTF-8 bytes (256).
+            Names are checked at every entry point (docs/api.md, "Names"): invalid text or a
+            reserved namespace raises :class:`~crossws_sync.errors.InvalidNameError`.
+        max_rooms_per_socket: rooms one socket id may be in at once (1,000; ``None``: no limit).
+        max_namespaces_per_socket: namespaces one socket id may have rooms in at once (100;
+            ``None``: no limit). A ``join_room`` past either limit raises
+            :class:`~crossws_sync.errors.LimitExceededError` and changes nothing.
     """
 
     def __init__(
@@ -136,6 +144,9 @@ class WebSocketCrossServerAdapter(CrossServerMethods):
         outage_buffer_age: float = 30.0,
         signing_key: Optional[bytes] = None,
         client_js_path: Optional[str] = None,
+        max_name_bytes: int = DEFAULT_MAX_NAME_BYTES,
+        max_rooms_per_socket: Optional[int] = 1000,
+        max_namespaces_per_socket: Optional[int] = 100,
     ) -> None:
         check_prefixes(bridge_prefix, ws_prefix)
         self.bridge_prefix = bridge_prefix
@@ -155,7 +166,12 @@ class WebSocketCrossServerAdapter(CrossServerMethods):
         self._server_name: Optional[str] = (
             resolve_server_name(server_name) if (server_name is not None or self._redis_config) else None
         )
-        self._preset_namespaces = as_list(list(preset_room_namespaces), "preset_room_namespaces")
+        self._max_name_bytes = int(positive_int("max_name_bytes", max_name_bytes) or DEFAULT_MAX_NAME_BYTES)
+        self._max_rooms = positive_int("max_rooms_per_socket", max_rooms_per_socket, allow_none=True)
+        self._max_namespaces = positive_int("max_namespaces_per_socket", max_namespaces_per_socket, allow_none=True)
+        self._preset_namespaces = [
+            preset_namespace(ns, ws_prefix, bridge_prefix, self._max_name_bytes)
+            for ns in as_list(list(preset_room_namespaces), "preset_room_namespaces")]
         self._custom_channels = as_list(custom_channels, "custom_channels")
         self._bus_options: Dict[str, Any] = dict(
             bridge_prefix=bridge_prefix, ws_prefix=ws_prefix, redis_codec=redis_codec,
@@ -386,6 +402,8 @@ class WebSocketCrossServerAdapter(CrossServerMethods):
         conn = self._sockets.get(socket_id)
         if conn is not None and conn.open:
             return conn.send_frame(frames.encode_text(text))
+        if self._redis_config:
+            self._name("socketId", socket_id)  # it goes into a Redis envelope
         self._ensure_started()
         if self._router is not None:
             self._router.publish_unicast(socket_id, text)
@@ -411,6 +429,8 @@ class WebSocketCrossServerAdapter(CrossServerMethods):
             else:
                 remote.append(socket_id)
         if remote:
+            remote = [sid for sid in remote if valid_name(sid, self._max_name_bytes)]
+        if remote:
             self._ensure_started()
             if self._router is not None:
                 self._router.publish_multicast(remote, text)
@@ -424,8 +444,8 @@ class WebSocketCrossServerAdapter(CrossServerMethods):
         ``room_destroy`` removes the room after sending, on every node (the original's
         ``roomDstroy`` spelling is accepted too).
         """
-        _check_id("roomNamespace", room_namespace)
-        _check_id("roomId", room_id)
+        self._namespace(room_namespace)
+        self._name("roomId", room_id)
         check_event_name(event)
         if compat:
             if set(compat) != {"roomDstroy"}:
@@ -433,7 +453,7 @@ class WebSocketCrossServerAdapter(CrossServerMethods):
             room_destroy = bool(compat["roomDstroy"])
         if self._service is None and not self._redis_config:
             return 0
-        excluded = set(exclude_socket_ids) if exclude_socket_ids else set()
+        excluded = set(self._name("excludeSocketIds[]", x) for x in exclude_socket_ids) if exclude_socket_ids else set()
         text = encode_event(event, data)
         sent = self.deliver_to_room(room_namespace, room_id, frames.encode_text(text), excluded)
         if room_destroy:
@@ -468,18 +488,45 @@ class WebSocketCrossServerAdapter(CrossServerMethods):
     # Rooms --------------------------------------------------------------------------------
 
     def channel_for_namespace(self, room_namespace: str) -> str:
-        """The Redis channel of a room namespace (``ws:<ns>`` unless already prefixed)."""
-        if room_namespace.startswith(self.ws_prefix) or room_namespace.startswith(self.bridge_prefix):
-            return room_namespace
-        return self.ws_prefix + room_namespace
+        """The Redis channel of a room namespace: ``ws_prefix + room_namespace``.
+
+        One-to-one: the name policy refuses namespaces that would alias another channel.
+
+        Raises:
+            InvalidNameError: ``room_namespace`` is invalid or reserved.
+        """
+        return namespace_channel(self._namespace(room_namespace), self.ws_prefix)
+
+    def _namespace(self, room_namespace: object) -> str:
+        return check_namespace(room_namespace, self.ws_prefix, self.bridge_prefix, self._max_name_bytes)
+
+    def _name(self, label: str, value: object) -> str:
+        return check_name(label, value, self._max_name_bytes)
+
+    def _query_name(self, label: str, value: object) -> str:
+        # Queries read local dicts only: a reserved namespace just matches nothing.
+        return check_name(label, value, self._max_name_bytes)
+
+    def _check_room_limits(self, room_namespace: str, room_id: str, socket_id: str) -> None:
+        rooms = self.rooms
+        if rooms.is_joined(socket_id, room_namespace, room_id):
+            return
+        if self._max_rooms is not None and rooms.socket_room_count(socket_id) >= self._max_rooms:
+            raise LimitExceededError("socket %r is already in %d rooms (max_rooms_per_socket)"
+                                     % (socket_id, self._max_rooms), "max_rooms_per_socket", self._max_rooms)
+        if (self._max_namespaces is not None and not rooms.is_joined(socket_id, room_namespace)
+                and rooms.socket_namespace_count(socket_id) >= self._max_namespaces):
+            raise LimitExceededError("socket %r already has rooms in %d namespaces (max_namespaces_per_socket)"
+                                     % (socket_id, self._max_namespaces), "max_namespaces_per_socket",
+                                     self._max_namespaces)
 
     def join_room(self, room_namespace: str, room_id: str, socket_id: str) -> None:
         """Add a user to a room. With Redis, returns once this node is subscribed to the
         namespace's channel on every healthy Redis node, so no room message can be missed."""
-        _check_id("roomNamespace", room_namespace)
-        _check_id("roomId", room_id)
-        _check_id("socketId", socket_id)
-        check_namespace(room_namespace)
+        self._namespace(room_namespace)
+        self._name("roomId", room_id)
+        self._name("socketId", socket_id)
+        self._check_room_limits(room_namespace, room_id, socket_id)
         self.rooms.join(room_namespace, room_id, socket_id)
         if self._redis_config:
             self._ensure_started()
@@ -490,9 +537,9 @@ class WebSocketCrossServerAdapter(CrossServerMethods):
 
     def leave_room(self, room_namespace: str, room_id: str, socket_id: str) -> None:
         """Remove a user from a room; an emptied namespace is unsubscribed (``auto_unsubscribe``)."""
-        _check_id("roomNamespace", room_namespace)
-        _check_id("roomId", room_id)
-        _check_id("socketId", socket_id)
+        self._namespace(room_namespace)
+        self._name("roomId", room_id)
+        self._name("socketId", socket_id)
         was_member = self.rooms.is_joined(socket_id, room_namespace, room_id)
         emptied = self.rooms.leave(room_namespace, room_id, socket_id)
         if was_member and self._router is not None:
@@ -502,6 +549,8 @@ class WebSocketCrossServerAdapter(CrossServerMethods):
 
     def remove_room(self, room_namespace: str, room_id: str) -> None:
         """Delete a room locally (every member leaves it)."""
+        self._namespace(room_namespace)
+        self._name("roomId", room_id)
         members = list(self.rooms.members(room_namespace, room_id)) if self._router is not None else []
         emptied = self.rooms.remove_room(room_namespace, room_id)
         for socket_id in members:
@@ -515,15 +564,17 @@ class WebSocketCrossServerAdapter(CrossServerMethods):
 
     def get_socket_count_in_room(self, room_namespace: str, room_id: Optional[str] = None, *, exact_match: bool = True) -> int:
         """Local member count of a room (prefix of room ids when not ``exact_match``)."""
+        self._query_name("roomNamespace", room_namespace)
         return self.rooms.socket_count(room_namespace, room_id, exact_match=exact_match)
 
     def get_room_socket_ids(self, room_namespace: str, room_id: Optional[str] = None, *, exact_match: bool = True) -> Set[str]:
         """Local member ids (a fresh set)."""
+        self._query_name("roomNamespace", room_namespace)
         return self.rooms.socket_ids(room_namespace, room_id, exact_match=exact_match)
 
     def get_joined_rooms(self, socket_id: str, room_namespace: Optional[str] = None) -> Dict[str, Set[str]]:
         """``{namespace: {room_id}}`` of a user (a copy), optionally for namespaces with a prefix."""
-        _check_id("socketId", socket_id)
+        self._query_name("socketId", socket_id)
         return self.rooms.joined_rooms(socket_id, room_namespace)
 
     def is_joined_room(self, socket_id: str, room_namespace: str, room_id: Optional[str] = None) -> bool:
@@ -534,10 +585,12 @@ class WebSocketCrossServerAdapter(CrossServerMethods):
 
     def get_room_count(self, room_namespace: str, *, exact_match: bool = True) -> int:
         """Local number of rooms of a namespace (namespace prefix when not ``exact_match``)."""
+        self._query_name("roomNamespace", room_namespace)
         return self.rooms.room_count(room_namespace, exact_match=exact_match)
 
     def get_room_ids(self, room_namespace: str, *, exact_match: bool = True) -> List[str]:
         """Local room ids of a namespace."""
+        self._query_name("roomNamespace", room_namespace)
         return self.rooms.room_ids(room_namespace, exact_match=exact_match)
 
     # Socket mapping -----------------------------------------------------------------------
@@ -551,7 +604,7 @@ class WebSocketCrossServerAdapter(CrossServerMethods):
         Returns:
             False when the ``reject_new`` policy refused (the new socket is closed), else True.
         """
-        _check_id("socketId", socket_id)
+        self._name("socketId", socket_id)
         if socket is None:
             raise ConfigError("Invalid socket object.")
         previous = self._sockets.get(socket_id)
@@ -589,8 +642,10 @@ class WebSocketCrossServerAdapter(CrossServerMethods):
             for namespace, room_ids in self.rooms.joined_rooms(socket_id).items():
                 for room_id in room_ids:
                     self._router.room_left(namespace, room_id, socket_id)
-        for namespace in self.rooms.remove_socket(socket_id):
-            self._namespace_emptied(namespace)
+        emptied = self.rooms.remove_socket(socket_id)
+        if emptied and self._router is not None and self._auto_unsubscribe:
+            presets = self._preset_namespaces
+            self._router.namespaces_unused([ns for ns in emptied if ns not in presets])
         if self._router is not None:
             self._router.user_unmapped(socket_id)
 

@@ -29,6 +29,9 @@ logger = logging.getLogger("crossws_sync.nodes")
 
 _BACKOFF_FIRST = 0.05
 _BACKOFF_MAX = 0.5
+#: Channels per SUBSCRIBE / UNSUBSCRIBE command: a refused or unencodable name costs one chunk,
+#: which is then retried channel by channel, never the whole set.
+CHUNK = 256
 
 
 class Stalled(Exception):
@@ -53,6 +56,11 @@ def _text(value: Any) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return str(value)
+
+
+def _wire(command: str) -> str:
+    """The Redis command for one of ours (RESUB is a SUBSCRIBE of the whole wanted set)."""
+    return "SUBSCRIBE" if command == "RESUB" else command
 
 
 class Subscriber:
@@ -96,7 +104,11 @@ class Subscriber:
         self._failed: Dict[str, str] = {}
         self._sent: Dict[str, int] = {}
         self._acked: Dict[str, int] = {}
-        self._pending: Deque[Tuple[str, List[str]]] = deque()
+        self._pending: Deque[Tuple[str, Set[str]]] = deque()
+        self._pending_subs: Dict[str, int] = {}
+        #: wanted channels that Redis refused (or that cannot be encoded) on a re-subscribe,
+        #: where no caller was there to be told: the subscriber stays unhealthy while any remain
+        self._missing: Dict[str, str] = {}
         self._sub_conn: Any = None
         self._generation = 0
         self._sub_write_lock = Semaphore()
@@ -129,6 +141,7 @@ class Subscriber:
         for channel in new:
             self._wanted.add(channel)
             self._failed.pop(channel, None)
+            self._missing.pop(channel, None)
         conn = self._sub_conn
         sequences: Dict[str, int] = {}
         if conn is not None and new:
@@ -171,11 +184,17 @@ class Subscriber:
         """Whether ``channel`` is confirmed on the current subscriber connection."""
         return channel in self._confirmed and self._sub_conn is not None
 
+    @property
+    def missing_channels(self) -> Dict[str, str]:
+        """Wanted channels that could not be re-subscribed, with Redis's error (a copy)."""
+        return dict(self._missing)
+
     def unsubscribe(self, channels: Iterable[str]) -> None:
         """Remove ``channels`` from the wanted set and send UNSUBSCRIBE if connected."""
         channels = list(channels)
         for channel in channels:
             self._failed.pop(channel, None)
+            self._missing.pop(channel, None)
         gone = [channel for channel in channels if channel in self._wanted]
         for channel in gone:
             self._wanted.discard(channel)
@@ -183,7 +202,13 @@ class Subscriber:
         conn = self._sub_conn
         if conn is not None and gone:
             self._send(conn, "UNSUBSCRIBE", gone)
+        self._check_ready()
         self.notify()
+
+    def _check_ready(self) -> None:
+        if (self._sub_conn is not None and not self._is_healthy() and not self._missing
+                and self._wanted <= self._confirmed):
+            self._on_ready()
 
     # Internals ----------------------------------------------------------------------------
 
@@ -193,15 +218,43 @@ class Subscriber:
         changed.set()
 
     def _send(self, conn: Any, command: str, channels: List[str]) -> bool:
-        """Write one SUBSCRIBE / UNSUBSCRIBE / PING on the subscriber connection."""
+        """Write SUBSCRIBE / RESUB (a SUBSCRIBE of the wanted set after a reconnect) /
+        UNSUBSCRIBE / PING on the subscriber connection, :data:`CHUNK` channels per command.
+
+        A channel that cannot be encoded is refused on its own; the others go out."""
+        if not channels:
+            return self._send_packed(conn, command, set(), None)
+        ok = True
+        for start in range(0, len(channels), CHUNK):
+            chunk = channels[start:start + CHUNK]
+            try:
+                packed = conn.pack_command(_wire(command), *chunk)
+            except (UnicodeError, redis.DataError):
+                for channel in chunk:  # find the bad name; the others still go
+                    try:
+                        packed = conn.pack_command(_wire(command), channel)
+                    except (UnicodeError, redis.DataError) as exc:
+                        self._refuse(command, channel, "cannot be encoded: %s" % exc)
+                        continue
+                    ok = self._send_packed(conn, command, {channel}, packed) and ok
+                continue
+            ok = self._send_packed(conn, command, set(chunk), packed) and ok
+        return ok
+
+    def _send_packed(self, conn: Any, command: str, channels: Set[str], packed: Any) -> bool:
         with self._sub_write_lock:
             if self._sub_conn is not conn:
                 return False
-            self._pending.append((command, list(channels)))
+            self._pending.append((command, channels))
+            if command != "UNSUBSCRIBE":
+                for channel in channels:
+                    self._pending_subs[channel] = self._pending_subs.get(channel, 0) + 1
             try:
-                conn.send_packed_command(conn.pack_command(command, *channels), check_health=False)
+                if packed is None:
+                    packed = conn.pack_command(command)
+                conn.send_packed_command(packed, check_health=False)
             except Exception as exc:  # the listener notices the broken link and reconnects
-                logger.warning("sending %s to %s failed: %s", command, self.label, exc)
+                logger.warning("sending %s to %s failed: %s", _wire(command), self.label, exc)
                 return False
         return True
 
@@ -241,6 +294,7 @@ class Subscriber:
                 self._sub_conn = None
             self.ping_sent_at = None
             self._pending.clear()
+            self._pending_subs.clear()
             self._confirmed.clear()
             if conn is not None:
                 try:
@@ -257,13 +311,17 @@ class Subscriber:
         self._acked = {}
         self._confirmed = set()
         self._pending.clear()
+        self._pending_subs.clear()
         self._sub_conn = conn
         stream = ReplyStream(conn)
+        self._wanted.update(self._missing)  # retried on every connection
+        self._missing.clear()
         initial = sorted(self._wanted)
         if initial:
             for channel in initial:
                 self._sent[channel] = 1
-            self._send(conn, "SUBSCRIBE", initial)
+            self._send(conn, "RESUB", initial)
+            self._check_ready()
         else:
             self._on_ready()
         self.notify()
@@ -314,8 +372,7 @@ class Subscriber:
             self._acked[channel] = self._acked.get(channel, 0) + 1
             if channel in self._wanted:
                 self._confirmed.add(channel)
-            if not self._is_healthy() and self._wanted <= self._confirmed:
-                self._on_ready()
+            self._check_ready()
             self.notify()
             return False
         if kind == b"unsubscribe":
@@ -323,7 +380,7 @@ class Subscriber:
             self._ack_pending("UNSUBSCRIBE", channel)
             if channel not in self._wanted:
                 self._confirmed.discard(channel)
-                if not any(command == "SUBSCRIBE" and channel in channels for command, channels in self._pending):
+                if not self._pending_subs.get(channel):
                     # every SUBSCRIBE of it was answered: forget its counters (dynamic channels
                     # such as room namespaces must not grow these dicts forever)
                     self._sent.pop(channel, None)
@@ -336,18 +393,26 @@ class Subscriber:
             if self.ping_sent_at is not None:
                 self.latency = _now() - self.ping_sent_at
                 self.ping_sent_at = None
-                if not self._is_healthy() and self._wanted <= self._confirmed:
-                    self._on_ready()
+                self._check_ready()
             return True
         return False
 
     def _ack_pending(self, command: str, channel: str) -> None:
         for entry in self._pending:
-            if entry[0] == command and channel in entry[1]:
-                entry[1].remove(channel)
+            if (entry[0] == command or (command == "SUBSCRIBE" and entry[0] == "RESUB")) and channel in entry[1]:
+                entry[1].discard(channel)
+                if command == "SUBSCRIBE":
+                    self._drop_pending_sub(channel)
                 if not entry[1]:
                     self._pending.remove(entry)
                 return
+
+    def _drop_pending_sub(self, channel: str) -> None:
+        count = self._pending_subs.get(channel, 0) - 1
+        if count > 0:
+            self._pending_subs[channel] = count
+        else:
+            self._pending_subs.pop(channel, None)
 
     def _refused(self, error: str) -> None:
         """Redis answered a subscriber command with an error (ACL, ...)."""
@@ -359,19 +424,41 @@ class Subscriber:
             logger.warning("subscriber PING on %s refused: %s", self.label, error)
             self.ping_sent_at = None
             return
-        event = command.lower()
+        if command != "UNSUBSCRIBE":
+            for channel in channels:
+                self._drop_pending_sub(channel)
+        conn = self._sub_conn
+        if command != "UNSUBSCRIBE" and len(channels) > 1 and conn is not None:
+            # Redis refuses a whole command for one bad channel: ask again one by one.
+            for channel in sorted(channels):
+                if channel in self._wanted:
+                    self._send(conn, command, [channel])
+            return
         for channel in channels:
-            if command == "SUBSCRIBE":
-                self._wanted.discard(channel)
-                self._failed[channel] = error
-            logger.warning("redis %s refused %s %s: %s", self.label, command, channel, error)
-            try:
-                self._on_subscription_error(channel, event, error)
-            except Exception:
-                logger.exception("on_subscription_error hook failed")
-        if not self._is_healthy() and self._wanted <= self._confirmed:
-            self._on_ready()
+            self._refuse(command, channel, error)
+        self._check_ready()
         self.notify()
+
+    def _refuse(self, command: str, channel: str, error: str) -> None:
+        """One channel's SUBSCRIBE / UNSUBSCRIBE failed for good on this connection.
+
+        A caller's SUBSCRIBE learns it through its ticket and the channel is no longer wanted;
+        a channel of the re-subscribed set stays wanted but missing (the subscriber is unhealthy
+        until it is unsubscribed or accepted on a later connection)."""
+        if command == "SUBSCRIBE":
+            self._wanted.discard(channel)
+            self._failed[channel] = error
+        elif command == "RESUB" and channel in self._wanted:
+            self._wanted.discard(channel)
+            self._missing[channel] = error
+            logger.warning("redis %s: wanted channel %r could not be re-subscribed (%s); the subscriber "
+                           "reports unhealthy while %d channel(s) are missing", self.label, channel, error,
+                           len(self._missing))
+        logger.warning("redis %s refused %s %s: %s", self.label, _wire(command), channel, error)
+        try:
+            self._on_subscription_error(channel, "subscribe" if command == "RESUB" else command.lower(), error)
+        except Exception:
+            logger.exception("on_subscription_error hook failed")
 
 
 
