@@ -8,7 +8,9 @@ from typing import Callable, Iterator, List  # noqa: E402
 
 import pytest  # noqa: E402
 
-from support import RedisProcess, make_certificate  # noqa: E402
+from crossws_sync import WebSocketCrossServerAdapter  # noqa: E402
+
+from support import RedisProcess, make_certificate, wait_for  # noqa: E402
 
 logging.getLogger("crossws_sync").setLevel(logging.DEBUG)
 
@@ -32,6 +34,41 @@ def redis_factory() -> Iterator[Callable[..., RedisProcess]]:
 def redis_server(redis_factory) -> RedisProcess:
     """One real redis-server for this test."""
     return redis_factory()
+
+
+@pytest.fixture
+def cluster(redis_factory):
+    """Factory of N WebSocket nodes on shared Redis nodes; all closed at teardown."""
+    made = []
+
+    def make(count=2, redis_nodes=None, **options):
+        redis_nodes = redis_nodes or [redis_factory()]
+        options.setdefault("node_heartbeat_interval", 0.2)
+        nodes = []
+        for index in range(count):
+            adapter = WebSocketCrossServerAdapter(
+                server_name="node%d" % index, ws_options={"host": "127.0.0.1", "port": 0},
+                redis_config=[r.config for r in redis_nodes], **options)
+
+            def on_connection(socket_, request, adapter=adapter):
+                user_id = adapter.parse_ws_request_params(request)["params"].get("id")
+                if user_id:
+                    socket_.user_id = user_id
+                    adapter.set_user_socket(user_id, socket_)
+
+            adapter.on_websocket_event("connection", on_connection)
+            adapter.on_websocket_event("close", lambda s, req, code, reason, adapter=adapter:
+                                       getattr(s, "user_id", None) and adapter.remove_user_socket(s.user_id))
+            adapter.start()
+            nodes.append(adapter)
+            made.append(adapter)
+        wait_for(lambda: all(len(n.get_cluster_nodes()) == count for n in nodes), timeout=10,
+                 message="every node to see the others")
+        return nodes
+
+    yield make
+    for adapter in made:
+        adapter.close(timeout=1)
 
 
 @pytest.fixture

@@ -131,3 +131,12 @@ def counting_sends(send: Callable[[bytes], int], sizes: List[int]) -> Callable[[
         return send(data)
 
     return counted
+
+
+def connect_user(node, user_id: str, path: str = "/?id="):
+    """A raw WebSocket client connected to ``node`` as ``user_id``, once the node mapped it."""
+    from rawclient import RawClient
+
+    client = RawClient(node.port, path + user_id)
+    wait_for(lambda: node.get_socket_instance(user_id) is not None)
+    return client

@@ -6,48 +6,8 @@ import pytest
 
 from crossws_sync import WebSocketCrossServerAdapter
 from rawclient import RawClient
-from support import wait_for
+from support import connect_user as _connect, wait_for
 
-
-@pytest.fixture
-def cluster(redis_factory):
-    """Factory of N WebSocket nodes on shared Redis nodes; all closed at teardown."""
-    made = []
-
-    def make(count=2, redis_nodes=None, **options):
-        redis_nodes = redis_nodes or [redis_factory()]
-        options.setdefault("node_heartbeat_interval", 0.2)
-        nodes = []
-        for index in range(count):
-            adapter = WebSocketCrossServerAdapter(
-                server_name="node%d" % index, ws_options={"host": "127.0.0.1", "port": 0},
-                redis_config=[r.config for r in redis_nodes], **options)
-
-            def on_connection(socket_, request, adapter=adapter):
-                user_id = adapter.parse_ws_request_params(request)["params"].get("id")
-                if user_id:
-                    socket_.user_id = user_id
-                    adapter.set_user_socket(user_id, socket_)
-
-            adapter.on_websocket_event("connection", on_connection)
-            adapter.on_websocket_event("close", lambda s, req, code, reason, adapter=adapter:
-                                       getattr(s, "user_id", None) and adapter.remove_user_socket(s.user_id))
-            adapter.start()
-            nodes.append(adapter)
-            made.append(adapter)
-        wait_for(lambda: all(len(n.get_cluster_nodes()) == count for n in nodes), timeout=10,
-                 message="every node to see the others")
-        return nodes
-
-    yield make
-    for adapter in made:
-        adapter.close(timeout=1)
-
-
-def _connect(node, user_id):
-    client = RawClient(node.port, "/?id=" + user_id)
-    wait_for(lambda: node.get_socket_instance(user_id) is not None)
-    return client
 
 
 def test_broadcast_direct_and_room_messages_cross_nodes(cluster):
