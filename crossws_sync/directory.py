@@ -10,10 +10,131 @@ Queries are answered from memory: no Redis call per user or per room member.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 #: Delta operations: ("u+", user, mapped_at) / ("u-", user) / ("j", ns, room, user) / ("l", ns, room, user)
 Op = Sequence[Any]
+
+
+#: Target size of one snapshot part (estimated JSON bytes): far under the bus's 16 MiB message cap.
+SNAPSHOT_PART_BYTES = 256 * 1024
+
+Rooms = Dict[str, Dict[str, List[str]]]
+
+
+def snapshot_parts(users: Dict[str, float], rooms: Iterable[Tuple[str, str, Iterable[str]]],
+                   part_bytes: int = SNAPSHOT_PART_BYTES) -> Iterator[Tuple[Dict[str, float], Rooms]]:
+    """Cut a node's users and rooms into parts of about ``part_bytes`` (estimated JSON size).
+
+    Args:
+        users: ``{user: mapped_at}``.
+        rooms: ``(namespace, room_id, members)`` triples.
+    Yields:
+        ``(users, rooms)`` parts; at least one (empty) part. A room whose members alone pass
+        the target is split across parts (the receiver merges them).
+    """
+    part_users: Dict[str, float] = {}
+    part_rooms: Rooms = {}
+    size = 0
+    for user, mapped_at in users.items():
+        part_users[user] = mapped_at
+        size += len(user) + 24
+        if size >= part_bytes:
+            yield part_users, part_rooms
+            part_users, part_rooms, size = {}, {}, 0
+    for namespace, room_id, members in rooms:
+        overhead = len(namespace) + len(room_id) + 12
+        current: List[str] = part_rooms.setdefault(namespace, {}).setdefault(room_id, [])
+        size += overhead
+        for member in members:
+            current.append(member)
+            size += len(member) + 4
+            if size >= part_bytes:
+                yield part_users, part_rooms
+                part_users, part_rooms, size = {}, {}, overhead
+                current = part_rooms.setdefault(namespace, {}).setdefault(room_id, [])
+    yield part_users, part_rooms
+
+
+class _Assembly:
+    __slots__ = ("seq", "count", "received", "users", "rooms", "deltas", "started")
+
+    def __init__(self, seq: int, count: int, now: float) -> None:
+        self.seq = seq
+        self.count = count
+        self.received: Set[int] = set()
+        self.users: Dict[str, float] = {}
+        self.rooms: Dict[str, Dict[str, Set[str]]] = {}
+        self.deltas: List[Tuple[int, Sequence[Op]]] = []
+        self.started = now
+
+
+class SnapshotAssembler:
+    """Collects the parts of each node's snapshot, and the deltas that arrive meanwhile.
+
+    Args:
+        timeout: an assembly not completed within this many seconds is dropped.
+        max_deltas: deltas buffered per assembly; past it the assembly is dropped (and the
+            caller asks again later).
+    """
+
+    def __init__(self, timeout: float = 30.0, max_deltas: int = 10000) -> None:
+        self.timeout = timeout
+        self.max_deltas = max_deltas
+        self._assemblies: Dict[str, _Assembly] = {}
+
+    def assembling(self, name: str, now: float) -> bool:
+        """Whether parts of ``name``'s snapshot are still expected (a recent assembly is open)."""
+        assembly = self._assemblies.get(name)
+        if assembly is not None and now - assembly.started > self.timeout:
+            del self._assemblies[name]
+            return False
+        return assembly is not None
+
+    def add_part(self, name: str, seq: int, index: int, count: int, users: Dict[str, Any],
+                 rooms: Dict[str, Dict[str, Iterable[str]]], now: float
+                 ) -> Optional[Tuple[int, Dict[str, float], Dict[str, Dict[str, Set[str]]], List[Tuple[int, Sequence[Op]]]]]:
+        """Add one part; return ``(seq, users, rooms, deltas)`` once every part arrived.
+
+        A part of a newer snapshot (another ``seq`` or ``count``) replaces an older assembly.
+        ``deltas`` are those buffered with :meth:`buffer_delta`, sorted by ``seq``.
+        """
+        if count < 1 or not 0 <= index < count:
+            raise ValueError("bad snapshot part %r of %r" % (index, count))
+        assembly = self._assemblies.get(name)
+        if assembly is None or assembly.seq != seq or assembly.count != count:
+            deltas = assembly.deltas if assembly is not None else []
+            assembly = self._assemblies[name] = _Assembly(seq, count, now)
+            assembly.deltas = deltas
+        if index in assembly.received:
+            return None
+        assembly.received.add(index)
+        for user, mapped_at in users.items():
+            assembly.users[user] = float(mapped_at)
+        for namespace, room_map in rooms.items():
+            target = assembly.rooms.setdefault(namespace, {})
+            for room_id, members in room_map.items():
+                target.setdefault(room_id, set()).update(members)
+        if len(assembly.received) < count:
+            return None
+        del self._assemblies[name]
+        deltas = sorted(assembly.deltas, key=lambda item: item[0])
+        return assembly.seq, assembly.users, assembly.rooms, deltas
+
+    def buffer_delta(self, name: str, seq: int, ops: Sequence[Op]) -> bool:
+        """Keep a delta of a node whose snapshot is being assembled; False if none is."""
+        assembly = self._assemblies.get(name)
+        if assembly is None:
+            return False
+        if len(assembly.deltas) >= self.max_deltas:
+            del self._assemblies[name]
+            return False
+        assembly.deltas.append((seq, ops))
+        return True
+
+    def forget(self, name: str) -> None:
+        """Drop ``name``'s assembly (the node left)."""
+        self._assemblies.pop(name, None)
 
 
 class NodeEntry:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set
 import gevent
 
 from . import frames
-from .directory import ClusterDirectory
+from .directory import ClusterDirectory, SnapshotAssembler, snapshot_parts
 from .envelope import broadcast_channel, private_socket_channel, ws_broadcast, ws_multicast, ws_room, ws_unicast
 from .errors import CrossWSError
 from .names import RESERVED_NAMESPACE_PREFIX
@@ -61,6 +61,9 @@ class Router:
         self.private_channel = private_socket_channel(prefix)
         self.broadcast_channel = broadcast_channel(prefix)
         self.directory = ClusterDirectory()
+        #: snapshots come in parts (each far under the bus cap); deltas wait while one is assembled
+        self.assembler = SnapshotAssembler()
+        self._snapshots_sending: Set[str] = set()
         self.interval = float(adapter._node_heartbeat_interval or 2.0)
         self.expiry = self.interval * 3 + 0.5
         self._bus: Optional["CrossServerBus"] = None
@@ -141,6 +144,7 @@ class Router:
             gevent.sleep(self.interval)
             self._publish_cluster(self._heartbeat_message())
             for name in self.directory.expire(time.time(), self.expiry):
+                self.assembler.forget(name)
                 logger.info("node %s left the cluster (no heartbeat for %.1fs)", name, self.expiry)
 
     def _heartbeat_message(self) -> Dict[str, Any]:
@@ -357,7 +361,8 @@ class Router:
         if name == self.name:
             return
         meta = {"websocket": bool(message.get("ws", True))}
-        if self.directory.heartbeat(name, int(message.get("seq", 0)), time.time(), meta):
+        now = time.time()
+        if self.directory.heartbeat(name, int(message.get("seq", 0)), now, meta) and not self.assembler.assembling(name, now):
             self._send_to_node(name, {"t": "sync"})
 
     def _on_hello(self, message: Dict[str, Any]) -> None:
@@ -368,6 +373,7 @@ class Router:
         self._send_snapshot(name)
 
     def _on_bye(self, message: Dict[str, Any]) -> None:
+        self.assembler.forget(message["node"])
         if message["node"] != self.name and self.directory.remove(message["node"]):
             logger.info("node %s left the cluster (goodbye)", message["node"])
 
@@ -375,37 +381,71 @@ class Router:
         self._send_snapshot(message["node"])
 
     def _send_snapshot(self, name: str) -> None:
-        if self._left:
+        """Send this node's users and rooms to ``name``, in parts, from a greenlet of its own:
+        a big snapshot never holds up the listener, and one per peer is in flight at a time."""
+        if self._left or self._stopped or name in self._snapshots_sending:
             return
         self._flush()
-        rooms: Dict[str, Dict[str, List[str]]] = {}
         registry = self.adapter.rooms
-        for namespace in registry.namespaces():
-            rooms[namespace] = {room_id: sorted(registry.members(namespace, room_id)) for room_id in registry.room_ids(namespace)}
+        rooms = [(ns, room_id, list(registry.members(ns, room_id)))
+                 for ns in registry.namespaces() for room_id in registry.room_ids(ns)]
+        parts = list(snapshot_parts(dict(self._mapped_at), rooms))
+        self._snapshots_sending.add(name)
         self.stats["snapshots_sent"] += 1
-        self._send_to_node(name, {"t": "snap", "seq": self._seq, "users": dict(self._mapped_at), "rooms": rooms,
-                                  "ws": self.websocket})
+        gevent.spawn(self._send_snapshot_parts, name, self._seq, parts)
+
+    def _send_snapshot_parts(self, name: str, seq: int, parts: List[Any]) -> None:
+        try:
+            for index, (users, rooms) in enumerate(parts):
+                message = {"t": "snap", "seq": seq, "users": users, "rooms": rooms, "ws": self.websocket}
+                if len(parts) > 1:
+                    message.update(part=index, parts=len(parts))
+                if not self._send_to_node(name, message):
+                    return
+                gevent.sleep(0)  # let the node serve its clients between parts
+        finally:
+            self._snapshots_sending.discard(name)
 
     def _on_snapshot(self, message: Dict[str, Any]) -> None:
         name = message["node"]
         if name == self.name:
             return
+        now = time.time()
+        users, rooms, seq = dict(message["users"]), dict(message["rooms"]), int(message["seq"])
+        deltas: List[Any] = []
+        if "parts" in message:
+            done = self.assembler.add_part(name, seq, int(message["part"]), int(message["parts"]), users, rooms, now)
+            self.directory.touch(name, now)
+            if done is None:
+                return
+            seq, users, rooms, deltas = done  # type: ignore[assignment]
         self.stats["snapshots_received"] += 1
-        self.directory.apply_snapshot(name, int(message["seq"]), dict(message["users"]), dict(message["rooms"]), time.time())
-        self.directory.touch(name, time.time(), {"websocket": bool(message.get("ws", True))})
-        for user, mapped_at in message["users"].items():
+        self.directory.apply_snapshot(name, seq, users, rooms, now)
+        self.directory.touch(name, now, {"websocket": bool(message.get("ws", True))})
+        for user, mapped_at in users.items():
             self._check_duplicate(user, float(mapped_at))
+        for delta_seq, ops in deltas:  # what changed while the parts were on their way
+            if delta_seq > seq and not self._apply_delta(name, delta_seq, ops, now):
+                break
 
     def _on_delta(self, message: Dict[str, Any]) -> None:
         name = message["node"]
         if name == self.name:
             return
-        ok, mapped = self.directory.apply_delta(name, int(message["seq"]), message["ops"], time.time())
+        now = time.time()
+        if self.assembler.assembling(name, now):
+            self.assembler.buffer_delta(name, int(message["seq"]), message["ops"])
+            return
+        self._apply_delta(name, int(message["seq"]), message["ops"], now)
+
+    def _apply_delta(self, name: str, seq: int, ops: Any, now: float) -> bool:
+        ok, mapped = self.directory.apply_delta(name, seq, ops, now)
         if not ok:
             self._send_to_node(name, {"t": "sync"})
-            return
+            return False
         for user, mapped_at in mapped:
             self._check_duplicate(user, mapped_at)
+        return True
 
     def _check_duplicate(self, user: str, remote_mapped_at: float) -> None:
         """Same user mapped here and on another node: apply the duplicate-login policy."""

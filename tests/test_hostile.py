@@ -4,13 +4,15 @@ namespace and room a client names straight to join_room / leave_room / broadcast
 Real redis-server, real sockets; what is asserted is what users receive and what Redis has."""
 from __future__ import annotations
 
+import json
+
 import gevent
 import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crossws_sync import InvalidNameError, LimitExceededError
+from crossws_sync import InvalidNameError, LimitExceededError, WebSocketCrossServerAdapter
 from bus_fixtures import make_bus  # noqa: F401 - fixture
 from support import connect_user, wait_for
 
@@ -236,3 +238,32 @@ def test_hostile_name_sequences_keep_system_channels_and_reach_only_addressed_us
         assert frame == {"event": "hostile", "payload": ["chat", "r"]}
     assert bystander.recv_json() == {"event": "end", "payload": None}
     a.remove_user_socket("attacker")  # the next example starts with a clean attacker
+
+
+def test_a_big_cluster_snapshot_goes_in_parts_under_the_cap_and_a_fresh_peer_syncs(cluster, redis_factory, monkeypatch):
+    import crossws_sync.directory as directory
+
+    monkeypatch.setattr(directory.snapshot_parts, "__defaults__", (16 * 1024,))
+    server = redis_factory()
+    (a,) = cluster(1, redis_nodes=[server], max_rooms_per_socket=None)
+    sizes = []
+    send = a._router._send_to_node
+
+    def spy(name, message):
+        if message.get("t") == "snap":
+            sizes.append(len(json.dumps(message)))
+        return send(name, message)
+
+    a._router._send_to_node = spy
+    members = [connect_user(a, "user%d" % i) for i in range(5)]
+    for index in range(2000):
+        a.join_room("chat", "room-%d-" % index + "y" * 100, "user%d" % (index % 5))
+    b = WebSocketCrossServerAdapter(server_name="late", redis_config=[server.config], node_heartbeat_interval=0.2)
+    try:
+        b.start()
+        wait_for(lambda: len(b._router.room_ids("chat")) == 2000, timeout=20, message="the peer synced every room")
+        assert b._router.find_user_node("user3") == "node0"
+    finally:
+        b.close(timeout=1)
+    assert len(sizes) >= 10 and max(sizes) < 64 * 1024
+    del members
