@@ -31,6 +31,9 @@ SYSTEM_EVENTS = frozenset(
 )
 
 
+#: Clients handled by the liveness sweep between two yields to the hub.
+SWEEP_BATCH = 256
+
 class Reject(Exception):
     """Raise (or return) from the ``authenticate`` hook to refuse an upgrade with an HTTP status.
 
@@ -156,20 +159,26 @@ class WebSocketService(ConnectionHandler):
             conn.terminate()
 
     def _sweep_loop(self) -> None:
-        interval = self.settings.server_ping_interval
-        background_limit = self.settings.enter_background_close_time
         while True:
-            gevent.sleep(interval)
-            now = time.time()
-            for conn in list(self.clients):
-                background = conn.enter_background_time
-                if background and now - (background / 1000.0 if background > 1e11 else background) > background_limit:
-                    conn.terminate()
-                elif not conn.is_alive:
-                    conn.terminate()
-                else:
-                    conn.is_alive = False
-                    conn.ping()
+            gevent.sleep(self.settings.server_ping_interval)
+            self.sweep_once(time.time())
+
+    def sweep_once(self, now: float) -> None:
+        """One liveness pass: drop clients that missed the last ping or sat in the background too
+        long, ping the others. Yields every :data:`SWEEP_BATCH` clients, so other clients are
+        served while tens of thousands are swept."""
+        background_limit = self.settings.enter_background_close_time
+        for index, conn in enumerate(list(self.clients), 1):
+            background = conn.enter_background_time
+            if background and now - (background / 1000.0 if background > 1e11 else background) > background_limit:
+                conn.terminate()
+            elif not conn.is_alive:
+                conn.terminate()
+            else:
+                conn.is_alive = False
+                conn.ping()
+            if index % SWEEP_BATCH == 0:
+                gevent.sleep(0)
 
     def _identify_loop(self) -> None:
         limit = float(self.settings.identify_timeout or 0)

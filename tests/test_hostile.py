@@ -267,3 +267,43 @@ def test_a_big_cluster_snapshot_goes_in_parts_under_the_cap_and_a_fresh_peer_syn
         b.close(timeout=1)
     assert len(sizes) >= 10 and max(sizes) < 64 * 1024
     del members
+
+
+# 5. The liveness sweep yields --------------------------------------------------------------------
+
+class _IdleClient:
+    """Stands in for a connection in the sweep: what the sweep reads and calls."""
+
+    def __init__(self, log):
+        self.enter_background_time = 0
+        self.is_alive = True
+        self.log = log
+
+    def ping(self):
+        self.log.append("ping")
+
+    def terminate(self):
+        self.log.append("terminate")
+
+
+def test_the_liveness_sweep_yields_so_other_clients_are_served():
+    adapter = WebSocketCrossServerAdapter(ws_options={"no_server": True})
+    service = adapter.get_wss()
+    log = []
+    idle = [_IdleClient(log) for _ in range(20000)]
+    service.clients.update(idle)
+    ticker = gevent.spawn(lambda: [log.append("other") or gevent.sleep(0) for _ in range(1000)])
+    try:
+        service.sweep_once(now=0.0)
+    finally:
+        ticker.kill()
+        service.clients.difference_update(idle)
+    first_other = log.index("other")
+    assert first_other < 1000, "another greenlet ran only after %d clients were swept" % first_other
+    assert log.count("ping") == 20000 and log.count("other") > 20
+    service.clients.update(idle[:10])
+    try:
+        service.sweep_once(now=0.0)  # no pong since the last sweep: dropped
+    finally:
+        service.clients.difference_update(idle)
+    assert log.count("terminate") == 10
