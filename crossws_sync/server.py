@@ -28,11 +28,11 @@ from .listeners import _SENTINEL, check_event_name
 from .protocol import MISSING, encode_event
 from .request import Request, parse_ws_request_params as _parse_params
 from .rooms import RoomRegistry
-from .wsgi import WebSocketMiddleware, make_server
+from .wsgi import DEFAULT_HEAD_GUARD, HeadGuard, WebSocketMiddleware, make_server
 from .crossserver import CrossServerMethods, _check_id
 from .errors import LimitExceededError
 from .names import DEFAULT_MAX_NAME_BYTES, check_name, valid_name, check_namespace, namespace_channel, preset_namespace
-from .wsserver import SYSTEM_EVENTS, Reject, WebSocketService, WebSocketSettings
+from .wsserver import SYSTEM_EVENTS, Reject, WebSocketService, WebSocketSettings, parse_allowed_origins
 
 if TYPE_CHECKING:
     from .bus import CrossServerBus
@@ -76,7 +76,20 @@ class WebSocketCrossServerAdapter(CrossServerMethods):
         authenticate: ``hook(request)`` run before the 101: return ``None``/``True`` to accept,
             any other value to accept and attach it as ``socket.identity``, ``False`` or a
             :class:`Reject` (returned or raised) to answer with an HTTP status.
-        allowed_origins: accepted ``Origin`` values (``None``: any).
+        allowed_origins: which browser pages may open a socket (cross-site WebSocket hijacking
+            guard). ``"same-origin"`` (the default): a request carrying an ``Origin`` header is
+            accepted only when the origin's host and port are the request's ``Host``; requests
+            without ``Origin`` (non-browser clients) are accepted. A list of origins
+            (``["https://app.example.com"]``) accepts exactly those; ``"*"`` (or ``None``) any.
+            Refused upgrades get 403 before the 101.
+        handshake_timeout: seconds a connection may take to send a complete request head (10.0);
+            past it: 408 and close.
+        max_header_bytes: cap of a request's header block in bytes (32,768); past it: 431.
+        max_pending_handshakes: connections with an unfinished request head (1,000); one more
+            closes the oldest unfinished one (503), so slow or silent sockets cannot lock real
+            clients out. These three apply to the standalone server; mounted in a WSGI server
+            or under gunicorn, the process-wide defaults in ``crossws_sync.wsgi.DEFAULT_HEAD_GUARD``
+            take the adapter's values.
         identify_timeout: close (4011) connections not mapped by ``set_user_socket`` in time.
         max_messages_per_second, rate_limit_burst: per-connection inbound rate limit.
         unknown_event_ack: answer acks of unknown events with ``{"error", "errorCode":
@@ -129,7 +142,10 @@ class WebSocketCrossServerAdapter(CrossServerMethods):
         max_message_size: Optional[int] = 1 << 20,
         max_outbox_bytes: int = 4 << 20,
         authenticate: Optional[Callable[[Request], Any]] = None,
-        allowed_origins: Optional[Iterable[str]] = None,
+        allowed_origins: Union[None, str, Iterable[str]] = "same-origin",
+        handshake_timeout: float = 10.0,
+        max_header_bytes: int = 32768,
+        max_pending_handshakes: int = 1000,
         identify_timeout: Optional[float] = None,
         max_messages_per_second: Optional[float] = None,
         rate_limit_burst: Optional[int] = None,
@@ -198,7 +214,7 @@ class WebSocketCrossServerAdapter(CrossServerMethods):
                 max_outbox_bytes=int(positive_int("max_outbox_bytes", max_outbox_bytes) or 0),
                 close_timeout=float(positive_number("close_timeout", close_timeout) or 5.0),
                 max_connections=positive_int("max_connections", max_connections, allow_none=True),
-                allowed_origins=tuple(allowed_origins) if allowed_origins is not None else None,
+                allowed_origins=parse_allowed_origins(allowed_origins),
                 identify_timeout=positive_number("identify_timeout", identify_timeout, allow_none=True),
                 max_messages_per_second=positive_number("max_messages_per_second", max_messages_per_second, allow_none=True),
                 rate_limit_burst=positive_int("rate_limit_burst", rate_limit_burst, allow_none=True),
@@ -207,6 +223,13 @@ class WebSocketCrossServerAdapter(CrossServerMethods):
             )
             self._service = WebSocketService(settings, on_closed=self._on_connection_closed)
             self._service.system_events.on("connection", self._on_connection, "crossws:internal")
+        self._head_guard = HeadGuard(timeout=float(positive_number("handshake_timeout", handshake_timeout) or 10.0),
+                                     max_header_bytes=int(positive_int("max_header_bytes", max_header_bytes) or 0),
+                                     max_pending=int(positive_int("max_pending_handshakes", max_pending_handshakes) or 0))
+        if self._listen is not None and self._listen.no_server:
+            DEFAULT_HEAD_GUARD.timeout = self._head_guard.timeout
+            DEFAULT_HEAD_GUARD.max_header_bytes = self._head_guard.max_header_bytes
+            DEFAULT_HEAD_GUARD.max_pending = self._head_guard.max_pending
         self._static_files: Dict[str, Any] = {}
         if client_js_path:
             from .static_files import browser_client
@@ -249,7 +272,7 @@ class WebSocketCrossServerAdapter(CrossServerMethods):
                 if listen is not None and not listen.no_server and listen.port is not None:
                     app = WebSocketMiddleware(self._service, listen.app, listen.path, self._static_files)
                     self._http_server = make_server(listen.host, listen.port, app, ssl_args=listen.ssl_args,
-                                                    backlog=listen.backlog)
+                                                    backlog=listen.backlog, head_guard=self._head_guard)
                     try:
                         self._http_server.start()
                     except Exception as exc:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 import gevent
 
 from . import frames
 from .connection import ConnectionHandler, WebSocketConnection
-from .errors import ProtocolError
+from .errors import ConfigError, ProtocolError
 from .listeners import ListenerRegistry
 from .protocol import MISSING, decode_client_frame, encode_ack, encode_ack_bytes
 from .frames import encode_text_bytes
@@ -54,6 +54,54 @@ _REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not
             429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
 
 
+#: ``allowed_origins`` value of the default policy: an ``Origin`` must name the request's ``Host``.
+SAME_ORIGIN = ("same-origin",)
+_DEFAULT_PORTS = {"http": "80", "ws": "80", "https": "443", "wss": "443"}
+
+
+def parse_allowed_origins(value: Union[None, str, Iterable[str]]) -> Optional[Tuple[str, ...]]:
+    """The ``allowed_origins`` option as settings: ``None`` (any), :data:`SAME_ORIGIN` or a tuple.
+
+    Raises:
+        ConfigError: not ``None``, ``"same-origin"``, ``"*"`` or a list of ``scheme://host[:port]``.
+    """
+    if value is None or value == "*":
+        return None
+    if value == "same-origin":
+        return SAME_ORIGIN
+    if isinstance(value, str):
+        value = [value]
+    origins = tuple(value)
+    if "*" in origins:
+        return None
+    for origin in origins:
+        if not isinstance(origin, str) or "://" not in origin:
+            raise ConfigError("allowed_origins entries must look like 'https://host[:port]', got %r" % (origin,))
+    return tuple(o.rstrip("/").lower() for o in origins)
+
+
+def _host_port(scheme: str, netloc: str) -> str:
+    netloc = netloc.lower()
+    host, sep, port = netloc.rpartition(":")
+    if sep and port.isdigit() and "]" not in port:
+        if port == _DEFAULT_PORTS.get(scheme):
+            return host
+        return netloc
+    return netloc
+
+
+def origin_allowed(origin: str, host: str, allowed: Tuple[str, ...]) -> bool:
+    """Whether a request's ``Origin`` passes ``allowed`` (``SAME_ORIGIN`` or a tuple of origins)."""
+    if allowed is SAME_ORIGIN or allowed == SAME_ORIGIN:
+        scheme, sep, rest = origin.partition("://")
+        if not sep or not host:
+            return False
+        scheme = scheme.lower()
+        request_scheme = "https" if scheme in ("https", "wss") else "http"
+        return _host_port(scheme, rest.split("/", 1)[0]) == _host_port(request_scheme, host)
+    return origin.rstrip("/").lower() in allowed
+
+
 @dataclass(frozen=True)
 class WebSocketSettings:
     """Validated WebSocket options (see the adapter's constructor for their meaning)."""
@@ -65,6 +113,7 @@ class WebSocketSettings:
     max_outbox_bytes: int = 4 << 20
     close_timeout: float = 5.0
     max_connections: Optional[int] = None
+    #: ``None``: any origin; ``SAME_ORIGIN``: the request's own host; else the accepted origins
     allowed_origins: Optional[Tuple[str, ...]] = None
     identify_timeout: Optional[float] = None
     max_messages_per_second: Optional[float] = None
@@ -207,7 +256,7 @@ class WebSocketService(ConnectionHandler):
             return self._refuse(start_response, legacy_ws, Reject(503, "too many connections"))
         if settings.allowed_origins is not None:
             origin = environ.get("HTTP_ORIGIN")
-            if origin is not None and origin not in settings.allowed_origins:
+            if origin is not None and not origin_allowed(origin, environ.get("HTTP_HOST", ""), settings.allowed_origins):
                 return self._refuse(start_response, legacy_ws, Reject(403, "origin not allowed"))
         identity = None
         if settings.authenticate is not None:

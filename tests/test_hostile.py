@@ -5,6 +5,8 @@ Real redis-server, real sockets; what is asserted is what users receive and what
 from __future__ import annotations
 
 import json
+import socket
+import time
 
 import gevent
 import pytest
@@ -14,6 +16,7 @@ from hypothesis import strategies as st
 
 from crossws_sync import InvalidNameError, LimitExceededError, WebSocketCrossServerAdapter
 from bus_fixtures import make_bus  # noqa: F401 - fixture
+from rawclient import HandshakeRejected, RawClient
 from support import connect_user, wait_for
 
 SYSTEM_NAMES = ["broadcast", "private_socket", "ws:broadcast", "ws:private_socket", "ws:_crossws.cluster",
@@ -307,3 +310,130 @@ def test_the_liveness_sweep_yields_so_other_clients_are_served():
     finally:
         service.clients.difference_update(idle)
     assert log.count("terminate") == 10
+
+
+# 6. Before the upgrade ---------------------------------------------------------------------------
+
+def _open(port):
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    return sock
+
+
+def _response_or_eof(sock, timeout=10.0):
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    except OSError:
+        pass
+    return data.split(b"\r\n", 1)[0]
+
+
+@pytest.fixture
+def guarded(request):
+    options = getattr(request, "param", {})
+    adapter = WebSocketCrossServerAdapter(ws_options={"host": "127.0.0.1", "port": 0}, **options)
+    adapter.on_websocket_event("echo", lambda socket_, payload, callback: callback and callback(payload))
+    adapter.start()
+    yield adapter
+    adapter.close(timeout=1)
+
+
+def _round_trip(port):
+    client = RawClient(port, "/")
+    client.send_json({"event": "echo", "payload": "hi", "callbackId": "c1"})
+    reply = client.recv_json()
+    client.close()
+    return reply
+
+
+@pytest.mark.parametrize("guarded", [dict(handshake_timeout=0.5)], indirect=True)
+def test_silent_and_slow_header_sockets_are_closed_at_the_deadline_while_real_clients_are_served(guarded):
+    port = guarded.port
+    silent = [_open(port) for _ in range(150)]
+    slow = [_open(port) for _ in range(150)]
+    for sock in slow:
+        sock.sendall(b"GET / HTTP/1.1\r\n")
+    drip = gevent.spawn(lambda: [[s.sendall(b"X-A: b\r\n") for s in slow] and gevent.sleep(0.1) for _ in range(30)])
+    try:
+        assert _round_trip(port)["callbackId"] == "c1"  # served meanwhile
+        started = time.monotonic()
+        answers = [_response_or_eof(sock) for sock in silent + slow]
+        assert time.monotonic() - started < 5.0
+    finally:
+        drip.kill()
+        for sock in silent + slow:
+            sock.close()
+    assert set(answers) <= {b"HTTP/1.1 408 Request Timeout", b""}
+    assert answers.count(b"HTTP/1.1 408 Request Timeout") >= 250
+    wait_for(lambda: not guarded._head_guard.pending)
+    assert guarded._head_guard.stats["head_timeouts"] >= 250
+
+
+def test_huge_header_blocks_get_431_without_being_buffered(guarded):
+    import psutil
+
+    port = guarded.port
+    rss_before = psutil.Process().memory_info().rss
+    socks = []
+    for _ in range(20):
+        sock = _open(port)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        socks.append(sock)
+    line = b"X-Big: " + b"a" * 60000 + b"\r\n"
+    answers = []
+    for sock in socks:
+        try:
+            for _ in range(95):  # 5.7 MB that the old parser buffered per connection
+                sock.sendall(line)
+        except OSError:
+            pass  # the server closed after the cap: what we want
+        answers.append(_response_or_eof(sock))
+        sock.close()
+    assert answers == [b"HTTP/1.1 431 Request Header Fields Too Large"] * 20
+    assert psutil.Process().memory_info().rss - rss_before < 40 * 2 ** 20
+    assert _round_trip(port)["payload"] == "hi"
+
+
+@pytest.mark.parametrize("guarded", [dict(max_pending_handshakes=50)], indirect=True)
+def test_unfinished_upgrades_have_a_limit_of_their_own_and_the_oldest_make_room(guarded):
+    port = guarded.port
+    silent = []
+    for _ in range(60):
+        silent.append(_open(port))
+        gevent.sleep(0.005)
+    try:
+        assert _round_trip(port)["payload"] == "hi"
+        evicted = [_response_or_eof(sock, timeout=3) for sock in silent[:10]]
+        assert evicted == [b"HTTP/1.1 503 Service Unavailable"] * 10
+        assert len(guarded._head_guard.pending) <= 50
+    finally:
+        for sock in silent:
+            sock.close()
+
+
+# 7. Cross-site WebSocket hijacking ---------------------------------------------------------------
+
+@pytest.mark.parametrize("guarded, origin, allowed", [
+    ({}, None, True),
+    ({}, "http://127.0.0.1:{port}", True),
+    ({}, "http://evil.example", False),
+    ({}, "http://127.0.0.1:1", False),
+    ({}, "null", False),
+    (dict(allowed_origins=["https://app.example"]), "https://app.example", True),
+    (dict(allowed_origins=["https://app.example"]), "http://127.0.0.1:{port}", False),
+    (dict(allowed_origins="*"), "http://evil.example", True),
+], indirect=["guarded"])
+def test_origin_policy_is_same_origin_by_default(guarded, origin, allowed):
+    headers = {"Origin": origin.format(port=guarded.port)} if origin else {}
+    try:
+        client = RawClient(guarded.port, "/", headers=headers)
+    except HandshakeRejected as rejected:
+        assert not allowed and rejected.status == 403
+    else:
+        assert allowed
+        client.close()
