@@ -419,6 +419,10 @@ class Subscriber:
         if not self._pending:
             logger.warning("unexpected error from subscriber of %s: %s", self.label, error)
             return
+        if error.startswith(("NOAUTH", "WRONGPASS")):
+            # Not about a channel: the connection is not authenticated (Redis restarted with a
+            # password?). Drop it; the listener reconnects (and authenticates) with backoff.
+            raise redis.AuthenticationError(error)
         command, channels = self._pending.popleft()
         if command == "PING":
             logger.warning("subscriber PING on %s refused: %s", self.label, error)
@@ -451,10 +455,12 @@ class Subscriber:
         elif command == "RESUB" and channel in self._wanted:
             self._wanted.discard(channel)
             self._missing[channel] = error
-            logger.warning("redis %s: wanted channel %r could not be re-subscribed (%s); the subscriber "
-                           "reports unhealthy while %d channel(s) are missing", self.label, channel, error,
-                           len(self._missing))
-        logger.warning("redis %s refused %s %s: %s", self.label, _wire(command), channel, error)
+            if len(self._missing) == 1:  # one line per connection, however many are missing
+                logger.warning("redis %s: wanted channel %r could not be re-subscribed (%s); the subscriber "
+                               "stays unhealthy while channels are missing (see missing_channels)",
+                               self.label, channel, error)
+        (logger.debug if command == "RESUB" else logger.warning)(
+            "redis %s refused %s %s: %s", self.label, _wire(command), channel, error)
         try:
             self._on_subscription_error(channel, "subscribe" if command == "RESUB" else command.lower(), error)
         except Exception:

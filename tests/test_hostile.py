@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from crossws_sync import InvalidNameError, LimitExceededError, WebSocketCrossServerAdapter
 from bus_fixtures import make_bus  # noqa: F401 - fixture
+from faultkit import record
 from rawclient import HandshakeRejected, RawClient
 from support import connect_user, wait_for
 
@@ -191,6 +192,7 @@ def test_cleanup_of_a_socket_in_many_namespaces_is_one_unsubscribe_and_other_cli
     pinger.kill()
     a.to_socket_id("alice", "dm", "ok")
     assert alice.recv_json() == {"event": "dm", "payload": "ok"}
+    record("cleanup_of_many_namespaces", namespaces=count, longest_stall_ms=round(max(longest) * 1000, 1))
     assert max(longest) < 1.0, "the node stalled %.2f s cleaning up" % max(longest)
     eve.close()
 
@@ -268,6 +270,7 @@ def test_a_big_cluster_snapshot_goes_in_parts_under_the_cap_and_a_fresh_peer_syn
         assert b._router.find_user_node("user3") == "node0"
     finally:
         b.close(timeout=1)
+    record("snapshot_in_parts", rooms=2000, parts=len(sizes), largest_part_bytes=max(sizes), total_bytes=sum(sizes))
     assert len(sizes) >= 10 and max(sizes) < 64 * 1024
     del members
 
@@ -302,6 +305,7 @@ def test_the_liveness_sweep_yields_so_other_clients_are_served():
         ticker.kill()
         service.clients.difference_update(idle)
     first_other = log.index("other")
+    record("sweep_yields", clients=20000, first_yield_after=first_other, yields=log.count("other"))
     assert first_other < 1000, "another greenlet ran only after %d clients were swept" % first_other
     assert log.count("ping") == 20000 and log.count("other") > 20
     service.clients.update(idle[:10])
@@ -368,6 +372,8 @@ def test_silent_and_slow_header_sockets_are_closed_at_the_deadline_while_real_cl
         drip.kill()
         for sock in silent + slow:
             sock.close()
+    record("head_deadline", sockets=len(answers), answered_408=answers.count(b"HTTP/1.1 408 Request Timeout"),
+           all_closed_within_s=round(time.monotonic() - started, 2), deadline_s=0.5)
     assert set(answers) <= {b"HTTP/1.1 408 Request Timeout", b""}
     assert answers.count(b"HTTP/1.1 408 Request Timeout") >= 250
     wait_for(lambda: not guarded._head_guard.pending)
@@ -394,8 +400,10 @@ def test_huge_header_blocks_get_431_without_being_buffered(guarded):
             pass  # the server closed after the cap: what we want
         answers.append(_response_or_eof(sock))
         sock.close()
+    growth = psutil.Process().memory_info().rss - rss_before
+    record("huge_headers", connections=20, offered_bytes_each=95 * len(line), rss_growth_mib=round(growth / 2 ** 20, 1))
     assert answers == [b"HTTP/1.1 431 Request Header Fields Too Large"] * 20
-    assert psutil.Process().memory_info().rss - rss_before < 40 * 2 ** 20
+    assert growth < 40 * 2 ** 20
     assert _round_trip(port)["payload"] == "hi"
 
 
@@ -409,6 +417,8 @@ def test_unfinished_upgrades_have_a_limit_of_their_own_and_the_oldest_make_room(
     try:
         assert _round_trip(port)["payload"] == "hi"
         evicted = [_response_or_eof(sock, timeout=3) for sock in silent[:10]]
+        record("pending_handshakes", limit=50, opened=60, evicted_503=evicted.count(b"HTTP/1.1 503 Service Unavailable"),
+               pending=len(guarded._head_guard.pending))
         assert evicted == [b"HTTP/1.1 503 Service Unavailable"] * 10
         assert len(guarded._head_guard.pending) <= 50
     finally:
