@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Union
 
+import gevent
 from gevent.event import AsyncResult
 
 from . import envelope as env
@@ -512,6 +513,19 @@ class CrossServerBus:
     def wait_healthy(self, timeout: float = 5.0) -> bool:
         """Block until every Redis node is healthy on both connections (or ``timeout``)."""
         return self._nodes.wait_healthy(timeout)
+
+    def abandon(self) -> None:
+        """In a forked child: stop what was inherited from the parent without touching Redis.
+
+        Flags everything closed at once (no inherited loop reconnects or publishes), then closes
+        in a greenlet of the child; redis-py shuts a socket down only in the process that opened
+        it, so the parent's connections are untouched.
+        """
+        if self._closed:
+            return
+        for node in self._nodes.nodes:
+            node.abandon()
+        gevent.spawn(self.close)
 
     def close(self) -> None:
         """Stop every greenlet and close every Redis connection; idempotent.

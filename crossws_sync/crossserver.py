@@ -50,6 +50,9 @@ class CrossServerMethods:
     def _start_bus(self) -> None:  # provided by the adapter
         raise NotImplementedError
 
+    def _on_registration(self) -> None:  # provided by the adapter
+        raise NotImplementedError
+
     # Cross-server API (delegated to the bus) ------------------------------------------------
 
     def _bus_or_none(self) -> Optional["CrossServerBus"]:
@@ -62,14 +65,15 @@ class CrossServerMethods:
         """Apply a listener/handler registration to the bus, and remember it for every bus this
         adapter will ever run (one is built per process: after a gunicorn fork, a new one).
 
-        Registrations never start the adapter, so they are safe at import time and with
-        ``--preload``.
+        Registrations do not start anything themselves (the adapter's autostart does, at the
+        first turn of the gevent hub), so they are safe at import time and with ``--preload``.
         """
         if not self._redis_config:
             return
         self._bus_setup.append((method, args))
         if self._bus is not None:
             getattr(self._bus, method)(*args)
+        self._on_registration()
 
     def on_cross_server_event(self, event: str, listener: Callable[..., Any], tag: Optional[Hashable] = None) -> None:
         """Register ``listener(data, callback)`` for a server-to-server event."""

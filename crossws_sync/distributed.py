@@ -132,6 +132,11 @@ class Router:
                 logger.warning("goodbye on %s failed: %s", self.cluster_channel, exc)
             self._left = True
 
+    def abandon(self) -> None:
+        """In a forked child: stop the inherited loops, say nothing to the cluster."""
+        self._left = True
+        self.stop()
+
     def stop(self) -> None:
         self._stopped = True
         for greenlet in (self._heart, self._flusher):

@@ -227,13 +227,14 @@ class RedisNode:
             on_down=lambda event, error: self._set_subscriber(False, event, error),
             on_attempt=self._sub_started.set,
             on_subscription_error=lambda channel, event, error: self._on_subscription_error(self, channel, event, error),
-            is_healthy=lambda: self.subscriber_healthy, closed=lambda: self._closed,
+            is_healthy=lambda: self.subscriber_healthy, closed=lambda: self._closed or self._abandoned,
             ping_interval=self.ping_interval, ping_timeout=self.ping_timeout, force_ping=self.force_ping)
         self._name_check_due = False
         self._name_checked = False
 
         self._wake = Event()
         self._closed = False
+        self._abandoned = False
         #: Set by the bus while the node is being removed: still listening, no longer publishing.
         self.retiring = False
         self._greenlets: List[gevent.Greenlet] = []
@@ -284,6 +285,10 @@ class RedisNode:
         deadline = _now() + timeout
         return (self._pub_started.wait(max(0.0, deadline - _now())) is True
                 and self._sub_started.wait(max(0.0, deadline - _now())) is True)
+
+    def abandon(self) -> None:
+        """Mark the node closed for the loops inherited by a forked child (see ``close``)."""
+        self._abandoned = True
 
     def close(self) -> None:
         """Stop every greenlet and close both connections; idempotent."""
@@ -441,7 +446,7 @@ class RedisNode:
             logger.exception("health hook failed")
 
     def _health_loop(self) -> None:
-        while not self._closed:
+        while not (self._closed or self._abandoned):
             try:
                 self._health_step()
             except gevent.GreenletExit:

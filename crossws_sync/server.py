@@ -7,12 +7,17 @@ Three layers, each usable alone (spec §1.1 derived modes):
 * both: distributed WebSocket routing (:class:`~crossws_sync.distributed.Router`) — broadcasts,
   direct messages and room broadcasts reach users on any node.
 
-Nothing listens or connects in the constructor: :meth:`start` (or :meth:`serve_forever`, or the
-first upgrade request / gunicorn worker start) does, so an adapter built at import time is fork-safe.
+With ``redis_config``, the Redis side starts by itself, as the original connects in its
+constructor: the constructor arms a start that runs at the process's first turn of the gevent hub
+(any blocking call of a monkey-patched program), so a node that only listens for cross-server
+events is live at once. A gunicorn master (``--preload``) never starts it; each worker does after
+the fork. After any fork the child drops what it inherited and starts afresh. The standalone
+listener starts with :meth:`start` / :meth:`serve_forever`.
 """
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from typing import TYPE_CHECKING, Any, Callable, Dict, Hashable, Iterable, List, Optional, Sequence, Set, Union
 
@@ -39,6 +44,10 @@ if TYPE_CHECKING:
     from .distributed import Router
 
 logger = logging.getLogger("crossws_sync.server")
+
+#: Seconds after the first cross-server registration of an ``autostart=False`` adapter that is
+#: still not started, before a warning names the fix.
+NOT_STARTED_WARNING_DELAY = 5.0
 
 
 
@@ -114,6 +123,10 @@ class WebSocketCrossServerAdapter(CrossServerMethods):
         max_namespaces_per_socket: namespaces one socket id may have rooms in at once (100;
             ``None``: no limit). A ``join_room`` past either limit raises
             :class:`~crossws_sync.errors.LimitExceededError` and changes nothing.
+        autostart: with ``redis_config``, connect Redis and start the bus by itself at the first
+            turn of the gevent hub (True, as the original does in its constructor). With False,
+            :meth:`start` (or first use) does, and a node with cross-server listeners that is
+            still not started after 5 s logs a warning naming the fix.
     """
 
     def __init__(
@@ -163,6 +176,7 @@ class WebSocketCrossServerAdapter(CrossServerMethods):
         max_name_bytes: int = DEFAULT_MAX_NAME_BYTES,
         max_rooms_per_socket: Optional[int] = 1000,
         max_namespaces_per_socket: Optional[int] = 100,
+        autostart: bool = True,
     ) -> None:
         check_prefixes(bridge_prefix, ws_prefix)
         self.bridge_prefix = bridge_prefix
@@ -248,7 +262,10 @@ class WebSocketCrossServerAdapter(CrossServerMethods):
             _LazyStartMiddleware(self, WebSocketMiddleware(self._service, None, None, self._static_files))
             if self._service is not None else None
         )
+        self._autostart = bool(autostart)
+        self._not_started_warning: Optional[gevent.Greenlet] = None
         lifecycle.register(self)
+        self._arm_autostart()
 
     # Lifecycle ---------------------------------------------------------------------------
 
@@ -264,7 +281,7 @@ class WebSocketCrossServerAdapter(CrossServerMethods):
             if self._closed:
                 raise ConfigError("adapter is closed; create a new one")
             self._started = True
-            if self._redis_config:
+            if self._redis_config and self._bus is None:
                 self._start_bus()
             if self._service is not None:
                 self._service.start_background()
@@ -302,6 +319,34 @@ class WebSocketCrossServerAdapter(CrossServerMethods):
     def _ensure_started(self) -> None:
         if not self._started and not self._closed:
             self.start()
+
+    def _arm_autostart(self) -> None:
+        if self._redis_config and self._autostart and not self._closed:
+            gevent.spawn_later(0, self._auto_start)
+
+    def _auto_start(self) -> None:
+        """Start the Redis side unless this process is a gunicorn master (it forks workers,
+        which start their own; their worker class calls :func:`lifecycle.start_all`)."""
+        if self._started or self._closed:
+            return
+        if os.environ.get("SERVER_SOFTWARE", "").startswith("gunicorn/") and "CROSSWS_WORKER_ID" not in os.environ:
+            return
+        try:
+            with self._start_lock:
+                if not self._started and not self._closed and self._bus is None:
+                    self._start_bus()
+        except Exception:
+            logger.exception("the adapter could not start its Redis side by itself; call start() to see why")
+
+    def _on_registration(self) -> None:
+        if not self._autostart and self._bus is None and self._not_started_warning is None:
+            self._not_started_warning = gevent.spawn_later(NOT_STARTED_WARNING_DELAY, self._warn_if_not_started)
+
+    def _warn_if_not_started(self) -> None:
+        if self._bus is None and not self._closed:
+            logger.warning("cross-server listeners are registered but the adapter was not started after 5 s "
+                           "(autostart=False): call adapter.start() (or serve_forever()) so this node "
+                           "receives cross-server events")
 
     def serve_forever(self, *, stop_signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT)) -> None:
         """Start, then block until :meth:`close` (SIGTERM/SIGINT shut down gracefully with 1001)."""
@@ -342,11 +387,19 @@ class WebSocketCrossServerAdapter(CrossServerMethods):
         self.shutdown(code=code, reason=reason, timeout=timeout)
 
     def _after_fork(self) -> None:
-        # Greenlets and Redis sockets of the parent are not ours: forget them and start afresh.
+        # Greenlets and Redis connections of the parent are not ours: stop the inherited ones
+        # (their connections are closed in the child only: redis-py shuts a socket down only in
+        # the process that opened it) and start afresh.
+        bus, router = self._bus, self._router
+        if router is not None:
+            router.abandon()
+        if bus is not None:
+            bus.abandon()
         self._bus = None
         self._router = None
         self._http_server = None
         self._started = False
+        self._arm_autostart()
 
     @property
     def port(self) -> Optional[int]:
