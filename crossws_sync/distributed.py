@@ -203,8 +203,9 @@ class Router:
         owners.discard(self.name)
         if owners:
             self.stats["node_unicasts"] += 1
-            for owner in owners:
-                self._route_to_node(owner, {"t": "uni", "ids": [socket_id], "data": text})
+            targets = sorted(owners)
+            for owner in targets:
+                self._route_to_node(owner, {"t": "uni", "ids": [socket_id], "data": text, "to": targets})
         else:
             self.stats["shared_unicasts"] += 1
             self._route(self.private_channel, ws_unicast(text, socket_id, self.name))
@@ -219,9 +220,10 @@ class Router:
                 unknown.append(socket_id)
             for owner in owners:
                 by_owner.setdefault(owner, []).append(socket_id)
+        targets = sorted(by_owner)
         for owner, ids in by_owner.items():
             self.stats["node_unicasts"] += 1
-            self._route_to_node(owner, {"t": "uni", "ids": ids, "data": text})
+            self._route_to_node(owner, {"t": "uni", "ids": ids, "data": text, "to": targets})
         if unknown:
             self.stats["shared_unicasts"] += 1
             if len(unknown) == 1:
@@ -260,6 +262,11 @@ class Router:
         mapped_at = time.time()
         self._mapped_at[socket_id] = mapped_at
         self._queue(["u+", socket_id, mapped_at])
+
+    def user_gone(self, socket_id: str) -> None:
+        """The mapped socket of ``socket_id`` closed while the app keeps the mapping (no cleanup):
+        this node no longer claims the user in the cluster directory."""
+        self.user_unmapped(socket_id)
 
     def user_unmapped(self, socket_id: str) -> None:
         if self._mapped_at.pop(socket_id, None) is not None:
@@ -326,6 +333,9 @@ class Router:
             logger.warning("bad routing message on %s: %s", channel, exc)
 
     def _on_private(self, envelope: Dict[str, Any]) -> None:
+        skip = envelope.get("skip")
+        if type(skip) is list and self.name in skip:
+            return  # a forward of a message this node was already sent directly
         text = envelope["data"]
         if type(text) is not str:
             raise ValueError("data is not a string")
@@ -359,6 +369,9 @@ class Router:
             self.stats["forwarded"] += 1
             envelope = ws_multicast(text, missing, self.name) if len(missing) > 1 else ws_unicast(text, missing[0], self.name)
             envelope["fwd"] = 1
+            # Nodes the sender already targeted must not deliver it a second time.
+            targets = message.get("to")
+            envelope["skip"] = sorted(set(targets if type(targets) is list else ()) | {self.name})
             self._route(self.private_channel, envelope)
 
     def _on_heartbeat(self, message: Dict[str, Any]) -> None:

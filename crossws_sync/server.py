@@ -757,8 +757,15 @@ class WebSocketCrossServerAdapter(CrossServerMethods):
         self._ensure_started()
 
     def _on_connection_closed(self, conn: WebSocketConnection, code: int, reason: str) -> None:
-        if self._auto_cleanup and conn.socket_id is not None:
-            self.remove_user_socket(conn.socket_id, conn)
+        socket_id = conn.socket_id
+        if socket_id is None:
+            return
+        if self._auto_cleanup:
+            self.remove_user_socket(socket_id, conn)
+        elif self._router is not None and self._sockets.get(socket_id) is conn:
+            # The app keeps the mapping (the original's default), but a closed socket must not
+            # claim the user in the cluster: other nodes would keep sending there.
+            self._router.user_gone(socket_id)
 
 
 class _LazyStartMiddleware:

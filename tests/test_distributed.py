@@ -206,3 +206,70 @@ def test_outage_buffer_keeps_the_newest_messages_within_its_bound(cluster, redis
     assert [bob.recv_json(timeout=10)["payload"] for _ in range(5)] == [15, 16, 17, 18, 19]
     wait_for(lambda: a.routing_stats["outage_pending"] == 0)
     assert a.routing_stats["outage_flushed"] == 5
+
+
+def _nothing_more(client, timeout=0.5):
+    try:
+        extra = client.recv_json(timeout=timeout)
+    except OSError:
+        return
+    raise AssertionError("delivered twice: %r" % (extra,))
+
+
+def _three_nodes_without_auto_cleanup(redis_factory, app_cleanup):
+    server = redis_factory()
+    nodes = []
+    for index in range(3):
+        node = WebSocketCrossServerAdapter(server_name="n%d" % index, ws_options={"host": "127.0.0.1", "port": 0},
+                                           redis_config=[server.config], node_heartbeat_interval=0.2)
+
+        def on_connection(socket_, request, node=node):
+            user_id = node.parse_ws_request_params(request)["params"].get("id")
+            socket_.user_id = user_id
+            node.set_user_socket(user_id, socket_)
+
+        node.on_websocket_event("connection", on_connection)
+        if app_cleanup:
+            node.on_websocket_event("close", lambda s, req, code, reason, node=node: node.remove_user_socket(s.user_id))
+        node.start()
+        nodes.append(node)
+    wait_for(lambda: all(len(n.get_cluster_nodes()) == 3 for n in nodes), timeout=10)
+    return nodes
+
+
+@pytest.mark.parametrize("app_cleanup", [False, True], ids=["no-cleanup", "app-cleanup"])
+def test_a_user_who_moved_to_another_node_gets_each_direct_message_once(redis_factory, app_cleanup):
+    a, b, c = nodes = _three_nodes_without_auto_cleanup(redis_factory, app_cleanup)
+    try:
+        first = _connect(a, "x")
+        wait_for(lambda: c.find_user_node("x") == "n0")
+        first.abort()  # TCP cut, no close frame
+        wait_for(lambda: a.get_socket_instance("x") is None or not a.get_socket_instance("x").open)
+        second = _connect(b, "x")
+        wait_for(lambda: c._router.directory.user_nodes("x") == {"n1"}, message="the directory names only B")
+        for i in range(10):
+            c.to_socket_id("x", "dm", i)
+        received = [second.recv_json()["payload"] for _ in range(10)]
+        assert received == list(range(10))
+        _nothing_more(second)
+        if not app_cleanup:
+            assert a.get_socket_instance("x") is not None  # the app's mapping is left as it was
+    finally:
+        for node in nodes:
+            node.close(timeout=1)
+
+
+def test_a_forward_never_reaches_a_node_that_was_already_targeted(cluster):
+    a, b, c = cluster(3)
+    x = _connect(b, "x")
+    wait_for(lambda: c.find_user_node("x") == "node1")
+    # C's directory still names A too (a stale entry): C targets A and B; A cannot deliver and forwards.
+    directory = c._router.directory
+    directory.apply_delta("node0", directory.nodes["node0"].seq + 1, [["u+", "x", 1.0]], 0.0)
+    directory.nodes["node0"].seq -= 1  # as if it had always been there: no resync
+    assert c._router.directory.user_nodes("x") == {"node0", "node1"}
+    for i in range(5):
+        c.to_socket_id("x", "dm", i)
+    assert [x.recv_json()["payload"] for _ in range(5)] == list(range(5))
+    _nothing_more(x)
+    wait_for(lambda: a._router.stats["forwarded"] == 5)
