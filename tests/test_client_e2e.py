@@ -330,3 +330,28 @@ def test_big_frames_that_fill_the_socket_and_small_ones_never_interleave(make_ad
     assert sorted(length for kind, length in seen if kind == "big") == [3 << 20] * 12
     for index in range(10):
         assert [payload[1] for kind, payload in seen if kind == "small" and payload[0] == index] == list(range(30))
+
+
+def test_off_removes_listeners_by_function_by_tag_and_all(make_adapter, make_client):
+    adapter = make_adapter()
+    client = make_client("ws://127.0.0.1:%d/?id=u1" % adapter.port)
+    seen = []
+    by_function = lambda payload: seen.append(("function", payload))  # noqa: E731
+    client.on("news", by_function)
+    client.on("news", lambda payload: seen.append(("tagged", payload)), tag="t")
+    client.on("news", lambda payload: seen.append(("other", payload)))
+    client.on("open", lambda *args: seen.append(("open",)))
+    wait_for(lambda: adapter.get_socket_instance("u1") is not None)
+    adapter.to_socket_id("u1", "news", 1)
+    wait_for(lambda: len([s for s in seen if s[0] != "open"]) == 3)
+    client.off("news", by_function)
+    client.off("news", "t")
+    adapter.to_socket_id("u1", "news", 2)
+    wait_for(lambda: ("other", 2) in seen)
+    assert ("function", 2) not in seen and ("tagged", 2) not in seen
+    client.off("news")
+    adapter.to_socket_id("u1", "news", 3)
+    adapter.to_socket_id("u1", "marker", 0)
+    client.on("marker", lambda payload: seen.append(("marker",)))
+    gevent.sleep(0.3)
+    assert not any(len(s) > 1 and s[1] == 3 for s in seen)

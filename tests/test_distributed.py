@@ -273,3 +273,53 @@ def test_a_forward_never_reaches_a_node_that_was_already_targeted(cluster):
     assert [x.recv_json()["payload"] for _ in range(5)] == list(range(5))
     _nothing_more(x)
     wait_for(lambda: a._router.stats["forwarded"] == 5)
+
+
+# Paths the original has and we had not tested ------------------------------------------------------
+
+def test_duplicate_login_reject_new_refuses_the_newcomer_on_any_node(cluster):
+    a, b = cluster(2, duplicate_login="reject_new")
+    first = _connect(a, "dup")
+    wait_for(lambda: b.find_user_node("dup") == "node0")
+    newcomer = RawClient(b.port, "/?id=dup")
+    assert newcomer.recv_close(timeout=3) == (4012, "duplicate login")
+    a.to_socket_id("dup", "still", "here")
+    assert first.recv_json() == {"event": "still", "payload": "here"}
+    assert b.find_user_node("dup") == "node0"
+    local_dup = RawClient(a.port, "/?id=dup")  # on the same node too
+    assert local_dup.recv_close(timeout=3) == (4012, "duplicate login")
+    b.to_socket_id("dup", "once", 1)
+    assert first.recv_json() == {"event": "once", "payload": 1}
+
+
+def test_local_only_broadcasts_stay_on_their_node(cluster):
+    a, b = cluster(2)
+    alice, bob = _connect(a, "alice"), _connect(b, "bob")
+    a.join_room("chat", "r", "alice")
+    b.join_room("chat", "r", "bob")
+    wait_for(lambda: b.find_user_node("alice") == "node0")
+    assert a.broadcast("local", 1, local_only=True) == 1
+    assert a.broadcast_to_room("chat", "r", "local-room", 2, local_only=True) == 1
+    a.broadcast("everywhere", 3)
+    assert alice.recv_json() == {"event": "local", "payload": 1}
+    assert alice.recv_json() == {"event": "local-room", "payload": 2}
+    assert alice.recv_json() == {"event": "everywhere", "payload": 3}
+    assert bob.recv_json() == {"event": "everywhere", "payload": 3}  # nothing local-only came first
+
+
+def test_auto_unsubscribe_false_keeps_an_emptied_namespace_subscribed(cluster, redis_factory):
+    server = redis_factory()
+    (a,) = cluster(1, redis_nodes=[server], auto_unsubscribe=False)
+    b = WebSocketCrossServerAdapter(server_name="control", ws_options={"no_server": True}, redis_config=[server.config])
+    b.start()
+    alice = _connect(a, "alice")
+    a.join_room("lobby", "r", "alice")
+    a.leave_room("lobby", "r", "alice")
+    b.join_room("other", "r", "nobody")
+    b.leave_room("other", "r", "nobody")
+    wait_for(lambda: _numsub(server, "ws:other") == 0)
+    assert _numsub(server, "ws:lobby") == 1
+    a.join_room("lobby", "r", "alice")
+    b.broadcast_to_room("lobby", "r", "hello", 1)
+    assert alice.recv_json() == {"event": "hello", "payload": 1}
+    b.close(timeout=1)
