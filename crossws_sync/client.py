@@ -783,6 +783,10 @@ class WebSocketConnector:
         ``success=False`` with ``error`` and ``error_code`` (``WS_NOT_OPEN``,
         ``CALLBACK_TIMEOUT``, ``CONNECTION_CLOSED``, ``INVALID_ARGUMENT``). Options as in
         :meth:`emit`. Call ``.get()`` on it to block, or use :meth:`emit_and_wait`.
+
+        While the connector is connecting (a first connection or a scheduled reconnect), the
+        request waits for the connection up to ``connect_timeout`` instead of failing at once
+        with ``WS_NOT_OPEN``; after :meth:`manual_close` (or with no attempt coming) it fails at once.
         """
         promise = gevent.event.AsyncResult()
         try:
@@ -793,7 +797,11 @@ class WebSocketConnector:
             timeouts = self._ack_timeouts(callback_timeout, on_pending, pending_timeout)
             conn = self._conn
             if conn is None or conn.state != OPEN:
-                promise.set(Result(success=False, error="WebSocket is not open", error_code=WS_NOT_OPEN))
+                if self._opening():
+                    protocol.encode_request(event, data, "0")  # refuse what cannot be encoded now
+                    gevent.spawn(self._emit_when_open, promise, event, data, on_pending, timeouts)
+                else:
+                    promise.set(Result(success=False, error="WebSocket is not open", error_code=WS_NOT_OPEN))
                 return promise
             callback_id = protocol.new_client_callback_id()
             frame = frames.encode_text(protocol.encode_request(event, data, callback_id), mask=True)
@@ -803,6 +811,25 @@ class WebSocketConnector:
         self._acks.register(conn, _PendingAck(callback_id, None, promise), on_pending, *timeouts)
         conn.send(frame)
         return promise
+
+    def _opening(self) -> bool:
+        """Whether a connection is on its way: connecting now, or a reconnect is scheduled."""
+        if self._forbid:
+            return False
+        conn = self._conn
+        return (conn is not None and conn.state == CONNECTING) or self._reconnect_timer is not None
+
+    def _emit_when_open(self, promise: gevent.event.AsyncResult, event: str, data: Any,
+                        on_pending: Optional[Callable[[], Any]], timeouts: Any) -> None:
+        self._opened.wait(self._config.connect_timeout)
+        conn = self._conn
+        if conn is None or conn.state != OPEN:
+            promise.set(Result(success=False, error="WebSocket is not open", error_code=WS_NOT_OPEN))
+            return
+        callback_id = protocol.new_client_callback_id()
+        frame = frames.encode_text(protocol.encode_request(event, data, callback_id), mask=True)
+        self._acks.register(conn, _PendingAck(callback_id, None, promise), on_pending, *timeouts)
+        conn.send(frame)
 
     def emit_and_wait(
         self,

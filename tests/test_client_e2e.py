@@ -355,3 +355,23 @@ def test_off_removes_listeners_by_function_by_tag_and_all(make_adapter, make_cli
     client.on("marker", lambda payload: seen.append(("marker",)))
     gevent.sleep(0.3)
     assert not any(len(s) > 1 and s[1] == 3 for s in seen)
+
+
+def test_emit_and_wait_right_after_construction_waits_for_the_connection(make_adapter, make_client):
+    adapter = make_adapter()
+    client = make_client("ws://127.0.0.1:%d/?id=u1" % adapter.port)
+    result = client.emit_and_wait("say", {"msg": "hi"})  # the README's quick start, as written
+    assert result.success, result
+    client.manual_close()
+    started = time.monotonic()
+    closed = client.emit_and_wait("say", {"msg": "again"})
+    assert closed.error_code == "WS_NOT_OPEN" and time.monotonic() - started < 0.5
+
+
+def test_emit_and_wait_gives_up_after_connect_timeout_when_nothing_answers(make_client):
+    port = free_port()  # nobody listens: every attempt fails, reconnects keep being scheduled
+    client = make_client("ws://127.0.0.1:%d/" % port, connect_timeout=0.5, fast_reconnect_interval=0.1)
+    started = time.monotonic()
+    result = client.emit_and_wait("say", {"msg": "hi"})
+    assert result.error_code == "WS_NOT_OPEN"
+    assert 0.3 < time.monotonic() - started < 3.0
