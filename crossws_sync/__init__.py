@@ -1,7 +1,9 @@
 """crossws_sync: distributed WebSocket services on gevent, wire compatible with websocket-cross-server-adapter."""
 from __future__ import annotations
 
+import importlib
 import logging
+from typing import TYPE_CHECKING, Any, List
 
 from .errors import (
     AckTimeoutError,
@@ -20,13 +22,42 @@ from .errors import (
     RedisUnavailableError,
 )
 
-from .bus import CrossServerBus
-from .client import WebSocketConnector
-from .connection import WebSocketConnection
-from .request import Request, parse_ws_request_params
-from .results import Result
-from .server import CrossServerAdapter, WebSocketCrossServerAdapter
-from .wsserver import Reject
+# The classes load on first use (PEP 562): ``import crossws_sync`` (as gunicorn does to find the
+# worker class, before the worker monkey-patches) must not import redis or ssl.
+_LAZY = {
+    "CrossServerBus": ".bus",
+    "WebSocketConnector": ".client",
+    "WebSocketConnection": ".connection",
+    "Request": ".request",
+    "parse_ws_request_params": ".request",
+    "Result": ".results",
+    "CrossServerAdapter": ".server",
+    "WebSocketCrossServerAdapter": ".server",
+    "Reject": ".wsserver",
+}
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
+    from .bus import CrossServerBus
+    from .client import WebSocketConnector
+    from .connection import WebSocketConnection
+    from .request import Request, parse_ws_request_params
+    from .results import Result
+    from .server import CrossServerAdapter, WebSocketCrossServerAdapter
+    from .wsserver import Reject
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError("module 'crossws_sync' has no attribute %r" % name)
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> List[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __version__ = "0.1.0"
 

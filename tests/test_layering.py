@@ -14,6 +14,7 @@ import sys
 import pytest
 
 import crossws_sync
+from support import repo_root
 from crossws_sync import errors
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(crossws_sync.__file__))
@@ -249,3 +250,14 @@ def test_no_builtin_is_shadowed_by_an_exported_name():
 
     shadowed = [name for name in crossws_sync.__all__ if hasattr(builtins, name)]
     assert not shadowed, shadowed
+
+
+def test_importing_the_package_imports_neither_redis_nor_ssl():
+    """gunicorn imports the worker class before its worker monkey-patches: nothing there may
+    import redis or ssl, or every worker warns (MonkeyPatchWarning)."""
+    out = subprocess.run([sys.executable, "-c", "import sys, crossws_sync; print('redis' in sys.modules, 'ssl' in sys.modules)"],
+                         capture_output=True, text=True, timeout=60, cwd=repo_root())
+    assert out.stdout.split() == ["False", "False"], out.stderr
+    out = subprocess.run([sys.executable, "-c", "import sys, crossws_sync.gunicorn; print('redis' in sys.modules)"],
+                         capture_output=True, text=True, timeout=60, cwd=repo_root())
+    assert out.stdout.split() == ["False"], out.stderr

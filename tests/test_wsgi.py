@@ -116,6 +116,7 @@ def test_gunicorn_two_workers_serve_websockets_and_http_and_close_1001_on_sigter
         proc.wait(20)
         output = proc.stdout.read().decode(errors="replace")
         assert "101" in output  # the access log records the upgrades
+        assert "MonkeyPatchWarning" not in output  # importing crossws_sync imports neither redis nor ssl
     finally:
         terminate_process(proc)
 
