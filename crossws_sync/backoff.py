@@ -1,4 +1,4 @@
-"""Reconnect delay schedule of the client, sans I/O (spec §4.3).
+"""Reconnect delay schedule of the client, sans I/O.
 
 The original connector waits ``fast_reconnect_interval`` for the first
 ``fast_reconnect_threshold`` attempts, then doubles a base delay per attempt, adds up to one

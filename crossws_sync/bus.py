@@ -1,6 +1,6 @@
 """The cross-server bus: events, RPC callbacks and promises between servers over Redis pub/sub.
 
-Wire-compatible with the original Node.js library (spec §3): the same channels
+Wire-compatible with the original Node.js library: the same channels
 (``<bridge_prefix>server_bridge``, ``<ws_prefix>...``, custom names), the same envelopes and
 the same JSON / MessagePack bytes, so original nodes and ours form one cluster.
 

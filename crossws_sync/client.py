@@ -9,7 +9,7 @@ listener may block (even in ``emit_and_wait``) without stalling the heartbeat or
 The pure parts live elsewhere: the query string and the handshake in :mod:`.upgrade`, the
 reconnect schedule in :mod:`.backoff`, framing in :mod:`.frames`, JSON frames in :mod:`.protocol`.
 
-Differences from the original (spec §6), all deliberate:
+Differences from the original, all deliberate:
 
 * closing or reconnecting while a connection attempt is in flight is safe;
 * ``manual_close()`` fires the local ``close`` event (code 4001) and ``connect()`` reopens;
@@ -238,7 +238,7 @@ class _Acks:
 
 
 class _Heartbeat:
-    """The client heartbeat of spec §4.1 for the current connection.
+    """The client heartbeat of the original's connector for the current connection.
 
     ``ping_interval`` after open or the last pong: fire ``ping``, send ``ping_msg``; its echo
     fires ``pong(latency)`` and re-arms; no echo within ``pong_timeout`` fires
@@ -866,7 +866,7 @@ class WebSocketConnector:
         self._open_connection()
 
     def reconnect(self, repeat_reset: bool = False) -> None:
-        """Schedule a reconnect attempt exactly like the original (spec §4.3).
+        """Schedule a reconnect attempt exactly like the original.
 
         With ``repeat_reset`` counts attempts from zero again. Does
         nothing when an attempt is already scheduled or after :meth:`manual_close`. Fires

@@ -82,7 +82,7 @@ def parse_ws_options(ws_options: Optional[Dict[str, Any]]) -> Tuple[Optional[Lis
 
 
 def check_prefixes(bridge_prefix: str, ws_prefix: str) -> None:
-    """Reject prefixes that would route one kind of channel as the other (spec §6.2)."""
+    """Reject prefixes that would route one kind of channel as the other."""
     for name, value in (("bridge_prefix", bridge_prefix), ("ws_prefix", ws_prefix)):
         if not isinstance(value, str) or not value:
             raise ConfigError("%s must be a non-empty string" % name)
@@ -124,7 +124,7 @@ def as_list(value: Union[None, str, Iterable[str]], name: str) -> List[str]:
     return result
 
 
-#: Publish strategies over several Redis nodes (spec §3.10).
+#: Publish strategies over several Redis nodes.
 SELECTION_STRATEGIES = ("random", "round-robin", "fastest")
 REDIS_CODECS = ("json", "msgpack")
 

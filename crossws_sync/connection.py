@@ -1,6 +1,6 @@
 """One server-side WebSocket connection over a gevent socket.
 
-It owns everything gevent-websocket 0.10.1 gets wrong (stack-probe Q1): close codes and reasons
+It owns everything gevent-websocket 0.10.1 gets wrong: close codes and reasons
 are packed on the wire, text is written as UTF-8 bytes (never ``str(bytes)``), frames are parsed
 by :class:`~crossws_sync.frames.FrameParser` with a size limit enforced on the header and
 C-speed unmasking, protocol pongs are recorded, and there is a single writer discipline:

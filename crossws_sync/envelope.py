@@ -1,8 +1,7 @@
 """Redis envelopes and their codecs, sans I/O.
 
 Everything that crosses Redis between nodes is an *envelope*: a JSON-like ``dict`` built here
-and turned into bytes by :class:`EnvelopeCodec`. The envelopes are the original library's
-(spec §3.4), field for field and in the same order, so original Node.js nodes and ours share
+and turned into bytes by :class:`EnvelopeCodec`. The envelopes are the original library's, field for field and in the same order, so original Node.js nodes and ours share
 the channels:
 
 ==================  =========================  ==================================================
@@ -114,7 +113,7 @@ class CallbackIdFactory:
 
     Shape: ``<serverName>-<epoch ms base36>-<instance token>-<counter base36>``, e.g.
     ``nodeA-mwwqqdvs-k3f9x2-1``. The original used only the last 6 characters of the server
-    name, so two nodes could mint the same id and steal each other's replies (spec §6.2). Here
+    name, so two nodes could mint the same id and steal each other's replies. Here
     the whole server name (unique in a healthy cluster) is kept, and a random per-instance
     token separates even two processes that wrongly share a name, or a restarted process.
 

@@ -1,6 +1,6 @@
 """The original's client <-> server JSON frames, sans I/O.
 
-Wire format (spec §2), byte-compatible with ``JSON.stringify`` of the original:
+Wire format, byte-compatible with ``JSON.stringify`` of the original:
 
 * event, no ack:   ``{"event":"say","payload":{"msg":"hi"}}``
 * event with ack:  ``{"event":"say","payload":{...},"callbackId":"mwwqqd9p-zx2w-1"}``

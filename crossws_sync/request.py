@@ -91,7 +91,7 @@ def parse_ws_request_params(
     auto_remove_leading_slash: bool = True,
     include_headers: bool = False,
 ) -> Dict[str, Any]:
-    """Parse the query parameters and path of an upgrade request (spec §2.5).
+    """Parse the query parameters and path of an upgrade request.
 
     Args:
         request: a :class:`Request`, a WSGI environ, or a request target string (``/chat?id=1``).

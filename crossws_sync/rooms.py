@@ -1,6 +1,6 @@
 """Room registry: namespaces -> rooms -> socket ids, and the reverse index. Pure.
 
-Two indexes kept in step (spec §3.8): ``rooms[ns][room_id] = {socket_id}`` and
+Two indexes kept in step: ``rooms[ns][room_id] = {socket_id}`` and
 ``socket_rooms[socket_id][ns] = {room_id}``. Empty rooms, namespaces and socket entries are
 always deleted, so nothing leaks. Mutations report whether a namespace went from empty to
 used (``join``) or from used to empty (``leave`` / ``remove_room`` / ``remove_socket``) so the

@@ -2,7 +2,7 @@
 
 The bus (:mod:`crossws_sync.bus`) owns the transport: the codec, the Redis nodes, the echo
 filter and the routing of what arrives by channel. This module owns the protocol of
-``<bridge_prefix>server_bridge`` on top of it (spec §3.3):
+``<bridge_prefix>server_bridge`` on top of it:
 
 * emitting: the request envelope, its callback id, the pending call that collects
   ``expected_responses`` replies until its timeout (:mod:`crossws_sync.calls`), the synchronous

@@ -1,6 +1,6 @@
 """``WebSocketCrossServerAdapter``: the public facade over the WebSocket service, rooms and the bus.
 
-Three layers, each usable alone (spec §1.1 derived modes):
+Three layers, each usable alone:
 
 * ``ws_options`` given: the WebSocket server (standalone, mounted in a WSGI app, or under gunicorn);
 * ``redis_config`` given: the cross-server bus (:class:`~crossws_sync.bus.CrossServerBus`);
@@ -54,7 +54,7 @@ NOT_STARTED_WARNING_DELAY = 5.0
 class WebSocketCrossServerAdapter(CrossServerMethods):
     """WebSocket server + cross-server bus + distributed routing (the original's main class).
 
-    Original options (spec §1.1, times in seconds):
+    Original options (times in seconds):
 
     Args:
         server_name: unique node name; ``{host}``, ``{pid}``, ``{worker}`` are expanded. Defaults
@@ -420,7 +420,7 @@ class WebSocketCrossServerAdapter(CrossServerMethods):
     # WebSocket events --------------------------------------------------------------------
 
     def on_websocket_event(self, event: str, listener: Callable[..., Any], tag: Optional[Hashable] = None) -> None:
-        """Register a listener: a system event of spec §1.5 or an event sent by clients.
+        """Register a listener: one of the original's system events or an event sent by clients.
 
         Client events are called as ``listener(socket, payload, callback)``; ``callback(data)``
         sends the ack and is ``None`` when the client asked for none.

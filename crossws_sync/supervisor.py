@@ -1,4 +1,4 @@
-"""Supervised background greenlets (STYLE rule 7): one implementation for every long-lived loop."""
+"""Supervised background greenlets: one implementation for every long-lived loop."""
 from __future__ import annotations
 
 import logging

@@ -1,7 +1,7 @@
 """The client side of the WebSocket upgrade, sans I/O.
 
 * :func:`build_connect_url`: ``url`` + ``custom_params`` exactly as the original connector
-  builds it (``URLSearchParams`` form encoding of ``String(value)``, spec §2.5);
+  builds it (``URLSearchParams`` form encoding of ``String(value)``);
 * :func:`parse_ws_url`: where to connect and what to ask for;
 * :func:`handshake_request` / :func:`check_handshake_response`: the HTTP/1.1 upgrade (RFC 6455
   §4.1) and the checks of the server's ``101`` answer.
@@ -98,7 +98,7 @@ def build_connect_url(url: str, custom_params: Optional[Mapping[Any, Any]] = Non
     """Return ``url`` with ``custom_params`` appended exactly as the original connector does.
 
     Each pair becomes ``key=String(value)`` in ``URLSearchParams`` form encoding, joined to the
-    URL with ``&`` when it already contains ``?``, else with ``?`` (spec §2.5).
+    URL with ``&`` when it already contains ``?``, else with ``?``.
     """
     if not custom_params:
         return url

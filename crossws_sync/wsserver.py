@@ -3,7 +3,7 @@
 It knows nothing of Redis or rooms; the adapter facade composes it with the room registry and
 the bus. Client frames are dispatched to a registry of *client events* that is separate from
 the registry of *system events* (``connection``, ``close``...), so a frame such as
-``{"event": "connection"}`` can never run a system listener (spec §6.1.2).
+``{"event": "connection"}`` can never run a system listener.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from .supervisor import supervise
 
 logger = logging.getLogger("crossws_sync.server")
 
-#: Server-side system events (spec §1.5): these names never come from client frames.
+#: Server-side system events: these names never come from client frames.
 SYSTEM_EVENTS = frozenset(
     {"connection", "close", "error", "pong", "message", "client-ping", "server-error", "listening", "ws-server-close"}
 )

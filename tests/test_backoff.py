@@ -1,4 +1,4 @@
-"""The reconnect delay schedule (pure), checked against the original's probed numbers (spec §4.3)."""
+"""The reconnect delay schedule (pure), checked against the original's probed numbers."""
 import random
 
 import pytest
@@ -23,7 +23,7 @@ def test_probed_sequence_of_the_original():
 
 
 def test_default_schedule_ranges():
-    # Spec §4.3 defaults: 1-3: 3000 ms; 4: 6000-8999; 5: 12000-14999; 6: 24000-26999;
+    # the original's schedule: defaults: 1-3: 3000 ms; 4: 6000-8999; 5: 12000-14999; 6: 24000-26999;
     # 7: 48000-50999; 8: 96000-98999; 9+: 120000.
     expected = {4: (6.0, 8.999), 5: (12.0, 14.999), 6: (24.0, 26.999), 7: (48.0, 50.999), 8: (96.0, 98.999)}
     for attempt in (1, 2, 3):

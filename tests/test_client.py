@@ -635,7 +635,7 @@ def test_server_down_at_startup_sequence(make_client):
     rec = Recorder(client)
     wait_for(lambda: rec.count("close"), timeout=5)
     gevent.sleep(0.1)
-    # spec §4.3 [probed]: error -> reconnect{1} -> ... -> error -> repeat-limit -> close(1006)
+    # the original's schedule: error -> reconnect{1} -> ... -> error -> repeat-limit -> close(1006)
     assert rec.names() == ["error", "reconnect", "error", "reconnect", "error", "reconnect", "error",
                            "repeat-limit", "close"]
     assert [arg["repeat"] for n, arg in rec.events if n == "reconnect"] == [1, 2, 3]

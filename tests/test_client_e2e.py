@@ -23,7 +23,7 @@ NO_RECONNECT = (4001, 4010, 4011, 4012)
 
 
 def _seed_handlers(adapter, log):
-    """The seed README's server: map ?id=, close 4011 without it, ``say`` and ``joinRoom`` acks."""
+    """The original README's server: map ?id=, close 4011 without it, ``say`` and ``joinRoom`` acks."""
 
     def on_connection(socket_, request):
         params = adapter.parse_ws_request_params(request)["params"]
@@ -256,7 +256,7 @@ def test_killed_server_restarted_on_the_same_port(make_client):
         procs.append(_spawn_server(port, "second"))
         wait_for(lambda: rec.count("open") == 2, timeout=20)
         names = rec.names()
-        # spec §4.3: close(1006) -> app reconnect() -> reconnect{1} -> [error -> reconnect{n}]* -> open
+        # the original's schedule: close(1006) -> app reconnect() -> reconnect{1} -> [error -> reconnect{n}]* -> open
         assert names[:3] == ["open", "close", "reconnect"] and names[-1] == "open"
         middle = names[3:-1]
         assert middle == ["error", "reconnect"] * (len(middle) // 2)

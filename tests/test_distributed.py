@@ -143,7 +143,7 @@ def test_presets_stay_subscribed_and_emptied_namespaces_are_unsubscribed(cluster
     node.leave_room("lobby", "r", "u1")
     node.join_room("game", "g", "u1")
     assert _numsub(redis, "ws:game") == 1
-    node.remove_user_socket("u1")  # the original never unsubscribed here (spec §6.2)
+    node.remove_user_socket("u1")  # the original never unsubscribed here
     wait_for(lambda: _numsub(redis, "ws:game") == 0)
     assert _numsub(redis, "ws:lobby") == 1  # presets are never unsubscribed
 

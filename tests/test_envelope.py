@@ -1,4 +1,4 @@
-"""Pure tests of crossws_sync.envelope: golden vectors of spec §3.4, codecs, validators, ids."""
+"""Pure tests of crossws_sync.envelope: golden vectors of the original's envelopes, codecs, validators, ids."""
 import re
 
 import msgpack
@@ -12,7 +12,7 @@ from crossws_sync.envelope import EnvelopeCodec
 from crossws_sync.errors import ConfigError, EnvelopeError
 from crossws_sync.protocol import MISSING
 
-# Literal decoded examples of spec §3.4 (probed on the original, nodes nodeA / nodeB).
+# Literal decoded examples of the original's envelopes (probed on the original, nodes nodeA / nodeB).
 REQUEST_JSON = ('{"data":{"event":"ask","senderServer":"nodeA","payload":{"q":1},"targetServer":["nodeB"],'
                 '"callbackId":"nodeA-mwwqqdvs-2sq4-1"}}')
 REPLY_JSON = ('{"data":{"event":"_Cs_Cb_","senderServer":"nodeB","targetServer":[],'

@@ -1,4 +1,4 @@
-"""The seed README's examples run as real processes, with every expected delivery counted."""
+"""The original README's examples run as real processes, with every expected delivery counted."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,4 @@
-"""The seed README's second example run as real processes: five cserver.py and one sender.py."""
+"""The original README's second example run as real processes: five cserver.py and one sender.py."""
 import os
 import subprocess
 import sys

@@ -19,7 +19,7 @@ from crossws_sync import errors
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(crossws_sync.__file__))
 
-#: Modules that must stay pure (STYLE.md, architecture rule 1).
+#: Modules that must stay pure: no gevent, redis or socket (docs/index.md, code map).
 PURE_MODULES = [
     "errors",
     "frames",

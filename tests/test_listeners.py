@@ -1,4 +1,4 @@
-"""on / once / off listener registry (pure), including the original's bugs that must not exist (spec §6.1, §6.2)."""
+"""on / once / off listener registry (pure), including the original's bugs that must not exist (docs/parity.md §8)."""
 import logging
 
 import pytest
@@ -76,7 +76,7 @@ def test_once_runs_a_single_time(registry):
 
 
 def test_once_removes_only_itself_not_a_persistent_registration_of_the_same_function(registry):
-    # Original bug (spec §6.2): `once` removal used off(event, fn) and dropped the persistent one too.
+    # Original bug: `once` removal used off(event, fn) and dropped the persistent one too.
     calls = []
     listener = Recorder(calls, "f")
     registry.on("e", listener)

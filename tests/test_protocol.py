@@ -1,4 +1,4 @@
-"""The client <-> server JSON frames (pure), byte for byte against the original's probed frames (spec §2)."""
+"""The client <-> server JSON frames (pure), byte for byte against the original's probed frames."""
 import re
 
 import pytest
@@ -30,7 +30,7 @@ def json_backend(request, monkeypatch):
     return request.param
 
 
-# Literal frames of spec §2.4 -----------------------------------------------------------------
+# Literal frames of the original's frames -----------------------------------------------------------------
 
 
 def test_request_frame_literal():

@@ -1,4 +1,4 @@
-"""The upgrade request object and parse_ws_request_params (pure), on the probed examples of spec §2.5."""
+"""The upgrade request object and parse_ws_request_params (pure), on the probed examples of the original:."""
 import json
 from urllib.parse import unquote
 

@@ -12,7 +12,7 @@ def rooms():
 
 
 def assert_no_leaks(registry):
-    """Nothing left in either index (spec §6.2/§6.4: the original leaked empty namespace maps)."""
+    """Nothing left in either index (the original leaked empty namespace maps)."""
     assert registry._rooms == {}
     assert registry._socket_rooms == {}
     assert len(registry) == 0
@@ -123,7 +123,7 @@ def test_remove_socket_when_namespace_keeps_other_rooms(rooms):
     assert_consistent(rooms)
 
 
-# Queries: exact and prefix matching (spec §1.2.5) ---------------------------------------------
+# Queries: exact and prefix matching ---------------------------------------------
 
 
 @pytest.fixture

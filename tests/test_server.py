@@ -31,7 +31,7 @@ def make_adapter():
 
 
 def _identify(adapter):
-    """The seed README's connection handler: map ?id=, else close 4011."""
+    """The original README's connection handler: map ?id=, else close 4011."""
 
     def on_connection(socket_, request):
         params = adapter.parse_ws_request_params(request)["params"]

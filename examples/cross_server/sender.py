@@ -1,4 +1,4 @@
-"""The seed README's second example, sending side: the three ways to emit a cross-server event.
+"""The original README's second example, sending side: the three ways to emit a cross-server event.
 
     python examples/cross_server/sender.py [--name=senderA] [--redis=redis://127.0.0.1:6379 ...]
 
@@ -20,7 +20,7 @@ import gevent  # noqa: E402
 
 from crossws_sync import WebSocketCrossServerAdapter  # noqa: E402
 
-parser = argparse.ArgumentParser(description="sender of the seed README's second example")
+parser = argparse.ArgumentParser(description="sender of the original README's second example")
 parser.add_argument("--name", default="senderA", help="unique server name (default senderA)")
 parser.add_argument("--redis", action="append",
                     help="Redis node URL, repeat for several nodes (default redis://127.0.0.1:6379)")

@@ -1,4 +1,4 @@
-"""The seed README's first example client, in Python (blocking style on gevent).
+"""The original README's first example client, in Python (blocking style on gevent).
 
 Run the server first:  python examples/single_ws_server/server.py --port=9000
 Then one or more:      python examples/single_ws_server/client.py --id=1 --port=9000

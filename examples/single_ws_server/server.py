@@ -1,4 +1,4 @@
-"""The seed README's first example, single WebSocket server (no Redis).
+"""The original README's first example, single WebSocket server (no Redis).
 
 Run:  python examples/single_ws_server/server.py --port=9000
 Then: python examples/single_ws_server/client.py --id=1 --port=9000

@@ -1,4 +1,4 @@
-"""The seed README's third example: the control client that sends the four kinds of command.
+"""The original README's third example: the control client that sends the four kinds of command.
 
     python examples/ws_cross_server/boss.py [--port=9000] [--id=555] [--interval=3]
 """

@@ -1,4 +1,4 @@
-"""The seed README's third example: 50 clients spread over the five nodes, ten of them in rooms.
+"""The original README's third example: 50 clients spread over the five nodes, ten of them in rooms.
 
     python examples/ws_cross_server/clients.py [--ports=9000,9001,9002,9003,9004] [--seed=N]
 

@@ -1,4 +1,4 @@
-"""The seed README's third example: one WebSocket node of a distributed cluster.
+"""The original README's third example: one WebSocket node of a distributed cluster.
 
     python examples/ws_cross_server/wsserver.py --name=serverA --port=9000 [--redis=redis://127.0.0.1:6379]
 
