@@ -1,5 +1,6 @@
 """Fault injection for the bus with real redis-server processes: kill, restart, hang, client kill,
 nodes added and removed under traffic, a crashing listener."""
+import logging
 import signal
 import time
 
@@ -292,3 +293,30 @@ def test_messages_lost_while_subscribers_are_killed_are_counted(redis_server, ma
 def test_no_message_is_counted_missing_without_losses(redis_server, make_bus):
     sent, delivered, b = run_numbered_stream(redis_server, make_bus, kill_for=0)
     assert delivered == sent and b.missed_message_count == 0 and b.stats["messages_missed"] == 0
+
+
+def test_redis_restarted_with_another_password_says_authentication_failed_once(redis_factory, make_bus, caplog):
+    redis_server = redis_factory(extra_args=["--requirepass", "first-secret"])
+    reports = []
+    a = make_bus("A", [dict(redis_server.config, password="first-secret")],
+                 on_redis_health_change=lambda ok, info: reports.append(info), **FAST)
+    assert a.wait_healthy(5)
+    redis_server.extra_args = ["--requirepass", "second-secret"]
+    with caplog.at_level(logging.WARNING, logger="crossws_sync.nodes"):
+        redis_server.restart()
+
+        def auth_lines():
+            return [r for r in caplog.records if "authentication failed for redis node" in r.getMessage()]
+        wait_for(auth_lines, timeout=10)
+        gevent.sleep(1.0)  # several more reconnect attempts by both connections, all refused
+        [line] = auth_lines()
+    assert line.levelno == logging.ERROR and "127.0.0.1:%d" % redis_server.port in line.getMessage()
+    assert "invalid username-password pair" in line.getMessage() and "second-secret" not in caplog.text
+    [auth] = [info for info in reports if info.event == "auth_failed"]
+    assert auth.is_healthy is False and auth.reason == "auth" and "username-password" in auth.error
+    assert a.redis_nodes[0].auth_failed
+
+    redis_server.extra_args = ["--requirepass", "first-secret"]
+    redis_server.restart()
+    assert a.wait_healthy(10) and not a.redis_nodes[0].auth_failed
+    assert reports[-1].is_healthy and reports[-1].reason is None
