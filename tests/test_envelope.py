@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crossws_sync import envelope as env
+from crossws_sync import protocol
 from crossws_sync.envelope import EnvelopeCodec
 from crossws_sync.errors import ConfigError, EnvelopeError
 from crossws_sync.protocol import MISSING
@@ -327,3 +328,17 @@ def test_gap_detector_is_bounded():
     assert gaps.missed == 98
     assert gaps.check("ws:x", "A", "e", 2) == 0 and gaps.missed == 98  # too old to be remembered
     assert gaps.check("ws:x", "A", "e", 99) == 0 and gaps.missed == 97
+
+
+@pytest.mark.parametrize("backend", ["default", "ujson"])
+def test_json_envelopes_write_null_for_nan_and_infinity(backend, monkeypatch):
+    if backend == "ujson":
+        monkeypatch.setenv("CROSSWS_JSON", "ujson")
+        monkeypatch.setattr(protocol, "dumps", protocol._make_dumps()[0])
+    message = env.bridge_request("e", "A", {"x": float("nan"), "y": [float("inf"), -float("inf"), 1.5]}, [])
+    raw = EnvelopeCodec("json").encode(message)
+    assert b"NaN" not in raw and b"Infinity" not in raw
+    assert JSON.decode(raw)["data"]["payload"] == {"x": None, "y": [None, None, 1.5]}
+    # MessagePack carries floats natively, NaN included, as notepack.io does.
+    packed = MSGPACK.decode(MSGPACK.encode({"x": float("nan")}))["x"]
+    assert packed != packed
