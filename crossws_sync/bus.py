@@ -78,9 +78,8 @@ class CrossServerBus:
         selection_strategy: ``"random"``, ``"round-robin"`` or ``"fastest"``.
         on_redis_health_change: ``(is_healthy, info)`` on every health flip of a connection;
             ``info`` has ``host, port, server_name, event, is_healthy, error,
-            healthy_subscriber_count, healthy_publisher_count, total_node_count, type, reason``.
-            ``reason`` is ``"auth"`` while Redis refuses the node's credentials (else ``None``); the
-            hook is also called once (``event="auth_failed"``) when a node that is already down
+            healthy_subscriber_count, healthy_publisher_count, total_node_count, type``, plus
+            ``reason="auth"`` while Redis refuses the node's credentials; the hook is also called once (``event="auth_failed"``) when a node that is already down
             starts refusing them, e.g. after Redis restarted with another password.
         on_redis_subscription_error: ``(info)`` when a SUBSCRIBE / UNSUBSCRIBE fails; ``info``
             has ``host, port, server_name, channel, event, error``.

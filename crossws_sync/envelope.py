@@ -264,9 +264,10 @@ class GapDetector:
     For each (channel, sender) it keeps the sender's epoch, the highest number seen and the
     numbers skipped lately. A number past the highest + 1 counts the numbers in between as
     *missed*; one of those arriving later (several Redis nodes do not keep order between them)
-    is taken back and counted as *late*. A new epoch (the sender restarted) starts afresh, as
-    does the first message seen on a channel. Messages without a number (original nodes) are
-    not checked.
+    is taken back and counted as *late*. The first message seen from a sender on a channel only
+    sets the baseline (what came before may have been sent before we subscribed); under a new
+    epoch (the sender restarted while we listened) the numbers before it count as missed.
+    Messages without a number (original nodes) are not checked.
 
     Args:
         max_keys: (channel, sender) pairs tracked; the oldest is forgotten past it.
@@ -295,12 +296,20 @@ class GapDetector:
         if senders is None:
             senders = self._state[channel] = {}
         state = senders.get(sender)
-        if state is None or state[0] != epoch:
-            if state is None:
-                self._evict()
-                self._keys += 1
+        if state is None:
+            # The first message seen from this sender here: what came before it may not have
+            # been ours to see (we subscribed later), so it only sets the baseline.
+            self._evict()
+            self._keys += 1
             senders[sender] = [epoch, number, None]
             return 0
+        if state[0] != epoch:
+            # The sender restarted while we listened: its new numbers start at 1, and all of
+            # them were ours to see.
+            senders[sender] = [epoch, number, None]
+            gap = number - 1 if number > 1 else 0
+            self.missed += gap
+            return gap
         last = state[1]
         if number == last + 1:
             state[1] = number

@@ -312,8 +312,9 @@ class RedisNodeSet:
             host=node.host, port=node.port, server_name=self._server_name, event=event, is_healthy=healthy,
             error=error, healthy_subscriber_count=self.healthy_count("subscriber"),
             healthy_publisher_count=self.healthy_count("publisher"),
-            total_node_count=len(self._nodes), type=conn_type,
-            reason="auth" if node.auth_failed and not healthy else None)
+            total_node_count=len(self._nodes), type=conn_type)
+        if node.auth_failed and not healthy:
+            info["reason"] = "auth"  # ours, only then: the original's info keeps its shape
         try:
             hook(healthy, info)
         except Exception:

@@ -313,9 +313,10 @@ def test_gap_detector_counts_skipped_numbers_per_sender_and_channel():
     assert gaps.check("ws:a", "A", "e1", 8) == 0 and (gaps.missed, gaps.late) == (1, 1)  # late, taken back
     assert gaps.check("ws:a", "A", "e1", 8) == 0 and (gaps.missed, gaps.late) == (1, 1)  # duplicate: ignored
     assert gaps.check("ws:a", "A", "e2", 1) == 0 and gaps.missed == 1  # restarted sender
-    assert gaps.check("ws:a", "A", "e2", "3") == 0 and gaps.check("ws:a", "A", None, 3) == 0  # malformed
+    assert gaps.check("ws:a", "A", "e3", 4) == 3 and gaps.missed == 4  # restarted, its first 3 lost
+    assert gaps.check("ws:a", "A", "e3", "5") == 0 and gaps.check("ws:a", "A", None, 5) == 0  # malformed
     gaps.forget_channel("ws:a")
-    assert gaps.check("ws:a", "A", "e2", 50) == 0 and gaps.missed == 1  # re-subscribed: new baseline
+    assert gaps.check("ws:a", "A", "e3", 50) == 0 and gaps.missed == 4  # re-subscribed: new baseline
 
 
 def test_gap_detector_is_bounded():
