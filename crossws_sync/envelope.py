@@ -23,6 +23,9 @@ custom              any                        the caller's object
 
 Our requests add one field the original ignores: ``replyTo``, the requester's private channel
 ``<bridge>node:<serverName>``, so that replies between our nodes reach only the requester.
+What our nodes publish on WebSocket-routing (``<ws>...``) channels also carries
+``senderEpoch`` and ``senderSeq`` (:class:`SequenceStamper`), from which receivers count the
+messages Redis never delivered (:class:`GapDetector`).
 
 Codecs. ``msgpack`` (the default, as the original's) is notepack.io-compatible
 (``msgpack.packb(obj, use_bin_type=True)``); ``json`` is ``JSON.stringify``-compatible compact UTF-8 (:func:`protocol.dumps`). Ours only:
