@@ -30,6 +30,7 @@ synchronously inside the emit call, as in the original.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Union
 
 import gevent
@@ -48,6 +49,12 @@ from .rpc import DEFAULT_TIMEOUT, BridgeRpc, Listener, guarded, positive_number
 
 logger = logging.getLogger("crossws_sync.bus")
 
+#: Seconds between two warnings about missed messages (each says how many since the last).
+_GAP_LOG_INTERVAL = 10.0
+
+#: Peers named in a codec-mismatch warning (one warning each; a flood of names stays quiet).
+_MAX_WARNED_PEERS = 1000
+
 #: Own publishes whose echo the listener expects (dropped undecoded); cleared when exceeded.
 _MAX_PENDING_ECHOES = 4096
 
@@ -60,7 +67,7 @@ class CrossServerBus:
             ``password``, ``db``, ``username``, ``ssl``...) or a ``redis://`` URL.
         bridge_prefix: prefix of the bridge channel (``csbp:`` -> ``csbp:server_bridge``).
         ws_prefix: prefix of the WebSocket-routing channels (``ws:``).
-        redis_codec: ``"json"`` or ``"msgpack"``.
+        redis_codec: ``"msgpack"`` (default, what the original sends by default) or ``"json"``.
         redis_compress_threshold: zstd-compress bodies above this many bytes (ours only;
             ``None``: never). Must be ``None`` when original Node nodes are in the cluster.
         enable_redis_data_compression: the original's option; when given it wins: ``True`` =
@@ -71,7 +78,9 @@ class CrossServerBus:
         selection_strategy: ``"random"``, ``"round-robin"`` or ``"fastest"``.
         on_redis_health_change: ``(is_healthy, info)`` on every health flip of a connection;
             ``info`` has ``host, port, server_name, event, is_healthy, error,
-            healthy_subscriber_count, healthy_publisher_count, total_node_count, type``.
+            healthy_subscriber_count, healthy_publisher_count, total_node_count, type``, plus
+            ``reason="auth"`` while Redis refuses the node's credentials; the hook is also called once (``event="auth_failed"``) when a node that is already down
+            starts refusing them, e.g. after Redis restarted with another password.
         on_redis_subscription_error: ``(info)`` when a SUBSCRIBE / UNSUBSCRIBE fails; ``info``
             has ``host, port, server_name, channel, event, error``.
         custom_channels: extra channels subscribed from the start, for the custom handler.
@@ -94,7 +103,7 @@ class CrossServerBus:
 
     def __init__(self, *, server_name: str, redis_config: Union[Sequence[RedisConfig], RedisConfig],
                  bridge_prefix: str = "csbp:", ws_prefix: str = "ws:",
-                 redis_codec: str = "json", redis_compress_threshold: Optional[int] = None,
+                 redis_codec: str = "msgpack", redis_compress_threshold: Optional[int] = None,
                  enable_redis_data_compression: Optional[bool] = None,
                  redis_force_ping: bool = True, redis_ping_interval: float = 5.0, redis_ping_timeout: float = 2.0,
                  selection_strategy: str = "random",
@@ -156,13 +165,19 @@ class CrossServerBus:
         #: the WebSocket layer's system channels: no application call unsubscribes them
         self._pinned: Set[str] = set(initial_channels)
         self._echoes: Dict[bytes, int] = {}
+        self._foreign_codec_peers: Set[str] = set()
 
         self._dispatcher = Dispatcher(dispatch_concurrency, "cross-server bus dispatch")
         self._closed = False
         self.server_name_conflict = False
         self.stats: Dict[str, int] = dict.fromkeys(
             ("published", "publish_failovers", "publish_failures", "received", "decode_errors", "self_echoes",
-             "requests", "replies", "late_replies", "dropped"), 0)
+             "requests", "replies", "late_replies", "dropped", "foreign_codec", "messages_missed",
+             "messages_late"), 0)
+        self._stamper = env.SequenceStamper()
+        self._gaps = env.GapDetector()
+        self._gap_logged_at = 0.0
+        self._gap_logged_missed = 0
 
         self._nodes = RedisNodeSet(
             server_name=server_name, on_message=self._on_node_message, stats=self.stats,
@@ -224,6 +239,18 @@ class CrossServerBus:
     def redis_nodes(self) -> List[RedisNode]:
         """A copy of the list of Redis nodes, in configuration order."""
         return self._nodes.nodes
+
+    @property
+    def missed_message_count(self) -> int:
+        """Messages from our peers on WebSocket-routing channels that never reached this node.
+
+        Every crossws_sync sender numbers its messages per channel; a receiver that sees a number
+        jump counts the numbers in between (Redis pub/sub drops messages while a subscriber
+        connection is down). Also in :attr:`stats` (``messages_missed``, and ``messages_late``
+        for those that arrived out of order and were taken back). Original Node.js senders
+        number nothing and are not counted.
+        """
+        return self._gaps.missed
 
     @property
     def pending_callback_count(self) -> int:
@@ -352,7 +379,7 @@ class CrossServerBus:
         if tag_sender and "senderServer" not in message:
             message = dict(message, senderServer=self._server_name)
         try:
-            self.publish(channel, message)
+            self._send(channel, message)  # the caller's message, unnumbered
         except (RedisUnavailableError, EnvelopeError) as exc:
             logger.warning("publish_redis_message on %s failed: %s", channel, exc)
             return False
@@ -375,6 +402,13 @@ class CrossServerBus:
             RedisUnavailableError: no Redis node took it (with ``wait=False``: none was healthy).
             EnvelopeError: ``message`` cannot be encoded.
         """
+        if (type(message) is dict and channel.startswith(self.ws_prefix) and channel not in self._custom
+                and message.get("senderServer") == self._server_name):
+            self._stamper.stamp(channel, message)
+        self._send(channel, message, wait, on_lost)
+
+    def _send(self, channel: str, message: Any, wait: bool = True,
+              on_lost: Optional[Callable[[BaseException], None]] = None) -> None:
         raw = self._codec.encode(message, channel)
         if channel in self._nodes.channels and env.sender_of(message) == self._server_name:
             self._expect_echo(raw)
@@ -448,6 +482,7 @@ class CrossServerBus:
             self._ws_channels.discard(channel)
             if channel not in self._custom:
                 gone.append(channel)
+                self._gaps.forget_channel(channel)
         if gone:
             self._nodes.unsubscribe_many(gone)
 
@@ -561,16 +596,52 @@ class CrossServerBus:
                 logger.warning("undecodable message on %s from redis %s dropped (%d so far): %s",
                                channel, node.label, count, exc)
             return
-        if env.sender_of(message) == self._server_name:
+        sender = env.sender_of(message)
+        if sender == self._server_name:
             self.stats["self_echoes"] += 1
             return
+        if self._codec.last_format != self._codec.codec:
+            self._note_foreign_codec(sender, channel)
         handler = self._system_channels.get(channel)
         if handler is not None:
             handler(channel, message)
         elif channel in self._ws_channels or (channel.startswith(self.ws_prefix) and channel not in self._custom):
+            if sender is not None and env.SEQ_FIELD in message:
+                self._check_sequence(channel, sender, message)
             self._handle_ws(channel, message)
         else:
             self._handle_custom(channel, message)
+
+    def _check_sequence(self, channel: str, sender: str, message: Dict[str, Any]) -> None:
+        gaps = self._gaps
+        gap = gaps.check(channel, sender, message.get(env.EPOCH_FIELD), message.get(env.SEQ_FIELD))
+        self.stats["messages_missed"] = gaps.missed
+        self.stats["messages_late"] = gaps.late
+        if not gap:
+            return
+        now = time.monotonic()
+        if now - self._gap_logged_at >= _GAP_LOG_INTERVAL:
+            logger.warning("%d message(s) from other servers never arrived since the last report (%d in all; "
+                           "latest: from %r on %s): Redis dropped them, e.g. while this node's subscriber "
+                           "connection was down", gaps.missed - self._gap_logged_missed, gaps.missed, sender, channel)
+            self._gap_logged_at = now
+            self._gap_logged_missed = gaps.missed
+
+    def _note_foreign_codec(self, sender: Optional[str], channel: str) -> None:
+        # A peer that publishes in the other codec may be unable to read ours: an original node
+        # reads only its own codec ("Decompression failed" / "Parsing failed" on each message).
+        self.stats["foreign_codec"] += 1
+        peer = sender if sender is not None else "?"
+        if peer in self._foreign_codec_peers or len(self._foreign_codec_peers) >= _MAX_WARNED_PEERS:
+            return
+        self._foreign_codec_peers.add(peer)
+        theirs = self._codec.last_format
+        logger.warning(
+            "server %r publishes %s on %s but this node publishes %s: an original node can read only "
+            "its own codec, so it may not read ours; give every node the same codec (ours: "
+            "redis_codec=%r or enable_redis_data_compression=%s; the original: "
+            "enableRedisDataCompression: %s)", peer, theirs, channel, self._codec.codec, theirs,
+            theirs == "msgpack", "true" if theirs == "msgpack" else "false")
 
     def _handle_ws(self, channel: str, message: Any) -> None:
         handler = self._ws_handler
@@ -600,6 +671,7 @@ class CrossServerBus:
             raise ConfigError("%s is one of the bus's own channels" % channel)
         if channel in self._custom or channel in self._ws_channels or channel in self._pinned:
             return  # still wanted through the other API
+        self._gaps.forget_channel(channel)
         self._nodes.unsubscribe(channel)
 
     # Internals: hooks ---------------------------------------------------------------------

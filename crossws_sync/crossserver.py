@@ -226,11 +226,17 @@ class CrossServerMethods:
     @property
     def routing_stats(self) -> Dict[str, int]:
         """Counters of the distributed routing: messages routed to one node or the shared
-        channel, forwarded, and held / flushed / dropped during Redis outages."""
+        channel, forwarded, held / flushed / dropped during Redis outages, and the messages
+        from other nodes that never arrived (``messages_missed``, see
+        :attr:`CrossServerBus.missed_message_count`)."""
         if self._router is None:
             return {}
         stats = dict(self._router.stats)
         stats["outage_pending"] = len(self._router.outage)
+        bus = self._bus_or_none()
+        if bus is not None:
+            stats["messages_missed"] = bus.stats["messages_missed"]
+            stats["messages_late"] = bus.stats["messages_late"]
         return stats
 
     def get_cluster_room_socket_ids(self, room_namespace: str, room_id: str) -> Set[str]:

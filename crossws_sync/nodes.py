@@ -144,6 +144,21 @@ def describe_config(config: RedisConfig) -> Tuple[Any, Any, Any]:
 # The node
 # ---------------------------------------------------------------------------------------------
 
+#: What Redis and redis-py say when the credentials are refused (WRONGPASS / NOAUTH replies, and
+#: redis-py's AuthenticationError texts), lower case.
+_AUTH_ERROR_MARKERS = ("wrongpass", "noauth", "invalid username-password pair", "authentication required",
+                       "invalid password", "without any password configured", "no password is set",
+                       "must be called with the client already authenticated")
+
+
+def is_auth_error(error: Optional[str]) -> bool:
+    """Whether a connection error text says that Redis refused our credentials."""
+    if not error:
+        return False
+    text = error.lower()
+    return any(marker in text for marker in _AUTH_ERROR_MARKERS)
+
+
 def _now() -> float:
     return time.monotonic()
 
@@ -210,6 +225,9 @@ class RedisNode:
         self._grace_on_heal = False
         self._publisher_seen = False
         self._never_up_logged = False
+        #: Whether Redis refuses this node's credentials now (set on the first refusal, cleared when
+        #: a connection succeeds again); logged and reported once per change.
+        self.auth_failed = False
         self._eligible_at = 0.0
         self._pub_started = Event()
         self._sub_started = Event()
@@ -411,6 +429,7 @@ class RedisNode:
     # Health -------------------------------------------------------------------------------
 
     def _set_publisher(self, healthy: bool, event: str, error: Optional[str]) -> None:
+        self._check_auth("publisher", healthy, error)
         if healthy == self.publisher_healthy or self._closed:
             if not healthy and not self._publisher_seen and not self._closed and not self._never_up_logged:
                 # Never connected: no flip to report, but say why once (wrong password, TLS, ...).
@@ -429,6 +448,7 @@ class RedisNode:
         self._report("publisher", healthy, event, error)
 
     def _set_subscriber(self, healthy: bool, event: str, error: Optional[str]) -> None:
+        self._check_auth("subscriber", healthy, error)
         if healthy == self.subscriber_healthy or self._closed:
             return
         self.subscriber_healthy = healthy
@@ -438,6 +458,23 @@ class RedisNode:
             logger.warning("redis %s subscriber unhealthy (%s): %s", self.label, event, error)
             self._wake.set()  # a lost subscriber usually means a lost server: check the publisher now
         self._report("subscriber", healthy, event, error)
+
+    def _check_auth(self, conn_type: str, healthy: bool, error: Optional[str]) -> None:
+        # A connection that breaks is reported once, when it flips; a refused password shows only
+        # in the reconnect attempts after that, which flip nothing: say it once, distinctly.
+        if self._closed:
+            return
+        if healthy:
+            if self.auth_failed:
+                self.auth_failed = False
+                logger.warning("redis %s accepts this node's credentials again (%s)", self.label, conn_type)
+            return
+        if self.auth_failed or not is_auth_error(error):
+            return
+        self.auth_failed = True
+        logger.error("authentication failed for redis node %s (%s): %s; check the password / username "
+                     "in redis_config (did Redis restart with another password?)", self.label, conn_type, error)
+        self._report(conn_type, False, "auth_failed", error)
 
     def _report(self, conn_type: str, healthy: bool, event: str, error: Optional[str]) -> None:
         try:

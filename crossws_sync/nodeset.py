@@ -313,6 +313,8 @@ class RedisNodeSet:
             error=error, healthy_subscriber_count=self.healthy_count("subscriber"),
             healthy_publisher_count=self.healthy_count("publisher"),
             total_node_count=len(self._nodes), type=conn_type)
+        if node.auth_failed and not healthy:
+            info["reason"] = "auth"  # ours, only then: the original's info keeps its shape
         try:
             hook(healthy, info)
         except Exception:

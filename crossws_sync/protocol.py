@@ -8,6 +8,11 @@ Wire format, byte-compatible with ``JSON.stringify`` of the original:
 * server push:     ``{"event":"hello","payload":{"a":1}}``
 * heartbeat:       a text frame equal to the configured heartbeat string (default ``""``).
 
+Floats that are NaN or infinite are written as ``null``, as ``JSON.stringify`` does: ``NaN`` and
+``Infinity`` are not JSON and ``JSON.parse`` rejects them. Every JSON that leaves a node (frames
+to clients, the Python client's frames, bus envelopes in the ``json`` codec) goes through
+:data:`dumps` / :data:`dumps_bytes`.
+
 A payload of :data:`MISSING` is left out of the frame, like ``undefined`` in JavaScript.
 """
 from __future__ import annotations
@@ -42,6 +47,28 @@ MISSING: Any = _Missing()
 MAX_CALLBACK_ID_LENGTH = 64
 
 
+def finite_floats(obj: Any) -> Any:
+    """Return ``obj`` with every NaN / infinite float inside dicts, lists and tuples replaced by ``None``.
+
+    That is what ``JSON.stringify`` writes for them (``null``); the JSON that goes on the wire
+    must never hold ``NaN`` / ``Infinity``, which ``JSON.parse`` rejects.
+    """
+    kind = type(obj)
+    if kind is float:
+        return obj if obj - obj == 0.0 else None
+    if kind is dict:
+        return {key: finite_floats(value) for key, value in obj.items()}
+    if kind is list or kind is tuple:
+        return [finite_floats(value) for value in obj]
+    if isinstance(obj, float):
+        return obj if obj - obj == 0.0 else None
+    if isinstance(obj, dict):
+        return {key: finite_floats(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_floats(value) for value in obj]
+    return obj
+
+
 def _make_dumps() -> Tuple[Callable[[Any], str], Callable[[Any], bytes]]:
     if os.environ.get("CROSSWS_JSON", "").lower() != "ujson":
         try:
@@ -64,8 +91,16 @@ def _make_dumps() -> Tuple[Callable[[Any], str], Callable[[Any], bytes]]:
         except ImportError:
             pass
 
+    _ujson_dumps = ujson.dumps
+
     def ujson_dumps(obj: Any) -> str:
-        return ujson.dumps(obj, ensure_ascii=False, escape_forward_slashes=False)
+        try:
+            return _ujson_dumps(obj, ensure_ascii=False, escape_forward_slashes=False, allow_nan=False)
+        except OverflowError:
+            # ujson would write NaN / Infinity, which JSON.parse rejects: write null instead, as
+            # JSON.stringify (and orjson) do. Only a message holding such a float pays for this.
+            return _ujson_dumps(finite_floats(obj), ensure_ascii=False, escape_forward_slashes=False,
+                                allow_nan=False)
 
     def ujson_dumps_bytes(obj: Any) -> bytes:
         return ujson_dumps(obj).encode("utf-8")

@@ -77,7 +77,9 @@ class WebSocketCrossServerAdapter(CrossServerMethods):
     Ours:
 
     Args:
-        redis_codec: ``"json"`` (default) or ``"msgpack"``.
+        redis_codec: ``"msgpack"`` (default: the original's default, ``enableRedisDataCompression``
+            true) or ``"json"`` (for original nodes started with ``enableRedisDataCompression:
+            false``). ``enable_redis_data_compression``, when given, wins.
         redis_compress_threshold: zstd above this many bytes (``None``, the default: never,
             because original Node.js nodes cannot read zstd; set it in all-Python clusters).
         max_message_size: inbound message limit in bytes (1 MiB); larger closes with 1009.
@@ -150,7 +152,7 @@ class WebSocketCrossServerAdapter(CrossServerMethods):
         auto_unsubscribe: bool = True,
         custom_channels: Union[None, str, Iterable[str]] = None,
         redis_config: Optional[Sequence[Union[Dict[str, Any], str]]] = None,
-        redis_codec: str = "json",
+        redis_codec: str = "msgpack",
         redis_compress_threshold: Optional[int] = None,
         max_message_size: Optional[int] = 1 << 20,
         max_outbox_bytes: int = 4 << 20,

@@ -1,5 +1,6 @@
 """CrossServerBus against real redis-server processes: events, RPC, codecs, channels, nodes."""
 import gc
+import logging
 import os
 import subprocess
 import sys
@@ -7,6 +8,7 @@ import textwrap
 
 import gevent
 import gevent.event
+import msgpack
 import pytest
 
 from bus_fixtures import Spy, collect, make_bus  # noqa: F401 - make_bus is a fixture
@@ -564,3 +566,30 @@ def test_own_echoes_are_dropped_without_being_decoded(redis_server, make_bus):
     wait_for(lambda: len(got) == 20 and a.stats["self_echoes"] >= echoes + 20, message="deliveries and echoes")
     assert got == [{"i": index} for index in range(20)]
     assert "a" not in decoded  # a's 20 echoes (and its heartbeats' echoes) came back undecoded
+
+
+def test_defaults_speak_the_originals_messagepack(redis_server, make_bus):
+    # The original's default is enableRedisDataCompression: true (notepack.io MessagePack).
+    a = make_bus("A", [redis_server.config])
+    assert a.codec.codec == "msgpack"
+    spy = Spy(redis_server.port, "custom:x")
+    try:
+        assert a.publish_redis_message("custom:x", {"n": 1})
+        wait_for(lambda: spy.on("custom:x"))
+        assert spy.on("custom:x") == [msgpack.packb({"n": 1, "senderServer": "A"}, use_bin_type=True)]
+    finally:
+        spy.close()
+
+
+def test_a_peer_in_the_other_codec_is_warned_about_once(redis_server, make_bus, caplog):
+    packer = make_bus("M", [redis_server.config])
+    texter = make_bus("J", [redis_server.config], redis_codec="json")
+    answer_with_name(packer)
+    with caplog.at_level(logging.WARNING, logger="crossws_sync.bus"):
+        for _ in range(3):
+            assert texter.emit_cross_server_and_wait("ask", 1, target_server="M", timeout=3).success
+    warnings = [r.getMessage() for r in caplog.records if r.getMessage().startswith("server 'J' publishes json")]
+    assert len(warnings) == 1 and "enableRedisDataCompression" in warnings[0]
+    assert packer.stats["foreign_codec"] == 3
+    warned = [r.getMessage() for r in caplog.records if r.getMessage().startswith("server 'M' publishes msgpack")]
+    assert len(warned) == 1  # the JSON node hears the replies in MessagePack

@@ -1,5 +1,6 @@
 """Fault injection for the bus with real redis-server processes: kill, restart, hang, client kill,
 nodes added and removed under traffic, a crashing listener."""
+import logging
 import signal
 import time
 
@@ -7,6 +8,7 @@ import gevent
 import pytest
 
 from bus_fixtures import Spy, collect, make_bus  # noqa: F401 - make_bus is a fixture
+from crossws_sync import envelope as env
 from crossws_sync.errors import ConfigError
 from support import wait_for
 
@@ -226,3 +228,102 @@ def test_crashing_listener_is_restarted_and_resubscribes(redis_server, make_bus)
     a.emit_cross_server("ask", "lost", target_server="B")
     wait_for(lambda: events == [(False, "error"), (True, "ready")], timeout=5)
     assert a.emit_cross_server_and_wait("ask", "after", target_server="B", timeout=3).success
+
+
+# Losses that nobody saw: per-sender numbers let the receiver count them ----------------------
+
+def numbered_stream(sender, redis_server, received, *, kill_for, count=1500):
+    """``sender`` publishes one room message and one direct message (as the WebSocket layer
+    does), then ``count`` more of each, paced over about ``kill_for`` seconds while Redis drops
+    every subscriber connection every 100 ms. Returns ``count``."""
+    stop = []
+    # One message each before the kills: a receiver takes the first number it sees from a sender
+    # as its baseline (what came before may have been sent before it subscribed).
+    sender.publish("ws:chat", env.ws_room("first", "chat", "r1", sender.server_name))
+    sender.publish("ws:private_socket", env.ws_unicast("first", "user-b", sender.server_name))
+
+    def killer():
+        deadline = time.monotonic() + kill_for
+        while time.monotonic() < deadline and not stop:
+            redis_server.command("CLIENT", "KILL", "TYPE", "pubsub")
+            gevent.sleep(0.1)
+
+    wait_for(lambda: all(received.values()), timeout=5, message="the first message of each channel")
+    chaos = gevent.spawn(killer) if kill_for else None
+    pause = max(kill_for, 1.0) / count
+    for n in range(count):
+        sender.publish("ws:chat", env.ws_room("room %d" % n, "chat", "r1", sender.server_name))
+        sender.publish("ws:private_socket", env.ws_unicast("dm %d" % n, "user-b", sender.server_name))
+        gevent.sleep(pause)
+    stop.append(True)
+    if chaos is not None:
+        chaos.join(timeout=kill_for + 5)
+    return count
+
+
+def numsub(redis_server, channel):
+    return int(redis_server.command("PUBSUB", "NUMSUB", channel).strip().split("\r\n")[-1].lstrip(":"))
+
+
+def run_numbered_stream(redis_server, make_bus, kill_for, **options):
+    """A sends numbered room and direct messages to B (see :func:`numbered_stream`), then one more
+    of each once B is subscribed again, so a loss at the end shows too; returns (sent, delivered)
+    over both channels, and B."""
+    received = {"ws:chat": 0, "ws:private_socket": 0}
+
+    def on_ws(channel, envelope):
+        received[channel] += 1
+
+    a = make_bus("A", [redis_server.config], **FAST, **options)
+    b = make_bus("B", [redis_server.config], ws_message_handler=on_ws, initial_channels=list(received), **FAST, **options)
+    assert a.wait_healthy(5) and b.wait_healthy(5)
+    sent = numbered_stream(a, redis_server, received, kill_for=kill_for, count=1000)
+    wait_for(lambda: all(numsub(redis_server, channel) == 1 for channel in received), timeout=10,
+             message="B subscribed again")
+    before = dict(received)
+    a.publish("ws:chat", env.ws_room("last", "chat", "r1", "A"))
+    a.publish("ws:private_socket", env.ws_unicast("last", "user-b", "A"))
+    wait_for(lambda: all(received[channel] > before[channel] for channel in received), timeout=5)
+    return 2 * (sent + 2), sum(received.values()), b
+
+
+def test_messages_lost_while_subscribers_are_killed_are_counted(redis_server, make_bus):
+    sent, delivered, b = run_numbered_stream(redis_server, make_bus, kill_for=2.5)
+    assert delivered < sent, "the kills lost nothing: this run shows nothing"
+    assert b.missed_message_count == b.stats["messages_missed"] == sent - delivered
+    assert b.stats["messages_late"] == 0
+    print("sent %d, delivered %d, counted missing %d" % (sent, delivered, b.missed_message_count))
+
+
+@pytest.mark.parametrize("options", [{}, {"signing_key": b"shared"}, {"redis_codec": "json"}],
+                         ids=["msgpack", "signed", "json"])
+def test_no_message_is_counted_missing_without_losses(redis_server, make_bus, options):
+    sent, delivered, b = run_numbered_stream(redis_server, make_bus, kill_for=0, **options)
+    assert delivered == sent and b.missed_message_count == 0 and b.stats["messages_missed"] == 0
+
+
+def test_redis_restarted_with_another_password_says_authentication_failed_once(redis_factory, make_bus, caplog):
+    redis_server = redis_factory(extra_args=["--requirepass", "first-secret"])
+    reports = []
+    a = make_bus("A", [dict(redis_server.config, password="first-secret")],
+                 on_redis_health_change=lambda ok, info: reports.append(info), **FAST)
+    assert a.wait_healthy(5)
+    redis_server.extra_args = ["--requirepass", "second-secret"]
+    with caplog.at_level(logging.WARNING, logger="crossws_sync.nodes"):
+        redis_server.restart()
+
+        def auth_lines():
+            return [r for r in caplog.records if "authentication failed for redis node" in r.getMessage()]
+        wait_for(auth_lines, timeout=10)
+        gevent.sleep(1.0)  # several more reconnect attempts by both connections, all refused
+        [line] = auth_lines()
+    assert line.levelno == logging.ERROR and "127.0.0.1:%d" % redis_server.port in line.getMessage()
+    assert "invalid username-password pair" in line.getMessage() and "second-secret" not in caplog.text
+    [auth] = [info for info in reports if info.event == "auth_failed"]
+    assert auth.is_healthy is False and auth.reason == "auth" and "username-password" in auth.error
+    assert a.redis_nodes[0].auth_failed
+
+    redis_server.extra_args = ["--requirepass", "first-secret"]
+    redis_server.restart()
+    assert a.wait_healthy(10) and not a.redis_nodes[0].auth_failed
+    assert reports[-1].is_healthy and "reason" not in reports[-1]

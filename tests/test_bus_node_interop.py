@@ -30,9 +30,10 @@ class OriginalNode:
     """An original Node.js node driven over stdin/stdout."""
 
     def __init__(self, name, port, msgpack):
+        # msgpack: True / False sets enableRedisDataCompression, None leaves it at the default
         self.name = name
         env = dict(os.environ, NODE_PATH=NODE_MODULES, ORIGINAL_ADAPTER_DIR=ORIGINAL_DIR)
-        self.proc = subprocess.Popen(["node", SCRIPT, name, str(port), "1" if msgpack else "0"],
+        self.proc = subprocess.Popen(["node", SCRIPT, name, str(port), {True: "1", False: "0", None: "default"}[msgpack]],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         self.lines = []
         self._reader = gevent.spawn(self._read)
@@ -74,10 +75,15 @@ def numsub(redis_server, channel):
     return int(reply.strip().split("\r\n")[-1].lstrip(":"))
 
 
-@pytest.mark.parametrize("msgpack", [False, True], ids=["json", "msgpack"])
+@pytest.mark.parametrize("msgpack", [False, True, None], ids=["json", "msgpack", "defaults"])
 def test_mixed_cluster_events_and_callbacks_both_ways(redis_server, make_bus, original_nodes, msgpack):
-    py1 = make_bus("py1", [redis_server.config], enable_redis_data_compression=msgpack)
-    py2 = make_bus("py2", [redis_server.config], redis_codec="msgpack" if msgpack else "json", redis_compress_threshold=None)
+    if msgpack is None:  # both libraries at their defaults, no codec option on either side
+        py1 = make_bus("py1", [redis_server.config])
+        py2 = make_bus("py2", [redis_server.config])
+    else:
+        py1 = make_bus("py1", [redis_server.config], enable_redis_data_compression=msgpack)
+        py2 = make_bus("py2", [redis_server.config], redis_codec="msgpack" if msgpack else "json",
+                       redis_compress_threshold=None)
     for bus in (py1, py2):
         bus.on_cross_server_event("ask", lambda data, cb, name=bus.server_name: cb({"from": name, "echo": data["payload"]}))
     js1 = original_nodes("js1", redis_server.port, msgpack)
@@ -115,3 +121,4 @@ def test_mixed_cluster_events_and_callbacks_both_ways(redis_server, make_bus, or
     assert py1.publish_redis_message("interop:custom", {"hello": "from py"})
     wait_for(lambda: ["interop:custom", {"hello": "from py", "senderServer": "py1"}] in js1.items("custom"))
     assert py1.stats["decode_errors"] == py2.stats["decode_errors"] == 0
+    assert py1.stats["foreign_codec"] == py2.stats["foreign_codec"] == 0

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crossws_sync import envelope as env
+from crossws_sync import protocol
 from crossws_sync.envelope import EnvelopeCodec
 from crossws_sync.errors import ConfigError, EnvelopeError
 from crossws_sync.protocol import MISSING
@@ -189,7 +190,9 @@ def test_original_compression_option_maps_to_plain_codecs():
     assert (on.codec, on.compress_threshold) == ("msgpack", None)
     assert (off.codec, off.compress_threshold) == ("json", None)
     default = env.codec_from_options()
-    assert (default.codec, default.compress_threshold) == ("json", None)  # zstd is opt-in: Node nodes cannot read it
+    # the original's default (enableRedisDataCompression: true); zstd is opt-in: Node nodes cannot read it
+    assert (default.codec, default.compress_threshold) == ("msgpack", None)
+    assert EnvelopeCodec().codec == "msgpack"
 
 
 json_values = st.recursive(
@@ -265,3 +268,78 @@ def test_callback_ids_are_unique_and_carry_the_whole_server_name():
 def test_envelope_module_is_pure():
     source = open(env.__file__, encoding="utf-8").read()
     assert not re.search(r"^\s*(import|from)\s+(gevent|redis|socket)\b", source, re.M)
+
+
+# Per-(sender, channel) numbers and gap detection ---------------------------------------------
+
+def test_stamper_numbers_each_channel_from_one_and_keeps_a_stamp_on_republish():
+    stamper = env.SequenceStamper()
+    stamped = []
+    for channel in ("ws:a", "ws:b", "ws:a"):
+        message = {"data": "x"}
+        stamper.stamp(channel, message)
+        stamped.append((message[env.EPOCH_FIELD], message[env.SEQ_FIELD]))
+    assert [n for _, n in stamped] == [1, 1, 2] and {e for e, _ in stamped} == {stamper.epoch}
+    again = {"data": "y"}
+    stamper.stamp("ws:a", again)
+    stamper.stamp("ws:a", again)  # re-published after a failed write: same number
+    assert again[env.SEQ_FIELD] == 3
+    assert env.SequenceStamper().epoch != stamper.epoch  # a restarted sender is a new epoch
+
+
+def test_stamped_envelopes_still_decode_for_the_original_fields():
+    message = env.ws_room("f", "chat", "r1", "A")
+    env.SequenceStamper().stamp("ws:chat", message)
+    for codec in (JSON, MSGPACK):
+        decoded = codec.decode(codec.encode(message))
+        assert env.parse_ws(decoded) == "room" and decoded["data"] == "f" and decoded[env.SEQ_FIELD] == 1
+
+
+def test_stamper_evicting_a_channel_gives_it_a_new_epoch():
+    stamper = env.SequenceStamper(max_channels=1)
+    first, other, back = {}, {}, {}
+    stamper.stamp("ws:a", first)
+    stamper.stamp("ws:b", other)
+    stamper.stamp("ws:a", back)
+    assert back[env.SEQ_FIELD] == 1 and back[env.EPOCH_FIELD] != first[env.EPOCH_FIELD]
+
+
+def test_gap_detector_counts_skipped_numbers_per_sender_and_channel():
+    gaps = env.GapDetector()
+    assert [gaps.check("ws:a", "A", "e1", n) for n in (5, 6, 7)] == [0, 0, 0]  # first seen: baseline
+    assert gaps.check("ws:b", "A", "e1", 1) == 0  # another channel: its own numbers
+    assert gaps.check("ws:a", "B", "e9", 1) == 0  # another sender
+    assert gaps.check("ws:a", "A", "e1", 10) == 2 and gaps.missed == 2
+    assert gaps.check("ws:a", "A", "e1", 8) == 0 and (gaps.missed, gaps.late) == (1, 1)  # late, taken back
+    assert gaps.check("ws:a", "A", "e1", 8) == 0 and (gaps.missed, gaps.late) == (1, 1)  # duplicate: ignored
+    assert gaps.check("ws:a", "A", "e2", 1) == 0 and gaps.missed == 1  # restarted sender
+    assert gaps.check("ws:a", "A", "e3", 4) == 3 and gaps.missed == 4  # restarted, its first 3 lost
+    assert gaps.check("ws:a", "A", "e3", "5") == 0 and gaps.check("ws:a", "A", None, 5) == 0  # malformed
+    gaps.forget_channel("ws:a")
+    assert gaps.check("ws:a", "A", "e3", 50) == 0 and gaps.missed == 4  # re-subscribed: new baseline
+
+
+def test_gap_detector_is_bounded():
+    gaps = env.GapDetector(max_keys=3, max_skipped=4)
+    for n in range(10):
+        gaps.check("ws:%d" % n, "A", "e", 1)
+    assert gaps._keys == 3
+    gaps.check("ws:x", "A", "e", 1)
+    gaps.check("ws:x", "A", "e", 100)
+    assert gaps.missed == 98
+    assert gaps.check("ws:x", "A", "e", 2) == 0 and gaps.missed == 98  # too old to be remembered
+    assert gaps.check("ws:x", "A", "e", 99) == 0 and gaps.missed == 97
+
+
+@pytest.mark.parametrize("backend", ["default", "ujson"])
+def test_json_envelopes_write_null_for_nan_and_infinity(backend, monkeypatch):
+    if backend == "ujson":
+        monkeypatch.setenv("CROSSWS_JSON", "ujson")
+        monkeypatch.setattr(protocol, "dumps", protocol._make_dumps()[0])
+    message = env.bridge_request("e", "A", {"x": float("nan"), "y": [float("inf"), -float("inf"), 1.5]}, [])
+    raw = EnvelopeCodec("json").encode(message)
+    assert b"NaN" not in raw and b"Infinity" not in raw
+    assert JSON.decode(raw)["data"]["payload"] == {"x": None, "y": [None, None, 1.5]}
+    # MessagePack carries floats natively, NaN included, as notepack.io does.
+    packed = MSGPACK.decode(MSGPACK.encode({"x": float("nan")}))["x"]
+    assert packed != packed

@@ -242,3 +242,25 @@ def test_ack_bytes_are_the_ack_text_in_utf8(payload):
     from crossws_sync.protocol import encode_ack_bytes
 
     assert encode_ack_bytes("cb-9", payload) == encode_ack("cb-9", payload).encode("utf-8")
+
+
+NON_FINITE = [float("nan"), float("inf"), float("-inf")]
+
+
+@pytest.mark.parametrize("value", NON_FINITE, ids=["nan", "inf", "-inf"])
+def test_non_finite_floats_are_written_as_null_like_json_stringify(value):
+    # JSON.stringify writes null for them; NaN / Infinity would make JSON.parse throw on the peer.
+    payload = {"x": value, "list": [1.5, value, (value,)], "deep": {"y": [{"z": value}]}}
+    expected_payload = '{"x":null,"list":[1.5,null,[null]],"deep":{"y":[{"z":null}]}}'
+    assert encode_event("e", payload) == '{"event":"e","payload":%s}' % expected_payload
+    assert encode_request("e", value, "cb1") == '{"event":"e","payload":null,"callbackId":"cb1"}'
+    assert encode_ack("cb1", [value]) == '{"payload":[null],"callbackId":"cb1"}'
+    assert protocol.encode_ack_bytes("cb1", value) == b'{"payload":null,"callbackId":"cb1"}'
+    assert decode_client_frame(encode_event("e", payload))[1] == {
+        "x": None, "list": [1.5, None, [None]], "deep": {"y": [{"z": None}]}}
+
+
+def test_finite_floats_and_the_callers_object_are_untouched():
+    payload = {"x": [float("nan"), 0.1, 2.5, 3]}
+    assert encode_event("e", payload) == '{"event":"e","payload":{"x":[null,0.1,2.5,3]}}'
+    assert payload["x"][1:] == [0.1, 2.5, 3] and payload["x"][0] != payload["x"][0]

@@ -3,7 +3,7 @@
 // tests/test_bus_node_interop.py. The original's source is not vendored: ORIGINAL_ADAPTER_DIR
 // points at a checkout; its dependencies (ioredis, notepack.io, ws, debug) come from NODE_PATH.
 //
-//   node original_node.js <serverName> <redisPort> <msgpack:0|1>
+//   node original_node.js <serverName> <redisPort> <msgpack:0|1|default>
 //
 // stdin, one JSON command per line:
 //   {"op":"emit","target":[...],"expected":n,"payload":...}     -> emitCrossServerWithPromise
@@ -21,12 +21,13 @@ const { WebSocketCrossServerAdapter } = require(path.resolve(process.env.ORIGINA
 const [serverName, redisPort, msgpack] = process.argv.slice(2);
 const out = (obj) => process.stdout.write(JSON.stringify(obj) + '\n');
 
-const adapter = new WebSocketCrossServerAdapter({
+const options = {
   serverName,
   redisConfig: [{ host: '127.0.0.1', port: Number(redisPort) }],
-  enableRedisDataCompression: msgpack === '1',
   customChannels: ['interop:custom'],
-});
+};
+if (msgpack !== 'default') options.enableRedisDataCompression = msgpack === '1';
+const adapter = new WebSocketCrossServerAdapter(options);
 
 adapter.onCrossServerEvent('ask', (data, callback) => {
   out({ got: data });
