@@ -15,6 +15,13 @@ from support import RedisProcess, make_certificate, wait_for  # noqa: E402
 logging.getLogger("crossws_sync").setLevel(logging.DEBUG)
 
 
+def pytest_report_header(config):
+    from support import redis_server_binary, redis_server_version
+
+    path = redis_server_binary()
+    return "redis-server %s (%s)" % (redis_server_version(path), path)
+
+
 @pytest.fixture
 def redis_factory() -> Iterator[Callable[..., RedisProcess]]:
     """Start any number of real redis-server processes on free ports; all stopped at teardown."""

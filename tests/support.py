@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -33,11 +34,28 @@ def wait_for(condition: Callable[[], object], timeout: float = 5.0, interval: fl
 
 
 def redis_server_binary() -> str:
-    """Path of redis-server; the suite fails loudly (never skips) when it is missing."""
+    """Path of the system's redis-server, 7 or newer; the suite fails loudly (never skips) when it
+    is missing or older (later features need Redis 7: sharded pub/sub, ACL selectors...)."""
     path = shutil.which("redis-server")
     if not path:
         raise RuntimeError("redis-server is not on PATH: install it (apt-get install redis-server)")
+    version = redis_server_version(path)
+    if int(version.split(".")[0]) < 7:
+        raise RuntimeError("redis-server %s at %s is older than 7: install Redis 7 or newer, and make sure "
+                           "nothing (such as a virtualenv's bin/) shadows it on PATH" % (version, path))
     return path
+
+
+_versions: dict = {}
+
+
+def redis_server_version(path: str) -> str:
+    """``x.y.z`` of a redis-server binary (``redis-server --version``)."""
+    if path not in _versions:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout
+        match = re.search(r"v=(\d+\.\d+\.\d+)", out)
+        _versions[path] = match.group(1) if match else "0.0.0"
+    return _versions[path]
 
 
 class RedisProcess:
