@@ -122,3 +122,24 @@ def test_mixed_cluster_events_and_callbacks_both_ways(redis_server, make_bus, or
     wait_for(lambda: ["interop:custom", {"hello": "from py", "senderServer": "py1"}] in js1.items("custom"))
     assert py1.stats["decode_errors"] == py2.stats["decode_errors"] == 0
     assert py1.stats["foreign_codec"] == py2.stats["foreign_codec"] == 0
+
+
+def test_mixed_cluster_of_listener_only_adapters_nobody_started_at_both_defaults(redis_server, original_nodes):
+    """The original's cross-server example, written the original's way on our side: adapters built
+    with redis_config and server_name, a listener registered, no start(), every option at its default."""
+    from crossws_sync import WebSocketCrossServerAdapter
+
+    adapters = [WebSocketCrossServerAdapter(server_name=name, redis_config=[redis_server.url]) for name in ("py1", "py2")]
+    try:
+        for adapter in adapters:
+            adapter.on_cross_server_event("ask", lambda data, cb, name=adapter.get_server_name():
+                                          cb and cb({"from": name, "echo": data["payload"]}))
+        js1 = original_nodes("js1", redis_server.port, None)
+        wait_for(lambda: numsub(redis_server, "csbp:server_bridge") == 3, timeout=10)
+        js1.send(op="emitcb", target=[], expected=3, payload={"q": "js-all"})
+        wait_for(lambda: len(js1.items("callback")) == 3, timeout=10)
+        assert sorted(c["data"]["senderServer"] for c in js1.items("callback")) == ["js1", "py1", "py2"]
+        assert all(a._bus.stats["decode_errors"] == 0 and a._bus.stats["foreign_codec"] == 0 for a in adapters)
+    finally:
+        for adapter in adapters:
+            adapter.close(timeout=1)
