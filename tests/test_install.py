@@ -78,11 +78,7 @@ def test_the_readme_demo_command_works_with_the_system_python(tmp_path):
         client = RawClient(int(urls[0][1]), "/ws?name=newcomer")
         client.close()
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        _stop_group(proc, signal.SIGINT)
 
 
 @pytest.mark.timeout(600)
@@ -107,13 +103,18 @@ def test_the_documented_gunicorn_command_in_a_venv_with_only_the_documented_extr
         assert client.recv_json(timeout=10)["callbackId"] == "w"
         client.close()
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        _stop_group(proc, signal.SIGTERM)
     output = proc.stdout.read()
     assert "MonkeyPatchWarning" not in output and "No module named" not in output, output[-3000:]
+
+
+def _stop_group(proc, sig):
+    """Stop the command's whole process group (it started servers), politely then for good."""
+    os.killpg(proc.pid, sig)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _http_ok(port):
