@@ -158,3 +158,12 @@ def connect_user(node, user_id: str, path: str = "/?id="):
     client = RawClient(node.port, path + user_id)
     wait_for(lambda: node.get_socket_instance(user_id) is not None)
     return client
+
+
+def port_open(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:``port``."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False

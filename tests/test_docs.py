@@ -65,11 +65,10 @@ def test_the_docs_name_tests_at_all():
 # suite's own redis-server.
 
 import shlex  # noqa: E402
-import socket  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
-from support import free_port, terminate_process, wait_for  # noqa: E402
+from support import free_port, port_open, terminate_process, wait_for  # noqa: E402
 
 _BLOCK = re.compile(r"(?:<!-- (run|fragment)(?::? ?([^>]*?))? -->\n)?```python\n(.*?)```", re.S)
 _DOCS = ["README.md"] + sorted("docs/" + name for name in os.listdir(os.path.join(repo_root(), "docs"))
@@ -90,14 +89,6 @@ def _blocks(path):
             yield line, words[0], options, code
         else:
             yield line, None, {}, code
-
-
-def _listening(port):
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
 
 
 def _run_env():
@@ -125,7 +116,7 @@ def test_every_python_snippet_runs_as_written(path, redis_server, tmp_path):
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
                 servers.append(proc)
                 try:
-                    wait_for(lambda: _listening(port) or proc.poll() is not None, timeout=30, message=where)
+                    wait_for(lambda: port_open(port) or proc.poll() is not None, timeout=30, message=where)
                 except AssertionError:
                     raise AssertionError("%s did not listen" % where)
                 assert proc.poll() is None, "%s exited: %s" % (where, proc.stdout.read().decode(errors="replace"))
@@ -137,7 +128,7 @@ def test_every_python_snippet_runs_as_written(path, redis_server, tmp_path):
                     servers.append(subprocess.Popen([sys.executable, "-c", readme_server.replace("9000", str(port_of_server))],
                                                     cwd=str(tmp_path), env=_run_env(), stdout=subprocess.DEVNULL,
                                                     stderr=subprocess.DEVNULL))
-                    wait_for(lambda: _listening(port_of_server), timeout=30, message="the README's server")
+                    wait_for(lambda: port_open(port_of_server), timeout=30, message="the README's server")
                 code = code.replace("9000", str(port_of_server))
                 done = subprocess.run([sys.executable, "-c", code], cwd=str(tmp_path), env=_run_env(),
                                       capture_output=True, text=True, timeout=60)

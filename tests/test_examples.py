@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from support import free_port, repo_root, terminate_process, wait_for
+from support import free_port, port_open, repo_root, terminate_process, wait_for
 
 EXAMPLES = os.path.join(repo_root(), "examples")
 
@@ -20,16 +20,6 @@ def _python(*args, **kwargs):
                             stderr=subprocess.STDOUT, text=True, **kwargs)
 
 
-def _port_open(port):
-    import socket
-
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.mark.timeout(120)
 def test_ws_cross_server_example_five_servers_fifty_clients_and_boss(redis_server):
     ports = [free_port() for _ in range(5)]
@@ -37,7 +27,7 @@ def test_ws_cross_server_example_five_servers_fifty_clients_and_boss(redis_serve
                        "--port=%d" % port, "--redis=" + redis_server.url, "--quiet") for i, port in enumerate(ports)]
     clients = boss = None
     try:
-        wait_for(lambda: all(_port_open(p) for p in ports), timeout=30, message="five servers")
+        wait_for(lambda: all(port_open(p) for p in ports), timeout=30, message="five servers")
         clients = _python(os.path.join(EXAMPLES, "ws_cross_server", "clients.py"), "--ports=" + ",".join(map(str, ports)),
                           "--seed=7", "--duration=60")
         lines = []
