@@ -96,6 +96,9 @@ class ConnectionHandler:
     def on_text(self, conn: "WebSocketConnection", text: str) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def on_binary(self, conn: "WebSocketConnection", data: bytes) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
     def on_pong(self, conn: "WebSocketConnection", data: bytes) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
@@ -286,13 +289,17 @@ class WebSocketConnection:
                     self._protocol_failure(exc)
                     break
                 for opcode, payload in messages:
-                    if opcode == frames.OP_TEXT or opcode == frames.OP_BINARY:
+                    if opcode == frames.OP_TEXT:
                         try:
                             text = payload.decode("utf-8")
                         except UnicodeDecodeError as exc:
-                            handler.on_error(self, ProtocolError("invalid UTF-8 in a data frame: %s" % exc, 1007))
-                            continue
+                            # RFC 6455 §8.1: an endpoint that receives invalid UTF-8 in a text
+                            # message MUST fail the connection (1007).
+                            self._protocol_failure(ProtocolError("invalid UTF-8 in a text message: %s" % exc, 1007))
+                            break
                         handler.on_text(self, text)
+                    elif opcode == frames.OP_BINARY:
+                        handler.on_binary(self, payload)
                     elif opcode == frames.OP_PING:
                         if self._state == OPEN:
                             self._write(frames.encode_frame(frames.OP_PONG, payload))

@@ -10,10 +10,11 @@ Unmasking XORs whole integers (``int.from_bytes``) instead of looping per byte i
 from __future__ import annotations
 
 import base64
+import codecs
 import hashlib
 import os
 import struct
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from .errors import MessageTooBig, ProtocolError
 
@@ -142,7 +143,7 @@ class FrameParser:
             the client (server frames must not be).
     """
 
-    __slots__ = ("_buf", "_max", "_expect_masked", "_frag_opcode", "_frag_parts", "_frag_size")
+    __slots__ = ("_buf", "_max", "_expect_masked", "_frag_opcode", "_frag_parts", "_frag_size", "_frag_utf8")
 
     def __init__(self, max_message_size: Optional[int] = 1 << 20, *, expect_masked: bool = True) -> None:
         self._buf = bytearray()
@@ -151,6 +152,7 @@ class FrameParser:
         self._frag_opcode = 0
         self._frag_parts: List[bytes] = []
         self._frag_size = 0
+        self._frag_utf8: Any = None  # incremental UTF-8 check of a fragmented text message
 
     def feed(self, data: bytes) -> List[Message]:
         """Add received bytes; return the complete messages (data and control) they finish.
@@ -240,11 +242,14 @@ class FrameParser:
                     raise ProtocolError("continuation frame without a message to continue")
                 self._frag_parts.append(payload)
                 self._frag_size += length
+                if self._frag_utf8 is not None:
+                    self._check_utf8(payload, bool(fin))
                 if fin:
                     out.append((self._frag_opcode, b"".join(self._frag_parts)))
                     self._frag_opcode = 0
                     self._frag_parts = []
                     self._frag_size = 0
+                    self._frag_utf8 = None
             else:
                 if self._frag_opcode:
                     raise ProtocolError("new data frame inside a fragmented message")
@@ -254,6 +259,9 @@ class FrameParser:
                     self._frag_opcode = opcode
                     self._frag_parts = [payload]
                     self._frag_size = length
+                    if opcode == OP_TEXT:  # RFC 6455 §8.1: fail as soon as the text is invalid
+                        self._frag_utf8 = codecs.getincrementaldecoder("utf-8")()
+                        self._check_utf8(payload, False)
         if pos:
             if view is buf:
                 del buf[:pos]
@@ -262,6 +270,12 @@ class FrameParser:
         elif view is not buf:
             self._buf = bytearray(view)
         return out
+
+    def _check_utf8(self, payload: bytes, final: bool) -> None:
+        try:
+            self._frag_utf8.decode(payload, final)
+        except UnicodeDecodeError:
+            raise ProtocolError("invalid UTF-8 in a text message", close_code=1007) from None
 
     @property
     def buffered(self) -> int:

@@ -556,3 +556,26 @@ def test_small_text_frame_inside_a_fragmented_message_is_still_refused():
 def test_text_frame_from_bytes_is_the_general_encoding(length):
     payload = b"y" * length
     assert frames.encode_text_bytes(payload) == frames.encode_frame(frames.OP_TEXT, payload)
+
+
+
+def _raw_fragment(opcode, payload, fin):
+    key = b"\x01\x02\x03\x04"
+    return bytes([(0x80 if fin else 0) | opcode, 0x80 | len(payload)]) + key + frames.unmask(payload, key)
+
+
+def test_a_fragmented_text_message_fails_as_soon_as_its_utf8_is_invalid():
+    parser = frames.FrameParser()
+    assert parser.feed(_raw_fragment(frames.OP_TEXT, "héllo ".encode(), False)) == []
+    split = "€".encode()  # a character cut across fragments is fine
+    assert parser.feed(_raw_fragment(frames.OP_CONT, split[:1], False)) == []
+    assert parser.feed(_raw_fragment(frames.OP_CONT, split[1:], False)) == []
+    with pytest.raises(ProtocolError) as info:
+        parser.feed(_raw_fragment(frames.OP_CONT, b"\xff more to come", False))  # not the last fragment
+    assert info.value.close_code == 1007
+
+
+def test_a_fragmented_binary_message_may_hold_any_bytes():
+    parser = frames.FrameParser()
+    assert parser.feed(_raw_fragment(frames.OP_BINARY, b"\xff\xfe", False)) == []
+    assert parser.feed(_raw_fragment(frames.OP_CONT, b"\x80", True)) == [(frames.OP_BINARY, b"\xff\xfe\x80")]

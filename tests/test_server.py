@@ -144,10 +144,12 @@ def test_bad_input_keeps_the_connection_and_others_working(make_adapter):
     for text in ("not json", "[1,2]", "42", '"str"', "null", "{}", '{"event":""}', '{"event":5}',
                  '{"event":"nope","callbackId":"u1"}', '{"event":"say","payload":"boom","callbackId":"b1"}'):
         bad.send_text(text)
-    bad.send_frame(frames.OP_TEXT, b"\xff\xfe invalid utf-8")
     bad.send_frame(frames.OP_BINARY, b'{"event":"say","payload":"from binary"}')
+    bad.send_frame(frames.OP_BINARY, b"\xff\xfe not text: only the message event gets it")
     bad.send_json({"event": "say", "payload": "after", "callbackId": "a1"})
     assert bad.recv_json() == {"payload": "after", "callbackId": "a1"}
+    bad.send_frame(frames.OP_TEXT, b"\xff\xfe invalid utf-8")  # RFC 6455 §8.1: fails the connection
+    assert bad.recv_close()[0] == 1007
     good.send_json({"event": "say", "payload": "other", "callbackId": "g1"})
     assert good.recv_json() == {"payload": "other", "callbackId": "g1"}
     assert said == ["from binary", "after", "other"]
@@ -531,3 +533,37 @@ def test_wss_served_by_the_adapter_carries_acks_pushes_and_bursts(make_adapter, 
     wait_for(lambda: len(pushed) == 300, message="every push over TLS")
     assert pushed == [{"i": index} for index in range(300)]
     assert client.emit_and_wait("say", "after").data == {"echo": "after"}
+
+
+def test_binary_messages_reach_the_message_event_as_bytes_and_handlers_can_send_bytes(make_adapter):
+    adapter = make_adapter()
+    got = []
+
+    def on_message(socket_, data):
+        got.append(data)
+        if isinstance(data, bytes) and data.startswith(b"\x00echo"):
+            socket_.send(data[::-1])  # a binary frame back
+
+    adapter.on_websocket_event("message", on_message)
+    adapter.on_websocket_event("say", lambda s, payload, callback: callback and callback(payload))
+    adapter.start()
+    client = RawClient(adapter.port)
+    client.send_frame(frames.OP_BINARY, b"\x00echo\xff\xfe")
+    assert client.recv_frame() == (frames.OP_BINARY, b"\xfe\xffohce\x00")
+    client.send_frame(frames.OP_BINARY, b'{"event":"say","payload":"json in binary","callbackId":"b1"}')
+    assert client.recv_json() == {"payload": "json in binary", "callbackId": "b1"}  # the original's toString()
+    client.send_text('{"event":"say","payload":"text","callbackId":"t1"}')
+    assert client.recv_json() == {"payload": "text", "callbackId": "t1"}
+    wait_for(lambda: len(got) == 3)
+    assert got == [b"\x00echo\xff\xfe", b'{"event":"say","payload":"json in binary","callbackId":"b1"}',
+                   '{"event":"say","payload":"text","callbackId":"t1"}']
+    assert [type(x) for x in got] == [bytes, bytes, str]
+
+
+def test_a_fragmented_text_message_with_invalid_utf8_fails_the_connection_early(make_adapter):
+    adapter = make_adapter()
+    adapter.start()
+    client = RawClient(adapter.port)
+    client.send_frame(frames.OP_TEXT, b'{"event":"say","payload":"', fin=False)
+    client.send_frame(frames.OP_CONT, b"\xc3\x28", fin=False)  # invalid, and the message is not over
+    assert client.recv_close()[0] == 1007
