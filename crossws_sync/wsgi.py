@@ -157,6 +157,8 @@ class UpgradeHandlerMixin:
                 raise _HeadTooLarge("request headers over %d bytes" % limit)
             if line in (b"\r\n", b"\n", b""):
                 break
+            if b":" not in line and line[:1] not in (b" ", b"\t"):
+                raise ValueError("a header line without a colon")  # 400
         self._end_head()  # the head is complete: the application may take its time
         stream, self.rfile = self.rfile, io.BytesIO(bytes(block))
         try:

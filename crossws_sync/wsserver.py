@@ -7,6 +7,8 @@ the registry of *system events* (``connection``, ``close``...), so a frame such 
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import time
 from dataclasses import dataclass, field
@@ -327,6 +329,14 @@ class WebSocketService(ConnectionHandler):
             return 426, "unsupported WebSocket version", [("Sec-WebSocket-Version", "13")]
         if not environ.get("HTTP_SEC_WEBSOCKET_KEY"):
             return 400, "missing Sec-WebSocket-Key", []
+        # RFC 6455 §4.2.1: HTTP/1.1 or higher, a Host, and a key that is 16 bytes in base64
+        # (two Sec-WebSocket-Key headers arrive joined by a comma, which fails this check too).
+        if environ.get("SERVER_PROTOCOL", "HTTP/1.1") in ("HTTP/1.0", "HTTP/0.9"):
+            return 400, "WebSocket upgrade needs HTTP/1.1", []
+        if not environ.get("HTTP_HOST"):
+            return 400, "missing Host", []
+        if not _valid_key(environ["HTTP_SEC_WEBSOCKET_KEY"].strip()):
+            return 400, "Sec-WebSocket-Key is not 16 bytes in base64", []
         return None
 
     def _refuse(self, start_response: Callable[..., Any], legacy_ws: Any, rejection: Reject) -> List[bytes]:
@@ -437,6 +447,13 @@ class WebSocketService(ConnectionHandler):
             if conn.send_frame(frame):
                 sent += 1
         return sent
+
+
+def _valid_key(key: str) -> bool:
+    try:
+        return len(key) == 24 and len(base64.b64decode(key, validate=True)) == 16
+    except (binascii.Error, ValueError):
+        return False
 
 
 def _close_quietly(stream: Any) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -180,3 +181,29 @@ def _next_event(client, name):
         message = client.recv_json(timeout=10)
         if message.get("event") == name:
             return message
+
+
+@pytest.mark.parametrize("head, why", [
+    ("GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: abc\r\n"
+     "Sec-WebSocket-Version: 13\r\n\r\n", "a key that is not 16 bytes"),
+    ("GET / HTTP/1.0\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", "HTTP/1.0"),
+    ("GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", "no Host"),
+    ("GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+     "Sec-WebSocket-Version: 13\r\n\r\n", "two keys"),
+    ("GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nno colon here\r\n"
+     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", "a line without a colon"),
+])
+def test_malformed_opening_handshakes_get_400_as_rfc6455_asks(head, why):
+    adapter = WebSocketCrossServerAdapter(ws_options={"host": "127.0.0.1", "port": 0})
+    adapter.start()
+    try:
+        sock = socket.create_connection(("127.0.0.1", adapter.port), timeout=5)
+        sock.sendall(head.encode())
+        status = sock.recv(4096).split(b"\r\n", 1)[0]
+        sock.close()
+        assert status.startswith(b"HTTP/1.1 400"), (why, status)
+    finally:
+        adapter.close(timeout=1)
