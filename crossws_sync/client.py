@@ -501,10 +501,15 @@ class _Connection:
                     raise ProtocolError("text message is not UTF-8", close_code=1007) from None
                 self.owner._conn_text(self, text)
             elif opcode == frames.OP_BINARY:
-                # The original treats binary frames as text (Buffer.toString()).
-                self.owner._conn_text(self, payload.decode("utf-8", "replace"))
+                self.owner._conn_binary(self, payload)
             elif opcode == frames.OP_PING:
-                gevent.spawn(self.send, frames.encode_frame(frames.OP_PONG, payload, mask=True))
+                # Answered from the reader, before anything the app sends in answer to later
+                # messages (RFC 6455 §5.5.2: a pong as soon as practical, in order).
+                pong = frames.encode_frame(frames.OP_PONG, payload, mask=True)
+                if self.write_lock.locked():
+                    gevent.spawn(self.send, pong)  # a big write is in progress: never block the reader
+                else:
+                    self.send(pong)
             elif opcode == frames.OP_CLOSE:
                 try:
                     self.close_received = frames.parse_close_payload(payload)
@@ -715,6 +720,26 @@ class WebSocketConnector:
             registry.off(event, listener_or_tag)
 
     # Public API: sending ------------------------------------------------------------------
+
+    def send(self, data: Union[str, bytes]) -> bool:
+        """Send one raw message: a ``str`` as a text frame, ``bytes`` as a binary frame.
+
+        Outside the JSON event protocol (the server's ``message`` event gets it). Returns whether
+        it was handed to the socket (``False`` when not open).
+
+        Raises:
+            TypeError: ``data`` is neither ``str`` nor ``bytes``.
+        """
+        if isinstance(data, str):
+            frame = frames.encode_frame(frames.OP_TEXT, data.encode("utf-8"), mask=True)
+        elif isinstance(data, (bytes, bytearray, memoryview)):
+            frame = frames.encode_frame(frames.OP_BINARY, bytes(data), mask=True)
+        else:
+            raise TypeError("send() takes str or bytes, not %s" % type(data).__name__)
+        conn = self._conn
+        if conn is None or conn.state != OPEN:
+            return False
+        return conn.send(frame)
 
     def emit(
         self,
@@ -1010,11 +1035,24 @@ class WebSocketConnector:
         if not conn.detached and not self._forbid and code not in self._config.no_reconnect_codes:
             self._reconnect()
 
-    def _conn_text(self, conn: _Connection, text: str) -> None:
+    def _conn_binary(self, conn: _Connection, data: bytes) -> None:
+        """A binary message: the ``message`` event gets the ``bytes``; one that holds UTF-8 text is
+        also handled as text (heartbeat, server event, ack), as the original's ``toString()`` does."""
+        if conn.detached:
+            return
+        if self._lifecycle.has("message"):
+            self._fire("message", data)
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return
+        self._conn_text(conn, text, fire=False)
+
+    def _conn_text(self, conn: _Connection, text: str, fire: bool = True) -> None:
         if conn.detached:
             return
         logger.debug("received %r", text[:200])
-        if self._lifecycle.has("message"):
+        if fire and self._lifecycle.has("message"):
             self._fire("message", text)
         if self._heartbeat.on_text(conn, text):
             return

@@ -1,4 +1,5 @@
-"""RFC 6455 conformance of the server, proven by Autobahn|Testsuite (fuzzingclient mode).
+"""RFC 6455 conformance of the server (fuzzingclient mode) and of the Python client (fuzzingserver
+mode), proven by Autobahn|Testsuite.
 
 The suite is Python 2 only. It is found in ``$AUTOBAHN_PYTHON``'s folder, else in pyenv's
 Python 2.7.18 (``.ci/run`` installs ``autobahntestsuite`` there); when neither is there the test
@@ -61,10 +62,36 @@ def test_the_server_passes_autobahn_fuzzingclient(tmp_path):
         terminate_process(server)
     with open(str(tmp_path / "reports" / "index.json")) as handle:
         results = json.load(handle)["crossws"]
+    _check(results, "autobahn_fuzzingclient")
+
+
+@pytest.mark.timeout(900)
+def test_the_python_client_passes_autobahn_fuzzingserver(tmp_path):
+    command = wstest_command()
+    port = free_port()
+    spec = {"url": "ws://127.0.0.1:%d" % port, "outdir": str(tmp_path / "reports"), "cases": CASES,
+            "exclude-cases": [], "exclude-agent-cases": {}}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    server = subprocess.Popen(command + ["-m", "fuzzingserver", "-s", str(tmp_path / "spec.json")], cwd=str(tmp_path),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: port_open(port), timeout=30, message="the fuzzing server")
+        env = dict(os.environ, PYTHONPATH=repo_root() + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        run = subprocess.run([sys.executable, os.path.join(repo_root(), "tests", "autobahn_client.py"),
+                              "ws://127.0.0.1:%d" % port], env=env, capture_output=True, text=True, timeout=840)
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    finally:
+        terminate_process(server)
+    with open(str(tmp_path / "reports" / "index.json")) as handle:
+        results = json.load(handle)["crossws"]
+    _check(results, "autobahn_fuzzingserver")
+
+
+def _check(results, name):
     failed = sorted((case for case, r in results.items()
                      if r["behavior"] not in ACCEPTED or r["behaviorClose"] not in ACCEPTED), key=_case_key)
     counts = collections.Counter(r["behavior"] for r in results.values())
-    record("autobahn_fuzzingclient", cases=len(results), behaviours=dict(counts),
+    record(name, cases=len(results), behaviours=dict(counts),
            non_strict_cases=sorted((c for c, r in results.items() if r["behavior"] == "NON-STRICT"), key=_case_key),
            informational_cases=sorted((c for c, r in results.items() if r["behavior"] == "INFORMATIONAL"), key=_case_key))
     assert len(results) > 300

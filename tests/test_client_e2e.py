@@ -375,3 +375,22 @@ def test_emit_and_wait_gives_up_after_connect_timeout_when_nothing_answers(make_
     result = client.emit_and_wait("say", {"msg": "hi"})
     assert result.error_code == "WS_NOT_OPEN"
     assert 0.3 < time.monotonic() - started < 3.0
+
+
+def test_the_client_sends_and_receives_raw_text_and_binary_messages(make_adapter, make_client):
+    adapter = make_adapter()
+    adapter.on_websocket_event("message", lambda socket_, data: socket_.send(data) if isinstance(data, bytes) else None)
+    adapter.on_websocket_event("raw", lambda socket_, payload, callback: socket_.send("raw text back"))
+    client = make_client("ws://127.0.0.1:%d/?id=u1" % adapter.port)
+    got = []
+    client.on("message", got.append)
+    assert client.wait_connected(5)
+    assert client.send(b"\x00\xff binary")
+    wait_for(lambda: b"\x00\xff binary" in got)
+    assert client.send('{"event":"raw","payload":1}')  # raw text is just text: here an event
+    wait_for(lambda: "raw text back" in got)
+    assert [type(x) for x in got if x in (b"\x00\xff binary", "raw text back")] == [bytes, str]
+    with pytest.raises(TypeError):
+        client.send(42)
+    client.manual_close()
+    assert client.send("late") is False
