@@ -359,42 +359,34 @@ class WebSocketService(ConnectionHandler):
     # ConnectionHandler -------------------------------------------------------------------
 
     def on_text(self, conn: WebSocketConnection, text: str) -> None:
-        if self._limiter is not None and not self._limiter.allow(conn):
-            self.stats["rate_limited"] += 1
-            if _log_budget(conn):
-                logger.warning("rate limit: dropping messages from %r", conn)
-            return
-        system = self.system_events
-        if text == self.settings.heartbeat_str:
-            system.emit("client-ping", conn)
-            conn.send_frame(self._heartbeat_frame)
-        else:
-            self._dispatch(conn, text)
-        if system.has("message"):
-            system.emit("message", conn, text)
+        self._on_message(conn, text, text)
 
     def on_binary(self, conn: WebSocketConnection, data: bytes) -> None:
         """A binary message: the ``message`` event gets the ``bytes``. Like the original, which
         turns every message into a string, one that holds UTF-8 text is also handled as text
         (heartbeat, JSON event)."""
+        try:
+            text: Optional[str] = data.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        self._on_message(conn, text, bytes(data))
+
+    def _on_message(self, conn: WebSocketConnection, text: Optional[str], message: Union[str, bytes]) -> None:
         if self._limiter is not None and not self._limiter.allow(conn):
             self.stats["rate_limited"] += 1
             if _log_budget(conn):
                 logger.warning("rate limit: dropping messages from %r", conn)
             return
         system = self.system_events
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            text = None
-        if text is not None:
-            if text == self.settings.heartbeat_str:
-                system.emit("client-ping", conn)
-                conn.send_frame(self._heartbeat_frame)
-            else:
-                self._dispatch(conn, text)
+        if text is None:
+            pass
+        elif text == self.settings.heartbeat_str:
+            system.emit("client-ping", conn)
+            conn.send_frame(self._heartbeat_frame)
+        else:
+            self._dispatch(conn, text)
         if system.has("message"):
-            system.emit("message", conn, bytes(data))
+            system.emit("message", conn, message)
 
     def _dispatch(self, conn: WebSocketConnection, text: str) -> None:
         try:
