@@ -93,8 +93,12 @@ class PythonServer:
         def on_close(socket: Any, request: Any, code: int, reason: str) -> None:
             log.append({"type": "close", "code": code, "reason": reason})
 
-        def on_message(socket: Any, text: str) -> None:
-            log.append({"type": "message", "data": text})
+        def on_message(socket: Any, data: Any) -> None:
+            if isinstance(data, bytes):  # binary: echoed back as binary
+                log.append({"type": "binary", "data": list(data)})
+                socket.send(data[::-1])
+            else:
+                log.append({"type": "message", "data": data})
 
         def say(socket: Any, payload: Any, callback: Optional[Callable[[Any], None]]) -> None:
             if callback:
@@ -197,7 +201,7 @@ def run_scenario(node: str, name: str, server: PythonServer, blackhole: str, bui
 
 SCENARIOS = ["ack", "ack_timeout", "pending", "arguments_and_not_open", "heartbeat", "pong_timeout",
              "server_restart", "repeat_limit", "manual_close", "close_while_connecting", "spoofing",
-             "listeners", "custom_params", "close_codes", "connect_timeout"]
+             "listeners", "custom_params", "close_codes", "connect_timeout", "binary"]
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
@@ -205,7 +209,7 @@ def test_scenario_native_websocket(node_ready: str, server: PythonServer, blackh
     run_scenario(node_ready, name, server, blackhole_url)
 
 
-@pytest.mark.parametrize("name", ["ack", "manual_close", "close_while_connecting", "server_restart", "pong_timeout"])
+@pytest.mark.parametrize("name", ["ack", "manual_close", "close_while_connecting", "server_restart", "pong_timeout", "binary"])
 def test_scenario_ws_package(node_ready: str, server: PythonServer, blackhole_url: str, name: str) -> None:
     run_scenario(node_ready, name, server, blackhole_url, impl="ws")
 

@@ -375,10 +375,18 @@ const factory = function (findWebSocket) {
   proto._onMessage = function (event) {
     if (!event || event.data === undefined) return;
     var data = event.data;
-    if (typeof data !== 'string' && typeof ArrayBuffer !== 'undefined' && data instanceof ArrayBuffer && typeof TextDecoder !== 'undefined') {
-      data = new TextDecoder().decode(data);
-    }
+    // 'message' gets what arrived: a string for text, an ArrayBuffer for binary. A binary message
+    // that holds UTF-8 text is then handled as text (heartbeat, events, acks), as the original's
+    // toString() does; other bytes are for the application only.
     this._emitLifecycle('message', data);
+    if (typeof data !== 'string') {
+      if (typeof ArrayBuffer === 'undefined' || !(data instanceof ArrayBuffer) || typeof TextDecoder === 'undefined') return;
+      try {
+        data = new TextDecoder('utf-8', { fatal: true }).decode(data);
+      } catch (err) {
+        return;
+      }
+    }
     if (data === this.options.pingMsg) {
       // Only the echo of our own ping is a pong; an unsolicited copy is ignored.
       if (!this._awaitingPong) return;
@@ -387,7 +395,7 @@ const factory = function (findWebSocket) {
       this._heartCheck();
       return;
     }
-    if (typeof data === 'string') this._handleMessage(data);
+    this._handleMessage(data);
   };
 
   proto._handleMessage = function (text) {
@@ -602,6 +610,19 @@ const factory = function (findWebSocket) {
     var text = JSON.stringify(message);
     if (callback) this._register(callbackId, 'callback', callback, timings);
     this.ws.send(text);
+    return true;
+  };
+
+  /**
+   * Send one raw message outside the JSON event protocol: a string as text, an ArrayBuffer or a
+   * typed array as binary. Returns false when not connected.
+   */
+  proto.send = function (data) {
+    if (typeof data !== 'string' && !(typeof ArrayBuffer !== 'undefined' && (data instanceof ArrayBuffer || ArrayBuffer.isView(data)))) {
+      throw new TypeError('send() takes a string, an ArrayBuffer or a typed array');
+    }
+    if (!this.connected) return false;
+    this.ws.send(data);
     return true;
   };
 

@@ -21,6 +21,24 @@ async function serverLog(ctx, type) {
 }
 
 const scenarios = {
+  async binary(ctx) {
+    const c = ctx.make(FAST);
+    const got = [];
+    c.on('message', (data) => got.push(data));
+    await waitFor(() => c.connected, 3000, 'open');
+    assert.equal(c.send(new Uint8Array([0, 255, 1, 2]).buffer), true);
+    await waitFor(() => got.some((d) => typeof d !== 'string'), 3000, 'binary echo');
+    const echoed = got.find((d) => typeof d !== 'string');
+    assert.ok(echoed instanceof ArrayBuffer, 'an ArrayBuffer, got ' + Object.prototype.toString.call(echoed));
+    assert.deepEqual(Array.from(new Uint8Array(echoed)), [2, 1, 255, 0]);
+    assert.deepEqual((await serverLog(ctx, 'binary')).map((e) => e.data), [[0, 255, 1, 2]]);
+    assert.equal(c.send('{"event":"say","payload":"raw","callbackId":"r1"}'), true); // raw text: the server sees an event
+    await waitFor(() => got.includes('{"payload":{"echo":"raw"},"callbackId":"r1"}'), 3000, 'ack of a raw frame');
+    assert.throws(() => c.send(42), TypeError);
+    c.manualClose();
+    assert.equal(c.send('late'), false);
+  },
+
   async ack(ctx) {
     const c = ctx.make(FAST);
     await waitFor(() => c.connected, 3000, 'open');
