@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set, Union
 
 import gevent
 
 from . import frames
 from .directory import ClusterDirectory, SnapshotAssembler, snapshot_parts
-from .envelope import broadcast_channel, private_socket_channel, ws_broadcast, ws_multicast, ws_room, ws_unicast
+from .envelope import data_of, raw_data, broadcast_channel, private_socket_channel, ws_broadcast, ws_multicast, ws_room, ws_unicast
 from .errors import CrossWSError
 from .names import RESERVED_NAMESPACE_PREFIX
 from .outage import OutageBuffer
@@ -195,8 +195,16 @@ class Router:
 
     # Sending (called by the adapter after local delivery) ----------------------------------
 
-    def publish_broadcast(self, text: str) -> None:
-        self._route(self.broadcast_channel, ws_broadcast(text, self.name))
+    def publish_broadcast(self, text: Union[str, bytes]) -> None:
+        envelope = ws_broadcast("", self.name)
+        envelope.update(self._data_fields(text))
+        self._route(self.broadcast_channel, envelope)
+
+    def _data_fields(self, data: Union[str, bytes]) -> Dict[str, Any]:
+        if isinstance(data, str):
+            return {"data": data}
+        codec = self._bus.codec.codec if self._bus is not None else "json"
+        return raw_data(data, codec)
 
     def publish_unicast(self, socket_id: str, text: str) -> None:
         owners = self.directory.user_nodes(socket_id)
@@ -231,8 +239,10 @@ class Router:
             else:
                 self._route(self.private_channel, ws_multicast(text, unknown, self.name))
 
-    def publish_room(self, namespace: str, room_id: str, text: str, excluded: List[str], destroy: bool) -> None:
-        envelope = ws_room(text, namespace, room_id, self.name, excluded)
+    def publish_room(self, namespace: str, room_id: str, text: Union[str, bytes], excluded: List[str],
+                     destroy: bool) -> None:
+        envelope = ws_room("", namespace, room_id, self.name, excluded)
+        envelope.update(self._data_fields(text))
         if destroy:
             envelope["roomDestroy"] = True
         self._route(self.adapter.channel_for_namespace(namespace), envelope)
@@ -323,9 +333,7 @@ class Router:
             elif channel == self.private_channel:
                 self._on_private(envelope)
             elif channel == self.broadcast_channel:
-                if type(envelope.get("data")) is not str:
-                    raise ValueError("broadcast without a string 'data'")
-                self.adapter.deliver_to_all(frames.encode_text(envelope["data"]))
+                self.adapter.deliver_to_all(_frame(data_of(envelope)))
             else:
                 self._on_room(envelope)
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
@@ -350,11 +358,11 @@ class Router:
                 self.adapter.deliver_to_socket(socket_id, frame)
 
     def _on_room(self, envelope: Dict[str, Any]) -> None:
-        text, namespace, room_id = envelope["data"], envelope["roomNamespace"], envelope["roomId"]
-        if type(text) is not str or type(namespace) is not str or type(room_id) is not str:
+        data, namespace, room_id = data_of(envelope), envelope["roomNamespace"], envelope["roomId"]
+        if type(namespace) is not str or type(room_id) is not str:
             raise ValueError("malformed room envelope")
         excluded = envelope.get("excludeSocketIds") or ()
-        self.adapter.deliver_to_room(namespace, room_id, frames.encode_text(text),
+        self.adapter.deliver_to_room(namespace, room_id, _frame(data),
                                      set(x for x in excluded if type(x) is str))
         if envelope.get("roomDestroy") is True:
             self.adapter.remove_room(namespace, room_id)
@@ -514,3 +522,9 @@ class Router:
     def room_ids(self, namespace: str) -> Set[str]:
         return self.directory.room_ids(namespace) | set(self.adapter.rooms.room_ids(namespace))
 
+
+def _frame(data: Union[str, bytes]) -> bytes:
+    """A text frame for text, a binary frame for bytes (both unmasked: server to client)."""
+    if isinstance(data, str):
+        return frames.encode_text(data)
+    return frames.encode_frame(frames.OP_BINARY, data)

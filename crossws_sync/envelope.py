@@ -42,6 +42,8 @@ This module imports neither gevent nor redis and never blocks.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import io
 import itertools
 import secrets
@@ -199,6 +201,37 @@ def ws_multicast(frame: str, socket_ids: Sequence[str], sender_server: str) -> D
 def ws_broadcast(frame: str, sender_server: str) -> Dict[str, Any]:
     """Build a broadcast envelope for ``<ws>broadcast``."""
     return {"data": frame, "senderServer": sender_server}
+
+
+def raw_data(data: Union[str, bytes], codec: str) -> Dict[str, Any]:
+    """The ``data`` fields of a routing envelope for a raw message (ours: binary across nodes).
+
+    Text stays the original's ``data`` string. Bytes travel as MessagePack ``bin`` (an original
+    node in MessagePack mode sends that Buffer on as a binary frame, byte for byte); JSON has no
+    bytes, so there they travel as base64 with ``dataEncoding: "base64"`` (ours only).
+    """
+    if isinstance(data, str) or codec == "msgpack":
+        return {"data": data}
+    return {"data": base64.b64encode(data).decode("ascii"), "dataEncoding": "base64"}
+
+
+def data_of(envelope: Dict[str, Any]) -> Union[str, bytes]:
+    """The message an envelope carries: ``str`` (text) or ``bytes`` (binary).
+
+    Raises:
+        ValueError: ``data`` is missing, of another type, or not valid base64.
+    """
+    data = envelope.get("data")
+    if type(data) is str:
+        if envelope.get("dataEncoding") == "base64":
+            try:
+                return base64.b64decode(data, validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError("dataEncoding base64 but data is not base64") from None
+        return data
+    if type(data) is bytes:
+        return data
+    raise ValueError("envelope without a string or bytes 'data'")
 
 
 def ws_room(frame: str, room_namespace: str, room_id: str, sender_server: str,

@@ -542,6 +542,41 @@ class WebSocketCrossServerAdapter(CrossServerMethods):
                 self._router.publish_room(room_namespace, room_id, text, list(excluded), room_destroy)
         return sent
 
+    def broadcast_raw(self, data: Union[str, bytes], *, local_only: bool = False) -> int:
+        """Send one raw message (outside the JSON event protocol) to every client on every node:
+        ``str`` as a text frame, ``bytes`` as a binary frame, byte for byte. Returns local deliveries.
+
+        Raises:
+            TypeError: ``data`` is neither ``str`` nor ``bytes``.
+        """
+        frame = _raw_frame(data)
+        sent = self._service.send_to_all(frame) if self._service is not None else 0
+        if not local_only and self._redis_config:
+            self._ensure_started()
+            if self._router is not None:
+                self._router.publish_broadcast(bytes(data) if not isinstance(data, str) else data)
+        return sent
+
+    def broadcast_raw_to_room(self, room_namespace: str, room_id: str, data: Union[str, bytes], *,
+                              exclude_socket_ids: Iterable[str] = (), local_only: bool = False) -> int:
+        """Send one raw message to every member of a room on every node (see :meth:`broadcast_raw`).
+
+        Raises:
+            TypeError: ``data`` is neither ``str`` nor ``bytes``.
+            InvalidNameError: a name the name policy refuses.
+        """
+        self._namespace(room_namespace)
+        self._name("roomId", room_id)
+        excluded = set(self._name("excludeSocketIds[]", x) for x in exclude_socket_ids) if exclude_socket_ids else set()
+        frame = _raw_frame(data)
+        sent = self.deliver_to_room(room_namespace, room_id, frame, excluded)
+        if not local_only and self._redis_config:
+            self._ensure_started()
+            if self._router is not None:
+                self._router.publish_room(room_namespace, room_id, bytes(data) if not isinstance(data, str) else data,
+                                          list(excluded), False)
+        return sent
+
     def deliver_to_room(self, room_namespace: str, room_id: str, frame: bytes, excluded: Set[str]) -> int:
         """Write one pre-encoded frame to the local members of a room (used by the router too)."""
         sent = 0
@@ -768,6 +803,14 @@ class WebSocketCrossServerAdapter(CrossServerMethods):
             # The app keeps the mapping (the original's default), but a closed socket must not
             # claim the user in the cluster: other nodes would keep sending there.
             self._router.user_gone(socket_id)
+
+
+def _raw_frame(data: Union[str, bytes]) -> bytes:
+    if isinstance(data, str):
+        return frames.encode_text(data)
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return frames.encode_frame(frames.OP_BINARY, bytes(data))
+    raise TypeError("raw messages are str or bytes, not %s" % type(data).__name__)
 
 
 class _LazyStartMiddleware:

@@ -323,3 +323,21 @@ def test_auto_unsubscribe_false_keeps_an_emptied_namespace_subscribed(cluster, r
     b.broadcast_to_room("lobby", "r", "hello", 1)
     assert alice.recv_json() == {"event": "hello", "payload": 1}
     b.close(timeout=1)
+
+
+@pytest.mark.parametrize("codec", ["msgpack", "json"])
+def test_a_binary_payload_reaches_room_members_and_everyone_on_another_node_byte_for_byte(cluster, codec):
+    a, b = cluster(2, redis_codec=codec)
+    bob, carol = _connect(b, "bob"), _connect(b, "carol")
+    b.join_room("files", "r1", "bob")
+    wait_for(lambda: a.find_user_node("bob") == "node1")
+    payload = bytes(range(256)) + b"\x00\xff" * 100
+    assert a.broadcast_raw_to_room("files", "r1", payload) == 0  # nobody on node0
+    assert bob.recv_frame() == (0x2, payload)
+    a.broadcast_raw(b"\x01\x02 to all")
+    assert bob.recv_frame() == (0x2, b"\x01\x02 to all")
+    assert carol.recv_frame() == (0x2, b"\x01\x02 to all")
+    a.broadcast_raw_to_room("files", "r1", "raw text stays text")
+    assert bob.recv_frame() == (0x1, b"raw text stays text")
+    with pytest.raises(TypeError):
+        a.broadcast_raw(42)

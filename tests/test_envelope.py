@@ -343,3 +343,16 @@ def test_json_envelopes_write_null_for_nan_and_infinity(backend, monkeypatch):
     # MessagePack carries floats natively, NaN included, as notepack.io does.
     packed = MSGPACK.decode(MSGPACK.encode({"x": float("nan")}))["x"]
     assert packed != packed
+
+
+def test_raw_data_carries_bytes_as_msgpack_bin_or_base64_in_json():
+    assert env.raw_data("text", "json") == {"data": "text"}
+    assert env.raw_data(b"\x00\xff", "msgpack") == {"data": b"\x00\xff"}
+    assert env.raw_data(b"\x00\xff", "json") == {"data": "AP8=", "dataEncoding": "base64"}
+    assert env.data_of({"data": "AP8=", "dataEncoding": "base64"}) == b"\x00\xff"
+    assert env.data_of({"data": "AP8="}) == "AP8="  # the original's text, untouched
+    assert env.data_of({"data": b"\x00"}) == b"\x00"
+    with pytest.raises(ValueError):
+        env.data_of({"data": "not base64!", "dataEncoding": "base64"})
+    with pytest.raises(ValueError):
+        env.data_of({"data": 5})
