@@ -40,6 +40,7 @@ import gevent.socket
 import gevent.ssl
 
 from . import frames, protocol
+from .deflate import DeflateOptions, PerMessageDeflate, accept, client_offer, options_from
 from .backoff import reconnect_delay
 from .errors import ConfigError, ConnectTimeoutError, HandshakeError, ProtocolError
 from .listeners import ListenerRegistry, check_event_name
@@ -118,6 +119,7 @@ class _Config:
     auto_reconnect: bool
     no_reconnect_codes: FrozenSet[int]
     headers: Tuple[Tuple[str, str], ...]
+    per_message_deflate: Optional[DeflateOptions]
     ssl_context: Optional[gevent.ssl.SSLContext]
 
 
@@ -314,6 +316,8 @@ class _Connection:
         self.detached = False
         self.sock: Optional[gevent.socket.socket] = None
         self.parser = frames.FrameParser(MAX_MESSAGE_SIZE, expect_masked=False)
+        #: permessage-deflate, when the server agreed to it
+        self.deflate: Optional[PerMessageDeflate] = None
         self.write_lock = gevent.lock.Semaphore()
         self._raw_send: Optional[Callable[[bytes], int]] = None  # set once open (not with TLS)
         self.pending: Dict[str, _PendingAck] = {}
@@ -328,6 +332,8 @@ class _Connection:
         """Write one encoded frame; ``False`` when the connection is not open (or just broke)."""
         if self.state != OPEN:
             return False
+        if self.deflate is not None:
+            data = frames.recompress(data, self.deflate.compress, self.deflate.threshold, mask=True)
         raw = self._raw_send
         if raw is not None and not self.write_lock.locked():
             # Nobody is writing: one non-blocking send() on the OS socket (it cannot yield, so
@@ -435,7 +441,11 @@ class _Connection:
             context = self.config.ssl_context or gevent.ssl.create_default_context()
             self.sock = context.wrap_socket(self.sock, server_hostname=target.host)
         key = frames.new_client_key()
-        self.sock.sendall(handshake_request(target, key, self.config.headers))
+        headers = self.config.headers
+        deflate_options = self.config.per_message_deflate
+        if deflate_options is not None:
+            headers = headers + (("Sec-WebSocket-Extensions", client_offer(deflate_options)),)
+        self.sock.sendall(handshake_request(target, key, headers))
         buffer: bytes = b""
         while True:
             chunk: bytes = self.sock.recv(4096)
@@ -447,7 +457,12 @@ class _Connection:
                 break
             if len(buffer) > MAX_HANDSHAKE_BYTES:
                 raise HandshakeError("oversized answer to the WebSocket upgrade")
-        check_handshake_response(buffer[:end], key)
+        answer = check_handshake_response(buffer[:end], key, extensions_offered=deflate_options is not None)
+        if deflate_options is not None:
+            agreement = accept(answer, deflate_options)
+            if agreement is not None:
+                self.deflate = PerMessageDeflate(agreement, False, deflate_options, MAX_MESSAGE_SIZE)
+                self.parser.set_inflate(self.deflate.decompress)
         return buffer[end + 4:]
 
     def _read(self, leftover: bytes) -> None:
@@ -564,6 +579,8 @@ class WebSocketConnector:
         headers: extra HTTP headers of the upgrade request (mapping or ``(name, value)`` pairs).
         ssl_context: context for ``wss://`` (default: ``gevent.ssl.create_default_context()``);
             it must be gevent-aware (created after ``monkey.patch_all()`` or by ``gevent.ssl``).
+        per_message_deflate: offer permessage-deflate (RFC 7692): ``True`` or a dict of the same
+            keys as the server's option (off by default); used when the server agrees.
 
     Raises:
         ConfigError: an empty or unusable ``url``, or any invalid option value.
@@ -589,6 +606,7 @@ class WebSocketConnector:
         autoconnect: bool = True,
         headers: Optional[Union[Mapping[str, str], Iterable[Tuple[str, str]]]] = None,
         ssl_context: Optional[gevent.ssl.SSLContext] = None,
+        per_message_deflate: Union[bool, Mapping[str, Any], None] = False,
     ) -> None:
         if not isinstance(url, str) or not url:
             raise ConfigError("url is required: a complete ws:// or wss:// address such as ws://127.0.0.1:9000/path")
@@ -620,6 +638,7 @@ class WebSocketConnector:
             no_reconnect_codes=codes,
             headers=header_pairs(headers),
             ssl_context=ssl_context,
+            per_message_deflate=options_from(per_message_deflate),
         )
         self._lifecycle = ListenerRegistry(logger)
         self._server_events = ListenerRegistry(logger)

@@ -30,6 +30,7 @@ from .protocol import MISSING, encode_event
 from .sockets import SocketReader, is_tls, os_socket
 
 if TYPE_CHECKING:
+    from .deflate import PerMessageDeflate
     from .request import Request
 
 logger = logging.getLogger("crossws_sync.connection")
@@ -136,6 +137,7 @@ class WebSocketConnection:
         max_outbox_bytes: int = 4 << 20,
         close_timeout: float = 5.0,
         identity: Any = None,
+        deflate: Optional["PerMessageDeflate"] = None,
     ) -> None:
         self._sock = sock
         raw = os_socket(sock)  # send_frame never yields: one send() on the OS socket
@@ -147,7 +149,10 @@ class WebSocketConnection:
         self.enter_background_time = 0.0
         self.connected_at = time.monotonic()
         self._handler = handler
-        self._parser = frames.FrameParser(max_message_size, expect_masked=True)
+        self._parser = frames.FrameParser(max_message_size, expect_masked=True,
+                                          inflate=deflate.decompress if deflate is not None else None)
+        #: permessage-deflate, when negotiated: data frames at or over its threshold leave compressed
+        self._deflate = deflate
         self._state = OPEN
         self._outbox: Optional[Deque[bytes]] = None  # created on the first partial write
         self._outbox_bytes = 0
@@ -216,6 +221,8 @@ class WebSocketConnection:
         """
         if self._state != OPEN:
             return False
+        if self._deflate is not None:
+            frame = frames.recompress(frame, self._deflate.compress, self._deflate.threshold, mask=False)
         if self._flusher is not None:
             return self._enqueue(frame)
         cork = self._cork

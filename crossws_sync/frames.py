@@ -14,7 +14,7 @@ import codecs
 import hashlib
 import os
 import struct
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from .errors import MessageTooBig, ProtocolError
 
@@ -73,10 +73,11 @@ def unmask(payload: Union[bytes, bytearray, memoryview], mask: bytes) -> bytes:
     return value.to_bytes(length, "big")
 
 
-def encode_frame(opcode: int, payload: bytes, *, mask: bool = False, fin: bool = True) -> bytes:
-    """Encode one frame. Servers send unmasked frames, clients masked ones."""
+def encode_frame(opcode: int, payload: bytes, *, mask: bool = False, fin: bool = True, rsv1: bool = False) -> bytes:
+    """Encode one frame. Servers send unmasked frames, clients masked ones; ``rsv1`` marks a
+    compressed message (permessage-deflate)."""
     length = len(payload)
-    first = (0x80 if fin else 0) | opcode
+    first = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode
     mask_bit = 0x80 if mask else 0
     if length < 126:
         header = bytes((first, mask_bit | length))
@@ -88,6 +89,26 @@ def encode_frame(opcode: int, payload: bytes, *, mask: bool = False, fin: bool =
         key = os.urandom(4)
         return header + key + unmask(payload, key)
     return header + payload
+
+
+def recompress(frame: bytes, compress: Callable[[bytes], bytes], threshold: int, *, mask: bool) -> bytes:
+    """``frame`` again with its payload deflated (RSV1 set), when it is a whole data frame of at
+    least ``threshold`` payload bytes; else ``frame`` itself (permessage-deflate, RFC 7692)."""
+    b0 = frame[0]
+    if (b0 & 0x0F) not in (OP_TEXT, OP_BINARY) or not b0 & 0x80 or b0 & 0x70:
+        return frame
+    length = frame[1] & 0x7F
+    header = 2
+    if length == 126:
+        length, header = _unpack_h(frame, 2)[0], 4
+    elif length == 127:
+        length, header = _unpack_q(frame, 2)[0], 10
+    if length < threshold:
+        return frame
+    payload = frame[header + 4:] if mask else frame[header:]
+    if mask:
+        payload = unmask(payload, frame[header:header + 4])
+    return encode_frame(b0 & 0x0F, compress(bytes(payload)), mask=mask, rsv1=True)
 
 
 def encode_text_bytes(payload: bytes) -> bytes:
@@ -143,9 +164,11 @@ class FrameParser:
             the client (server frames must not be).
     """
 
-    __slots__ = ("_buf", "_max", "_expect_masked", "_frag_opcode", "_frag_parts", "_frag_size", "_frag_utf8")
+    __slots__ = ("_buf", "_max", "_expect_masked", "_frag_opcode", "_frag_parts", "_frag_size", "_frag_utf8",
+                 "_inflate", "_frag_compressed")
 
-    def __init__(self, max_message_size: Optional[int] = 1 << 20, *, expect_masked: bool = True) -> None:
+    def __init__(self, max_message_size: Optional[int] = 1 << 20, *, expect_masked: bool = True,
+                 inflate: Optional[Callable[[bytes], bytes]] = None) -> None:
         self._buf = bytearray()
         self._max = max_message_size
         self._expect_masked = expect_masked
@@ -153,6 +176,9 @@ class FrameParser:
         self._frag_parts: List[bytes] = []
         self._frag_size = 0
         self._frag_utf8: Any = None  # incremental UTF-8 check of a fragmented text message
+        #: permessage-deflate's inflater, once negotiated: RSV1 then marks a compressed message
+        self._inflate = inflate
+        self._frag_compressed = False
 
     def feed(self, data: bytes) -> List[Message]:
         """Add received bytes; return the complete messages (data and control) they finish.
@@ -197,9 +223,12 @@ class FrameParser:
                 break
             b0 = view[pos]
             b1 = view[pos + 1]
-            if b0 & 0x70:
-                raise ProtocolError("reserved bits set (no extension was negotiated)")
             opcode = b0 & 0x0F
+            compressed = False
+            if b0 & 0x70:
+                if (b0 & 0x70) != 0x40 or self._inflate is None or opcode not in (OP_TEXT, OP_BINARY):
+                    raise ProtocolError("reserved bits set (no extension was negotiated for them)")
+                compressed = True
             fin = b0 & 0x80
             masked = b1 & 0x80
             length = b1 & 0x7F
@@ -245,7 +274,10 @@ class FrameParser:
                 if self._frag_utf8 is not None:
                     self._check_utf8(payload, bool(fin))
                 if fin:
-                    out.append((self._frag_opcode, b"".join(self._frag_parts)))
+                    message = b"".join(self._frag_parts)
+                    if self._frag_compressed:
+                        message = self._inflate(message)  # type: ignore[misc]
+                    out.append((self._frag_opcode, message))
                     self._frag_opcode = 0
                     self._frag_parts = []
                     self._frag_size = 0
@@ -254,12 +286,13 @@ class FrameParser:
                 if self._frag_opcode:
                     raise ProtocolError("new data frame inside a fragmented message")
                 if fin:
-                    out.append((opcode, payload))
+                    out.append((opcode, self._inflate(payload) if compressed else payload))  # type: ignore[misc]
                 else:
                     self._frag_opcode = opcode
                     self._frag_parts = [payload]
                     self._frag_size = length
-                    if opcode == OP_TEXT:  # RFC 6455 §8.1: fail as soon as the text is invalid
+                    self._frag_compressed = compressed
+                    if opcode == OP_TEXT and not compressed:  # RFC 6455 §8.1: fail as soon as the text is invalid
                         self._frag_utf8 = codecs.getincrementaldecoder("utf-8")()
                         self._check_utf8(payload, False)
         if pos:
@@ -270,6 +303,10 @@ class FrameParser:
         elif view is not buf:
             self._buf = bytearray(view)
         return out
+
+    def set_inflate(self, inflate: Optional[Callable[[bytes], bytes]]) -> None:
+        """Accept compressed messages (RSV1) from now on, inflated with ``inflate``."""
+        self._inflate = inflate
 
     def _check_utf8(self, payload: bytes, final: bool) -> None:
         try:

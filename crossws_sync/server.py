@@ -35,6 +35,7 @@ from .request import Request, parse_ws_request_params as _parse_params
 from .rooms import RoomRegistry
 from .wsgi import DEFAULT_HEAD_GUARD, HeadGuard, WebSocketMiddleware, make_server
 from .crossserver import CrossServerMethods, _check_id
+from .deflate import options_from
 from .errors import LimitExceededError
 from .names import DEFAULT_MAX_NAME_BYTES, check_name, valid_name, check_namespace, namespace_channel, preset_namespace
 from .wsserver import SYSTEM_EVENTS, Reject, WebSocketService, WebSocketSettings, parse_allowed_origins
@@ -125,6 +126,11 @@ class WebSocketCrossServerAdapter(CrossServerMethods):
         max_namespaces_per_socket: namespaces one socket id may have rooms in at once (100;
             ``None``: no limit). A ``join_room`` past either limit raises
             :class:`~crossws_sync.errors.LimitExceededError` and changes nothing.
+        per_message_deflate: permessage-deflate (RFC 7692), off by default like the original's
+            ``ws`` server: ``True`` or a dict of ``server_no_context_takeover``,
+            ``client_no_context_takeover``, ``server_max_window_bits``, ``client_max_window_bits``
+            (9..15), ``threshold`` (bytes below which nothing is compressed, 1024), ``level``,
+            ``mem_level`` (see :mod:`crossws_sync.deflate` for memory per connection).
         autostart: with ``redis_config``, connect Redis and start the bus by itself at the first
             turn of the gevent hub (True, as the original does in its constructor). With False,
             :meth:`start` (or first use) does, and a node with cross-server listeners that is
@@ -179,6 +185,7 @@ class WebSocketCrossServerAdapter(CrossServerMethods):
         max_rooms_per_socket: Optional[int] = 1000,
         max_namespaces_per_socket: Optional[int] = 100,
         autostart: bool = True,
+        per_message_deflate: Union[bool, Dict[str, Any], None] = False,
     ) -> None:
         check_prefixes(bridge_prefix, ws_prefix)
         self.bridge_prefix = bridge_prefix
@@ -235,6 +242,7 @@ class WebSocketCrossServerAdapter(CrossServerMethods):
                 max_messages_per_second=positive_number("max_messages_per_second", max_messages_per_second, allow_none=True),
                 rate_limit_burst=positive_int("rate_limit_burst", rate_limit_burst, allow_none=True),
                 unknown_event_ack=bool(unknown_event_ack),
+                per_message_deflate=options_from(per_message_deflate),
                 authenticate=authenticate,
             )
             self._service = WebSocketService(settings, on_closed=self._on_connection_closed)

@@ -161,8 +161,13 @@ def handshake_request(target: Target, key: str, headers: Tuple[Tuple[str, str], 
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-def check_handshake_response(head: bytes, key: str) -> None:
-    """Raise :class:`HandshakeError` unless ``head`` is a valid ``101`` answer for ``key``."""
+def check_handshake_response(head: bytes, key: str, *, extensions_offered: bool = False) -> Optional[str]:
+    """Raise :class:`HandshakeError` unless ``head`` is a valid ``101`` answer for ``key``.
+
+    Returns:
+        the answer's ``Sec-WebSocket-Extensions`` value (``None`` without one); one is an error
+        unless the client offered extensions.
+    """
     text = head.decode("latin-1")
     status_line, _, rest = text.partition("\r\n")
     parts = status_line.split(" ", 2)
@@ -182,8 +187,10 @@ def check_handshake_response(head: bytes, key: str) -> None:
         raise HandshakeError("101 answer without 'Connection: Upgrade'", status)
     if fields.get("sec-websocket-accept") != frames.accept_key(key):
         raise HandshakeError("wrong Sec-WebSocket-Accept in the 101 answer", status)
-    if fields.get("sec-websocket-extensions"):
+    extensions = fields.get("sec-websocket-extensions")
+    if extensions and not extensions_offered:
         raise HandshakeError("server selected an extension the client did not offer", status)
+    return extensions or None
 
 
 def header_pairs(headers: Any) -> Tuple[Tuple[str, str], ...]:

@@ -18,6 +18,7 @@ import gevent
 
 from . import frames
 from .connection import ConnectionHandler, WebSocketConnection
+from .deflate import DeflateOptions, PerMessageDeflate, negotiate
 from .errors import ConfigError, ProtocolError
 from .listeners import ListenerRegistry
 from .protocol import MISSING, decode_client_frame, encode_ack, encode_ack_bytes
@@ -121,6 +122,7 @@ class WebSocketSettings:
     max_messages_per_second: Optional[float] = None
     rate_limit_burst: Optional[int] = None
     unknown_event_ack: bool = False
+    per_message_deflate: Optional[DeflateOptions] = None
     authenticate: Optional[Callable[[Request], Any]] = field(default=None, compare=False)
 
 
@@ -278,6 +280,7 @@ class WebSocketService(ConnectionHandler):
         if settings.max_connections is not None and len(self.clients) >= settings.max_connections:
             # again: the auth hook may have yielded while other upgrades went through
             return self._refuse(start_response, legacy_ws, Reject(503, "too many connections"))
+        deflater: Optional[PerMessageDeflate] = None
         if legacy_ws is not None:
             sock = legacy_ws.handler.socket
         else:
@@ -285,11 +288,19 @@ class WebSocketService(ConnectionHandler):
             if sock is None:
                 logger.error("no raw socket in the WSGI environ: serve with crossws_sync's handler or worker")
                 return self._reject(start_response, 500, "WebSocket needs crossws_sync's WSGI handler", [])
-            write = start_response("101 Switching Protocols", [
+            headers = [
                 ("Upgrade", "websocket"),
                 ("Connection", "Upgrade"),
                 ("Sec-WebSocket-Accept", frames.accept_key(environ["HTTP_SEC_WEBSOCKET_KEY"].strip())),
-            ])
+            ]
+            offers = environ.get("HTTP_SEC_WEBSOCKET_EXTENSIONS")
+            if settings.per_message_deflate is not None and offers:
+                agreement = negotiate(offers, settings.per_message_deflate)
+                if agreement is not None:
+                    headers.append(("Sec-WebSocket-Extensions", agreement.header()))
+                    deflater = PerMessageDeflate(agreement, True, settings.per_message_deflate,
+                                                 settings.max_message_size)
+            write = start_response("101 Switching Protocols", headers)
             write(b"")
             # The HTTP reader and its 8 KiB buffer are not needed any more (frames are read from
             # the socket); closing it also ends pywsgi's keep-alive loop once we return.
@@ -305,6 +316,7 @@ class WebSocketService(ConnectionHandler):
             max_outbox_bytes=settings.max_outbox_bytes,
             close_timeout=settings.close_timeout,
             identity=identity,
+            deflate=deflater,
         )
         # Counted at once (nothing above yields after the check): concurrent upgrades cannot
         # all pass the max_connections check before any of them is counted.

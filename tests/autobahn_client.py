@@ -1,5 +1,7 @@
 """Runs every case of an Autobahn fuzzingserver with crossws_sync's WebSocketConnector
 (tests/test_autobahn.py): each message is sent back as it came, text as text, binary as binary.
+It offers permessage-deflate (every message compressed once agreed): sections 12 and 13 need it,
+the others run uncompressed since the fuzzing server only accepts it there.
 
 Usage: python tests/autobahn_client.py ws://127.0.0.1:PORT"""
 from gevent import monkey
@@ -20,7 +22,8 @@ def run(url: str, query: str, echo: bool = True, timeout: float = 60.0) -> list:
     """Connect to ``url + query``; echo every message until the server closes; return them."""
     received = []
     closed = gevent.event.Event()
-    client = WebSocketConnector(url + query, auto_reconnect=False, ping_interval=1e6, connect_timeout=10.0)
+    client = WebSocketConnector(url + query, auto_reconnect=False, ping_interval=1e6, connect_timeout=10.0,
+                                per_message_deflate={"threshold": 0})
 
     def on_message(data):
         received.append(data)

@@ -19,7 +19,12 @@ import pytest
 from faultkit import record
 from support import free_port, port_open, repo_root, terminate_process, wait_for
 
-CASES = ["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.*", "10.*"]
+#: Sections 12 and 13 (permessage-deflate) with messages up to 4 KiB: cases 10-18 of each group
+#: send 1,000 messages of 16-128 KiB and take about 15 minutes for the whole suite (measured by
+#: hand, all OK: docs/protocol.md), too long for every run.
+COMPRESSION = ["%d.%d.%d" % (section, group, case) for section, groups in ((12, 5), (13, 7))
+               for group in range(1, groups + 1) for case in range(1, 10)]
+CASES = ["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.*", "10.*"] + COMPRESSION
 ACCEPTED = {"OK", "NON-STRICT", "INFORMATIONAL"}
 
 
@@ -48,7 +53,7 @@ def test_the_server_passes_autobahn_fuzzingclient(tmp_path):
     command = wstest_command()
     port = free_port()
     env = dict(os.environ, PYTHONPATH=repo_root() + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    server = subprocess.Popen([sys.executable, os.path.join(repo_root(), "tests", "autobahn_echo.py"), str(port)],
+    server = subprocess.Popen([sys.executable, os.path.join(repo_root(), "tests", "autobahn_echo.py"), str(port), "deflate"],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: port_open(port), timeout=20, message="the echo server")
@@ -93,6 +98,6 @@ def _check(tmp_path, name):
     record(name, cases=len(results), behaviours=dict(counts),
            non_strict_cases=sorted((c for c, r in results.items() if r["behavior"] == "NON-STRICT"), key=_case_key),
            informational_cases=sorted((c for c, r in results.items() if r["behavior"] == "INFORMATIONAL"), key=_case_key))
-    assert len(results) > 300
+    assert len(results) > 400
     assert not failed, "cases not passed: " + ", ".join(
         "%s (%s/%s)" % (case, results[case]["behavior"], results[case]["behaviorClose"]) for case in failed)

@@ -23,6 +23,8 @@ PACKAGE_DIR = os.path.dirname(os.path.abspath(crossws_sync.__file__))
 PURE_MODULES = [
     "errors",
     "frames",
+    "deflate",
+    "names",
     "protocol",
     "listeners",
     "rooms",
