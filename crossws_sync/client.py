@@ -749,12 +749,7 @@ class WebSocketConnector:
         Raises:
             TypeError: ``data`` is neither ``str`` nor ``bytes``.
         """
-        if isinstance(data, str):
-            frame = frames.encode_frame(frames.OP_TEXT, data.encode("utf-8"), mask=True)
-        elif isinstance(data, (bytes, bytearray, memoryview)):
-            frame = frames.encode_frame(frames.OP_BINARY, bytes(data), mask=True)
-        else:
-            raise TypeError("send() takes str or bytes, not %s" % type(data).__name__)
+        frame = frames.encode_data(data, mask=True)
         conn = self._conn
         if conn is None or conn.state != OPEN:
             return False
@@ -839,21 +834,19 @@ class WebSocketConnector:
             if data is None:
                 raise ConfigError("Data cannot be null or undefined")
             timeouts = self._ack_timeouts(callback_timeout, on_pending, pending_timeout)
-            conn = self._conn
-            if conn is None or conn.state != OPEN:
-                if self._opening():
-                    protocol.encode_request(event, data, "0")  # refuse what cannot be encoded now
-                    gevent.spawn(self._emit_when_open, promise, event, data, on_pending, timeouts)
-                else:
-                    promise.set(Result(success=False, error="WebSocket is not open", error_code=WS_NOT_OPEN))
-                return promise
             callback_id = protocol.new_client_callback_id()
             frame = frames.encode_text(protocol.encode_request(event, data, callback_id), mask=True)
         except (ConfigError, TypeError, ValueError) as exc:
             promise.set(Result(success=False, error=str(exc), error_code=INVALID_ARGUMENT))
             return promise
-        self._acks.register(conn, _PendingAck(callback_id, None, promise), on_pending, *timeouts)
-        conn.send(frame)
+        request = (_PendingAck(callback_id, None, promise), frame, on_pending, timeouts)
+        conn = self._conn
+        if conn is not None and conn.state == OPEN:
+            self._send_request(conn, *request)
+        elif self._opening():
+            gevent.spawn(self._send_when_open, *request)
+        else:
+            promise.set(Result(success=False, error="WebSocket is not open", error_code=WS_NOT_OPEN))
         return promise
 
     def _opening(self) -> bool:
@@ -863,17 +856,20 @@ class WebSocketConnector:
         conn = self._conn
         return (conn is not None and conn.state == CONNECTING) or self._reconnect_timer is not None
 
-    def _emit_when_open(self, promise: gevent.event.AsyncResult, event: str, data: Any,
-                        on_pending: Optional[Callable[[], Any]], timeouts: Any) -> None:
+    def _send_request(self, conn: _Connection, ack: _PendingAck, frame: bytes,
+                      on_pending: Optional[Callable[[], Any]], timeouts: Tuple[float, float]) -> None:
+        self._acks.register(conn, ack, on_pending, *timeouts)
+        conn.send(frame)
+
+    def _send_when_open(self, ack: _PendingAck, frame: bytes, on_pending: Optional[Callable[[], Any]],
+                        timeouts: Tuple[float, float]) -> None:
+        """A request made while connecting: sent once open, within ``connect_timeout``."""
         self._opened.wait(self._config.connect_timeout)
         conn = self._conn
         if conn is None or conn.state != OPEN:
-            promise.set(Result(success=False, error="WebSocket is not open", error_code=WS_NOT_OPEN))
+            ack.result.set(Result(success=False, error="WebSocket is not open", error_code=WS_NOT_OPEN))  # type: ignore[union-attr]
             return
-        callback_id = protocol.new_client_callback_id()
-        frame = frames.encode_text(protocol.encode_request(event, data, callback_id), mask=True)
-        self._acks.register(conn, _PendingAck(callback_id, None, promise), on_pending, *timeouts)
-        conn.send(frame)
+        self._send_request(conn, ack, frame, on_pending, timeouts)
 
     def emit_and_wait(
         self,

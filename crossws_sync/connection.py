@@ -195,10 +195,12 @@ class WebSocketConnection:
         return self._close_code
 
     def send(self, data: Union[str, bytes]) -> bool:
-        """Send a text frame (``str``) or a binary frame (``bytes``). Returns False when not open."""
-        if isinstance(data, str):
-            return self.send_frame(frames.encode_text(data))
-        return self.send_frame(frames.encode_frame(frames.OP_BINARY, bytes(data)))
+        """Send a text frame (``str``) or a binary frame (``bytes``). Returns False when not open.
+
+        Raises:
+            TypeError: ``data`` is neither ``str`` nor bytes-like.
+        """
+        return self.send_frame(frames.encode_data(data))
 
     def send_event(self, event: str, payload: Any = MISSING) -> bool:
         """Push ``{"event", "payload"}`` to this client (what ``to_socket_id`` does locally)."""

@@ -73,16 +73,26 @@ class Agreement:
 
     def header(self) -> str:
         """The ``Sec-WebSocket-Extensions`` value that states this agreement."""
-        parts = [EXTENSION]
-        if self.server_no_context_takeover:
-            parts.append("server_no_context_takeover")
-        if self.client_no_context_takeover:
-            parts.append("client_no_context_takeover")
-        if self.server_max_window_bits != 15:
-            parts.append("server_max_window_bits=%d" % self.server_max_window_bits)
-        if self.client_max_window_bits != 15:
-            parts.append("client_max_window_bits=%d" % self.client_max_window_bits)
-        return "; ".join(parts)
+        return _header(self.server_no_context_takeover, self.client_no_context_takeover,
+                       self.server_max_window_bits, self.client_max_window_bits, offer=False)
+
+
+def _header(server_no_takeover: bool, client_no_takeover: bool, server_bits: int, client_bits: int, *,
+            offer: bool) -> str:
+    """``permessage-deflate`` and its parameters; an offer always names ``client_max_window_bits``
+    (that the client can take a limit), an answer only a limit below 15."""
+    parts = [EXTENSION]
+    if offer:
+        parts.append("client_max_window_bits" if client_bits == 15 else "client_max_window_bits=%d" % client_bits)
+    elif client_bits != 15:
+        parts.append("client_max_window_bits=%d" % client_bits)
+    if server_no_takeover:
+        parts.append("server_no_context_takeover")
+    if client_no_takeover:
+        parts.append("client_no_context_takeover")
+    if server_bits != 15:
+        parts.append("server_max_window_bits=%d" % server_bits)
+    return "; ".join(parts)
 
 
 def parse_header(value: str) -> List[Tuple[str, Dict[str, Optional[str]]]]:
@@ -129,10 +139,7 @@ def negotiate(offers_header: str, options: DeflateOptions) -> Optional[Agreement
             limit = 15 if offered is None else _bits(offered)
             if limit is None:
                 continue
-            client_bits = min(limit, options.client_max_window_bits)
-            client_bits = max(client_bits, 9)
-        elif options.client_max_window_bits != 15:
-            pass  # the client did not offer to limit its window: it keeps 15
+            client_bits = max(min(limit, options.client_max_window_bits), 9)
         if params.get("client_no_context_takeover", "") not in (None, ""):
             continue
         if params.get("server_no_context_takeover", "") not in (None, ""):
@@ -148,15 +155,8 @@ def negotiate(offers_header: str, options: DeflateOptions) -> Optional[Agreement
 
 def client_offer(options: DeflateOptions) -> str:
     """The client's ``Sec-WebSocket-Extensions`` offer."""
-    parts = [EXTENSION, "client_max_window_bits" if options.client_max_window_bits == 15
-             else "client_max_window_bits=%d" % options.client_max_window_bits]
-    if options.server_no_context_takeover:
-        parts.append("server_no_context_takeover")
-    if options.client_no_context_takeover:
-        parts.append("client_no_context_takeover")
-    if options.server_max_window_bits != 15:
-        parts.append("server_max_window_bits=%d" % options.server_max_window_bits)
-    return "; ".join(parts)
+    return _header(options.server_no_context_takeover, options.client_no_context_takeover,
+                   options.server_max_window_bits, options.client_max_window_bits, offer=True)
 
 
 def accept(response_header: Optional[str], options: DeflateOptions) -> Optional[Agreement]:

@@ -196,15 +196,13 @@ class Router:
     # Sending (called by the adapter after local delivery) ----------------------------------
 
     def publish_broadcast(self, text: Union[str, bytes]) -> None:
-        envelope = ws_broadcast("", self.name)
-        envelope.update(self._data_fields(text))
+        envelope = ws_broadcast(text, self.name) if isinstance(text, str) else self._with_bytes(ws_broadcast("", self.name), text)
         self._route(self.broadcast_channel, envelope)
 
-    def _data_fields(self, data: Union[str, bytes]) -> Dict[str, Any]:
-        if isinstance(data, str):
-            return {"data": data}
-        codec = self._bus.codec.codec if self._bus is not None else "json"
-        return raw_data(data, codec)
+    def _with_bytes(self, envelope: Dict[str, Any], data: bytes) -> Dict[str, Any]:
+        """``envelope`` carrying ``data`` as the bus's codec allows (see :func:`envelope.raw_data`)."""
+        envelope.update(raw_data(data, self._bus.codec.codec if self._bus is not None else "json"))
+        return envelope
 
     def publish_unicast(self, socket_id: str, text: str) -> None:
         owners = self.directory.user_nodes(socket_id)
@@ -241,8 +239,10 @@ class Router:
 
     def publish_room(self, namespace: str, room_id: str, text: Union[str, bytes], excluded: List[str],
                      destroy: bool) -> None:
-        envelope = ws_room("", namespace, room_id, self.name, excluded)
-        envelope.update(self._data_fields(text))
+        if isinstance(text, str):
+            envelope = ws_room(text, namespace, room_id, self.name, excluded)
+        else:
+            envelope = self._with_bytes(ws_room("", namespace, room_id, self.name, excluded), text)
         if destroy:
             envelope["roomDestroy"] = True
         self._route(self.adapter.channel_for_namespace(namespace), envelope)
@@ -272,11 +272,6 @@ class Router:
         mapped_at = time.time()
         self._mapped_at[socket_id] = mapped_at
         self._queue(["u+", socket_id, mapped_at])
-
-    def user_gone(self, socket_id: str) -> None:
-        """The mapped socket of ``socket_id`` closed while the app keeps the mapping (no cleanup):
-        this node no longer claims the user in the cluster directory."""
-        self.user_unmapped(socket_id)
 
     def user_unmapped(self, socket_id: str) -> None:
         if self._mapped_at.pop(socket_id, None) is not None:
@@ -333,7 +328,7 @@ class Router:
             elif channel == self.private_channel:
                 self._on_private(envelope)
             elif channel == self.broadcast_channel:
-                self.adapter.deliver_to_all(_frame(data_of(envelope)))
+                self.adapter.deliver_to_all(frames.encode_data(data_of(envelope)))
             else:
                 self._on_room(envelope)
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
@@ -362,7 +357,7 @@ class Router:
         if type(namespace) is not str or type(room_id) is not str:
             raise ValueError("malformed room envelope")
         excluded = envelope.get("excludeSocketIds") or ()
-        self.adapter.deliver_to_room(namespace, room_id, _frame(data),
+        self.adapter.deliver_to_room(namespace, room_id, frames.encode_data(data),
                                      set(x for x in excluded if type(x) is str))
         if envelope.get("roomDestroy") is True:
             self.adapter.remove_room(namespace, room_id)
@@ -522,9 +517,3 @@ class Router:
     def room_ids(self, namespace: str) -> Set[str]:
         return self.directory.room_ids(namespace) | set(self.adapter.rooms.room_ids(namespace))
 
-
-def _frame(data: Union[str, bytes]) -> bytes:
-    """A text frame for text, a binary frame for bytes (both unmasked: server to client)."""
-    if isinstance(data, str):
-        return frames.encode_text(data)
-    return frames.encode_frame(frames.OP_BINARY, data)

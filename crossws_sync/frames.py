@@ -91,6 +91,19 @@ def encode_frame(opcode: int, payload: bytes, *, mask: bool = False, fin: bool =
     return header + payload
 
 
+def encode_data(data: Union[str, bytes, bytearray, memoryview], *, mask: bool = False) -> bytes:
+    """One whole data frame for a raw message: ``str`` as text, bytes-like as binary.
+
+    Raises:
+        TypeError: ``data`` is neither text nor bytes.
+    """
+    if isinstance(data, str):
+        return encode_text(data, mask=mask)
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return encode_frame(OP_BINARY, bytes(data), mask=mask)
+    raise TypeError("a raw message is str or bytes, not %s" % type(data).__name__)
+
+
 def recompress(frame: bytes, compress: Callable[[bytes], bytes], threshold: int, *, mask: bool) -> bytes:
     """``frame`` again with its payload deflated (RSV1 set), when it is a whole data frame of at
     least ``threshold`` payload bytes; else ``frame`` itself (permessage-deflate, RFC 7692)."""

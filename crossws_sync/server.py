@@ -354,9 +354,9 @@ class WebSocketCrossServerAdapter(CrossServerMethods):
 
     def _warn_if_not_started(self) -> None:
         if self._bus is None and not self._closed:
-            logger.warning("cross-server listeners are registered but the adapter was not started after 5 s "
+            logger.warning("cross-server listeners are registered but the adapter was not started after %.0f s "
                            "(autostart=False): call adapter.start() (or serve_forever()) so this node "
-                           "receives cross-server events")
+                           "receives cross-server events", NOT_STARTED_WARNING_DELAY)
 
     def serve_forever(self, *, stop_signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT)) -> None:
         """Start, then block until :meth:`close` (SIGTERM/SIGINT shut down gracefully with 1001)."""
@@ -557,12 +557,12 @@ class WebSocketCrossServerAdapter(CrossServerMethods):
         Raises:
             TypeError: ``data`` is neither ``str`` nor ``bytes``.
         """
-        frame = _raw_frame(data)
+        frame = frames.encode_data(data)
         sent = self._service.send_to_all(frame) if self._service is not None else 0
         if not local_only and self._redis_config:
             self._ensure_started()
             if self._router is not None:
-                self._router.publish_broadcast(bytes(data) if not isinstance(data, str) else data)
+                self._router.publish_broadcast(data if isinstance(data, str) else bytes(data))
         return sent
 
     def broadcast_raw_to_room(self, room_namespace: str, room_id: str, data: Union[str, bytes], *,
@@ -576,12 +576,11 @@ class WebSocketCrossServerAdapter(CrossServerMethods):
         self._namespace(room_namespace)
         self._name("roomId", room_id)
         excluded = set(self._name("excludeSocketIds[]", x) for x in exclude_socket_ids) if exclude_socket_ids else set()
-        frame = _raw_frame(data)
-        sent = self.deliver_to_room(room_namespace, room_id, frame, excluded)
+        sent = self.deliver_to_room(room_namespace, room_id, frames.encode_data(data), excluded)
         if not local_only and self._redis_config:
             self._ensure_started()
             if self._router is not None:
-                self._router.publish_room(room_namespace, room_id, bytes(data) if not isinstance(data, str) else data,
+                self._router.publish_room(room_namespace, room_id, data if isinstance(data, str) else bytes(data),
                                           list(excluded), False)
         return sent
 
@@ -622,10 +621,6 @@ class WebSocketCrossServerAdapter(CrossServerMethods):
         return check_namespace(room_namespace, self.ws_prefix, self.bridge_prefix, self._max_name_bytes)
 
     def _name(self, label: str, value: object) -> str:
-        return check_name(label, value, self._max_name_bytes)
-
-    def _query_name(self, label: str, value: object) -> str:
-        # Queries read local dicts only: a reserved namespace just matches nothing.
         return check_name(label, value, self._max_name_bytes)
 
     def _check_room_limits(self, room_namespace: str, room_id: str, socket_id: str) -> None:
@@ -685,17 +680,17 @@ class WebSocketCrossServerAdapter(CrossServerMethods):
 
     def get_socket_count_in_room(self, room_namespace: str, room_id: Optional[str] = None, *, exact_match: bool = True) -> int:
         """Local member count of a room (prefix of room ids when not ``exact_match``)."""
-        self._query_name("roomNamespace", room_namespace)
+        self._name("roomNamespace", room_namespace)
         return self.rooms.socket_count(room_namespace, room_id, exact_match=exact_match)
 
     def get_room_socket_ids(self, room_namespace: str, room_id: Optional[str] = None, *, exact_match: bool = True) -> Set[str]:
         """Local member ids (a fresh set)."""
-        self._query_name("roomNamespace", room_namespace)
+        self._name("roomNamespace", room_namespace)
         return self.rooms.socket_ids(room_namespace, room_id, exact_match=exact_match)
 
     def get_joined_rooms(self, socket_id: str, room_namespace: Optional[str] = None) -> Dict[str, Set[str]]:
         """``{namespace: {room_id}}`` of a user (a copy), optionally for namespaces with a prefix."""
-        self._query_name("socketId", socket_id)
+        self._name("socketId", socket_id)
         return self.rooms.joined_rooms(socket_id, room_namespace)
 
     def is_joined_room(self, socket_id: str, room_namespace: str, room_id: Optional[str] = None) -> bool:
@@ -706,12 +701,12 @@ class WebSocketCrossServerAdapter(CrossServerMethods):
 
     def get_room_count(self, room_namespace: str, *, exact_match: bool = True) -> int:
         """Local number of rooms of a namespace (namespace prefix when not ``exact_match``)."""
-        self._query_name("roomNamespace", room_namespace)
+        self._name("roomNamespace", room_namespace)
         return self.rooms.room_count(room_namespace, exact_match=exact_match)
 
     def get_room_ids(self, room_namespace: str, *, exact_match: bool = True) -> List[str]:
         """Local room ids of a namespace."""
-        self._query_name("roomNamespace", room_namespace)
+        self._name("roomNamespace", room_namespace)
         return self.rooms.room_ids(room_namespace, exact_match=exact_match)
 
     # Socket mapping -----------------------------------------------------------------------
@@ -810,15 +805,7 @@ class WebSocketCrossServerAdapter(CrossServerMethods):
         elif self._router is not None and self._sockets.get(socket_id) is conn:
             # The app keeps the mapping (the original's default), but a closed socket must not
             # claim the user in the cluster: other nodes would keep sending there.
-            self._router.user_gone(socket_id)
-
-
-def _raw_frame(data: Union[str, bytes]) -> bytes:
-    if isinstance(data, str):
-        return frames.encode_text(data)
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        return frames.encode_frame(frames.OP_BINARY, bytes(data))
-    raise TypeError("raw messages are str or bytes, not %s" % type(data).__name__)
+            self._router.user_unmapped(socket_id)
 
 
 class _LazyStartMiddleware:
