@@ -6,8 +6,9 @@ frames; writes go through one lock per connection (single writer discipline), so
 greenlets may emit at once. User code (listeners, ack callbacks, ``on_pending``) never runs in
 the reading greenlet: it runs, in arrival order, on one *event greenlet* per client, so a
 listener may block (even in ``emit_and_wait``) without stalling the heartbeat or the acks.
-The pure parts live elsewhere: the query string and the handshake in :mod:`.upgrade`, the
-reconnect schedule in :mod:`.backoff`, framing in :mod:`.frames`, JSON frames in :mod:`.protocol`.
+The pure parts live elsewhere: the query string in :mod:`.upgrade`, the opening handshake in
+:mod:`.handshake`, the WebSocket protocol (shared with the server) in :mod:`.websocket`, the
+reconnect schedule in :mod:`.backoff`, JSON frames in :mod:`.protocol`.
 
 Differences from the original, all deliberate:
 
@@ -42,20 +43,13 @@ import gevent.ssl
 from . import frames, protocol
 from .deflate import DeflateOptions, PerMessageDeflate, accept, client_offer, options_from
 from .backoff import reconnect_delay
-from .errors import ConfigError, ConnectTimeoutError, HandshakeError, ProtocolError
+from .errors import ConfigError, ConnectTimeoutError, HandshakeError
 from .listeners import ListenerRegistry, check_event_name
+from .handshake import MAX_HANDSHAKE_BYTES, check_handshake_response, handshake_request
 from .sockets import SocketReader, os_socket
 from .results import Result
-from .upgrade import (
-    MAX_HANDSHAKE_BYTES,
-    Target,
-    build_connect_url,
-    check_handshake_response,
-    handshake_request,
-    header_pairs,
-    js_string,
-    parse_ws_url,
-)
+from .upgrade import Target, build_connect_url, header_pairs, js_string, parse_ws_url
+from .websocket import BINARY, CLOSED, CLOSING, CONNECTING, OPEN, PING, TEXT, WebSocketProtocol
 
 logger = logging.getLogger("crossws_sync.client")
 
@@ -77,11 +71,6 @@ PONG_TIMEOUT_REASON = "pong timeout"
 #: Largest message accepted from the server (the original's ``ws`` allows 100 MiB).
 MAX_MESSAGE_SIZE = 64 << 20
 _RECV_SIZE = 65536
-
-CONNECTING = 0
-OPEN = 1
-CLOSING = 2
-CLOSED = 3
 
 _ALL: Any = object()
 
@@ -315,14 +304,10 @@ class _Connection:
         self.state = CONNECTING
         self.detached = False
         self.sock: Optional[gevent.socket.socket] = None
-        self.parser = frames.FrameParser(MAX_MESSAGE_SIZE, expect_masked=False)
-        #: permessage-deflate, when the server agreed to it
-        self.deflate: Optional[PerMessageDeflate] = None
+        self.proto = WebSocketProtocol(client=True, max_message_size=MAX_MESSAGE_SIZE)
         self.write_lock = gevent.lock.Semaphore()
         self._raw_send: Optional[Callable[[bytes], int]] = None  # set once open (not with TLS)
         self.pending: Dict[str, _PendingAck] = {}
-        self.close_sent: Optional[Tuple[int, str]] = None
-        self.close_received: Optional[Tuple[int, str]] = None
         self.greenlet: Optional[gevent.Greenlet] = None
         self._close_timer: Optional[gevent.Greenlet] = None
 
@@ -332,8 +317,8 @@ class _Connection:
         """Write one encoded frame; ``False`` when the connection is not open (or just broke)."""
         if self.state != OPEN:
             return False
-        if self.deflate is not None:
-            data = frames.recompress(data, self.deflate.compress, self.deflate.threshold, mask=True)
+        if self.proto.compressing:
+            data = self.proto.prepare(data)
         raw = self._raw_send
         if raw is not None and not self.write_lock.locked():
             # Nobody is writing: one non-blocking send() on the OS socket (it cannot yield, so
@@ -373,17 +358,17 @@ class _Connection:
         if self.state != OPEN:
             return
         self.state = CLOSING
-        self.close_sent = (code, reason)
-        gevent.spawn(self._send_close, code, reason)
+        gevent.spawn(self._send_control, self.proto.send_close(code, reason))
         self._close_timer = gevent.spawn_later(self.config.pong_timeout, self.abort)
 
-    def _send_close(self, code: Optional[int], reason: str) -> None:
+    def _send_control(self, frame: bytes) -> None:
+        """Write a frame of the protocol's own (a close) also while closing, behind any write."""
         if not self.write_lock.acquire(timeout=self.config.pong_timeout):
             self.abort()
             return
         try:
             if self.sock is not None:
-                self._write(frames.encode_close(code, reason, mask=True))
+                self._write(frame)
         finally:
             self.write_lock.release()
 
@@ -445,7 +430,7 @@ class _Connection:
         deflate_options = self.config.per_message_deflate
         if deflate_options is not None:
             headers = headers + (("Sec-WebSocket-Extensions", client_offer(deflate_options)),)
-        self.sock.sendall(handshake_request(target, key, headers))
+        self.sock.sendall(handshake_request(target.resource, target.host_header, key, headers))
         buffer: bytes = b""
         while True:
             chunk: bytes = self.sock.recv(4096)
@@ -461,8 +446,7 @@ class _Connection:
         if deflate_options is not None:
             agreement = accept(answer, deflate_options)
             if agreement is not None:
-                self.deflate = PerMessageDeflate(agreement, False, deflate_options, MAX_MESSAGE_SIZE)
-                self.parser.set_inflate(self.deflate.decompress)
+                self.proto.use_deflate(PerMessageDeflate(agreement, False, deflate_options, MAX_MESSAGE_SIZE))
         return buffer[end + 4:]
 
     def _read(self, leftover: bytes) -> None:
@@ -471,71 +455,57 @@ class _Connection:
         raw = os_socket(sock)
         self._raw_send = raw.send if raw is not None else None
         reader = SocketReader(sock)  # waits, then reads (see sockets.py)
+        proto = self.proto
         try:
             data = leftover
             while True:
-                if data and self._handle(self.parser.feed(data)):
+                if data and self._handle(proto.receive_data(data)):
                     break
                 data = reader.recv(_RECV_SIZE)
                 if not data:
                     break
-        except ProtocolError as exc:
-            error = exc
-            logger.warning("server broke the protocol: %s", exc)
-            if self.state == OPEN:
-                self.state = CLOSING
-                self._send_close(exc.close_code, str(exc)[:120])
         except OSError as exc:
             error = exc
         except Exception as exc:  # a bug of ours must still end in a close event
             logger.exception("client connection reader failed")
             error = exc
         finally:
+            proto.receive_eof()
             self.state = CLOSED
             if self._close_timer is not None:
                 self._close_timer.kill(block=False)
-        if self.close_sent is not None:
-            code, reason = self.close_sent
-            was_clean = self.close_received is not None
-        elif self.close_received is not None:
-            code, reason = self.close_received
-            was_clean = True
-        elif isinstance(error, ProtocolError):
-            code, reason, was_clean = error.close_code, str(error), False
-        else:
-            code, reason, was_clean = 1006, "", False
-        self.owner._conn_closed(self, code, reason, was_clean, error)
+        if proto.error is not None:
+            error = proto.error
+        self.owner._conn_closed(self, proto.close_code, proto.close_reason, proto.was_clean, error)
 
-    def _handle(self, messages: List[frames.Message]) -> bool:
-        """Process parsed messages; ``True`` once a close frame ended the connection."""
-        for opcode, payload in messages:
-            if opcode == frames.OP_TEXT:
-                try:
-                    text = payload.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise ProtocolError("text message is not UTF-8", close_code=1007) from None
-                self.owner._conn_text(self, text)
-            elif opcode == frames.OP_BINARY:
-                self.owner._conn_binary(self, payload)
-            elif opcode == frames.OP_PING:
+    def _handle(self, events: List[Any]) -> bool:
+        """Dispatch the protocol's events; ``True`` once a close frame or a violation ended it."""
+        proto = self.proto
+        for kind, value in events:
+            if kind == TEXT:
+                self.owner._conn_text(self, value)
+            elif kind == BINARY:
+                self.owner._conn_binary(self, value)
+            elif kind == PING:
                 # Answered from the reader, before anything the app sends in answer to later
                 # messages (RFC 6455 §5.5.2: a pong as soon as practical, in order).
-                pong = frames.encode_frame(frames.OP_PONG, payload, mask=True)
+                pong = proto.data_to_send()
+                if not pong:
+                    continue
                 if self.write_lock.locked():
                     gevent.spawn(self.send, pong)  # a big write is in progress: never block the reader
                 else:
                     self.send(pong)
-            elif opcode == frames.OP_CLOSE:
-                try:
-                    self.close_received = frames.parse_close_payload(payload)
-                except ProtocolError:
-                    self.close_received = (1002, "")
-                if self.close_sent is None and self.state == OPEN:
-                    self.state = CLOSING
-                    code = self.close_received[0]
-                    self._send_close(None if code in (1005, 1002) else code, "")
-                return True
-        return False
+        if proto.state != CLOSED:
+            return False
+        if proto.error is not None:
+            logger.warning("server broke the protocol: %s", proto.error)
+        answer = proto.data_to_send()
+        if self.state == OPEN:
+            self.state = CLOSING
+            if answer:
+                self._send_control(answer)
+        return True
 
     def _close_socket(self) -> None:
         self._raw_send = None

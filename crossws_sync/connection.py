@@ -1,9 +1,9 @@
-"""One server-side WebSocket connection over a gevent socket.
+"""One server-side WebSocket connection: a gevent driver around the sans-I/O protocol.
 
-It owns everything gevent-websocket 0.10.1 gets wrong: close codes and reasons
-are packed on the wire, text is written as UTF-8 bytes (never ``str(bytes)``), frames are parsed
-by :class:`~crossws_sync.frames.FrameParser` with a size limit enforced on the header and
-C-speed unmasking, protocol pongs are recorded, and there is a single writer discipline:
+The protocol's rules (framing, UTF-8, ping/pong, the close handshake and its codes) are
+:class:`~crossws_sync.websocket.WebSocketProtocol`'s, shared with the client; this module reads
+the socket, dispatches the protocol's events and owns the writing, with a single writer
+discipline:
 
 * the fast path writes with one non-blocking ``send`` on the raw socket, which cannot yield, so
   two greenlets can never interleave bytes of two frames;
@@ -20,25 +20,20 @@ import logging
 import socket as _stdsocket
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Deque, Dict, Iterator, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Deque, Dict, Iterator, List, Optional, Tuple, Union
 
 import gevent
 
 from . import frames
-from .errors import ProtocolError
 from .protocol import MISSING, encode_event
 from .sockets import SocketReader, is_tls, os_socket
+from .websocket import BINARY, CLOSED, CLOSING, CONNECTING, OPEN, PING, TEXT, WebSocketProtocol, sendable_close_code
 
 if TYPE_CHECKING:
     from .deflate import PerMessageDeflate
     from .request import Request
 
 logger = logging.getLogger("crossws_sync.connection")
-
-CONNECTING = 0
-OPEN = 1
-CLOSING = 2
-CLOSED = 3
 
 #: Close code recorded when the slow-consumer policy drops a connection.
 SLOW_CONSUMER_CODE = 1008
@@ -149,10 +144,12 @@ class WebSocketConnection:
         self.enter_background_time = 0.0
         self.connected_at = time.monotonic()
         self._handler = handler
-        self._parser = frames.FrameParser(max_message_size, expect_masked=True,
-                                          inflate=deflate.decompress if deflate is not None else None)
+        self._proto = WebSocketProtocol(client=False, max_message_size=max_message_size)
         #: permessage-deflate, when negotiated: data frames at or over its threshold leave compressed
-        self._deflate = deflate
+        self._prepare = None
+        if deflate is not None:
+            self._proto.use_deflate(deflate)
+            self._prepare = self._proto.prepare
         self._state = OPEN
         self._outbox: Optional[Deque[bytes]] = None  # created on the first partial write
         self._outbox_bytes = 0
@@ -162,9 +159,8 @@ class WebSocketConnection:
         self._max_outbox = max_outbox_bytes
         self._flusher: Optional[gevent.Greenlet] = None
         self._close_timeout = close_timeout
-        self._close_sent = False
-        self._close_code = 1006
-        self._close_reason = ""
+        #: a close decided here rather than by the protocol (slow consumer, terminate)
+        self._local_close: Optional[Tuple[int, str]] = None
         self._closer: Optional[gevent.Greenlet] = None
 
     # Public API --------------------------------------------------------------------------
@@ -192,7 +188,12 @@ class WebSocketConnection:
     @property
     def close_code(self) -> int:
         """The close code once closed (1006 when the peer vanished without a close frame)."""
-        return self._close_code
+        return self._local_close[0] if self._local_close is not None else self._proto.close_code
+
+    @property
+    def close_reason(self) -> str:
+        """The reason that goes with :attr:`close_code`."""
+        return self._local_close[1] if self._local_close is not None else self._proto.close_reason
 
     def send(self, data: Union[str, bytes]) -> bool:
         """Send a text frame (``str``) or a binary frame (``bytes``). Returns False when not open.
@@ -223,8 +224,8 @@ class WebSocketConnection:
         """
         if self._state != OPEN:
             return False
-        if self._deflate is not None:
-            frame = frames.recompress(frame, self._deflate.compress, self._deflate.threshold, mask=False)
+        if self._prepare is not None:
+            frame = self._prepare(frame)
         if self._flusher is not None:
             return self._enqueue(frame)
         cork = self._cork
@@ -250,27 +251,30 @@ class WebSocketConnection:
         """Send a protocol ping."""
         if self._state != OPEN:
             return False
-        return self._write(_PING_FRAME if not data else frames.encode_frame(frames.OP_PING, data[:125]))
+        return self._write(_PING_FRAME if not data else self._proto.ping_frame(data))
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Start the closing handshake with ``code`` and ``reason`` (sent exactly on the wire).
 
         The connection is torn down when the peer answers or after ``close_timeout`` seconds.
+
+        Raises:
+            ValueError: a code no endpoint may send (1000-1003, 1007-1014 and 3000-4999 may).
         """
         if self._state != OPEN:
+            if not sendable_close_code(code):
+                raise ValueError("close code %r cannot be sent" % (code,))
             return
+        frame = self._proto.send_close(code, reason)
         self._state = CLOSING
-        self._close_code = code
-        self._close_reason = reason
-        self._send_close(code, reason)
+        self._write(frame)
         self._closer = gevent.spawn_later(self._close_timeout, self._abort)
 
     def terminate(self) -> None:
         """Drop the TCP connection at once, without a close handshake (close code 1006)."""
         if self._state == CLOSED:
             return
-        self._close_code = 1006
-        self._close_reason = ""
+        self._local_close = (1006, "")
         self._abort()
 
     def __repr__(self) -> str:
@@ -281,7 +285,7 @@ class WebSocketConnection:
     def run(self) -> None:
         """Read and dispatch until the connection ends; fires ``on_close`` exactly once."""
         sock = self._sock
-        parser = self._parser
+        proto = self._proto
         handler = self._handler
         reader = SocketReader(sock)  # waits, then reads: no failed recv() per request
         try:
@@ -292,68 +296,44 @@ class WebSocketConnection:
                     break
                 if not data:
                     break
-                try:
-                    messages = parser.feed(data)
-                except ProtocolError as exc:
-                    self._protocol_failure(exc)
-                    break
-                for opcode, payload in messages:
-                    if opcode == frames.OP_TEXT:
-                        try:
-                            text = payload.decode("utf-8")
-                        except UnicodeDecodeError as exc:
-                            # RFC 6455 §8.1: an endpoint that receives invalid UTF-8 in a text
-                            # message MUST fail the connection (1007).
-                            self._protocol_failure(ProtocolError("invalid UTF-8 in a text message: %s" % exc, 1007))
-                            break
-                        handler.on_text(self, text)
-                    elif opcode == frames.OP_BINARY:
-                        handler.on_binary(self, payload)
-                    elif opcode == frames.OP_PING:
-                        if self._state == OPEN:
-                            self._write(frames.encode_frame(frames.OP_PONG, payload))
-                    elif opcode == frames.OP_PONG:
+                events = proto.receive_data(data)
+                for kind, value in events:
+                    if kind == TEXT:
+                        handler.on_text(self, value)
+                    elif kind == BINARY:
+                        handler.on_binary(self, value)
+                    elif kind == PING:
+                        pong = proto.data_to_send()
+                        if pong and self._state == OPEN:
+                            self._write(pong)
+                    else:  # PONG
                         self.is_alive = True
-                        handler.on_pong(self, payload)
-                    else:  # OP_CLOSE
-                        self._on_close_frame(payload)
-                        break
+                        handler.on_pong(self, value)
                     if self._state == CLOSED:
                         break
-                if len(messages) > 16:
+                if proto.state == CLOSED:  # the peer's close frame, or a protocol violation
+                    self._protocol_closed()
+                    break
+                if len(events) > 16:
                     # A peer that keeps our socket full would otherwise never let the hub run
                     # (recv returns at once while data is there): let the others have a turn.
                     gevent.idle()
         finally:
+            self._proto.receive_eof()
             self._finish()
 
     # Internals ---------------------------------------------------------------------------
 
-    def _on_close_frame(self, payload: bytes) -> None:
-        try:
-            code, reason = frames.parse_close_payload(payload)
-        except ProtocolError as exc:
-            self._protocol_failure(exc)
-            return
-        self._close_code = code
-        self._close_reason = reason
-        if not self._close_sent:
-            # Echo the peer's code, as RFC 6455 §5.5.1 asks (1005 means "no code": echo empty).
-            self._send_close(None if code == 1005 else code, "")
-        self._state = CLOSING
+    def _protocol_closed(self) -> None:
+        """Send the protocol's last words (the close answer), then close the TCP connection."""
+        if self._proto.error is not None:
+            self._handler.on_error(self, self._proto.error)
+        answer = self._proto.data_to_send()
+        if answer and self._state != CLOSED:
+            self._write(answer)
+        if self._state == OPEN:
+            self._state = CLOSING
         self._shutdown()
-
-    def _protocol_failure(self, exc: ProtocolError) -> None:
-        self._handler.on_error(self, exc)
-        self._close_code = exc.close_code
-        self._close_reason = str(exc)[:120]
-        if not self._close_sent:
-            self._send_close(exc.close_code, str(exc)[:120])
-        self._shutdown()
-
-    def _send_close(self, code: Optional[int], reason: str) -> None:
-        self._close_sent = True
-        self._write(frames.encode_close(code, reason))
 
     def _write(self, data: bytes) -> bool:
         # Like send_frame() but also while CLOSING (for the close frame itself), and never
@@ -380,8 +360,7 @@ class WebSocketConnection:
         self._outbox_bytes += len(data)
         if self._outbox_bytes > self._max_outbox:
             logger.warning("dropping slow consumer %r: %d bytes queued", self, self._outbox_bytes)
-            self._close_code = SLOW_CONSUMER_CODE
-            self._close_reason = "slow consumer"
+            self._local_close = (SLOW_CONSUMER_CODE, "slow consumer")
             self._outbox = None
             self._outbox_bytes = 0
             self._abort()
@@ -440,4 +419,4 @@ class WebSocketConnection:
             self._sock.close()
         except OSError:
             pass
-        self._handler.on_close(self, self._close_code, self._close_reason)
+        self._handler.on_close(self, self.close_code, self.close_reason)

@@ -28,7 +28,7 @@ OP_PONG = 0xA
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 #: Close codes a peer may legitimately send (RFC 6455 §7.4 plus the 1012-1014 registry additions).
-_VALID_PEER_CLOSE = {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014}
+VALID_PEER_CLOSE = {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014}
 
 _pack_h = struct.Struct("!H").pack
 _pack_q = struct.Struct("!Q").pack
@@ -159,7 +159,7 @@ def parse_close_payload(payload: bytes) -> Tuple[int, str]:
     if len(payload) == 1:
         raise ProtocolError("close frame with a 1-byte payload")
     code = _unpack_h(payload)[0]
-    if not (code in _VALID_PEER_CLOSE or 3000 <= code <= 4999):
+    if not (code in VALID_PEER_CLOSE or 3000 <= code <= 4999):
         raise ProtocolError("invalid close code %d" % code)
     try:
         reason = payload[2:].decode("utf-8")
@@ -193,8 +193,9 @@ class FrameParser:
         self._inflate = inflate
         self._frag_compressed = False
 
-    def feed(self, data: bytes) -> List[Message]:
-        """Add received bytes; return the complete messages (data and control) they finish.
+    def feed(self, data: bytes, out: Optional[List[Message]] = None) -> List[Message]:
+        """Add received bytes; return the complete messages (data and control) they finish,
+        appended to ``out`` when given (so that the messages before an error are kept there).
 
         Raises:
             ProtocolError: the peer broke the protocol (its ``close_code`` says how to close).
@@ -224,10 +225,14 @@ class FrameParser:
                 elif b1 < 0x7E and b1 == len(data) - 2:  # unmasked, 7-bit length
                     start = 2
                 if start and (self._max is None or len(data) - start <= self._max):
-                    if self._expect_masked:
-                        return [(OP_TEXT, unmask(data[start:], data[start - 4:start]))]
-                    return [(OP_TEXT, bytes(data[start:]))]
-        out: List[Message] = []
+                    whole = (OP_TEXT, unmask(data[start:], data[start - 4:start]) if self._expect_masked
+                             else bytes(data[start:]))
+                    if out is None:
+                        return [whole]
+                    out.append(whole)
+                    return out
+        if out is None:
+            out = []
         pos = 0
         total = len(view)
         limit = self._max

@@ -1,10 +1,11 @@
-"""The client side of the WebSocket upgrade, sans I/O.
+"""Where the client connects and what it asks for, sans I/O.
 
 * :func:`build_connect_url`: ``url`` + ``custom_params`` exactly as the original connector
   builds it (``URLSearchParams`` form encoding of ``String(value)``);
 * :func:`parse_ws_url`: where to connect and what to ask for;
-* :func:`handshake_request` / :func:`check_handshake_response`: the HTTP/1.1 upgrade (RFC 6455
-  §4.1) and the checks of the server's ``101`` answer.
+* :func:`header_pairs`: the validated extra headers of the upgrade request.
+
+The upgrade request and the checks of its answer are in :mod:`crossws_sync.handshake`.
 
 Pure: no gevent, no sockets.
 """
@@ -13,14 +14,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Mapping, Optional, Tuple
 from urllib.parse import urlsplit
 
-from . import frames
-from .errors import ConfigError, HandshakeError
+from .errors import ConfigError
 
-#: Largest HTTP answer to the upgrade request.
-MAX_HANDSHAKE_BYTES = 64 << 10
 _RESERVED_HEADERS = frozenset({"upgrade", "connection", "sec-websocket-key", "sec-websocket-version",
                                "sec-websocket-accept", "sec-websocket-extensions"})
 
@@ -149,50 +147,6 @@ def parse_ws_url(url: str) -> Target:
     return Target(secure, host, port, resource, host_header)
 
 
-def handshake_request(target: Target, key: str, headers: Tuple[Tuple[str, str], ...]) -> bytes:
-    """Return the bytes of the HTTP/1.1 upgrade request (``headers`` come from :func:`header_pairs`)."""
-    lines = ["GET %s HTTP/1.1" % target.resource]
-    names = {name.lower() for name, _ in headers}
-    if "host" not in names:
-        lines.append("Host: %s" % target.host_header)
-    lines += ["Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Key: %s" % key,
-              "Sec-WebSocket-Version: 13"]
-    lines += ["%s: %s" % pair for pair in headers]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
-def check_handshake_response(head: bytes, key: str, *, extensions_offered: bool = False) -> Optional[str]:
-    """Raise :class:`HandshakeError` unless ``head`` is a valid ``101`` answer for ``key``.
-
-    Returns:
-        the answer's ``Sec-WebSocket-Extensions`` value (``None`` without one); one is an error
-        unless the client offered extensions.
-    """
-    text = head.decode("latin-1")
-    status_line, _, rest = text.partition("\r\n")
-    parts = status_line.split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
-        raise HandshakeError("invalid HTTP status line %r" % status_line[:100])
-    status = int(parts[1])
-    if status != 101:
-        raise HandshakeError("server refused the WebSocket upgrade: HTTP %s" % " ".join(parts[1:]), status)
-    fields: Dict[str, str] = {}
-    for line in rest.split("\r\n"):
-        name, sep, value = line.partition(":")
-        if sep:
-            fields[name.strip().lower()] = value.strip()
-    if fields.get("upgrade", "").lower() != "websocket":
-        raise HandshakeError("101 answer without 'Upgrade: websocket'", status)
-    if "upgrade" not in [token.strip().lower() for token in fields.get("connection", "").split(",")]:
-        raise HandshakeError("101 answer without 'Connection: Upgrade'", status)
-    if fields.get("sec-websocket-accept") != frames.accept_key(key):
-        raise HandshakeError("wrong Sec-WebSocket-Accept in the 101 answer", status)
-    extensions = fields.get("sec-websocket-extensions")
-    if extensions and not extensions_offered:
-        raise HandshakeError("server selected an extension the client did not offer", status)
-    return extensions or None
-
-
 def header_pairs(headers: Any) -> Tuple[Tuple[str, str], ...]:
     """Validate extra upgrade headers (a mapping or ``(name, value)`` pairs) into a tuple of pairs.
 
@@ -220,11 +174,8 @@ def header_pairs(headers: Any) -> Tuple[Tuple[str, str], ...]:
 
 
 __all__ = [
-    "MAX_HANDSHAKE_BYTES",
     "Target",
     "build_connect_url",
-    "check_handshake_response",
-    "handshake_request",
     "header_pairs",
     "js_string",
     "parse_ws_url",

@@ -7,8 +7,6 @@ the registry of *system events* (``connection``, ``close``...), so a frame such 
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 import time
 from dataclasses import dataclass, field
@@ -20,6 +18,7 @@ from . import frames
 from .connection import ConnectionHandler, WebSocketConnection
 from .deflate import DeflateOptions, PerMessageDeflate, negotiate
 from .errors import ConfigError, ProtocolError
+from .handshake import accept_headers, check_request
 from .listeners import ListenerRegistry
 from .protocol import MISSING, decode_client_frame, encode_ack, encode_ack_bytes
 from .frames import encode_text_bytes
@@ -250,7 +249,7 @@ class WebSocketService(ConnectionHandler):
         request = Request(environ)
         legacy_ws = environ.get("wsgi.websocket")  # gevent-websocket's handler already upgraded
         if legacy_ws is None:
-            problem = self._check_handshake(environ)
+            problem = check_request(environ)
             if problem is not None:
                 return self._reject(start_response, problem[0], problem[1], problem[2])
         if not self._accepting:
@@ -288,18 +287,14 @@ class WebSocketService(ConnectionHandler):
             if sock is None:
                 logger.error("no raw socket in the WSGI environ: serve with crossws_sync's handler or worker")
                 return self._reject(start_response, 500, "WebSocket needs crossws_sync's WSGI handler", [])
-            headers = [
-                ("Upgrade", "websocket"),
-                ("Connection", "Upgrade"),
-                ("Sec-WebSocket-Accept", frames.accept_key(environ["HTTP_SEC_WEBSOCKET_KEY"].strip())),
-            ]
             offers = environ.get("HTTP_SEC_WEBSOCKET_EXTENSIONS")
+            agreement = None
             if settings.per_message_deflate is not None and offers:
                 agreement = negotiate(offers, settings.per_message_deflate)
                 if agreement is not None:
-                    headers.append(("Sec-WebSocket-Extensions", agreement.header()))
                     deflater = PerMessageDeflate(agreement, True, settings.per_message_deflate,
                                                  settings.max_message_size)
+            headers = accept_headers(environ, agreement.header() if agreement is not None else None)
             write = start_response("101 Switching Protocols", headers)
             write(b"")
             # The HTTP reader and its 8 KiB buffer are not needed any more (frames are read from
@@ -330,26 +325,6 @@ class WebSocketService(ConnectionHandler):
     def _serve(self, conn: WebSocketConnection) -> None:
         self.system_events.emit("connection", conn, conn.request)
         conn.run()
-
-    @staticmethod
-    def _check_handshake(environ: Dict[str, Any]) -> Optional[Tuple[int, str, List[Tuple[str, str]]]]:
-        if environ.get("REQUEST_METHOD") != "GET":
-            return 400, "WebSocket upgrade needs GET", []
-        if "upgrade" not in environ.get("HTTP_CONNECTION", "").lower():
-            return 400, "missing Connection: Upgrade", []
-        if environ.get("HTTP_SEC_WEBSOCKET_VERSION", "").strip() != "13":
-            return 426, "unsupported WebSocket version", [("Sec-WebSocket-Version", "13")]
-        if not environ.get("HTTP_SEC_WEBSOCKET_KEY"):
-            return 400, "missing Sec-WebSocket-Key", []
-        # RFC 6455 §4.2.1: HTTP/1.1 or higher, a Host, and a key that is 16 bytes in base64
-        # (two Sec-WebSocket-Key headers arrive joined by a comma, which fails this check too).
-        if environ.get("SERVER_PROTOCOL", "HTTP/1.1") in ("HTTP/1.0", "HTTP/0.9"):
-            return 400, "WebSocket upgrade needs HTTP/1.1", []
-        if not environ.get("HTTP_HOST"):
-            return 400, "missing Host", []
-        if not _valid_key(environ["HTTP_SEC_WEBSOCKET_KEY"].strip()):
-            return 400, "Sec-WebSocket-Key is not 16 bytes in base64", []
-        return None
 
     def _refuse(self, start_response: Callable[..., Any], legacy_ws: Any, rejection: Reject) -> List[bytes]:
         self.stats["rejected_upgrades"] += 1
@@ -451,13 +426,6 @@ class WebSocketService(ConnectionHandler):
             if conn.send_frame(frame):
                 sent += 1
         return sent
-
-
-def _valid_key(key: str) -> bool:
-    try:
-        return len(key) == 24 and len(base64.b64decode(key, validate=True)) == 16
-    except (binascii.Error, ValueError):
-        return False
 
 
 def _close_quietly(stream: Any) -> None:

@@ -23,6 +23,8 @@ PACKAGE_DIR = os.path.dirname(os.path.abspath(crossws_sync.__file__))
 PURE_MODULES = [
     "errors",
     "frames",
+    "websocket",
+    "handshake",
     "deflate",
     "names",
     "protocol",
@@ -38,7 +40,7 @@ PURE_MODULES = [
     "directory",
 ]
 #: Pure modules that already exist: their disappearance (or a rename) must fail, not skip.
-REQUIRED_PURE_MODULES = ["errors", "frames", "protocol", "listeners", "rooms", "request", "config", "results", "backoff",
+REQUIRED_PURE_MODULES = ["errors", "frames", "websocket", "handshake", "protocol", "listeners", "rooms", "request", "config", "results", "backoff",
                          "envelope", "upgrade", "directory"]
 #: Top-level packages a pure module must never import, directly or indirectly.
 FORBIDDEN = {"gevent", "geventwebsocket", "redis", "hiredis", "socket", "_socket", "ssl", "select", "selectors", "greenlet"}
