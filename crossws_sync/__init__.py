@@ -5,6 +5,7 @@ import importlib
 import logging
 from typing import TYPE_CHECKING, Any, List
 
+from ._aliases import install_module_aliases
 from .errors import (
     AckTimeoutError,
     ConfigError,
@@ -27,23 +28,23 @@ from .errors import (
 _LAZY = {
     "CrossServerBus": ".bus",
     "WebSocketConnector": ".client",
-    "WebSocketConnection": ".connection",
-    "Request": ".request",
-    "parse_ws_request_params": ".request",
+    "WebSocketConnection": ".server.connection",
+    "Request": ".wire.request",
+    "parse_ws_request_params": ".wire.request",
     "Result": ".results",
-    "CrossServerAdapter": ".server",
-    "WebSocketCrossServerAdapter": ".server",
-    "Reject": ".wsserver",
+    "CrossServerAdapter": ".adapter",
+    "WebSocketCrossServerAdapter": ".adapter",
+    "Reject": ".server.service",
 }
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
-    from .bus import CrossServerBus
-    from .client import WebSocketConnector
-    from .connection import WebSocketConnection
-    from .request import Request, parse_ws_request_params
+    from .bus.bus import CrossServerBus
+    from .client.connector import WebSocketConnector
+    from .server.connection import WebSocketConnection
+    from .wire.request import Request, parse_ws_request_params
     from .results import Result
-    from .server import CrossServerAdapter, WebSocketCrossServerAdapter
-    from .wsserver import Reject
+    from .adapter import CrossServerAdapter, WebSocketCrossServerAdapter
+    from .server.service import Reject
 
 
 def __getattr__(name: str) -> Any:
@@ -62,6 +63,7 @@ def __dir__() -> List[str]:
 __version__ = "0.1.0"
 
 logging.getLogger("crossws_sync").addHandler(logging.NullHandler())
+install_module_aliases()
 
 __all__ = [
     "__version__",

@@ -7,7 +7,7 @@ import gevent
 import pytest
 import redis
 
-from crossws_sync.bus import CrossServerBus
+from crossws_sync.bus.bus import CrossServerBus
 
 
 @pytest.fixture

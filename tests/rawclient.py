@@ -6,7 +6,7 @@ import socket
 import struct
 from typing import Any, Dict, List, Optional, Tuple
 
-from crossws_sync import frames
+from crossws_sync.wire import frames
 
 
 class HandshakeRejected(Exception):

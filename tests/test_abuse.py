@@ -18,7 +18,7 @@ import gevent
 import gevent.pool
 import pytest
 
-from crossws_sync import frames
+from crossws_sync.wire import frames
 from faultkit import Canary, NodeProcess, ask, latency_summary, mib, record
 from rawclient import HandshakeRejected, RawClient
 from support import wait_for

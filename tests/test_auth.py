@@ -16,7 +16,11 @@ import greenlet
 import pytest
 from gevent.server import StreamServer
 
-from crossws_sync import Reject, WebSocketCrossServerAdapter, frames, wsserver
+from crossws_sync import Reject, WebSocketCrossServerAdapter
+
+from crossws_sync.wire import frames
+
+from crossws_sync.server import service as wsserver
 from faultkit import ask, record, splice
 from rawclient import HandshakeRejected, RawClient
 from support import make_certificate, wait_for

@@ -10,7 +10,7 @@ import sys
 import gevent
 import redis
 
-import crossws_sync.server as server_module
+import crossws_sync.adapter as server_module
 from crossws_sync import WebSocketCrossServerAdapter
 from support import free_port, repo_root, terminate_process, wait_for
 

@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from crossws_sync.backoff import reconnect_delay
+from crossws_sync.core.backoff import reconnect_delay
 from crossws_sync.errors import ConfigError
 
 

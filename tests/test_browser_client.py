@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 import gevent
 import pytest
 
-from crossws_sync.server import WebSocketCrossServerAdapter
+from crossws_sync.adapter import WebSocketCrossServerAdapter
 from support import free_port, repo_root, terminate_process
 
 JS_DIR = os.path.join(repo_root(), "tests", "js")

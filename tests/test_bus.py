@@ -12,8 +12,8 @@ import msgpack
 import pytest
 
 from bus_fixtures import Spy, collect, make_bus  # noqa: F401 - make_bus is a fixture
-from crossws_sync import envelope as env
-from crossws_sync.bus import CrossServerBus
+from crossws_sync.wire import envelope as env
+from crossws_sync.bus.bus import CrossServerBus
 from crossws_sync.errors import ConfigError, RedisUnavailableError
 from support import repo_root, terminate_process, wait_for
 
@@ -492,7 +492,7 @@ CHILD = textwrap.dedent("""
     from gevent import monkey; monkey.patch_all()
     import sys, gevent
     sys.path.insert(0, {root!r})
-    from crossws_sync.bus import CrossServerBus
+    from crossws_sync.bus.bus import CrossServerBus
     bus = CrossServerBus(server_name=sys.argv[1], redis_config=[{{"host": "127.0.0.1", "port": int(sys.argv[2])}}],
                          redis_codec=sys.argv[3])
     bus.on_cross_server_event("ask", lambda data, cb: cb({{"from": bus.server_name, "pid": __import__("os").getpid()}}))
@@ -526,7 +526,7 @@ def test_redis_without_monkey_patching_is_refused(redis_server):
     script = textwrap.dedent("""
         import sys
         sys.path.insert(0, {root!r})
-        from crossws_sync.bus import CrossServerBus
+        from crossws_sync.bus.bus import CrossServerBus
         from crossws_sync.errors import MonkeyPatchError
         try:
             CrossServerBus(server_name="a", redis_config=[{{"host": "127.0.0.1", "port": {port}}}])

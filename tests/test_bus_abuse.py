@@ -25,7 +25,8 @@ import redis as redis_py
 import zstandard
 
 import crossws_sync
-from crossws_sync import WebSocketCrossServerAdapter, envelope
+from crossws_sync import WebSocketCrossServerAdapter
+from crossws_sync.wire import envelope
 from faultkit import mib, record
 from rawclient import RawClient
 from support import wait_for

@@ -8,7 +8,7 @@ import gevent
 import pytest
 
 from bus_fixtures import Spy, collect, make_bus  # noqa: F401 - make_bus is a fixture
-from crossws_sync import envelope as env
+from crossws_sync.wire import envelope as env
 from crossws_sync.errors import ConfigError
 from support import wait_for
 

@@ -2,7 +2,7 @@
 import gevent
 from gevent.event import AsyncResult
 
-from crossws_sync.calls import PendingCalls
+from crossws_sync.bus.calls import PendingCalls
 
 
 def make():

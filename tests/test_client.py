@@ -14,8 +14,8 @@ import gevent.ssl
 import psutil
 import pytest
 
-from crossws_sync import frames
-from crossws_sync.client import LIFECYCLE_EVENTS, WebSocketConnector
+from crossws_sync.wire import frames
+from crossws_sync.client.connector import LIFECYCLE_EVENTS, WebSocketConnector
 from crossws_sync.errors import ConfigError, ConnectTimeoutError, HandshakeError
 from support import free_port, wait_for
 

@@ -6,8 +6,8 @@ import zlib
 
 import pytest
 
-from crossws_sync import frames
-from crossws_sync.deflate import (
+from crossws_sync.wire import frames
+from crossws_sync.wire.deflate import (
     Agreement, DeflateOptions, PerMessageDeflate, accept, client_offer, negotiate, options_from, parse_header,
 )
 from crossws_sync.errors import ConfigError, HandshakeError, MessageTooBig, ProtocolError

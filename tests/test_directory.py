@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from crossws_sync.directory import ClusterDirectory, SnapshotAssembler, snapshot_parts
+from crossws_sync.core.directory import ClusterDirectory, SnapshotAssembler, snapshot_parts
 
 
 def _rooms(count, members=3, width=50):

@@ -5,7 +5,7 @@ import gevent
 import gevent.event
 import pytest
 
-from crossws_sync.dispatch import Dispatcher
+from crossws_sync.io.dispatch import Dispatcher
 
 
 def test_calls_run_in_submission_order_on_one_reused_worker():

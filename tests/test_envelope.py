@@ -7,11 +7,11 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crossws_sync import envelope as env
-from crossws_sync import protocol
-from crossws_sync.envelope import EnvelopeCodec
+from crossws_sync.wire import envelope as env
+from crossws_sync.wire import events as protocol
+from crossws_sync.wire.envelope import EnvelopeCodec
 from crossws_sync.errors import ConfigError, EnvelopeError
-from crossws_sync.protocol import MISSING
+from crossws_sync.wire.events import MISSING
 
 # Literal decoded examples of the original's envelopes (probed on the original, nodes nodeA / nodeB).
 REQUEST_JSON = ('{"data":{"event":"ask","senderServer":"nodeA","payload":{"q":1},"targetServer":["nodeB"],'

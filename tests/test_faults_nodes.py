@@ -22,7 +22,7 @@ import gevent
 import pytest
 
 from crossws_sync import WebSocketConnector, WebSocketCrossServerAdapter
-from crossws_sync.backoff import reconnect_delay
+from crossws_sync.core.backoff import reconnect_delay
 from faultkit import NodeProcess, TcpBalancer, ask, record, start_nodes
 from rawclient import RawClient
 from support import free_port, repo_root, terminate_process, wait_for

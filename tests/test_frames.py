@@ -7,9 +7,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crossws_sync import frames
+from crossws_sync.wire import frames
 from crossws_sync.errors import CrossWSError, MessageTooBig, ProtocolError
-from crossws_sync.frames import (
+from crossws_sync.wire.frames import (
     OP_BINARY,
     OP_CLOSE,
     OP_CONT,

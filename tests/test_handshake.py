@@ -1,9 +1,9 @@
 """The opening handshake of both roles (pure): RFC 6455 §4.1 and §4.2.1."""
 import pytest
 
-from crossws_sync import frames
+from crossws_sync.wire import frames
 from crossws_sync.errors import HandshakeError
-from crossws_sync.handshake import accept_headers, check_handshake_response, check_request, handshake_request, valid_key
+from crossws_sync.wire.handshake import accept_headers, check_handshake_response, check_request, handshake_request, valid_key
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 

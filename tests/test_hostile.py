@@ -246,7 +246,7 @@ def test_hostile_name_sequences_keep_system_channels_and_reach_only_addressed_us
 
 
 def test_a_big_cluster_snapshot_goes_in_parts_under_the_cap_and_a_fresh_peer_syncs(cluster, redis_factory, monkeypatch):
-    import crossws_sync.directory as directory
+    import crossws_sync.core.directory as directory
 
     monkeypatch.setattr(directory.snapshot_parts, "__defaults__", (16 * 1024,))
     server = redis_factory()

@@ -19,61 +19,46 @@ from crossws_sync import errors
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(crossws_sync.__file__))
 
-#: Modules that must stay pure: no gevent, redis or socket (docs/index.md, code map).
-PURE_MODULES = [
-    "errors",
-    "frames",
-    "websocket",
-    "handshake",
-    "deflate",
-    "names",
-    "protocol",
-    "listeners",
-    "rooms",
-    "request",
-    "config",
-    "results",
-    "backoff",
-    "envelope",
-    "signing",
-    "upgrade",
-    "directory",
-]
-#: Pure modules that already exist: their disappearance (or a rename) must fail, not skip.
-REQUIRED_PURE_MODULES = ["errors", "frames", "websocket", "handshake", "protocol", "listeners", "rooms", "request", "config", "results", "backoff",
-                         "envelope", "upgrade", "directory"]
+#: Layers, lowest first: a module imports only from lower layers and from its own package
+#: (docs/index.md, code map). Type-checking-only imports count too.
+LAYERS = {
+    "errors": 0, "results": 0, "_aliases": 0,
+    "config": 1, "core": 1,
+    "wire": 2,
+    "io": 3,
+    "bus": 4, "server": 4, "client": 4,
+    "cluster": 5,
+    "adapter": 6,
+    "__init__": 7, "demo": 7,
+    "__main__": 8,
+}
+#: What must stay pure: no gevent, redis or socket, directly or indirectly.
+PURE_PACKAGES = ["core", "wire"]
+PURE_TOP = ["errors", "results", "config"]
 #: Top-level packages a pure module must never import, directly or indirectly.
 FORBIDDEN = {"gevent", "geventwebsocket", "redis", "hiredis", "socket", "_socket", "ssl", "select", "selectors", "greenlet"}
 
 
+def all_modules():
+    """Every module of the package, as dotted names under ``crossws_sync`` (``wire.frames``)."""
+    names = []
+    for dirpath, _, files in os.walk(PACKAGE_DIR):
+        if "static" in os.path.relpath(dirpath, PACKAGE_DIR).split(os.sep):
+            continue
+        for f in files:
+            if f.endswith(".py"):
+                rel = os.path.relpath(os.path.join(dirpath, f), PACKAGE_DIR)[:-3].replace(os.sep, ".")
+                names.append(rel[:-len(".__init__")] if rel.endswith(".__init__") else rel)
+    return sorted(names)
+
+
+def pure_modules():
+    return [m for m in all_modules() if m.split(".")[0] in PURE_PACKAGES or m in PURE_TOP]
+
+
 def module_path(name):
-    return os.path.join(PACKAGE_DIR, name + ".py")
-
-
-def existing_pure_modules():
-    return [name for name in PURE_MODULES if os.path.exists(module_path(name))]
-
-
-def require_module(name):
-    if not os.path.exists(module_path(name)):
-        pytest.skip("crossws_sync/%s.py does not exist yet (pure module not checked)" % name)
-
-
-def imported_names(tree):
-    """(absolute module names, relative module names) imported anywhere in the module."""
-    absolute, relative = set(), set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            absolute.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                if node.module:
-                    relative.add(node.module.split(".")[0])
-                else:
-                    relative.update(alias.name for alias in node.names)
-            else:
-                absolute.add(node.module)
-    return absolute, relative
+    base = os.path.join(PACKAGE_DIR, *name.split("."))
+    return os.path.join(base, "__init__.py") if os.path.isdir(base) else base + ".py"
 
 
 def parse(name):
@@ -81,59 +66,123 @@ def parse(name):
         return ast.parse(source.read(), filename=module_path(name))
 
 
-def test_the_pure_modules_written_so_far_exist():
-    missing = [name for name in REQUIRED_PURE_MODULES if not os.path.exists(module_path(name))]
-    assert not missing, "pure modules missing or renamed: %s" % missing
-    assert len(existing_pure_modules()) >= len(REQUIRED_PURE_MODULES)
+def imports_of(name):
+    """(external top-level modules, crossws_sync modules) that ``name`` imports anywhere."""
+    external, internal = set(), set()
+    is_package = module_path(name).endswith("__init__.py")
+    package = name.split(".") if is_package else name.split(".")[:-1]
+    for node in ast.walk(parse(name)):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("crossws_sync."):
+                    internal.add(alias.name[len("crossws_sync."):])
+                elif alias.name != "crossws_sync":
+                    external.add(alias.name.split(".")[0])
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[:len(package) - (node.level - 1)] if node.level > 1 else package
+                if node.level - 1 > len(package):
+                    continue
+                target = base + (node.module.split(".") if node.module else [])
+            elif node.module == "crossws_sync" or node.module.startswith("crossws_sync."):
+                target = node.module.split(".")[1:]
+            else:
+                external.add(node.module.split(".")[0])
+                continue
+            for alias in node.names:  # "from .wire import frames" imports the module wire.frames
+                candidate = ".".join(target + [alias.name])
+                if os.path.exists(module_path(candidate)) if candidate else False:
+                    internal.add(candidate)
+                elif target:
+                    internal.add(".".join(target))
+    return external, internal - {""}
 
 
-@pytest.mark.parametrize("name", PURE_MODULES)
+def layer(name):
+    return LAYERS[name.split(".")[0]]
+
+
+def test_every_module_has_a_layer():
+    assert not [m for m in all_modules() if m.split(".")[0] not in LAYERS]
+
+
+def test_no_module_imports_upward_or_across():
+    problems = []
+    for name in all_modules():
+        for target in imports_of(name)[1]:
+            same_package = target.split(".")[0] == name.split(".")[0]
+            if not same_package and layer(target) >= layer(name):
+                problems.append("%s imports %s" % (name, target))
+    assert not problems, problems
+
+
+def test_no_import_cycles():
+    graph = {name: {t for t in imports_of(name)[1] if t in graph_nodes()} for name in all_modules()}
+    state = {}
+    cycles = []
+
+    def visit(node, stack):
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                cycles.append(stack[stack.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt, stack + [nxt])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert not cycles, cycles
+
+
+def graph_nodes():
+    return set(all_modules())
+
+
+def test_the_layout_is_what_the_code_map_says():
+    assert {m.split(".")[0] for m in all_modules()} == set(LAYERS)
+    assert len(pure_modules()) >= 15
+
+
+@pytest.mark.parametrize("name", pure_modules())
 def test_pure_module_imports_nothing_forbidden_statically(name):
-    require_module(name)
-    absolute, relative = imported_names(parse(name))
-    bad = sorted(m for m in absolute if m.split(".")[0] in FORBIDDEN)
+    external, internal = imports_of(name)
+    bad = sorted(m for m in external if m in FORBIDDEN)
     assert not bad, "crossws_sync.%s imports %s" % (name, bad)
-    # Relative imports may only reach other pure modules (no path to gevent through the package).
-    impure = sorted(relative - set(PURE_MODULES))
-    assert not impure, "crossws_sync.%s imports non-pure sibling modules %s" % (name, impure)
+    impure = sorted(m for m in internal if m not in pure_modules() and m.split(".")[0] not in PURE_PACKAGES)
+    assert not impure, "crossws_sync.%s imports impure modules %s" % (name, impure)
 
 
 _PROBE = r"""
-import importlib, json, sys, types
-package = types.ModuleType("crossws_sync")
-package.__path__ = [sys.argv[1]]
-sys.modules["crossws_sync"] = package  # bypass __init__ (it pulls in the I/O modules on purpose)
+import importlib, json, os, sys, types
+root = sys.argv[1]
+for name in ["crossws_sync", "crossws_sync.core", "crossws_sync.wire"]:
+    package = types.ModuleType(name)  # bypass the __init__ files (the root's pulls in the I/O modules on purpose)
+    package.__path__ = [os.path.join(root, *name.split(".")[1:])]
+    sys.modules[name] = package
 importlib.import_module("crossws_sync." + sys.argv[2])
 print(json.dumps(sorted(sys.modules)))
 """
 
 
-@pytest.mark.parametrize("name", PURE_MODULES)
+@pytest.mark.parametrize("name", pure_modules())
 def test_pure_module_imports_nothing_forbidden_in_a_fresh_interpreter(name):
-    require_module(name)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
-    proc = subprocess.run(
-        [sys.executable, "-c", _PROBE, PACKAGE_DIR, name],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        cwd=os.path.dirname(PACKAGE_DIR),
-    )
+    proc = subprocess.run([sys.executable, "-c", _PROBE, PACKAGE_DIR, name], capture_output=True, text=True,
+                          timeout=60, env=env, cwd=os.path.dirname(PACKAGE_DIR))
     assert proc.returncode == 0, proc.stderr
     loaded = json.loads(proc.stdout)
     assert "crossws_sync." + name in loaded  # the probe really imported it
     bad = sorted(m for m in loaded if m.split(".")[0] in FORBIDDEN)
     assert not bad, "importing crossws_sync.%s loads %s" % (name, bad)
-    impure = sorted(
-        m for m in loaded if m.startswith("crossws_sync.") and m.split(".")[1] not in PURE_MODULES
-    )
+    impure = sorted(m for m in loaded if m.startswith("crossws_sync.")
+                    and m[len("crossws_sync."):] not in pure_modules() + PURE_PACKAGES)
     assert not impure, "importing crossws_sync.%s loads %s" % (name, impure)
 
 
-@pytest.mark.parametrize("name", PURE_MODULES)
+@pytest.mark.parametrize("name", pure_modules())
 def test_pure_module_never_sleeps(name):
-    require_module(name)
     calls = [
         node.lineno
         for node in ast.walk(parse(name))
@@ -149,27 +198,27 @@ def test_pure_module_never_sleeps(name):
 def test_probe_detects_a_forbidden_import(tmp_path):
     """The fresh-interpreter probe is not vacuous: a module importing socket is caught."""
     (tmp_path / "impure.py").write_text("import json\nimport socket\n")
-    proc = subprocess.run(
-        [sys.executable, "-c", _PROBE, str(tmp_path), "impure"], capture_output=True, text=True, timeout=60
-    )
+    proc = subprocess.run([sys.executable, "-c", _PROBE, str(tmp_path), "impure"], capture_output=True, text=True,
+                          timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "socket" in json.loads(proc.stdout)
-    tree = ast.parse("import gevent.event\nfrom redis import Redis\nfrom .connection import X\n")
-    absolute, relative = imported_names(tree)
-    assert absolute == {"gevent.event", "redis"} and relative == {"connection"}
+
+
+def test_the_import_scanner_sees_every_form():
+    external, internal = imports_of("adapter")
+    assert {"gevent"} <= external
+    assert {"wire.frames", "io.forks", "errors", "server.connection"} <= internal
 
 
 # Logging ---------------------------------------------------------------------------------------------
 
 
-def _package_modules():
-    return sorted(f[:-3] for f in os.listdir(PACKAGE_DIR) if f.endswith(".py"))
-
-
 def test_library_logging_conventions():
     """Fixed logger names under ``crossws_sync``; no handlers (except NullHandler), levels or basicConfig."""
     problems = []
-    for name in _package_modules():
+    for name in all_modules():
+        if name.split(".")[0] == "demo":
+            continue  # an application: it configures logging for its processes
         for node in ast.walk(parse(name)):
             if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
                 continue

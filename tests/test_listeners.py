@@ -3,7 +3,7 @@ import logging
 
 import pytest
 
-from crossws_sync.listeners import ListenerRegistry, check_event_name
+from crossws_sync.core.listeners import ListenerRegistry, check_event_name
 
 LOGGER = logging.getLogger("crossws_sync.tests.listeners")
 

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crossws_sync.errors import ConfigError, InvalidNameError
-from crossws_sync.names import (
+from crossws_sync.core.names import (
     check_name, check_namespace, namespace_channel, preset_namespace, reserved_reason, valid_name,
 )
 

@@ -3,9 +3,9 @@ import re
 
 import pytest
 
-from crossws_sync import protocol
+from crossws_sync.wire import events as protocol
 from crossws_sync.errors import CrossWSError, ProtocolError
-from crossws_sync.protocol import (
+from crossws_sync.wire.events import (
     MAX_CALLBACK_ID_LENGTH,
     MISSING,
     decode_client_frame,
@@ -239,7 +239,7 @@ def test_base36_matches_javascript_to_string_36():
 
 @pytest.mark.parametrize("payload", [MISSING, None, {"ok": True}, {"msg": "héllo ✓ \u2028"}, {1: "int key"}, [1, 2.5, "x"]])
 def test_ack_bytes_are_the_ack_text_in_utf8(payload):
-    from crossws_sync.protocol import encode_ack_bytes
+    from crossws_sync.wire.events import encode_ack_bytes
 
     assert encode_ack_bytes("cb-9", payload) == encode_ack("cb-9", payload).encode("utf-8")
 

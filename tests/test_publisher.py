@@ -4,7 +4,7 @@ import pytest
 import redis
 
 from crossws_sync.errors import RedisUnavailableError
-from crossws_sync.publisher import Command, NoWaitCommand, Publisher
+from crossws_sync.bus.publisher import Command, NoWaitCommand, Publisher
 from bus_fixtures import Spy
 from support import counting_sends, wait_for
 

@@ -5,7 +5,7 @@ from urllib.parse import unquote
 import pytest
 
 from crossws_sync import parse_ws_request_params as exported_parse
-from crossws_sync.request import Request, parse_ws_request_params
+from crossws_sync.wire.request import Request, parse_ws_request_params
 
 
 def compact(value):

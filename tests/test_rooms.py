@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crossws_sync.rooms import RoomRegistry
+from crossws_sync.core.rooms import RoomRegistry
 
 
 @pytest.fixture

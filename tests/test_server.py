@@ -9,7 +9,9 @@ import gevent
 import pytest
 import websocket  # websocket-client: an independent, real client implementation
 
-from crossws_sync import Reject, WebSocketCrossServerAdapter, frames
+from crossws_sync import Reject, WebSocketCrossServerAdapter
+
+from crossws_sync.wire import frames
 from rawclient import HandshakeRejected, RawClient
 from support import counting_sends, wait_for
 

@@ -1,9 +1,9 @@
 """Signed frames: bound to key and channel, refused when replayed, stale, from the future or v1."""
 import pytest
 
-from crossws_sync.envelope import EnvelopeCodec
+from crossws_sync.wire.envelope import EnvelopeCodec
 from crossws_sync.errors import EnvelopeError
-from crossws_sync.signing import ReplayGuard, sign, verify
+from crossws_sync.wire.signing import ReplayGuard, sign, verify
 
 KEY = b"shared"
 

@@ -5,7 +5,7 @@ import gevent
 import gevent.socket
 import pytest
 
-from crossws_sync.sockets import SocketReader
+from crossws_sync.io.sockets import SocketReader
 
 
 @pytest.fixture

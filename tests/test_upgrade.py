@@ -2,7 +2,7 @@
 import pytest
 
 from crossws_sync.errors import ConfigError
-from crossws_sync.upgrade import build_connect_url, header_pairs, js_string, parse_ws_url
+from crossws_sync.wire.url import build_connect_url, header_pairs, js_string, parse_ws_url
 
 
 def test_query_string_matches_the_probed_original():

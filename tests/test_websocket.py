@@ -4,11 +4,11 @@ import zlib
 
 import pytest
 
-from crossws_sync import frames
-from crossws_sync.deflate import DeflateOptions, PerMessageDeflate, accept, client_offer, negotiate
+from crossws_sync.wire import frames
+from crossws_sync.wire.deflate import DeflateOptions, PerMessageDeflate, accept, client_offer, negotiate
 from crossws_sync.errors import MessageTooBig, ProtocolError
-from crossws_sync.frames import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, encode_close, encode_frame
-from crossws_sync.websocket import BINARY, CLOSED, CLOSING, OPEN, PING, PONG, TEXT, WebSocketProtocol, sendable_close_code
+from crossws_sync.wire.frames import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, encode_close, encode_frame
+from crossws_sync.wire.websocket import BINARY, CLOSED, CLOSING, OPEN, PING, PONG, TEXT, WebSocketProtocol, sendable_close_code
 
 
 def server(**kwargs):

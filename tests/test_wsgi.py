@@ -15,7 +15,7 @@ from flask import Flask
 from gevent import pywsgi
 
 from crossws_sync import WebSocketCrossServerAdapter
-from crossws_sync.wsgi import WebSocketHandler
+from crossws_sync.server.wsgi import WebSocketHandler
 from rawclient import HandshakeRejected, RawClient
 from support import free_port, repo_root, terminate_process, wait_for
 

@@ -37,10 +37,10 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 import gevent
 from gevent import monkey
 
-from ..connection import WebSocketConnection
-from ..protocol import encode_event
-from ..request import Request
-from ..server import WebSocketCrossServerAdapter
+from ..server.connection import WebSocketConnection
+from ..wire.events import encode_event
+from ..wire.request import Request
+from ..adapter import WebSocketCrossServerAdapter
 
 logger = logging.getLogger("crossws_sync.demo.node")
 

@@ -1,0 +1,704 @@
+"""The cross-server bus: events, RPC callbacks and promises between servers over Redis pub/sub.
+
+Wire-compatible with the original Node.js library: the same channels
+(``<bridge_prefix>server_bridge``, ``<ws_prefix>...``, custom names), the same envelopes and
+the same JSON / MessagePack bytes, so original nodes and ours form one cluster.
+
+Topology (:mod:`crossws_sync.nodeset`): every bus subscribes every wanted channel on every
+Redis node (one subscriber connection per node) and publishes each message on exactly one
+healthy node, chosen by the strategy (``random``, ``round-robin``, ``fastest``); when that
+node fails the same bytes are published on the next healthy node. Each message therefore
+reaches every subscribed bus once. This module is the bus on top: channels, encode-once
+publishing, dropping our own echoes and routing what arrives by channel; the RPC protocol of
+the bridge channel (requests, replies, pending calls, listeners) is :mod:`crossws_sync.rpc`.
+
+Ours on top of the original (all additive on the wire):
+
+* each bus also subscribes ``<bridge_prefix>node:<server_name>``; its requests carry
+  ``replyTo`` so that replies from our nodes go to the requester only (original nodes still
+  reply on the bridge channel, and our nodes reply to original requesters there);
+* callback ids are unique across the cluster, cancelling one stops its timer, a publish that
+  no Redis node takes fails the call at once (``error_code='REDIS_UNAVAILABLE'``);
+* a server name that is already live in the cluster is detected and reported;
+* ``remove_redis_instance`` and a ``close`` that stops every greenlet and connection.
+
+Listeners, callbacks and the custom channel handler run on reusable worker greenlets
+(:mod:`crossws_sync.dispatch`), so a listener may block (even wait for another RPC) without
+stopping the bus. The local delivery of an event whose targets include this server runs
+synchronously inside the emit call, as in the original.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Union
+
+import gevent
+from gevent.event import AsyncResult
+
+from ..wire import envelope as env
+from .calls import ResultCallback
+from ..io.dispatch import Dispatcher
+from ..wire.envelope import EnvelopeCodec
+from ..errors import ConfigError, EnvelopeError, InvalidNameError, RedisUnavailableError
+from ..core.listeners import _SENTINEL
+from .node import RedisConfig, RedisNode
+from .nodes import STRATEGIES, RedisNodeSet
+from ..results import Result
+from .rpc import DEFAULT_TIMEOUT, BridgeRpc, Listener, guarded, positive_number
+
+logger = logging.getLogger("crossws_sync.bus")
+
+#: Seconds between two warnings about missed messages (each says how many since the last).
+_GAP_LOG_INTERVAL = 10.0
+
+#: Peers named in a codec-mismatch warning (one warning each; a flood of names stays quiet).
+_MAX_WARNED_PEERS = 1000
+
+#: Own publishes whose echo the listener expects (dropped undecoded); cleared when exceeded.
+_MAX_PENDING_ECHOES = 4096
+
+class CrossServerBus:
+    """Cross-server events, RPC and custom channels over one or more Redis nodes.
+
+    Args:
+        server_name: this server's name, unique in the cluster (sent in every envelope).
+        redis_config: Redis nodes; each a dict of redis-py options (``host``, ``port``,
+            ``password``, ``db``, ``username``, ``ssl``...) or a ``redis://`` URL.
+        bridge_prefix: prefix of the bridge channel (``csbp:`` -> ``csbp:server_bridge``).
+        ws_prefix: prefix of the WebSocket-routing channels (``ws:``).
+        redis_codec: ``"msgpack"`` (default, what the original sends by default) or ``"json"``.
+        redis_compress_threshold: zstd-compress bodies above this many bytes (ours only;
+            ``None``: never). Must be ``None`` when original Node nodes are in the cluster.
+        enable_redis_data_compression: the original's option; when given it wins: ``True`` =
+            MessagePack, ``False`` = JSON, both without zstd.
+        redis_force_ping: PING every node periodically (also with a single node).
+        redis_ping_interval: seconds between PINGs.
+        redis_ping_timeout: seconds a PING may take before its connection counts as down.
+        selection_strategy: ``"random"``, ``"round-robin"`` or ``"fastest"``.
+        on_redis_health_change: ``(is_healthy, info)`` on every health flip of a connection;
+            ``info`` has ``host, port, server_name, event, is_healthy, error,
+            healthy_subscriber_count, healthy_publisher_count, total_node_count, type``, plus
+            ``reason="auth"`` while Redis refuses the node's credentials; the hook is also called once (``event="auth_failed"``) when a node that is already down
+            starts refusing them, e.g. after Redis restarted with another password.
+        on_redis_subscription_error: ``(info)`` when a SUBSCRIBE / UNSUBSCRIBE fails; ``info``
+            has ``host, port, server_name, channel, event, error``.
+        custom_channels: extra channels subscribed from the start, for the custom handler.
+        initial_channels: extra channels the WebSocket layer wants from the start.
+        ws_message_handler: ``(channel, envelope)`` for messages on ``ws_prefix`` channels, called
+            in order in the Redis listener greenlet (it must not block).
+        signing_key: shared secret; when set every message is HMAC-signed and unsigned ones are
+            dropped (our nodes only).
+        max_decompressed_size: largest accepted message in bytes, plain or once decompressed.
+        on_server_name_conflict: ``(info)`` when another live node uses this server name;
+            ``info`` has ``server_name, host, port, subscribers``.
+        connect_timeout: TCP connect timeout to Redis, in seconds.
+        dispatch_concurrency: worker greenlets that may run (or block in) listeners / callbacks
+            at once; also the queue length at which the Redis listener waits for room.
+
+    Raises:
+        ConfigError: an invalid option.
+        MonkeyPatchError: Redis nodes configured but gevent monkey-patching missing.
+    """
+
+    def __init__(self, *, server_name: str, redis_config: Union[Sequence[RedisConfig], RedisConfig],
+                 bridge_prefix: str = "csbp:", ws_prefix: str = "ws:",
+                 redis_codec: str = "msgpack", redis_compress_threshold: Optional[int] = None,
+                 enable_redis_data_compression: Optional[bool] = None,
+                 redis_force_ping: bool = True, redis_ping_interval: float = 5.0, redis_ping_timeout: float = 2.0,
+                 selection_strategy: str = "random",
+                 on_redis_health_change: Optional[Callable[[bool, Result], Any]] = None,
+                 on_redis_subscription_error: Optional[Callable[[Result], Any]] = None,
+                 custom_channels: Union[str, Sequence[str], None] = None,
+                 initial_channels: Iterable[str] = (),
+                 ws_message_handler: Optional[Callable[[str, Any], Any]] = None,
+                 signing_key: Optional[bytes] = None,
+                 max_decompressed_size: int = 16 << 20,
+                 on_server_name_conflict: Optional[Callable[[Result], Any]] = None,
+                 connect_timeout: float = 2.0,
+                 dispatch_concurrency: int = 1000) -> None:
+        if not isinstance(server_name, str) or not server_name:
+            raise ConfigError("server_name must be specified for cross-server communication to work reliably.")
+        for label, prefix in (("bridge_prefix", bridge_prefix), ("ws_prefix", ws_prefix)):
+            if not isinstance(prefix, str) or not prefix:
+                raise ConfigError("%s must be a non-empty string" % label)
+        if bridge_prefix.startswith(ws_prefix) or ws_prefix.startswith(bridge_prefix):
+            raise ConfigError('bridgePrefix and wsPrefix must be different to avoid channel conflicts. '
+                              'Received: "%s" and "%s"' % (bridge_prefix, ws_prefix))
+        if selection_strategy not in STRATEGIES:
+            raise ConfigError("selection_strategy must be one of %s, got %r" % (", ".join(STRATEGIES), selection_strategy))
+        for label, number in (("redis_ping_interval", redis_ping_interval), ("redis_ping_timeout", redis_ping_timeout),
+                              ("connect_timeout", connect_timeout)):
+            if positive_number(number, 0.0) <= 0.0:
+                raise ConfigError("%s must be a positive number of seconds" % label)
+        for label, hook in (("on_redis_health_change", on_redis_health_change),
+                            ("on_redis_subscription_error", on_redis_subscription_error),
+                            ("ws_message_handler", ws_message_handler),
+                            ("on_server_name_conflict", on_server_name_conflict)):
+            if hook is not None and not callable(hook):
+                raise ConfigError("%s must be callable" % label)
+        if isinstance(redis_config, (str, dict)):
+            redis_config = [redis_config]
+        if not isinstance(redis_config, (list, tuple)):
+            raise ConfigError("redis_config must be a list of dicts or redis:// URLs")
+        if isinstance(custom_channels, str):
+            custom_channels = [custom_channels]
+        custom = list(custom_channels or [])
+        for channel in list(custom) + list(initial_channels):
+            _check_channel(channel, ConfigError)
+
+        self._server_name = server_name
+        self.bridge_prefix = bridge_prefix
+        self.ws_prefix = ws_prefix
+        self._codec: EnvelopeCodec = env.codec_from_options(
+            redis_codec=redis_codec, redis_compress_threshold=redis_compress_threshold,
+            enable_redis_data_compression=enable_redis_data_compression,
+            max_decompressed_size=max_decompressed_size, signing_key=signing_key)
+        self._on_name_conflict = on_server_name_conflict
+        self._ws_handler = ws_message_handler
+        self._custom_handler: Optional[Callable[[str, Any], Any]] = None
+
+        self.bridge_channel = env.bridge_channel(bridge_prefix)
+        self.node_channel = env.node_channel(bridge_prefix, server_name)
+        self._custom: Set[str] = set(custom)
+        self._ws_channels: Set[str] = set(initial_channels)
+        #: the WebSocket layer's system channels: no application call unsubscribes them
+        self._pinned: Set[str] = set(initial_channels)
+        self._echoes: Dict[bytes, int] = {}
+        self._foreign_codec_peers: Set[str] = set()
+
+        self._dispatcher = Dispatcher(dispatch_concurrency, "cross-server bus dispatch")
+        self._closed = False
+        self.server_name_conflict = False
+        self.stats: Dict[str, int] = dict.fromkeys(
+            ("published", "publish_failovers", "publish_failures", "received", "decode_errors", "self_echoes",
+             "requests", "replies", "late_replies", "dropped", "foreign_codec", "messages_missed",
+             "messages_late"), 0)
+        self._stamper = env.SequenceStamper()
+        self._gaps = env.GapDetector()
+        self._gap_logged_at = 0.0
+        self._gap_logged_missed = 0
+
+        self._nodes = RedisNodeSet(
+            server_name=server_name, on_message=self._on_node_message, stats=self.stats,
+            selection_strategy=selection_strategy, name_check_channel=self.node_channel,
+            on_name_conflict=self._on_node_name_conflict, on_health_change=on_redis_health_change,
+            on_subscription_error=on_redis_subscription_error, ping_interval=float(redis_ping_interval),
+            ping_timeout=float(redis_ping_timeout), force_ping=bool(redis_force_ping),
+            connect_timeout=float(connect_timeout))
+        self._rpc = BridgeRpc(server_name=server_name, bridge_prefix=bridge_prefix, codec=self._codec,
+                              nodes=self._nodes, publish=self.publish, expect_echo=self._expect_echo,
+                              dispatcher=self._dispatcher, stats=self.stats)
+        self._system_channels = {self.bridge_channel: self._rpc.on_bridge_message,
+                                 self.node_channel: self._rpc.on_bridge_message}
+        try:
+            self._nodes.start(redis_config, {self.bridge_channel, self.node_channel} | self._custom | self._ws_channels)
+        except BaseException:
+            self.close()
+            raise
+        logger.info("cross-server bus %r started with %d redis node(s), codec %s",
+                    server_name, len(self._nodes), self._codec.codec)
+
+    def __repr__(self) -> str:
+        return "CrossServerBus(server_name=%r, nodes=%r)" % (self._server_name, self._nodes.nodes)
+
+    # Properties ---------------------------------------------------------------------------
+
+    @property
+    def server_name(self) -> str:
+        """This server's name."""
+        return self._server_name
+
+    @property
+    def healthy(self) -> bool:
+        """Whether at least one Redis node has a healthy publisher."""
+        return self._nodes.healthy
+
+    @property
+    def settled(self) -> bool:
+        """Whether at least one Redis node is fully usable: publisher and subscriber up and past
+        the recovery grace period, so peers have had time to resubscribe to it."""
+        return self._nodes.settled
+
+    @property
+    def selection_strategy(self) -> str:
+        """``"random"``, ``"round-robin"`` or ``"fastest"``."""
+        return self._nodes.selection_strategy
+
+    @property
+    def codec(self) -> EnvelopeCodec:
+        """The envelope codec (encodes with the configured codec, decodes every format)."""
+        return self._codec
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    @property
+    def redis_nodes(self) -> List[RedisNode]:
+        """A copy of the list of Redis nodes, in configuration order."""
+        return self._nodes.nodes
+
+    @property
+    def missed_message_count(self) -> int:
+        """Messages from our peers on WebSocket-routing channels that never reached this node.
+
+        Every crossws_sync sender numbers its messages per channel; a receiver that sees a number
+        jump counts the numbers in between (Redis pub/sub drops messages while a subscriber
+        connection is down). Also in :attr:`stats` (``messages_missed``, and ``messages_late``
+        for those that arrived out of order and were taken back). Original Node.js senders
+        number nothing and are not counted.
+        """
+        return self._gaps.missed
+
+    @property
+    def pending_callback_count(self) -> int:
+        """Number of emits still waiting for replies."""
+        return len(self._rpc.calls)
+
+    def get_server_name(self) -> str:
+        """Return this server's name (the original's ``getServerName``)."""
+        return self._server_name
+
+    # Public API: listeners ----------------------------------------------------------------
+
+    def on_cross_server_event(self, event: str, listener: Listener, tag: Any = None) -> None:
+        """Call ``listener(data, callback)`` for every ``event`` addressed to this server.
+
+        ``data`` is the whole request envelope (``event``, ``senderServer``, ``payload``,
+        ``targetServer``, ``callbackId`` when a reply is wanted; ours also ``replyTo``);
+        ``callback(payload)`` publishes a reply, or is ``None`` when the sender wants none. It
+        may be called several times; each call is one reply and returns whether it was sent.
+
+        Raises:
+            TypeError: ``event`` is not a non-empty string or ``listener`` is not callable.
+        """
+        self._rpc.listeners.on(event, listener, tag)
+
+    def once_cross_server_event(self, event: str, listener: Listener, tag: Any = None) -> None:
+        """Like :meth:`on_cross_server_event`, removed after its first call."""
+        self._rpc.listeners.on(event, listener, tag, once=True)
+
+    def off_cross_server_event(self, event: str, listener_or_tag: Any = _SENTINEL) -> None:
+        """Remove every listener of ``event``, or the given function, or those with a tag."""
+        self._rpc.listeners.off(event, listener_or_tag)
+
+    # Public API: emitting -----------------------------------------------------------------
+
+    def emit_cross_server(self, event: str, message: Any, callback: Optional[ResultCallback] = None, *,
+                          target_server: Union[str, Sequence[str], None] = None, timeout: float = DEFAULT_TIMEOUT,
+                          expected_responses: int = 1, except_self: bool = False) -> Optional[str]:
+        """Send ``event`` with ``message`` to other servers (and to this one when targeted).
+
+        Args:
+            event: event name.
+            message: the payload (anything JSON-like except ``None``).
+            callback: called once per reply with ``Result(success=True, data=<reply envelope>,
+                remaining_responses=n)`` and once on timeout with ``Result(success=False,
+                error='Cross-server callback timed out.', callback_id, unresponded_count,
+                unresponded_servers)``. When no Redis node can take the request it is called at
+                once with ``error='No healthy Redis node available'``,
+                ``error_code='REDIS_UNAVAILABLE'``.
+            target_server: a server name or list of names; empty / ``None`` = every server.
+            timeout: seconds to wait for replies (non-positive -> 5.0).
+            expected_responses: replies awaited for a broadcast (targeted: one per target).
+            except_self: broadcast only: do not deliver to this server.
+
+        Returns:
+            The callback id when ``callback`` is given (for :meth:`delete_cross_server_callback`).
+
+        Raises:
+            TypeError: invalid event name.
+            ConfigError: ``message`` is ``None``.
+            EnvelopeError: ``message`` cannot be encoded.
+        """
+        if callback is not None and not callable(callback):
+            raise TypeError("callback must be a function")
+        return self._rpc.emit(event, message, callback, None, target_server, timeout, expected_responses, except_self)
+
+    def emit_cross_server_with_promise(self, event: str, message: Any, *,
+                                       target_server: Union[str, Sequence[str], None] = None,
+                                       timeout: float = DEFAULT_TIMEOUT, expected_responses: int = 1,
+                                       except_self: bool = False) -> AsyncResult:
+        """Like :meth:`emit_cross_server`, returning an ``AsyncResult`` that always resolves.
+
+        It resolves to ``Result(success=True, responses={server_name: reply envelope})`` when
+        every expected reply arrived, else ``Result(success=False, message=..., responses,
+        unresponded_count[, unresponded_servers][, error_code])``. Invalid arguments resolve
+        to ``Result(success=False, message=<why>)`` instead of raising, as the original.
+        """
+        promise = AsyncResult()
+        try:
+            self._rpc.emit(event, message, None, promise, target_server, timeout, expected_responses, except_self)
+        except (TypeError, ConfigError, EnvelopeError) as exc:
+            promise.set(Result(success=False, message=str(exc)))
+        return promise
+
+    def emit_cross_server_and_wait(self, event: str, message: Any, *,
+                                   target_server: Union[str, Sequence[str], None] = None,
+                                   timeout: float = DEFAULT_TIMEOUT, expected_responses: int = 1,
+                                   except_self: bool = False) -> Result:
+        """Blocking form of :meth:`emit_cross_server_with_promise`: return its ``Result``."""
+        result: Result = self.emit_cross_server_with_promise(
+            event, message, target_server=target_server, timeout=timeout,
+            expected_responses=expected_responses, except_self=except_self).get()
+        return result
+
+    def delete_cross_server_callback(self, callback_id: str) -> bool:
+        """Forget a pending call: later replies are ignored and its timer is stopped.
+
+        A promise still waiting resolves with ``message='Cross-server callback deleted.'``.
+
+        Returns:
+            Whether such a pending call existed.
+        """
+        return self._rpc.calls.delete(callback_id)
+
+    # Public API: raw channels -------------------------------------------------------------
+
+    def publish_redis_message(self, channel: str, message: Dict[str, Any], *, tag_sender: bool = True) -> bool:
+        """Publish a custom ``message`` (a dict) on ``channel``.
+
+        Unlike the original, ``senderServer`` is added to a copy of the message when it has none
+        (``tag_sender``), so this server does not receive its own message back; the other
+        servers' custom handlers see it.
+
+        Returns:
+            True once a Redis node accepted it; False if ``message`` is not a dict, cannot be
+            encoded, or no Redis node could take it.
+
+        Raises:
+            TypeError: ``channel`` is not a non-empty string.
+        """
+        if not isinstance(channel, str) or not channel:
+            raise TypeError("channel must be a non-empty string")
+        if type(message) is not dict:
+            logger.warning("publish_redis_message: message must be a dict, got %s", type(message).__name__)
+            return False
+        if tag_sender and "senderServer" not in message:
+            message = dict(message, senderServer=self._server_name)
+        try:
+            self._send(channel, message)  # the caller's message, unnumbered
+        except (RedisUnavailableError, EnvelopeError) as exc:
+            logger.warning("publish_redis_message on %s failed: %s", channel, exc)
+            return False
+        return True
+
+    def publish(self, channel: str, message: Any, *, wait: bool = True,
+                on_lost: Optional[Callable[[BaseException], None]] = None) -> None:
+        """Encode ``message`` once and publish it on one healthy Redis node (failing over).
+
+        Args:
+            wait: ``True``: return once Redis acknowledged the PUBLISH. ``False``: queue it and
+                return at once, so a sender's consecutive publishes are pipelined in one write;
+                if that write fails, the message is re-published on another healthy node from the
+                node's writer or reader greenlet (counted in ``stats["publish_failures"]`` when
+                none is left).
+            on_lost: with ``wait=False``, called (in a node's I/O greenlet, must not block) when a
+                queued message could not be written to any node.
+
+        Raises:
+            RedisUnavailableError: no Redis node took it (with ``wait=False``: none was healthy).
+            EnvelopeError: ``message`` cannot be encoded.
+        """
+        if (type(message) is dict and channel.startswith(self.ws_prefix) and channel not in self._custom
+                and message.get("senderServer") == self._server_name):
+            self._stamper.stamp(channel, message)
+        self._send(channel, message, wait, on_lost)
+
+    def _send(self, channel: str, message: Any, wait: bool = True,
+              on_lost: Optional[Callable[[BaseException], None]] = None) -> None:
+        raw = self._codec.encode(message, channel)
+        if channel in self._nodes.channels and env.sender_of(message) == self._server_name:
+            self._expect_echo(raw)
+        if wait:
+            self._nodes.publish(channel, raw)
+        else:
+            self._nodes.publish_nowait(channel, raw, on_lost)
+
+    def _expect_echo(self, raw: bytes) -> None:
+        # Redis sends what we publish on a channel we subscribe back to us; remembering the
+        # bytes lets the listener drop the echo without decoding it. Entries whose echo never
+        # comes (a lost publish, a subscriber outage) are forgotten in bulk.
+        echoes = self._echoes
+        if len(echoes) >= _MAX_PENDING_ECHOES:
+            echoes.clear()
+        echoes[raw] = echoes.get(raw, 0) + 1
+
+    def manual_subscribe(self, channel: str, *, timeout: float = DEFAULT_TIMEOUT) -> bool:
+        """Subscribe a custom channel on every Redis node; its messages go to the custom handler.
+
+        Blocks until every healthy node confirmed (nodes that are down subscribe it when they
+        reconnect). Failures are reported through ``on_redis_subscription_error``.
+
+        Returns:
+            Whether every healthy node confirmed within ``timeout``.
+
+        Raises:
+            TypeError: ``channel`` is not a non-empty string.
+        """
+        _check_channel(channel)
+        if channel not in self._system_channels:
+            self._custom.add(channel)
+        return self._subscribe(channel, timeout)
+
+    def manual_unsubscribe(self, channel: str) -> None:
+        """Unsubscribe a custom channel on every Redis node.
+
+        Raises:
+            TypeError: ``channel`` is not a non-empty string.
+            ConfigError: ``channel`` is one of the bus's own channels.
+        """
+        _check_channel(channel)
+        self._custom.discard(channel)
+        self._unsubscribe(channel)
+
+    def subscribe(self, channel: str, *, timeout: float = DEFAULT_TIMEOUT) -> bool:
+        """Subscribe a WebSocket-routing channel (for the WebSocket layer); idempotent.
+
+        Its messages go to ``ws_message_handler``. Blocks like :meth:`manual_subscribe`.
+        """
+        _check_channel(channel)
+        if channel not in self._system_channels:
+            self._ws_channels.add(channel)
+        return self._subscribe(channel, timeout)
+
+    def unsubscribe(self, channel: str) -> None:
+        """Unsubscribe a WebSocket-routing channel (for the WebSocket layer); idempotent.
+
+        Raises:
+            ConfigError: ``channel`` is a system channel (the bus's or the WebSocket layer's).
+        """
+        self.unsubscribe_many([channel])
+
+    def unsubscribe_many(self, channels: Iterable[str]) -> None:
+        """:meth:`unsubscribe` for many channels, sent as one UNSUBSCRIBE per Redis node."""
+        gone: List[str] = []
+        for channel in channels:
+            _check_channel(channel)
+            if channel in self._system_channels or channel in self._pinned:
+                raise ConfigError("%s is a system channel; it is never unsubscribed" % channel)
+            self._ws_channels.discard(channel)
+            if channel not in self._custom:
+                gone.append(channel)
+                self._gaps.forget_channel(channel)
+        if gone:
+            self._nodes.unsubscribe_many(gone)
+
+    def set_custom_channel_handler(self, handler: Callable[[str, Any], Any]) -> None:
+        """Set the handler ``(channel, message)`` of every custom-channel message.
+
+        Raises:
+            TypeError: ``handler`` is not callable.
+        """
+        if not callable(handler):
+            raise TypeError("Handler must be a function.")
+        self._custom_handler = handler
+
+    def remove_custom_channel_handler(self) -> None:
+        """Remove the custom channel handler (custom messages are then dropped)."""
+        self._custom_handler = None
+
+    # Public API: Redis nodes --------------------------------------------------------------
+
+    def add_redis_instance(self, config: RedisConfig) -> None:
+        """Add a Redis node: connect, subscribe every current channel, then publish through it.
+
+        Blocks until the node's first connection attempt finished (at most about the connect
+        timeout); a node that is down is retried in the background.
+
+        Raises:
+            ConfigError: missing / invalid config, or that node is already configured.
+        """
+        if not config:
+            raise ConfigError("Redis configuration is required but missing.")
+        if self._closed:
+            raise ConfigError("the bus is closed")
+        self._nodes.add(config)
+
+    def remove_redis_instance(self, config_or_index: Union[RedisConfig, int], *, drain: float = 1.0) -> bool:
+        """Stop using a Redis node: publishing through it stops at once, listening after ``drain``.
+
+        While draining, messages that other servers still publish on that node (they may remove
+        it a moment later) are still received; then its greenlets and connections stop.
+
+        Args:
+            config_or_index: the node's position in :attr:`redis_nodes`, or a config naming the
+                same host, port and db.
+            drain: seconds to keep listening on the node (0: close it now).
+
+        Returns:
+            Whether a node was removed.
+        """
+        return self._nodes.remove(config_or_index, drain=drain)
+
+    def get_healthy_redis_instances_count(self, type: str) -> int:  # noqa: A002 - the original's name
+        """Count nodes whose ``"publisher"`` or ``"subscriber"`` connection is healthy.
+
+        Raises:
+            TypeError: another ``type``.
+        """
+        return self._nodes.healthy_count(type)
+
+    def get_redis_instances_count(self) -> int:
+        """Number of Redis nodes (publisher/subscriber pairs)."""
+        return len(self._nodes)
+
+    def wait_healthy(self, timeout: float = 5.0) -> bool:
+        """Block until every Redis node is healthy on both connections (or ``timeout``)."""
+        return self._nodes.wait_healthy(timeout)
+
+    def abandon(self) -> None:
+        """In a forked child: stop what was inherited from the parent without touching Redis.
+
+        Flags everything closed at once (no inherited loop reconnects or publishes), then closes
+        in a greenlet of the child; redis-py shuts a socket down only in the process that opened
+        it, so the parent's connections are untouched.
+        """
+        if self._closed:
+            return
+        for node in self._nodes.nodes:
+            node.abandon()
+        gevent.spawn(self.close)
+
+    def close(self) -> None:
+        """Stop every greenlet and close every Redis connection; idempotent.
+
+        Pending calls end at once: callbacks get ``error='Cross-server bus closed.'`` and
+        promises resolve with that ``message`` (``error_code='BUS_CLOSED'``).
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._nodes.close()
+        self._rpc.calls.close()
+        self._dispatcher.close()  # close() may be called from a listener: it does not kill itself
+        logger.info("cross-server bus %r closed", self._server_name)
+
+    # Internals: receiving -----------------------------------------------------------------
+
+    def _on_node_message(self, node: RedisNode, channel: str, raw: bytes) -> None:
+        """Called by each node's listener greenlet, in order, for every message."""
+        self.stats["received"] += 1
+        echoes = self._echoes.pop(raw, 0)
+        if echoes:  # our own message coming back: dropped without decoding it
+            if echoes > 1:
+                self._echoes[raw] = echoes - 1
+            self.stats["self_echoes"] += 1
+            return
+        try:
+            message = self._codec.decode(raw, channel)
+        except EnvelopeError as exc:
+            self.stats["decode_errors"] += 1
+            count = self.stats["decode_errors"]
+            if count in (1, 10, 100, 1000) or count % 10000 == 0:  # log budget: a flood stays quiet
+                logger.warning("undecodable message on %s from redis %s dropped (%d so far): %s",
+                               channel, node.label, count, exc)
+            return
+        sender = env.sender_of(message)
+        if sender == self._server_name:
+            self.stats["self_echoes"] += 1
+            return
+        if self._codec.last_format != self._codec.codec:
+            self._note_foreign_codec(sender, channel)
+        handler = self._system_channels.get(channel)
+        if handler is not None:
+            handler(channel, message)
+        elif channel in self._ws_channels or (channel.startswith(self.ws_prefix) and channel not in self._custom):
+            if sender is not None and env.SEQ_FIELD in message:
+                self._check_sequence(channel, sender, message)
+            self._handle_ws(channel, message)
+        else:
+            self._handle_custom(channel, message)
+
+    def _check_sequence(self, channel: str, sender: str, message: Dict[str, Any]) -> None:
+        gaps = self._gaps
+        gap = gaps.check(channel, sender, message.get(env.EPOCH_FIELD), message.get(env.SEQ_FIELD))
+        self.stats["messages_missed"] = gaps.missed
+        self.stats["messages_late"] = gaps.late
+        if not gap:
+            return
+        now = time.monotonic()
+        if now - self._gap_logged_at >= _GAP_LOG_INTERVAL:
+            logger.warning("%d message(s) from other servers never arrived since the last report (%d in all; "
+                           "latest: from %r on %s): Redis dropped them, e.g. while this node's subscriber "
+                           "connection was down", gaps.missed - self._gap_logged_missed, gaps.missed, sender, channel)
+            self._gap_logged_at = now
+            self._gap_logged_missed = gaps.missed
+
+    def _note_foreign_codec(self, sender: Optional[str], channel: str) -> None:
+        # A peer that publishes in the other codec may be unable to read ours: an original node
+        # reads only its own codec ("Decompression failed" / "Parsing failed" on each message).
+        self.stats["foreign_codec"] += 1
+        peer = sender if sender is not None else "?"
+        if peer in self._foreign_codec_peers or len(self._foreign_codec_peers) >= _MAX_WARNED_PEERS:
+            return
+        self._foreign_codec_peers.add(peer)
+        theirs = self._codec.last_format
+        logger.warning(
+            "server %r publishes %s on %s but this node publishes %s: an original node can read only "
+            "its own codec, so it may not read ours; give every node the same codec (ours: "
+            "redis_codec=%r or enable_redis_data_compression=%s; the original: "
+            "enableRedisDataCompression: %s)", peer, theirs, channel, self._codec.codec, theirs,
+            theirs == "msgpack", "true" if theirs == "msgpack" else "false")
+
+    def _handle_ws(self, channel: str, message: Any) -> None:
+        handler = self._ws_handler
+        if handler is None:
+            self.stats["dropped"] += 1
+            return
+        try:
+            handler(channel, message)
+        except Exception:
+            logger.exception("ws message handler failed on %s", channel)
+
+    def _handle_custom(self, channel: str, message: Any) -> None:
+        handler = self._custom_handler
+        if handler is None:
+            self.stats["dropped"] += 1
+            logger.debug("message on %s dropped: no custom channel handler", channel)
+            return
+        self._dispatcher.submit(guarded, handler, channel, message)
+
+    # Internals: channels ------------------------------------------------------------------
+
+    def _subscribe(self, channel: str, timeout: float) -> bool:
+        return self._nodes.subscribe(channel, positive_number(timeout, DEFAULT_TIMEOUT))
+
+    def _unsubscribe(self, channel: str) -> None:
+        if channel in self._system_channels:
+            raise ConfigError("%s is one of the bus's own channels" % channel)
+        if channel in self._custom or channel in self._ws_channels or channel in self._pinned:
+            return  # still wanted through the other API
+        self._gaps.forget_channel(channel)
+        self._nodes.unsubscribe(channel)
+
+    # Internals: hooks ---------------------------------------------------------------------
+
+    def _on_node_name_conflict(self, node: RedisNode, subscribers: int) -> None:
+        self.server_name_conflict = True
+        logger.error("server name %r is already live in the cluster (%d subscribers of %s on redis %s): "
+                     "replies and events will be mixed up; give every server a unique name",
+                     self._server_name, subscribers, self.node_channel, node.label)
+        hook = self._on_name_conflict
+        if hook is not None:
+            try:
+                hook(Result(server_name=self._server_name, host=node.host, port=node.port, subscribers=subscribers))
+            except Exception:
+                logger.exception("on_server_name_conflict hook raised")
+
+
+def _check_channel(channel: object, error: type = TypeError) -> str:
+    """A channel name must be non-empty text that encodes to UTF-8 (Redis takes bytes)."""
+    if not isinstance(channel, str) or not channel:
+        raise error("The channel must be a non-empty string")
+    if not channel.isascii():
+        try:
+            channel.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidNameError("channel %r is not valid text (it holds a lone surrogate)" % channel) from None
+    return channel
+
+
+__all__ = ["CrossServerBus", "STRATEGIES"]

@@ -1,0 +1,532 @@
+"""One Redis node of the cross-server bus: publisher, subscriber, supervised listener, health.
+
+A :class:`RedisNode` owns exactly two Redis connections and three greenlets:
+
+* the **publisher** connection (:mod:`crossws_sync.publisher`): whatever was submitted in one
+  event-loop iteration (publishes, PINGs, PUBSUB NUMSUB) is written in one ``send()``, a
+  *writer* greenlet takes over only when that would block, and a reader matches the replies;
+* the **subscriber** connection (:mod:`crossws_sync.subscriber`), read by a *listener*
+  greenlet. The listener is supervised: any
+  ``Exception`` is logged, the connection is dropped and, after a short backoff, a new one is
+  opened and every wanted channel is subscribed again in one SUBSCRIBE. Unless
+  ``force_ping`` is off it also PINGs on the subscriber connection and treats a missing pong
+  after ``ping_timeout`` as a dead link;
+* a *health* greenlet that PINGs the publisher every ``ping_interval`` with a real timeout of
+  ``ping_timeout`` (also with a single node, unlike the original), probes a node that is down
+  until it answers, and watches the listener for a stalled read.
+
+Health is reported per connection type (``publisher`` / ``subscriber``) through the
+``on_health_change`` hook, once per flip. A publisher that comes back after a failure becomes
+*eligible* for publishing only after ``recovery_grace`` seconds and once this node's subscriber
+is subscribed again, so that the other nodes of the cluster have re-subscribed too before
+traffic is sent through it.
+
+Connection settings are explicit: connect timeout, TCP keepalive, RESP2, no client-side
+retries (failover is the bus's job), a command timeout on both connections. The subscriber never
+blocks in a read waiting for traffic (its reads time out within a second), so its timeout only
+bounds the connect handshake and a reply that stalls half-way; idle liveness comes from PINGs.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple, Union
+
+import gevent
+from gevent.event import Event
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from ..io.supervisor import supervise
+from ..errors import ConfigError, MonkeyPatchError, RedisUnavailableError
+from .publisher import Command, NoWaitCommand, Publisher
+from .subscriber import Stalled, SubscribeTicket, Subscriber
+
+logger = logging.getLogger("crossws_sync.nodes")
+
+RedisConfig = Union[str, Dict[str, Any]]
+#: ``on_message(node, channel, raw_bytes)``
+MessageHook = Callable[["RedisNode", str, bytes], None]
+#: ``on_health_change(node, conn_type, is_healthy, event, error)``
+HealthHook = Callable[["RedisNode", str, bool, str, Optional[str]], None]
+#: ``on_subscription_error(node, channel, event, error)``
+SubscriptionErrorHook = Callable[["RedisNode", str, str, str], None]
+
+_BACKOFF_FIRST = 0.05
+_URL_SCHEMES = ("redis://", "rediss://", "unix://")
+
+MONKEY_PATCH_HINT = (
+    "crossws_sync uses Redis from greenlets and needs gevent monkey-patching: put "
+    "`from gevent import monkey; monkey.patch_all()` as the very first lines of your program, "
+    "before importing redis, flask or crossws_sync (gunicorn's gevent workers do it for you)."
+)
+
+
+def require_monkey_patched() -> None:
+    """Refuse to use Redis when the socket module is not patched by gevent.
+
+    Raises:
+        MonkeyPatchError: ``socket`` is not monkey-patched; the message says how to fix it.
+    """
+    from gevent import monkey
+
+    if not monkey.is_module_patched("socket"):
+        raise MonkeyPatchError(MONKEY_PATCH_HINT)
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------------------------
+
+def _translate(config: Dict[str, Any]) -> Dict[str, Any]:
+    """Accept the one ioredis spelling users copy from the original docs: ``tls``."""
+    cfg = dict(config)
+    tls = cfg.pop("tls", None)
+    if tls:
+        cfg.setdefault("ssl", True)
+        if isinstance(tls, dict):
+            for key in ("ca", "cert", "key"):
+                if key in tls:
+                    raise ConfigError("redis_config 'tls' sub-options are ioredis'; use redis-py's ssl_* keys")
+    return cfg
+
+
+def make_client(config: RedisConfig, *, connect_timeout: float, command_timeout: float) -> redis.Redis:
+    """Build the publisher client for one ``redis_config`` entry (does not connect).
+
+    Args:
+        config: a dict of redis-py keyword arguments (``host``, ``port``, ``password``, ``db``,
+            ``username``, ``ssl``...) or a ``redis://`` / ``rediss://`` / ``unix://`` URL.
+        connect_timeout: default ``socket_connect_timeout``.
+        command_timeout: default ``socket_timeout`` of the publisher.
+
+    Raises:
+        ConfigError: not a dict or URL, or an unknown keyword.
+    """
+    defaults: Dict[str, Any] = {
+        "socket_connect_timeout": connect_timeout,
+        "socket_timeout": command_timeout,
+        "socket_keepalive": True,
+        "health_check_interval": 0,
+        "protocol": 2,
+    }
+    forced: Dict[str, Any] = {"decode_responses": False, "retry": Retry(NoBackoff(), 0)}
+    try:
+        if isinstance(config, str):
+            if not config.startswith(_URL_SCHEMES):
+                raise ConfigError("a redis_config URL must start with redis://, rediss:// or unix://")
+            return redis.Redis.from_url(config, **defaults, **forced)
+        if isinstance(config, dict):
+            if config.get("decode_responses"):
+                logger.warning("redis_config decode_responses=True ignored: the bus needs bytes")
+            kwargs = dict(defaults)
+            kwargs.update(_translate(config))
+            kwargs.update(forced)
+            return redis.Redis(**kwargs)
+    except TypeError as exc:
+        raise ConfigError("invalid redis_config entry: %s" % exc) from None
+    except ValueError as exc:
+        raise ConfigError("invalid redis_config entry: %s" % exc) from None
+    raise ConfigError("each redis_config entry must be a dict of redis-py options or a redis:// URL")
+
+
+def describe_config(config: RedisConfig) -> Tuple[Any, Any, Any]:
+    """Return ``(host, port, db)`` of a ``redis_config`` entry without connecting."""
+    client = make_client(config, connect_timeout=1.0, command_timeout=1.0)
+    kwargs = client.connection_pool.connection_kwargs
+    host = kwargs.get("host", kwargs.get("path", "Unknown Host"))
+    return host, kwargs.get("port", "Unknown Port"), kwargs.get("db", 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The node
+# ---------------------------------------------------------------------------------------------
+
+#: What Redis and redis-py say when the credentials are refused (WRONGPASS / NOAUTH replies, and
+#: redis-py's AuthenticationError texts), lower case.
+_AUTH_ERROR_MARKERS = ("wrongpass", "noauth", "invalid username-password pair", "authentication required",
+                       "invalid password", "without any password configured", "no password is set",
+                       "must be called with the client already authenticated")
+
+
+def is_auth_error(error: Optional[str]) -> bool:
+    """Whether a connection error text says that Redis refused our credentials."""
+    if not error:
+        return False
+    text = error.lower()
+    return any(marker in text for marker in _AUTH_ERROR_MARKERS)
+
+
+def _now() -> float:
+    return time.monotonic()
+
+
+class RedisNode:
+    """One Redis server as seen by one bus.
+
+    Args:
+        config: redis-py keyword dict or URL (see :func:`make_client`).
+        server_name: the owning bus's server name (for logs only).
+        on_message: called in the listener greenlet for every message on a wanted channel.
+        on_health_change: called once per health flip of either connection.
+        on_subscription_error: called when Redis refuses a SUBSCRIBE / UNSUBSCRIBE.
+        ping_interval: seconds between PINGs.
+        ping_timeout: a PING not answered within this many seconds marks the connection down.
+        force_ping: PING periodically (else health comes from connection errors only).
+        connect_timeout: TCP connect timeout.
+        command_timeout: publisher socket timeout (default: ``max(ping_timeout, 1.0)``).
+        recovery_grace: seconds a recovered publisher waits before it is eligible again.
+        name_check_channel: after the first subscription, count its subscribers with
+            ``PUBSUB NUMSUB``; more than one means another live node uses our name.
+        on_name_conflict: ``(node, subscriber_count)`` when that check finds a duplicate.
+
+    Raises:
+        MonkeyPatchError: gevent monkey-patching is missing.
+        ConfigError: invalid ``config``.
+    """
+
+    def __init__(self, config: RedisConfig, *, server_name: str, on_message: MessageHook,
+                 on_health_change: HealthHook, on_subscription_error: SubscriptionErrorHook,
+                 ping_interval: float = 5.0, ping_timeout: float = 2.0, force_ping: bool = True,
+                 connect_timeout: float = 2.0, command_timeout: Optional[float] = None,
+                 recovery_grace: float = 1.0, name_check_channel: Optional[str] = None,
+                 on_name_conflict: Optional[Callable[["RedisNode", int], None]] = None) -> None:
+        require_monkey_patched()
+        self.config = config
+        self.server_name = server_name
+        self._on_message = on_message
+        self._on_health_change = on_health_change
+        self._on_subscription_error = on_subscription_error
+        self.ping_interval = float(ping_interval)
+        self.ping_timeout = float(ping_timeout)
+        self.force_ping = bool(force_ping)
+        self.recovery_grace = float(recovery_grace)
+        self._command_timeout = float(command_timeout if command_timeout is not None else max(ping_timeout, 1.0))
+        self._client = make_client(config, connect_timeout=connect_timeout, command_timeout=self._command_timeout)
+        pool = self._client.connection_pool
+        self._sub_kwargs = dict(pool.connection_kwargs)
+        # The listener's reads have their own short timeouts, so this timeout only bounds the
+        # connect handshake and a reply that stalls half-way (a hung server).
+        self._sub_kwargs["socket_timeout"] = self._command_timeout
+        self._sub_class = pool.connection_class
+        self.host = self._sub_kwargs.get("host", self._sub_kwargs.get("path", "Unknown Host"))
+        self.port = self._sub_kwargs.get("port", "Unknown Port")
+        self.db = self._sub_kwargs.get("db", 0)
+        self._name_check_channel = name_check_channel
+        self._on_name_conflict = on_name_conflict
+
+        # Health
+        self.publisher_healthy = False
+        self.subscriber_healthy = False
+        #: Round trip of the last publisher PING in seconds (0.0 until measured; ``fastest`` uses it).
+        self.latency = 0.0
+        self._grace_on_heal = False
+        self._publisher_seen = False
+        self._never_up_logged = False
+        #: Whether Redis refuses this node's credentials now (set on the first refusal, cleared when
+        #: a connection succeeds again); logged and reported once per change.
+        self.auth_failed = False
+        self._eligible_at = 0.0
+        self._pub_started = Event()
+        self._sub_started = Event()
+
+        # Publisher: pipelined commands on the publisher connection (see publisher.py).
+        self._publisher = Publisher(self._open_publisher, label=self.label,
+                                    on_down=lambda event, error: self._set_publisher(False, event, error),
+                                    command_timeout=self._command_timeout)
+
+        # Subscriber: the wanted channels and the listener (see subscriber.py).
+        self._subscriber = Subscriber(
+            self._open_subscriber, label=self.label,
+            on_message=lambda channel, raw: self._on_message(self, channel, raw),
+            on_ready=self._subscriber_ready,
+            on_down=lambda event, error: self._set_subscriber(False, event, error),
+            on_attempt=self._sub_started.set,
+            on_subscription_error=lambda channel, event, error: self._on_subscription_error(self, channel, event, error),
+            is_healthy=lambda: self.subscriber_healthy, closed=lambda: self._closed or self._abandoned,
+            ping_interval=self.ping_interval, ping_timeout=self.ping_timeout, force_ping=self.force_ping)
+        self._name_check_due = False
+        self._name_checked = False
+
+        self._wake = Event()
+        self._closed = False
+        self._abandoned = False
+        #: Set by the bus while the node is being removed: still listening, no longer publishing.
+        self.retiring = False
+        self._greenlets: List[gevent.Greenlet] = []
+
+    def __repr__(self) -> str:
+        return "RedisNode(%s, publisher=%s, subscriber=%s)" % (
+            self.label, "up" if self.publisher_healthy else "down", "up" if self.subscriber_healthy else "down")
+
+    @property
+    def label(self) -> str:
+        """``host:port`` (never the password)."""
+        return "%s:%s" % (self.host, self.port)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    @property
+    def eligible(self) -> bool:
+        """Healthy for publishing: publisher up, own subscriber up and past the recovery grace."""
+        return (self.publisher_healthy and self.subscriber_healthy and not self.retiring
+                and _now() >= self._eligible_at)
+
+    # Lifecycle ----------------------------------------------------------------------------
+
+    def start(self, channels: Iterable[str] = (), *, joining: bool = False) -> None:
+        """Start the greenlets; ``channels`` are subscribed on the first connection.
+
+        Args:
+            channels: channels to subscribe from the start.
+            joining: the node is added to a running cluster: like a recovered node, it becomes
+                eligible for publishing only ``recovery_grace`` seconds after it is healthy,
+                so that the other servers can subscribe to it first.
+        """
+        self._subscriber.want(channels)
+        self._grace_on_heal = joining
+        self.retiring = False
+        self._greenlets = [
+            gevent.spawn(supervise, loop, "%s of redis %s" % (name, self.label), logger,
+                         stopped=lambda: self._closed, backoff=_BACKOFF_FIRST)
+            for loop, name in ((self._publisher.writer_loop, "publisher writer"), (self._subscriber.run, "subscriber listener"),
+                               (self._health_loop, "health check"))
+        ]
+
+    def wait_started(self, timeout: float) -> bool:
+        """Wait until both connections made their first attempt (success or failure)."""
+        deadline = _now() + timeout
+        return (self._pub_started.wait(max(0.0, deadline - _now())) is True
+                and self._sub_started.wait(max(0.0, deadline - _now())) is True)
+
+    def abandon(self) -> None:
+        """Mark the node closed for the loops inherited by a forked child (see ``close``)."""
+        self._abandoned = True
+
+    def close(self) -> None:
+        """Stop every greenlet and close both connections; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._wake.set()
+        current = gevent.getcurrent()
+        gevent.killall([g for g in self._greenlets if g is not current], block=True, timeout=5)
+        self._subscriber.disconnect()
+        self._publisher.close()
+        try:
+            self._client.close()
+        except Exception:  # closing a broken pool must not stop the shutdown
+            logger.debug("closing publisher of %s failed", self.label, exc_info=True)
+        self.publisher_healthy = False
+        self.subscriber_healthy = False
+        self._subscriber.notify()
+
+    # Publisher ----------------------------------------------------------------------------
+
+    def command(self, *args: Any, timeout: Optional[float] = None) -> Any:
+        """Run one command on the publisher connection (pipelined with concurrent ones).
+
+        Args:
+            args: the command and its arguments (``"PUBLISH", channel, data``).
+            timeout: seconds to wait (default: twice the command timeout).
+
+        Returns:
+            Redis's reply.
+
+        Raises:
+            RedisUnavailableError: closed, not answered in time, or the connection failed.
+            redis.ResponseError: Redis answered with an error.
+        """
+        if self._closed:
+            raise RedisUnavailableError("redis node %s closed" % self.label)
+        command = Command(args)
+        self._publisher.submit(command)
+        wait = timeout if timeout is not None else 2 * self._command_timeout + 0.5
+        try:
+            return command.result.get(timeout=wait)
+        except gevent.Timeout:
+            command.cancelled = True
+            raise RedisUnavailableError("redis node %s did not answer %s within %.1fs"
+                                        % (self.label, args[0], wait)) from None
+
+    def publish(self, channel: str, raw: bytes) -> int:
+        """PUBLISH ``raw`` on ``channel``; return how many subscribers Redis delivered it to.
+
+        Raises:
+            RedisUnavailableError: the node could not take it (the node marks itself down).
+        """
+        try:
+            return int(self.command("PUBLISH", channel, raw))
+        except RedisUnavailableError as exc:
+            self._set_publisher(False, "error", str(exc))
+            raise
+        except redis.RedisError as exc:
+            raise RedisUnavailableError("redis node %s refused PUBLISH: %s" % (self.label, exc)) from None
+
+    def publish_nowait(self, channel: str, raw: bytes, fallback: Callable[[BaseException], None]) -> None:
+        """Queue a PUBLISH without waiting for Redis's reply: a sender's consecutive publishes
+        share one pipelined write. If the write fails, ``fallback(error)`` runs (in the writer
+        greenlet; it must not block) so the caller can try another node.
+
+        Raises:
+            RedisUnavailableError: the node is closed.
+        """
+        if self._closed:
+            raise RedisUnavailableError("redis node %s closed" % self.label)
+        self._publisher.submit(NoWaitCommand(("PUBLISH", channel, raw), fallback))
+
+    def _open_publisher(self) -> Any:
+        conn = self._client.connection_pool.make_connection()
+        conn.connect()
+        return conn
+
+    # Subscriber -------------------------------------------------------------------------
+
+    @property
+    def wanted_channels(self) -> Set[str]:
+        """A copy of the channels this node keeps subscribed (replayed on every reconnect)."""
+        return self._subscriber.wanted_channels
+
+    @property
+    def subscriber_latency(self) -> float:
+        """Round trip of the last subscriber PING in seconds."""
+        return self._subscriber.latency
+
+    def request_subscribe(self, channels: Iterable[str]) -> SubscribeTicket:
+        """Add ``channels`` to the wanted set and send SUBSCRIBE if connected (non-blocking)."""
+        return self._subscriber.request_subscribe(channels)
+
+    def wait_ticket(self, ticket: SubscribeTicket, channels: Iterable[str], deadline: float) -> Dict[str, str]:
+        """Wait until each channel is subscribed on this node (see :meth:`Subscriber.wait_ticket`)."""
+        return self._subscriber.wait_ticket(ticket, channels, deadline)
+
+    def is_subscribed(self, channel: str) -> bool:
+        """Whether ``channel`` is confirmed on the current subscriber connection."""
+        return self._subscriber.is_subscribed(channel)
+
+    def unsubscribe(self, channels: Iterable[str]) -> None:
+        """Remove ``channels`` from the wanted set and send UNSUBSCRIBE if connected."""
+        self._subscriber.unsubscribe(channels)
+
+    def _open_subscriber(self) -> Any:
+        conn = self._sub_class(**self._sub_kwargs)
+        conn.connect()
+        return conn
+
+    def _subscriber_ready(self) -> None:
+        self._set_subscriber(True, "ready", None)
+        self._sub_started.set()
+        if self._name_check_channel and not self._name_checked:
+            self._name_checked = True
+            self._name_check_due = True
+            self._wake.set()
+
+    # Health -------------------------------------------------------------------------------
+
+    def _set_publisher(self, healthy: bool, event: str, error: Optional[str]) -> None:
+        self._check_auth("publisher", healthy, error)
+        if healthy == self.publisher_healthy or self._closed:
+            if not healthy and not self._publisher_seen and not self._closed and not self._never_up_logged:
+                # Never connected: no flip to report, but say why once (wrong password, TLS, ...).
+                self._never_up_logged = True
+                logger.warning("redis %s publisher cannot connect (%s): %s", self.label, event, error)
+            return
+        self.publisher_healthy = healthy
+        if healthy:
+            if self._grace_on_heal:
+                self._eligible_at = _now() + self.recovery_grace
+            self._grace_on_heal = True
+            logger.info("redis %s publisher healthy (%s)", self.label, event)
+        else:
+            logger.warning("redis %s publisher unhealthy (%s): %s", self.label, event, error)
+            self._wake.set()
+        self._report("publisher", healthy, event, error)
+
+    def _set_subscriber(self, healthy: bool, event: str, error: Optional[str]) -> None:
+        self._check_auth("subscriber", healthy, error)
+        if healthy == self.subscriber_healthy or self._closed:
+            return
+        self.subscriber_healthy = healthy
+        if healthy:
+            logger.info("redis %s subscriber healthy (%s)", self.label, event)
+        else:
+            logger.warning("redis %s subscriber unhealthy (%s): %s", self.label, event, error)
+            self._wake.set()  # a lost subscriber usually means a lost server: check the publisher now
+        self._report("subscriber", healthy, event, error)
+
+    def _check_auth(self, conn_type: str, healthy: bool, error: Optional[str]) -> None:
+        # A connection that breaks is reported once, when it flips; a refused password shows only
+        # in the reconnect attempts after that, which flip nothing: say it once, distinctly.
+        if self._closed:
+            return
+        if healthy:
+            if self.auth_failed:
+                self.auth_failed = False
+                logger.warning("redis %s accepts this node's credentials again (%s)", self.label, conn_type)
+            return
+        if self.auth_failed or not is_auth_error(error):
+            return
+        self.auth_failed = True
+        logger.error("authentication failed for redis node %s (%s): %s; check the password / username "
+                     "in redis_config (did Redis restart with another password?)", self.label, conn_type, error)
+        self._report(conn_type, False, "auth_failed", error)
+
+    def _report(self, conn_type: str, healthy: bool, event: str, error: Optional[str]) -> None:
+        try:
+            self._on_health_change(self, conn_type, healthy, event, error)
+        except Exception:
+            logger.exception("health hook failed")
+
+    def _health_loop(self) -> None:
+        while not (self._closed or self._abandoned):
+            try:
+                self._health_step()
+            except gevent.GreenletExit:
+                raise
+            except Exception:  # supervised: never let health checking stop
+                logger.exception("health check of %s failed; continuing", self.label)
+            if self.publisher_healthy:
+                interval = self.ping_interval if self.force_ping else max(self.ping_interval, 1.0)
+            else:
+                interval = min(self.ping_interval, 0.2 if not self._pub_started.is_set() else 0.25)
+            if self._wake.wait(interval):
+                self._wake.clear()
+
+    def _health_step(self) -> None:
+        if not self.publisher_healthy or self.force_ping:
+            started = _now()
+            try:
+                self.command("PING", timeout=self.ping_timeout)
+            except (RedisUnavailableError, redis.RedisError) as exc:
+                self._set_publisher(False, "ping", str(exc))
+            else:
+                self.latency = _now() - started
+                self._set_publisher(True, "ping" if self._publisher_seen else "connect", None)
+                self._publisher_seen = True
+            finally:
+                self._pub_started.set()
+        # A read that stalls mid-reply never returns to the listener's own PING check.
+        sent = self._subscriber.ping_sent_at
+        if sent is not None and _now() - sent > self.ping_timeout + 0.5:
+            listener = self._greenlets[1] if len(self._greenlets) > 1 else None
+            if listener is not None and not listener.dead:
+                listener.kill(Stalled("subscriber read stalled"), block=False)
+        if self._name_check_due and self.publisher_healthy and self._name_check_channel:
+            self._name_check_due = False
+            try:
+                reply = self.command("PUBSUB", "NUMSUB", self._name_check_channel, timeout=self.ping_timeout)
+                count = int(reply[1]) if isinstance(reply, list) and len(reply) > 1 else 0
+            except (RedisUnavailableError, redis.RedisError, ValueError) as exc:
+                logger.debug("server name check on %s failed: %s", self.label, exc)
+                return
+            if count > 1 and self._on_name_conflict is not None:
+                self._on_name_conflict(self, count)
+
+
+__all__ = ["MONKEY_PATCH_HINT", "RedisNode", "SubscribeTicket", "describe_config", "make_client",
+           "require_monkey_patched"]

@@ -1,0 +1,422 @@
+"""One server-side WebSocket connection: a gevent driver around the sans-I/O protocol.
+
+The protocol's rules (framing, UTF-8, ping/pong, the close handshake and its codes) are
+:class:`~crossws_sync.websocket.WebSocketProtocol`'s, shared with the client; this module reads
+the socket, dispatches the protocol's events and owns the writing, with a single writer
+discipline:
+
+* the fast path writes with one non-blocking ``send`` on the raw socket, which cannot yield, so
+  two greenlets can never interleave bytes of two frames;
+* whatever the kernel does not take goes to a bounded outbox drained by one flusher greenlet;
+  while the outbox is non-empty every write queues behind it, so order is kept;
+* over ``max_outbox_bytes`` the slow-consumer policy applies: the connection is dropped (close
+  code 1008 ``slow consumer`` recorded locally), and senders to other connections never wait.
+
+The reading loop runs in the greenlet that accepted the upgrade (the WSGI handler greenlet).
+"""
+from __future__ import annotations
+
+import logging
+import socket as _stdsocket
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any, Deque, Dict, Iterator, List, Optional, Tuple, Union
+
+import gevent
+
+from ..wire import frames
+from ..wire.events import MISSING, encode_event
+from ..io.sockets import SocketReader, is_tls, os_socket
+from ..wire.websocket import BINARY, CLOSED, CLOSING, CONNECTING, OPEN, PING, TEXT, WebSocketProtocol, sendable_close_code
+
+if TYPE_CHECKING:
+    from ..wire.deflate import PerMessageDeflate
+    from ..wire.request import Request
+
+logger = logging.getLogger("crossws_sync.connection")
+
+#: Close code recorded when the slow-consumer policy drops a connection.
+SLOW_CONSUMER_CODE = 1008
+
+_PING_FRAME = frames.encode_frame(frames.OP_PING, b"")
+
+#: Coalesced frames are written at once when they reach this many bytes.
+_CORK_LIMIT = 64 * 1024
+_READ_SIZE = 65536
+
+
+class _WriteBatch:
+    """Connections with coalesced frames, written by one loop callback per event-loop iteration."""
+
+    __slots__ = ("_loop", "_pending", "_scheduled")
+
+    def __init__(self, loop: Any) -> None:
+        self._loop = loop
+        self._pending: List["WebSocketConnection"] = []
+        self._scheduled = False
+
+    def add(self, conn: "WebSocketConnection") -> None:
+        self._pending.append(conn)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.run_callback(self._run)
+
+    def _run(self) -> None:
+        # A loop callback (runs in the hub): _uncork never blocks.
+        self._scheduled = False
+        pending, self._pending = self._pending, []
+        for conn in pending:
+            try:
+                conn._uncork()
+            except Exception:  # never lose the other connections' frames
+                logger.exception("writing coalesced frames to %r failed", conn)
+
+
+_batches: Dict[Any, _WriteBatch] = {}
+
+
+def _batch_for(loop: Any) -> _WriteBatch:
+    batch = _batches.get(loop)
+    if batch is None:
+        batch = _batches[loop] = _WriteBatch(loop)
+    return batch
+
+
+def _tls_send(data: bytes) -> int:
+    raise BlockingIOError  # TLS: every write goes through the flusher's sendall
+
+
+class ConnectionHandler:
+    """What a connection reports to its owner (the adapter's WebSocket service)."""
+
+    def on_text(self, conn: "WebSocketConnection", text: str) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def on_binary(self, conn: "WebSocketConnection", data: bytes) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def on_pong(self, conn: "WebSocketConnection", data: bytes) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def on_error(self, conn: "WebSocketConnection", error: Exception) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def on_close(self, conn: "WebSocketConnection", code: int, reason: str) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class WebSocketConnection:
+    """A server-side WebSocket: the ``socket`` that handlers receive.
+
+    Applications may set their own attributes on it (``socket.player_id = ...``), as in the
+    original. ``is_alive`` and ``enter_background_time`` drive the server's liveness sweep.
+
+    Attributes:
+        request: the :class:`~crossws_sync.request.Request` that opened it.
+        identity: what the auth hook returned when it accepted the upgrade (or ``None``).
+        socket_id: the id bound with ``set_user_socket`` (``None`` until then).
+    """
+
+    CONNECTING = CONNECTING
+    OPEN = OPEN
+    CLOSING = CLOSING
+    CLOSED = CLOSED
+
+    def __init__(
+        self,
+        sock: Any,
+        request: "Request",
+        handler: ConnectionHandler,
+        *,
+        max_message_size: Optional[int] = 1 << 20,
+        max_outbox_bytes: int = 4 << 20,
+        close_timeout: float = 5.0,
+        identity: Any = None,
+        deflate: Optional["PerMessageDeflate"] = None,
+    ) -> None:
+        self._sock = sock
+        raw = os_socket(sock)  # send_frame never yields: one send() on the OS socket
+        self._raw_send = _tls_send if is_tls(sock) else (raw if raw is not None else sock).send
+        self.request = request
+        self.identity = identity
+        self.socket_id: Optional[str] = None
+        self.is_alive = True
+        self.enter_background_time = 0.0
+        self.connected_at = time.monotonic()
+        self._handler = handler
+        self._proto = WebSocketProtocol(client=False, max_message_size=max_message_size)
+        #: permessage-deflate, when negotiated: data frames at or over its threshold leave compressed
+        self._prepare = None
+        if deflate is not None:
+            self._proto.use_deflate(deflate)
+            self._prepare = self._proto.prepare
+        self._state = OPEN
+        self._outbox: Optional[Deque[bytes]] = None  # created on the first partial write
+        self._outbox_bytes = 0
+        self._cork: Optional[List[bytes]] = None
+        self._cork_bytes = 0
+        self._batch = _batch_for(gevent.get_hub().loop)
+        self._max_outbox = max_outbox_bytes
+        self._flusher: Optional[gevent.Greenlet] = None
+        self._close_timeout = close_timeout
+        #: a close decided here rather than by the protocol (slow consumer, terminate)
+        self._local_close: Optional[Tuple[int, str]] = None
+        self._closer: Optional[gevent.Greenlet] = None
+
+    # Public API --------------------------------------------------------------------------
+
+    @property
+    def ready_state(self) -> int:
+        """``0`` connecting, ``1`` open, ``2`` closing, ``3`` closed (as the ``ws`` module)."""
+        return self._state
+
+    @property
+    def open(self) -> bool:
+        """Whether frames can be sent."""
+        return self._state == OPEN
+
+    @property
+    def closed(self) -> bool:
+        """Whether the connection is fully closed."""
+        return self._state == CLOSED
+
+    @property
+    def buffered_amount(self) -> int:
+        """Bytes accepted for sending that the kernel has not taken yet."""
+        return self._outbox_bytes + (self._cork_bytes if self._cork is not None else 0)
+
+    @property
+    def close_code(self) -> int:
+        """The close code once closed (1006 when the peer vanished without a close frame)."""
+        return self._local_close[0] if self._local_close is not None else self._proto.close_code
+
+    @property
+    def close_reason(self) -> str:
+        """The reason that goes with :attr:`close_code`."""
+        return self._local_close[1] if self._local_close is not None else self._proto.close_reason
+
+    def send(self, data: Union[str, bytes]) -> bool:
+        """Send a text frame (``str``) or a binary frame (``bytes``). Returns False when not open.
+
+        Raises:
+            TypeError: ``data`` is neither ``str`` nor bytes-like.
+        """
+        return self.send_frame(frames.encode_data(data))
+
+    def send_event(self, event: str, payload: Any = MISSING) -> bool:
+        """Push ``{"event", "payload"}`` to this client (what ``to_socket_id`` does locally)."""
+        return self.send_frame(frames.encode_text(encode_event(event, payload)))
+
+    def send_frame(self, frame: bytes) -> bool:
+        """Write an already-encoded frame (a broadcast encodes once and calls this per member).
+
+        Never blocks. Returns False when the connection is not open.
+
+        Frames are coalesced per connection and written, one non-blocking ``send()`` per
+        connection, by a single loop callback for all connections before the loop next waits for
+        I/O (:class:`_WriteBatch`): a handler that sends 2,000 broadcasts in a row costs each
+        client one ``send()``, not 2,000, and the acks of the requests read in one loop iteration
+        leave together, so the peer processes them in one wake-up (on loopback the kernel's
+        wake-ups cost more than the writes). Writes never block (what the kernel does not take
+        waits in the connection's outbox, written by one flusher greenlet), so frames never
+        interleave; a greenlet that sends and then yields has its frames written before the loop
+        waits for I/O again.
+        """
+        if self._state != OPEN:
+            return False
+        if self._prepare is not None:
+            frame = self._prepare(frame)
+        if self._flusher is not None:
+            return self._enqueue(frame)
+        cork = self._cork
+        if cork is not None:
+            cork.append(frame)
+            self._cork_bytes += len(frame)
+            if self._cork_bytes >= _CORK_LIMIT:
+                self._uncork()
+            return True
+        self._cork = [frame]
+        self._cork_bytes = len(frame)
+        self._batch.add(self)
+        return True
+
+    def _uncork(self) -> None:
+        """Write the coalesced frames (a loop callback: never blocks)."""
+        cork, self._cork = self._cork, None
+        if not cork or self._state == CLOSED:
+            return
+        self._write(cork[0] if len(cork) == 1 else b"".join(cork))
+
+    def ping(self, data: bytes = b"") -> bool:
+        """Send a protocol ping."""
+        if self._state != OPEN:
+            return False
+        return self._write(_PING_FRAME if not data else self._proto.ping_frame(data))
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Start the closing handshake with ``code`` and ``reason`` (sent exactly on the wire).
+
+        The connection is torn down when the peer answers or after ``close_timeout`` seconds.
+
+        Raises:
+            ValueError: a code no endpoint may send (1000-1003, 1007-1014 and 3000-4999 may).
+        """
+        if self._state != OPEN:
+            if not sendable_close_code(code):
+                raise ValueError("close code %r cannot be sent" % (code,))
+            return
+        frame = self._proto.send_close(code, reason)
+        self._state = CLOSING
+        self._write(frame)
+        self._closer = gevent.spawn_later(self._close_timeout, self._abort)
+
+    def terminate(self) -> None:
+        """Drop the TCP connection at once, without a close handshake (close code 1006)."""
+        if self._state == CLOSED:
+            return
+        self._local_close = (1006, "")
+        self._abort()
+
+    def __repr__(self) -> str:
+        return "<WebSocketConnection socket_id=%r state=%d>" % (self.socket_id, self._state)
+
+    # Reading loop ------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Read and dispatch until the connection ends; fires ``on_close`` exactly once."""
+        sock = self._sock
+        proto = self._proto
+        handler = self._handler
+        reader = SocketReader(sock)  # waits, then reads: no failed recv() per request
+        try:
+            while self._state != CLOSED:
+                try:
+                    data = reader.recv(_READ_SIZE)
+                except OSError:
+                    break
+                if not data:
+                    break
+                events = proto.receive_data(data)
+                for kind, value in events:
+                    if kind == TEXT:
+                        handler.on_text(self, value)
+                    elif kind == BINARY:
+                        handler.on_binary(self, value)
+                    elif kind == PING:
+                        pong = proto.data_to_send()
+                        if pong and self._state == OPEN:
+                            self._write(pong)
+                    else:  # PONG
+                        self.is_alive = True
+                        handler.on_pong(self, value)
+                    if self._state == CLOSED:
+                        break
+                if proto.state == CLOSED:  # the peer's close frame, or a protocol violation
+                    self._protocol_closed()
+                    break
+                if len(events) > 16:
+                    # A peer that keeps our socket full would otherwise never let the hub run
+                    # (recv returns at once while data is there): let the others have a turn.
+                    gevent.idle()
+        finally:
+            self._proto.receive_eof()
+            self._finish()
+
+    # Internals ---------------------------------------------------------------------------
+
+    def _protocol_closed(self) -> None:
+        """Send the protocol's last words (the close answer), then close the TCP connection."""
+        if self._proto.error is not None:
+            self._handler.on_error(self, self._proto.error)
+        answer = self._proto.data_to_send()
+        if answer and self._state != CLOSED:
+            self._write(answer)
+        if self._state == OPEN:
+            self._state = CLOSING
+        self._shutdown()
+
+    def _write(self, data: bytes) -> bool:
+        # Like send_frame() but also while CLOSING (for the close frame itself), and never
+        # coalesced; frames still coalesced go first, so the order on the wire is kept.
+        if self._cork is not None:
+            self._uncork()
+        if self._flusher is not None:  # a flusher exists exactly while bytes are queued
+            return self._enqueue(data)
+        try:
+            sent = self._raw_send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self._abort()
+            return False
+        if sent < len(data):
+            self._enqueue(data[sent:])
+        return True
+
+    def _enqueue(self, data: bytes) -> bool:
+        if self._outbox is None:
+            self._outbox = deque()
+        self._outbox.append(data)
+        self._outbox_bytes += len(data)
+        if self._outbox_bytes > self._max_outbox:
+            logger.warning("dropping slow consumer %r: %d bytes queued", self, self._outbox_bytes)
+            self._local_close = (SLOW_CONSUMER_CODE, "slow consumer")
+            self._outbox = None
+            self._outbox_bytes = 0
+            self._abort()
+            return False
+        if self._flusher is None:
+            self._flusher = gevent.spawn(self._flush)
+        return True
+
+    def _flush(self) -> None:
+        outbox = self._outbox
+        try:
+            while outbox:  # checked after every sendall: later writes queue behind
+                chunk = outbox.popleft() if len(outbox) == 1 else b"".join(self._drain(outbox))
+                self._sock.sendall(chunk)
+                self._outbox_bytes = max(0, self._outbox_bytes - len(chunk))
+        except OSError:
+            self._abort()
+        finally:
+            self._flusher = None
+
+    @staticmethod
+    def _drain(outbox: Deque[bytes], limit: int = 256 * 1024) -> Iterator[bytes]:
+        size = 0
+        while outbox and size < limit:
+            chunk = outbox.popleft()
+            size += len(chunk)
+            yield chunk
+
+    def _shutdown(self) -> None:
+        """Close the TCP connection after flushing what is queued (bounded by the close timeout)."""
+        if self._flusher is not None:
+            self._flusher.join(self._close_timeout)
+        self._abort()
+
+    def _abort(self) -> None:
+        if self._state == CLOSED:
+            return
+        self._state = CLOSED
+        try:
+            self._sock.shutdown(_stdsocket.SHUT_RDWR)
+        except OSError:
+            pass
+        if self._flusher is not None and self._flusher is not gevent.getcurrent():
+            self._flusher.kill(block=False)
+
+    def _finish(self) -> None:
+        if self._state != CLOSED:
+            self._abort()
+        if self._closer is not None:
+            self._closer.kill(block=False)
+            self._closer = None
+        self._outbox = None
+        self._outbox_bytes = 0
+        self._cork = None
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+        self._handler.on_close(self, self.close_code, self.close_reason)

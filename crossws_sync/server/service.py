@@ -1,0 +1,445 @@
+"""The local WebSocket service: upgrades, connections, event dispatch, liveness sweep.
+
+It knows nothing of Redis or rooms; the adapter facade composes it with the room registry and
+the bus. Client frames are dispatched to a registry of *client events* that is separate from
+the registry of *system events* (``connection``, ``close``...), so a frame such as
+``{"event": "connection"}`` can never run a system listener.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
+
+import gevent
+
+from ..wire import frames
+from .connection import ConnectionHandler, WebSocketConnection
+from ..wire.deflate import DeflateOptions, PerMessageDeflate, negotiate
+from ..errors import ConfigError, ProtocolError
+from ..wire.handshake import accept_headers, check_request
+from ..core.listeners import ListenerRegistry
+from ..wire.events import MISSING, decode_client_frame, encode_ack, encode_ack_bytes
+from ..wire.frames import encode_text_bytes
+from ..wire.request import Request
+from ..io.supervisor import supervise
+
+logger = logging.getLogger("crossws_sync.server")
+
+#: Server-side system events: these names never come from client frames.
+SYSTEM_EVENTS = frozenset(
+    {"connection", "close", "error", "pong", "message", "client-ping", "server-error", "listening", "ws-server-close"}
+)
+
+
+#: Clients handled by the liveness sweep between two yields to the hub.
+SWEEP_BATCH = 256
+
+class Reject(Exception):
+    """Raise (or return) from the ``authenticate`` hook to refuse an upgrade with an HTTP status.
+
+    Args:
+        status: HTTP status code (401, 403, 429...).
+        body: response body text.
+        headers: extra response headers.
+    """
+
+    def __init__(self, status: int = 401, body: str = "", headers: Optional[Sequence[Tuple[str, str]]] = None) -> None:
+        super().__init__(status, body)
+        self.status = status
+        self.body = body
+        self.headers = list(headers or [])
+
+
+_REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 426: "Upgrade Required",
+            429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
+
+
+#: ``allowed_origins`` value of the default policy: an ``Origin`` must name the request's ``Host``.
+SAME_ORIGIN = ("same-origin",)
+_DEFAULT_PORTS = {"http": "80", "ws": "80", "https": "443", "wss": "443"}
+
+
+def parse_allowed_origins(value: Union[None, str, Iterable[str]]) -> Optional[Tuple[str, ...]]:
+    """The ``allowed_origins`` option as settings: ``None`` (any), :data:`SAME_ORIGIN` or a tuple.
+
+    Raises:
+        ConfigError: not ``None``, ``"same-origin"``, ``"*"`` or a list of ``scheme://host[:port]``.
+    """
+    if value is None or value == "*":
+        return None
+    if value == "same-origin":
+        return SAME_ORIGIN
+    if isinstance(value, str):
+        value = [value]
+    origins = tuple(value)
+    if "*" in origins:
+        return None
+    for origin in origins:
+        if not isinstance(origin, str) or "://" not in origin:
+            raise ConfigError("allowed_origins entries must look like 'https://host[:port]', got %r" % (origin,))
+    return tuple(o.rstrip("/").lower() for o in origins)
+
+
+def _host_port(scheme: str, netloc: str) -> str:
+    netloc = netloc.lower()
+    host, sep, port = netloc.rpartition(":")
+    if sep and port.isdigit() and "]" not in port:
+        if port == _DEFAULT_PORTS.get(scheme):
+            return host
+        return netloc
+    return netloc
+
+
+def origin_allowed(origin: str, host: str, allowed: Tuple[str, ...]) -> bool:
+    """Whether a request's ``Origin`` passes ``allowed`` (``SAME_ORIGIN`` or a tuple of origins)."""
+    if allowed is SAME_ORIGIN or allowed == SAME_ORIGIN:
+        scheme, sep, rest = origin.partition("://")
+        if not sep or not host:
+            return False
+        scheme = scheme.lower()
+        request_scheme = "https" if scheme in ("https", "wss") else "http"
+        return _host_port(scheme, rest.split("/", 1)[0]) == _host_port(request_scheme, host)
+    return origin.rstrip("/").lower() in allowed
+
+
+@dataclass(frozen=True)
+class WebSocketSettings:
+    """Validated WebSocket options (see the adapter's constructor for their meaning)."""
+
+    server_ping_interval: float = 20.0
+    enter_background_close_time: float = 10.0
+    heartbeat_str: str = ""
+    max_message_size: Optional[int] = 1 << 20
+    max_outbox_bytes: int = 4 << 20
+    close_timeout: float = 5.0
+    max_connections: Optional[int] = None
+    #: ``None``: any origin; ``SAME_ORIGIN``: the request's own host; else the accepted origins
+    allowed_origins: Optional[Tuple[str, ...]] = None
+    identify_timeout: Optional[float] = None
+    max_messages_per_second: Optional[float] = None
+    rate_limit_burst: Optional[int] = None
+    unknown_event_ack: bool = False
+    per_message_deflate: Optional[DeflateOptions] = None
+    authenticate: Optional[Callable[[Request], Any]] = field(default=None, compare=False)
+
+
+class _RateLimiter:
+    """Token bucket per connection, stored on the connection (no greenlet, no timer)."""
+
+    __slots__ = ("rate", "burst")
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+
+    def allow(self, conn: WebSocketConnection) -> bool:
+        now = time.monotonic()
+        tokens, stamp = getattr(conn, "_rate_state", (float(self.burst), now))
+        tokens = min(self.burst, tokens + (now - stamp) * self.rate)
+        if tokens < 1.0:
+            conn._rate_state = (tokens, now)  # type: ignore[attr-defined]
+            return False
+        conn._rate_state = (tokens - 1.0, now)  # type: ignore[attr-defined]
+        return True
+
+
+def _log_budget(conn: WebSocketConnection) -> bool:
+    """Per-connection log rate limit: log the 1st, 10th, 100th... problem of a connection."""
+    count = getattr(conn, "_problems", 0) + 1
+    conn._problems = count  # type: ignore[attr-defined]
+    return count in (1, 10, 100, 1000, 10000) or count % 100000 == 0
+
+
+class WebSocketService(ConnectionHandler):
+    """Accepts upgrades, tracks connections, dispatches events, runs the liveness sweep.
+
+    Attributes:
+        clients: the set of open connections (like ``wss.clients``).
+        system_events: listeners of system events.
+        client_events: listeners of events sent by clients.
+    """
+
+    def __init__(self, settings: WebSocketSettings, *, on_closed: Optional[Callable[[WebSocketConnection, int, str], None]] = None) -> None:
+        self.settings = settings
+        self.clients: Set[WebSocketConnection] = set()
+        self.system_events = ListenerRegistry(logger, self._count_handler_error)
+        self.client_events = ListenerRegistry(logger, self._count_handler_error)
+        self._on_closed = on_closed
+        self._heartbeat_frame = frames.encode_text(settings.heartbeat_str)
+        self._limiter = (
+            _RateLimiter(settings.max_messages_per_second, settings.rate_limit_burst or max(1, int(settings.max_messages_per_second * 2)))
+            if settings.max_messages_per_second
+            else None
+        )
+        self._sweeper: Optional[gevent.Greenlet] = None
+        self._identify_checker: Optional[gevent.Greenlet] = None
+        self._accepting = True
+        #: greenlet -> the connection whose close listeners it is running
+        self.closing: Dict[Any, WebSocketConnection] = {}
+        self.stats: Dict[str, int] = {"rejected_upgrades": 0, "bad_frames": 0, "unknown_events": 0, "rate_limited": 0,
+                                      "handler_errors": 0}
+
+    def _count_handler_error(self, event: str, exc: BaseException) -> None:
+        self.stats["handler_errors"] += 1
+
+    # Lifecycle ---------------------------------------------------------------------------
+
+    def start_background(self) -> None:
+        """Start the shared liveness sweep (and the identify deadline check when configured)."""
+        if self._sweeper is None:
+            self._sweeper = gevent.spawn(supervise, self._sweep_loop, "liveness sweep", logger, backoff=1.0)
+        if self.settings.identify_timeout and self._identify_checker is None:
+            self._identify_checker = gevent.spawn(supervise, self._identify_loop, "identify deadline", logger, backoff=1.0)
+
+    def stop_background(self) -> None:
+        for greenlet in (self._sweeper, self._identify_checker):
+            if greenlet is not None:
+                greenlet.kill(block=False)
+        self._sweeper = self._identify_checker = None
+
+    def close_all(self, code: int = 1001, reason: str = "server shutdown", timeout: float = 5.0) -> None:
+        """Stop accepting, send every client a close frame, and wait (bounded) until all are gone."""
+        self._accepting = False
+        for conn in list(self.clients):
+            conn.close(code, reason)
+        deadline = time.monotonic() + timeout
+        while self.clients and time.monotonic() < deadline:
+            gevent.sleep(0.01)
+        for conn in list(self.clients):
+            conn.terminate()
+
+    def _sweep_loop(self) -> None:
+        while True:
+            gevent.sleep(self.settings.server_ping_interval)
+            self.sweep_once(time.time())
+
+    def sweep_once(self, now: float) -> None:
+        """One liveness pass: drop clients that missed the last ping or sat in the background too
+        long, ping the others. Yields every :data:`SWEEP_BATCH` clients, so other clients are
+        served while tens of thousands are swept."""
+        background_limit = self.settings.enter_background_close_time
+        for index, conn in enumerate(list(self.clients), 1):
+            background = conn.enter_background_time
+            if background and now - (background / 1000.0 if background > 1e11 else background) > background_limit:
+                conn.terminate()
+            elif not conn.is_alive:
+                conn.terminate()
+            else:
+                conn.is_alive = False
+                conn.ping()
+            if index % SWEEP_BATCH == 0:
+                gevent.sleep(0)
+
+    def _identify_loop(self) -> None:
+        limit = float(self.settings.identify_timeout or 0)
+        interval = min(1.0, limit / 2)
+        while True:
+            gevent.sleep(interval)
+            now = time.monotonic()
+            for conn in list(self.clients):
+                if conn.socket_id is None and conn.open and now - conn.connected_at > limit:
+                    conn.close(4011, "identify timeout")
+
+    # WSGI upgrade ------------------------------------------------------------------------
+
+    def handle_upgrade(self, environ: Dict[str, Any], start_response: Callable[..., Any]) -> List[bytes]:
+        """WSGI application body for a WebSocket upgrade request (auth before the 101)."""
+        request = Request(environ)
+        legacy_ws = environ.get("wsgi.websocket")  # gevent-websocket's handler already upgraded
+        if legacy_ws is None:
+            problem = check_request(environ)
+            if problem is not None:
+                return self._reject(start_response, problem[0], problem[1], problem[2])
+        if not self._accepting:
+            return self._refuse(start_response, legacy_ws, Reject(503, "server shutting down"))
+        settings = self.settings
+        if settings.max_connections is not None and len(self.clients) >= settings.max_connections:
+            return self._refuse(start_response, legacy_ws, Reject(503, "too many connections"))
+        if settings.allowed_origins is not None:
+            origin = environ.get("HTTP_ORIGIN")
+            if origin is not None and not origin_allowed(origin, environ.get("HTTP_HOST", ""), settings.allowed_origins):
+                return self._refuse(start_response, legacy_ws, Reject(403, "origin not allowed"))
+        identity = None
+        if settings.authenticate is not None:
+            try:
+                identity = settings.authenticate(request)
+            except Reject as rejection:
+                return self._refuse(start_response, legacy_ws, rejection)
+            except Exception:
+                logger.exception("authenticate hook raised; refusing the upgrade")
+                return self._refuse(start_response, legacy_ws, Reject(500, "authentication error"))
+            if isinstance(identity, Reject):
+                return self._refuse(start_response, legacy_ws, identity)
+            if identity is False:
+                return self._refuse(start_response, legacy_ws, Reject(401, "unauthorized"))
+            if identity is True:
+                identity = None
+        if settings.max_connections is not None and len(self.clients) >= settings.max_connections:
+            # again: the auth hook may have yielded while other upgrades went through
+            return self._refuse(start_response, legacy_ws, Reject(503, "too many connections"))
+        deflater: Optional[PerMessageDeflate] = None
+        if legacy_ws is not None:
+            sock = legacy_ws.handler.socket
+        else:
+            sock = environ.get("crossws.socket") or environ.get("gunicorn.sock")
+            if sock is None:
+                logger.error("no raw socket in the WSGI environ: serve with crossws_sync's handler or worker")
+                return self._reject(start_response, 500, "WebSocket needs crossws_sync's WSGI handler", [])
+            offers = environ.get("HTTP_SEC_WEBSOCKET_EXTENSIONS")
+            agreement = None
+            if settings.per_message_deflate is not None and offers:
+                agreement = negotiate(offers, settings.per_message_deflate)
+                if agreement is not None:
+                    deflater = PerMessageDeflate(agreement, True, settings.per_message_deflate,
+                                                 settings.max_message_size)
+            headers = accept_headers(environ, agreement.header() if agreement is not None else None)
+            write = start_response("101 Switching Protocols", headers)
+            write(b"")
+            # The HTTP reader and its 8 KiB buffer are not needed any more (frames are read from
+            # the socket); closing it also ends pywsgi's keep-alive loop once we return.
+            _close_quietly(getattr(environ.get("wsgi.input"), "rfile", None))
+        detach = environ.get("crossws.detach") if legacy_ws is None else None
+        detached = detach() if detach is not None else None
+        if detached is not None:
+            sock = detached
+            request.slim()
+        conn = WebSocketConnection(
+            sock, request, self,
+            max_message_size=settings.max_message_size,
+            max_outbox_bytes=settings.max_outbox_bytes,
+            close_timeout=settings.close_timeout,
+            identity=identity,
+            deflate=deflater,
+        )
+        # Counted at once (nothing above yields after the check): concurrent upgrades cannot
+        # all pass the max_connections check before any of them is counted.
+        self.clients.add(conn)
+        if detached is not None:
+            gevent.spawn(self._serve, conn)  # the WSGI handler returns and is freed
+        else:
+            self._serve(conn)
+        return []
+
+    def _serve(self, conn: WebSocketConnection) -> None:
+        self.system_events.emit("connection", conn, conn.request)
+        conn.run()
+
+    def _refuse(self, start_response: Callable[..., Any], legacy_ws: Any, rejection: Reject) -> List[bytes]:
+        self.stats["rejected_upgrades"] += 1
+        if legacy_ws is not None:
+            # Already upgraded by gevent-websocket's handler: all we can do is close at once.
+            code = 4000 + rejection.status if rejection.status < 1000 else 1008
+            legacy_ws.handler.socket.sendall(frames.encode_close(code, rejection.body[:100]))
+            return []
+        return self._reject(start_response, rejection.status, rejection.body, rejection.headers)
+
+    @staticmethod
+    def _reject(start_response: Callable[..., Any], status: int, body: str, headers: List[Tuple[str, str]]) -> List[bytes]:
+        data = body.encode("utf-8")
+        start_response("%d %s" % (status, _REASONS.get(status, "Error")), [
+            ("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(data))), ("Connection", "close")
+        ] + list(headers))
+        return [data]
+
+    # ConnectionHandler -------------------------------------------------------------------
+
+    def on_text(self, conn: WebSocketConnection, text: str) -> None:
+        self._on_message(conn, text, text)
+
+    def on_binary(self, conn: WebSocketConnection, data: bytes) -> None:
+        """A binary message: the ``message`` event gets the ``bytes``. Like the original, which
+        turns every message into a string, one that holds UTF-8 text is also handled as text
+        (heartbeat, JSON event)."""
+        try:
+            text: Optional[str] = data.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        self._on_message(conn, text, bytes(data))
+
+    def _on_message(self, conn: WebSocketConnection, text: Optional[str], message: Union[str, bytes]) -> None:
+        if self._limiter is not None and not self._limiter.allow(conn):
+            self.stats["rate_limited"] += 1
+            if _log_budget(conn):
+                logger.warning("rate limit: dropping messages from %r", conn)
+            return
+        system = self.system_events
+        if text is None:
+            pass
+        elif text == self.settings.heartbeat_str:
+            system.emit("client-ping", conn)
+            conn.send_frame(self._heartbeat_frame)
+        else:
+            self._dispatch(conn, text)
+        if system.has("message"):
+            system.emit("message", conn, message)
+
+    def _dispatch(self, conn: WebSocketConnection, text: str) -> None:
+        try:
+            event, payload, callback_id = decode_client_frame(text)
+        except ProtocolError as exc:
+            self.stats["bad_frames"] += 1
+            if _log_budget(conn):
+                logger.warning("bad frame from %r: %s", conn, exc)
+            return
+        callback = _make_ack(conn, callback_id) if callback_id is not None else None
+        if self.client_events.emit(event, conn, None if payload is MISSING else payload, callback):
+            return
+        # No listener: one dict lookup for the common case, this branch for the rare one.
+        self.stats["unknown_events"] += 1
+        if _log_budget(conn):
+            logger.info("unknown event %r from %r", event[:64], conn)
+        if callback_id is not None and self.settings.unknown_event_ack:
+            conn.send(encode_ack(callback_id, {"error": "unknown event", "errorCode": "UNKNOWN_EVENT"}))
+
+    def on_pong(self, conn: WebSocketConnection, data: bytes) -> None:
+        if self.system_events.has("pong"):
+            self.system_events.emit("pong", conn, conn.request, data)
+
+    def on_error(self, conn: WebSocketConnection, error: Exception) -> None:
+        self.stats["bad_frames"] += 1
+        if _log_budget(conn):
+            logger.warning("protocol problem on %r: %s", conn, error)
+        self.system_events.emit("error", conn, conn.request, error)
+
+    def on_close(self, conn: WebSocketConnection, code: int, reason: str) -> None:
+        self.clients.discard(conn)
+        current = gevent.getcurrent()
+        # While close listeners run, remember which connection is closing in this greenlet, so
+        # remove_user_socket() can tell a late close of an old socket from the live mapping.
+        self.closing[current] = conn
+        try:
+            self.system_events.emit("close", conn, conn.request, code, reason)
+            if self._on_closed is not None:
+                self._on_closed(conn, code, reason)
+        finally:
+            self.closing.pop(current, None)
+
+    # Local delivery ----------------------------------------------------------------------
+
+    def send_to_all(self, frame: bytes) -> int:
+        """Write one pre-encoded frame to every open client; return how many took it."""
+        sent = 0
+        # send_frame never yields, so the set cannot change while we iterate it.
+        for conn in self.clients:
+            if conn.send_frame(frame):
+                sent += 1
+        return sent
+
+
+def _close_quietly(stream: Any) -> None:
+    if stream is not None:
+        try:
+            stream.close()
+        except (OSError, ValueError):
+            pass
+
+
+def _make_ack(conn: WebSocketConnection, callback_id: str) -> Callable[..., bool]:
+    def callback(data: Any = MISSING) -> bool:
+        """Send the ack frame for this request; False when the socket is no longer open."""
+        # send_frame() returns False itself when the socket is no longer open
+        return conn.send_frame(encode_text_bytes(encode_ack_bytes(callback_id, data)))
+
+    return callback
