@@ -63,7 +63,7 @@ class RouterSettings:
     duplicate_login_code: int = 4012
 
 
-class LocalNode(Protocol):
+class LocalDelivery(Protocol):
     """What the router reaches on this node: local delivery, rooms and sockets."""
 
     rooms: "RoomRegistry"
@@ -89,7 +89,7 @@ class Router:
         settings: the node's name, prefix and routing options.
     """
 
-    def __init__(self, local: LocalNode, settings: RouterSettings) -> None:
+    def __init__(self, local: LocalDelivery, settings: RouterSettings) -> None:
         self.local = local
         self.settings = settings
         self.name = settings.server_name

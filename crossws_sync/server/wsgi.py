@@ -79,6 +79,12 @@ class HeadGuard:
         self.stats: Dict[str, int] = {"head_timeouts": 0, "heads_too_large": 0, "evicted": 0}
         self._logged_at = 0.0
 
+    def configure_like(self, other: "HeadGuard") -> None:
+        """Take ``other``'s limits (counts and pending heads stay)."""
+        self.timeout = other.timeout
+        self.max_header_bytes = other.max_header_bytes
+        self.max_pending = other.max_pending
+
     def enter(self) -> None:
         """The current greenlet starts reading a request head."""
         while len(self.pending) >= self.max_pending:
