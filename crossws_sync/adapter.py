@@ -14,7 +14,7 @@ events is live at once. A gunicorn master (``--preload``) never starts it; each 
 the fork. After any fork the child drops what it inherited and starts afresh. The standalone
 listener starts with :meth:`start` / :meth:`serve_forever`.
 
-The facade composes its parts: the WebSocket service (:mod:`crossws_sync.server.service`), this
+The facade composes its parts: the WebSocket service (:mod:`crossws_sync.adapter.service`), this
 node's users, rooms and sends (:class:`~crossws_sync.cluster.local.LocalNode`), the cross-server
 and cluster methods (:class:`~crossws_sync.cluster.crossserver.CrossServer`), and the process's
 bus and router (:class:`~crossws_sync.cluster.runtime.Runtime`); its methods delegate to them.

@@ -4,13 +4,13 @@ Wire-compatible with the original Node.js library: the same channels
 (``<bridge_prefix>server_bridge``, ``<ws_prefix>...``, custom names), the same envelopes and
 the same JSON / MessagePack bytes, so original nodes and ours form one cluster.
 
-Topology (:mod:`crossws_sync.nodeset`): every bus subscribes every wanted channel on every
+Topology (:mod:`crossws_sync.bus.nodes`): every bus subscribes every wanted channel on every
 Redis node (one subscriber connection per node) and publishes each message on exactly one
 healthy node, chosen by the strategy (``random``, ``round-robin``, ``fastest``); when that
 node fails the same bytes are published on the next healthy node. Each message therefore
 reaches every subscribed bus once. This module is the bus on top: channels, encode-once
 publishing, dropping our own echoes and routing what arrives by channel; the RPC protocol of
-the bridge channel (requests, replies, pending calls, listeners) is :mod:`crossws_sync.rpc`.
+the bridge channel (requests, replies, pending calls, listeners) is :mod:`crossws_sync.bus.rpc`.
 
 Ours on top of the original (all additive on the wire):
 
@@ -23,7 +23,7 @@ Ours on top of the original (all additive on the wire):
 * ``remove_redis_instance`` and a ``close`` that stops every greenlet and connection.
 
 Listeners, callbacks and the custom channel handler run on reusable worker greenlets
-(:mod:`crossws_sync.dispatch`), so a listener may block (even wait for another RPC) without
+(:mod:`crossws_sync.io.dispatch`), so a listener may block (even wait for another RPC) without
 stopping the bus. The local delivery of an event whose targets include this server runs
 synchronously inside the emit call, as in the original.
 """

@@ -2,10 +2,10 @@
 
 A :class:`RedisNode` owns exactly two Redis connections and three greenlets:
 
-* the **publisher** connection (:mod:`crossws_sync.publisher`): whatever was submitted in one
+* the **publisher** connection (:mod:`crossws_sync.bus.publisher`): whatever was submitted in one
   event-loop iteration (publishes, PINGs, PUBSUB NUMSUB) is written in one ``send()``, a
   *writer* greenlet takes over only when that would block, and a reader matches the replies;
-* the **subscriber** connection (:mod:`crossws_sync.subscriber`), read by a *listener*
+* the **subscriber** connection (:mod:`crossws_sync.bus.subscriber`), read by a *listener*
   greenlet. The listener is supervised: any
   ``Exception`` is logged, the connection is dropped and, after a short backoff, a new one is
   opened and every wanted channel is subscribed again in one SUBSCRIBE. Unless

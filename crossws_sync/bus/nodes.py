@@ -1,6 +1,6 @@
 """The Redis nodes of one bus: where to publish, what to subscribe, which nodes are up.
 
-A :class:`RedisNodeSet` owns the bus's :class:`~crossws_sync.nodes.RedisNode` objects:
+A :class:`RedisNodeSet` owns the bus's :class:`~crossws_sync.bus.node.RedisNode` objects:
 
 * **publishing** picks a node with the selection strategy (``random``, ``round-robin``,
   ``fastest``) among the eligible ones and fails over to the others, blocking

@@ -5,7 +5,7 @@ filter and the routing of what arrives by channel. This module owns the protocol
 ``<bridge_prefix>server_bridge`` on top of it:
 
 * emitting: the request envelope, its callback id, the pending call that collects
-  ``expected_responses`` replies until its timeout (:mod:`crossws_sync.calls`), the synchronous
+  ``expected_responses`` replies until its timeout (:mod:`crossws_sync.bus.calls`), the synchronous
   local delivery when this server is a target, and failing the call at once when no Redis
   node takes the request;
 * receiving: a request addressed to this server goes to its cross-server event listeners with

@@ -7,7 +7,7 @@ Three ways to serve (all end in :meth:`WebSocketService.handle_upgrade`):
 * mounted: :class:`WebSocketMiddleware` wraps any WSGI app (Flask: ``app.wsgi_app =
   adapter.wsgi_middleware(app.wsgi_app, path="/ws")``); upgrade requests on ``path`` are taken
   before the app's router sees them, so Werkzeug's ``websocket=True`` pitfall does not apply;
-* gunicorn: ``-k crossws_sync.gunicorn.GeventWebSocketWorker`` (see :mod:`crossws_sync.gunicorn`).
+* gunicorn: ``-k crossws_sync.server.gunicorn.GeventWebSocketWorker`` (see :mod:`crossws_sync.server.gunicorn`).
 
 Auth runs before the ``101`` response, so a rejected request gets a plain HTTP status.
 """
