@@ -20,17 +20,20 @@ WS_OPTION_KEYS = frozenset({"host", "port", "path", "app", "no_server", "noServe
 
 
 @overload
-def positive_number(name: str, value: Any, *, allow_none: Literal[False] = ..., allow_zero: bool = ...) -> float: ...
+def positive_number(name: str, value: Any, *, allow_none: Literal[False] = ..., allow_zero: bool = ...,
+                    finite: bool = ...) -> float: ...
 @overload
-def positive_number(name: str, value: Any, *, allow_none: bool, allow_zero: bool = ...) -> Optional[float]: ...
+def positive_number(name: str, value: Any, *, allow_none: bool, allow_zero: bool = ...,
+                    finite: bool = ...) -> Optional[float]: ...
 
 
-def positive_number(name: str, value: Any, *, allow_none: bool = False, allow_zero: bool = False) -> Optional[float]:
+def positive_number(name: str, value: Any, *, allow_none: bool = False, allow_zero: bool = False,
+                    finite: bool = False) -> Optional[float]:
     """Return ``value`` as float after checking it is a positive number (seconds, sizes...).
 
     Raises:
-        ConfigError: not an int or float (``bool`` is not a number), NaN, negative, or zero
-            without ``allow_zero``.
+        ConfigError: not an int or float (``bool`` is not a number), NaN, negative, zero
+            without ``allow_zero``, or infinite with ``finite``.
     """
     if value is None and allow_none:
         return None
@@ -38,25 +41,27 @@ def positive_number(name: str, value: Any, *, allow_none: bool = False, allow_ze
         raise ConfigError("%s must be a number, got %r" % (name, value))
     if math.isnan(value) or value < 0 or (value == 0 and not allow_zero):
         raise ConfigError("%s must be %s, got %r" % (name, "non-negative" if allow_zero else "positive", value))
+    if finite and math.isinf(value):
+        raise ConfigError("%s must be finite, got %r" % (name, value))
     return float(value)
 
 
 @overload
-def positive_int(name: str, value: Any, *, allow_none: Literal[False] = ...) -> int: ...
+def positive_int(name: str, value: Any, *, allow_none: Literal[False] = ..., allow_zero: bool = ...) -> int: ...
 @overload
-def positive_int(name: str, value: Any, *, allow_none: bool) -> Optional[int]: ...
+def positive_int(name: str, value: Any, *, allow_none: bool, allow_zero: bool = ...) -> Optional[int]: ...
 
 
-def positive_int(name: str, value: Any, *, allow_none: bool = False) -> Optional[int]:
-    """Return ``value`` after checking it is a positive int (``bool`` is not one).
+def positive_int(name: str, value: Any, *, allow_none: bool = False, allow_zero: bool = False) -> Optional[int]:
+    """Return ``value`` after checking it is a positive int (``bool`` is not one), or 0 with ``allow_zero``.
 
     Raises:
         ConfigError: anything else.
     """
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError("%s must be a positive integer, got %r" % (name, value))
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError("%s must be a %s integer, got %r" % (name, "non-negative" if allow_zero else "positive", value))
     return value
 
 
@@ -223,7 +228,8 @@ def check_selection_strategy(selection_strategy: Any) -> str:
         ConfigError: another value.
     """
     if selection_strategy not in SELECTION_STRATEGIES:
-        raise ConfigError("selection_strategy must be one of %s, got %r" % (", ".join(SELECTION_STRATEGIES), selection_strategy))
+        raise ConfigError("selection_strategy must be one of %s, got %r"
+                          % (", ".join(SELECTION_STRATEGIES), selection_strategy))
     return str(selection_strategy)
 
 
@@ -306,5 +312,5 @@ def check_bus_options(*, server_name: Any, bridge_prefix: Any, ws_prefix: Any, s
         positive_number(name, value)
     for name, hook in hooks.items():
         check_callable(name, hook)
-    configs = redis_config_list(redis_config)
-    return BusOptions(redis_config=configs, custom=channel_list(custom_channels), initial=channel_list(initial_channels))
+    return BusOptions(redis_config=redis_config_list(redis_config), custom=channel_list(custom_channels),
+                      initial=channel_list(initial_channels))

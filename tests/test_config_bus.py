@@ -110,3 +110,17 @@ def test_check_bus_options_normalizes_lists():
 def test_check_bus_options_rejects(overrides, match):
     with pytest.raises(ConfigError, match=match):
         options(**overrides)
+
+
+def test_finite_numbers_and_non_negative_ints_for_other_callers():
+    from crossws_sync.config import positive_int, positive_number
+
+    assert positive_number("t", math.inf) == math.inf
+    with pytest.raises(ConfigError, match="^t must be finite"):
+        positive_number("t", math.inf, finite=True)
+    assert positive_number("t", 2, finite=True) == 2.0
+    assert positive_int("n", 0, allow_zero=True) == 0
+    with pytest.raises(ConfigError, match="^n must be a non-negative integer"):
+        positive_int("n", -1, allow_zero=True)
+    with pytest.raises(ConfigError, match="^n must be a positive integer"):
+        positive_int("n", 0)

@@ -1,11 +1,11 @@
 """Cross-server RPC on the bridge channel: events that ask for replies, and the replies.
 
 The bus (:mod:`crossws_sync.bus`) owns the transport: the codec, the Redis nodes, the echo
-filter and the routing of what arrives by channel. This module owns the protocol of
-``<bridge_prefix>server_bridge`` on top of it:
+filter and the routing of what arrives by channel (:mod:`.receiver`). This module owns the
+protocol of ``<bridge_prefix>server_bridge`` on top of it:
 
 * emitting: the request envelope, its callback id, the pending call that collects
-  ``expected_responses`` replies until its timeout (:mod:`crossws_sync.calls`), the synchronous
+  ``expected_responses`` replies until its timeout (:mod:`.calls`), the synchronous
   local delivery when this server is a target, and failing the call at once when no Redis
   node takes the request;
 * receiving: a request addressed to this server goes to its cross-server event listeners with
