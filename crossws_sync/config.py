@@ -53,7 +53,8 @@ def positive_int(name: str, value: Any, *, allow_none: bool, allow_zero: bool = 
 
 
 def positive_int(name: str, value: Any, *, allow_none: bool = False, allow_zero: bool = False) -> Optional[int]:
-    """Return ``value`` after checking it is a positive int (``bool`` is not one), or 0 with ``allow_zero``.
+    """Return ``value`` after checking it is a positive int (``bool`` is not one), or 0
+    with ``allow_zero``.
 
     Raises:
         ConfigError: anything else.
@@ -61,7 +62,8 @@ def positive_int(name: str, value: Any, *, allow_none: bool = False, allow_zero:
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError("%s must be a %s integer, got %r" % (name, "non-negative" if allow_zero else "positive", value))
+        raise ConfigError("%s must be a %s integer, got %r"
+                          % (name, "non-negative" if allow_zero else "positive", value))
     return value
 
 
