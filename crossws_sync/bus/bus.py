@@ -156,7 +156,7 @@ class CrossServerBus:
         self._outbox = Outbox(server_name=server_name, codec=self._codec, nodes=self._nodes, channels=self._channels,
                               expect_echo=self._receiver.expect_echo)
         self._rpc = BridgeRpc(server_name=server_name, bridge_prefix=bridge_prefix, codec=self._codec,
-                              nodes=self._nodes, publish=self.publish, expect_echo=self._receiver.expect_echo,
+                              nodes=self._nodes, publish=self._outbox.publish, expect_echo=self._receiver.expect_echo,
                               dispatcher=self._dispatcher, stats=self.stats)
         for channel in self._channels.system:
             self._receiver.route(channel, self._rpc.on_bridge_message)
