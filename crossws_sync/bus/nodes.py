@@ -23,13 +23,15 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Sequence,
 
 import gevent
 
+from ..config import SELECTION_STRATEGIES
 from ..errors import ConfigError, RedisUnavailableError
 from .node import MessageHook, RedisConfig, RedisNode, describe_config, require_monkey_patched
 from ..results import Result
 
 logger = logging.getLogger("crossws_sync.bus")
 
-STRATEGIES = ("random", "round-robin", "fastest")
+#: The publish strategies (one tuple, defined in :mod:`crossws_sync.config`).
+STRATEGIES = SELECTION_STRATEGIES
 UNAVAILABLE_MESSAGE = "No healthy Redis node available"
 
 
