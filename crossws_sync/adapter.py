@@ -377,7 +377,7 @@ class WebSocketCrossServerAdapter:
     def port(self) -> Optional[int]:
         """The port the standalone server listens on (useful with ``port=0``)."""
         if self._http_server is not None:
-            return self._http_server.server_port
+            return int(self._http_server.server_port)
         return self._listen.port if self._listen else None
 
     def wsgi_middleware(self, app: Optional[Callable[..., Any]] = None, path: Optional[str] = "/ws") -> "_LazyStartMiddleware":

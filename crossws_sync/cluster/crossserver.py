@@ -108,7 +108,8 @@ class CrossServer:
                                                   except_self=except_self)
 
     def emit_cross_server_and_wait(self, event: str, message: Any, **options: Any) -> Result:
-        return self.emit_cross_server_with_promise(event, message, **options).get()
+        result: Result = self.emit_cross_server_with_promise(event, message, **options).get()
+        return result
 
     def _expected(self, expected: Optional[int], target_server: Any, except_self: bool) -> int:
         if expected is not None:

@@ -481,7 +481,7 @@ class Router:
             self.directory.touch(name, now)
             if done is None:
                 return
-            seq, users, rooms, deltas = done  # type: ignore[assignment]
+            seq, users, rooms, deltas = done
         self.stats["snapshots_received"] += 1
         self.directory.apply_snapshot(name, seq, users, rooms, now)
         self.directory.touch(name, now, {"websocket": bool(message.get("ws", True))})

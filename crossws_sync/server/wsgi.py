@@ -189,7 +189,7 @@ class UpgradeHandlerMixin:
         return (status, _RESPONSES[type(exc)])
 
     def get_environ(self) -> Dict[str, Any]:
-        environ = super().get_environ()  # type: ignore[misc]
+        environ: Dict[str, Any] = super().get_environ()  # type: ignore[misc]  # a mixin of pywsgi's handler
         environ["crossws.socket"] = self.socket
         environ["crossws.detach"] = self._detach_socket
         return environ

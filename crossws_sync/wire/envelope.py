@@ -345,7 +345,7 @@ class GapDetector:
             gap = number - 1 if number > 1 else 0
             self.missed += gap
             return gap
-        last = state[1]
+        last: int = state[1]
         if number == last + 1:
             state[1] = number
             return 0
