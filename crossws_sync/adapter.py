@@ -264,7 +264,8 @@ class WebSocketCrossServerAdapter:
 
         # Resolved again here, in the process that runs the node (after a gunicorn fork, {pid} differs).
         self._server_name = resolve_server_name(self._server_name_template)
-        from .cluster.routing import Router, RouterSettings
+        from .cluster.contracts import RouterSettings
+        from .cluster.routing import Router
 
         local = self._local_settings
         router = Router(self._local, RouterSettings(

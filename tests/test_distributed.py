@@ -246,7 +246,7 @@ def test_a_user_who_moved_to_another_node_gets_each_direct_message_once(redis_fa
         first.abort()  # TCP cut, no close frame
         wait_for(lambda: a.get_socket_instance("x") is None or not a.get_socket_instance("x").open)
         second = _connect(b, "x")
-        wait_for(lambda: c._router.directory.user_nodes("x") == {"n1"}, message="the directory names only B")
+        wait_for(lambda: c._router.membership.directory.user_nodes("x") == {"n1"}, message="the directory names only B")
         for i in range(10):
             c.to_socket_id("x", "dm", i)
         received = [second.recv_json()["payload"] for _ in range(10)]
@@ -264,10 +264,10 @@ def test_a_forward_never_reaches_a_node_that_was_already_targeted(cluster):
     x = _connect(b, "x")
     wait_for(lambda: c.find_user_node("x") == "node1")
     # C's directory still names A too (a stale entry): C targets A and B; A cannot deliver and forwards.
-    directory = c._router.directory
+    directory = c._router.membership.directory
     directory.apply_delta("node0", directory.nodes["node0"].seq + 1, [["u+", "x", 1.0]], 0.0)
     directory.nodes["node0"].seq -= 1  # as if it had always been there: no resync
-    assert c._router.directory.user_nodes("x") == {"node0", "node1"}
+    assert c._router.membership.directory.user_nodes("x") == {"node0", "node1"}
     for i in range(5):
         c.to_socket_id("x", "dm", i)
     assert [x.recv_json()["payload"] for _ in range(5)] == list(range(5))

@@ -384,9 +384,9 @@ def test_exceptions_injected_into_background_greenlets_are_survived(redis_server
     assert rpc_works(a, "b") and rpc_works(b, "a")
 
     # 4. The cluster heartbeat: b stays in a's registry past the expiry time.
-    b._router._heart.kill(RuntimeError("injected into the heartbeat"), block=False)
+    b._router.membership._heart.kill(RuntimeError("injected into the heartbeat"), block=False)
     t5 = time.monotonic()
-    wait_for(lambda: time.monotonic() - t5 > b._router.expiry + 0.5, timeout=10)
+    wait_for(lambda: time.monotonic() - t5 > b._router.membership.expiry + 0.5, timeout=10)
     assert "b" in [n["server_name"] for n in a.get_cluster_nodes()]
     record("injected_exceptions", listener_back_s=round(listener_back, 3),
            recovered_after_down_injections_s=round(health.first(t2, True, ("a", "b")) - t2, 3))

@@ -252,22 +252,22 @@ def test_a_big_cluster_snapshot_goes_in_parts_under_the_cap_and_a_fresh_peer_syn
     server = redis_factory()
     (a,) = cluster(1, redis_nodes=[server], max_rooms_per_socket=None)
     sizes = []
-    send = a._router._send_to_node
+    send = a._router.membership._send_to_node
 
     def spy(name, message):
         if message.get("t") == "snap":
             sizes.append(len(json.dumps(message)))
         return send(name, message)
 
-    a._router._send_to_node = spy
+    a._router.membership._send_to_node = spy
     members = [connect_user(a, "user%d" % i) for i in range(5)]
     for index in range(2000):
         a.join_room("chat", "room-%d-" % index + "y" * 100, "user%d" % (index % 5))
     b = WebSocketCrossServerAdapter(server_name="late", redis_config=[server.config], node_heartbeat_interval=0.2)
     try:
         b.start()
-        wait_for(lambda: len(b._router.room_ids("chat")) == 2000, timeout=20, message="the peer synced every room")
-        assert b._router.find_user_node("user3") == "node0"
+        wait_for(lambda: len(b._router.membership.room_ids("chat")) == 2000, timeout=20, message="the peer synced every room")
+        assert b._router.membership.find_user_node("user3") == "node0"
     finally:
         b.close(timeout=1)
     record("snapshot_in_parts", rooms=2000, parts=len(sizes), largest_part_bytes=max(sizes), total_bytes=sum(sizes))

@@ -117,7 +117,7 @@ class CrossServer:
         router = self.runtime.router
         if router is None:
             raise ConfigError("expected_responses=None needs the cluster registry (ws_options and redis_config)")
-        count = len(router.live_nodes())
+        count = len(router.membership.live_nodes())
         return max(1, count - 1 if except_self else count)
 
     def delete_cross_server_callback(self, callback_id: str) -> bool:
@@ -187,13 +187,13 @@ class CrossServer:
 
     def get_cluster_nodes(self) -> List[Dict[str, Any]]:
         router = self.runtime.started_router()
-        return router.live_nodes() if router is not None else []
+        return router.membership.live_nodes() if router is not None else []
 
     def get_cluster_stats(self) -> Dict[str, Any]:
         router = self.runtime.started_router()
         if router is None:
             return {"online_users": len(self.local.sockets), "nodes": {}}
-        return router.cluster_stats()
+        return router.membership.cluster_stats()
 
     @property
     def routing_stats(self) -> Dict[str, int]:
@@ -212,7 +212,7 @@ class CrossServer:
         router = self.runtime.started_router()
         if router is None:
             return self.local.rooms.socket_ids(room_namespace, room_id)
-        return router.room_members(room_namespace, room_id)
+        return router.membership.room_members(room_namespace, room_id)
 
     def get_cluster_socket_count_in_room(self, room_namespace: str, room_id: str) -> int:
         return len(self.get_cluster_room_socket_ids(room_namespace, room_id))
@@ -221,7 +221,7 @@ class CrossServer:
         router = self.runtime.started_router()
         if router is None:
             return set(self.local.rooms.room_ids(room_namespace))
-        return router.room_ids(room_namespace)
+        return router.membership.room_ids(room_namespace)
 
     def get_cluster_room_count(self, room_namespace: str) -> int:
         return len(self.get_cluster_room_ids(room_namespace))
@@ -234,4 +234,4 @@ class CrossServer:
         if socket_id in self.local.sockets:
             return self._server_name() or "local"
         router = self.runtime.started_router()
-        return router.find_user_node(socket_id) if router is not None else None
+        return router.membership.find_user_node(socket_id) if router is not None else None

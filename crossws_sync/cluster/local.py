@@ -230,7 +230,7 @@ class LocalNode:
         if self.runtime.redis_enabled:
             router = self.runtime.started_router()
             if router is not None:
-                router.room_joined(room_namespace, room_id, socket_id)
+                router.membership.room_joined(room_namespace, room_id, socket_id)
                 # Always ask (idempotent): a second joiner must also wait for a pending SUBSCRIBE.
                 router.namespace_used(room_namespace)
 
@@ -242,7 +242,7 @@ class LocalNode:
         was_member = self.rooms.is_joined(socket_id, room_namespace, room_id)
         emptied = self.rooms.leave(room_namespace, room_id, socket_id)
         if was_member and router is not None:
-            router.room_left(room_namespace, room_id, socket_id)
+            router.membership.room_left(room_namespace, room_id, socket_id)
         if emptied:
             self._namespace_emptied(room_namespace)
 
@@ -254,7 +254,7 @@ class LocalNode:
         emptied = self.rooms.remove_room(room_namespace, room_id)
         if router is not None:
             for socket_id in members:
-                router.room_left(room_namespace, room_id, socket_id)
+                router.membership.room_left(room_namespace, room_id, socket_id)
         if emptied:
             self._namespace_emptied(room_namespace)
 
@@ -297,7 +297,7 @@ class LocalNode:
             raise ConfigError("Invalid socket object.")
         previous = self.sockets.get(socket_id)
         local_dup = previous is not None and previous is not socket and previous.open
-        remote_dup = bool(router.duplicate_owner(socket_id)) if router is not None else False
+        remote_dup = bool(router.membership.duplicate_owner(socket_id)) if router is not None else False
         if self.settings.duplicate_login and (local_dup or remote_dup):
             if self.settings.duplicate_login == "reject_new":
                 socket.close(self.settings.duplicate_login_code, "duplicate login")
@@ -305,12 +305,12 @@ class LocalNode:
             if local_dup and previous is not None:
                 previous.close(self.settings.duplicate_login_code, "logged in elsewhere")
             if remote_dup and router is not None:
-                router.kick_elsewhere(socket_id, self.settings.duplicate_login_code)
+                router.membership.kick_elsewhere(socket_id, self.settings.duplicate_login_code)
         self.sockets[socket_id] = socket
         if isinstance(socket, WebSocketConnection):
             socket.socket_id = socket_id
         if router is not None:
-            router.user_mapped(socket_id)
+            router.membership.user_mapped(socket_id)
         return True
 
     def remove_user_socket(self, socket_id: str, socket: Optional[WebSocketConnection] = None) -> None:
@@ -325,13 +325,13 @@ class LocalNode:
         if router is not None:
             for namespace, room_ids in self.rooms.joined_rooms(socket_id).items():
                 for room_id in room_ids:
-                    router.room_left(namespace, room_id, socket_id)
+                    router.membership.room_left(namespace, room_id, socket_id)
         emptied = self.rooms.remove_socket(socket_id)
         if emptied and router is not None and self.settings.auto_unsubscribe:
             presets = self.settings.preset_namespaces
             router.namespaces_unused([ns for ns in emptied if ns not in presets])
         if router is not None:
-            router.user_unmapped(socket_id)
+            router.membership.user_unmapped(socket_id)
 
     def get_socket_instance(self, socket_id: str) -> Optional[WebSocketConnection]:
         check_id("socketId", socket_id)
@@ -353,7 +353,7 @@ class LocalNode:
         elif router is not None and self.sockets.get(socket_id) is conn:
             # The app keeps the mapping (the original's default), but a closed socket must not
             # claim the user in the cluster: other nodes would keep sending there.
-            router.user_unmapped(socket_id)
+            router.membership.user_unmapped(socket_id)
 
 
 
