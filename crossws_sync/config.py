@@ -5,7 +5,7 @@ import math
 import os
 import platform
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, List, Literal, Optional, Tuple, Union, overload
 
 from .errors import ConfigError
 
@@ -14,22 +14,47 @@ WS_OPTION_KEYS = frozenset({"host", "port", "path", "app", "no_server", "noServe
                             "keyfile", "certfile", "max_payload", "maxPayload"})
 
 
-def positive_number(name: str, value: Any, *, allow_none: bool = False, allow_zero: bool = False) -> Optional[float]:
-    """Return ``value`` as float after checking it is a positive number (seconds, sizes...)."""
+@overload
+def positive_number(name: str, value: Any, *, allow_none: Literal[False] = False, allow_zero: bool = False,
+                    finite: bool = False) -> float: ...
+
+
+@overload
+def positive_number(name: str, value: Any, *, allow_none: bool, allow_zero: bool = False,
+                    finite: bool = False) -> Optional[float]: ...
+
+
+def positive_number(name: str, value: Any, *, allow_none: bool = False, allow_zero: bool = False,
+                    finite: bool = False) -> Optional[float]:
+    """Return ``value`` as float after checking it is a positive number (seconds, sizes...).
+
+    ``allow_zero`` admits 0, ``finite`` refuses infinity, ``allow_none`` passes ``None`` through.
+    """
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError("%s must be a number, got %r" % (name, value))
-    if math.isnan(value) or value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError("%s must be %s, got %r" % (name, "non-negative" if allow_zero else "positive", value))
+    if math.isnan(value) or value < 0 or (value == 0 and not allow_zero) or (finite and math.isinf(value)):
+        raise ConfigError("%s must be %s%s, got %r" % (name, "non-negative" if allow_zero else "positive",
+                                                      " and finite" if finite else "", value))
     return float(value)
 
 
-def positive_int(name: str, value: Any, *, allow_none: bool = False) -> Optional[int]:
+@overload
+def positive_int(name: str, value: Any, *, allow_none: Literal[False] = False, allow_zero: bool = False) -> int: ...
+
+
+@overload
+def positive_int(name: str, value: Any, *, allow_none: bool, allow_zero: bool = False) -> Optional[int]: ...
+
+
+def positive_int(name: str, value: Any, *, allow_none: bool = False, allow_zero: bool = False) -> Optional[int]:
+    """Return ``value`` after checking it is a positive ``int`` (not a bool); ``allow_zero``
+    admits 0, ``allow_none`` passes ``None`` through."""
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError("%s must be a positive integer, got %r" % (name, value))
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError("%s must be a %s integer, got %r" % (name, "non-negative" if allow_zero else "positive", value))
     return value
 
 
