@@ -158,3 +158,15 @@ def test_manual_close_of_an_open_connection_fires_close_4001():
     assert conn.detached and conn.sent == [(MANUAL_CLOSE_CODE, "client manual close")]
     assert fired[0][0] == "close" and fired[0][1].code == 4001 and fired[0][1].was_clean is True
     assert conn.pending == {}
+
+
+def test_repeat_reset_counts_attempts_from_zero_again():
+    session, fired = make(fast_reconnect_interval=0.02, repeat_limit=1)
+    session.open_connection()
+    wait_for(lambda: "close" in names(fired))
+    assert names(fired) == ["error", "reconnect", "error", "repeat-limit", "close"]
+    assert session.reconnect() == "limit" and session.repeat == 1
+    assert session.reconnect(repeat_reset=True) == "scheduled" and session.repeat == 1
+    wait_for(lambda: names(fired).count("reconnect") == 2)
+    assert [f[1].repeat for f in fired if f[0] == "reconnect"] == [1, 1]
+    session.manual_close()

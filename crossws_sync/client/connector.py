@@ -352,7 +352,7 @@ class WebSocketConnector:
         ``CONNECTION_CLOSED``), fires ``reconnect`` with ``{repeat, timeout}`` and connects
         again after ``timeout`` seconds.
         """
-        self._session.reconnect()
+        self._session.reconnect(repeat_reset)
 
     def set_ping_interval(self, new_interval: float, immediate: bool = False) -> None:
         """Change the heartbeat interval; with ``immediate``, restart the heartbeat now (if open).

@@ -89,9 +89,12 @@ class Session:
             logger.info("closed by the client: %s", self.config.url)
             self.fire("close", Result(code=MANUAL_CLOSE_CODE, reason=MANUAL_CLOSE_REASON, was_clean=True, error=None))
 
-    def reconnect(self) -> str:
+    def reconnect(self, repeat_reset: bool = False) -> str:
         """Schedule a reconnect attempt (see ``WebSocketConnector.reconnect``); return
-        ``"scheduled"``, ``"skipped"`` (one is scheduled, or after manual_close) or ``"limit"``."""
+        ``"scheduled"``, ``"skipped"`` (one is scheduled, or after manual_close) or ``"limit"``.
+        With ``repeat_reset``, :attr:`repeat` is set to 0 first (also when skipped), as the original."""
+        if repeat_reset:
+            self.repeat = 0
         # The original stops the heartbeat first, even when it then returns early with the
         # connection still open (repeat_limit=0); here it stops with the dropped connection.
         if self._reconnect_timer is not None or self._forbid:
