@@ -116,7 +116,7 @@ def test_server_and_python_client_negotiate_and_compress_both_ways():
     client.on("message", got.append)
     try:
         assert client.wait_connected(5)
-        assert client._conn.proto.compressing  # the server agreed
+        assert client._session.conn.proto.compressing  # the server agreed
         text, blob = "compress me " * 500, os.urandom(500) + bytes(5000)
         client.send(text)
         client.send(blob)
@@ -124,7 +124,7 @@ def test_server_and_python_client_negotiate_and_compress_both_ways():
         assert seen[:2] == [text, blob]
         plain = WebSocketConnector("ws://127.0.0.1:%d/" % adapter.port)  # no offer: no compression
         try:
-            assert plain.wait_connected(5) and not plain._conn.proto.compressing
+            assert plain.wait_connected(5) and not plain._session.conn.proto.compressing
         finally:
             plain.manual_close()
     finally:

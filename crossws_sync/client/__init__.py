@@ -1,4 +1,9 @@
-"""The Python client: :class:`WebSocketConnector` and its constants."""
+"""The Python client: :class:`WebSocketConnector` and its constants.
+
+Modules: ``connector`` (the facade), ``session`` (connections over time, reconnects),
+``connection`` (one connection), ``acks``, ``heartbeat``, ``queue`` (the event greenlet) and
+``options``. All log on ``crossws_sync.client``.
+"""
 from .connector import (
     CALLBACK_TIMEOUT,
     CONNECTION_CLOSED,

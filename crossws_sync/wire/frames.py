@@ -207,9 +207,9 @@ class FrameParser:
             view: Union[bytes, bytearray] = buf
         else:
             view = data
-            # Fast path: exactly one whole text frame under 64 KiB (a client's typical request,
-            # a server's typical ack or push); everything else, and every error, takes the
-            # general loop below.
+            # Fast path, inline for speed: exactly one whole text frame under 64 KiB (a client's
+            # typical request, a server's typical ack or push); everything else, and every error,
+            # takes the general loop (_parse).
             if len(data) > 1 and data[0] == 0x81 and not self._frag_opcode:
                 b1 = data[1]
                 start = 0
@@ -233,22 +233,28 @@ class FrameParser:
                     return out
         if out is None:
             out = []
+        pos = self._parse(view, out)
+        if pos:
+            if view is buf:
+                del buf[:pos]
+            else:
+                self._buf = bytearray(view[pos:])
+        elif view is not buf:
+            self._buf = bytearray(view)
+        return out
+
+    def _parse(self, view: Union[bytes, bytearray], out: List[Message]) -> int:
+        """Append the messages of the whole frames at the start of ``view`` to ``out``; return
+        how many bytes they took (an incomplete frame at the end stays for the next feed)."""
         pos = 0
         total = len(view)
         limit = self._max
-        while True:
-            if total - pos < 2:
-                break
+        mask_bit = 0x80 if self._expect_masked else 0
+        while total - pos >= 2:
             b0 = view[pos]
             b1 = view[pos + 1]
             opcode = b0 & 0x0F
-            compressed = False
-            if b0 & 0x70:
-                if (b0 & 0x70) != 0x40 or self._inflate is None or opcode not in (OP_TEXT, OP_BINARY):
-                    raise ProtocolError("reserved bits set (no extension was negotiated for them)")
-                compressed = True
-            fin = b0 & 0x80
-            masked = b1 & 0x80
+            compressed = bool(b0 & 0x70) and self._compressed(b0)
             length = b1 & 0x7F
             header = 2
             if length == 126:
@@ -261,66 +267,87 @@ class FrameParser:
                     break
                 length = _unpack_q(view, pos + 2)[0]
                 header = 10
-            if bool(masked) != self._expect_masked:
-                raise ProtocolError("frame masking is wrong for this side")
-            if opcode >= 0x8:
-                if not fin or length > 125:
-                    raise ProtocolError("control frame fragmented or longer than 125 bytes")
-                if opcode not in (OP_CLOSE, OP_PING, OP_PONG):
-                    raise ProtocolError("unknown control opcode %d" % opcode)
-            elif opcode not in (OP_CONT, OP_TEXT, OP_BINARY):
-                raise ProtocolError("unknown data opcode %d" % opcode)
+            if (b1 & 0x80) != mask_bit or opcode > OP_BINARY:
+                self._check_header(b0, b1, length)
             elif limit is not None and self._frag_size + length > limit:
                 raise MessageTooBig("message exceeds %d bytes" % limit)
-            if masked:
+            if mask_bit:
                 header += 4
             end = pos + header + length
             if total < end:
                 break
-            if masked:
+            if mask_bit:
                 payload = unmask(memoryview(view)[pos + header:end], bytes(view[pos + header - 4:pos + header]))
             else:
                 payload = bytes(view[pos + header:end])
             pos = end
             if opcode >= 0x8:
                 out.append((opcode, payload))
-            elif opcode == OP_CONT:
-                if not self._frag_opcode:
-                    raise ProtocolError("continuation frame without a message to continue")
-                self._frag_parts.append(payload)
-                self._frag_size += length
-                if self._frag_utf8 is not None:
-                    self._check_utf8(payload, bool(fin))
-                if fin:
-                    message = b"".join(self._frag_parts)
-                    if self._frag_compressed:
-                        message = self._inflate(message)  # type: ignore[misc]
-                    out.append((self._frag_opcode, message))
-                    self._frag_opcode = 0
-                    self._frag_parts = []
-                    self._frag_size = 0
-                    self._frag_utf8 = None
+            elif b0 & 0x80 and opcode and not self._frag_opcode:  # a whole data message
+                out.append((opcode, self._inflate(payload) if compressed else payload))  # type: ignore[misc]
             else:
-                if self._frag_opcode:
-                    raise ProtocolError("new data frame inside a fragmented message")
-                if fin:
-                    out.append((opcode, self._inflate(payload) if compressed else payload))  # type: ignore[misc]
-                else:
-                    self._frag_opcode = opcode
-                    self._frag_parts = [payload]
-                    self._frag_size = length
-                    self._frag_compressed = compressed
-                    if opcode == OP_TEXT and not compressed:  # RFC 6455 §8.1: fail as soon as the text is invalid
-                        self._frag_utf8 = codecs.getincrementaldecoder("utf-8")()
-                        self._check_utf8(payload, False)
-        if pos:
-            if view is buf:
-                del buf[:pos]
-            else:
-                self._buf = bytearray(view[pos:])
-        elif view is not buf:
-            self._buf = bytearray(view)
-        return out
+                self._fragment(opcode, payload, bool(b0 & 0x80), compressed, out)
+        return pos
+
+    def _compressed(self, b0: int) -> bool:
+        """RSV bits are set in ``b0``: ``True`` for a compressed data frame (RSV1 with deflate).
+
+        Raises:
+            ProtocolError: any other use of the reserved bits.
+        """
+        if (b0 & 0x70) != 0x40 or self._inflate is None or (b0 & 0x0F) not in (OP_TEXT, OP_BINARY):
+            raise ProtocolError("reserved bits set (no extension was negotiated for them)")
+        return True
+
+    def _check_header(self, b0: int, b1: int, length: int) -> None:
+        """Check a frame that is not a plain data frame of the right masking (the rare case).
+
+        Raises:
+            ProtocolError: wrong masking, a control frame fragmented or over 125 bytes, an unknown opcode.
+        """
+        if bool(b1 & 0x80) != self._expect_masked:
+            raise ProtocolError("frame masking is wrong for this side")
+        opcode = b0 & 0x0F
+        if opcode < 0x8:
+            raise ProtocolError("unknown data opcode %d" % opcode)
+        if not b0 & 0x80 or length > 125:
+            raise ProtocolError("control frame fragmented or longer than 125 bytes")
+        if opcode not in (OP_CLOSE, OP_PING, OP_PONG):
+            raise ProtocolError("unknown control opcode %d" % opcode)
+
+    def _fragment(self, opcode: int, payload: bytes, fin: bool, compressed: bool, out: List[Message]) -> None:
+        """A data frame that starts, continues or ends a fragmented message (or breaks one).
+
+        Raises:
+            ProtocolError: a continuation without a message, a new message inside one, or
+            invalid UTF-8 in a fragmented text message.
+        """
+        if opcode == OP_CONT:
+            if not self._frag_opcode:
+                raise ProtocolError("continuation frame without a message to continue")
+            self._frag_parts.append(payload)
+            self._frag_size += len(payload)
+            if self._frag_utf8 is not None:
+                self._check_utf8(payload, fin)
+            if fin:
+                message = b"".join(self._frag_parts)
+                if self._frag_compressed:
+                    message = self._inflate(message)  # type: ignore[misc]
+                out.append((self._frag_opcode, message))
+                self._frag_opcode = 0
+                self._frag_parts = []
+                self._frag_size = 0
+                self._frag_utf8 = None
+        elif self._frag_opcode:
+            raise ProtocolError("new data frame inside a fragmented message")
+        else:
+            self._frag_opcode = opcode
+            self._frag_parts = [payload]
+            self._frag_size = len(payload)
+            self._frag_compressed = compressed
+            if opcode == OP_TEXT and not compressed:  # RFC 6455 §8.1: fail as soon as the text is invalid
+                self._frag_utf8 = codecs.getincrementaldecoder("utf-8")()
+                self._check_utf8(payload, False)
 
     def set_inflate(self, inflate: Optional[Callable[[bytes], bytes]]) -> None:
         """Accept compressed messages (RSV1) from now on, inflated with ``inflate``."""
