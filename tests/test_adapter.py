@@ -1,4 +1,4 @@
-"""Single-server mode over real sockets: wire frames, handlers, rooms, auth, limits, bad input."""
+"""crossws_sync.adapter (the facade) in single-server mode over real sockets: wire frames, handlers, rooms, auth, limits, bad input."""
 from __future__ import annotations
 
 import json
