@@ -19,7 +19,7 @@ MOVED = {
     "calls": "bus.calls",
     "client": "client",
     "connection": "server.connection",
-    "crossserver": "cluster.methods",
+    "crossserver": "cluster.crossserver",
     "deflate": "wire.deflate",
     "directory": "core.directory",
     "dispatch": "io.dispatch",

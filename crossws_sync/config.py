@@ -1,36 +1,128 @@
-"""Option validation for the adapter: keyword arguments in, frozen settings out. Pure."""
+"""Option validation, the one place for it: keyword arguments in, checked values out. Pure.
+
+Every checker raises :class:`~crossws_sync.errors.ConfigError` (or the error it is given) on bad
+input; the ``*_or_default`` forms are for per-call arguments that fall back to a default instead,
+as the original does.
+"""
 from __future__ import annotations
 
 import math
 import os
 import platform
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Literal, Optional, Tuple, Union, overload
 
-from .errors import ConfigError
+from .errors import ConfigError, InvalidNameError
 
 #: Keys accepted in ``ws_options`` (a typo is an error, not a silent no-op).
 WS_OPTION_KEYS = frozenset({"host", "port", "path", "app", "no_server", "noServer", "backlog", "ssl_context",
                             "keyfile", "certfile", "max_payload", "maxPayload"})
 
 
-def positive_number(name: str, value: Any, *, allow_none: bool = False, allow_zero: bool = False) -> Optional[float]:
-    """Return ``value`` as float after checking it is a positive number (seconds, sizes...)."""
+@overload
+def positive_number(name: str, value: Any, *, allow_none: Literal[False] = ..., allow_zero: bool = ...,
+                    finite: bool = ...) -> float: ...
+@overload
+def positive_number(name: str, value: Any, *, allow_none: bool, allow_zero: bool = ...,
+                    finite: bool = ...) -> Optional[float]: ...
+
+
+def positive_number(name: str, value: Any, *, allow_none: bool = False, allow_zero: bool = False,
+                    finite: bool = False) -> Optional[float]:
+    """Return ``value`` as float after checking it is a positive number (seconds, sizes...).
+
+    Raises:
+        ConfigError: not an int or float (``bool`` is not a number), NaN, negative, zero
+            without ``allow_zero``, or infinite with ``finite``.
+    """
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError("%s must be a number, got %r" % (name, value))
     if math.isnan(value) or value < 0 or (value == 0 and not allow_zero):
         raise ConfigError("%s must be %s, got %r" % (name, "non-negative" if allow_zero else "positive", value))
+    if finite and math.isinf(value):
+        raise ConfigError("%s must be finite, got %r" % (name, value))
     return float(value)
 
 
-def positive_int(name: str, value: Any, *, allow_none: bool = False) -> Optional[int]:
+@overload
+def positive_int(name: str, value: Any, *, allow_none: Literal[False] = ..., allow_zero: bool = ...) -> int: ...
+@overload
+def positive_int(name: str, value: Any, *, allow_none: bool, allow_zero: bool = ...) -> Optional[int]: ...
+
+
+def positive_int(name: str, value: Any, *, allow_none: bool = False, allow_zero: bool = False) -> Optional[int]:
+    """Return ``value`` after checking it is a positive int (``bool`` is not one), or 0
+    with ``allow_zero``.
+
+    Raises:
+        ConfigError: anything else.
+    """
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError("%s must be a positive integer, got %r" % (name, value))
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError("%s must be a %s integer, got %r"
+                          % (name, "non-negative" if allow_zero else "positive", value))
     return value
+
+
+def positive_number_or_default(value: Any, default: float) -> float:
+    """``value`` as float when :func:`positive_number` accepts it, else ``default`` (never raises)."""
+    try:
+        return positive_number("value", value)
+    except ConfigError:
+        return default
+
+
+def positive_int_or_default(value: Any, default: int) -> int:
+    """``value`` when :func:`positive_int` accepts it, else ``default`` (never raises)."""
+    try:
+        return positive_int("value", value)
+    except ConfigError:
+        return default
+
+
+def check_callable(name: str, value: Any) -> None:
+    """Accept ``None`` or a callable (a hook, a handler).
+
+    Raises:
+        ConfigError: anything else.
+    """
+    if value is not None and not callable(value):
+        raise ConfigError("%s must be callable" % name)
+
+
+def check_channel(channel: Any, error: Callable[[str], Exception] = TypeError) -> str:
+    """Return ``channel`` after checking it is non-empty text that encodes to UTF-8 (Redis takes bytes).
+
+    Raises:
+        TypeError: (or ``error``) not a non-empty string.
+        InvalidNameError: it holds a lone surrogate.
+    """
+    if not isinstance(channel, str) or not channel:
+        raise error("The channel must be a non-empty string")
+    if not channel.isascii():
+        try:
+            channel.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidNameError("channel %r is not valid text (it holds a lone surrogate)" % channel) from None
+    return channel
+
+
+def channel_list(value: Union[None, str, Iterable[str]]) -> List[str]:
+    """``None`` -> [], ``"a"`` -> ["a"], an iterable of channels -> list (each :func:`check_channel`).
+
+    Raises:
+        ConfigError: a channel is not a non-empty string.
+        InvalidNameError: a channel holds a lone surrogate.
+    """
+    if value is None:
+        return []
+    channels = [value] if isinstance(value, str) else list(value)
+    for channel in channels:
+        check_channel(channel, ConfigError)
+    return channels
 
 
 @dataclass(frozen=True)
@@ -127,17 +219,100 @@ def as_list(value: Union[None, str, Iterable[str]], name: str) -> List[str]:
 #: Publish strategies over several Redis nodes.
 SELECTION_STRATEGIES = ("random", "round-robin", "fastest")
 REDIS_CODECS = ("json", "msgpack")
+#: Schemes a ``redis_config`` URL may have.
+REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def check_selection_strategy(selection_strategy: Any) -> str:
+    """Return ``selection_strategy`` after checking it is one of :data:`SELECTION_STRATEGIES`.
+
+    Raises:
+        ConfigError: another value.
+    """
+    if selection_strategy not in SELECTION_STRATEGIES:
+        raise ConfigError("selection_strategy must be one of %s, got %r"
+                          % (", ".join(SELECTION_STRATEGIES), selection_strategy))
+    return str(selection_strategy)
+
+
+def check_redis_url(url: str) -> str:
+    """Return ``url`` after checking its scheme is one of :data:`REDIS_URL_SCHEMES`.
+
+    Raises:
+        ConfigError: another scheme.
+    """
+    if not url.startswith(REDIS_URL_SCHEMES):
+        raise ConfigError("a redis_config URL must start with redis://, rediss:// or unix://")
+    return url
+
+
+def redis_config_list(redis_config: Any) -> List[Any]:
+    """One entry (a dict or URL) or a list / tuple of entries, as a list; entries are checked later.
+
+    Raises:
+        ConfigError: anything else.
+    """
+    if isinstance(redis_config, (str, dict)):
+        return [redis_config]
+    if not isinstance(redis_config, (list, tuple)):
+        raise ConfigError("redis_config must be a list of dicts or redis:// URLs")
+    return list(redis_config)
 
 
 def check_redis_options(redis_config: Any, selection_strategy: Any, redis_codec: Any) -> None:
     """Validate the Redis options in the constructor (not later, when the bus starts)."""
-    if selection_strategy not in SELECTION_STRATEGIES:
-        raise ConfigError("selection_strategy must be one of %s, got %r" % (", ".join(SELECTION_STRATEGIES), selection_strategy))
+    check_selection_strategy(selection_strategy)
     if redis_codec not in REDIS_CODECS:
         raise ConfigError("redis_codec must be one of %s, got %r" % (", ".join(REDIS_CODECS), redis_codec))
     for item in redis_config or []:
         if isinstance(item, str):
-            if not item.startswith(("redis://", "rediss://", "unix://")):
-                raise ConfigError("a redis_config URL must start with redis://, rediss:// or unix://")
+            check_redis_url(item)
         elif not isinstance(item, dict):
             raise ConfigError("each redis_config entry must be a dict of connection options or a URL string")
+
+
+def require_server_name(server_name: Any) -> str:
+    """Return ``server_name`` after checking it is a non-empty string (no template expansion).
+
+    Raises:
+        ConfigError: anything else.
+    """
+    if not isinstance(server_name, str) or not server_name:
+        raise ConfigError("server_name must be specified for cross-server communication to work reliably.")
+    return server_name
+
+
+@dataclass(frozen=True)
+class BusOptions:
+    """The bus options that :func:`check_bus_options` returns as lists."""
+
+    redis_config: List[Any]
+    custom: List[str]
+    initial: List[str]
+
+
+def check_bus_options(*, server_name: Any, bridge_prefix: Any, ws_prefix: Any, selection_strategy: Any,
+                      seconds: Dict[str, Any], hooks: Dict[str, Any], redis_config: Any,
+                      custom_channels: Union[None, str, Iterable[str]], initial_channels: Iterable[str]) -> BusOptions:
+    """Validate the cross-server bus's options (the codec's are checked by the codec).
+
+    Args:
+        seconds: option name -> a value that must be a positive number.
+        hooks: option name -> ``None`` or a callable.
+
+    Returns:
+        The Redis config as a list and the custom and initial channels as lists.
+
+    Raises:
+        ConfigError: an invalid option.
+        InvalidNameError: a channel holds a lone surrogate.
+    """
+    require_server_name(server_name)
+    check_prefixes(bridge_prefix, ws_prefix)
+    check_selection_strategy(selection_strategy)
+    for name, value in seconds.items():
+        positive_number(name, value)
+    for name, hook in hooks.items():
+        check_callable(name, hook)
+    return BusOptions(redis_config=redis_config_list(redis_config), custom=channel_list(custom_channels),
+                      initial=channel_list(initial_channels))

@@ -35,7 +35,7 @@ class ConfigError(CrossWSError, ValueError):
 
 
 class InvalidNameError(ConfigError):
-    """A namespace, room id or socket id is not valid text or is reserved (see ``crossws_sync.names``)."""
+    """A namespace, room id or socket id is not valid text or is reserved (see ``crossws_sync.core.names``)."""
 
 
 class LimitExceededError(CrossWSError, ValueError):

@@ -4,13 +4,16 @@ Wire-compatible with the original Node.js library: the same channels
 (``<bridge_prefix>server_bridge``, ``<ws_prefix>...``, custom names), the same envelopes and
 the same JSON / MessagePack bytes, so original nodes and ours form one cluster.
 
-Topology (:mod:`crossws_sync.nodeset`): every bus subscribes every wanted channel on every
+Topology (:mod:`.nodes`): every bus subscribes every wanted channel on every
 Redis node (one subscriber connection per node) and publishes each message on exactly one
 healthy node, chosen by the strategy (``random``, ``round-robin``, ``fastest``); when that
 node fails the same bytes are published on the next healthy node. Each message therefore
-reaches every subscribed bus once. This module is the bus on top: channels, encode-once
-publishing, dropping our own echoes and routing what arrives by channel; the RPC protocol of
-the bridge channel (requests, replies, pending calls, listeners) is :mod:`crossws_sync.rpc`.
+reaches every subscribed bus once. :class:`CrossServerBus` is the public facade on top; its
+collaborators each own one concern: :mod:`.channels` (which channels are wanted, and why),
+:mod:`.outbox` (encode-once publishing, sequence numbers), :mod:`.receiver` (dropping our own
+echoes, decoding, routing what arrives by channel) and :mod:`.rpc` (the bridge channel's
+protocol: requests, replies, pending calls, listeners). Options are checked by
+:mod:`crossws_sync.config`.
 
 Ours on top of the original (all additive on the wire):
 
@@ -30,33 +33,32 @@ synchronously inside the emit call, as in the original.
 from __future__ import annotations
 
 import logging
-import time
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
 
 import gevent
 from gevent.event import AsyncResult
 
-from ..wire import envelope as env
-from .calls import ResultCallback
-from ..io.dispatch import Dispatcher
-from ..wire.envelope import EnvelopeCodec
-from ..errors import ConfigError, EnvelopeError, InvalidNameError, RedisUnavailableError
+from ..config import check_bus_options, positive_number_or_default
 from ..core.listeners import _SENTINEL
+from ..errors import ConfigError
+from ..io.dispatch import Dispatcher
+from ..results import Result
+from ..wire import envelope as env
+from ..wire.envelope import EnvelopeCodec
+from .calls import ResultCallback
+from .channels import Subscriptions
 from .node import RedisConfig, RedisNode
 from .nodes import STRATEGIES, RedisNodeSet
-from ..results import Result
-from .rpc import DEFAULT_TIMEOUT, BridgeRpc, Listener, guarded, positive_number
+from .outbox import Outbox
+from .receiver import Receiver
+from .rpc import DEFAULT_TIMEOUT, BridgeRpc, Listener
 
 logger = logging.getLogger("crossws_sync.bus")
 
-#: Seconds between two warnings about missed messages (each says how many since the last).
-_GAP_LOG_INTERVAL = 10.0
+#: The counters of :attr:`CrossServerBus.stats`.
+STAT_KEYS = ("published", "publish_failovers", "publish_failures", "received", "decode_errors", "self_echoes",
+             "requests", "replies", "late_replies", "dropped", "foreign_codec", "messages_missed", "messages_late")
 
-#: Peers named in a codec-mismatch warning (one warning each; a flood of names stays quiet).
-_MAX_WARNED_PEERS = 1000
-
-#: Own publishes whose echo the listener expects (dropped undecoded); cleared when exceeded.
-_MAX_PENDING_ECHOES = 4096
 
 class CrossServerBus:
     """Cross-server events, RPC and custom channels over one or more Redis nodes.
@@ -117,82 +119,49 @@ class CrossServerBus:
                  on_server_name_conflict: Optional[Callable[[Result], Any]] = None,
                  connect_timeout: float = 2.0,
                  dispatch_concurrency: int = 1000) -> None:
-        if not isinstance(server_name, str) or not server_name:
-            raise ConfigError("server_name must be specified for cross-server communication to work reliably.")
-        for label, prefix in (("bridge_prefix", bridge_prefix), ("ws_prefix", ws_prefix)):
-            if not isinstance(prefix, str) or not prefix:
-                raise ConfigError("%s must be a non-empty string" % label)
-        if bridge_prefix.startswith(ws_prefix) or ws_prefix.startswith(bridge_prefix):
-            raise ConfigError('bridgePrefix and wsPrefix must be different to avoid channel conflicts. '
-                              'Received: "%s" and "%s"' % (bridge_prefix, ws_prefix))
-        if selection_strategy not in STRATEGIES:
-            raise ConfigError("selection_strategy must be one of %s, got %r" % (", ".join(STRATEGIES), selection_strategy))
-        for label, number in (("redis_ping_interval", redis_ping_interval), ("redis_ping_timeout", redis_ping_timeout),
-                              ("connect_timeout", connect_timeout)):
-            if positive_number(number, 0.0) <= 0.0:
-                raise ConfigError("%s must be a positive number of seconds" % label)
-        for label, hook in (("on_redis_health_change", on_redis_health_change),
-                            ("on_redis_subscription_error", on_redis_subscription_error),
-                            ("ws_message_handler", ws_message_handler),
-                            ("on_server_name_conflict", on_server_name_conflict)):
-            if hook is not None and not callable(hook):
-                raise ConfigError("%s must be callable" % label)
-        if isinstance(redis_config, (str, dict)):
-            redis_config = [redis_config]
-        if not isinstance(redis_config, (list, tuple)):
-            raise ConfigError("redis_config must be a list of dicts or redis:// URLs")
-        if isinstance(custom_channels, str):
-            custom_channels = [custom_channels]
-        custom = list(custom_channels or [])
-        for channel in list(custom) + list(initial_channels):
-            _check_channel(channel, ConfigError)
-
+        options = check_bus_options(
+            server_name=server_name, bridge_prefix=bridge_prefix, ws_prefix=ws_prefix,
+            selection_strategy=selection_strategy,
+            seconds={"redis_ping_interval": redis_ping_interval, "redis_ping_timeout": redis_ping_timeout,
+                     "connect_timeout": connect_timeout},
+            hooks={"on_redis_health_change": on_redis_health_change,
+                   "on_redis_subscription_error": on_redis_subscription_error,
+                   "ws_message_handler": ws_message_handler, "on_server_name_conflict": on_server_name_conflict},
+            redis_config=redis_config, custom_channels=custom_channels, initial_channels=initial_channels)
         self._server_name = server_name
         self.bridge_prefix = bridge_prefix
         self.ws_prefix = ws_prefix
+        self.bridge_channel = env.bridge_channel(bridge_prefix)
+        self.node_channel = env.node_channel(bridge_prefix, server_name)
         self._codec: EnvelopeCodec = env.codec_from_options(
             redis_codec=redis_codec, redis_compress_threshold=redis_compress_threshold,
             enable_redis_data_compression=enable_redis_data_compression,
             max_decompressed_size=max_decompressed_size, signing_key=signing_key)
         self._on_name_conflict = on_server_name_conflict
-        self._ws_handler = ws_message_handler
-        self._custom_handler: Optional[Callable[[str, Any], Any]] = None
-
-        self.bridge_channel = env.bridge_channel(bridge_prefix)
-        self.node_channel = env.node_channel(bridge_prefix, server_name)
-        self._custom: Set[str] = set(custom)
-        self._ws_channels: Set[str] = set(initial_channels)
-        #: the WebSocket layer's system channels: no application call unsubscribes them
-        self._pinned: Set[str] = set(initial_channels)
-        self._echoes: Dict[bytes, int] = {}
-        self._foreign_codec_peers: Set[str] = set()
-
-        self._dispatcher = Dispatcher(dispatch_concurrency, "cross-server bus dispatch")
         self._closed = False
         self.server_name_conflict = False
-        self.stats: Dict[str, int] = dict.fromkeys(
-            ("published", "publish_failovers", "publish_failures", "received", "decode_errors", "self_echoes",
-             "requests", "replies", "late_replies", "dropped", "foreign_codec", "messages_missed",
-             "messages_late"), 0)
-        self._stamper = env.SequenceStamper()
-        self._gaps = env.GapDetector()
-        self._gap_logged_at = 0.0
-        self._gap_logged_missed = 0
-
+        self.stats: Dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
+        self._dispatcher = Dispatcher(dispatch_concurrency, "cross-server bus dispatch")
+        self._channels = Subscriptions(ws_prefix=ws_prefix, system=(self.bridge_channel, self.node_channel),
+                                       custom=options.custom, pinned=options.initial)
+        self._receiver = Receiver(server_name=server_name, codec=self._codec, channels=self._channels,
+                                  dispatcher=self._dispatcher, stats=self.stats, ws_handler=ws_message_handler)
         self._nodes = RedisNodeSet(
-            server_name=server_name, on_message=self._on_node_message, stats=self.stats,
+            server_name=server_name, on_message=self._receiver.on_node_message, stats=self.stats,
             selection_strategy=selection_strategy, name_check_channel=self.node_channel,
             on_name_conflict=self._on_node_name_conflict, on_health_change=on_redis_health_change,
             on_subscription_error=on_redis_subscription_error, ping_interval=float(redis_ping_interval),
             ping_timeout=float(redis_ping_timeout), force_ping=bool(redis_force_ping),
             connect_timeout=float(connect_timeout))
+        self._outbox = Outbox(server_name=server_name, codec=self._codec, nodes=self._nodes, channels=self._channels,
+                              expect_echo=self._receiver.expect_echo)
         self._rpc = BridgeRpc(server_name=server_name, bridge_prefix=bridge_prefix, codec=self._codec,
-                              nodes=self._nodes, publish=self.publish, expect_echo=self._expect_echo,
+                              nodes=self._nodes, publish=self._outbox.publish, expect_echo=self._receiver.expect_echo,
                               dispatcher=self._dispatcher, stats=self.stats)
-        self._system_channels = {self.bridge_channel: self._rpc.on_bridge_message,
-                                 self.node_channel: self._rpc.on_bridge_message}
+        for channel in self._channels.system:
+            self._receiver.route(channel, self._rpc.on_bridge_message)
         try:
-            self._nodes.start(redis_config, {self.bridge_channel, self.node_channel} | self._custom | self._ws_channels)
+            self._nodes.start(options.redis_config, self._channels.wanted())
         except BaseException:
             self.close()
             raise
@@ -250,7 +219,7 @@ class CrossServerBus:
         for those that arrived out of order and were taken back). Original Node.js senders
         number nothing and are not counted.
         """
-        return self._gaps.missed
+        return self._receiver.gaps.missed
 
     @property
     def pending_callback_count(self) -> int:
@@ -313,8 +282,6 @@ class CrossServerBus:
             ConfigError: ``message`` is ``None``.
             EnvelopeError: ``message`` cannot be encoded.
         """
-        if callback is not None and not callable(callback):
-            raise TypeError("callback must be a function")
         return self._rpc.emit(event, message, callback, None, target_server, timeout, expected_responses, except_self)
 
     def emit_cross_server_with_promise(self, event: str, message: Any, *,
@@ -328,12 +295,7 @@ class CrossServerBus:
         unresponded_count[, unresponded_servers][, error_code])``. Invalid arguments resolve
         to ``Result(success=False, message=<why>)`` instead of raising, as the original.
         """
-        promise = AsyncResult()
-        try:
-            self._rpc.emit(event, message, None, promise, target_server, timeout, expected_responses, except_self)
-        except (TypeError, ConfigError, EnvelopeError) as exc:
-            promise.set(Result(success=False, message=str(exc)))
-        return promise
+        return self._rpc.emit_promise(event, message, target_server, timeout, expected_responses, except_self)
 
     def emit_cross_server_and_wait(self, event: str, message: Any, *,
                                    target_server: Union[str, Sequence[str], None] = None,
@@ -370,20 +332,9 @@ class CrossServerBus:
 
         Raises:
             TypeError: ``channel`` is not a non-empty string.
+            InvalidNameError: ``channel`` holds a lone surrogate.
         """
-        if not isinstance(channel, str) or not channel:
-            raise TypeError("channel must be a non-empty string")
-        if type(message) is not dict:
-            logger.warning("publish_redis_message: message must be a dict, got %s", type(message).__name__)
-            return False
-        if tag_sender and "senderServer" not in message:
-            message = dict(message, senderServer=self._server_name)
-        try:
-            self._send(channel, message)  # the caller's message, unnumbered
-        except (RedisUnavailableError, EnvelopeError) as exc:
-            logger.warning("publish_redis_message on %s failed: %s", channel, exc)
-            return False
-        return True
+        return self._outbox.publish_custom(channel, message, tag_sender=tag_sender)
 
     def publish(self, channel: str, message: Any, *, wait: bool = True,
                 on_lost: Optional[Callable[[BaseException], None]] = None) -> None:
@@ -402,29 +353,7 @@ class CrossServerBus:
             RedisUnavailableError: no Redis node took it (with ``wait=False``: none was healthy).
             EnvelopeError: ``message`` cannot be encoded.
         """
-        if (type(message) is dict and channel.startswith(self.ws_prefix) and channel not in self._custom
-                and message.get("senderServer") == self._server_name):
-            self._stamper.stamp(channel, message)
-        self._send(channel, message, wait, on_lost)
-
-    def _send(self, channel: str, message: Any, wait: bool = True,
-              on_lost: Optional[Callable[[BaseException], None]] = None) -> None:
-        raw = self._codec.encode(message, channel)
-        if channel in self._nodes.channels and env.sender_of(message) == self._server_name:
-            self._expect_echo(raw)
-        if wait:
-            self._nodes.publish(channel, raw)
-        else:
-            self._nodes.publish_nowait(channel, raw, on_lost)
-
-    def _expect_echo(self, raw: bytes) -> None:
-        # Redis sends what we publish on a channel we subscribe back to us; remembering the
-        # bytes lets the listener drop the echo without decoding it. Entries whose echo never
-        # comes (a lost publish, a subscriber outage) are forgotten in bulk.
-        echoes = self._echoes
-        if len(echoes) >= _MAX_PENDING_ECHOES:
-            echoes.clear()
-        echoes[raw] = echoes.get(raw, 0) + 1
+        self._outbox.publish(channel, message, wait=wait, on_lost=on_lost)
 
     def manual_subscribe(self, channel: str, *, timeout: float = DEFAULT_TIMEOUT) -> bool:
         """Subscribe a custom channel on every Redis node; its messages go to the custom handler.
@@ -438,10 +367,8 @@ class CrossServerBus:
         Raises:
             TypeError: ``channel`` is not a non-empty string.
         """
-        _check_channel(channel)
-        if channel not in self._system_channels:
-            self._custom.add(channel)
-        return self._subscribe(channel, timeout)
+        self._channels.add_custom(channel)
+        return self._nodes.subscribe(channel, positive_number_or_default(timeout, DEFAULT_TIMEOUT))
 
     def manual_unsubscribe(self, channel: str) -> None:
         """Unsubscribe a custom channel on every Redis node.
@@ -450,19 +377,17 @@ class CrossServerBus:
             TypeError: ``channel`` is not a non-empty string.
             ConfigError: ``channel`` is one of the bus's own channels.
         """
-        _check_channel(channel)
-        self._custom.discard(channel)
-        self._unsubscribe(channel)
+        if self._channels.remove_custom(channel):
+            self._receiver.forget_channel(channel)
+            self._nodes.unsubscribe(channel)
 
     def subscribe(self, channel: str, *, timeout: float = DEFAULT_TIMEOUT) -> bool:
         """Subscribe a WebSocket-routing channel (for the WebSocket layer); idempotent.
 
         Its messages go to ``ws_message_handler``. Blocks like :meth:`manual_subscribe`.
         """
-        _check_channel(channel)
-        if channel not in self._system_channels:
-            self._ws_channels.add(channel)
-        return self._subscribe(channel, timeout)
+        self._channels.add_ws(channel)
+        return self._nodes.subscribe(channel, positive_number_or_default(timeout, DEFAULT_TIMEOUT))
 
     def unsubscribe(self, channel: str) -> None:
         """Unsubscribe a WebSocket-routing channel (for the WebSocket layer); idempotent.
@@ -474,15 +399,9 @@ class CrossServerBus:
 
     def unsubscribe_many(self, channels: Iterable[str]) -> None:
         """:meth:`unsubscribe` for many channels, sent as one UNSUBSCRIBE per Redis node."""
-        gone: List[str] = []
-        for channel in channels:
-            _check_channel(channel)
-            if channel in self._system_channels or channel in self._pinned:
-                raise ConfigError("%s is a system channel; it is never unsubscribed" % channel)
-            self._ws_channels.discard(channel)
-            if channel not in self._custom:
-                gone.append(channel)
-                self._gaps.forget_channel(channel)
+        gone = self._channels.remove_ws(channels)
+        for channel in gone:
+            self._receiver.forget_channel(channel)
         if gone:
             self._nodes.unsubscribe_many(gone)
 
@@ -494,11 +413,11 @@ class CrossServerBus:
         """
         if not callable(handler):
             raise TypeError("Handler must be a function.")
-        self._custom_handler = handler
+        self._receiver.custom_handler = handler
 
     def remove_custom_channel_handler(self) -> None:
         """Remove the custom channel handler (custom messages are then dropped)."""
-        self._custom_handler = None
+        self._receiver.custom_handler = None
 
     # Public API: Redis nodes --------------------------------------------------------------
 
@@ -576,105 +495,7 @@ class CrossServerBus:
         self._dispatcher.close()  # close() may be called from a listener: it does not kill itself
         logger.info("cross-server bus %r closed", self._server_name)
 
-    # Internals: receiving -----------------------------------------------------------------
-
-    def _on_node_message(self, node: RedisNode, channel: str, raw: bytes) -> None:
-        """Called by each node's listener greenlet, in order, for every message."""
-        self.stats["received"] += 1
-        echoes = self._echoes.pop(raw, 0)
-        if echoes:  # our own message coming back: dropped without decoding it
-            if echoes > 1:
-                self._echoes[raw] = echoes - 1
-            self.stats["self_echoes"] += 1
-            return
-        try:
-            message = self._codec.decode(raw, channel)
-        except EnvelopeError as exc:
-            self.stats["decode_errors"] += 1
-            count = self.stats["decode_errors"]
-            if count in (1, 10, 100, 1000) or count % 10000 == 0:  # log budget: a flood stays quiet
-                logger.warning("undecodable message on %s from redis %s dropped (%d so far): %s",
-                               channel, node.label, count, exc)
-            return
-        sender = env.sender_of(message)
-        if sender == self._server_name:
-            self.stats["self_echoes"] += 1
-            return
-        if self._codec.last_format != self._codec.codec:
-            self._note_foreign_codec(sender, channel)
-        handler = self._system_channels.get(channel)
-        if handler is not None:
-            handler(channel, message)
-        elif channel in self._ws_channels or (channel.startswith(self.ws_prefix) and channel not in self._custom):
-            if sender is not None and env.SEQ_FIELD in message:
-                self._check_sequence(channel, sender, message)
-            self._handle_ws(channel, message)
-        else:
-            self._handle_custom(channel, message)
-
-    def _check_sequence(self, channel: str, sender: str, message: Dict[str, Any]) -> None:
-        gaps = self._gaps
-        gap = gaps.check(channel, sender, message.get(env.EPOCH_FIELD), message.get(env.SEQ_FIELD))
-        self.stats["messages_missed"] = gaps.missed
-        self.stats["messages_late"] = gaps.late
-        if not gap:
-            return
-        now = time.monotonic()
-        if now - self._gap_logged_at >= _GAP_LOG_INTERVAL:
-            logger.warning("%d message(s) from other servers never arrived since the last report (%d in all; "
-                           "latest: from %r on %s): Redis dropped them, e.g. while this node's subscriber "
-                           "connection was down", gaps.missed - self._gap_logged_missed, gaps.missed, sender, channel)
-            self._gap_logged_at = now
-            self._gap_logged_missed = gaps.missed
-
-    def _note_foreign_codec(self, sender: Optional[str], channel: str) -> None:
-        # A peer that publishes in the other codec may be unable to read ours: an original node
-        # reads only its own codec ("Decompression failed" / "Parsing failed" on each message).
-        self.stats["foreign_codec"] += 1
-        peer = sender if sender is not None else "?"
-        if peer in self._foreign_codec_peers or len(self._foreign_codec_peers) >= _MAX_WARNED_PEERS:
-            return
-        self._foreign_codec_peers.add(peer)
-        theirs = self._codec.last_format
-        logger.warning(
-            "server %r publishes %s on %s but this node publishes %s: an original node can read only "
-            "its own codec, so it may not read ours; give every node the same codec (ours: "
-            "redis_codec=%r or enable_redis_data_compression=%s; the original: "
-            "enableRedisDataCompression: %s)", peer, theirs, channel, self._codec.codec, theirs,
-            theirs == "msgpack", "true" if theirs == "msgpack" else "false")
-
-    def _handle_ws(self, channel: str, message: Any) -> None:
-        handler = self._ws_handler
-        if handler is None:
-            self.stats["dropped"] += 1
-            return
-        try:
-            handler(channel, message)
-        except Exception:
-            logger.exception("ws message handler failed on %s", channel)
-
-    def _handle_custom(self, channel: str, message: Any) -> None:
-        handler = self._custom_handler
-        if handler is None:
-            self.stats["dropped"] += 1
-            logger.debug("message on %s dropped: no custom channel handler", channel)
-            return
-        self._dispatcher.submit(guarded, handler, channel, message)
-
-    # Internals: channels ------------------------------------------------------------------
-
-    def _subscribe(self, channel: str, timeout: float) -> bool:
-        return self._nodes.subscribe(channel, positive_number(timeout, DEFAULT_TIMEOUT))
-
-    def _unsubscribe(self, channel: str) -> None:
-        if channel in self._system_channels:
-            raise ConfigError("%s is one of the bus's own channels" % channel)
-        if channel in self._custom or channel in self._ws_channels or channel in self._pinned:
-            return  # still wanted through the other API
-        self._gaps.forget_channel(channel)
-        self._nodes.unsubscribe(channel)
-
-    # Internals: hooks ---------------------------------------------------------------------
+    # Internals -----------------------------------------------------------------------------
 
     def _on_node_name_conflict(self, node: RedisNode, subscribers: int) -> None:
         self.server_name_conflict = True
@@ -687,18 +508,6 @@ class CrossServerBus:
                 hook(Result(server_name=self._server_name, host=node.host, port=node.port, subscribers=subscribers))
             except Exception:
                 logger.exception("on_server_name_conflict hook raised")
-
-
-def _check_channel(channel: object, error: type = TypeError) -> str:
-    """A channel name must be non-empty text that encodes to UTF-8 (Redis takes bytes)."""
-    if not isinstance(channel, str) or not channel:
-        raise error("The channel must be a non-empty string")
-    if not channel.isascii():
-        try:
-            channel.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidNameError("channel %r is not valid text (it holds a lone surrogate)" % channel) from None
-    return channel
 
 
 __all__ = ["CrossServerBus", "STRATEGIES"]

@@ -2,10 +2,10 @@
 
 A :class:`RedisNode` owns exactly two Redis connections and three greenlets:
 
-* the **publisher** connection (:mod:`crossws_sync.publisher`): whatever was submitted in one
+* the **publisher** connection (:mod:`crossws_sync.bus.publisher`): whatever was submitted in one
   event-loop iteration (publishes, PINGs, PUBSUB NUMSUB) is written in one ``send()``, a
   *writer* greenlet takes over only when that would block, and a reader matches the replies;
-* the **subscriber** connection (:mod:`crossws_sync.subscriber`), read by a *listener*
+* the **subscriber** connection (:mod:`crossws_sync.bus.subscriber`), read by a *listener*
   greenlet. The listener is supervised: any
   ``Exception`` is logged, the connection is dropped and, after a short backoff, a new one is
   opened and every wanted channel is subscribed again in one SUBSCRIBE. Unless
@@ -40,6 +40,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ..io.supervisor import supervise
+from ..config import check_redis_url
 from ..errors import ConfigError, MonkeyPatchError, RedisUnavailableError
 from .publisher import Command, NoWaitCommand, Publisher
 from .subscriber import Stalled, SubscribeTicket, Subscriber
@@ -55,7 +56,6 @@ HealthHook = Callable[["RedisNode", str, bool, str, Optional[str]], None]
 SubscriptionErrorHook = Callable[["RedisNode", str, str, str], None]
 
 _BACKOFF_FIRST = 0.05
-_URL_SCHEMES = ("redis://", "rediss://", "unix://")
 
 MONKEY_PATCH_HINT = (
     "crossws_sync uses Redis from greenlets and needs gevent monkey-patching: put "
@@ -115,9 +115,7 @@ def make_client(config: RedisConfig, *, connect_timeout: float, command_timeout:
     forced: Dict[str, Any] = {"decode_responses": False, "retry": Retry(NoBackoff(), 0)}
     try:
         if isinstance(config, str):
-            if not config.startswith(_URL_SCHEMES):
-                raise ConfigError("a redis_config URL must start with redis://, rediss:// or unix://")
-            return redis.Redis.from_url(config, **defaults, **forced)
+            return redis.Redis.from_url(check_redis_url(config), **defaults, **forced)
         if isinstance(config, dict):
             if config.get("decode_responses"):
                 logger.warning("redis_config decode_responses=True ignored: the bus needs bytes")

@@ -1,6 +1,6 @@
 """The Redis nodes of one bus: where to publish, what to subscribe, which nodes are up.
 
-A :class:`RedisNodeSet` owns the bus's :class:`~crossws_sync.nodes.RedisNode` objects:
+A :class:`RedisNodeSet` owns the bus's :class:`~crossws_sync.bus.node.RedisNode` objects:
 
 * **publishing** picks a node with the selection strategy (``random``, ``round-robin``,
   ``fastest``) among the eligible ones and fails over to the others, blocking
@@ -23,13 +23,15 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Sequence,
 
 import gevent
 
+from ..config import SELECTION_STRATEGIES
 from ..errors import ConfigError, RedisUnavailableError
 from .node import MessageHook, RedisConfig, RedisNode, describe_config, require_monkey_patched
 from ..results import Result
 
 logger = logging.getLogger("crossws_sync.bus")
 
-STRATEGIES = ("random", "round-robin", "fastest")
+#: The publish strategies (one tuple, defined in :mod:`crossws_sync.config`).
+STRATEGIES = SELECTION_STRATEGIES
 UNAVAILABLE_MESSAGE = "No healthy Redis node available"
 
 

@@ -1,11 +1,11 @@
 """Cross-server RPC on the bridge channel: events that ask for replies, and the replies.
 
 The bus (:mod:`crossws_sync.bus`) owns the transport: the codec, the Redis nodes, the echo
-filter and the routing of what arrives by channel. This module owns the protocol of
-``<bridge_prefix>server_bridge`` on top of it:
+filter and the routing of what arrives by channel (:mod:`.receiver`). This module owns the
+protocol of ``<bridge_prefix>server_bridge`` on top of it:
 
 * emitting: the request envelope, its callback id, the pending call that collects
-  ``expected_responses`` replies until its timeout (:mod:`crossws_sync.calls`), the synchronous
+  ``expected_responses`` replies until its timeout (:mod:`.calls`), the synchronous
   local delivery when this server is a target, and failing the call at once when no Redis
   node takes the request;
 * receiving: a request addressed to this server goes to its cross-server event listeners with
@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from gevent.event import AsyncResult
 
+from ..config import positive_int_or_default, positive_number_or_default
 from ..wire import envelope as env
 from .calls import PendingCall, PendingCalls, ResultCallback
 from ..io.dispatch import Dispatcher
@@ -27,6 +28,7 @@ from ..wire.envelope import EnvelopeCodec
 from ..errors import ConfigError, EnvelopeError, RedisUnavailableError
 from ..core.listeners import ListenerRegistry, check_event_name
 from .nodes import UNAVAILABLE_MESSAGE, RedisNodeSet
+from ..results import Result
 from ..wire.events import MISSING
 
 logger = logging.getLogger("crossws_sync.bus")
@@ -47,13 +49,6 @@ def normalize_targets(target_server: Any) -> List[str]:
     if isinstance(target_server, (list, tuple)):
         return [t for t in target_server if isinstance(t, str) and t]
     return []
-
-
-def positive_number(value: Any, default: float) -> float:
-    """``value`` as a float when it is a positive number, else ``default`` (the original's rule)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        return default
-    return float(value)
 
 
 class BridgeRpc:
@@ -86,21 +81,18 @@ class BridgeRpc:
             The callback id when ``callback`` is given.
 
         Raises:
-            TypeError: invalid event name.
+            TypeError: invalid event name, or ``callback`` is not callable.
             ConfigError: ``message`` is ``None``.
             EnvelopeError: ``message`` cannot be encoded.
         """
+        if callback is not None and not callable(callback):
+            raise TypeError("callback must be a function")
         check_event_name(event)
         if message is None:
             raise ConfigError("emitCrossServer: message cannot be null or undefined")
         targets = normalize_targets(target_server)
-        timeout = positive_number(timeout, DEFAULT_TIMEOUT)
-        if targets:
-            expected = len(targets)
-        elif isinstance(expected_responses, int) and not isinstance(expected_responses, bool) and expected_responses > 0:
-            expected = expected_responses
-        else:
-            expected = 1
+        timeout = positive_number_or_default(timeout, DEFAULT_TIMEOUT)
+        expected = len(targets) if targets else positive_int_or_default(expected_responses, 1)
         me = self._server_name
         to_self = (not targets and not except_self) or me in targets
         only_self = bool(targets) and all(target == me for target in targets)
@@ -126,6 +118,17 @@ class BridgeRpc:
                 logger.warning("emit %r from %s failed: %s", event, me, exc)
                 self._unavailable(pending, inline=True)
         return callback_id if callback is not None else None
+
+    def emit_promise(self, event: str, message: Any, target_server: Any, timeout: Any, expected_responses: Any,
+                     except_self: bool) -> AsyncResult:
+        """:meth:`emit` with a promise, returned; invalid arguments resolve it to
+        ``Result(success=False, message=<why>)`` instead of raising."""
+        promise = AsyncResult()
+        try:
+            self.emit(event, message, None, promise, target_server, timeout, expected_responses, except_self)
+        except (TypeError, ConfigError, EnvelopeError) as exc:
+            promise.set(Result(success=False, message=str(exc)))
+        return promise
 
     def _unavailable(self, pending: Optional[PendingCall], inline: bool = False) -> None:
         self.calls.fail(pending, UNAVAILABLE_MESSAGE, inline=inline, error_code=UNAVAILABLE_CODE)

@@ -2,7 +2,7 @@
 
 A :class:`Subscriber` keeps the set of channels its node wants and subscribes the whole set on
 every (re)connection. Its listener (run supervised by the node) connects, subscribes, reads
-every reply with :class:`~crossws_sync.resp.ReplyStream`, hands messages on wanted channels to
+every reply with :class:`~crossws_sync.bus.resp.ReplyStream`, hands messages on wanted channels to
 ``on_message`` in order, matches SUBSCRIBE / UNSUBSCRIBE / PING answers to what was sent
 (``wait_ticket`` tells a caller when its SUBSCRIBE is confirmed) and, with ``force_ping``,
 PINGs: a PING not answered within ``ping_timeout`` drops the link. After a failure it

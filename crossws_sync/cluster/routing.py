@@ -63,7 +63,7 @@ class RouterSettings:
     duplicate_login_code: int = 4012
 
 
-class LocalNode(Protocol):
+class LocalDelivery(Protocol):
     """What the router reaches on this node: local delivery, rooms and sockets."""
 
     rooms: "RoomRegistry"
@@ -89,7 +89,7 @@ class Router:
         settings: the node's name, prefix and routing options.
     """
 
-    def __init__(self, local: LocalNode, settings: RouterSettings) -> None:
+    def __init__(self, local: LocalDelivery, settings: RouterSettings) -> None:
         self.local = local
         self.settings = settings
         self.name = settings.server_name
@@ -481,7 +481,7 @@ class Router:
             self.directory.touch(name, now)
             if done is None:
                 return
-            seq, users, rooms, deltas = done  # type: ignore[assignment]
+            seq, users, rooms, deltas = done
         self.stats["snapshots_received"] += 1
         self.directory.apply_snapshot(name, seq, users, rooms, now)
         self.directory.touch(name, now, {"websocket": bool(message.get("ws", True))})

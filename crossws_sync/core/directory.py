@@ -1,7 +1,7 @@
 """Cluster directory: which nodes are alive, which users and room members each holds. Pure.
 
 Every node keeps a replica, fed by messages on the cluster channel (see
-:mod:`crossws_sync.distributed`): a *snapshot* of a node's users and rooms, then numbered
+:mod:`crossws_sync.cluster.routing`): a *snapshot* of a node's users and rooms, then numbered
 *deltas* (``seq`` increases by one per delta), and periodic *heartbeats* carrying the last
 ``seq``. A delta or heartbeat that reveals a gap makes the caller ask that node for a fresh
 snapshot. Nodes whose heartbeat stops are expired; a node that says goodbye is removed at once.

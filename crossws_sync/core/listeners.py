@@ -7,7 +7,7 @@ itself, never a persistent registration of the same function.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Dict, Hashable, List, Optional
+from typing import Any, Callable, Dict, Hashable, List, Optional, Set
 
 _SENTINEL: Any = object()
 
@@ -40,7 +40,7 @@ class ListenerRegistry:
         # Lists are never mutated in place (copy on write), so emit() iterates them without a
         # copy even when a listener registers or removes listeners while it runs.
         self._listeners: Dict[str, List[_Entry]] = {}
-        self._once_events: set = set()
+        self._once_events: Set[str] = set()
         self._logger = logger
         self._on_exception = on_exception
 

@@ -28,7 +28,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from typing import Callable, Deque, Iterable, List, Mapping, Optional, Set, TextIO
+from typing import Any, Callable, Deque, Iterable, List, Mapping, Optional, Set, TextIO
 
 from ..errors import ConfigError, CrossWSError, RedisUnavailableError
 
@@ -75,12 +75,13 @@ def _die_with_parent() -> None:
         pass
 
 
-def _popen(args: List[str], **kwargs: object) -> subprocess.Popen:
+def _popen(args: List[str], **kwargs: object) -> "subprocess.Popen[Any]":
     # Own session: a Ctrl-C in the terminal reaches the launcher only, which stops the children
     # in order (nodes before the Redis they use).
     if sys.platform.startswith("linux"):
         kwargs["preexec_fn"] = _die_with_parent
-    return subprocess.Popen(args, start_new_session=True, **kwargs)  # type: ignore[call-overload]
+    proc: "subprocess.Popen[Any]" = subprocess.Popen(args, start_new_session=True, **kwargs)  # type: ignore[call-overload]
+    return proc
 
 
 def _free_port(host: str = "127.0.0.1") -> int:
@@ -89,7 +90,7 @@ def _free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def _stop_process(proc: subprocess.Popen, timeout: float) -> None:
+def _stop_process(proc: "subprocess.Popen[Any]", timeout: float) -> None:
     if proc.poll() is None:
         try:
             proc.terminate()
@@ -108,7 +109,7 @@ class RedisChoice:
         process: the ``redis-server`` the demo started (``None`` when it was already running).
     """
 
-    def __init__(self, url: str, description: str, process: Optional[subprocess.Popen] = None,
+    def __init__(self, url: str, description: str, process: Optional["subprocess.Popen[Any]"] = None,
                  data_dir: Optional[str] = None) -> None:
         self.url = url
         self.description = description
@@ -218,7 +219,7 @@ def find_redis(explicit_url: Optional[str] = None, *, env: Optional[Mapping[str,
 class NodeProcess:
     """One node process started by the demo, and what it printed."""
 
-    def __init__(self, name: str, port: int, proc: subprocess.Popen) -> None:
+    def __init__(self, name: str, port: int, proc: "subprocess.Popen[Any]") -> None:
         self.name = name
         self.port = port
         self.proc = proc

@@ -1,7 +1,7 @@
 """One server-side WebSocket connection: a gevent driver around the sans-I/O protocol.
 
 The protocol's rules (framing, UTF-8, ping/pong, the close handshake and its codes) are
-:class:`~crossws_sync.websocket.WebSocketProtocol`'s, shared with the client; this module reads
+:class:`~crossws_sync.wire.websocket.WebSocketProtocol`'s, shared with the client; this module reads
 the socket, dispatches the protocol's events and owns the writing, with a single writer
 discipline:
 
@@ -112,7 +112,7 @@ class WebSocketConnection:
     original. ``is_alive`` and ``enter_background_time`` drive the server's liveness sweep.
 
     Attributes:
-        request: the :class:`~crossws_sync.request.Request` that opened it.
+        request: the :class:`~crossws_sync.wire.request.Request` that opened it.
         identity: what the auth hook returned when it accepted the upgrade (or ``None``).
         socket_id: the id bound with ``set_user_socket`` (``None`` until then).
     """

@@ -1,6 +1,6 @@
-"""gunicorn worker for crossws_sync: ``gunicorn -k crossws_sync.gunicorn.GeventWebSocketWorker -w N app:app``.
+"""gunicorn worker for crossws_sync: ``gunicorn -k crossws_sync.server.gunicorn.GeventWebSocketWorker -w N app:app``.
 
-* Upgrades are handled by :class:`~crossws_sync.wsgi.WebSocketHandler` logic on top of
+* Upgrades are handled by :class:`~crossws_sync.server.wsgi.WebSocketHandler` logic on top of
   gunicorn's own pywsgi handler, so ``--access-logfile`` keeps working.
 * On SIGTERM / SIGINT / SIGQUIT every adapter of the worker closes its clients with 1001 (or
   1012 when ``CROSSWS_SHUTDOWN_CODE=1012``), deregisters from the cluster and stops its

@@ -16,7 +16,8 @@ import gevent
 
 from ..wire import frames
 from .connection import ConnectionHandler, WebSocketConnection
-from ..wire.deflate import DeflateOptions, PerMessageDeflate, negotiate
+from ..config import positive_int, positive_number
+from ..wire.deflate import DeflateOptions, PerMessageDeflate, negotiate, options_from
 from ..errors import ConfigError, ProtocolError
 from ..wire.handshake import accept_headers, check_request
 from ..core.listeners import ListenerRegistry
@@ -123,6 +124,38 @@ class WebSocketSettings:
     unknown_event_ack: bool = False
     per_message_deflate: Optional[DeflateOptions] = None
     authenticate: Optional[Callable[[Request], Any]] = field(default=None, compare=False)
+
+    @classmethod
+    def from_options(cls, *, server_ping_interval: float, enter_background_close_time: float, heartbeat_str: Any,
+                     max_message_size: Optional[int], max_outbox_bytes: int, close_timeout: float,
+                     max_connections: Optional[int], allowed_origins: Union[None, str, Iterable[str]],
+                     identify_timeout: Optional[float], max_messages_per_second: Optional[float],
+                     rate_limit_burst: Optional[int], unknown_event_ack: bool,
+                     per_message_deflate: Union[bool, Dict[str, Any], None],
+                     authenticate: Optional[Callable[[Request], Any]]) -> "WebSocketSettings":
+        """The adapter's WebSocket options, validated.
+
+        Raises:
+            ConfigError: a value out of range or of the wrong type.
+        """
+        return cls(
+            server_ping_interval=float(positive_number("server_ping_interval", server_ping_interval) or 20.0),
+            enter_background_close_time=float(positive_number("enter_background_close_time",
+                                                              enter_background_close_time) or 10.0),
+            heartbeat_str=heartbeat_str if isinstance(heartbeat_str, str) else str(heartbeat_str),
+            max_message_size=positive_int("max_message_size", max_message_size, allow_none=True),
+            max_outbox_bytes=int(positive_int("max_outbox_bytes", max_outbox_bytes) or 0),
+            close_timeout=float(positive_number("close_timeout", close_timeout) or 5.0),
+            max_connections=positive_int("max_connections", max_connections, allow_none=True),
+            allowed_origins=parse_allowed_origins(allowed_origins),
+            identify_timeout=positive_number("identify_timeout", identify_timeout, allow_none=True),
+            max_messages_per_second=positive_number("max_messages_per_second", max_messages_per_second,
+                                                    allow_none=True),
+            rate_limit_burst=positive_int("rate_limit_burst", rate_limit_burst, allow_none=True),
+            unknown_event_ack=bool(unknown_event_ack),
+            per_message_deflate=options_from(per_message_deflate),
+            authenticate=authenticate,
+        )
 
 
 class _RateLimiter:

@@ -7,7 +7,7 @@ Three ways to serve (all end in :meth:`WebSocketService.handle_upgrade`):
 * mounted: :class:`WebSocketMiddleware` wraps any WSGI app (Flask: ``app.wsgi_app =
   adapter.wsgi_middleware(app.wsgi_app, path="/ws")``); upgrade requests on ``path`` are taken
   before the app's router sees them, so Werkzeug's ``websocket=True`` pitfall does not apply;
-* gunicorn: ``-k crossws_sync.gunicorn.GeventWebSocketWorker`` (see :mod:`crossws_sync.gunicorn`).
+* gunicorn: ``-k crossws_sync.server.gunicorn.GeventWebSocketWorker`` (see :mod:`crossws_sync.server.gunicorn`).
 
 Auth runs before the ``101`` response, so a rejected request gets a plain HTTP status.
 """
@@ -78,6 +78,12 @@ class HeadGuard:
         self.pending: Dict[Any, float] = {}  # greenlet -> start; insertion order = age
         self.stats: Dict[str, int] = {"head_timeouts": 0, "heads_too_large": 0, "evicted": 0}
         self._logged_at = 0.0
+
+    def configure_like(self, other: "HeadGuard") -> None:
+        """Take ``other``'s limits (counts and pending heads stay)."""
+        self.timeout = other.timeout
+        self.max_header_bytes = other.max_header_bytes
+        self.max_pending = other.max_pending
 
     def enter(self) -> None:
         """The current greenlet starts reading a request head."""
@@ -183,7 +189,7 @@ class UpgradeHandlerMixin:
         return (status, _RESPONSES[type(exc)])
 
     def get_environ(self) -> Dict[str, Any]:
-        environ = super().get_environ()  # type: ignore[misc]
+        environ: Dict[str, Any] = super().get_environ()  # type: ignore[misc]  # a mixin of pywsgi's handler
         environ["crossws.socket"] = self.socket
         environ["crossws.detach"] = self._detach_socket
         return environ

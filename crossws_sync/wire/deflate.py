@@ -218,7 +218,7 @@ class PerMessageDeflate:
         """Deflate one message's payload (RFC 7692 §7.2.1: without the final empty block's tail)."""
         if self._compressor is None:
             self._compressor = zlib.compressobj(self._level, zlib.DEFLATED, -self._send_bits, self._mem_level)
-        data = self._compressor.compress(payload) + self._compressor.flush(zlib.Z_SYNC_FLUSH)
+        data: bytes = self._compressor.compress(payload) + self._compressor.flush(zlib.Z_SYNC_FLUSH)
         if self._send_reset:
             self._compressor = None
         return data[:-4] if data.endswith(_TAIL) else data
@@ -234,7 +234,7 @@ class PerMessageDeflate:
             self._decompressor = zlib.decompressobj(-self._recv_bits)
         limit = 0 if self._max is None else self._max + 1
         try:
-            data = self._decompressor.decompress(payload + _TAIL, limit)
+            data: bytes = self._decompressor.decompress(payload + _TAIL, limit)
         except zlib.error as exc:
             raise ProtocolError("invalid compressed data: %s" % exc, close_code=1007) from None
         if self._max is not None and (len(data) > self._max or self._decompressor.unconsumed_tail):

@@ -34,7 +34,7 @@ detects the format by itself, whatever this node sends:
 
 * first non-blank byte ``{`` or ``[``  -> JSON (a valid MessagePack *object* never starts so);
 * ``28 b5 2f fd`` (zstd frame magic)    -> decompress (bounded), then JSON or MessagePack;
-* ``c1`` (a byte MessagePack never uses) -> signed frame (:mod:`crossws_sync.signing`:
+* ``c1`` (a byte MessagePack never uses) -> signed frame (:mod:`crossws_sync.wire.signing`:
   HMAC bound to the channel, sender token, sequence and timestamp against replays);
 * anything else                         -> MessagePack.
 
@@ -345,7 +345,7 @@ class GapDetector:
             gap = number - 1 if number > 1 else 0
             self.missed += gap
             return gap
-        last = state[1]
+        last: int = state[1]
         if number == last + 1:
             state[1] = number
             return 0
@@ -501,7 +501,7 @@ class EnvelopeCodec:
             decompressed (zstd).
         signing_key: when set, every message is signed and unsigned, badly signed or replayed
             messages are rejected (only between our nodes; original nodes can neither sign nor
-            verify). See :mod:`crossws_sync.signing`.
+            verify). See :mod:`crossws_sync.wire.signing`.
         compress_level: zstd level (1 is the measured best trade-off).
 
     Raises:

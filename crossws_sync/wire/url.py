@@ -5,7 +5,7 @@
 * :func:`parse_ws_url`: where to connect and what to ask for;
 * :func:`header_pairs`: the validated extra headers of the upgrade request.
 
-The upgrade request and the checks of its answer are in :mod:`crossws_sync.handshake`.
+The upgrade request and the checks of its answer are in :mod:`crossws_sync.wire.handshake`.
 
 Pure: no gevent, no sockets.
 """

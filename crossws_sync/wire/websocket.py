@@ -1,21 +1,21 @@
 """The WebSocket protocol (RFC 6455, with RFC 7692's permessage-deflate) for both roles, sans I/O.
 
 :class:`WebSocketProtocol` turns received bytes into events and calls into bytes to send. The
-server connection (:mod:`crossws_sync.connection`) and the client (:mod:`crossws_sync.client`)
+server connection (:mod:`crossws_sync.server.connection`) and the client (:mod:`crossws_sync.client`)
 are thin gevent drivers around it: they read from the socket, :meth:`~WebSocketProtocol.receive_data`,
 dispatch the events, and write what :meth:`~WebSocketProtocol.data_to_send` returns.
 
 The rules it owns, the same for both roles:
 
 * framing, fragmentation, masking by role, the message size limit, fail-fast UTF-8
-  (:class:`~crossws_sync.frames.FrameParser`);
+  (:class:`~crossws_sync.wire.frames.FrameParser`);
 * a ping is answered with a pong carrying its payload (while open);
 * the close handshake: a peer's close is echoed with its code (an empty close when it carried
   none), a close of ours waits for the peer's; a protocol violation sends the close code the
   violation calls for (1002, 1007 for invalid UTF-8, 1009 for an oversized message) once;
 * after a close frame or a violation nothing more is read.
 
-Pure: no gevent, no sockets. The opening handshake is in :mod:`crossws_sync.handshake`.
+Pure: no gevent, no sockets. The opening handshake is in :mod:`crossws_sync.wire.handshake`.
 """
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ class WebSocketProtocol:
         client: ``True`` for the client role (frames sent masked, frames received unmasked).
         max_message_size: largest data message accepted, in bytes (``None``: unlimited).
         compress / inflate: permessage-deflate's per-connection functions, once negotiated
-            (:class:`~crossws_sync.deflate.PerMessageDeflate`); see :meth:`use_deflate`.
+            (:class:`~crossws_sync.wire.deflate.PerMessageDeflate`); see :meth:`use_deflate`.
 
     Attributes:
         state: ``OPEN``, ``CLOSING`` (our close sent, the peer's awaited) or ``CLOSED``.
@@ -75,7 +75,7 @@ class WebSocketProtocol:
         self._deflate: Any = None
 
     def use_deflate(self, deflate: Any) -> None:
-        """Compress and inflate with ``deflate`` (a :class:`~crossws_sync.deflate.PerMessageDeflate`)
+        """Compress and inflate with ``deflate`` (a :class:`~crossws_sync.wire.deflate.PerMessageDeflate`)
         from now on: compressed messages (RSV1) are accepted, :meth:`prepare` compresses."""
         self._deflate = deflate
         self._parser.set_inflate(deflate.decompress)

@@ -1,6 +1,6 @@
 """A Flask app with WebSockets on the same port, served by gunicorn workers.
 
-    gunicorn -k crossws_sync.gunicorn.GeventWebSocketWorker -w 2 -b 127.0.0.1:8000 \
+    gunicorn -k crossws_sync.server.gunicorn.GeventWebSocketWorker -w 2 -b 127.0.0.1:8000 \
         --no-control-socket examples.flask_gunicorn.app:app
 
 HTTP routes are Flask's; upgrades on /ws are the adapter's. Set CROSSWS_REDIS_URL (e.g.
