@@ -9,18 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-import urllib.request
 
 import gevent
 import pytest
 
 from rawclient import RawClient
-from support import free_port, repo_root, terminate_process, wait_for
-
-
-def _http_get(port, path):
-    with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=5) as response:
-        return response.status, response.read().decode()
+from support import free_port, http_get, repo_root, terminate_process, wait_for
 
 
 def _start_gunicorn(port, workers, extra_env=None, extra_args=()):
@@ -34,7 +28,7 @@ def _start_gunicorn(port, workers, extra_env=None, extra_args=()):
 
     def ready():
         try:
-            return _http_get(port, "/")[0] == 200
+            return http_get(port, "/")[0] == 200
         except OSError:
             return False
 

@@ -14,7 +14,7 @@ from support import wait_for
 
 
 @pytest.fixture
-def make_node():
+def make_local():
     running = []
 
     def make(**settings):
@@ -48,8 +48,8 @@ def connect(local, user):
     return client
 
 
-def test_users_and_rooms_get_what_is_sent_to_them(make_node):
-    local = make_node()
+def test_users_and_rooms_get_what_is_sent_to_them(make_local):
+    local = make_local()
     alice, bob, carol = (connect(local, name) for name in ("alice", "bob", "carol"))
     assert local.to_socket_id("alice", "hi", {"n": 1}) is True
     assert alice.recv_json() == {"event": "hi", "payload": {"n": 1}}
@@ -70,8 +70,8 @@ def test_users_and_rooms_get_what_is_sent_to_them(make_node):
     assert [c.recv_json()["event"] for c in (alice, bob, carol)] == ["last", "last", "all"]
 
 
-def test_room_limits_and_reserved_names_refuse_without_changing_anything(make_node):
-    local = make_node(max_rooms_per_socket=2, max_namespaces_per_socket=1)
+def test_room_limits_and_reserved_names_refuse_without_changing_anything(make_local):
+    local = make_local(max_rooms_per_socket=2, max_namespaces_per_socket=1)
     local.join_room("game", "r1", "u1")
     with pytest.raises(LimitExceededError) as namespaces:
         local.join_room("chat", "r1", "u1")
@@ -86,8 +86,8 @@ def test_room_limits_and_reserved_names_refuse_without_changing_anything(make_no
 
 
 @pytest.mark.parametrize("policy, closed_user", [("close_old", "first"), ("reject_new", "second")])
-def test_a_duplicate_login_closes_one_of_the_two_connections(make_node, policy, closed_user):
-    local = make_node(duplicate_login=policy)
+def test_a_duplicate_login_closes_one_of_the_two_connections(make_local, policy, closed_user):
+    local = make_local(duplicate_login=policy)
     first = connect(local, "u")
     old = local.get_socket_instance("u")
     second = RawClient(local.port, "/ws?id=u")
@@ -97,8 +97,8 @@ def test_a_duplicate_login_closes_one_of_the_two_connections(make_node, policy, 
     assert (local.get_socket_instance("u") is old) == (policy == "reject_new")
 
 
-def test_auto_cleanup_unmaps_a_closed_user_and_empties_its_rooms(make_node):
-    local = make_node(auto_cleanup=True)
+def test_auto_cleanup_unmaps_a_closed_user_and_empties_its_rooms(make_local):
+    local = make_local(auto_cleanup=True)
     client = connect(local, "u")
     local.join_room("game", "r1", "u")
     client.close()
@@ -106,8 +106,8 @@ def test_auto_cleanup_unmaps_a_closed_user_and_empties_its_rooms(make_node):
     assert local.get_room_count("game") == 0 and local.get_local_socket_ids() == []
 
 
-def test_without_auto_cleanup_the_app_keeps_the_mapping(make_node):
-    local = make_node()
+def test_without_auto_cleanup_the_app_keeps_the_mapping(make_local):
+    local = make_local()
     client = connect(local, "u")
     conn = local.get_socket_instance("u")
     client.close()

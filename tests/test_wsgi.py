@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import socket
-import urllib.request
 
 import pytest
 from flask import Flask
@@ -11,6 +10,7 @@ from gevent import pywsgi
 from crossws_sync import WebSocketCrossServerAdapter
 from crossws_sync.server.wsgi import WebSocketHandler
 from rawclient import HandshakeRejected, RawClient
+from support import http_get
 
 
 def _flask_app():
@@ -23,11 +23,6 @@ def _flask_app():
     return app
 
 
-def _http_get(port, path):
-    with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=5) as response:
-        return response.status, response.read().decode()
-
-
 def test_standalone_with_an_app_on_the_same_port():
     flask_app = _flask_app()
     adapter = WebSocketCrossServerAdapter(ws_options={"host": "127.0.0.1", "port": 0, "path": "/ws", "app": flask_app})
@@ -35,7 +30,7 @@ def test_standalone_with_an_app_on_the_same_port():
     adapter.start()
     try:
         port = adapter.port
-        assert _http_get(port, "/hello") == (200, "hello from flask")
+        assert http_get(port, "/hello") == (200, "hello from flask")
         client = RawClient(port, "/ws")
         client.send_json({"event": "say", "payload": 7, "callbackId": "1"})
         assert client.recv_json() == {"payload": 7, "callbackId": "1"}
@@ -55,12 +50,12 @@ def test_mounted_middleware_in_a_pywsgi_server_keeps_flask_routes():
     server.start()
     try:
         port = server.server_port
-        assert _http_get(port, "/hello") == (200, "hello from flask")
+        assert http_get(port, "/hello") == (200, "hello from flask")
         clients = [RawClient(port, "/ws") for _ in range(3)]
         for i, client in enumerate(clients):
             client.send_json({"event": "say", "payload": i, "callbackId": "c%d" % i})
         assert [c.recv_json()["payload"] for c in clients] == [{"got": 0}, {"got": 1}, {"got": 2}]
-        assert _http_get(port, "/hello")[0] == 200  # HTTP still served while sockets are open
+        assert http_get(port, "/hello")[0] == 200  # HTTP still served while sockets are open
     finally:
         adapter.close(timeout=1)
         server.stop(timeout=1)
