@@ -9,16 +9,17 @@ Every exception the library raises on purpose derives from :class:`CrossWSError`
     ├── ProtocolError (ValueError)          a WebSocket frame or message that breaks the protocol
     │   ├── MessageTooBig                   an inbound message over the size limit (close 1009)
     │   └── HandshakeError                  the server refused or botched the client's upgrade
-    ├── ConnectionClosedError (ConnectionError)  writing to / using a closed connection
-    ├── NotOpenError (ConnectionError)      client emit while the socket is not open (WS_NOT_OPEN)
-    ├── AckTimeoutError (TimeoutError)      an acknowledgement did not arrive in time
+    ├── ConnectionClosedError (ConnectionError)  reserved: writing to / using a closed connection
+    ├── NotOpenError (ConnectionError)      reserved: client emit while the socket is not open
+    ├── AckTimeoutError (TimeoutError)      reserved: an acknowledgement did not arrive in time
     ├── ConnectTimeoutError (TimeoutError)  the client's connect + handshake exceeded connect_timeout
     ├── EnvelopeError (ValueError)          a Redis envelope that cannot be decoded
     ├── RedisUnavailableError (ConnectionError)  no healthy Redis node could take a publish
     └── MonkeyPatchError (RuntimeError)     Redis used without gevent monkey-patching
 
-Argument-type mistakes (``event`` not a string, ``listener`` not callable) raise the builtin
-:class:`TypeError`, exactly like the original library.
+The three marked *reserved* are exported but never raised today: those failures are reported
+as a ``False`` return or in a ``Result``. Argument-type mistakes (``event`` not a string,
+``listener`` not callable) raise the builtin :class:`TypeError`, exactly like the original library.
 """
 from __future__ import annotations
 
@@ -79,15 +80,26 @@ class HandshakeError(ProtocolError):
 
 
 class ConnectionClosedError(CrossWSError, ConnectionError):
-    """The connection is closed; nothing can be sent on it."""
+    """The connection is closed; nothing can be sent on it.
+
+    Reserved: not raised today. Sending on a connection that is not open returns ``False``.
+    """
 
 
 class NotOpenError(CrossWSError, ConnectionError):
-    """The client is not connected (error code ``WS_NOT_OPEN``)."""
+    """The client is not connected (error code ``WS_NOT_OPEN``).
+
+    Reserved: not raised today. An emit while not open reports ``WS_NOT_OPEN`` in its callback
+    or promise ``Result``, as the original does.
+    """
 
 
 class AckTimeoutError(CrossWSError, TimeoutError):
-    """An acknowledgement did not arrive within its timeout."""
+    """An acknowledgement did not arrive within its timeout.
+
+    Reserved: not raised today. A late acknowledgement is reported as ``CALLBACK_TIMEOUT`` (client)
+    or ``success=False`` (cross-server calls) in the callback or promise ``Result``.
+    """
 
 
 class ConnectTimeoutError(CrossWSError, TimeoutError):

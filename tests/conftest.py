@@ -4,7 +4,7 @@ from gevent import monkey
 monkey.patch_all()
 
 import logging  # noqa: E402
-from typing import Callable, Iterator, List  # noqa: E402
+from typing import Any, Callable, Iterator, List  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -72,6 +72,24 @@ def cluster(redis_factory):
         wait_for(lambda: all(len(n.get_cluster_nodes()) == count for n in nodes), timeout=10,
                  message="every node to see the others")
         return nodes
+
+    yield make
+    for adapter in made:
+        adapter.close(timeout=1)
+
+
+@pytest.fixture
+def make_adapter() -> Iterator[Callable[..., WebSocketCrossServerAdapter]]:
+    """Build adapters (not started) listening on 127.0.0.1, on a free port unless ``ws_options``
+    names one (its other keys are merged in); every one is closed at teardown."""
+    made: List[WebSocketCrossServerAdapter] = []
+
+    def make(**options: Any) -> WebSocketCrossServerAdapter:
+        ws_options = {"host": "127.0.0.1", "port": 0}
+        ws_options.update(options.pop("ws_options", {}))
+        adapter = WebSocketCrossServerAdapter(ws_options=ws_options, **options)
+        made.append(adapter)
+        return adapter
 
     yield make
     for adapter in made:

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.request
 from typing import Callable, List, Optional, Tuple
 
 import gevent
@@ -31,6 +32,12 @@ def wait_for(condition: Callable[[], object], timeout: float = 5.0, interval: fl
         if time.monotonic() > deadline:
             raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, message or condition))
         gevent.sleep(interval)
+
+
+def http_get(port: int, path: str) -> Tuple[int, str]:
+    """``(status, body text)`` of a plain HTTP GET to 127.0.0.1."""
+    with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=5) as response:
+        return response.status, response.read().decode()
 
 
 def redis_server_binary() -> str:

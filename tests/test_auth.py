@@ -28,20 +28,10 @@ from support import make_certificate, wait_for
 SECRET = "s3cr3t-Pa55-do-not-log"
 
 
-@pytest.fixture
-def make_adapter():
-    made: List[WebSocketCrossServerAdapter] = []
-
-    def make(**options: Any) -> WebSocketCrossServerAdapter:
-        options.setdefault("ws_options", {"host": "127.0.0.1", "port": 0})
-        adapter = WebSocketCrossServerAdapter(**options)
-        adapter.on_websocket_event("echo", lambda s, payload, callback: callback and callback(payload))
-        made.append(adapter)
-        return adapter
-
-    yield make
-    for adapter in made:
-        adapter.close(timeout=1)
+def _echoing(adapter: WebSocketCrossServerAdapter) -> WebSocketCrossServerAdapter:
+    """``adapter`` with an ``echo`` event that acknowledges with its payload."""
+    adapter.on_websocket_event("echo", lambda s, payload, callback: callback and callback(payload))
+    return adapter
 
 
 def _live_greenlets() -> int:
@@ -85,7 +75,7 @@ def test_rejected_upgrades_never_allocate_a_connection(make_adapter, monkeypatch
             raise RuntimeError("auth backend down")
         return {"user": "alice"} if token == "good" else False
 
-    adapter = make_adapter(authenticate=authenticate, allowed_origins=["https://good.example"])
+    adapter = _echoing(make_adapter(authenticate=authenticate, allowed_origins=["https://good.example"]))
     connections: List[Any] = []
     adapter.on_websocket_event("connection", lambda s, request: connections.append(s))
     adapter.start()
@@ -113,7 +103,7 @@ def test_rejected_upgrades_never_allocate_a_connection(make_adapter, monkeypatch
 
 
 def test_identify_deadline_closes_only_anonymous_connections(make_adapter):
-    adapter = make_adapter(identify_timeout=0.5)
+    adapter = _echoing(make_adapter(identify_timeout=0.5))
 
     def on_connection(socket_, request):
         user = adapter.parse_ws_request_params(request)["params"].get("id")
@@ -135,7 +125,7 @@ def test_identify_deadline_closes_only_anonymous_connections(make_adapter):
 
 
 def test_origin_check(make_adapter):
-    adapter = make_adapter(allowed_origins=["https://good.example"]).start()
+    adapter = _echoing(make_adapter(allowed_origins=["https://good.example"])).start()
     assert _status(adapter.port, "/", {"Origin": "https://good.example"}) == 101
     assert _status(adapter.port, "/", {"Origin": "https://evil.example"}) == 403
     assert _status(adapter.port, "/", {"Origin": "null"}) == 403

@@ -13,7 +13,6 @@ import time
 import gevent
 import pytest
 
-from crossws_sync import WebSocketCrossServerAdapter
 from support import free_port, repo_root, terminate_process, wait_for
 from test_client import Recorder
 
@@ -63,25 +62,21 @@ def _seed_handlers(adapter, log):
 
 
 @pytest.fixture
-def make_adapter():
-    adapters = []
+def seeded_adapter(make_adapter):
+    """Started adapters (``port`` 0: a free one) running the original README's handlers;
+    ``adapter.log`` records what the handlers saw."""
 
     def make(port=0, **options):
-        adapter = WebSocketCrossServerAdapter(ws_options={"host": "127.0.0.1", "port": port}, **options)
-        log = []
-        _seed_handlers(adapter, log)
-        adapter.log = log
-        adapter.start()
-        adapters.append(adapter)
-        return adapter
+        adapter = make_adapter(ws_options={"port": port}, **options)
+        adapter.log = []
+        _seed_handlers(adapter, adapter.log)
+        return adapter.start()
 
-    yield make
-    for adapter in adapters:
-        adapter.close(timeout=1)
+    return make
 
 
-def test_full_session(make_adapter, make_client):
-    adapter = make_adapter(heartbeat_str="")
+def test_full_session(seeded_adapter, make_client):
+    adapter = seeded_adapter(heartbeat_str="")
     url = "ws://127.0.0.1:%d" % adapter.port
     client = make_client(url, custom_params={"name": "Sam", "id": 1}, ping_interval=0.05, callback_timeout=3)
     rec = Recorder(client)
@@ -139,8 +134,8 @@ def test_full_session(make_adapter, make_client):
     assert rec.names() == ["open", "close"]
 
 
-def test_server_kick_4011_does_not_reconnect(make_adapter, make_client):
-    adapter = make_adapter()
+def test_server_kick_4011_does_not_reconnect(seeded_adapter, make_client):
+    adapter = seeded_adapter()
     client = make_client("ws://127.0.0.1:%d" % adapter.port, auto_reconnect=True, ping_interval=0.05,
                          pong_timeout=0.05, fast_reconnect_interval=0.05)  # no id: the server says 4011
     rec = Recorder(client)
@@ -151,9 +146,9 @@ def test_server_kick_4011_does_not_reconnect(make_adapter, make_client):
     assert rec.names(exclude=()) == ["open", "close"]
 
 
-def test_silent_server_gives_pong_timeout_and_close_4002(make_adapter, make_client):
+def test_silent_server_gives_pong_timeout_and_close_4002(seeded_adapter, make_client):
     # The server only echoes "hb"; the client's heartbeat "" is never echoed.
-    adapter = make_adapter(heartbeat_str="hb")
+    adapter = seeded_adapter(heartbeat_str="hb")
     client = make_client("ws://127.0.0.1:%d/?id=u1" % adapter.port, ping_interval=0.05, pong_timeout=0.15)
     rec = Recorder(client)
     wait_for(lambda: rec.count("close"), timeout=5)
@@ -162,8 +157,8 @@ def test_silent_server_gives_pong_timeout_and_close_4002(make_adapter, make_clie
     wait_for(lambda: ("close", 4002, "pong timeout") in adapter.log)
 
 
-def test_pending_acks_fail_when_the_server_drops_the_socket(make_adapter, make_client):
-    adapter = make_adapter()
+def test_pending_acks_fail_when_the_server_drops_the_socket(seeded_adapter, make_client):
+    adapter = seeded_adapter()
     client = make_client("ws://127.0.0.1:%d/?id=u1" % adapter.port, callback_timeout=20)
     assert client.wait_connected(5)
     promise = client.emit_with_promise("hang", {})
@@ -174,8 +169,8 @@ def test_pending_acks_fail_when_the_server_drops_the_socket(make_adapter, make_c
     assert time.monotonic() - started < 1 and result.error_code == "CONNECTION_CLOSED"
 
 
-def test_many_greenlets_emitting_at_once(make_adapter, make_client):
-    adapter = make_adapter()
+def test_many_greenlets_emitting_at_once(seeded_adapter, make_client):
+    adapter = seeded_adapter()
     client = make_client("ws://127.0.0.1:%d/?id=u1" % adapter.port)
     assert client.wait_connected(5)
 
@@ -188,8 +183,8 @@ def test_many_greenlets_emitting_at_once(make_adapter, make_client):
         assert [r.data["echo"] for r in job.value] == [{"w": index, "n": n} for n in range(10)]
 
 
-def test_graceful_server_restart_on_the_same_port(make_adapter, make_client):
-    adapter = make_adapter()
+def test_graceful_server_restart_on_the_same_port(seeded_adapter, make_client):
+    adapter = seeded_adapter()
     port = adapter.port
     client = make_client("ws://127.0.0.1:%d/?id=u1" % port, auto_reconnect=True, fast_reconnect_interval=0.05,
                          reconnect_max_interval=0.2)
@@ -197,7 +192,7 @@ def test_graceful_server_restart_on_the_same_port(make_adapter, make_client):
     assert client.wait_connected(5)
     adapter.close(timeout=1)
     wait_for(lambda: rec.count("error") >= 1, timeout=5)
-    make_adapter(port=port)
+    seeded_adapter(port=port)
     wait_for(lambda: rec.count("open") == 2, timeout=10)
     names = rec.names()
     assert names[:3] == ["open", "close", "reconnect"] and names[-1] == "open"
@@ -269,8 +264,8 @@ def test_killed_server_restarted_on_the_same_port(make_client):
             terminate_process(proc)
 
 
-def test_example_client_runs_against_our_server(make_adapter):
-    adapter = make_adapter()
+def test_example_client_runs_against_our_server(seeded_adapter):
+    adapter = seeded_adapter()
     script = os.path.join(repo_root(), "examples", "single_ws_server", "client.py")
     env = dict(os.environ, PYTHONPATH=repo_root() + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen([sys.executable, script, "--port=%d" % adapter.port, "--id=7", "--duration=9"],
@@ -294,9 +289,9 @@ def test_example_client_runs_against_our_server(make_adapter):
     assert ("close", 4001, "client manual close") in adapter.log
 
 
-def test_client_answers_the_server_protocol_pings(make_adapter, make_client):
+def test_client_answers_the_server_protocol_pings(seeded_adapter, make_client):
     # The server's sweep terminates (1006) a socket that did not answer the previous ping.
-    adapter = make_adapter(server_ping_interval=0.05)
+    adapter = seeded_adapter(server_ping_interval=0.05)
     client = make_client("ws://127.0.0.1:%d/?id=u1" % adapter.port)
     rec = Recorder(client)
     assert client.wait_connected(5)
@@ -305,12 +300,12 @@ def test_client_answers_the_server_protocol_pings(make_adapter, make_client):
     assert client.emit_and_wait("say", 1).success
 
 
-def test_big_frames_that_fill_the_socket_and_small_ones_never_interleave(make_adapter, make_client):
+def test_big_frames_that_fill_the_socket_and_small_ones_never_interleave(seeded_adapter, make_client):
     # 3 MiB emits from four greenlets overflow the socket buffer: a non-blocking send() takes
     # part of one, the rest is written under the write lock, and meanwhile other greenlets keep
     # emitting small frames; the server must still see every frame whole and each greenlet's
     # frames in order.
-    adapter = make_adapter(max_message_size=8 << 20)
+    adapter = seeded_adapter(max_message_size=8 << 20)
     seen = []
     adapter.on_websocket_event("big", lambda s, payload, cb: (seen.append(("big", len(payload["blob"]))), cb and cb(True)))
     adapter.on_websocket_event("small", lambda s, payload, cb: (seen.append(("small", payload)), cb and cb(True)))
@@ -332,8 +327,8 @@ def test_big_frames_that_fill_the_socket_and_small_ones_never_interleave(make_ad
         assert [payload[1] for kind, payload in seen if kind == "small" and payload[0] == index] == list(range(30))
 
 
-def test_off_removes_listeners_by_function_by_tag_and_all(make_adapter, make_client):
-    adapter = make_adapter()
+def test_off_removes_listeners_by_function_by_tag_and_all(seeded_adapter, make_client):
+    adapter = seeded_adapter()
     client = make_client("ws://127.0.0.1:%d/?id=u1" % adapter.port)
     seen = []
     by_function = lambda payload: seen.append(("function", payload))  # noqa: E731
@@ -357,8 +352,8 @@ def test_off_removes_listeners_by_function_by_tag_and_all(make_adapter, make_cli
     assert not any(len(s) > 1 and s[1] == 3 for s in seen)
 
 
-def test_emit_and_wait_right_after_construction_waits_for_the_connection(make_adapter, make_client):
-    adapter = make_adapter()
+def test_emit_and_wait_right_after_construction_waits_for_the_connection(seeded_adapter, make_client):
+    adapter = seeded_adapter()
     client = make_client("ws://127.0.0.1:%d/?id=u1" % adapter.port)
     result = client.emit_and_wait("say", {"msg": "hi"})  # the README's quick start, as written
     assert result.success, result
@@ -377,8 +372,8 @@ def test_emit_and_wait_gives_up_after_connect_timeout_when_nothing_answers(make_
     assert 0.3 < time.monotonic() - started < 3.0
 
 
-def test_the_client_sends_and_receives_raw_text_and_binary_messages(make_adapter, make_client):
-    adapter = make_adapter()
+def test_the_client_sends_and_receives_raw_text_and_binary_messages(seeded_adapter, make_client):
+    adapter = seeded_adapter()
     adapter.on_websocket_event("message", lambda socket_, data: socket_.send(data) if isinstance(data, bytes) else None)
     adapter.on_websocket_event("raw", lambda socket_, payload, callback: socket_.send("raw text back"))
     client = make_client("ws://127.0.0.1:%d/?id=u1" % adapter.port)

@@ -1,4 +1,4 @@
-"""Single-server mode over real sockets: wire frames, handlers, rooms, auth, limits, bad input."""
+"""crossws_sync.adapter (the facade) in single-server mode over real sockets: wire frames, handlers, rooms, auth, limits, bad input."""
 from __future__ import annotations
 
 import json
@@ -9,27 +9,11 @@ import gevent
 import pytest
 import websocket  # websocket-client: an independent, real client implementation
 
-from crossws_sync import Reject, WebSocketCrossServerAdapter
+from crossws_sync import Reject
 
 from crossws_sync.wire import frames
 from rawclient import HandshakeRejected, RawClient
 from support import counting_sends, wait_for
-
-
-@pytest.fixture
-def make_adapter():
-    adapters = []
-
-    def make(**options):
-        ws_options = {"host": "127.0.0.1", "port": 0}
-        ws_options.update(options.pop("ws_options", {}))
-        adapter = WebSocketCrossServerAdapter(ws_options=ws_options, **options)
-        adapters.append(adapter)
-        return adapter
-
-    yield make
-    for adapter in adapters:
-        adapter.close(timeout=1)
 
 
 def _identify(adapter):

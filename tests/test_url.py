@@ -1,4 +1,4 @@
-"""Where the client connects (pure): the original's query string, URL checks, extra headers."""
+"""crossws_sync.wire.url: Where the client connects (pure): the original's query string, URL checks, extra headers."""
 import pytest
 
 from crossws_sync.errors import ConfigError

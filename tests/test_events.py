@@ -1,4 +1,4 @@
-"""The client <-> server JSON frames (pure), byte for byte against the original's probed frames."""
+"""crossws_sync.wire.events: the client <-> server JSON frames (pure), byte for byte against the original's probed frames."""
 import re
 
 import pytest

@@ -1,4 +1,4 @@
-"""Distributed WebSocket: several adapters (nodes) sharing real redis-server processes."""
+"""crossws_sync.cluster.routing, through the facade: several adapters (nodes) sharing real redis-server processes."""
 from __future__ import annotations
 
 import gevent
