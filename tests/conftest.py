@@ -4,6 +4,7 @@ from gevent import monkey
 monkey.patch_all()
 
 import logging  # noqa: E402
+import sys  # noqa: E402
 from typing import Any, Callable, Iterator, List  # noqa: E402
 
 import pytest  # noqa: E402
@@ -13,6 +14,29 @@ from crossws_sync import WebSocketCrossServerAdapter  # noqa: E402
 from support import RedisProcess, make_certificate, wait_for  # noqa: E402
 
 logging.getLogger("crossws_sync").setLevel(logging.DEBUG)
+
+
+def _is_autobahn(item) -> bool:
+    return item.nodeid.split("::")[0].endswith("test_autobahn.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Autobahn|Testsuite's checks run last: its runs start as soon as the tests are collected
+    (see pytest_collection_finish) and go on while the other tests run."""
+    items[:] = [item for item in items if not _is_autobahn(item)] + [item for item in items if _is_autobahn(item)]
+
+
+def pytest_collection_finish(session):
+    if not session.config.option.collectonly and any(_is_autobahn(item) for item in session.items):
+        import test_autobahn
+
+        test_autobahn.start_runs()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    test_autobahn = sys.modules.get("test_autobahn")
+    if test_autobahn is not None:
+        test_autobahn.stop_runs()
 
 
 def pytest_report_header(config):

@@ -10,9 +10,11 @@ from __future__ import annotations
 import collections
 import json
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -61,8 +63,9 @@ def _start_fuzzingclient(command, workdir):
     spec = {"outdir": str(workdir / "reports"), "servers": [{"agent": "crossws", "url": "ws://127.0.0.1:%d" % port}],
             "cases": CASES, "exclude-cases": [], "exclude-agent-cases": {}}
     (workdir / "spec.json").write_text(json.dumps(spec))
-    suite = subprocess.Popen(command + ["-m", "fuzzingclient", "-s", str(workdir / "spec.json")], cwd=str(workdir),
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    with open(str(workdir / "output.txt"), "w") as output:
+        suite = subprocess.Popen(command + ["-m", "fuzzingclient", "-s", str(workdir / "spec.json")], cwd=str(workdir),
+                                 stdout=output, stderr=subprocess.STDOUT)
     return suite, server
 
 
@@ -75,34 +78,74 @@ def _start_fuzzingserver(command, workdir):
     suite = subprocess.Popen(command + ["-m", "fuzzingserver", "-s", str(workdir / "spec.json")], cwd=str(workdir),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for(lambda: port_open(port), timeout=30, message="the fuzzing server")
-    client = subprocess.Popen([sys.executable, os.path.join(repo_root(), "tests", "autobahn_client.py"),
-                               "ws://127.0.0.1:%d" % port], env=_package_env(),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    with open(str(workdir / "output.txt"), "w") as output:
+        client = subprocess.Popen([sys.executable, os.path.join(repo_root(), "tests", "autobahn_client.py"),
+                                   "ws://127.0.0.1:%d" % port], env=_package_env(), stdout=output, stderr=subprocess.STDOUT)
     return client, suite
 
 
-@pytest.fixture(scope="module")
-def autobahn(tmp_path_factory):
-    """Both directions, started together; each entry: (return code, output tail, work dir)."""
-    command = wstest_command()
-    dirs = {name: tmp_path_factory.mktemp(name) for name in ("fuzzingclient", "fuzzingserver")}
-    started = {}
-    try:
-        started["fuzzingclient"] = _start_fuzzingclient(command, dirs["fuzzingclient"])
-        started["fuzzingserver"] = _start_fuzzingserver(command, dirs["fuzzingserver"])
-        outcome = {}
-        for name, (driver, _) in started.items():
-            try:
-                output, _ = driver.communicate(timeout=RUN_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                terminate_process(driver)
-                output = "timed out after %ds" % RUN_TIMEOUT
-            outcome[name] = (driver.returncode, (output or "")[-3000:], dirs[name])
-    finally:
-        for driver, helper in started.values():
+class Runs:
+    """Both directions, started together: ``tests/conftest.py`` starts them when the session's
+    tests are collected (they take ~13 minutes, bound by the suite's own Python 2 processes, while
+    the rest of the suite mostly waits on sockets) and runs this module's checks last."""
+
+    def __init__(self):
+        self.root = pathlib.Path(tempfile.mkdtemp(prefix="crossws-autobahn-"))
+        self.started = {}
+        self.outcome = None
+        self.error = None
+        try:
+            command = wstest_command()
+            for name, start in (("fuzzingclient", _start_fuzzingclient), ("fuzzingserver", _start_fuzzingserver)):
+                (self.root / name).mkdir()
+                self.started[name] = start(command, self.root / name)
+        except BaseException as exc:  # reported by the tests, which must fail, never skip
+            self.error = exc
+            self.stop()
+
+    def wait(self):
+        """{direction: (return code, output tail, work dir)} once both drivers ended."""
+        if self.error is not None:
+            raise self.error
+        if self.outcome is None:
+            self.outcome = {}
+            for name, (driver, _) in self.started.items():
+                try:
+                    driver.wait(timeout=RUN_TIMEOUT)
+                    output = (self.root / name / "output.txt").read_text(errors="replace")
+                except subprocess.TimeoutExpired:
+                    output = "timed out after %ds" % RUN_TIMEOUT
+                self.outcome[name] = (driver.returncode, output[-3000:], self.root / name)
+            self.stop()
+        return self.outcome
+
+    def stop(self):
+        for driver, helper in self.started.values():
             terminate_process(driver)
             terminate_process(helper)
-    return outcome
+
+
+_runs = None
+
+
+def start_runs():
+    """Start both directions in the background (once per session)."""
+    global _runs
+    if _runs is None:
+        _runs = Runs()
+    return _runs
+
+
+def stop_runs():
+    if _runs is not None:
+        _runs.stop()
+        if _runs.outcome is not None and all(code == 0 for code, _, _ in _runs.outcome.values()):
+            shutil.rmtree(str(_runs.root), ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def autobahn():
+    return start_runs().wait()
 
 
 @pytest.mark.timeout(2 * RUN_TIMEOUT + 120)
@@ -119,9 +162,9 @@ def test_the_python_client_passes_autobahn_fuzzingserver(autobahn):
     _check(workdir, "autobahn_fuzzingserver")
 
 
-def _check(tmp_path, name):
+def _check(workdir, name):
     """Every case of the run's report ended OK, NON-STRICT or INFORMATIONAL (and so did its close)."""
-    with open(str(tmp_path / "reports" / "index.json")) as handle:
+    with open(str(workdir / "reports" / "index.json")) as handle:
         results = json.load(handle)["crossws"]
     failed = sorted((case for case, r in results.items()
                      if r["behavior"] not in ACCEPTED or r["behaviorClose"] not in ACCEPTED), key=_case_key)
