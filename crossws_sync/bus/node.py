@@ -41,6 +41,7 @@ from redis.retry import Retry
 
 from ..io.supervisor import supervise
 from ..errors import ConfigError, MonkeyPatchError, RedisUnavailableError
+from .connection import RedisConnection, RedisSettings, settings_from
 from .publisher import Command, NoWaitCommand, Publisher
 from .subscriber import Stalled, SubscribeTicket, Subscriber
 
@@ -204,16 +205,16 @@ class RedisNode:
         self.force_ping = bool(force_ping)
         self.recovery_grace = float(recovery_grace)
         self._command_timeout = float(command_timeout if command_timeout is not None else max(ping_timeout, 1.0))
-        self._client = make_client(config, connect_timeout=connect_timeout, command_timeout=self._command_timeout)
-        pool = self._client.connection_pool
-        self._sub_kwargs = dict(pool.connection_kwargs)
-        # The listener's reads have their own short timeouts, so this timeout only bounds the
-        # connect handshake and a reply that stalls half-way (a hung server).
-        self._sub_kwargs["socket_timeout"] = self._command_timeout
-        self._sub_class = pool.connection_class
-        self.host = self._sub_kwargs.get("host", self._sub_kwargs.get("path", "Unknown Host"))
-        self.port = self._sub_kwargs.get("port", "Unknown Port")
-        self.db = self._sub_kwargs.get("db", 0)
+        # redis-py's public API parses the entry (keywords and URLs); the connections are ours.
+        pool = make_client(config, connect_timeout=connect_timeout,
+                           command_timeout=self._command_timeout).connection_pool
+        kwargs = pool.connection_kwargs
+        #: How both connections connect (the listener's reads have their own short timeouts, so
+        #: the timeout only bounds the handshake, writes and a reply that stalls half-way).
+        self.settings: RedisSettings = settings_from(pool.connection_class, kwargs)
+        self.host = kwargs.get("host", kwargs.get("path", "Unknown Host"))
+        self.port = kwargs.get("port", "Unknown Port")
+        self.db = kwargs.get("db", 0)
         self._name_check_channel = name_check_channel
         self._on_name_conflict = on_name_conflict
 
@@ -318,10 +319,6 @@ class RedisNode:
         gevent.killall([g for g in self._greenlets if g is not current], block=True, timeout=5)
         self._subscriber.disconnect()
         self._publisher.close()
-        try:
-            self._client.close()
-        except Exception:  # closing a broken pool must not stop the shutdown
-            logger.debug("closing publisher of %s failed", self.label, exc_info=True)
         self.publisher_healthy = False
         self.subscriber_healthy = False
         self._subscriber.notify()
@@ -380,10 +377,8 @@ class RedisNode:
             raise RedisUnavailableError("redis node %s closed" % self.label)
         self._publisher.submit(NoWaitCommand(("PUBLISH", channel, raw), fallback))
 
-    def _open_publisher(self) -> Any:
-        conn = self._client.connection_pool.make_connection()
-        conn.connect()
-        return conn
+    def _open_publisher(self) -> RedisConnection:
+        return RedisConnection.open(self.settings)
 
     # Subscriber -------------------------------------------------------------------------
 
@@ -413,10 +408,8 @@ class RedisNode:
         """Remove ``channels`` from the wanted set and send UNSUBSCRIBE if connected."""
         self._subscriber.unsubscribe(channels)
 
-    def _open_subscriber(self) -> Any:
-        conn = self._sub_class(**self._sub_kwargs)
-        conn.connect()
-        return conn
+    def _open_subscriber(self) -> RedisConnection:
+        return RedisConnection.open(self.settings)
 
     def _subscriber_ready(self) -> None:
         self._set_subscriber(True, "ready", None)

@@ -48,7 +48,7 @@ from ..core.backoff import reconnect_delay
 from ..errors import ConfigError, ConnectTimeoutError, HandshakeError
 from ..core.listeners import ListenerRegistry, check_event_name
 from ..wire.handshake import MAX_HANDSHAKE_BYTES, check_handshake_response, handshake_request
-from ..io.sockets import SocketReader, os_socket
+from ..io.sockets import SocketIO
 from ..results import Result
 from ..wire.url import Target, build_connect_url, header_pairs, js_string, parse_ws_url
 from ..wire.websocket import BINARY, CLOSED, CLOSING, CONNECTING, OPEN, PING, TEXT, WebSocketProtocol
@@ -309,6 +309,7 @@ class _Connection:
         self.proto = WebSocketProtocol(client=True, max_message_size=MAX_MESSAGE_SIZE)
         self.write_lock = gevent.lock.Semaphore()
         self._raw_send: Optional[Callable[[bytes], int]] = None  # set once open (not with TLS)
+        self._io: Optional[SocketIO] = None
         self.pending: Dict[str, _PendingAck] = {}
         self.greenlet: Optional[gevent.Greenlet] = None
         self._close_timer: Optional[gevent.Greenlet] = None
@@ -453,10 +454,8 @@ class _Connection:
 
     def _read(self, leftover: bytes) -> None:
         error: Optional[BaseException] = None
-        sock = self.sock
-        raw = os_socket(sock)
-        self._raw_send = raw.send if raw is not None else None
-        reader = SocketReader(sock)  # waits, then reads (see sockets.py)
+        reader = self._io = SocketIO(self.sock)  # waits, then reads (see sockets.py)
+        self._raw_send = reader.send if not reader.tls else None
         proto = self.proto
         try:
             data = leftover
@@ -511,6 +510,9 @@ class _Connection:
 
     def _close_socket(self) -> None:
         self._raw_send = None
+        io, self._io = self._io, None
+        if io is not None:
+            io.release()
         sock, self.sock = self.sock, None
         if sock is not None:
             try:
