@@ -16,6 +16,7 @@ themselves on the bus's hot paths.
 """
 from __future__ import annotations
 
+import os
 import socket as _stdsocket
 import ssl as _stdssl
 from dataclasses import dataclass, field
@@ -202,6 +203,7 @@ class RedisConnection:
         self._hiredis = hiredis.Reader(replyError=redis.ResponseError)
         self._buffer = bytearray(_READ_SIZE)
         self._closed = False
+        self._pid = os.getpid()
 
     @classmethod
     def open(cls, settings: RedisSettings) -> "RedisConnection":
@@ -227,6 +229,12 @@ class RedisConnection:
                         if command[0] == "AUTH":
                             raise redis.AuthenticationError(text)
                         raise redis.ConnectionError("redis %s refused %s: %s" % (settings.label, command[0], text))
+        except _stdsocket.timeout:
+            conn.close()
+            raise redis.TimeoutError("Timeout writing to %s during the handshake" % settings.label) from None
+        except OSError as exc:
+            conn.close()
+            raise redis.ConnectionError("Error while talking to %s: %s" % (settings.label, exc)) from None
         except BaseException:
             conn.close()
             raise
@@ -279,15 +287,17 @@ class RedisConnection:
         return self._hiredis.gets()
 
     def close(self) -> None:
-        """Close the connection; idempotent."""
+        """Close the connection; idempotent. In a forked child only the child's descriptor is
+        closed: the connection is shut down only in the process that opened it."""
         if self._closed:
             return
         self._closed = True
         self._io.release()
-        try:
-            self._sock.shutdown(_stdsocket.SHUT_RDWR)
-        except OSError:
-            pass
+        if os.getpid() == self._pid:
+            try:
+                self._sock.shutdown(_stdsocket.SHUT_RDWR)
+            except OSError:
+                pass
         try:
             self._sock.close()
         except OSError:
