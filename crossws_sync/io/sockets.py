@@ -58,7 +58,7 @@ class SocketIO:
     ``sock`` is closed, from one greenlet; only one greenlet may read at a time.
     """
 
-    __slots__ = ("sock", "send", "_os", "_hub", "_watcher", "_recv", "_recv_into", "_more")
+    __slots__ = ("sock", "send", "_os", "_hub", "_watcher", "_recv", "_recv_into", "_more", "_timer")
 
     def __init__(self, sock: Any) -> None:
         self.sock = sock
@@ -66,6 +66,7 @@ class SocketIO:
         self._hub: Any = None
         self._watcher: Any = None
         self._os: Any = None
+        self._timer: Any = None  # the last read's Timeout, started again while the seconds stay the same
         if is_tls(sock):
             self.send: Callable[[Any], int] = _refuse_send
             self._recv: Callable[[int], bytes] = sock.recv
@@ -109,11 +110,16 @@ class SocketIO:
                 if timeout is None:
                     self._hub.wait(watcher)
                 else:
-                    timer = gevent.Timeout.start_new(timeout, _stdsocket.timeout("timed out"))
+                    timer = self._timer
+                    if timer is None or timer.seconds != timeout:
+                        if timer is not None:
+                            timer.close()
+                        timer = self._timer = gevent.Timeout(timeout, _stdsocket.timeout)
+                    timer.start()
                     try:
                         self._hub.wait(watcher)
                     finally:
-                        timer.close()
+                        timer.cancel()
             try:
                 return read(arg)
             except BlockingIOError:  # woken without data after all
@@ -134,6 +140,9 @@ class SocketIO:
         """Stop using the descriptor (``sock`` stays open); a greenlet waiting in a read gets
         ``OSError``. Idempotent."""
         watcher, self._watcher = self._watcher, None
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.close()
         if watcher is not None:
             if watcher.active:  # another greenlet waits in a read: wake it with an error
                 self._hub.cancel_wait(watcher, OSError(errno.EBADF, "socket released"), True)
