@@ -161,3 +161,30 @@ def test_only_public_gevent_api_is_used():
     assert get_original("socket", "socket").__module__ == "socket"
     source = open(sockets.__file__).read()
     assert "._sock" not in source and "_read_event" not in source and "._wait(" not in source
+
+
+def test_close_while_a_read_waits_closes_the_socket_after_the_wait_ended(pair):
+    a, b = pair
+    io = SocketIO(a)
+    waiting = gevent.spawn(io.recv, 64, None)
+    gevent.sleep(0.01)
+    io.close(shutdown=True)
+    with pytest.raises(OSError):
+        waiting.get(timeout=1)
+    assert a.fileno() == -1  # closed by the hub right after it woke the reader
+    assert b.recv(64) == b""
+
+
+def test_reads_with_a_timeout_reuse_one_timer_and_still_time_out(pair):
+    a, b = pair
+    io = SocketIO(a)
+    for _ in range(3):
+        b.sendall(b"x")
+        assert io.recv(8, timeout=0.5) == b"x"
+    with pytest.raises(socket.timeout):
+        io.recv(8, timeout=0.05)
+    with pytest.raises(socket.timeout):
+        io.recv(8, timeout=0.03)  # another number of seconds: another timer
+    b.sendall(b"y")
+    assert io.recv(8, timeout=0.03) == b"y"
+    io.release()

@@ -292,16 +292,7 @@ class RedisConnection:
         if self._closed:
             return
         self._closed = True
-        self._io.release()
-        if os.getpid() == self._pid:
-            try:
-                self._sock.shutdown(_stdsocket.SHUT_RDWR)
-            except OSError:
-                pass
-        try:
-            self._sock.close()
-        except OSError:
-            pass
+        self._io.close(shutdown=os.getpid() == self._pid)
 
     disconnect = close
 

@@ -511,10 +511,10 @@ class _Connection:
     def _close_socket(self) -> None:
         self._raw_send = None
         io, self._io = self._io, None
-        if io is not None:
-            io.release()
         sock, self.sock = self.sock, None
-        if sock is not None:
+        if io is not None:
+            io.close()
+        elif sock is not None:
             try:
                 sock.close()
             except OSError:

@@ -139,26 +139,44 @@ class SocketIO:
     def release(self) -> None:
         """Stop using the descriptor (``sock`` stays open); a greenlet waiting in a read gets
         ``OSError``. Idempotent."""
+        self._release()
+
+    def close(self, shutdown: bool = False) -> None:
+        """:meth:`release`, then (``shutdown``: shut down and) close the socket. When a greenlet
+        was waiting in a read, the socket is closed once the hub has stopped that wait, so the
+        event loop never watches a closed (or reused) descriptor."""
+        if self._release():
+            self._hub.loop.run_callback(self._close_socket, shutdown)  # runs after cancel_wait's
+        else:
+            self._close_socket(shutdown)
+
+    def _release(self) -> bool:
         watcher, self._watcher = self._watcher, None
         timer, self._timer = self._timer, None
-        if timer is not None:
-            timer.close()
-        if watcher is not None:
-            if watcher.active:  # another greenlet waits in a read: wake it with an error
-                self._hub.cancel_wait(watcher, OSError(errno.EBADF, "socket released"), True)
-            else:
+        waiting = watcher is not None and watcher.active
+        if waiting:  # another greenlet waits in a read: wake it with an error (from the hub)
+            self._hub.cancel_wait(watcher, OSError(errno.EBADF, "socket released"), True)
+        else:
+            if watcher is not None:
                 watcher.close()
+            if timer is not None:
+                timer.close()
         view = self._os
         if view is not None:
             view.detach()  # the standard-library object no longer owns (or closes) the descriptor
             self.send = _refuse_closed
             self._recv = self._recv_into = _refuse_closed
+        return waiting
 
-    def close(self) -> None:
-        """:meth:`release`, then close the socket."""
-        self.release()
+    def _close_socket(self, shutdown: bool) -> None:
+        sock = self.sock
+        if shutdown:
+            try:
+                sock.shutdown(_stdsocket.SHUT_RDWR)
+            except OSError:
+                pass
         try:
-            self.sock.close()
+            sock.close()
         except OSError:
             pass
 
