@@ -2,10 +2,10 @@
 
 A :class:`RedisNode` owns exactly two Redis connections and three greenlets:
 
-* the **publisher** connection (:mod:`crossws_sync.publisher`): whatever was submitted in one
+* the **publisher** connection (:mod:`crossws_sync.bus.publisher`): whatever was submitted in one
   event-loop iteration (publishes, PINGs, PUBSUB NUMSUB) is written in one ``send()``, a
   *writer* greenlet takes over only when that would block, and a reader matches the replies;
-* the **subscriber** connection (:mod:`crossws_sync.subscriber`), read by a *listener*
+* the **subscriber** connection (:mod:`crossws_sync.bus.subscriber`), read by a *listener*
   greenlet. The listener is supervised: any
   ``Exception`` is logged, the connection is dropped and, after a short backoff, a new one is
   opened and every wanted channel is subscribed again in one SUBSCRIBE. Unless
@@ -21,8 +21,9 @@ Health is reported per connection type (``publisher`` / ``subscriber``) through 
 is subscribed again, so that the other nodes of the cluster have re-subscribed too before
 traffic is sent through it.
 
-Connection settings are explicit: connect timeout, TCP keepalive, RESP2, no client-side
-retries (failover is the bus's job), a command timeout on both connections. The subscriber never
+Both connections are the node's own (:mod:`crossws_sync.bus.connection`); redis-py only parses
+``redis_config``. Connection settings are explicit: connect timeout, TCP keepalive, RESP2, no
+client-side retries (failover is the bus's job), a command timeout on both connections. The subscriber never
 blocks in a read waiting for traffic (its reads time out within a second), so its timeout only
 bounds the connect handshake and a reply that stalls half-way; idle liveness comes from PINGs.
 """
@@ -95,7 +96,10 @@ def _translate(config: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def make_client(config: RedisConfig, *, connect_timeout: float, command_timeout: float) -> redis.Redis:
-    """Build the publisher client for one ``redis_config`` entry (does not connect).
+    """Parse one ``redis_config`` entry with redis-py (nothing connects).
+
+    Only the client's ``connection_pool.connection_class`` and ``connection_kwargs`` are read
+    (:func:`~crossws_sync.bus.connection.settings_from`): the bus opens its own connections.
 
     Args:
         config: a dict of redis-py keyword arguments (``host``, ``port``, ``password``, ``db``,
