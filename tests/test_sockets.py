@@ -175,7 +175,7 @@ def test_close_while_a_read_waits_closes_the_socket_after_the_wait_ended(pair):
     assert b.recv(64) == b""
 
 
-def test_reads_with_a_timeout_reuse_one_timer_and_still_time_out(pair):
+def test_reads_with_a_timeout_time_out_each_time(pair):
     a, b = pair
     io = SocketIO(a)
     for _ in range(3):
@@ -184,7 +184,7 @@ def test_reads_with_a_timeout_reuse_one_timer_and_still_time_out(pair):
     with pytest.raises(socket.timeout):
         io.recv(8, timeout=0.05)
     with pytest.raises(socket.timeout):
-        io.recv(8, timeout=0.03)  # another number of seconds: another timer
+        io.recv(8, timeout=0.03)
     b.sendall(b"y")
     assert io.recv(8, timeout=0.03) == b"y"
     io.release()

@@ -58,7 +58,7 @@ class SocketIO:
     ``sock`` is closed, from one greenlet; only one greenlet may read at a time.
     """
 
-    __slots__ = ("sock", "send", "_os", "_hub", "_watcher", "_recv", "_recv_into", "_more", "_timer")
+    __slots__ = ("sock", "send", "_os", "_hub", "_watcher", "_recv", "_recv_into", "_more")
 
     def __init__(self, sock: Any) -> None:
         self.sock = sock
@@ -66,7 +66,6 @@ class SocketIO:
         self._hub: Any = None
         self._watcher: Any = None
         self._os: Any = None
-        self._timer: Any = None  # the last read's Timeout, started again while the seconds stay the same
         if is_tls(sock):
             self.send: Callable[[Any], int] = _refuse_send
             self._recv: Callable[[int], bytes] = sock.recv
@@ -110,16 +109,13 @@ class SocketIO:
                 if timeout is None:
                     self._hub.wait(watcher)
                 else:
-                    timer = self._timer
-                    if timer is None or timer.seconds != timeout:
-                        if timer is not None:
-                            timer.close()
-                        timer = self._timer = gevent.Timeout(timeout, _stdsocket.timeout)
-                    timer.start()
+                    # A new Timeout per wait: starting one Timeout again and again (1.5 us instead of
+                    # 5 us) cut cross-process RPC throughput threefold in measurements.
+                    timer = gevent.Timeout.start_new(timeout, _stdsocket.timeout)
                     try:
                         self._hub.wait(watcher)
                     finally:
-                        timer.cancel()
+                        timer.close()
             try:
                 return read(arg)
             except BlockingIOError:  # woken without data after all
@@ -152,15 +148,11 @@ class SocketIO:
 
     def _release(self) -> bool:
         watcher, self._watcher = self._watcher, None
-        timer, self._timer = self._timer, None
         waiting = watcher is not None and watcher.active
         if waiting:  # another greenlet waits in a read: wake it with an error (from the hub)
             self._hub.cancel_wait(watcher, OSError(errno.EBADF, "socket released"), True)
-        else:
-            if watcher is not None:
-                watcher.close()
-            if timer is not None:
-                timer.close()
+        elif watcher is not None:
+            watcher.close()
         view = self._os
         if view is not None:
             view.detach()  # the standard-library object no longer owns (or closes) the descriptor
