@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import socket as _stdsocket
 import ssl as _stdssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import gevent.socket
@@ -121,9 +121,7 @@ class RedisSettings:
 
     def replace_timeout(self, timeout: Optional[float]) -> "RedisSettings":
         """These settings with another ``timeout``."""
-        values = dict(self.__dict__)
-        values["timeout"] = timeout
-        return RedisSettings(**values)
+        return replace(self, timeout=timeout)
 
 
 def settings_from(connection_class: type, kwargs: Mapping[str, Any]) -> RedisSettings:

@@ -213,9 +213,10 @@ class RedisNode:
         pool = make_client(config, connect_timeout=connect_timeout,
                            command_timeout=self._command_timeout).connection_pool
         kwargs = pool.connection_kwargs
-        #: How both connections connect (the listener's reads have their own short timeouts, so
-        #: the timeout only bounds the handshake, writes and a reply that stalls half-way).
+        #: How the publisher connects; the subscriber's timeout is always the command timeout (its
+        #: reads have their own short timeouts: it bounds the handshake, writes and a stalled reply).
         self.settings: RedisSettings = settings_from(pool.connection_class, kwargs)
+        self._sub_settings = self.settings.replace_timeout(self._command_timeout)
         self.host = kwargs.get("host", kwargs.get("path", "Unknown Host"))
         self.port = kwargs.get("port", "Unknown Port")
         self.db = kwargs.get("db", 0)
@@ -413,7 +414,7 @@ class RedisNode:
         self._subscriber.unsubscribe(channels)
 
     def _open_subscriber(self) -> RedisConnection:
-        return RedisConnection.open(self.settings)
+        return RedisConnection.open(self._sub_settings)
 
     def _subscriber_ready(self) -> None:
         self._set_subscriber(True, "ready", None)
