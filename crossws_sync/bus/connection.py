@@ -20,7 +20,7 @@ import os
 import socket as _stdsocket
 import ssl as _stdssl
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
 import gevent.socket
 import gevent.ssl

@@ -20,7 +20,7 @@ from __future__ import annotations
 import errno
 import socket as _stdsocket
 import ssl as _stdssl
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import gevent
 import gevent.ssl
