@@ -36,7 +36,7 @@ MOVED = {
     "protocol": "wire.events",
     "publisher": "bus.publisher",
     "request": "wire.request",
-    "resp": "bus.resp",
+    "resp": "bus.connection",
     "rooms": "core.rooms",
     "rpc": "bus.rpc",
     "signing": "wire.signing",

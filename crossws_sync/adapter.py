@@ -362,7 +362,7 @@ class WebSocketCrossServerAdapter:
 
     def _after_fork(self) -> None:
         # Greenlets and Redis connections of the parent are not ours: stop the inherited ones
-        # (their connections are closed in the child only: redis-py shuts a socket down only in
+        # (their connections are closed in the child only: a Redis connection is shut down only in
         # the process that opened it) and start afresh.
         bus, router = self._runtime.bus, self._runtime.router
         if router is not None:

@@ -4,6 +4,7 @@ import pytest
 import redis
 
 from crossws_sync.errors import RedisUnavailableError
+from crossws_sync.bus.connection import RedisConnection, RedisSettings
 from crossws_sync.bus.publisher import Command, NoWaitCommand, Publisher
 from bus_fixtures import Spy
 from support import counting_sends, wait_for
@@ -12,12 +13,10 @@ from support import counting_sends, wait_for
 @pytest.fixture
 def publisher(redis_server):
     downs = []
-    client = redis.Redis(host="127.0.0.1", port=redis_server.port, socket_timeout=1.0)
+    settings = RedisSettings(host="127.0.0.1", port=redis_server.port, connect_timeout=1.0, timeout=1.0)
 
     def open_connection():
-        conn = client.connection_pool.make_connection()
-        conn.connect()
-        return conn
+        return RedisConnection.open(settings)
 
     def on_down(event, error):
         # Health hooks and failover callbacks may block: they must never run in the hub.
@@ -31,7 +30,6 @@ def publisher(redis_server):
     yield pub
     pub.close()
     writer.kill()
-    client.close()
 
 
 def test_replies_match_their_commands_and_a_refused_command_fails_alone(publisher):

@@ -472,8 +472,8 @@ class CrossServerBus:
         """In a forked child: stop what was inherited from the parent without touching Redis.
 
         Flags everything closed at once (no inherited loop reconnects or publishes), then closes
-        in a greenlet of the child; redis-py shuts a socket down only in the process that opened
-        it, so the parent's connections are untouched.
+        in a greenlet of the child; a Redis connection is shut down only in the process that opened
+        it (:meth:`RedisConnection.close`), so the parent's connections are untouched.
         """
         if self._closed:
             return

@@ -21,8 +21,9 @@ Health is reported per connection type (``publisher`` / ``subscriber``) through 
 is subscribed again, so that the other nodes of the cluster have re-subscribed too before
 traffic is sent through it.
 
-Connection settings are explicit: connect timeout, TCP keepalive, RESP2, no client-side
-retries (failover is the bus's job), a command timeout on both connections. The subscriber never
+Both connections are the node's own (:mod:`crossws_sync.bus.connection`); redis-py only parses
+``redis_config``. Connection settings are explicit: connect timeout, TCP keepalive, RESP2, no
+client-side retries (failover is the bus's job), a command timeout on both connections. The subscriber never
 blocks in a read waiting for traffic (its reads time out within a second), so its timeout only
 bounds the connect handshake and a reply that stalls half-way; idle liveness comes from PINGs.
 """
@@ -42,6 +43,7 @@ from redis.retry import Retry
 from ..io.supervisor import supervise
 from ..config import check_redis_url
 from ..errors import ConfigError, MonkeyPatchError, RedisUnavailableError
+from .connection import RedisConnection, RedisSettings, settings_from
 from .publisher import Command, NoWaitCommand, Publisher
 from .subscriber import Stalled, SubscribeTicket, Subscriber
 
@@ -94,7 +96,10 @@ def _translate(config: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def make_client(config: RedisConfig, *, connect_timeout: float, command_timeout: float) -> redis.Redis:
-    """Build the publisher client for one ``redis_config`` entry (does not connect).
+    """Parse one ``redis_config`` entry with redis-py (nothing connects).
+
+    Only the client's ``connection_pool.connection_class`` and ``connection_kwargs`` are read
+    (:func:`~crossws_sync.bus.connection.settings_from`): the bus opens its own connections.
 
     Args:
         config: a dict of redis-py keyword arguments (``host``, ``port``, ``password``, ``db``,
@@ -202,16 +207,17 @@ class RedisNode:
         self.force_ping = bool(force_ping)
         self.recovery_grace = float(recovery_grace)
         self._command_timeout = float(command_timeout if command_timeout is not None else max(ping_timeout, 1.0))
-        self._client = make_client(config, connect_timeout=connect_timeout, command_timeout=self._command_timeout)
-        pool = self._client.connection_pool
-        self._sub_kwargs = dict(pool.connection_kwargs)
-        # The listener's reads have their own short timeouts, so this timeout only bounds the
-        # connect handshake and a reply that stalls half-way (a hung server).
-        self._sub_kwargs["socket_timeout"] = self._command_timeout
-        self._sub_class = pool.connection_class
-        self.host = self._sub_kwargs.get("host", self._sub_kwargs.get("path", "Unknown Host"))
-        self.port = self._sub_kwargs.get("port", "Unknown Port")
-        self.db = self._sub_kwargs.get("db", 0)
+        # redis-py's public API parses the entry (keywords and URLs); the connections are ours.
+        pool = make_client(config, connect_timeout=connect_timeout,
+                           command_timeout=self._command_timeout).connection_pool
+        kwargs = pool.connection_kwargs
+        #: How the publisher connects; the subscriber's timeout is always the command timeout (its
+        #: reads have their own short timeouts: it bounds the handshake, writes and a stalled reply).
+        self.settings: RedisSettings = settings_from(pool.connection_class, kwargs)
+        self._sub_settings = self.settings.replace_timeout(self._command_timeout)
+        self.host = kwargs.get("host", kwargs.get("path", "Unknown Host"))
+        self.port = kwargs.get("port", "Unknown Port")
+        self.db = kwargs.get("db", 0)
         self._name_check_channel = name_check_channel
         self._on_name_conflict = on_name_conflict
 
@@ -316,10 +322,6 @@ class RedisNode:
         gevent.killall([g for g in self._greenlets if g is not current], block=True, timeout=5)
         self._subscriber.disconnect()
         self._publisher.close()
-        try:
-            self._client.close()
-        except Exception:  # closing a broken pool must not stop the shutdown
-            logger.debug("closing publisher of %s failed", self.label, exc_info=True)
         self.publisher_healthy = False
         self.subscriber_healthy = False
         self._subscriber.notify()
@@ -378,10 +380,8 @@ class RedisNode:
             raise RedisUnavailableError("redis node %s closed" % self.label)
         self._publisher.submit(NoWaitCommand(("PUBLISH", channel, raw), fallback))
 
-    def _open_publisher(self) -> Any:
-        conn = self._client.connection_pool.make_connection()
-        conn.connect()
-        return conn
+    def _open_publisher(self) -> RedisConnection:
+        return RedisConnection.open(self.settings)
 
     # Subscriber -------------------------------------------------------------------------
 
@@ -411,10 +411,8 @@ class RedisNode:
         """Remove ``channels`` from the wanted set and send UNSUBSCRIBE if connected."""
         self._subscriber.unsubscribe(channels)
 
-    def _open_subscriber(self) -> Any:
-        conn = self._sub_class(**self._sub_kwargs)
-        conn.connect()
-        return conn
+    def _open_subscriber(self) -> RedisConnection:
+        return RedisConnection.open(self._sub_settings)
 
     def _subscriber_ready(self) -> None:
         self._set_subscriber(True, "ready", None)

@@ -2,14 +2,13 @@
 
 Commands (publishes, PINGs, ``PUBSUB NUMSUB``) are packed when submitted and written together
 at the end of the event-loop iteration: one loop callback joins everything submitted in that
-iteration and writes it with one non-blocking ``send()`` on the OS socket, from the hub, with
-no greenlet switch. Only what the kernel does not take at once (or the first connect) goes
+iteration and writes it with one non-blocking ``send()`` (:meth:`RedisConnection.send`), from
+the hub, with no greenlet switch. Only what the kernel does not take at once (or the first connect) goes
 to the *writer* greenlet, which may block; while it writes, newer commands wait behind it, so
 the byte order on the wire is the submission order.
 
-A *reader* greenlet per connection parses Redis's replies straight from ``recv_into`` with a
-hiredis reader (every reply that arrived in one read, without redis-py's per-reply overhead)
-and matches them in order to the commands in flight. A command Redis refuses fails alone; a
+A *reader* greenlet per connection takes Redis's replies from the connection (hiredis parses
+every reply that arrived in one read; see :mod:`~crossws_sync.bus.connection`) and matches them in order to the commands in flight. A command Redis refuses fails alone; a
 broken connection fails every command in flight (their fallbacks try other nodes), is
 dropped, and the next command opens a new one.
 """
@@ -26,8 +25,7 @@ import redis
 from gevent.event import AsyncResult, Event
 
 from ..errors import RedisUnavailableError
-from .resp import TIMED_OUT, ReplyStream
-from ..io.sockets import os_socket
+from .connection import TIMED_OUT, RedisConnection
 
 logger = logging.getLogger("crossws_sync.nodes")
 
@@ -73,23 +71,23 @@ class Publisher:
     """Pipelined commands on one Redis connection.
 
     Args:
-        open_connection: returns a connected redis-py ``Connection`` (may block; called from
-            the writer greenlet only).
+        open_connection: returns an open :class:`RedisConnection` (may block; called from the
+            writer greenlet only).
         label: ``host:port`` for messages.
         on_down: ``(event, error)`` when connecting fails or the connection breaks.
         command_timeout: a reply not started within this many seconds of its command breaks
             the connection (a hung server).
     """
 
-    def __init__(self, open_connection: Callable[[], Any], *, label: str,
+    def __init__(self, open_connection: Callable[[], RedisConnection], *, label: str,
                  on_down: Callable[[str, str], None], command_timeout: float) -> None:
         self._open_connection = open_connection
         self.label = label
         self._on_down = on_down
         self._command_timeout = command_timeout
         self._loop = gevent.get_hub().loop
-        self._conn: Any = None
-        self._send: Optional[Callable[[bytes], int]] = None  # the OS socket's non-blocking send
+        self._conn: Optional[RedisConnection] = None
+        self._send: Optional[Callable[[bytes], int]] = None  # the connection's non-blocking send
         self._submitted: List[Tuple[AnyCommand, bytes]] = []
         self._flush_scheduled = False
         self._backlog = b""  # written by the writer greenlet, before anything newer
@@ -137,7 +135,7 @@ class Publisher:
         if reader is not None and reader is not gevent.getcurrent():
             reader.kill(block=True, timeout=5)
 
-    def broken(self, conn: Any, exc: BaseException) -> None:
+    def broken(self, conn: RedisConnection, exc: BaseException) -> None:
         """The connection failed: fail every command in flight, drop it, report the node down."""
         if conn is not self._conn:
             return
@@ -151,10 +149,7 @@ class Publisher:
         self._waiting_since = None
         if not isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError, RedisUnavailableError)):
             logger.error("publisher of %s failed unexpectedly: %r", self.label, exc)
-        try:
-            conn.disconnect()
-        except Exception:
-            logger.debug("disconnecting publisher of %s failed", self.label, exc_info=True)
+        conn.close()
         if not self._closed:
             self._on_down("error", str(exc))
         _fail(list(inflight), RedisUnavailableError("redis node %s: %s" % (self.label, exc)))
@@ -180,7 +175,7 @@ class Publisher:
         if self._writing or not self._submitted:
             return
         send = self._send
-        if send is None:  # not connected yet (the writer connects), or TLS
+        if send is None:  # not connected yet (the writer connects)
             self._hand_to_writer(b"")
             return
         data = self._take()
@@ -189,7 +184,7 @@ class Publisher:
         try:
             sent = send(data)
         except OSError:
-            # EAGAIN, or a broken connection: either way the writer greenlet retries with a
+            # EAGAIN (always on TLS), or a broken connection: either way the writer greenlet retries with a
             # blocking sendall, and reports a failure from there (health hooks and failover
             # callbacks may block; they must never run in the hub).
             sent = 0
@@ -222,21 +217,17 @@ class Publisher:
                 if not data:
                     return
                 try:
-                    conn._sock.sendall(data)
+                    conn.sendall(data)
                 except Exception as exc:
                     self.broken(conn, exc)
                     return
         finally:
             self._writing = False
 
-    def _connect(self) -> Any:
+    def _connect(self) -> RedisConnection:
         conn = self._open_connection()
         self._conn = conn
-        sock = conn._sock
-        # The hub writes straight to the OS socket (non-blocking under gevent's wrapper); a TLS
-        # socket must go through its wrapper, so with TLS every write is the writer's.
-        raw = os_socket(sock)
-        self._send = raw.send if raw is not None else None
+        self._send = conn.send  # never yields; on TLS it always refuses, and the writer writes
         self._inflight = deque()
         self._waiting_since = None
         self._reader = gevent.spawn(self._reader_loop, conn)
@@ -244,14 +235,13 @@ class Publisher:
 
     # Internals: reading -------------------------------------------------------------------
 
-    def _reader_loop(self, conn: Any) -> None:
+    def _reader_loop(self, conn: RedisConnection) -> None:
         if self._conn is not conn:
             return
-        stream = ReplyStream(conn)
         inflight = self._inflight
         try:
             while self._conn is conn:
-                reply = stream.next()
+                reply = conn.next()
                 if reply is TIMED_OUT:
                     since = self._waiting_since
                     if since is not None and time.monotonic() - since >= self._command_timeout:
@@ -265,7 +255,7 @@ class Publisher:
                         command.fail(reply)
                     else:
                         command.succeed(reply)
-                    reply = stream.ready()
+                    reply = conn.ready()
                 self._waiting_since = time.monotonic() if inflight else None
         except gevent.GreenletExit:
             raise

@@ -2,7 +2,7 @@
 
 A :class:`Subscriber` keeps the set of channels its node wants and subscribes the whole set on
 every (re)connection. Its listener (run supervised by the node) connects, subscribes, reads
-every reply with :class:`~crossws_sync.bus.resp.ReplyStream`, hands messages on wanted channels to
+every reply from its :class:`~crossws_sync.bus.connection.RedisConnection`, hands messages on wanted channels to
 ``on_message`` in order, matches SUBSCRIBE / UNSUBSCRIBE / PING answers to what was sent
 (``wait_ticket`` tells a caller when its SUBSCRIBE is confirmed) and, with ``force_ping``,
 PINGs: a PING not answered within ``ping_timeout`` drops the link. After a failure it
@@ -20,10 +20,11 @@ from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Set, Tu
 import gevent
 from gevent.event import Event
 from gevent.lock import Semaphore
+from hiredis import pack_command
 
 import redis
 
-from .resp import TIMED_OUT, ReplyStream
+from .connection import TIMED_OUT, RedisConnection
 
 logger = logging.getLogger("crossws_sync.nodes")
 
@@ -58,6 +59,12 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _pack(*args: Any) -> bytes:
+    """One command in RESP (``UnicodeError`` / ``TypeError`` for an argument it cannot encode)."""
+    packed: bytes = pack_command(args)
+    return packed
+
+
 def _wire(command: str) -> str:
     """The Redis command for one of ours (RESUB is a SUBSCRIBE of the whole wanted set)."""
     return "SUBSCRIBE" if command == "RESUB" else command
@@ -67,7 +74,7 @@ class Subscriber:
     """The subscriber side of one Redis node.
 
     Args:
-        connect: returns a new, connected redis-py ``Connection`` (may block).
+        connect: returns a new, open :class:`RedisConnection` (may block).
         label: ``host:port`` for messages.
         on_message: ``(channel, raw)`` for every message on a wanted channel, in order.
         on_ready: every wanted channel is confirmed (or refused) on a live connection.
@@ -79,7 +86,7 @@ class Subscriber:
         ping_interval, ping_timeout, force_ping: liveness settings.
     """
 
-    def __init__(self, connect: Callable[[], Any], *, label: str, on_message: Callable[[str, bytes], None],
+    def __init__(self, connect: Callable[[], RedisConnection], *, label: str, on_message: Callable[[str, bytes], None],
                  on_ready: Callable[[], None], on_down: Callable[[str, str], None], on_attempt: Callable[[], None],
                  on_subscription_error: Callable[[str, str, str], None], is_healthy: Callable[[], bool],
                  closed: Callable[[], bool], ping_interval: float, ping_timeout: float, force_ping: bool) -> None:
@@ -109,7 +116,7 @@ class Subscriber:
         #: wanted channels that Redis refused (or that cannot be encoded) on a re-subscribe,
         #: where no caller was there to be told: the subscriber stays unhealthy while any remain
         self._missing: Dict[str, str] = {}
-        self._sub_conn: Any = None
+        self._sub_conn: Optional[RedisConnection] = None
         self._generation = 0
         self._sub_write_lock = Semaphore()
         self._changed = Event()
@@ -126,7 +133,7 @@ class Subscriber:
         """Drop the connection (the node is closing)."""
         conn, self._sub_conn = self._sub_conn, None
         if conn is not None:
-            conn.disconnect()
+            conn.close()
 
     # Public API ---------------------------------------------------------------------------
 
@@ -217,7 +224,7 @@ class Subscriber:
         changed, self._changed = self._changed, Event()
         changed.set()
 
-    def _send(self, conn: Any, command: str, channels: List[str]) -> bool:
+    def _send(self, conn: RedisConnection, command: str, channels: List[str]) -> bool:
         """Write SUBSCRIBE / RESUB (a SUBSCRIBE of the wanted set after a reconnect) /
         UNSUBSCRIBE / PING on the subscriber connection, :data:`CHUNK` channels per command.
 
@@ -228,12 +235,12 @@ class Subscriber:
         for start in range(0, len(channels), CHUNK):
             chunk = channels[start:start + CHUNK]
             try:
-                packed = conn.pack_command(_wire(command), *chunk)
-            except (UnicodeError, redis.DataError):
+                packed = _pack(_wire(command), *chunk)
+            except (UnicodeError, TypeError):
                 for channel in chunk:  # find the bad name; the others still go
                     try:
-                        packed = conn.pack_command(_wire(command), channel)
-                    except (UnicodeError, redis.DataError) as exc:
+                        packed = _pack(_wire(command), channel)
+                    except (UnicodeError, TypeError) as exc:
                         self._refuse(command, channel, "cannot be encoded: %s" % exc)
                         continue
                     ok = self._send_packed(conn, command, {channel}, packed) and ok
@@ -241,7 +248,7 @@ class Subscriber:
             ok = self._send_packed(conn, command, set(chunk), packed) and ok
         return ok
 
-    def _send_packed(self, conn: Any, command: str, channels: Set[str], packed: Any) -> bool:
+    def _send_packed(self, conn: RedisConnection, command: str, channels: Set[str], packed: Optional[bytes]) -> bool:
         with self._sub_write_lock:
             if self._sub_conn is not conn:
                 return False
@@ -250,11 +257,10 @@ class Subscriber:
                 for channel in channels:
                     self._pending_subs[channel] = self._pending_subs.get(channel, 0) + 1
             try:
-                if packed is None:
-                    packed = conn.pack_command(command)
-                conn.send_packed_command(packed, check_health=False)
-            except Exception as exc:  # the listener notices the broken link and reconnects
+                conn.sendall(packed if packed is not None else _pack(command))
+            except Exception as exc:  # maybe written in part: drop the link, the listener reconnects
                 logger.warning("sending %s to %s failed: %s", _wire(command), self.label, exc)
+                conn.close()
                 return False
         return True
 
@@ -274,7 +280,7 @@ class Subscriber:
 
     def _listen_once(self) -> bool:
         """Connect, subscribe and read until the link fails; return whether it had connected."""
-        conn = None
+        conn: Optional[RedisConnection] = None
         connected = False
         try:
             conn = self._connect()
@@ -297,15 +303,12 @@ class Subscriber:
             self._pending_subs.clear()
             self._confirmed.clear()
             if conn is not None:
-                try:
-                    conn.disconnect()
-                except Exception:
-                    logger.debug("disconnecting subscriber of %s failed", self.label, exc_info=True)
+                conn.close()
             self._on_attempt()
             self.notify()
         return connected
 
-    def _listen(self, conn: Any) -> None:
+    def _listen(self, conn: RedisConnection) -> None:
         self._generation += 1
         self._sent = {}
         self._acked = {}
@@ -313,7 +316,6 @@ class Subscriber:
         self._pending.clear()
         self._pending_subs.clear()
         self._sub_conn = conn
-        stream = ReplyStream(conn)
         self._wanted.update(self._missing)  # retried on every connection
         self._missing.clear()
         initial = sorted(self._wanted)
@@ -334,15 +336,14 @@ class Subscriber:
                 wait = next_ping - now
             else:
                 wait = 1.0
-            # Our own reader on the socket (resp.py): one recv for every reply that arrived, and
-            # a timed-out read keeps any partial reply buffered.
-            reply = stream.next(min(max(wait, 0.01), 1.0))
+            # One recv for every reply that arrived; a timed-out read keeps a partial reply buffered.
+            reply = conn.next(min(max(wait, 0.01), 1.0))
             while reply is not False and reply is not TIMED_OUT:  # every reply already read
                 if isinstance(reply, redis.ResponseError):
                     self._refused(str(reply))
                 elif self._handle(reply):
                     next_ping = _now() + self.ping_interval
-                reply = stream.ready()
+                reply = conn.ready()
             now = _now()
             if self.ping_sent_at is not None and now - self.ping_sent_at > self.ping_timeout:
                 raise Stalled("subscriber PING not answered within %.1fs" % self.ping_timeout)

@@ -15,7 +15,7 @@ import gevent.socket
 import gevent.ssl
 
 from ..errors import ConnectTimeoutError, HandshakeError
-from ..io.sockets import SocketReader, os_socket
+from ..io.sockets import SocketIO
 from ..wire import frames
 from ..wire.deflate import PerMessageDeflate, accept, client_offer
 from ..wire.handshake import MAX_HANDSHAKE_BYTES, check_handshake_response, handshake_request
@@ -67,6 +67,7 @@ class Connection:
         self.proto = WebSocketProtocol(client=True, max_message_size=MAX_MESSAGE_SIZE)
         self.write_lock = gevent.lock.Semaphore()
         self._raw_send: Optional[Callable[[bytes], int]] = None  # set once open (not with TLS)
+        self._io: Optional[SocketIO] = None
         self.pending: Pending = {}
         self.greenlet: Optional[gevent.Greenlet] = None
         self._close_timer: Optional[gevent.Greenlet] = None
@@ -211,10 +212,8 @@ class Connection:
 
     def _read(self, leftover: bytes) -> None:
         error: Optional[BaseException] = None
-        sock = self.sock
-        raw = os_socket(sock)
-        self._raw_send = raw.send if raw is not None else None
-        reader = SocketReader(sock)  # waits, then reads (see sockets.py)
+        reader = self._io = SocketIO(self.sock)  # waits, then reads (see sockets.py)
+        self._raw_send = reader.send if not reader.tls else None
         proto = self.proto
         try:
             data = leftover
@@ -269,8 +268,11 @@ class Connection:
 
     def _close_socket(self) -> None:
         self._raw_send = None
+        io, self._io = self._io, None
         sock, self.sock = self.sock, None
-        if sock is not None:
+        if io is not None:
+            io.close()
+        elif sock is not None:
             try:
                 sock.close()
             except OSError:

@@ -26,7 +26,7 @@ import gevent
 
 from ..wire import frames
 from ..wire.events import MISSING, encode_event
-from ..io.sockets import SocketReader, is_tls, os_socket
+from ..io.sockets import SocketIO
 from ..wire.websocket import BINARY, CLOSED, CLOSING, CONNECTING, OPEN, PING, TEXT, WebSocketProtocol, sendable_close_code
 
 if TYPE_CHECKING:
@@ -82,10 +82,6 @@ def _batch_for(loop: Any) -> _WriteBatch:
     return batch
 
 
-def _tls_send(data: bytes) -> int:
-    raise BlockingIOError  # TLS: every write goes through the flusher's sendall
-
-
 class ConnectionHandler:
     """What a connection reports to its owner (the adapter's WebSocket service)."""
 
@@ -135,8 +131,8 @@ class WebSocketConnection:
         deflate: Optional["PerMessageDeflate"] = None,
     ) -> None:
         self._sock = sock
-        raw = os_socket(sock)  # send_frame never yields: one send() on the OS socket
-        self._raw_send = _tls_send if is_tls(sock) else (raw if raw is not None else sock).send
+        self._io = SocketIO(sock)
+        self._raw_send = self._io.send  # never yields (on TLS: always BlockingIOError, the flusher writes)
         self.request = request
         self.identity = identity
         self.socket_id: Optional[str] = None
@@ -284,10 +280,9 @@ class WebSocketConnection:
 
     def run(self) -> None:
         """Read and dispatch until the connection ends; fires ``on_close`` exactly once."""
-        sock = self._sock
         proto = self._proto
         handler = self._handler
-        reader = SocketReader(sock)  # waits, then reads: no failed recv() per request
+        reader = self._io  # waits, then reads: no failed recv() per request
         try:
             while self._state != CLOSED:
                 try:
@@ -415,8 +410,5 @@ class WebSocketConnection:
         self._outbox = None
         self._outbox_bytes = 0
         self._cork = None
-        try:
-            self._sock.close()
-        except OSError:
-            pass
+        self._io.close()
         self._handler.on_close(self, self.close_code, self.close_reason)
