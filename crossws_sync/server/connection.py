@@ -206,17 +206,10 @@ class WebSocketConnection:
     def send_frame(self, frame: bytes) -> bool:
         """Write an already-encoded frame (a broadcast encodes once and calls this per member).
 
-        Never blocks. Returns False when the connection is not open.
-
-        Frames are coalesced per connection and written, one non-blocking ``send()`` per
-        connection, by a single loop callback for all connections before the loop next waits for
-        I/O (:class:`_WriteBatch`): a handler that sends 2,000 broadcasts in a row costs each
-        client one ``send()``, not 2,000, and the acks of the requests read in one loop iteration
-        leave together, so the peer processes them in one wake-up (on loopback the kernel's
-        wake-ups cost more than the writes). Writes never block (what the kernel does not take
-        waits in the connection's outbox, written by one flusher greenlet), so frames never
-        interleave; a greenlet that sends and then yields has its frames written before the loop
-        waits for I/O again.
+        Never blocks; returns False when the connection is not open. Frames keep their order:
+        they are coalesced and written with one non-blocking ``send()`` per connection before the
+        event loop next waits for I/O (:class:`_WriteBatch`); what the kernel does not take waits
+        in the connection's outbox, bounded by ``max_outbox_bytes`` (slow-consumer policy).
         """
         if self._state != OPEN:
             return False
