@@ -7,6 +7,7 @@ import gevent
 import pytest
 import redis
 
+from crossws_sync.bus.connection import RedisConnection, RedisSettings
 from crossws_sync.bus.subscriber import Subscriber
 from support import wait_for
 
@@ -17,13 +18,11 @@ def make_subscriber():
 
     def make(server, force_ping=True):
         log = {"messages": [], "ready": 0, "down": [], "refused": []}
-        client = redis.Redis(host="127.0.0.1", port=server.port, socket_timeout=2.0)
+        settings = RedisSettings(host="127.0.0.1", port=server.port, connect_timeout=2.0, timeout=2.0)
         state = {"closed": False, "healthy": False}
 
         def connect():
-            conn = client.connection_pool.make_connection()
-            conn.connect()
-            return conn
+            return RedisConnection.open(settings)
 
         def ready():
             log["ready"] += 1
@@ -41,15 +40,14 @@ def make_subscriber():
             ping_interval=0.2, ping_timeout=1.0, force_ping=force_ping)
         subscriber.log = log
         listener = gevent.spawn(subscriber.run)
-        made.append((subscriber, listener, state, client))
+        made.append((subscriber, listener, state))
         return subscriber
 
     yield make
-    for subscriber, listener, state, client in made:
+    for subscriber, listener, state in made:
         state["closed"] = True
         listener.kill()
         subscriber.disconnect()
-        client.close()
 
 
 def test_the_wanted_set_is_subscribed_and_messages_arrive_in_order(make_subscriber, redis_server):
