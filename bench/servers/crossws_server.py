@@ -26,7 +26,7 @@ import gevent  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import bench_payload, collect_garbage, parse_args, run_rpc_loops  # noqa: E402
 
-from crossws_sync.adapter import WebSocketCrossServerAdapter  # noqa: E402
+from crossws_sync import WebSocketCrossServerAdapter  # noqa: E402  (the public name: any revision runs this)
 
 NAMESPACE = "bench"
 
