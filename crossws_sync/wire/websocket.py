@@ -103,6 +103,11 @@ class WebSocketProtocol:
             events = self._events(messages)
             self.fail(exc)
             return events
+        if len(messages) == 1 and messages[0][0] == TEXT:  # the common case: one text message
+            try:
+                return [(TEXT, messages[0][1].decode("utf-8"))]
+            except UnicodeDecodeError:
+                pass  # failed by _events, with the reason
         return self._events(messages)
 
     def _events(self, messages: List[frames.Message]) -> List[Event]:
