@@ -79,10 +79,11 @@ def _make_dumps() -> Tuple[Callable[[Any], str], Callable[[Any], bytes]]:
 
             def orjson_dumps_bytes(obj: Any) -> bytes:
                 try:
-                    return _orjson_dumps(obj)
+                    data: bytes = _orjson_dumps(obj)
                 except TypeError:
                     # JSON.stringify (and ujson) turn every key into a string; orjson must be told to.
-                    return _orjson_dumps(obj, option=_non_str_keys)
+                    data = _orjson_dumps(obj, option=_non_str_keys)
+                return data
 
             def orjson_dumps(obj: Any) -> str:
                 return orjson_dumps_bytes(obj).decode("utf-8")
@@ -113,7 +114,8 @@ def _make_loads() -> Callable[[Any], Any]:
         try:
             import orjson
 
-            return orjson.loads
+            loads: Callable[[Any], Any] = orjson.loads
+            return loads
         except ImportError:
             pass
     return ujson.loads
