@@ -7,22 +7,21 @@ Three layers, each usable alone:
 * both: distributed WebSocket routing (:class:`~crossws_sync.cluster.routing.Router`) — broadcasts,
   direct messages and room broadcasts reach users on any node.
 
-With ``redis_config``, the Redis side starts by itself, as the original connects in its
-constructor: the constructor arms a start that runs at the process's first turn of the gevent hub
-(any blocking call of a monkey-patched program), so a node that only listens for cross-server
-events is live at once. A gunicorn master (``--preload``) never starts it; each worker does after
-the fork. After any fork the child drops what it inherited and starts afresh. The standalone
-listener starts with :meth:`start` / :meth:`serve_forever`.
+With ``redis_config``, the Redis side starts by itself at the process's first turn of the gevent
+hub, as the original connects in its constructor; gunicorn masters and forks are handled
+(:mod:`crossws_sync.cluster.lifecycle`). The standalone listener starts with :meth:`start` /
+:meth:`serve_forever`.
 
-The facade composes its parts: the WebSocket service (:mod:`crossws_sync.adapter.service`), this
-node's users, rooms and sends (:class:`~crossws_sync.cluster.local.LocalNode`), the cross-server
-and cluster methods (:class:`~crossws_sync.cluster.crossserver.CrossServer`), and the process's
-bus and router (:class:`~crossws_sync.cluster.runtime.Runtime`); its methods delegate to them.
+The facade composes its parts and delegates to them: the WebSocket service
+(:mod:`crossws_sync.server.service`), this node's users, rooms and sends
+(:class:`~crossws_sync.cluster.local.LocalNode`), the cross-server and cluster methods
+(:class:`~crossws_sync.cluster.crossserver.CrossServer`), the start and the stop
+(:class:`~crossws_sync.cluster.lifecycle.Lifecycle`) and the process's bus and router
+(:class:`~crossws_sync.cluster.runtime.Runtime`).
 """
 from __future__ import annotations
 
 import logging
-import os
 import signal
 from typing import TYPE_CHECKING, Any, Callable, Dict, Hashable, Iterable, List, Optional, Sequence, Set, Union
 
@@ -30,10 +29,12 @@ import gevent
 import gevent.event
 import gevent.lock
 
+from .cluster.contracts import RouterSettings
 from .cluster.crossserver import CrossServer
+from .cluster.lifecycle import Lifecycle
 from .cluster.local import LocalNode, LocalSettings
 from .cluster.runtime import Runtime
-from .config import as_list, check_prefixes, check_redis_options, parse_ws_options, positive_int, positive_number, resolve_server_name
+from .config import as_list, check_prefixes, check_redis_options, parse_ws_options, positive_int, positive_number
 from .core.listeners import _SENTINEL, check_event_name
 from .core.names import DEFAULT_MAX_NAME_BYTES, preset_namespace
 from .errors import ConfigError
@@ -41,7 +42,7 @@ from .io import forks
 from .results import Result
 from .server.connection import WebSocketConnection
 from .server.service import SYSTEM_EVENTS, Reject, WebSocketService, WebSocketSettings
-from .server.wsgi import DEFAULT_HEAD_GUARD, HeadGuard, WebSocketMiddleware, make_server
+from .server.wsgi import DEFAULT_HEAD_GUARD, HeadGuard, WebSocketMiddleware
 from .wire.events import MISSING
 from .wire.request import Request, parse_ws_request_params as _parse_params
 
@@ -51,40 +52,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("crossws_sync.server")
 
-#: Seconds after the first cross-server registration of an ``autostart=False`` adapter that is
-#: still not started, before a warning names the fix.
-NOT_STARTED_WARNING_DELAY = 5.0
-
-
 class WebSocketCrossServerAdapter:
     """WebSocket server + cross-server bus + distributed routing (the original's main class).
 
-    Every option is a keyword argument; times are in seconds. The full table, with defaults and
-    what each does, is in docs/api.md ("Constructor options").
-
-    * the original's options: ``server_name`` (``{host}``, ``{pid}``, ``{worker}`` expanded),
-      ``bridge_prefix``, ``ws_prefix``, ``ws_options`` (enables the WebSocket service: ``host``,
-      ``port``, ``path``, ``app``, ``no_server``, ``backlog``, TLS, ``max_payload``),
-      ``server_ping_interval``, ``enter_background_close_time``, ``heartbeat_str``, the Redis
-      options of :class:`~crossws_sync.bus.CrossServerBus` (``redis_config``,
-      ``selection_strategy``, ``redis_force_ping``, ``redis_ping_interval``,
-      ``redis_ping_timeout``, ``enable_redis_data_compression``, ``on_redis_health_change``,
-      ``on_redis_subscription_error``, ``custom_channels``), ``preset_room_namespaces``,
-      ``auto_unsubscribe``;
-    * codecs: ``redis_codec`` (``"msgpack"``, the original's default, or ``"json"``),
-      ``redis_compress_threshold`` (zstd, all-Python clusters only);
-    * hostile clients: ``authenticate`` (a hook run before the 101), ``allowed_origins``
-      (``"same-origin"`` by default), ``handshake_timeout``, ``max_header_bytes``,
-      ``max_pending_handshakes``, ``identify_timeout``, ``max_messages_per_second``,
-      ``rate_limit_burst``, ``max_message_size``, ``max_outbox_bytes`` (slow consumers),
-      ``max_connections``, ``max_name_bytes``, ``max_rooms_per_socket``,
-      ``max_namespaces_per_socket``;
-    * behaviour: ``unknown_event_ack``, ``auto_cleanup``, ``close_timeout``, ``duplicate_login``
-      and ``duplicate_login_code``, ``per_message_deflate`` (RFC 7692, off by default),
-      ``client_js_path`` (serve the browser client), ``autostart`` (start the Redis side at the
-      first turn of the gevent hub, as the original connects in its constructor);
-    * cluster: ``node_heartbeat_interval``, ``outage_buffer_size`` and ``outage_buffer_age``
-      (messages held while no Redis node is up), ``signing_key`` (HMAC between our nodes).
+    Every option is a keyword argument; times are in seconds. The original's options keep their
+    names in snake_case (``server_name``, ``ws_options``, ``redis_config``, ...); ours add
+    codecs, limits against hostile clients, ``authenticate``, ``allowed_origins``,
+    ``duplicate_login``, ``per_message_deflate``, ``autostart`` and the cluster's timings. The
+    table of every option, its default and what it does is in docs/api.md ("Constructor options").
 
     Raises:
         ConfigError: an unknown or invalid option (every option is checked here, at once).
@@ -151,12 +126,8 @@ class WebSocketCrossServerAdapter:
             raise ConfigError("duplicate_login must be None, 'close_old' or 'reject_new'")
         check_redis_options(redis_config, selection_strategy, redis_codec)
         self._redis_config = list(redis_config or [])
-        self._server_name_template = server_name
-        self._server_name: Optional[str] = (
-            resolve_server_name(server_name) if (server_name is not None or self._redis_config) else None
-        )
         max_name_bytes = int(positive_int("max_name_bytes", max_name_bytes) or DEFAULT_MAX_NAME_BYTES)
-        self._local_settings = LocalSettings(
+        local = LocalSettings(
             ws_prefix=ws_prefix, bridge_prefix=bridge_prefix, max_name_bytes=max_name_bytes,
             max_rooms_per_socket=positive_int("max_rooms_per_socket", max_rooms_per_socket, allow_none=True),
             max_namespaces_per_socket=positive_int("max_namespaces_per_socket", max_namespaces_per_socket, allow_none=True),
@@ -164,7 +135,7 @@ class WebSocketCrossServerAdapter:
                                     for ns in as_list(list(preset_room_namespaces), "preset_room_namespaces")),
             auto_unsubscribe=bool(auto_unsubscribe), auto_cleanup=bool(auto_cleanup),
             duplicate_login=duplicate_login, duplicate_login_code=duplicate_login_code)
-        self._bus_options: Dict[str, Any] = dict(
+        bus_options: Dict[str, Any] = dict(
             bridge_prefix=bridge_prefix, ws_prefix=ws_prefix, redis_codec=redis_codec,
             redis_compress_threshold=redis_compress_threshold,
             enable_redis_data_compression=enable_redis_data_compression, redis_force_ping=redis_force_ping,
@@ -174,9 +145,13 @@ class WebSocketCrossServerAdapter:
             on_redis_subscription_error=on_redis_subscription_error,
             custom_channels=as_list(custom_channels, "custom_channels"), signing_key=signing_key,
         )
-        self._node_heartbeat_interval = float(positive_number("node_heartbeat_interval", node_heartbeat_interval) or 2.0)
-        self._outage_buffer_size = int(positive_int("outage_buffer_size", outage_buffer_size) or 10000)
-        self._outage_buffer_age = float(positive_number("outage_buffer_age", outage_buffer_age) or 30.0)
+        router_settings = RouterSettings(
+            server_name="", ws_prefix=ws_prefix, websocket=self._listen is not None,
+            preset_namespaces=local.preset_namespaces,
+            heartbeat_interval=positive_number("node_heartbeat_interval", node_heartbeat_interval),
+            outage_buffer_size=positive_int("outage_buffer_size", outage_buffer_size),
+            outage_buffer_age=positive_number("outage_buffer_age", outage_buffer_age),
+            duplicate_login=local.duplicate_login, duplicate_login_code=local.duplicate_login_code)
         self._service: Optional[WebSocketService] = None
         if self._listen is not None:
             self._service = WebSocketService(WebSocketSettings.from_options(
@@ -189,35 +164,33 @@ class WebSocketCrossServerAdapter:
             ), on_closed=self._on_connection_closed)
             self._service.system_events.on("connection", self._on_connection, "crossws:internal")
         self._runtime = Runtime(self._ensure_started, bool(self._redis_config))
-        self._local = LocalNode(self._service, self._runtime, self._local_settings)
+        self._local = LocalNode(self._service, self._runtime, local)
         #: the local rooms (the registry behind the room methods)
         self.rooms = self._local.rooms
-        self._cross = CrossServer(self._runtime, self._local, self._redis_config, start_redis=self._start_redis,
-                                  on_registration=self._on_registration, server_name=self.get_server_name)
-        self._head_guard = HeadGuard(timeout=float(positive_number("handshake_timeout", handshake_timeout) or 10.0),
-                                     max_header_bytes=int(positive_int("max_header_bytes", max_header_bytes) or 0),
-                                     max_pending=int(positive_int("max_pending_handshakes", max_pending_handshakes) or 0))
+        self._cross = CrossServer(self._runtime, self._local, self._redis_config,
+                                  start_redis=lambda: self._life.start_redis(),
+                                  on_registration=lambda: self._life.on_registration(), server_name=self.get_server_name)
+        head_guard = HeadGuard(timeout=positive_number("handshake_timeout", handshake_timeout),
+                               max_header_bytes=positive_int("max_header_bytes", max_header_bytes),
+                               max_pending=positive_int("max_pending_handshakes", max_pending_handshakes))
         if self._listen is not None and self._listen.no_server:
-            DEFAULT_HEAD_GUARD.configure_like(self._head_guard)
+            DEFAULT_HEAD_GUARD.configure_like(head_guard)
         self._static_files: Dict[str, Any] = {}
         if client_js_path:
             from .server.static import browser_client
 
             self._static_files[client_js_path] = ("application/javascript; charset=utf-8", browser_client())
-        self._http_server: Any = None
-        self._started = False
-        self._start_lock = gevent.lock.RLock()
-        self._stopped = gevent.event.Event()
-        self._closed = False
+        self._life = Lifecycle(runtime=self._runtime, local=self._local, cross=self._cross, service=self._service,
+                               listen=self._listen, redis_config=self._redis_config, server_name=server_name,
+                               bus_options=bus_options, router_settings=router_settings, head_guard=head_guard,
+                               static_files=self._static_files, autostart=bool(autostart))
         #: WSGI app that serves WebSocket upgrades on any path (mount it with a dispatcher).
         self.wsgi_app: Optional[_LazyStartMiddleware] = (
             _LazyStartMiddleware(self, WebSocketMiddleware(self._service, None, None, self._static_files))
             if self._service is not None else None
         )
-        self._autostart = bool(autostart)
-        self._not_started_warning: Optional[gevent.Greenlet] = None
         forks.register(self)
-        self._arm_autostart()
+        self._life.arm_autostart()
 
     @property
     def _bus(self) -> Optional["CrossServerBus"]:
@@ -227,7 +200,7 @@ class WebSocketCrossServerAdapter:
     def _router(self) -> Optional["Router"]:
         return self._runtime.router
 
-    # Lifecycle ---------------------------------------------------------------------------
+    # Lifecycle (cluster/lifecycle.py) -----------------------------------------------------
 
     def start(self) -> "WebSocketCrossServerAdapter":
         """Connect Redis, start background greenlets and (standalone) listen. Idempotent.
@@ -235,151 +208,32 @@ class WebSocketCrossServerAdapter:
         Returns:
             self, so ``adapter = WebSocketCrossServerAdapter(...).start()`` works.
         """
-        with self._start_lock:
-            if self._started:
-                return self
-            if self._closed:
-                raise ConfigError("adapter is closed; create a new one")
-            self._started = True
-            if self._redis_config and self._runtime.bus is None:
-                self._start_bus()
-            if self._service is not None:
-                self._service.start_background()
-                listen = self._listen
-                if listen is not None and not listen.no_server and listen.port is not None:
-                    app = WebSocketMiddleware(self._service, listen.app, listen.path, self._static_files)
-                    self._http_server = make_server(listen.host, listen.port, app, ssl_args=listen.ssl_args,
-                                                    backlog=listen.backlog, head_guard=self._head_guard)
-                    try:
-                        self._http_server.start()
-                    except Exception as exc:
-                        self._service.system_events.emit("server-error", exc)
-                        raise ConfigError("Failed to start WebSocket server: %s" % exc) from exc
-                    logger.info("listening on %s:%d", listen.host, self.port)
-                    self._service.system_events.emit("listening")
+        self._life.start()
         return self
 
-    def _start_bus(self) -> None:
-        from .bus.bus import CrossServerBus
-
-        # Resolved again here, in the process that runs the node (after a gunicorn fork, {pid} differs).
-        self._server_name = resolve_server_name(self._server_name_template)
-        from .cluster.contracts import RouterSettings
-        from .cluster.routing import Router
-
-        local = self._local_settings
-        router = Router(self._local, RouterSettings(
-            server_name=self._server_name or "", ws_prefix=self.ws_prefix, websocket=self._service is not None,
-            preset_namespaces=local.preset_namespaces, heartbeat_interval=self._node_heartbeat_interval,
-            outage_buffer_size=self._outage_buffer_size, outage_buffer_age=self._outage_buffer_age,
-            duplicate_login=local.duplicate_login, duplicate_login_code=local.duplicate_login_code,
-        ))
-        bus = CrossServerBus(
-            server_name=self._server_name, redis_config=self._redis_config, initial_channels=router.initial_channels(),
-            ws_message_handler=router.on_ws_message, **self._bus_options
-        )
-        self._runtime.bus, self._runtime.router = bus, router
-        for method, args in self._cross.setup:
-            getattr(bus, method)(*args)
-        router.start(bus)
-
-    def _start_redis(self) -> None:
-        """Start the Redis side now (the first Redis node was added at run time)."""
-        if not self._started:
-            self.start()
-        else:
-            self._start_bus()
-
     def _ensure_started(self) -> None:
-        if not self._started and not self._closed:
-            self.start()
-
-    def _arm_autostart(self) -> None:
-        if self._redis_config and self._autostart and not self._closed:
-            gevent.spawn_later(0, self._auto_start)
-
-    def _auto_start(self) -> None:
-        """Start the Redis side unless this process is a gunicorn master (it forks workers,
-        which start their own; their worker class calls :func:`forks.start_all`)."""
-        if self._started or self._closed:
-            return
-        if os.environ.get("SERVER_SOFTWARE", "").startswith("gunicorn/") and "CROSSWS_WORKER_ID" not in os.environ:
-            return
-        try:
-            with self._start_lock:
-                if not self._started and not self._closed and self._runtime.bus is None:
-                    self._start_bus()
-        except Exception:
-            logger.exception("the adapter could not start its Redis side by itself; call start() to see why")
-
-    def _on_registration(self) -> None:
-        if not self._autostart and self._runtime.bus is None and self._not_started_warning is None:
-            self._not_started_warning = gevent.spawn_later(NOT_STARTED_WARNING_DELAY, self._warn_if_not_started)
-
-    def _warn_if_not_started(self) -> None:
-        if self._runtime.bus is None and not self._closed:
-            logger.warning("cross-server listeners are registered but the adapter was not started after %.0f s "
-                           "(autostart=False): call adapter.start() (or serve_forever()) so this node "
-                           "receives cross-server events", NOT_STARTED_WARNING_DELAY)
+        self._life.ensure_started()
 
     def serve_forever(self, *, stop_signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT)) -> None:
         """Start, then block until :meth:`close` (SIGTERM/SIGINT shut down gracefully with 1001)."""
-        self.start()
-        handlers = [gevent.signal_handler(sig, lambda: gevent.spawn(self.shutdown)) for sig in stop_signals]
-        try:
-            self._stopped.wait()
-        finally:
-            for handler in handlers:
-                handler.cancel()
+        self._life.serve_forever(stop_signals, self.shutdown)
 
     def shutdown(self, *, code: int = 1001, reason: str = "server shutdown", timeout: float = 5.0) -> None:
         """Graceful stop: leave the cluster, close every client with ``code``, stop everything."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._router is not None:
-            self._router.leave_cluster()
-        if self._http_server is not None:
-            self._http_server.stop_accepting()
-        if self._service is not None:
-            self._service.close_all(code, reason, timeout)
-            self._service.stop_background()
-        if self._http_server is not None:
-            self._http_server.stop(timeout=1)
-            self._http_server = None
-        if self._router is not None:
-            self._router.stop()
-        if self._bus is not None:
-            self._bus.close()
-        if self._service is not None:
-            self._service.system_events.emit("ws-server-close")
-        forks.unregister(self)
-        self._stopped.set()
+        if self._life.shutdown(code, reason, timeout):
+            forks.unregister(self)
 
     def close(self, code: int = 1001, reason: str = "server shutdown", timeout: float = 5.0) -> None:
         """Same as :meth:`shutdown`."""
         self.shutdown(code=code, reason=reason, timeout=timeout)
 
     def _after_fork(self) -> None:
-        # Greenlets and Redis connections of the parent are not ours: stop the inherited ones
-        # (their connections are closed in the child only: a Redis connection is shut down only in
-        # the process that opened it) and start afresh.
-        bus, router = self._runtime.bus, self._runtime.router
-        if router is not None:
-            router.abandon()
-        if bus is not None:
-            bus.abandon()
-        self._runtime.bus = self._runtime.router = None
-        self._http_server = None
-        self._started = False
-        self._arm_autostart()
+        self._life.after_fork()
 
     @property
     def port(self) -> Optional[int]:
         """The port the standalone server listens on (useful with ``port=0``)."""
-        if self._http_server is not None:
-            return int(self._http_server.server_port)
-        return self._listen.port if self._listen else None
+        return self._life.port
 
     def wsgi_middleware(self, app: Optional[Callable[..., Any]] = None, path: Optional[str] = "/ws") -> "_LazyStartMiddleware":
         """Wrap a WSGI app: upgrades on ``path`` come here, the rest goes to ``app``.
@@ -451,32 +305,18 @@ class WebSocketCrossServerAdapter:
         return self._local.broadcast_to_room(room_namespace, room_id, event, data, exclude_socket_ids=exclude_socket_ids, local_only=local_only, room_destroy=room_destroy, **compat)
 
     def broadcast_raw(self, data: Union[str, bytes], *, local_only: bool = False) -> int:
-        """Send one raw message (outside the JSON event protocol) to every client on every node:
-        ``str`` as a text frame, ``bytes`` as a binary frame, byte for byte. Returns local deliveries.
-
-        Raises:
-            TypeError: ``data`` is neither ``str`` nor ``bytes``.
-        """
+        """Send one raw message to every client on every node: ``str`` as a text frame, ``bytes``
+        as a binary frame, byte for byte (``TypeError`` otherwise). Returns local deliveries."""
         return self._local.broadcast_raw(data, local_only=local_only)
 
     def broadcast_raw_to_room(self, room_namespace: str, room_id: str, data: Union[str, bytes], *,
                               exclude_socket_ids: Iterable[str] = (), local_only: bool = False) -> int:
-        """Send one raw message to every member of a room on every node (see :meth:`broadcast_raw`).
-
-        Raises:
-            TypeError: ``data`` is neither ``str`` nor ``bytes``.
-            InvalidNameError: a name the name policy refuses.
-        """
+        """Send one raw message to every member of a room on every node (as :meth:`broadcast_raw`)."""
         return self._local.broadcast_raw_to_room(room_namespace, room_id, data, exclude_socket_ids=exclude_socket_ids, local_only=local_only)
 
     def channel_for_namespace(self, room_namespace: str) -> str:
-        """The Redis channel of a room namespace: ``ws_prefix + room_namespace``.
-
-        One-to-one: the name policy refuses namespaces that would alias another channel.
-
-        Raises:
-            InvalidNameError: ``room_namespace`` is invalid or reserved.
-        """
+        """The Redis channel of a room namespace: ``ws_prefix + room_namespace`` (one-to-one: the
+        name policy refuses namespaces that would alias another channel; ``InvalidNameError``)."""
         return self._local.channel_for_namespace(room_namespace)
 
     def join_room(self, room_namespace: str, room_id: str, socket_id: str) -> None:
@@ -517,14 +357,9 @@ class WebSocketCrossServerAdapter:
         return self._local.get_room_ids(room_namespace, exact_match=exact_match)
 
     def set_user_socket(self, socket_id: str, socket: WebSocketConnection) -> bool:
-        """Bind a user id to a connection so rooms and direct messages find it.
-
-        With ``duplicate_login`` set, an id already bound to another open connection (here or,
-        in a cluster, on another node) closes the older one or refuses the new one.
-
-        Returns:
-            False when the ``reject_new`` policy refused (the new socket is closed), else True.
-        """
+        """Bind a user id to a connection so rooms and direct messages find it. With
+        ``duplicate_login``, an id bound elsewhere closes the older connection or refuses this one
+        (then it returns False and closes it); else True."""
         return self._local.set_user_socket(socket_id, socket)
 
     def remove_user_socket(self, socket_id: str, socket: Optional[WebSocketConnection] = None) -> None:
@@ -668,7 +503,7 @@ class WebSocketCrossServerAdapter:
 
     def get_server_name(self) -> Optional[str]:
         """This node's name."""
-        return self._server_name
+        return self._life.server_name
 
     def get_wss(self) -> Optional[WebSocketService]:
         """The WebSocket service (``clients``, stats), or ``None`` when WebSocket is disabled."""
@@ -696,7 +531,7 @@ class _LazyStartMiddleware:
         self.inner = inner
 
     def __call__(self, environ: Dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        if not self.adapter._started:
+        if not self.adapter._life.started:
             self.adapter._ensure_started()
         return self.inner(environ, start_response)
 

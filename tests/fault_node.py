@@ -149,5 +149,5 @@ else:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(sig, lambda: gevent.spawn(adapter.shutdown, code=args.shutdown_code))
-    adapter._stopped.wait()
+    adapter._life.stopped.wait()
 print("EXITED", flush=True)

@@ -10,7 +10,7 @@ import sys
 import gevent
 import redis
 
-import crossws_sync.adapter as server_module
+import crossws_sync.cluster.lifecycle as lifecycle_module
 from crossws_sync import WebSocketCrossServerAdapter
 from support import free_port, repo_root, terminate_process, wait_for
 
@@ -54,7 +54,7 @@ def test_a_custom_channel_handler_receives_without_start(redis_server):
 
 
 def test_autostart_false_stays_lazy_and_warns_with_the_fix(redis_server, monkeypatch, caplog):
-    monkeypatch.setattr(server_module, "NOT_STARTED_WARNING_DELAY", 0.2)
+    monkeypatch.setattr(lifecycle_module, "NOT_STARTED_WARNING_DELAY", 0.2)
     made = []
     try:
         node = _node(redis_server, "lazy", made, autostart=False)
