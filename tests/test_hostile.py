@@ -376,8 +376,8 @@ def test_silent_and_slow_header_sockets_are_closed_at_the_deadline_while_real_cl
            all_closed_within_s=round(time.monotonic() - started, 2), deadline_s=0.5)
     assert set(answers) <= {b"HTTP/1.1 408 Request Timeout", b""}
     assert answers.count(b"HTTP/1.1 408 Request Timeout") >= 250
-    wait_for(lambda: not guarded._head_guard.pending)
-    assert guarded._head_guard.stats["head_timeouts"] >= 250
+    wait_for(lambda: not guarded._life.head_guard.pending)
+    assert guarded._life.head_guard.stats["head_timeouts"] >= 250
 
 
 def test_huge_header_blocks_get_431_without_being_buffered(guarded):
@@ -418,9 +418,9 @@ def test_unfinished_upgrades_have_a_limit_of_their_own_and_the_oldest_make_room(
         assert _round_trip(port)["payload"] == "hi"
         evicted = [_response_or_eof(sock, timeout=3) for sock in silent[:10]]
         record("pending_handshakes", limit=50, opened=60, evicted_503=evicted.count(b"HTTP/1.1 503 Service Unavailable"),
-               pending=len(guarded._head_guard.pending))
+               pending=len(guarded._life.head_guard.pending))
         assert evicted == [b"HTTP/1.1 503 Service Unavailable"] * 10
-        assert len(guarded._head_guard.pending) <= 50
+        assert len(guarded._life.head_guard.pending) <= 50
     finally:
         for sock in silent:
             sock.close()
