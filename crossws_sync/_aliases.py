@@ -17,7 +17,6 @@ from typing import Optional, Sequence
 MOVED = {
     "backoff": "core.backoff",
     "calls": "bus.calls",
-    "client": "client",
     "connection": "server.connection",
     "crossserver": "cluster.crossserver",
     "deflate": "wire.deflate",

@@ -125,7 +125,6 @@ class WebSocketCrossServerAdapter:
         if duplicate_login not in (None, "close_old", "reject_new"):
             raise ConfigError("duplicate_login must be None, 'close_old' or 'reject_new'")
         check_redis_options(redis_config, selection_strategy, redis_codec)
-        self._redis_config = list(redis_config or [])
         max_name_bytes = int(positive_int("max_name_bytes", max_name_bytes) or DEFAULT_MAX_NAME_BYTES)
         local = LocalSettings(
             ws_prefix=ws_prefix, bridge_prefix=bridge_prefix, max_name_bytes=max_name_bytes,
@@ -163,11 +162,11 @@ class WebSocketCrossServerAdapter:
                 per_message_deflate=per_message_deflate, authenticate=authenticate,
             ), on_closed=self._on_connection_closed)
             self._service.system_events.on("connection", self._on_connection, "crossws:internal")
-        self._runtime = Runtime(self._ensure_started, bool(self._redis_config))
+        self._runtime = Runtime(self._ensure_started, list(redis_config or []))
         self._local = LocalNode(self._service, self._runtime, local)
         #: the local rooms (the registry behind the room methods)
         self.rooms = self._local.rooms
-        self._cross = CrossServer(self._runtime, self._local, self._redis_config,
+        self._cross = CrossServer(self._runtime, self._local,
                                   start_redis=lambda: self._life.start_redis(),
                                   on_registration=lambda: self._life.on_registration(), server_name=self.get_server_name)
         head_guard = HeadGuard(timeout=positive_number("handshake_timeout", handshake_timeout),
@@ -181,7 +180,7 @@ class WebSocketCrossServerAdapter:
 
             self._static_files[client_js_path] = ("application/javascript; charset=utf-8", browser_client())
         self._life = Lifecycle(runtime=self._runtime, local=self._local, cross=self._cross, service=self._service,
-                               listen=self._listen, redis_config=self._redis_config, server_name=server_name,
+                               listen=self._listen, server_name=server_name,
                                bus_options=bus_options, router_settings=router_settings, head_guard=head_guard,
                                static_files=self._static_files, autostart=bool(autostart))
         #: WSGI app that serves WebSocket upgrades on any path (mount it with a dispatcher).

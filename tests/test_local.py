@@ -21,7 +21,7 @@ def make_local():
         holder = {}
         service = WebSocketService(WebSocketSettings(),
                                    on_closed=lambda conn, code, reason: holder["local"].on_connection_closed(conn, code, reason))
-        local = holder["local"] = LocalNode(service, Runtime(lambda: None, redis_enabled=False), LocalSettings(**settings))
+        local = holder["local"] = LocalNode(service, Runtime(lambda: None, redis_config=[]), LocalSettings(**settings))
 
         def on_connection(conn, request):
             user = request.query_string.partition("id=")[2]

@@ -48,7 +48,7 @@ def wire():
 
 
 def join(wire, name, *, interval=0.1, duplicate_login=None):
-    local = LocalNode(None, Runtime(lambda: None, redis_enabled=True), LocalSettings())
+    local = LocalNode(None, Runtime(lambda: None, redis_config=["redis://127.0.0.1:6379"]), LocalSettings())
     settings = RouterSettings(server_name=name, ws_prefix="ws:", websocket=True, heartbeat_interval=interval,
                               duplicate_login=duplicate_login)
     node = Membership(local, settings, cluster_channel=CLUSTER, publish=wire.publisher(),

@@ -33,18 +33,16 @@ class CrossServer:
     Args:
         runtime: the bus and router of this process.
         local: this node's users and rooms (answers when there is no cluster).
-        redis_config: the node's Redis configurations (shared with the facade, which builds the bus).
         start_redis: starts the Redis side (the first Redis node added at run time).
         on_registration: called after each registration (the facade's start reminder).
         server_name: this node's name, when it has one.
     """
 
-    def __init__(self, runtime: Runtime, local: LocalNode, redis_config: List[Any], *,
+    def __init__(self, runtime: Runtime, local: LocalNode, *,
                  start_redis: Callable[[], None], on_registration: Callable[[], None],
                  server_name: Callable[[], Optional[str]]) -> None:
         self.runtime = runtime
         self.local = local
-        self.redis_config = redis_config
         #: (method, args) of every registration, replayed on each bus this node builds
         self.setup: List[Any] = []
         self._start_redis = start_redis
@@ -156,8 +154,7 @@ class CrossServer:
         if not config:
             raise ConfigError("Redis configuration is required but missing.")
         if not self.runtime.redis_enabled:
-            self.redis_config.append(config)
-            self.runtime.redis_enabled = True
+            self.runtime.redis_config.append(config)
             self._start_redis()
             return
         bus = self.runtime.started_bus()

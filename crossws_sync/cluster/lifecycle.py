@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import replace
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import gevent
 import gevent.event
@@ -43,7 +43,6 @@ class Lifecycle:
         cross: the cross-server part (its registrations are replayed on every new bus).
         service: the WebSocket service, or ``None``.
         listen: the parsed ``ws_options`` (``None``: no WebSocket).
-        redis_config: the Redis configurations (shared: a node added at run time lands here).
         server_name: the template of the node's name (``{pid}`` is resolved in each process).
         bus_options: the bus's keyword arguments.
         router_settings: the router's settings, without the resolved name.
@@ -52,7 +51,7 @@ class Lifecycle:
     """
 
     def __init__(self, *, runtime: Runtime, local: LocalNode, cross: CrossServer, service: Optional[WebSocketService],
-                 listen: Any, redis_config: List[Any], server_name: Optional[str], bus_options: Dict[str, Any],
+                 listen: Any, server_name: Optional[str], bus_options: Dict[str, Any],
                  router_settings: RouterSettings, head_guard: HeadGuard, static_files: Dict[str, Any],
                  autostart: bool) -> None:
         self.runtime = runtime
@@ -60,11 +59,10 @@ class Lifecycle:
         self.cross = cross
         self.service = service
         self.listen = listen
-        self.redis_config = redis_config
         self.server_name_template = server_name
         #: this node's name (resolved again when the Redis side starts, in the process that runs it)
         self.server_name: Optional[str] = (
-            resolve_server_name(server_name) if (server_name is not None or redis_config) else None)
+            resolve_server_name(server_name) if (server_name is not None or runtime.redis_enabled) else None)
         self.bus_options = bus_options
         self.router_settings = router_settings
         self.head_guard = head_guard
@@ -96,7 +94,7 @@ class Lifecycle:
             if self.closed:
                 raise ConfigError("adapter is closed; create a new one")
             self.started = True
-            if self.redis_config and self.runtime.bus is None:
+            if self.runtime.redis_enabled and self.runtime.bus is None:
                 self.start_bus()
             if self.service is not None:
                 self.service.start_background()
@@ -125,7 +123,7 @@ class Lifecycle:
         # Resolved again here, in the process that runs the node (after a gunicorn fork, {pid} differs).
         self.server_name = resolve_server_name(self.server_name_template)
         router = Router(self.local, replace(self.router_settings, server_name=self.server_name or ""))
-        bus = CrossServerBus(server_name=self.server_name, redis_config=self.redis_config,
+        bus = CrossServerBus(server_name=self.server_name, redis_config=self.runtime.redis_config,
                              initial_channels=router.initial_channels(), ws_message_handler=router.on_ws_message,
                              **self.bus_options)
         self.runtime.bus, self.runtime.router = bus, router
@@ -147,7 +145,7 @@ class Lifecycle:
 
     def arm_autostart(self) -> None:
         """With Redis and ``autostart``, start the Redis side at the first turn of the hub."""
-        if self.redis_config and self.autostart and not self.closed:
+        if self.runtime.redis_enabled and self.autostart and not self.closed:
             gevent.spawn_later(0, self._auto_start)
 
     def _auto_start(self) -> None:

@@ -1,7 +1,7 @@
 """What one process of a node runs now: its bus and its router, shared by the facade's parts."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, List, Optional
 
 if TYPE_CHECKING:
     from ..bus.bus import CrossServerBus
@@ -13,16 +13,21 @@ class Runtime:
 
     Args:
         ensure_started: starts the node when it is not started yet (idempotent).
-        redis_enabled: whether the node has Redis at all (``redis_config`` given).
+        redis_config: the node's Redis configurations; a node added at run time is appended.
     """
 
-    __slots__ = ("bus", "router", "redis_enabled", "_ensure_started")
+    __slots__ = ("bus", "router", "redis_config", "_ensure_started")
 
-    def __init__(self, ensure_started: Callable[[], None], redis_enabled: bool) -> None:
+    def __init__(self, ensure_started: Callable[[], None], redis_config: List[Any]) -> None:
         self.bus: Optional["CrossServerBus"] = None
         self.router: Optional["Router"] = None
-        self.redis_enabled = redis_enabled
+        self.redis_config = redis_config
         self._ensure_started = ensure_started
+
+    @property
+    def redis_enabled(self) -> bool:
+        """Whether the node has Redis at all."""
+        return bool(self.redis_config)
 
     def started_router(self) -> Optional["Router"]:
         """The router once the node is started (starting it if needed); ``None`` without one."""
