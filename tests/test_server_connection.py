@@ -108,6 +108,18 @@ def test_the_close_handshake_started_here_ends_with_the_peers_answer(make_pair):
     assert conn.closed and handler.events == [("close", 4001, "kicked")]
 
 
+@pytest.mark.parametrize("code", [1005, 1006, 1015, 999, 5000])
+def test_a_code_no_endpoint_may_send_is_refused_and_the_connection_stays_usable(make_pair, code):
+    conn, handler, peer, _ = make_pair()
+    with pytest.raises(ValueError, match="cannot be sent"):
+        conn.close(code)
+    assert conn.open and conn.send("still here")
+    assert peer.recv() == [(frames.OP_TEXT, b"still here")]  # no close frame went out
+    conn.close(1000)
+    with pytest.raises(ValueError):
+        conn.close(code)  # refused once closing too
+
+
 def test_a_peer_that_never_answers_the_close_is_dropped_after_close_timeout(make_pair):
     conn, handler, peer, reader = make_pair(close_timeout=0.2)
     conn.close(1000)

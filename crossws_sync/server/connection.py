@@ -250,9 +250,9 @@ class WebSocketConnection:
         Raises:
             ValueError: a code no endpoint may send (1000-1003, 1007-1014 and 3000-4999 may).
         """
+        if not sendable_close_code(code):  # refused whatever the state: the caller's bug shows at once
+            raise ValueError("close code %r cannot be sent (1000-1003, 1007-1014 or 3000-4999)" % (code,))
         if self._state != OPEN:
-            if not sendable_close_code(code):
-                raise ValueError("close code %r cannot be sent" % (code,))
             return
         frame = self._proto.send_close(code, reason)
         self._state = CLOSING
