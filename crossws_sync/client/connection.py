@@ -78,8 +78,7 @@ class Connection:
         """Write one encoded frame; ``False`` when the connection is not open (or just broke)."""
         if self.state != OPEN:
             return False
-        if self.proto.compressing:
-            data = self.proto.prepare(data)
+        data = self.proto.prepare(data)  # compressed when negotiated, else the same bytes
         raw = self._raw_send
         if raw is not None and not self.write_lock.locked():
             # Nobody is writing: one non-blocking send() on the OS socket (it cannot yield, so
