@@ -34,7 +34,7 @@ from .cluster.crossserver import CrossServer
 from .cluster.lifecycle import Lifecycle
 from .cluster.local import LocalNode, LocalSettings
 from .cluster.runtime import Runtime
-from .config import as_list, check_prefixes, check_redis_options, parse_ws_options, positive_int, positive_number
+from .config import as_list, check_prefixes, check_redis_options, parse_ws_options, positive_int, positive_number, recovery_options
 from .core.listeners import _SENTINEL, check_event_name
 from .core.names import DEFAULT_MAX_NAME_BYTES, preset_namespace
 from .errors import ConfigError
@@ -115,6 +115,7 @@ class WebSocketCrossServerAdapter:
         max_namespaces_per_socket: Optional[int] = 100,
         autostart: bool = True,
         per_message_deflate: Union[bool, Dict[str, Any], None] = False,
+        connection_state_recovery: Union[None, bool, Dict[str, Any]] = None,
     ) -> None:
         check_prefixes(bridge_prefix, ws_prefix)
         self.bridge_prefix = bridge_prefix
@@ -125,6 +126,9 @@ class WebSocketCrossServerAdapter:
         if duplicate_login not in (None, "close_old", "reject_new"):
             raise ConfigError("duplicate_login must be None, 'close_old' or 'reject_new'")
         check_redis_options(redis_config, selection_strategy, redis_codec)
+        recovery = recovery_options(connection_state_recovery)
+        if recovery is not None and not redis_config:
+            raise ConfigError("connection_state_recovery needs redis_config: the history is kept in Redis")
         max_name_bytes = int(positive_int("max_name_bytes", max_name_bytes) or DEFAULT_MAX_NAME_BYTES)
         local = LocalSettings(
             ws_prefix=ws_prefix, bridge_prefix=bridge_prefix, max_name_bytes=max_name_bytes,
@@ -182,7 +186,7 @@ class WebSocketCrossServerAdapter:
         self._life = Lifecycle(runtime=self._runtime, local=self._local, cross=self._cross, service=self._service,
                                listen=self._listen, server_name=server_name,
                                bus_options=bus_options, router_settings=router_settings, head_guard=head_guard,
-                               static_files=self._static_files, autostart=bool(autostart))
+                               static_files=self._static_files, autostart=bool(autostart), recovery=recovery)
         #: WSGI app that serves WebSocket upgrades on any path (mount it with a dispatcher).
         self.wsgi_app: Optional[_LazyStartMiddleware] = (
             _LazyStartMiddleware(self, WebSocketMiddleware(self._service, None, None, self._static_files))

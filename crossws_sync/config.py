@@ -316,3 +316,63 @@ def check_bus_options(*, server_name: Any, bridge_prefix: Any, ws_prefix: Any, s
         check_callable(name, hook)
     return BusOptions(redis_config=redis_config_list(redis_config), custom=channel_list(custom_channels),
                       initial=channel_list(initial_channels))
+
+
+@dataclass(frozen=True)
+class RecoveryOptions:
+    """``connection_state_recovery`` options (checked by :func:`crossws_sync.config.recovery_options`).
+
+    Attributes:
+        max_disconnection: seconds a disconnected client can still be recovered.
+        history_size: entries kept per stream (older ones are trimmed).
+        max_replay: most messages replayed to one reconnecting client; more gives ``recovered=False``.
+        wait_timeout: seconds the server waits for the client's recovery request after the upgrade.
+    """
+
+    max_disconnection: float = 120.0
+    history_size: int = 1000
+    max_replay: int = 5000
+    wait_timeout: float = 5.0
+
+    @property
+    def refresh_interval(self) -> float:
+        """How often live sessions' TTLs are extended."""
+        return max(1.0, self.max_disconnection / 4.0)
+
+    @property
+    def session_ttl(self) -> float:
+        """TTL given to a live session: it outlives a crash of its node by ``max_disconnection``."""
+        return self.max_disconnection + self.refresh_interval
+
+
+#: Keys accepted in ``connection_state_recovery``.
+RECOVERY_OPTION_KEYS = frozenset({"max_disconnection", "history_size", "max_replay", "wait_timeout"})
+
+
+def recovery_options(value: Any) -> Optional[RecoveryOptions]:
+    """Check ``connection_state_recovery``: ``None`` / ``False`` (off), ``True`` (defaults) or a
+    dict of :class:`RecoveryOptions` fields.
+
+    Raises:
+        ConfigError: an unknown key or a bad value.
+    """
+    if value is None or value is False:
+        return None
+    if value is True:
+        return RecoveryOptions()
+    if not isinstance(value, dict):
+        raise ConfigError("connection_state_recovery must be None, True or a dict such as "
+                          "{\"max_disconnection\": 120.0, \"history_size\": 1000}")
+    unknown = set(value) - RECOVERY_OPTION_KEYS
+    if unknown:
+        raise ConfigError("connection_state_recovery: unknown option(s) %s (known: %s)"
+                          % (", ".join(sorted(map(str, unknown))), ", ".join(sorted(RECOVERY_OPTION_KEYS))))
+    defaults = RecoveryOptions()
+    return RecoveryOptions(
+        max_disconnection=positive_number("connection_state_recovery max_disconnection",
+                                          value.get("max_disconnection", defaults.max_disconnection), finite=True),
+        history_size=positive_int("connection_state_recovery history_size", value.get("history_size", defaults.history_size)),
+        max_replay=positive_int("connection_state_recovery max_replay", value.get("max_replay", defaults.max_replay)),
+        wait_timeout=positive_number("connection_state_recovery wait_timeout",
+                                     value.get("wait_timeout", defaults.wait_timeout), finite=True),
+    )

@@ -22,6 +22,7 @@ monkey.patch_all()
 
 import argparse  # noqa: E402
 import gc  # noqa: E402
+import json  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
@@ -44,6 +45,7 @@ parser.add_argument("--burst", type=int, default=None)
 parser.add_argument("--max-connections", type=int, default=None)
 parser.add_argument("--shutdown-code", type=int, default=1001)
 parser.add_argument("--log-level", default="WARNING")
+parser.add_argument("--recovery", default=None, help="connection_state_recovery as JSON")
 args = parser.parse_args()
 logging.basicConfig(level=getattr(logging, args.log_level), stream=sys.stdout,
                     format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -61,6 +63,7 @@ adapter = WebSocketCrossServerAdapter(
     rate_limit_burst=args.burst,
     max_connections=args.max_connections,
     auto_cleanup=True,
+    connection_state_recovery=json.loads(args.recovery) if args.recovery else None,
 )
 counters = {"echo": 0, "room": 0, "dm": 0}
 

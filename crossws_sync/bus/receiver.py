@@ -12,6 +12,7 @@ import time
 from typing import Any, Callable, Dict, Optional, Set
 
 from ..io.dispatch import Dispatcher
+from ..wire.positions import POSITION_FIELD
 from ..wire import envelope as env
 from ..wire.envelope import EnvelopeCodec
 from ..errors import EnvelopeError
@@ -97,7 +98,9 @@ class Receiver:
             self._undecodable(node, channel, exc)
             return
         sender = env.sender_of(message)
-        if sender == self._server_name:
+        if sender == self._server_name and not (type(message) is dict and POSITION_FIELD in message):
+            # (A positioned message comes back on purpose: this node's own clients get it with
+            # its history position, like everyone else's.)
             self.stats["self_echoes"] += 1
             return
         if self._codec.last_format != self._codec.codec:

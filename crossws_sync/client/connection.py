@@ -58,9 +58,11 @@ class Connection:
     Any greenlet may :meth:`send` (one writer at a time, behind a lock).
     """
 
-    def __init__(self, owner: Owner, config: ClientOptions) -> None:
+    def __init__(self, owner: Owner, config: ClientOptions, *, resource: Optional[str] = None) -> None:
         self.owner = owner
         self.config = config
+        #: the request target (the URL's path and query, plus what this attempt adds)
+        self.resource = resource if resource is not None else config.target.resource
         self.state = CONNECTING
         self.detached = False
         self.sock: Optional[gevent.socket.socket] = None
@@ -190,7 +192,7 @@ class Connection:
         deflate_options = self.config.per_message_deflate
         if deflate_options is not None:
             headers = headers + (("Sec-WebSocket-Extensions", client_offer(deflate_options)),)
-        self.sock.sendall(handshake_request(target.resource, target.host_header, key, headers))
+        self.sock.sendall(handshake_request(self.resource, target.host_header, key, headers))
         buffer: bytes = b""
         while True:
             chunk: bytes = self.sock.recv(4096)

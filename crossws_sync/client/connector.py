@@ -33,6 +33,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, FrozenSet, Hashable, Iterable, Mapping, Optional, Tuple, Union
 
+from dataclasses import replace
+
 import gevent.event
 import gevent.ssl
 
@@ -90,6 +92,9 @@ class WebSocketConnector:
             it must be gevent-aware (created after ``monkey.patch_all()`` or by ``gevent.ssl``).
         per_message_deflate: offer permessage-deflate (RFC 7692): ``True`` or a dict of the same
             keys as the server's option (off by default); used when the server agrees.
+        recover: resume the session after a reconnect when the server has connection state
+            recovery on (the server replays what was missed; see :attr:`recovered`). Servers
+            without it, ours or the original, are not affected.
 
     Raises:
         ConfigError: an empty or unusable ``url``, or any invalid option value.
@@ -116,6 +121,7 @@ class WebSocketConnector:
         headers: Optional[Union[Mapping[str, str], Iterable[Tuple[str, str]]]] = None,
         ssl_context: Optional[gevent.ssl.SSLContext] = None,
         per_message_deflate: Union[bool, Mapping[str, Any], None] = False,
+        recover: bool = True,
     ) -> None:
         self._config = client_options(
             url, ping_interval=ping_interval, pong_timeout=pong_timeout,
@@ -124,6 +130,7 @@ class WebSocketConnector:
             repeat_limit=repeat_limit, pending_timeout=pending_timeout, custom_params=custom_params,
             connect_timeout=connect_timeout, auto_reconnect=auto_reconnect, no_reconnect_codes=no_reconnect_codes,
             headers=headers, ssl_context=ssl_context, per_message_deflate=per_message_deflate)
+        self._config = replace(self._config, recover=bool(recover))
         self._session = Session(self._config)
         if autoconnect:
             self._session.open_connection()
@@ -148,6 +155,14 @@ class WebSocketConnector:
     def repeat(self) -> int:
         """Reconnect attempts since the last successful open (the original's ``repeat``)."""
         return self._session.repeat
+
+    @property
+    def recovered(self) -> bool:
+        """Whether the current connection resumed the previous one's session: the server
+        recovered the user, its rooms and every message sent meanwhile (connection state
+        recovery, when the server has it on). Also given to ``open`` listeners as
+        ``result.recovered``."""
+        return self._session.recovered
 
     @property
     def latency(self) -> Optional[float]:

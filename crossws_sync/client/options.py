@@ -40,6 +40,7 @@ class ClientOptions:
     headers: Tuple[Tuple[str, str], ...]
     per_message_deflate: Optional[DeflateOptions]
     ssl_context: Optional[gevent.ssl.SSLContext]
+    recover: bool = True
 
 
 def client_options(

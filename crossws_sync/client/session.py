@@ -7,7 +7,7 @@ like the original (``repeat``, ``repeat_limit``, the backoff of :mod:`..core.bac
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import gevent
 import gevent.event
@@ -15,7 +15,9 @@ import gevent.event
 from ..core.backoff import reconnect_delay
 from ..core.listeners import ListenerRegistry
 from ..results import Result
-from ..wire import events
+from ..wire import events, frames
+from ..wire.positions import FRAME_FIELD, client_position
+from ..wire.recovery import RECOVER_EVENT, RECOVER_PARAM, SESSION_EVENT
 from ..wire.websocket import CLOSING, CONNECTING, OPEN
 from .acks import WS_NOT_OPEN, Acks, PendingAck
 from .connection import Connection
@@ -26,6 +28,8 @@ from .queue import EventQueue
 logger = logging.getLogger("crossws_sync.client")
 
 MANUAL_CLOSE_CODE = 4001
+#: Longest wait for the server's answer to a resuming connection before ``open`` fires anyway.
+RESUME_WAIT = 3.0
 MANUAL_CLOSE_REASON = "client manual close"
 
 
@@ -52,6 +56,13 @@ class Session:
         self.repeat = 0
         self._forbid = False  # after manual_close, until connect
         self._reconnect_timer: Optional[gevent.Greenlet] = None
+        #: connection state recovery: the server's session id, the last position received in
+        #: each stream, and whether the current connection resumed the session
+        self.session_id: Optional[str] = None
+        self.positions: Dict[str, List[Any]] = {}
+        self.recovered = False
+        self._resuming: Optional[Connection] = None
+        self._resume_timer: Optional[gevent.Greenlet] = None
 
     def open_conn(self) -> Optional[Connection]:
         """The current connection if it is open."""
@@ -150,7 +161,12 @@ class Session:
 
     def open_connection(self) -> None:
         """Start a new connection attempt; it becomes the current connection."""
-        conn = Connection(self, self.config)
+        resource = None
+        if self.config.recover and self.session_id is not None:
+            base = self.config.target.resource
+            resource = base + ("&" if "?" in base else "?") + RECOVER_PARAM + "=1"
+        conn = Connection(self, self.config, resource=resource)
+        self._resuming = conn if resource is not None else None
         self.conn = conn
         conn.greenlet = gevent.spawn(conn.run)
 
@@ -185,8 +201,31 @@ class Session:
         if conn.detached:
             return
         logger.info("connected to %s", self.config.url)
+        self.recovered = False
+        if conn is self._resuming and self.session_id is not None:
+            # Resuming: the request goes first; ``open`` fires with the server's answer.
+            request = {"sid": self.session_id, "pos": self.positions}
+            conn.send(frames.encode_text(events.encode_event(RECOVER_EVENT, request), mask=True))
+            wait = min(self.config.connect_timeout, RESUME_WAIT)
+            self._resume_timer = gevent.spawn_later(wait, self._resumed, conn, False)
+            return
+        self._opened(conn)
+
+    def _resumed(self, conn: Connection, recovered: bool) -> None:
+        """The server answered a resuming connection (or did not in time)."""
+        timer, self._resume_timer = self._resume_timer, None
+        if timer is None or conn.detached or conn is not self._resuming:
+            return
+        if timer is not gevent.getcurrent():
+            timer.kill(block=False)
+        self.recovered = recovered
+        if not recovered:
+            self.positions = {}
+        self._opened(conn)
+
+    def _opened(self, conn: Connection) -> None:
         self.opened.set()
-        self.fire("open", Result(url=self.config.url))
+        self.fire("open", Result(url=self.config.url, recovered=self.recovered))
         self.queue.post(self._after_open, conn)
         self.heartbeat.start(conn)
 
@@ -215,6 +254,10 @@ class Session:
         if conn.detached:
             return
         logger.info("connection to %s closed: %s %s", self.config.url, code, reason)
+        if conn is self._resuming:
+            timer, self._resume_timer = self._resume_timer, None
+            if timer is not None:
+                timer.kill(block=False)
         self.opened.clear()
         self.heartbeat.stop()
         self.acks.fail_all(conn.pending)
@@ -225,6 +268,24 @@ class Session:
     def _after_close(self, conn: Connection, code: int) -> None:
         if not conn.detached and not self._forbid and code not in self.config.no_reconnect_codes:
             self.reconnect()
+
+    def _on_session(self, conn: Connection, payload: Any) -> None:
+        if type(payload) is not dict:
+            return
+        session_id = payload.get("sid")
+        if type(session_id) is str and session_id:
+            self.session_id = session_id
+        if self._resume_timer is not None and conn is self._resuming:
+            self._resumed(conn, payload.get("recovered") is True)
+
+    def _note_position(self, text: str) -> None:
+        try:
+            position = client_position(events.loads(text))
+        except (ValueError, TypeError):
+            return
+        if position is not None:
+            stream, offset, epoch = position
+            self.positions[stream] = [offset, epoch]
 
     def conn_binary(self, conn: Connection, data: bytes) -> None:
         """A binary message: the ``message`` event gets the ``bytes``; one that holds UTF-8 text is
@@ -249,6 +310,12 @@ class Session:
         if self.heartbeat.on_text(conn, text):
             return
         event, payload, callback_id = events.decode_server_frame(text)
+        if event is not None and event.startswith("_crossws."):
+            if event == SESSION_EVENT:
+                self._on_session(conn, payload)
+                return
+        elif FRAME_FIELD in text:
+            self._note_position(text)
         if payload is events.MISSING:
             payload = None
         if callback_id is not None:

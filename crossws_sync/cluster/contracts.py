@@ -3,11 +3,12 @@ calls back (implemented by :class:`~crossws_sync.cluster.local.LocalNode`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, List, Optional, Protocol, Set, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Protocol, Set, Tuple
 
 if TYPE_CHECKING:
     from ..core.rooms import RoomRegistry
     from ..server.connection import WebSocketConnection
+    from ..server.service import WebSocketService
 
 
 @dataclass(frozen=True)
@@ -45,4 +46,20 @@ class LocalDelivery(Protocol):
     def get_local_socket_ids(self) -> List[str]: ...
 
 
-__all__ = ["LocalDelivery", "RouterSettings"]
+class RecoveryHost(Protocol):
+    """What connection state recovery reaches on this node: its service, users and rooms."""
+
+    service: Optional["WebSocketService"]
+    rooms: "RoomRegistry"
+    sockets: Dict[str, "WebSocketConnection"]
+
+    def set_user_socket(self, socket_id: str, socket: "WebSocketConnection") -> bool: ...
+
+    def join_room(self, room_namespace: str, room_id: str, socket_id: str) -> None: ...
+
+    def leave_room(self, room_namespace: str, room_id: str, socket_id: str) -> None: ...
+
+    def remove_room(self, room_namespace: str, room_id: str) -> None: ...
+
+
+__all__ = ["LocalDelivery", "RecoveryHost", "RouterSettings"]

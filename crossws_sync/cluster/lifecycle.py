@@ -18,6 +18,7 @@ import gevent
 import gevent.event
 import gevent.lock
 
+from ..config import RecoveryOptions
 from ..config import resolve_server_name
 from ..errors import ConfigError
 from ..server.service import WebSocketService
@@ -53,7 +54,7 @@ class Lifecycle:
     def __init__(self, *, runtime: Runtime, local: LocalNode, cross: CrossServer, service: Optional[WebSocketService],
                  listen: Any, server_name: Optional[str], bus_options: Dict[str, Any],
                  router_settings: RouterSettings, head_guard: HeadGuard, static_files: Dict[str, Any],
-                 autostart: bool) -> None:
+                 autostart: bool, recovery: Optional[RecoveryOptions] = None) -> None:
         self.runtime = runtime
         self.local = local
         self.cross = cross
@@ -68,6 +69,7 @@ class Lifecycle:
         self.head_guard = head_guard
         self.static_files = static_files
         self.autostart = autostart
+        self.recovery_options = recovery
         self.http_server: Any = None
         self.started = False
         self.closed = False
@@ -127,9 +129,25 @@ class Lifecycle:
                              initial_channels=router.initial_channels(), ws_message_handler=router.on_ws_message,
                              **self.bus_options)
         self.runtime.bus, self.runtime.router = bus, router
+        if self.recovery_options is not None:
+            self._start_recovery(bus, router, self.recovery_options)
         for method, args in self.cross.setup:
             getattr(bus, method)(*args)
         router.start(bus)
+
+    def _start_recovery(self, bus: Any, router: Any, options: RecoveryOptions) -> None:
+        """Connection state recovery, with the first Redis node as the history node."""
+        from ..bus.history import HistoryStore
+        from .recovery import Recovery
+
+        store = HistoryStore(bus.redis_nodes[0].settings, prefix=self.router_settings.ws_prefix,
+                             history_size=options.history_size,
+                             stream_ttl=options.max_disconnection + options.refresh_interval)
+        recovery = Recovery(options, store=store, codec=bus.codec, local=self.local, hold=router.outage.hold)
+        router.recovery = self.runtime.recovery = recovery
+        if self.service is not None:
+            self.service.recover = recovery.recover
+            self.service.recovery_wait = options.wait_timeout
 
     def start_redis(self) -> None:
         """Start the Redis side now (the first Redis node was added at run time)."""
@@ -205,6 +223,8 @@ class Lifecycle:
             self.http_server = None
         if router is not None:
             router.stop()
+        if self.runtime.recovery is not None:
+            self.runtime.recovery.close()
         if bus is not None:
             bus.close()
         if service is not None:
@@ -221,6 +241,9 @@ class Lifecycle:
             router.abandon()
         if bus is not None:
             bus.abandon()
+        if self.runtime.recovery is not None:
+            self.runtime.recovery.close()
+            self.runtime.recovery = None
         self.runtime.bus = self.runtime.router = None
         self.http_server = None
         self.started = False

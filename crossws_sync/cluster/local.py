@@ -82,6 +82,12 @@ class LocalNode:
         if self.service is None and not self.runtime.redis_enabled:
             return 0
         text = encode_event(event, data)
+        if not local_only:
+            router = self.runtime.started_router()
+            if router is not None and router.recovery is not None:
+                # Delivered to this node's clients too when it comes back with its position.
+                router.publish_broadcast(text)
+                return len(self.service.clients) if self.service is not None else 0
         sent = self.service.send_to_all(frames.encode_text(text)) if self.service is not None else 0
         if not local_only:
             router = self.runtime.started_router()
@@ -96,6 +102,12 @@ class LocalNode:
             return False
         text = encode_event(event, data)
         conn = self.sockets.get(socket_id)
+        if self.runtime.recovery is not None:
+            self._name("socketId", socket_id)
+            router = self.runtime.started_router()
+            if router is not None:
+                router.publish_unicast(socket_id, text)
+            return conn is not None and conn.open
         if conn is not None and conn.open:
             return conn.send_frame(frames.encode_text(text))
         if self.runtime.redis_enabled:
@@ -113,6 +125,12 @@ class LocalNode:
         if not ids:
             return 0
         text = encode_event(event, data)
+        if self.runtime.recovery is not None:
+            targets = [sid for sid in dict.fromkeys(ids) if valid_name(sid, self.settings.max_name_bytes)]
+            router = self.runtime.started_router()
+            if router is not None and targets:
+                router.publish_multicast(targets, text)
+            return sum(1 for sid in targets if sid in self.sockets and self.sockets[sid].open)
         frame = frames.encode_text(text)
         remote: List[str] = []
         sent = 0
@@ -145,6 +163,12 @@ class LocalNode:
             return 0
         excluded = set(self._name("excludeSocketIds[]", x) for x in exclude_socket_ids) if exclude_socket_ids else set()
         text = encode_event(event, data)
+        if not local_only and self.runtime.recovery is not None:
+            router = self.runtime.started_router()
+            if router is not None:
+                members = self.rooms.members(room_namespace, room_id)
+                router.publish_room(room_namespace, room_id, text, list(excluded), room_destroy)
+                return sum(1 for sid in members if sid not in excluded and sid in self.sockets)
         sent = self.deliver_to_room(room_namespace, room_id, frames.encode_text(text), excluded)
         if room_destroy:
             self.remove_room(room_namespace, room_id)
@@ -233,6 +257,8 @@ class LocalNode:
                 router.membership.room_joined(room_namespace, room_id, socket_id)
                 # Always ask (idempotent): a second joiner must also wait for a pending SUBSCRIBE.
                 router.namespace_used(room_namespace)
+                if router.recovery is not None:
+                    router.recovery.room_joined(socket_id, room_namespace, room_id)
 
     def leave_room(self, room_namespace: str, room_id: str, socket_id: str) -> None:
         router = self.runtime.router
@@ -243,6 +269,8 @@ class LocalNode:
         emptied = self.rooms.leave(room_namespace, room_id, socket_id)
         if was_member and router is not None:
             router.membership.room_left(room_namespace, room_id, socket_id)
+            if router.recovery is not None:
+                router.recovery.rooms_left([socket_id], room_namespace, room_id)
         if emptied:
             self._namespace_emptied(room_namespace)
 
@@ -255,6 +283,8 @@ class LocalNode:
         if router is not None:
             for socket_id in members:
                 router.membership.room_left(room_namespace, room_id, socket_id)
+            if router.recovery is not None:
+                router.recovery.rooms_left(members, room_namespace, room_id)
         if emptied:
             self._namespace_emptied(room_namespace)
 
@@ -311,6 +341,8 @@ class LocalNode:
             socket.socket_id = socket_id
         if router is not None:
             router.membership.user_mapped(socket_id)
+            if router.recovery is not None and isinstance(socket, WebSocketConnection):
+                router.recovery.user_mapped(socket, socket_id)
         return True
 
     def remove_user_socket(self, socket_id: str, socket: Optional[WebSocketConnection] = None) -> None:
@@ -348,6 +380,8 @@ class LocalNode:
         socket_id = conn.socket_id
         if socket_id is None:
             return
+        if router is not None and router.recovery is not None:
+            router.recovery.closed(conn)
         if self.settings.auto_cleanup:
             self.remove_user_socket(socket_id, conn)
         elif router is not None and self.sockets.get(socket_id) is conn:

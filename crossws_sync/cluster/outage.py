@@ -22,6 +22,9 @@ from ..errors import CrossWSError
 if TYPE_CHECKING:
     from ..bus.bus import CrossServerBus
 
+#: ``send(channel, message, on_lost)``: how a held message is published again.
+Send = Callable[[str, Dict[str, Any], Callable[[BaseException], None]], None]
+
 logger = logging.getLogger("crossws_sync.cluster")
 
 
@@ -43,7 +46,7 @@ class OutageBuffer:
         self.stats = stats
         self._bus = bus
         self._stopped = stopped
-        self._held: Deque[Tuple[float, str, Dict[str, Any]]] = deque()
+        self._held: Deque[Tuple[float, str, Dict[str, Any], Optional[Send]]] = deque()
         self._drainer: Optional[gevent.Greenlet] = None
 
     def __len__(self) -> int:
@@ -66,13 +69,17 @@ class OutageBuffer:
                            exc, self.size, self.age)
             self.hold(channel, message)
 
-    def hold(self, channel: str, message: Dict[str, Any]) -> None:
-        """Keep ``message`` for later (dropping the oldest when full) and start the drain."""
+    def hold(self, channel: str, message: Dict[str, Any], send: Optional[Send] = None) -> None:
+        """Keep ``message`` for later (dropping the oldest when full) and start the drain.
+
+        Args:
+            send: ``send(channel, message, on_lost)`` tries it again (default: the bus's publish).
+        """
         held = self._held
         if len(held) >= self.size:
             held.popleft()
             self.stats["outage_dropped"] += 1
-        held.append((time.monotonic(), channel, message))
+        held.append((time.monotonic(), channel, message, send))
         self.stats["outage_buffered"] += 1
         if self._drainer is None:
             self._drainer = gevent.spawn(self._drain)
@@ -83,11 +90,11 @@ class OutageBuffer:
         if drainer is not None:
             drainer.kill(block=False)
 
-    def _requeue(self, channel: str, message: Dict[str, Any]) -> Callable[[BaseException], None]:
+    def _requeue(self, channel: str, message: Dict[str, Any], send: Optional[Send] = None) -> Callable[[BaseException], None]:
         """What the bus calls when a queued write reached no Redis node: hold it for later."""
 
         def lost(error: BaseException) -> None:
-            self.hold(channel, message)
+            self.hold(channel, message, send)
 
         return lost
 
@@ -100,13 +107,16 @@ class OutageBuffer:
                 if bus is None or not bus.settled:
                     gevent.sleep(0.05)
                     continue
-                stamp, channel, message = held[0]
+                stamp, channel, message, send = held[0]
                 if time.monotonic() - stamp > self.age:
                     held.popleft()
                     self.stats["outage_dropped"] += 1
                     continue
                 try:
-                    bus.publish(channel, message, wait=False, on_lost=self._requeue(channel, message))
+                    if send is not None:
+                        send(channel, message, self._requeue(channel, message, send))
+                    else:
+                        bus.publish(channel, message, wait=False, on_lost=self._requeue(channel, message))
                 except CrossWSError:
                     gevent.sleep(0.05)
                     continue

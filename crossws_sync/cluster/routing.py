@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Union
 
 
 from ..wire import frames
+from ..wire.positions import POSITION_FIELD
 from ..wire.envelope import data_of, raw_data, broadcast_channel, private_socket_channel, ws_broadcast, ws_multicast, ws_room, ws_unicast
 from ..errors import CrossWSError
 from ..core.names import RESERVED_NAMESPACE_PREFIX
@@ -35,6 +36,7 @@ from .outage import OutageBuffer
 
 if TYPE_CHECKING:
     from ..bus.bus import CrossServerBus
+    from .recovery import Recovery
 
 logger = logging.getLogger("crossws_sync.cluster")
 
@@ -61,6 +63,8 @@ class Router:
         self.private_channel = private_socket_channel(prefix)
         self.broadcast_channel = broadcast_channel(prefix)
         self._bus: Optional["CrossServerBus"] = None
+        #: connection state recovery, when on: positioned sends and exact delivery
+        self.recovery: Optional["Recovery"] = None
         self._stopped = False
         self.stats = {"node_unicasts": 0, "shared_unicasts": 0, "forwarded": 0, "snapshots_sent": 0,
                       "snapshots_received": 0, "bad_messages": 0, "routing_messages_in": 0,
@@ -162,6 +166,9 @@ class Router:
     # Sending (called by the adapter after local delivery) ----------------------------------
 
     def publish_broadcast(self, text: Union[str, bytes]) -> None:
+        if self.recovery is not None and isinstance(text, str):
+            self.recovery.publish(self.broadcast_channel, ws_broadcast(text, self.name))
+            return
         envelope = ws_broadcast(text, self.name) if isinstance(text, str) else self._with_bytes(ws_broadcast("", self.name), text)
         self._route(self.broadcast_channel, envelope)
 
@@ -171,6 +178,9 @@ class Router:
         return envelope
 
     def publish_unicast(self, socket_id: str, text: str) -> None:
+        if self.recovery is not None:
+            self._publish_positioned_unicast(socket_id, text)
+            return
         owners = self.membership.directory.user_nodes(socket_id)
         owners.discard(self.name)
         if owners:
@@ -182,7 +192,30 @@ class Router:
             self.stats["shared_unicasts"] += 1
             self._route(self.private_channel, ws_unicast(text, socket_id, self.name))
 
+    def _publish_positioned_unicast(self, socket_id: str, text: str) -> None:
+        """With recovery: one append to the user's stream, published where the user is (this
+        node included: local users get it back with its position), or on the shared channel."""
+        assert self.recovery is not None
+        owners = self.membership.directory.user_nodes(socket_id)
+        owners.discard(self.name)
+        conn = self.local.get_socket_instance(socket_id)
+        if conn is not None and getattr(conn, "open", False):
+            owners.add(self.name)
+        if len(owners) == 1:
+            owner = owners.pop()
+            self.stats["node_unicasts"] += 1
+            message = {"t": "uni", "ids": [socket_id], "data": text, "to": [owner], "node": self.name,
+                       "senderServer": self.name}
+            self.recovery.publish(self.node_channel_of(owner), message)
+        else:
+            self.stats["shared_unicasts"] += 1
+            self.recovery.publish(self.private_channel, ws_unicast(text, socket_id, self.name))
+
     def publish_multicast(self, socket_ids: List[str], text: str) -> None:
+        if self.recovery is not None:
+            for socket_id in socket_ids:
+                self._publish_positioned_unicast(socket_id, text)
+            return
         by_owner: Dict[str, List[str]] = {}
         unknown: List[str] = []
         for socket_id in socket_ids:
@@ -211,6 +244,9 @@ class Router:
             envelope = self._with_bytes(ws_room("", namespace, room_id, self.name, excluded), text)
         if destroy:
             envelope["roomDestroy"] = True
+        if self.recovery is not None and isinstance(text, str):
+            self.recovery.publish(self.channel_for_namespace(namespace), envelope)
+            return
         self._route(self.channel_for_namespace(namespace), envelope)
 
     # Subscriptions --------------------------------------------------------------------------
@@ -249,7 +285,10 @@ class Router:
             elif channel == self.private_channel:
                 self._on_private(envelope)
             elif channel == self.broadcast_channel:
-                self.local.deliver_to_all(frames.encode_data(data_of(envelope)))
+                if self.recovery is not None and POSITION_FIELD in envelope:
+                    self.recovery.deliver_all(envelope)
+                else:
+                    self.local.deliver_to_all(frames.encode_data(data_of(envelope)))
             else:
                 self._on_room(envelope)
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
@@ -268,6 +307,11 @@ class Router:
             ids = [envelope.get("socketId")]
         if not any(type(socket_id) is str for socket_id in ids):
             raise ValueError("no string socketId / socketIds")
+        if self.recovery is not None and POSITION_FIELD in envelope:
+            for socket_id in ids:
+                if type(socket_id) is str:
+                    self.recovery.deliver_user(socket_id, envelope)
+            return
         frame = frames.encode_text(text)
         for socket_id in ids:
             if type(socket_id) is str:
@@ -277,6 +321,9 @@ class Router:
         data, namespace, room_id = data_of(envelope), envelope["roomNamespace"], envelope["roomId"]
         if type(namespace) is not str or type(room_id) is not str:
             raise ValueError("malformed room envelope")
+        if self.recovery is not None and POSITION_FIELD in envelope:
+            self.recovery.deliver_room(namespace, room_id, envelope)
+            return
         excluded = envelope.get("excludeSocketIds") or ()
         self.local.deliver_to_room(namespace, room_id, frames.encode_data(data),
                                      set(x for x in excluded if type(x) is str))
@@ -285,8 +332,14 @@ class Router:
 
     def _on_node_unicast(self, message: Dict[str, Any]) -> None:
         text = message["data"]
-        frame = frames.encode_text(text)
-        missing = [sid for sid in message["ids"] if type(sid) is str and not self.local.deliver_to_socket(sid, frame)]
+        if type(text) is not str or type(message.get("ids")) is not list:
+            raise ValueError("malformed node unicast")
+        if self.recovery is not None and POSITION_FIELD in message:
+            recovery = self.recovery
+            missing = [sid for sid in message["ids"] if type(sid) is str and not recovery.deliver_user(sid, message)]
+        else:
+            frame = frames.encode_text(text)
+            missing = [sid for sid in message["ids"] if type(sid) is str and not self.local.deliver_to_socket(sid, frame)]
         if missing and not message.get("fwd"):
             # The user moved (or is reconnecting) since the sender looked us up: fall back to the
             # shared channel, which every node reads. Never forwarded twice.
@@ -296,6 +349,8 @@ class Router:
             # Nodes the sender already targeted must not deliver it a second time.
             targets = message.get("to")
             envelope["skip"] = sorted(set(targets if type(targets) is list else ()) | {self.name})
+            if POSITION_FIELD in message:  # already in the history: forwarded with its position
+                envelope = dict({POSITION_FIELD: message[POSITION_FIELD]}, **envelope)
             self._route(self.private_channel, envelope)
 
     # Queries --------------------------------------------------------------------------------

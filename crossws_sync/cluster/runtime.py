@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING, Any, Callable, List, Optional
 
 if TYPE_CHECKING:
     from ..bus.bus import CrossServerBus
+    from .recovery import Recovery
     from .routing import Router
 
 
@@ -16,11 +17,13 @@ class Runtime:
         redis_config: the node's Redis configurations; a node added at run time is appended.
     """
 
-    __slots__ = ("bus", "router", "redis_config", "_ensure_started")
+    __slots__ = ("bus", "router", "recovery", "redis_config", "_ensure_started")
 
     def __init__(self, ensure_started: Callable[[], None], redis_config: List[Any]) -> None:
         self.bus: Optional["CrossServerBus"] = None
         self.router: Optional["Router"] = None
+        #: connection state recovery, when on (built with the bus)
+        self.recovery: Optional["Recovery"] = None
         self.redis_config = redis_config
         self._ensure_started = ensure_started
 

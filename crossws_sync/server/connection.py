@@ -111,6 +111,9 @@ class WebSocketConnection:
         request: the :class:`~crossws_sync.wire.request.Request` that opened it.
         identity: what the auth hook returned when it accepted the upgrade (or ``None``).
         socket_id: the id bound with ``set_user_socket`` (``None`` until then).
+        recovered: with ``connection_state_recovery``, whether this connection resumed a
+            disconnected client's session (its user, rooms and missed messages); known when the
+            ``connection`` handler runs.
     """
 
     CONNECTING = CONNECTING
@@ -136,6 +139,13 @@ class WebSocketConnection:
         self.request = request
         self.identity = identity
         self.socket_id: Optional[str] = None
+        #: connection state recovery (when on): whether this connection resumed an earlier
+        #: session, its session id, and the positions delivered to it (``StreamTracker``)
+        self.recovered = False
+        self.session_id: Optional[str] = None
+        self.streams: Any = None
+        self.recovering = False
+        self.awaiting_recovery: Optional[gevent.Greenlet] = None
         self.is_alive = True
         self.enter_background_time = 0.0
         self.connected_at = time.monotonic()

@@ -21,6 +21,7 @@ from ..wire.deflate import DeflateOptions, PerMessageDeflate, negotiate, options
 from ..errors import ConfigError, ProtocolError
 from ..wire.handshake import accept_headers, check_request
 from ..core.listeners import ListenerRegistry
+from ..wire.recovery import RECOVER_EVENT, RECOVER_PARAM
 from ..wire.events import MISSING, decode_client_frame, encode_ack, encode_ack_bytes
 from ..wire.frames import encode_text_bytes
 from ..wire.request import Request
@@ -213,6 +214,10 @@ class WebSocketService(ConnectionHandler):
         self.closing: Dict[Any, WebSocketConnection] = {}
         self.stats: Dict[str, int] = {"rejected_upgrades": 0, "bad_frames": 0, "unknown_events": 0, "rate_limited": 0,
                                       "handler_errors": 0}
+        #: connection state recovery, when on: ``recover(conn, request payload or None)``, and
+        #: how long the first message of a resuming client is awaited
+        self.recover: Optional[Callable[[WebSocketConnection, Any], None]] = None
+        self.recovery_wait = 5.0
 
     def _count_handler_error(self, event: str, exc: BaseException) -> None:
         self.stats["handler_errors"] += 1
@@ -356,8 +361,37 @@ class WebSocketService(ConnectionHandler):
         return []
 
     def _serve(self, conn: WebSocketConnection) -> None:
-        self.system_events.emit("connection", conn, conn.request)
+        recover = self.recover
+        if recover is not None and RECOVER_PARAM + "=" in conn.request.query_string:
+            # The client asks to resume a session: its request is its first message; the
+            # application's connection handler runs once the recovery is decided.
+            conn.awaiting_recovery = gevent.spawn_later(self.recovery_wait, self._recovery_timed_out, conn)
+        else:
+            self.system_events.emit("connection", conn, conn.request)
         conn.run()
+
+    def _recovery_timed_out(self, conn: WebSocketConnection) -> None:
+        if conn.awaiting_recovery is not None and self.recover is not None:
+            conn.awaiting_recovery = None
+            self.recover(conn, None)
+            self.system_events.emit("connection", conn, conn.request)
+
+    def _recovery_request(self, conn: WebSocketConnection, text: str) -> bool:
+        """The first message of a connection that asked to resume: recover it, then run the
+        application's connection handler. Returns True when ``text`` was the request itself."""
+        timer, conn.awaiting_recovery = conn.awaiting_recovery, None
+        if timer is not None:
+            timer.kill(block=False)
+        payload = None
+        try:
+            event, payload, _ = decode_client_frame(text)
+        except ProtocolError:
+            event = ""
+        consumed = event == RECOVER_EVENT
+        if self.recover is not None:
+            self.recover(conn, payload if consumed else None)
+        self.system_events.emit("connection", conn, conn.request)
+        return consumed
 
     def _refuse(self, start_response: Callable[..., Any], legacy_ws: Any, rejection: Reject) -> List[bytes]:
         self.stats["rejected_upgrades"] += 1
@@ -409,6 +443,8 @@ class WebSocketService(ConnectionHandler):
             system.emit("message", conn, message)
 
     def _dispatch(self, conn: WebSocketConnection, text: str) -> None:
+        if conn.awaiting_recovery is not None and self._recovery_request(conn, text):
+            return
         try:
             event, payload, callback_id = decode_client_frame(text)
         except ProtocolError as exc:
@@ -438,6 +474,9 @@ class WebSocketService(ConnectionHandler):
 
     def on_close(self, conn: WebSocketConnection, code: int, reason: str) -> None:
         self.clients.discard(conn)
+        timer, conn.awaiting_recovery = conn.awaiting_recovery, None
+        if timer is not None:
+            timer.kill(block=False)
         current = gevent.getcurrent()
         # While close listeners run, remember which connection is closing in this greenlet, so
         # remove_user_socket() can tell a late close of an old socket from the live mapping.

@@ -54,6 +54,7 @@ import zstandard
 from . import events
 from ..errors import ConfigError, EnvelopeError
 from .events import BASE36_DIGITS, MISSING, StampedIds, base36
+from .positions import PLACEHOLDER, POSITION_FIELD, POSITION_LENGTH, POSITIONED_MARKER
 from .signing import SIGNED_MARKER, ReplayGuard, new_sender_token, sign, verify
 
 import msgpack as _msgpack
@@ -565,10 +566,35 @@ class EnvelopeCodec:
             body = sign(self._key, channel, body, token=self._token, sequence=next(self._sequence))
         return body
 
+    def encode_positioned(self, message: Dict[str, Any], channel: str) -> Tuple[bytes, int]:
+        """Encode a recoverable message with room for its stream position.
+
+        Returns:
+            ``(raw, index)``: ``raw`` holds :data:`~.positions.PLACEHOLDER` at the 1-based byte
+            ``index``, where the history script writes the position (same length). A plain
+            body carries it as its first field ``streamPos`` (original nodes read it as usual);
+            a compressed or signed one behind :data:`~.positions.POSITIONED_MARKER`.
+
+        Raises:
+            EnvelopeError: the message is not serialisable.
+        """
+        plain = self.compress_threshold is None and self._key is None
+        if plain:
+            raw = self.encode(dict({POSITION_FIELD: PLACEHOLDER}, **message), channel)
+            index = raw.find(PLACEHOLDER.encode("ascii"))
+            if index >= 0:
+                return raw, index + 1
+        raw = POSITIONED_MARKER + PLACEHOLDER.encode("ascii") + self.encode(message, channel)
+        return raw, len(POSITIONED_MARKER) + 1
+
     # Decoding -----------------------------------------------------------------------------
 
-    def decode(self, raw: Raw, channel: str = "") -> Any:
+    def decode(self, raw: Raw, channel: str = "", *, check_replay: bool = True) -> Any:
         """Decode a message in any supported format (see the module docstring).
+
+        Args:
+            check_replay: refuse a signed message seen before (off for history entries, which
+                are read again on purpose).
 
         Raises:
             EnvelopeError: undecodable, too large once decompressed, or unsigned / badly signed
@@ -581,9 +607,22 @@ class EnvelopeCodec:
         if len(raw) > self.max_decompressed_size:
             # Decoding a huge plain message costs several times its size in objects: refuse it.
             raise EnvelopeError("message of %d bytes exceeds the %d-byte limit" % (len(raw), self.max_decompressed_size))
+        position: Optional[bytes] = None
+        if raw[:2] == POSITIONED_MARKER:
+            start = len(POSITIONED_MARKER)
+            position, raw = raw[start:start + POSITION_LENGTH], raw[start + POSITION_LENGTH:]
+        message = self._decode_body(raw, channel, check_replay)
+        if position is not None:
+            if type(message) is not dict:
+                raise EnvelopeError("a positioned message must be a map")
+            message[POSITION_FIELD] = position.decode("ascii", "replace")
+        return message
+
+    def _decode_body(self, raw: bytes, channel: str, check_replay: bool) -> Any:
         if self._key is not None:
             raw, token, sequence, stamp = verify(self._key, channel, raw)
-            self._replays.check(token, sequence, stamp)
+            if check_replay:
+                self._replays.check(token, sequence, stamp)
         elif raw[:1] == b"\xc1":
             raise EnvelopeError("signed message received but no signing_key is configured")
         if raw[:4] == ZSTD_MAGIC:

@@ -1,0 +1,360 @@
+"""History streams and recovery sessions in Redis (connection state recovery).
+
+One Redis node of the bus, the *history node* (the first of ``redis_config``), holds:
+
+==============================================  ===============================================
+key                                             holds
+==============================================  ===============================================
+``<ws>_crossws.h:{<stream id>}``                the stream: entry id ``0-<offset>``, fields
+                                                ``d`` (the published body), ``c`` (its channel),
+                                                ``t`` (Redis time, microseconds); ``MAXLEN ~``
+``<ws>_crossws.m:{<stream id>}``                its meta hash: ``e`` epoch, ``r`` Redis run id,
+                                                ``s`` last offset
+``<ws>_crossws.s:<session id>``                 a session hash: ``u`` user id, and the position
+                                                (``offset:epoch``) of each of its streams when
+                                                the session took it (join, mapping)
+==============================================  ===============================================
+
+The keys of a stream share a hash tag, so they stay in one slot of a Redis Cluster.
+
+Appending and publishing are one Lua script (:data:`SCRIPT`): it numbers the message, writes
+its position into the body (same length, see :mod:`crossws_sync.wire.positions`), appends it
+to the stream and publishes it, so every live message is in the history and in order. The
+epoch changes when the meta hash is new (a fresh stream, Redis restarted without its data) and
+when the Redis *run id* changes (a restart or a failover, after which writes may have been
+lost): positions from before can then never be taken for positions after. The run id is built
+into the loaded script (see :data:`SCRIPT`).
+
+Everything here goes over one pipelined connection of its own (:class:`~.publisher.Publisher`).
+"""
+from __future__ import annotations
+
+import logging
+import secrets
+import string
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+
+import gevent
+import redis
+from hiredis import pack_command
+
+from ..errors import RedisUnavailableError
+from ..io.supervisor import supervise
+from ..wire.positions import EPOCH_LENGTH, Position
+from .connection import TIMED_OUT, RedisConnection, RedisSettings
+from .publisher import Command, NoWaitCommand, Publisher
+
+logger = logging.getLogger("crossws_sync.bus")
+
+#: Append-and-publish (mode ``a``) or read the top, creating the meta hash (mode ``t``).
+#: KEYS: stream, meta. ARGV: body, 1-based index of the position in it, channel, MAXLEN,
+#: stream TTL (s), meta TTL (s), epoch to use if a new one is needed, (unused), mode.
+#: ``__RUN__`` is replaced by the server's run id when the script is loaded, so a script (and
+#: its SHA) loaded on one Redis process can never run on another one.
+SCRIPT = """
+local RUN = '__RUN__'
+local meta = KEYS[2]
+local state = redis.call('HMGET', meta, 'e', 'r', 's')
+local epoch, top = state[1], tonumber(state[3] or '0')
+if (not epoch) or state[2] ~= RUN then
+  epoch = ARGV[7]
+  top = 0
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', meta, 'e', epoch, 'r', RUN, 's', 0)
+end
+redis.call('EXPIRE', meta, ARGV[6])
+if ARGV[9] == 't' then
+  return {top, epoch}
+end
+top = redis.call('HINCRBY', meta, 's', 1)
+local position = string.format('%016d', top) .. ':' .. epoch
+local body = ARGV[1]
+local i = tonumber(ARGV[2])
+body = string.sub(body, 1, i - 1) .. position .. string.sub(body, i + string.len(position))
+local now = redis.call('TIME')
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '0-' .. top, 'd', body, 'c', ARGV[3],
+           't', now[1] .. string.format('%06d', now[2]))
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('PUBLISH', ARGV[3], body)
+return {top, epoch}
+"""
+
+_EPOCH_DIGITS = string.ascii_lowercase + string.digits
+
+#: An entry read back: ``(offset, microseconds, channel, body)``.
+Entry = Tuple[int, int, str, bytes]
+
+
+def new_epoch() -> str:
+    """A random epoch (:data:`~crossws_sync.wire.positions.EPOCH_LENGTH` characters)."""
+    return "".join(secrets.choice(_EPOCH_DIGITS) for _ in range(EPOCH_LENGTH))
+
+
+def new_session_id() -> str:
+    """A session id: 128 random bits, URL-safe (a bearer secret of the client)."""
+    return secrets.token_urlsafe(16)
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+class HistoryStore:
+    """The history node's streams and sessions.
+
+    Args:
+        settings: how to connect to the history node (its :class:`RedisSettings`).
+        prefix: key prefix (the adapter's ``ws_prefix``).
+        history_size: entries kept per stream (``MAXLEN ~``).
+        stream_ttl: seconds a stream lives after its last append.
+        command_timeout: a reply not started within this many seconds breaks the connection.
+    """
+
+    def __init__(self, settings: RedisSettings, *, prefix: str, history_size: int, stream_ttl: float,
+                 command_timeout: float = 2.0) -> None:
+        self.settings = settings
+        self.prefix = prefix
+        self.history_size = int(history_size)
+        self.stream_ttl = max(1, int(stream_ttl + 0.999))
+        #: metas outlive their streams, so a quiet stream keeps its epoch and offsets
+        self.meta_ttl = max(86400, 10 * self.stream_ttl)
+        self.run_id = ""
+        self._sha = ""
+        self._command_timeout = command_timeout
+        self._closed = False
+        self._publisher = Publisher(self._open, label=settings.label, on_down=self._down,
+                                    command_timeout=command_timeout)
+        self._writer = gevent.spawn(supervise, self._publisher.writer_loop, "history writer", logger,
+                                    stopped=lambda: self._closed)
+        #: appends waiting for the script to be loaded again (NOSCRIPT), in order
+        self._waiting: Optional[List[Tuple[Tuple[Any, ...], Callable[[BaseException], None]]]] = None
+        self.stats = {"appends": 0, "append_failures": 0, "script_loads": 0}
+
+    # Keys -----------------------------------------------------------------------------------
+
+    def stream_key(self, stream: str) -> str:
+        return "%s_crossws.h:{%s}" % (self.prefix, stream)
+
+    def meta_key(self, stream: str) -> str:
+        return "%s_crossws.m:{%s}" % (self.prefix, stream)
+
+    def session_key(self, session_id: str) -> str:
+        return "%s_crossws.s:%s" % (self.prefix, session_id)
+
+    # Streams ----------------------------------------------------------------------------------
+
+    def append(self, stream: str, channel: str, raw: bytes, index: int,
+               on_lost: Callable[[BaseException], None]) -> None:
+        """Append ``raw`` to ``stream`` and publish it on ``channel``, pipelined (no wait).
+
+        ``raw`` holds the position placeholder at the 1-based byte ``index``. ``on_lost(error)``
+        runs (in an I/O greenlet; it must not block) when Redis could not take it.
+        """
+        args = (stream, channel, raw, index)
+        if self._waiting is not None or not self._sha:
+            self._reload_then(args, on_lost)
+            return
+        self._submit_append(args, on_lost)
+
+    def _submit_append(self, args: Tuple[Any, ...], on_lost: Callable[[BaseException], None]) -> None:
+        stream, channel, raw, index = args
+        self.stats["appends"] += 1
+
+        def failed(error: BaseException) -> None:
+            if isinstance(error, redis.ResponseError) and str(error).startswith("NOSCRIPT"):
+                self._reload_then(args, on_lost)
+                return
+            self.stats["append_failures"] += 1
+            on_lost(error)
+
+        if self._closed:
+            on_lost(RedisUnavailableError("history store closed"))
+            return
+        self._publisher.submit(NoWaitCommand(self._eval_args(stream, "a", raw, index, channel), failed))
+
+    def _eval_args(self, stream: str, mode: str, raw: bytes = b"", index: int = 1, channel: str = "") -> Tuple[Any, ...]:
+        return ("EVALSHA", self._sha or "0" * 40, 2, self.stream_key(stream), self.meta_key(stream),
+                raw, index, channel, self.history_size, self.stream_ttl, self.meta_ttl, new_epoch(), "", mode)
+
+    def _reload_then(self, args: Tuple[Any, ...], on_lost: Callable[[BaseException], None]) -> None:
+        if self._waiting is not None:
+            self._waiting.append((args, on_lost))
+            return
+        self._waiting = [(args, on_lost)]
+        gevent.spawn(self._reload)
+
+    def _reload(self) -> None:
+        waiting = self._waiting or []
+        try:
+            self.load_script()
+        except (RedisUnavailableError, redis.RedisError) as exc:
+            self._waiting = None
+            for _, on_lost in waiting:
+                self.stats["append_failures"] += 1
+                on_lost(exc)
+            return
+        self._waiting = None
+        for args, on_lost in waiting:
+            self._submit_append(args, on_lost)
+
+    def load_script(self) -> None:
+        """Load the script for the history node's current Redis process (read its run id first).
+
+        Done again by itself whenever Redis answers NOSCRIPT: after a restart or a failover, or a
+        ``SCRIPT FLUSH``.
+        """
+        self.stats["script_loads"] += 1
+        run_id = ""
+        for line in _text(self.command("INFO", "server")).splitlines():
+            if line.startswith("run_id:"):
+                run_id = line[len("run_id:"):].strip()
+        if not run_id.isalnum():
+            raise RedisUnavailableError("history node %s: no run_id in INFO" % self.settings.label)
+        if self.run_id and run_id != self.run_id:
+            logger.warning("history node %s is another Redis process now (run id %s...): history streams "
+                           "start a new epoch", self.settings.label, run_id[:8])
+        self.run_id = run_id
+        self._sha = _text(self.command("SCRIPT", "LOAD", SCRIPT.replace("__RUN__", run_id)))
+
+    def top(self, stream: str) -> Position:
+        """The last offset of ``stream`` and its epoch (starting the stream's meta if new).
+
+        Raises:
+            RedisUnavailableError: the history node did not answer.
+        """
+        reply = self._eval(stream, "t")
+        return int(reply[0]), _text(reply[1])
+
+    def tops(self, streams: Iterable[str]) -> Dict[str, Position]:
+        """:meth:`top` of several streams in one pipelined round trip."""
+        streams = list(streams)
+        commands = [Command(self._eval_args(stream, "t")) for stream in streams]
+        replies = self._run_all(commands, retry_noscript=True)
+        if replies is None:
+            commands = [Command(self._eval_args(stream, "t")) for stream in streams]
+            replies = self._run_all(commands, retry_noscript=False)
+        assert replies is not None
+        return {stream: (int(reply[0]), _text(reply[1])) for stream, reply in zip(streams, replies)}
+
+    def _eval(self, stream: str, mode: str) -> Any:
+        try:
+            return self.command(*self._eval_args(stream, mode))
+        except redis.ResponseError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+        self.load_script()
+        return self.command(*self._eval_args(stream, mode))
+
+    def read(self, stream: str, after: int, limit: int) -> List[Entry]:
+        """Up to ``limit`` entries of ``stream`` with offsets above ``after``, in order."""
+        reply = self.command("XRANGE", self.stream_key(stream), "(0-%d" % after, "+", "COUNT", limit)
+        return [_entry(item) for item in reply or ()]
+
+    def first_offset(self, stream: str) -> Optional[int]:
+        """The oldest offset still in ``stream`` (``None`` when it is empty or gone)."""
+        reply = self.command("XRANGE", self.stream_key(stream), "-", "+", "COUNT", 1)
+        return _entry(reply[0])[0] if reply else None
+
+    # Sessions -------------------------------------------------------------------------------
+
+    def save_session(self, session_id: str, fields: Dict[str, str], ttl: float) -> None:
+        """Create or extend a session (pipelined, no wait)."""
+        key = self.session_key(session_id)
+        args: List[Any] = ["HSET", key]
+        for name, value in fields.items():
+            args += [name, value]
+        self._nowait(tuple(args))
+        self._nowait(("EXPIRE", key, max(1, int(ttl + 0.999))))
+
+    def forget_session_fields(self, session_id: str, names: Iterable[str]) -> None:
+        names = list(names)
+        if names:
+            self._nowait(("HDEL", self.session_key(session_id)) + tuple(names))
+
+    def touch_sessions(self, session_ids: Iterable[str], ttl: float) -> None:
+        """Extend sessions' TTL (pipelined, no wait)."""
+        seconds = max(1, int(ttl + 0.999))
+        for session_id in session_ids:
+            self._nowait(("EXPIRE", self.session_key(session_id), seconds))
+
+    def take_session(self, session_id: str) -> Optional[Dict[str, str]]:
+        """Read and delete a session (each is used once); ``None`` when absent or expired."""
+        key = self.session_key(session_id)
+        commands = [Command(("HGETALL", key)), Command(("DEL", key))]
+        replies = self._run_all(commands, retry_noscript=False)
+        assert replies is not None
+        raw = replies[0]
+        if not raw:
+            return None
+        if isinstance(raw, dict):
+            items = list(raw.items())
+        else:
+            items = list(zip(raw[0::2], raw[1::2]))
+        return {_text(name): _text(value) for name, value in items}
+
+    # Plumbing --------------------------------------------------------------------------------
+
+    def command(self, *args: Any) -> Any:
+        """One command, waiting for its reply.
+
+        Raises:
+            RedisUnavailableError: not answered in time, or the connection failed.
+            redis.ResponseError: Redis answered with an error.
+        """
+        replies = self._run_all([Command(args)], retry_noscript=False)
+        assert replies is not None
+        return replies[0]
+
+    def _run_all(self, commands: List[Command], *, retry_noscript: bool) -> Optional[List[Any]]:
+        if self._closed:
+            raise RedisUnavailableError("history store closed")
+        for command in commands:
+            self._publisher.submit(command)
+        wait = 2 * self._command_timeout + 0.5
+        replies = []
+        for command in commands:
+            try:
+                replies.append(command.result.get(timeout=wait))
+            except gevent.Timeout:
+                command.cancelled = True
+                raise RedisUnavailableError("history node %s did not answer within %.1fs" % (self.settings.label, wait)) from None
+            except redis.ResponseError as exc:
+                if retry_noscript and str(exc).startswith("NOSCRIPT"):
+                    self.load_script()
+                    return None
+                raise
+        return replies
+
+    def _nowait(self, args: Tuple[Any, ...]) -> None:
+        if self._closed:
+            return
+
+        def failed(error: BaseException) -> None:
+            logger.debug("history command %s failed: %s", args[0], error)
+
+        self._publisher.submit(NoWaitCommand(args, failed))
+
+    def _open(self) -> RedisConnection:
+        return RedisConnection.open(self.settings)
+
+    def _down(self, event: str, error: str) -> None:
+        logger.debug("history node %s: %s %s", self.settings.label, event, error)
+
+    def close(self) -> None:
+        self._closed = True
+        self._publisher.close()
+        self._writer.kill(block=False)
+
+
+def _entry(item: Any) -> Entry:
+    entry_id, fields = item
+    offset = int(_text(entry_id).split("-", 1)[1])
+    if isinstance(fields, dict):
+        values = {_text(k): v for k, v in fields.items()}
+    else:
+        values = {_text(k): v for k, v in zip(fields[0::2], fields[1::2])}
+    body = values.get("d", b"")
+    return offset, int(_text(values.get("t", b"0"))), _text(values.get("c", b"")), body if isinstance(body, bytes) else _text(body).encode("utf-8")
+
+
+__all__ = ["Entry", "HistoryStore", "SCRIPT", "new_epoch", "new_session_id"]

@@ -1,0 +1,233 @@
+"""Connection state recovery end to end: real node processes, a real Redis, a TCP relay.
+
+A client behind a relay is on node A; the relay drops its connection (no close frame) and the
+client comes back through the relay to node B while a third node sends room and direct
+messages: every message arrives exactly once, in order, and ``recovered`` is true. Past the
+window, after trimming, after a Redis restart: ``recovered`` is false. A node SIGKILLed: its
+clients recover on the others.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import socket
+from typing import Any, Dict, Iterator, List, Optional
+
+import gevent
+import gevent.server
+import pytest
+
+from crossws_sync import WebSocketConnector
+from faultkit import NodeProcess, splice
+from support import RedisProcess, wait_for
+
+NS = "chat"
+ROOM = "lobby"
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisProcess]:
+    server = RedisProcess().start()
+    yield server
+    server.stop()
+
+
+class Relay:
+    """A TCP relay to one backend port at a time; :meth:`drop` cuts every connection without
+    a close frame (as a network change does)."""
+
+    def __init__(self, backend: int) -> None:
+        self.backend = backend
+        self.sockets: List[socket.socket] = []
+        self.server = gevent.server.StreamServer(("127.0.0.1", 0), self._handle)
+        self.server.start()
+        self.port = self.server.server_port
+
+    def _handle(self, client: socket.socket, address: Any) -> None:
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.backend), timeout=1.0)
+        except OSError:
+            client.close()
+            return
+        upstream.settimeout(None)
+        self.sockets += [client, upstream]
+        splice(client, upstream)
+
+    def drop(self) -> None:
+        sockets, self.sockets = self.sockets, []
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def close(self) -> None:
+        self.drop()
+        self.server.stop(timeout=1)
+
+
+class Client:
+    """A Python client that records what it receives."""
+
+    def __init__(self, port: int, user: str) -> None:
+        self.received: List[Any] = []
+        self.opens: List[Any] = []
+        self.client = WebSocketConnector("ws://127.0.0.1:%d/?id=%s" % (port, user), auto_reconnect=True,
+                                         fast_reconnect_interval=0.2, ping_interval=60.0)
+        self.client.on("open", self.opens.append)
+        self.client.on_server_event("chat", lambda payload: self.received.append(("chat", payload)))
+        self.client.on_server_event("dm", lambda payload: self.received.append(("dm", payload)))
+        assert self.client.wait_connected(10)
+        wait_for(lambda: self.opens, 10)
+
+    def ask(self, event: str, payload: Any) -> Any:
+        result = self.client.emit_and_wait(event, payload, callback_timeout=10.0)
+        assert result["success"], result
+        return result["data"]
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def node(name: str, redis: RedisProcess, *, max_disconnection: float = 30.0, history_size: int = 1000,
+         max_replay: int = 5000) -> NodeProcess:
+    options = {"max_disconnection": max_disconnection, "history_size": history_size, "max_replay": max_replay}
+    return NodeProcess(name, redis_urls=[redis.url], heartbeat=0.3,
+                       extra=["--recovery", json.dumps(options)]).wait_ready()
+
+
+@pytest.fixture
+def cleanup() -> Iterator[List[Any]]:
+    things: List[Any] = []
+    yield things
+    for thing in reversed(things):
+        thing.close() if hasattr(thing, "close") else thing.stop()
+
+
+def send_both(sender: Client, start: int, count: int, target: str) -> None:
+    for i in range(start, start + count):
+        sender.ask("room", {"ns": NS, "room": ROOM, "body": i})
+        sender.ask("dm", {"to": target, "body": i})
+
+
+def expected(start: int, count: int) -> List[Any]:
+    out: List[Any] = []
+    for i in range(start, start + count):
+        out += [("chat", i), ("dm", i)]
+    return out
+
+
+def test_a_dropped_client_resumes_on_another_node_with_every_message_once_in_order(redis_server, cleanup):
+    a, b, c = (node(name, redis_server) for name in ("A", "B", "C"))
+    cleanup += [a, b, c]
+    relay = Relay(a.port)
+    cleanup.append(relay)
+    alice = Client(relay.port, "alice")
+    cleanup.append(alice)
+    assert alice.opens[0]["recovered"] is False
+    assert alice.ask("join", {"ns": NS, "room": ROOM})["node"] == "A"
+    bob = Client(c.port, "bob")
+    cleanup.append(bob)
+    bob.ask("join", {"ns": NS, "room": ROOM})
+    wait_for(lambda: alice.client._session.session_id is not None, 5)
+
+    send_both(bob, 0, 5, "alice")
+    wait_for(lambda: len(alice.received) == 10, 10)
+
+    relay.backend = b.port  # the next connection lands on B
+    relay.drop()
+    wait_for(lambda: not alice.client.connected, 5)
+    send_both(bob, 5, 10, "alice")  # sent while alice is away
+    wait_for(lambda: len(alice.opens) == 2, 15)
+    assert alice.opens[1]["recovered"] is True
+    assert alice.client.recovered is True
+    send_both(bob, 15, 5, "alice")  # live again, now on B
+    wait_for(lambda: len(alice.received) >= 40, 15)
+    gevent.sleep(0.5)
+    assert alice.received == expected(0, 20)
+    assert alice.ask("whoami", {})["node"] == "B"
+
+
+def test_past_the_window_the_client_is_not_recovered(redis_server, cleanup):
+    a = node("A", redis_server, max_disconnection=1.0)
+    b = node("B", redis_server, max_disconnection=1.0)
+    cleanup += [a, b]
+    relay = Relay(a.port)
+    cleanup.append(relay)
+    alice = Client(relay.port, "alice")
+    cleanup.append(alice)
+    alice.ask("join", {"ns": NS, "room": ROOM})
+    wait_for(lambda: alice.client._session.session_id is not None, 5)
+    relay.backend = 0  # refused for a while
+    relay.drop()
+    gevent.sleep(3.0)
+    relay.backend = b.port
+    wait_for(lambda: len(alice.opens) == 2, 20)
+    assert alice.opens[1]["recovered"] is False
+    assert alice.client.recovered is False
+
+
+def test_history_trimmed_past_the_position_is_not_recovered(redis_server, cleanup):
+    a = node("A", redis_server, history_size=5)
+    b = node("B", redis_server, history_size=5)
+    cleanup += [a, b]
+    relay = Relay(a.port)
+    cleanup.append(relay)
+    alice = Client(relay.port, "alice")
+    bob = Client(b.port, "bob")
+    cleanup += [alice, bob]
+    alice.ask("join", {"ns": NS, "room": ROOM})
+    wait_for(lambda: alice.client._session.session_id is not None, 5)
+    relay.backend = 0
+    relay.drop()
+    for i in range(300):  # MAXLEN ~ trims by whole macro nodes: send well past it
+        bob.ask("room", {"ns": NS, "room": ROOM, "body": i})
+    relay.backend = b.port
+    wait_for(lambda: len(alice.opens) == 2, 20)
+    assert alice.opens[1]["recovered"] is False
+    assert alice.received == []
+
+
+def test_after_a_redis_restart_the_client_is_not_recovered(redis_server, cleanup):
+    a = node("A", redis_server)
+    b = node("B", redis_server)
+    cleanup += [a, b]
+    relay = Relay(a.port)
+    cleanup.append(relay)
+    alice = Client(relay.port, "alice")
+    bob = Client(b.port, "bob")
+    cleanup += [alice, bob]
+    alice.ask("join", {"ns": NS, "room": ROOM})
+    wait_for(lambda: alice.client._session.session_id is not None, 5)
+    relay.backend = 0
+    relay.drop()
+    redis_server.restart()  # no persistence: every stream and session is gone
+    wait_for(lambda: bob.client.connected, 10)
+    relay.backend = b.port
+    wait_for(lambda: len(alice.opens) == 2, 30)
+    assert alice.opens[1]["recovered"] is False
+
+
+def test_clients_of_a_sigkilled_node_recover_on_another(redis_server, cleanup):
+    a, b = node("A", redis_server), node("B", redis_server)
+    cleanup += [a, b]
+    relay = Relay(a.port)
+    cleanup.append(relay)
+    alice = Client(relay.port, "alice")
+    bob = Client(b.port, "bob")
+    cleanup += [alice, bob]
+    alice.ask("join", {"ns": NS, "room": ROOM})
+    bob.ask("join", {"ns": NS, "room": ROOM})
+    wait_for(lambda: alice.client._session.session_id is not None, 5)
+    send_both(bob, 0, 3, "alice")
+    wait_for(lambda: len(alice.received) == 6, 10)
+    relay.backend = b.port
+    a.signal(signal.SIGKILL)
+    a.wait_exit(10)
+    send_both(bob, 3, 3, "alice")
+    wait_for(lambda: len(alice.opens) == 2, 20)
+    assert alice.opens[1]["recovered"] is True
+    wait_for(lambda: len(alice.received) >= 12, 10)
+    gevent.sleep(0.3)
+    assert alice.received == expected(0, 6)
