@@ -5,7 +5,8 @@
     message, and see their node and latency.
 (b) The browser client (``/ws-connector.js`` served by the adapter, loaded by a test page the
     adapter serves too) against the Python server: acks, ack timeouts, pending feedback, server
-    pushes, heartbeat latency, and reconnection after the server restarts on the same port.
+    pushes, heartbeat latency, and reconnection after the server restarts on the same port (a call
+    made while it is down is queued and delivered).
 
 No browser is downloaded: the driver (tests/cdp.py) starts the system's chromium. In CI
 (``CI=true``) a missing chromium is an error; locally the tests are skipped with the reason.
@@ -242,8 +243,9 @@ def test_browser_client_acks_timeouts_and_reconnection(browser, echo_server):
     assert failed["success"] is False and failed["errorCode"] == "CONNECTION_CLOSED"
     assert time.monotonic() - started < 5
     page.wait_for("count('reconnect') >= 2 && conn.reconnecting()", message="reconnection attempts")
-    down = page.evaluate("conn.emitWithPromise('echo', 'while down')")
-    assert down == {"success": False, "error": "WebSocket is not open", "errorCode": "WS_NOT_OPEN"}
+    # A call made while the server is down waits in the offline queue...
+    page.evaluate("window.whileDown = conn.emitWithPromise('echo', 'while down', {callbackTimeout: 20000}); true")
+    assert page.evaluate("conn.queued") == 1
 
     # ... and comes back on the same port: the client reconnects by itself and works again.
     echo_server.port = port
@@ -251,6 +253,10 @@ def test_browser_client_acks_timeouts_and_reconnection(browser, echo_server):
     page.wait_for("count('open') === 2", timeout=10, message="the reconnection")
     assert page.evaluate("conn.reconnecting()") is False
     wait_for(lambda: echo_server.connections == ["b1", "b1"])
+    # ... and is delivered once it is back (its ack fires), before anything sent after the open.
+    assert page.evaluate("whileDown") == {"success": True, "data": {"echo": "while down"}}
+    assert page.evaluate("conn.queued") == 0
+    assert echo_server.received[-1] == ("echo", "while down")
     assert page.evaluate("conn.emitWithPromise('echo', 'again')") == {"success": True, "data": {"echo": "again"}}
     page.evaluate("conn.manualClose(); true")
     _no_page_errors(page, expected="WebSocket connection to")  # the attempts while the server was down

@@ -201,7 +201,8 @@ def run_scenario(node: str, name: str, server: PythonServer, blackhole: str, bui
 
 SCENARIOS = ["ack", "ack_timeout", "pending", "arguments_and_not_open", "heartbeat", "pong_timeout",
              "server_restart", "repeat_limit", "manual_close", "close_while_connecting", "spoofing",
-             "listeners", "custom_params", "close_codes", "connect_timeout", "binary"]
+             "listeners", "custom_params", "close_codes", "connect_timeout", "binary",
+             "offline_queue", "offline_overflow", "offline_deadline", "offline_gives_up"]
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
@@ -209,7 +210,8 @@ def test_scenario_native_websocket(node_ready: str, server: PythonServer, blackh
     run_scenario(node_ready, name, server, blackhole_url)
 
 
-@pytest.mark.parametrize("name", ["ack", "manual_close", "close_while_connecting", "server_restart", "pong_timeout", "binary"])
+@pytest.mark.parametrize("name", ["ack", "manual_close", "close_while_connecting", "server_restart", "pong_timeout", "binary",
+                                  "offline_queue"])
 def test_scenario_ws_package(node_ready: str, server: PythonServer, blackhole_url: str, name: str) -> None:
     run_scenario(node_ready, name, server, blackhole_url, impl="ws")
 

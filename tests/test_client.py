@@ -717,6 +717,130 @@ def test_repeat_limit_stops_reconnect(raw_server, make_client):
     assert rec.first("repeat-limit") == 0
 
 
+# The offline queue ---------------------------------------------------------------------------
+
+
+def _down(raw_server, make_client, **kwargs):
+    """A client whose server went away: reconnect attempts keep failing (the queue is on)."""
+    server = raw_server()
+    client = make_client(server.url, auto_reconnect=True, fast_reconnect_interval=0.05, fast_reconnect_threshold=100,
+                         **kwargs)
+    rec = Recorder(client)
+    assert client.wait_connected(5)
+    server.stop()
+    wait_for(lambda: rec.count("reconnect") >= 2, message="reconnect attempts")
+    assert not client.connected
+    return server.port, client, rec
+
+
+def _texts_of(conn):
+    return [t for t in conn.texts if t.startswith("{")]
+
+
+def test_emits_while_the_server_is_down_are_sent_in_order_once_it_is_back(raw_server, make_client):
+    port, client, rec = _down(raw_server, make_client)
+    replies = []
+    assert client.emit("note", 1) is False  # queued, not handed to the socket
+    assert client.emit("say", 2, lambda err, data: replies.append((err, data))) is False
+    promise = client.emit_with_promise("say", 3)
+    assert client.emit("note", 4) is False
+    assert client.queued == 4 and replies == [] and not promise.ready()
+    client.on("open", lambda event: client.emit("note", "after open"))  # emitted after the open
+    server = raw_server(port=port)
+    assert promise.get(timeout=5) == {"success": True, "data": {"echo": 3}}
+    wait_for(lambda: replies == [(None, {"echo": 2})])
+    conn = server.last
+    wait_for(lambda: len(_texts_of(conn)) == 5)
+    assert [(m["event"], m["payload"]) for m in conn.events()] == [
+        ("note", 1), ("say", 2), ("say", 3), ("note", 4), ("note", "after open")]
+    assert client.queued == 0 and client.emit("note", 5) is True
+    assert len(server.conns) == 1  # one connection sent everything
+
+
+def test_a_full_offline_queue_fails_the_new_call(raw_server, make_client, caplog):
+    port, client, rec = _down(raw_server, make_client, offline_queue_size=2)
+    kept = []
+    client.emit("say", "kept 1", lambda err, data: kept.append(data))
+    client.emit("note", "kept 2")
+    errors = []
+    assert client.emit("say", "over", lambda err, data: errors.append((err, data))) is False
+    assert [(err.error_code, data) for err, data in errors] == [("OFFLINE_QUEUE_FULL", None)]  # before emit returned
+    over = client.emit_with_promise("say", "over").get(timeout=0)
+    assert over.success is False and over.error_code == "OFFLINE_QUEUE_FULL"
+    with caplog.at_level("WARNING", logger="crossws_sync.client"):
+        assert client.emit("note", "over") is False and client.emit("note", "over") is False
+    assert len([r for r in caplog.records if "offline queue full" in r.getMessage()]) == 1  # rate-limited
+    assert client.queued == 2
+    server = raw_server(port=port)
+    wait_for(lambda: kept == [{"echo": "kept 1"}])
+    wait_for(lambda: len(_texts_of(server.last)) == 2)
+    client.emit_and_wait("say", "sync")
+    assert [m["payload"] for m in server.last.events()] == ["kept 1", "kept 2", "sync"]
+
+
+def test_a_queued_call_past_its_deadline_times_out_and_is_never_sent(raw_server, make_client):
+    port, client, rec = _down(raw_server, make_client, callback_timeout=0.3)
+    errors = []
+    started = time.monotonic()
+    client.emit("say", "expires", lambda err, data: errors.append((err, data, time.monotonic() - started)),
+                callback_timeout=0.15)
+    client.emit("note", "expires too")  # fire-and-forget: the client's callback_timeout (0.3 s)
+    promise = client.emit_with_promise("say", "kept", callback_timeout=10)
+    assert client.queued == 3
+    wait_for(lambda: errors, message="the queued call's timeout")
+    err, data, elapsed = errors[0]
+    assert err.error_code == "CALLBACK_TIMEOUT" and data is None and 0.14 <= elapsed < 1.0  # server still down
+    wait_for(lambda: client.queued == 1, message="the fire-and-forget emit expiring")
+    server = raw_server(port=port)
+    assert promise.get(timeout=5).data == {"echo": "kept"}
+    client.emit_and_wait("say", "sync")
+    assert [m["payload"] for m in server.last.events()] == ["kept", "sync"]  # the expired ones never arrived
+    assert len(errors) == 1
+
+
+def test_manual_close_fails_the_queued_calls(raw_server, make_client):
+    port, client, rec = _down(raw_server, make_client)
+    errors = []
+    client.emit("say", "queued", lambda err, data: errors.append(err))
+    promise = client.emit_with_promise("say", "queued")
+    client.emit("note", "queued")
+    client.manual_close()
+    result = promise.get(timeout=0)  # at once
+    assert result.success is False and result.error_code == "OFFLINE_QUEUE_DROPPED"
+    assert result.error.startswith("Not sent, the offline queue was dropped (manual close): ")
+    wait_for(lambda: errors)
+    assert [e.error_code for e in errors] == ["OFFLINE_QUEUE_DROPPED"] and client.queued == 0
+    # After manual_close nothing is coming: WS_NOT_OPEN at once, as before the queue existed.
+    assert client.emit_and_wait("say", "after").error_code == "WS_NOT_OPEN"
+    server = raw_server(port=port)
+    client.connect()
+    assert client.emit_and_wait("say", "reopened").data == {"echo": "reopened"}
+    assert [m["payload"] for m in server.last.events()] == ["reopened"]
+
+
+def test_repeat_limit_fails_the_queued_calls(make_client):
+    client = make_client("ws://127.0.0.1:%d" % free_port(), repeat_limit=1, fast_reconnect_interval=0.1)
+    rec = Recorder(client)
+    result = client.emit_and_wait("say", "never")  # queued while the attempts run
+    assert result.error_code == "OFFLINE_QUEUE_DROPPED" and "repeat limit" in result.error
+    assert rec.names() == ["error", "reconnect", "error", "repeat-limit", "close"]
+    assert client.emit_and_wait("say", "late").error_code == "WS_NOT_OPEN"
+
+
+def test_offline_queue_size_zero_fails_at_once_with_ws_not_open(raw_server, make_client):
+    port, client, rec = _down(raw_server, make_client, offline_queue_size=0)
+    calls = []
+    assert client.emit("say", 1, lambda err, data: calls.append((err, data))) is False
+    assert calls == [({"error": "WebSocket is not open", "error_code": "WS_NOT_OPEN"}, None)]
+    started = time.monotonic()
+    assert client.emit_and_wait("say", 2).error_code == "WS_NOT_OPEN" and time.monotonic() - started < 0.1
+    assert client.emit("note", 3) is False and client.queued == 0
+    server = raw_server(port=port)
+    assert client.wait_connected(5)
+    client.emit_and_wait("say", "sync")
+    assert [m["payload"] for m in server.last.events()] == ["sync"]
+
+
 # TLS ---------------------------------------------------------------------------------------
 
 

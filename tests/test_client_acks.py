@@ -1,10 +1,12 @@
 """crossws_sync.client.acks: pending acks settle exactly once (reply, timeout, closed connection),
 ``on_pending`` fires once when the reply is slow; small intervals, no server."""
+import time
+
 import gevent
 import gevent.event
 import pytest
 
-from crossws_sync.client.acks import CALLBACK_TIMEOUT, CONNECTION_CLOSED, Acks, PendingAck
+from crossws_sync.client.acks import CALLBACK_TIMEOUT, CONNECTION_CLOSED, OFFLINE_QUEUE_DROPPED, Acks, PendingAck
 from crossws_sync.client.queue import EventQueue
 from crossws_sync.errors import ConfigError
 from support import wait_for
@@ -94,6 +96,37 @@ def test_fail_all_fails_every_entry_with_connection_closed_once():
     assert result.error_code == CONNECTION_CLOSED and result.error == "Connection closed before the reply: p1"
     gevent.sleep(0.15)  # timers closed: no CALLBACK_TIMEOUT afterwards
     assert [err.error_code for err, _ in callback.args] == [CONNECTION_CLOSED]
+
+
+def test_move_keeps_the_deadline_counted_from_the_register():
+    acks, queued, conn_pending, promise = make(), {}, {}, gevent.event.AsyncResult()
+    acks.register(queued, PendingAck("p1", None, promise), None, 0.2, 1.0)
+    started = time.monotonic()
+    gevent.sleep(0.1)
+    acks.move(queued["p1"], conn_pending)
+    assert queued == {} and list(conn_pending) == ["p1"]
+    assert promise.get(timeout=1).error_code == CALLBACK_TIMEOUT and conn_pending == {}
+    assert 0.15 < time.monotonic() - started < 0.3  # one deadline, not restarted by the move
+
+
+def test_discard_stops_a_queued_fire_and_forget_without_settling():
+    acks, queued, callback = make(), {}, Calls()
+    entry = PendingAck("queued-1", None, None, b"frame")
+    acks.register(queued, entry, None, 0.05, 1.0)
+    assert not entry.wants_reply
+    acks.discard(entry)
+    assert queued == {} and entry.done and entry.timeout_timer is None
+
+
+def test_fail_all_with_a_code_fails_requests_and_drops_fire_and_forget_entries():
+    acks, queued, callback, promise = make(), {}, Calls(), gevent.event.AsyncResult()
+    acks.register(queued, PendingAck("c1", callback, None), None, 1.0, 1.0)
+    acks.register(queued, PendingAck("queued-1", None, None), None, 1.0, 1.0)
+    acks.register(queued, PendingAck("p1", None, promise), None, 1.0, 1.0)
+    acks.fail_all(queued, OFFLINE_QUEUE_DROPPED, "Not sent: ")
+    assert queued == {} and promise.get(timeout=1).error == "Not sent: p1"
+    wait_for(lambda: callback.args)
+    assert [(err.error_code, err.error) for err, _ in callback.args] == [(OFFLINE_QUEUE_DROPPED, "Not sent: c1")]
 
 
 def test_a_raising_callback_does_not_break_the_others():

@@ -363,13 +363,14 @@ def test_emit_and_wait_right_after_construction_waits_for_the_connection(seeded_
     assert closed.error_code == "WS_NOT_OPEN" and time.monotonic() - started < 0.5
 
 
-def test_emit_and_wait_gives_up_after_connect_timeout_when_nothing_answers(make_client):
+def test_emit_and_wait_gives_up_after_callback_timeout_when_nothing_answers(make_client):
     port = free_port()  # nobody listens: every attempt fails, reconnects keep being scheduled
-    client = make_client("ws://127.0.0.1:%d/" % port, connect_timeout=0.5, fast_reconnect_interval=0.1)
+    client = make_client("ws://127.0.0.1:%d/" % port, fast_reconnect_interval=0.1)
     started = time.monotonic()
-    result = client.emit_and_wait("say", {"msg": "hi"})
-    assert result.error_code == "WS_NOT_OPEN"
-    assert 0.3 < time.monotonic() - started < 3.0
+    result = client.emit_and_wait("say", {"msg": "hi"}, callback_timeout=0.5)  # waits in the offline queue
+    assert result.error_code == "CALLBACK_TIMEOUT"
+    assert 0.45 < time.monotonic() - started < 2.0
+    assert client.queued == 0
 
 
 def test_the_client_sends_and_receives_raw_text_and_binary_messages(seeded_adapter, make_client):

@@ -29,8 +29,9 @@ def test_defaults():
 
 
 def test_zero_counts_are_allowed():
-    opts = options(repeat_limit=0, fast_reconnect_threshold=0)
-    assert opts.repeat_limit == 0 and opts.fast_reconnect_threshold == 0
+    opts = options(repeat_limit=0, fast_reconnect_threshold=0, offline_queue_size=0)
+    assert opts.repeat_limit == 0 and opts.fast_reconnect_threshold == 0 and opts.offline_queue_size == 0
+    assert options().offline_queue_size == 1000
 
 
 @pytest.mark.parametrize("name", ["ping_interval", "pong_timeout", "fast_reconnect_interval",
@@ -42,7 +43,7 @@ def test_times_must_be_positive_and_finite(name, value):
         options(**{name: value})
 
 
-@pytest.mark.parametrize("name", ["fast_reconnect_threshold", "repeat_limit"])
+@pytest.mark.parametrize("name", ["fast_reconnect_threshold", "repeat_limit", "offline_queue_size"])
 @pytest.mark.parametrize("value", [-1, 1.5, "2", True])
 def test_counts_must_be_non_negative_integers(name, value):
     with pytest.raises(ConfigError, match="^%s must be a non-negative integer" % name):

@@ -1,13 +1,19 @@
-"""crossws_sync.client.session: reconnect scheduling, manual close, requests while connecting and
-the dispatch of what connections report; no server (a closed port, fake connections)."""
+"""crossws_sync.client.session: reconnect scheduling, manual close, the offline queue (calls while
+connecting) and the dispatch of what connections report; no server (a closed port, fake connections)."""
 import gevent
 import gevent.event
 import pytest
 
-from crossws_sync.client.acks import WS_NOT_OPEN, PendingAck
+from crossws_sync.client.acks import (
+    CALLBACK_TIMEOUT,
+    OFFLINE_QUEUE_DROPPED,
+    OFFLINE_QUEUE_FULL,
+    WS_NOT_OPEN,
+    PendingAck,
+)
 from crossws_sync.client.options import client_options
 from crossws_sync.client.session import MANUAL_CLOSE_CODE, Session
-from crossws_sync.wire.websocket import OPEN
+from crossws_sync.wire.websocket import CONNECTING, OPEN
 from support import free_port, wait_for
 from test_client_options import DEFAULTS
 
@@ -77,31 +83,102 @@ def test_connect_resets_repeat_and_reopens():
     assert session.repeat == 0 and session.conn is not None
 
 
-def test_request_fails_at_once_when_nothing_is_coming():
+def promise_ack(callback_id):
+    return PendingAck(callback_id, None, gevent.event.AsyncResult())
+
+
+def test_send_fails_at_once_when_nothing_is_coming():
     session, _ = make()
-    promise = gevent.event.AsyncResult()
-    session.request(PendingAck("p1", None, promise), b"frame", None, (1.0, 0.1))
-    assert promise.ready() and promise.get().error_code == WS_NOT_OPEN
+    ack, calls = promise_ack("p1"), []
+    assert session.send(b"frame", ack, None, (1.0, 0.1)) is False
+    assert ack.result.ready() and ack.result.get().error_code == WS_NOT_OPEN
+    assert session.send(b"frame", PendingAck("c1", lambda *a: calls.append(a), None), None, (1.0, 0.1)) is False
+    assert [c[0].error_code for c in calls] == [WS_NOT_OPEN]  # called before send returned
+    assert session.send(b"frame", None, None, (1.0, 0.1)) is False and session.offline == {}
 
 
-def test_request_while_connecting_waits_up_to_connect_timeout():
-    session, _ = make(connect_timeout=0.1, fast_reconnect_interval=10)
-    session.open_connection()
-    promise = gevent.event.AsyncResult()
-    session.request(PendingAck("p1", None, promise), b"frame", None, (1.0, 0.1))
-    assert not promise.ready()
-    assert promise.get(timeout=2).error_code == WS_NOT_OPEN
+def test_send_while_connecting_queues_with_its_deadline_counted_from_the_call():
+    session, fired = make(fast_reconnect_interval=10, callback_timeout=0.15)
+    session.open_connection()  # a closed port: fails, then the next attempt waits 10 s
+    ack = promise_ack("p1")
+    assert session.send(b"request", ack, None, (0.1, 0.05)) is False
+    assert session.send(b"note", None, None, (5.0, 0.1)) is False  # fire-and-forget: the client's 0.15
+    assert list(session.offline) == ["p1", "queued-1"] and not ack.result.ready()
+    wait_for(lambda: "reconnect" in names(fired))  # still queued across the failed attempt
+    assert ack.result.get(timeout=2).error_code == CALLBACK_TIMEOUT
+    wait_for(lambda: session.offline == {})  # the fire-and-forget emit expired too
     session.manual_close()
 
 
-def test_request_when_open_is_sent_and_registered():
+def test_send_when_open_is_sent_and_registered():
     session, _ = make()
     conn = session.conn = FakeConn()
-    promise = gevent.event.AsyncResult()
-    session.request(PendingAck("p1", None, promise), b"frame", None, (1.0, 0.1))
+    ack = promise_ack("p1")
+    assert session.send(b"frame", ack, None, (1.0, 0.1)) is True
     assert conn.sent == [b"frame"] and "p1" in conn.pending
     session.conn_text(conn, '{"payload": 5, "callbackId": "p1"}')
-    assert promise.get(timeout=1).data == 5
+    assert ack.result.get(timeout=1).data == 5
+
+
+def test_open_sends_the_queue_in_call_order_before_anything_sent_after_it():
+    session, fired = make()
+    conn = session.conn = FakeConn()
+    conn.state = CONNECTING
+    acks = [promise_ack("p%d" % n) for n in range(3)]
+    session.send(b"0", acks[0], None, (1.0, 0.1))
+    session.send(b"1", None, None, (1.0, 0.1))
+    session.send(b"2", acks[2], None, (1.0, 0.1))
+    assert conn.sent == [] and len(session.offline) == 3
+    conn.state = OPEN
+    session.conn_open(conn)
+    assert session.send(b"after", None, None, (1.0, 0.1)) is False  # queued behind the flush
+    wait_for(lambda: len(conn.sent) == 4)
+    assert conn.sent == [b"0", b"1", b"2", b"after"] and session.offline == {}
+    assert set(conn.pending) == {"p0", "p2"}  # the acks now wait on the connection
+    assert session.send(b"direct", None, None, (1.0, 0.1)) is True and conn.sent[-1] == b"direct"
+    session.conn_text(conn, '{"payload": "ok", "callbackId": "p2"}')
+    assert acks[2].result.get(timeout=1).data == "ok"
+    session.heartbeat.stop()
+
+
+def test_a_full_queue_fails_the_new_call():
+    session, _ = make(offline_queue_size=1)
+    session.conn = FakeConn()
+    session.conn.state = CONNECTING
+    first, second = promise_ack("p1"), promise_ack("p2")
+    session.send(b"1", first, None, (1.0, 0.1))
+    session.send(b"2", second, None, (1.0, 0.1))
+    assert second.result.get(timeout=0).error_code == OFFLINE_QUEUE_FULL and not first.result.ready()
+    assert session.send(b"3", None, None, (1.0, 0.1)) is False and list(session.offline) == ["p1"]
+
+
+def test_size_zero_is_the_old_ws_not_open():
+    session, _ = make(offline_queue_size=0)
+    session.conn = FakeConn()
+    session.conn.state = CONNECTING
+    ack = promise_ack("p1")
+    session.send(b"1", ack, None, (1.0, 0.1))
+    assert ack.result.get(timeout=0).error_code == WS_NOT_OPEN and session.offline == {}
+
+
+def test_the_queue_is_dropped_when_no_attempt_will_come():
+    session, fired = make(repeat_limit=0)
+    session.open_connection()
+    ack = promise_ack("p1")
+    session.send(b"1", ack, None, (5.0, 0.1))
+    assert session.offline
+    result = ack.result.get(timeout=2)
+    assert result.error_code == OFFLINE_QUEUE_DROPPED and "repeat limit" in result.error
+    assert names(fired) == ["error", "repeat-limit", "close"] and session.offline == {}
+
+
+def test_manual_close_drops_the_queue():
+    session, _ = make(fast_reconnect_interval=10)
+    session.open_connection()
+    ack = promise_ack("p1")
+    session.send(b"1", ack, None, (5.0, 0.1))
+    session.manual_close()
+    assert ack.result.get(timeout=0).error_code == OFFLINE_QUEUE_DROPPED and session.offline == {}
 
 
 def test_texts_are_acks_server_events_or_heartbeat_echoes():

@@ -26,7 +26,9 @@ Differences from the original, all deliberate:
   never fire lifecycle listeners;
 * an empty ``url`` raises :class:`~crossws_sync.errors.ConfigError` instead of retrying forever;
 * invalid timeouts raise ``ConfigError`` from ``emit`` and resolve (never raise) the promise;
-* optional automatic reconnection on close (``auto_reconnect``).
+* optional automatic reconnection on close (``auto_reconnect``);
+* an offline queue (``offline_queue_size``): calls made while a connection is on its way are
+  sent in order once it opens, instead of failing with ``WS_NOT_OPEN``.
 """
 from __future__ import annotations
 
@@ -44,11 +46,18 @@ from ..errors import ConfigError
 from ..results import Result
 from ..wire import events, frames
 from ..wire.url import build_connect_url, js_string
-from .acks import CALLBACK_TIMEOUT, CONNECTION_CLOSED, INVALID_ARGUMENT, WS_NOT_OPEN, PendingAck
+from .acks import (
+    CALLBACK_TIMEOUT,
+    CONNECTION_CLOSED,
+    INVALID_ARGUMENT,
+    OFFLINE_QUEUE_DROPPED,
+    OFFLINE_QUEUE_FULL,
+    WS_NOT_OPEN,
+    PendingAck,
+)
 from .connection import MAX_MESSAGE_SIZE  # noqa: F401  (re-exported, as the constants below)
 from .heartbeat import PONG_TIMEOUT_CODE, PONG_TIMEOUT_REASON  # noqa: F401
 from .options import client_options
-from .queue import call_user
 from .session import MANUAL_CLOSE_CODE, MANUAL_CLOSE_REASON, Session  # noqa: F401
 
 logger = logging.getLogger("crossws_sync.client")
@@ -92,6 +101,9 @@ class WebSocketConnector:
             it must be gevent-aware (created after ``monkey.patch_all()`` or by ``gevent.ssl``).
         per_message_deflate: offer permessage-deflate (RFC 7692): ``True`` or a dict of the same
             keys as the server's option (off by default); used when the server agrees.
+        offline_queue_size: how many calls may wait for a connection on its way (connecting, or
+            a reconnect coming); they are sent in call order once it opens. ``0`` turns the
+            queue off: calls fail at once with ``WS_NOT_OPEN`` whenever the socket is not open.
         recover: resume the session after a reconnect when the server has connection state
             recovery on (the server replays what was missed; see :attr:`recovered`). Servers
             without it, ours or the original, are not affected.
@@ -121,6 +133,7 @@ class WebSocketConnector:
         headers: Optional[Union[Mapping[str, str], Iterable[Tuple[str, str]]]] = None,
         ssl_context: Optional[gevent.ssl.SSLContext] = None,
         per_message_deflate: Union[bool, Mapping[str, Any], None] = False,
+        offline_queue_size: int = 1000,
         recover: bool = True,
     ) -> None:
         self._config = client_options(
@@ -129,7 +142,8 @@ class WebSocketConnector:
             reconnect_max_interval=reconnect_max_interval, ping_msg=ping_msg, callback_timeout=callback_timeout,
             repeat_limit=repeat_limit, pending_timeout=pending_timeout, custom_params=custom_params,
             connect_timeout=connect_timeout, auto_reconnect=auto_reconnect, no_reconnect_codes=no_reconnect_codes,
-            headers=headers, ssl_context=ssl_context, per_message_deflate=per_message_deflate)
+            headers=headers, ssl_context=ssl_context, per_message_deflate=per_message_deflate,
+            offline_queue_size=offline_queue_size)
         self._config = replace(self._config, recover=bool(recover))
         self._session = Session(self._config)
         if autoconnect:
@@ -168,6 +182,11 @@ class WebSocketConnector:
     def latency(self) -> Optional[float]:
         """Round-trip time of the last heartbeat in seconds (monotonic clock), ``None`` before one."""
         return self._session.heartbeat.latency
+
+    @property
+    def queued(self) -> int:
+        """Calls waiting in the offline queue for a connection (expired ones have left it)."""
+        return len(self._session.offline)
 
     def reconnecting(self) -> bool:
         """``True`` from the first scheduled reconnect attempt until the next successful open."""
@@ -255,12 +274,19 @@ class WebSocketConnector:
     ) -> bool:
         """Send ``event`` with ``data``; with ``callback``, ask the server for an ack.
 
-        ``callback(err, data)`` is called exactly once: ``(None, payload)`` with the server's
-        reply, or ``(err, None)`` where ``err`` is a :class:`Result` with ``error`` and
-        ``error_code``: ``WS_NOT_OPEN`` (called before ``emit`` returns), ``CALLBACK_TIMEOUT``
-        after ``callback_timeout`` seconds, ``CONNECTION_CLOSED`` as soon as the connection
-        goes away. ``on_pending()`` fires once after ``pending_timeout`` seconds if no reply
-        came yet (only when ``pending_timeout < callback_timeout``).
+        While a connection is on its way (connecting, or a reconnect coming) the call waits in
+        the offline queue and is sent, in call order, once it opens; after :meth:`manual_close`,
+        or when no attempt will come, it fails at once. ``callback(err, data)`` is called
+        exactly once: ``(None, payload)`` with the server's reply, or ``(err, None)`` where
+        ``err`` is a :class:`Result` with ``error`` and ``error_code``: ``WS_NOT_OPEN`` or
+        ``OFFLINE_QUEUE_FULL`` (called before ``emit`` returns), ``CALLBACK_TIMEOUT`` after
+        ``callback_timeout`` seconds counted from the call (queued or not: an expired queued
+        call is never sent), ``CONNECTION_CLOSED`` as soon as the connection it went out on goes
+        away, ``OFFLINE_QUEUE_DROPPED`` when the queue is given up (``manual_close``, the
+        reconnect attempts end). A queued fire-and-forget emit expires unsent after the
+        client's ``callback_timeout``; beyond ``offline_queue_size`` it is dropped (logged).
+        ``on_pending()`` fires once after ``pending_timeout`` seconds if no reply came yet (only
+        when ``pending_timeout < callback_timeout``).
 
         Args:
             event: event name (non-empty string).
@@ -271,7 +297,8 @@ class WebSocketConnector:
             pending_timeout: seconds before ``on_pending`` (default: the client's option).
 
         Returns:
-            Whether the frame was handed to the socket (``False`` when not open).
+            Whether the frame was handed to the socket now: ``False`` when it was queued (see
+            :attr:`queued`) or failed.
 
         Raises:
             TypeError: bad ``event``, ``callback`` or ``on_pending``, or ``data`` not JSON.
@@ -283,17 +310,12 @@ class WebSocketConnector:
         if callback is not None and not callable(callback):
             raise TypeError("callback must be a function")
         timeouts = self._session.acks.timeouts(callback_timeout, on_pending, pending_timeout)
-        conn = self._session.open_conn()
-        if conn is None:
-            if callback is not None:
-                call_user(callback, Result(error="WebSocket is not open", error_code=WS_NOT_OPEN), None)
-            return False
         if callback is None:
-            return conn.send(frames.encode_text(events.encode_event(event, data), mask=True))
+            frame = frames.encode_text(events.encode_event(event, data), mask=True)
+            return self._session.send(frame, None, None, timeouts)
         callback_id = events.new_client_callback_id()
         frame = frames.encode_text(events.encode_request(event, data, callback_id), mask=True)
-        self._session.acks.register(conn.pending, PendingAck(callback_id, callback, None), on_pending, *timeouts)
-        return conn.send(frame)
+        return self._session.send(frame, PendingAck(callback_id, callback, None), on_pending, timeouts)
 
     def emit_with_promise(
         self,
@@ -308,12 +330,15 @@ class WebSocketConnector:
 
         It resolves to a :class:`Result`: ``success=True, data=<reply payload>``, or
         ``success=False`` with ``error`` and ``error_code`` (``WS_NOT_OPEN``,
-        ``CALLBACK_TIMEOUT``, ``CONNECTION_CLOSED``, ``INVALID_ARGUMENT``). Options as in
-        :meth:`emit`. Call ``.get()`` on it to block, or use :meth:`emit_and_wait`.
+        ``OFFLINE_QUEUE_FULL``, ``CALLBACK_TIMEOUT``, ``CONNECTION_CLOSED``,
+        ``OFFLINE_QUEUE_DROPPED``, ``INVALID_ARGUMENT``). Options as in :meth:`emit`. Call
+        ``.get()`` on it to block, or use :meth:`emit_and_wait`.
 
-        While the connector is connecting (a first connection or a scheduled reconnect), the
-        request waits for the connection up to ``connect_timeout`` instead of failing at once
-        with ``WS_NOT_OPEN``; after :meth:`manual_close` (or with no attempt coming) it fails at once.
+        While the connector is connecting (a first connection or a reconnect coming), the
+        request waits in the offline queue instead of failing at once with ``WS_NOT_OPEN``;
+        ``callback_timeout``, counted from the call, bounds the whole wait for the reply. After
+        :meth:`manual_close` (or with no attempt coming, or ``offline_queue_size=0``) it fails
+        at once.
         """
         promise = gevent.event.AsyncResult()
         try:
@@ -327,7 +352,7 @@ class WebSocketConnector:
         except (ConfigError, TypeError, ValueError) as exc:
             promise.set(Result(success=False, error=str(exc), error_code=INVALID_ARGUMENT))
             return promise
-        self._session.request(PendingAck(callback_id, None, promise), frame, on_pending, timeouts)
+        self._session.send(frame, PendingAck(callback_id, None, promise), on_pending, timeouts)
         return promise
 
     def emit_and_wait(
@@ -387,8 +412,8 @@ class WebSocketConnector:
         Stops timers, cancels a connection attempt in flight, closes an open connection with
         4001 ``client manual close`` and fires the local ``close`` event with that code (only
         when a connection was open; a connection already closing, e.g. after a pong timeout,
-        reports its own ``close``). Pending acks fail with ``CONNECTION_CLOSED``. Idempotent,
-        and safe to call from a ``close`` listener.
+        reports its own ``close``). Pending acks fail with ``CONNECTION_CLOSED``, queued calls
+        with ``OFFLINE_QUEUE_DROPPED``. Idempotent, and safe to call from a ``close`` listener.
         """
         self._session.manual_close()
 
@@ -404,6 +429,8 @@ __all__ = [
     "CALLBACK_TIMEOUT",
     "CONNECTION_CLOSED",
     "INVALID_ARGUMENT",
+    "OFFLINE_QUEUE_FULL",
+    "OFFLINE_QUEUE_DROPPED",
     "build_connect_url",  # re-exported from ..wire.url
     "js_string",  # re-exported from ..wire.url
 ]

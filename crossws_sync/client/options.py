@@ -40,6 +40,7 @@ class ClientOptions:
     headers: Tuple[Tuple[str, str], ...]
     per_message_deflate: Optional[DeflateOptions]
     ssl_context: Optional[gevent.ssl.SSLContext]
+    offline_queue_size: int = 1000
     recover: bool = True
 
 
@@ -62,6 +63,7 @@ def client_options(
     headers: Optional[Union[Mapping[str, str], Iterable[Tuple[str, str]]]],
     ssl_context: Optional[gevent.ssl.SSLContext],
     per_message_deflate: Union[bool, Mapping[str, Any], None],
+    offline_queue_size: int = 1000,
 ) -> ClientOptions:
     """Check the constructor's options of :class:`~.connector.WebSocketConnector`.
 
@@ -99,5 +101,6 @@ def client_options(
         headers=header_pairs(headers),
         ssl_context=ssl_context,
         per_message_deflate=options_from(per_message_deflate),
+        offline_queue_size=positive_int("offline_queue_size", offline_queue_size, allow_zero=True),
         ping_interval=_seconds("ping_interval", ping_interval),  # checked last, as before
     )

@@ -3,10 +3,16 @@
 :class:`Session` is the :class:`~.connection.Owner` of the client's connections: it turns
 what they report into lifecycle events, acks and server events, and schedules reconnects
 like the original (``repeat``, ``repeat_limit``, the backoff of :mod:`..core.backoff`).
+
+It also owns the offline queue: calls made while a connection is on its way wait in
+:attr:`Session.offline` (bounded by ``offline_queue_size``, each with its deadline counted from
+the call) and are sent in call order by :meth:`Session.flush_offline` once a connection opens.
 """
 from __future__ import annotations
 
+import itertools
 import logging
+import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import gevent
@@ -19,7 +25,7 @@ from ..wire import events, frames
 from ..wire.positions import FRAME_FIELD, client_position
 from ..wire.recovery import RECOVER_EVENT, RECOVER_PARAM, SESSION_EVENT
 from ..wire.websocket import CLOSING, CONNECTING, OPEN
-from .acks import WS_NOT_OPEN, Acks, PendingAck
+from .acks import OFFLINE_QUEUE_DROPPED, OFFLINE_QUEUE_FULL, WS_NOT_OPEN, Acks, Pending, PendingAck
 from .connection import Connection
 from .heartbeat import Heartbeat
 from .options import ClientOptions
@@ -31,6 +37,8 @@ MANUAL_CLOSE_CODE = 4001
 #: Longest wait for the server's answer to a resuming connection before ``open`` fires anyway.
 RESUME_WAIT = 3.0
 MANUAL_CLOSE_REASON = "client manual close"
+#: At most one warning per this many seconds about fire-and-forget emits dropped by a full queue.
+OVERFLOW_LOG_INTERVAL = 10.0
 
 
 class Session:
@@ -54,6 +62,14 @@ class Session:
         self.opened = gevent.event.Event()
         #: Reconnect attempts since the last successful open.
         self.repeat = 0
+        #: The offline queue: calls waiting for a connection, in call order (a dict ordered by
+        #: insertion, so an entry that expires leaves it in O(1)).
+        self.offline: Pending = {}
+        self._flushing: Optional[Connection] = None  # the open connection the queue is sent on
+        self._deciding: Optional[Connection] = None  # ended; its automatic reconnect is being decided
+        self._queued_ids = itertools.count(1)
+        self._overflow_drops = 0
+        self._overflow_logged_at = float("-inf")
         self._forbid = False  # after manual_close, until connect
         self._reconnect_timer: Optional[gevent.Greenlet] = None
         #: connection state recovery: the server's session id, the last position received in
@@ -91,6 +107,7 @@ class Session:
         self._forbid = True
         self.cancel_reconnect_timer()
         self.heartbeat.stop()
+        self._drop_offline("manual close")
         conn = self.conn
         if conn is not None and conn.state == CLOSING:
             return  # already closing (e.g. pong timeout): its own close event follows
@@ -125,37 +142,108 @@ class Session:
         return "scheduled"
 
     def opening(self) -> bool:
-        """Whether a connection is on its way: connecting now, or a reconnect is scheduled."""
+        """Whether a connection is on its way: connecting now, a reconnect scheduled, or a failed
+        attempt / a close whose automatic reconnect is being decided."""
         if self._forbid:
             return False
         conn = self.conn
-        return (conn is not None and conn.state == CONNECTING) or self._reconnect_timer is not None
+        return ((conn is not None and (conn.state == CONNECTING or conn is self._deciding))
+                or self._reconnect_timer is not None)
 
-    def request(self, ack: PendingAck, frame: bytes, on_pending: Optional[Callable[[], Any]],
-                timeouts: Tuple[float, float]) -> None:
-        """Send a request whose ack is a promise: now if open, once open if a connection is on
-        its way (within ``connect_timeout``), else fail it at once with ``WS_NOT_OPEN``."""
+    # Sending and the offline queue --------------------------------------------------------
+
+    def send(self, frame: bytes, ack: Optional[PendingAck], on_pending: Optional[Callable[[], Any]],
+             timeouts: Tuple[float, float]) -> bool:
+        """Send an event frame (``ack``: its request's ack, ``None`` for fire-and-forget).
+
+        Open (and the offline queue sent): now. A connection on its way: queued, to be sent
+        once open, unless the queue is full (``OFFLINE_QUEUE_FULL`` at once; a fire-and-forget
+        emit is dropped and logged). Nothing coming, or ``offline_queue_size=0`` while not
+        open: ``WS_NOT_OPEN`` at once. ``timeouts`` is ``(ack timeout, pending timeout)``; a
+        queued call keeps them counted from now, a queued fire-and-forget emit expires (never
+        sent) after the client's ``callback_timeout``. A callback failed at once runs before
+        this returns.
+
+        Returns:
+            Whether the frame was handed to the socket now (``False`` when queued or failed).
+        """
         conn = self.open_conn()
-        if conn is not None:
-            self._send_request(conn, ack, frame, on_pending, timeouts)
-        elif self.opening():
-            gevent.spawn(self._send_when_open, ack, frame, on_pending, timeouts)
-        else:
-            ack.result.set(Result(success=False, error="WebSocket is not open", error_code=WS_NOT_OPEN))  # type: ignore[union-attr]
+        if conn is not None and self._flushing is None:
+            if ack is not None:
+                self.acks.register(conn.pending, ack, on_pending, *timeouts)
+            return conn.send(frame)
+        size = self.config.offline_queue_size
+        if size == 0 or (conn is None and not self.opening()):
+            if ack is not None:
+                self.acks.fail(ack, WS_NOT_OPEN, "WebSocket is not open")
+            return False
+        if len(self.offline) >= size:
+            if ack is not None:
+                self.acks.fail(ack, OFFLINE_QUEUE_FULL,
+                               "Offline queue full (%d calls waiting for the connection): not sent" % size)
+            else:
+                self._overflowed()
+            return False
+        if ack is None:
+            ack = PendingAck("queued-%d" % next(self._queued_ids), None, None)
+            timeouts = (self.config.callback_timeout, self.config.pending_timeout)
+        ack.frame = frame
+        self.acks.register(self.offline, ack, on_pending, *timeouts)
+        return False
 
-    def _send_request(self, conn: Connection, ack: PendingAck, frame: bytes,
-                      on_pending: Optional[Callable[[], Any]], timeouts: Tuple[float, float]) -> None:
-        self.acks.register(conn.pending, ack, on_pending, *timeouts)
-        conn.send(frame)
+    def flush_offline(self, conn: Connection) -> None:
+        """Send the offline queue on ``conn``, which just opened (called once per open, from the
+        connection's greenlet, before anything else can be sent on it).
 
-    def _send_when_open(self, ack: PendingAck, frame: bytes, on_pending: Optional[Callable[[], Any]],
-                        timeouts: Tuple[float, float]) -> None:
-        self.opened.wait(self.config.connect_timeout)
-        conn = self.open_conn()
-        if conn is None:
-            ack.result.set(Result(success=False, error="WebSocket is not open", error_code=WS_NOT_OPEN))  # type: ignore[union-attr]
+        The queued frames go out in call order from their own greenlet, so the reader keeps
+        reading acks meanwhile; each ack is registered on ``conn`` first and keeps its deadline.
+        Calls made until the queue is empty join its end, so nothing overtakes it. Expired
+        entries have left the queue already: they are never sent. A frame that must precede
+        the queue (a future connection state recovery) belongs here, before the spawn.
+        """
+        if not self.offline:
             return
-        self._send_request(conn, ack, frame, on_pending, timeouts)
+        logger.debug("sending %d queued calls", len(self.offline))
+        self._flushing = conn
+        gevent.spawn(self._send_queued, conn)
+
+    def _send_queued(self, conn: Connection) -> None:
+        try:
+            # Stops when the connection goes: what is left waits for the next one (or is
+            # dropped when none comes).
+            while self.offline and not conn.detached and conn.state == OPEN:
+                entry = next(iter(self.offline.values()))
+                if entry.wants_reply:
+                    self.acks.move(entry, conn.pending)
+                else:
+                    self.acks.discard(entry)
+                conn.send(entry.frame)
+        finally:
+            if self._flushing is conn:
+                self._flushing = None
+                current = self.open_conn()
+                if current is not None and current is not conn:
+                    self.flush_offline(current)  # calls queued while this one was going away
+
+    def _drop_offline(self, why: str) -> None:
+        """Fail every queued call with ``OFFLINE_QUEUE_DROPPED``: no connection will come."""
+        if not self.offline:
+            return
+        logger.info("dropping %d queued calls (%s): never sent", len(self.offline), why)
+        self.acks.fail_all(self.offline, OFFLINE_QUEUE_DROPPED, "Not sent, the offline queue was dropped (%s): " % why)
+
+    def _drop_offline_if_nothing_comes(self, why: str) -> None:
+        if self.open_conn() is None and not self.opening():
+            self._drop_offline(why)
+
+    def _overflowed(self) -> None:
+        self._overflow_drops += 1
+        now = time.monotonic()
+        if now - self._overflow_logged_at >= OVERFLOW_LOG_INTERVAL:
+            logger.warning("offline queue full (%d calls): dropped %d fire-and-forget emits",
+                           self.config.offline_queue_size, self._overflow_drops)
+            self._overflow_drops = 0
+            self._overflow_logged_at = now
 
     # Connections -------------------------------------------------------------------------
 
@@ -225,6 +313,7 @@ class Session:
 
     def _opened(self, conn: Connection) -> None:
         self.opened.set()
+        self.flush_offline(conn)
         self.fire("open", Result(url=self.config.url, recovered=self.recovered))
         self.queue.post(self._after_open, conn)
         self.heartbeat.start(conn)
@@ -238,16 +327,22 @@ class Session:
         if conn.detached:
             return
         logger.info("connection attempt to %s failed: %s", self.config.url, error)
+        self._deciding = conn  # calls queue meanwhile: a reconnect follows unless a listener stops it
         self.fire("error", Result(error=error, message=str(error), status=getattr(error, "status", None)))
         self.queue.post(self._after_failed_attempt, conn, error)
 
     def _after_failed_attempt(self, conn: Connection, error: Exception) -> None:
         # Runs after the ``error`` listeners: as the original, a failed attempt reconnects by
         # itself; once ``repeat_limit`` is reached the attempt ends with ``close`` 1006.
+        if self._deciding is conn:
+            self._deciding = None
         if conn.detached:
             return
         if self.reconnect() == "limit":
             self.fire("close", Result(code=1006, reason="", was_clean=False, error=error))
+            self._drop_offline("repeat limit reached")
+        else:
+            self._drop_offline_if_nothing_comes("no reconnect")
 
     def conn_closed(self, conn: Connection, code: int, reason: str, was_clean: bool,
                     error: Optional[BaseException]) -> None:
@@ -262,12 +357,20 @@ class Session:
         self.heartbeat.stop()
         self.acks.fail_all(conn.pending)
         self.fire("close", Result(code=code, reason=reason, was_clean=was_clean, error=error))
-        if self.config.auto_reconnect:
-            self.queue.post(self._after_close, conn, code)
+        auto = self.config.auto_reconnect and code not in self.config.no_reconnect_codes
+        if auto:
+            self._deciding = conn
+        self.queue.post(self._after_close, conn, code, auto)
 
-    def _after_close(self, conn: Connection, code: int) -> None:
-        if not conn.detached and not self._forbid and code not in self.config.no_reconnect_codes:
-            self.reconnect()
+    def _after_close(self, conn: Connection, code: int, auto: bool) -> None:
+        # After the close listeners (which may reconnect themselves, the original's pattern).
+        if self._deciding is conn:
+            self._deciding = None
+        if conn.detached:
+            return
+        if auto and not self._forbid and self.reconnect() == "limit":
+            self._drop_offline("repeat limit reached")
+        self._drop_offline_if_nothing_comes("no reconnect after close %d" % code)
 
     def _on_session(self, conn: Connection, payload: Any) -> None:
         if type(payload) is not dict:

@@ -60,8 +60,11 @@ function (findWebSocket) {
     autoReconnect: false,
     noReconnectCodes: [4001, 4010, 4011, 4012],
     autoConnect: true,
+    offlineQueueSize: 1000,
     WebSocket: null
   };
+  // At most one warning per this many ms about fire-and-forget emits dropped by a full queue.
+  var OVERFLOW_LOG_INTERVAL = 10000;
 
   var monotonicNow = typeof performance !== 'undefined' && performance && typeof performance.now === 'function'
     ? function () { return performance.now(); }
@@ -128,6 +131,7 @@ function (findWebSocket) {
     if (options.repeatLimit !== null && options.repeatLimit !== undefined && !isCount(options.repeatLimit)) {
       throw new TypeError('WebSocketConnector: options.repeatLimit must be null or an integer >= 0');
     }
+    if (!isCount(options.offlineQueueSize)) throw new TypeError('WebSocketConnector: options.offlineQueueSize must be an integer >= 0 (0 turns the offline queue off)');
     if (!isCount(options.connectTimeout)) throw new TypeError('WebSocketConnector: options.connectTimeout must be milliseconds >= 0 (0 disables it)');
     if (typeof options.pingMsg !== 'string') throw new TypeError('WebSocketConnector: options.pingMsg must be a string');
     if (!Array.isArray(options.noReconnectCodes)) throw new TypeError('WebSocketConnector: options.noReconnectCodes must be an array of close codes');
@@ -228,6 +232,13 @@ function (findWebSocket) {
     this._lifecycle = new ListenerRegistry();
     this._serverEvents = new ListenerRegistry();
     this._pending = new Map();
+    // The offline queue: calls made while a connection is on its way, in call order.
+    this._offline = new Map();
+    this._queuedCounter = 0;
+    this._deciding = false; // an error or close listener runs before the automatic reconnect
+    this._erroredSocket = null;
+    this._overflowDrops = 0;
+    this._overflowLoggedAt = -Infinity;
     this._callbackIdCounter = 0;
     if (this.options.autoConnect) this.connect();
   }
@@ -283,6 +294,11 @@ function (findWebSocket) {
   /** Whether the socket is open now. */
   Object.defineProperty(proto, 'connected', {
     get: function () { return !!this.ws && this.ws.readyState === OPEN; }
+  });
+
+  /** Calls waiting in the offline queue for a connection (expired ones have left it). */
+  Object.defineProperty(proto, 'queued', {
+    get: function () { return this._offline.size; }
   });
 
   /** readyState of the current socket, CLOSED (3) when there is none. */
@@ -355,21 +371,34 @@ function (findWebSocket) {
   proto._closeLocally = function (code, reason, wasClean) {
     var ws = this._dropSocket(code, reason);
     if (!ws) return;
-    this._emitLifecycle('close', { type: 'close', code: code, reason: reason, wasClean: wasClean, target: ws });
-    this._autoReconnect(code);
+    this._closed({ type: 'close', code: code, reason: reason, wasClean: wasClean, target: ws });
   };
 
-  proto._autoReconnect = function (code) {
+  /** After the socket is dropped: the close event, then the automatic reconnect, if any. */
+  proto._closed = function (event) {
+    var code = event && event.code;
+    // Calls made in close listeners queue when a reconnect follows them.
+    this._deciding = this._willAutoReconnect(code);
+    try {
+      this._emitLifecycle('close', event);
+    } finally {
+      this._deciding = false;
+    }
+    if (this._willAutoReconnect(code)) this.reconnect();
+    this._dropOfflineIfIdle('no reconnect after close ' + code);
+  };
+
+  proto._willAutoReconnect = function (code) {
     var limit = this.options.repeatLimit;
-    if (!this.options.autoReconnect || this.forbidReconnect || this.ws) return;
-    if (this.options.noReconnectCodes.indexOf(code) >= 0) return;
-    if (typeof limit === 'number' && limit <= this.repeat) return;
-    this.reconnect();
+    if (!this.options.autoReconnect || this.forbidReconnect || this.ws) return false;
+    if (this.options.noReconnectCodes.indexOf(code) >= 0) return false;
+    return !(typeof limit === 'number' && limit <= this.repeat);
   };
 
   proto._onOpen = function (event) {
     if (this.connectTimer) clearTimeout(this.connectTimer);
     this.connectTimer = null;
+    this._flushOffline();
     this._emitLifecycle('open', event);
     this.repeat = 0;
     this._heartCheck();
@@ -377,12 +406,19 @@ function (findWebSocket) {
 
   proto._onClose = function (event) {
     this._dropSocket();
-    this._emitLifecycle('close', event);
-    this._autoReconnect(event && event.code);
+    this._closed(event);
   };
 
   proto._onError = function (event) {
-    this._emitLifecycle('error', event);
+    // As the original, an error reconnects; calls made in error listeners queue meanwhile.
+    // The socket will not open any more, even if it still says CONNECTING (Node's WebSocket).
+    this._erroredSocket = this.ws;
+    this._deciding = true;
+    try {
+      this._emitLifecycle('error', event);
+    } finally {
+      this._deciding = false;
+    }
     this.reconnect();
   };
 
@@ -465,6 +501,7 @@ function (findWebSocket) {
     if (this.lockReconnect || this.forbidReconnect) return;
     if (typeof limit === 'number' && limit <= this.repeat) {
       this._emitLifecycle('repeat-limit', limit);
+      this._dropOfflineIfIdle('repeat limit reached');
       return;
     }
     if (this.ws) this._dropSocket(MANUAL_CLOSE_CODE, MANUAL_CLOSE_REASON);
@@ -489,7 +526,7 @@ function (findWebSocket) {
   /**
    * Close for good: no reconnection until connect() is called. Fires the local
    * "close" event with code 4001 when a socket was connecting or open, and fails
-   * pending acks with errorCode CONNECTION_CLOSED.
+   * pending acks with errorCode CONNECTION_CLOSED, queued calls with OFFLINE_QUEUE_DROPPED.
    */
   proto.manualClose = function () {
     this.forbidReconnect = true;
@@ -497,6 +534,7 @@ function (findWebSocket) {
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     this.reconnectTimer = null;
     this._heartReset();
+    this._dropOffline('manual close');
     this._failPending();
     this._closeLocally(MANUAL_CLOSE_CODE, MANUAL_CLOSE_REASON, true);
   };
@@ -557,9 +595,15 @@ function (findWebSocket) {
     return Date.now().toString(36) + '-' + Math.random().toString(36).substring(2, 6) + '-' + this._callbackIdCounter.toString(36);
   };
 
-  proto._register = function (callbackId, kind, fn, timings) {
+  /**
+   * Wait for the ack of callbackId in table (the pending acks, or the offline queue while the
+   * call waits for a connection; it moves between them with its timers running, so its
+   * timeout counts from the call). kind: 'callback', 'promise', or 'none' (a queued
+   * fire-and-forget emit, which its timeout only expires).
+   */
+  proto._register = function (table, callbackId, kind, fn, timings) {
     var self = this;
-    var entry = { kind: kind, fn: fn, timer: null, pendingTimer: null };
+    var entry = { kind: kind, fn: fn, timer: null, pendingTimer: null, table: table, text: null };
     entry.timer = setTimeout(function () {
       var text = kind === 'callback' ? 'Is callback timeout: ' : 'Is promise callback timeout: ';
       self._settle(callbackId, entry, false, { error: text + callbackId, errorCode: 'CALLBACK_TIMEOUT', callbackId: callbackId });
@@ -574,15 +618,17 @@ function (findWebSocket) {
         }
       }, timings.pendingTimeout);
     }
-    this._pending.set(callbackId, entry);
+    table.set(callbackId, entry);
+    return entry;
   };
 
   /** Deliver an ack (ok) or an error to a pending entry, exactly once. */
   proto._settle = function (callbackId, entry, ok, value) {
-    if (this._pending.get(callbackId) !== entry) return;
-    this._pending.delete(callbackId);
+    if (entry.table.get(callbackId) !== entry) return;
+    entry.table.delete(callbackId);
     clearTimeout(entry.timer);
     if (entry.pendingTimer) clearTimeout(entry.pendingTimer);
+    if (entry.kind === 'none') return;
     if (entry.kind === 'promise') {
       entry.fn(ok ? { success: true, data: value } : Object.assign({ success: false }, value));
       return;
@@ -596,28 +642,119 @@ function (findWebSocket) {
   };
 
   proto._failPending = function () {
+    this._failAll(this._pending, 'CONNECTION_CLOSED', 'Connection closed before the reply: ');
+  };
+
+  proto._failAll = function (table, errorCode, message) {
     var self = this;
-    if (!this._pending.size) return;
-    var entries = Array.from(this._pending.entries());
-    entries.forEach(function (item) {
-      self._settle(item[0], item[1], false, {
-        error: 'Connection closed before the reply: ' + item[0],
-        errorCode: 'CONNECTION_CLOSED',
-        callbackId: item[0]
-      });
+    if (!table.size) return;
+    Array.from(table.entries()).forEach(function (item) {
+      self._settle(item[0], item[1], false, { error: message + item[0], errorCode: errorCode, callbackId: item[0] });
     });
   };
 
+  // ---- The offline queue -----------------------------------------------
+
+  /** Whether a connection is on its way: connecting, a reconnect scheduled, or about to be. */
+  proto._opening = function () {
+    if (this.forbidReconnect) return false;
+    var ws = this.ws;
+    return this.lockReconnect || this._deciding || (!!ws && ws.readyState === CONNECTING && ws !== this._erroredSocket);
+  };
+
   /**
-   * Send {"event", "payload"[, "callbackId"]}. With a callback, it is called once
-   * as callback(null, payload) on the ack, or callback({error, errorCode}, null) on
-   * WS_NOT_OPEN, CALLBACK_TIMEOUT or CONNECTION_CLOSED.
+   * Send a frame now when open; queue it while a connection is on its way (unless the queue is
+   * full: OFFLINE_QUEUE_FULL); else fail at once with WS_NOT_OPEN. kind is 'callback',
+   * 'promise' or null (fire-and-forget, which expires after options.callbackTimeout when queued,
+   * or is dropped with a warning when the queue is full). Returns whether it was sent now.
+   */
+  proto._send = function (text, callbackId, kind, fn, timings) {
+    if (this.connected) {
+      if (kind) this._register(this._pending, callbackId, kind, fn, timings);
+      this.ws.send(text);
+      return true;
+    }
+    var size = this.options.offlineQueueSize;
+    var failure = null;
+    if (size === 0 || !this._opening()) {
+      failure = { error: 'WebSocket is not open', errorCode: 'WS_NOT_OPEN' };
+    } else if (this._offline.size >= size) {
+      failure = { error: 'Offline queue full (' + size + ' calls waiting for the connection): not sent', errorCode: 'OFFLINE_QUEUE_FULL' };
+    }
+    if (failure) {
+      if (kind === 'callback') fn(failure, null); // synchronously, before emit() returns
+      else if (kind === 'promise') fn(Object.assign({ success: false }, failure));
+      else if (failure.errorCode === 'OFFLINE_QUEUE_FULL') this._overflowed();
+      return false;
+    }
+    if (!kind) {
+      kind = 'none';
+      callbackId = 'queued-' + (++this._queuedCounter);
+      timings = { callbackTimeout: this.options.callbackTimeout, pendingTimeout: this.options.pendingTimeout, onPending: null };
+    }
+    this._register(this._offline, callbackId, kind, fn, timings).text = text;
+    return false;
+  };
+
+  /**
+   * Send the offline queue on the socket that just opened, in call order, before the open
+   * listeners run (so before anything emitted after the open). Each ack moves to the pending
+   * acks with its deadline kept; expired calls have left the queue already and are never sent.
+   * A frame that must precede the queue (a future connection state recovery) belongs here, first.
+   */
+  proto._flushOffline = function () {
+    var self = this;
+    Array.from(this._offline.entries()).forEach(function (item) {
+      var callbackId = item[0];
+      var entry = item[1];
+      if (!self.connected || self._offline.get(callbackId) !== entry) return;
+      self._offline.delete(callbackId);
+      if (entry.kind === 'none') {
+        clearTimeout(entry.timer);
+      } else {
+        entry.table = self._pending;
+        self._pending.set(callbackId, entry);
+      }
+      self.ws.send(entry.text);
+    });
+  };
+
+  /** Fail every queued call with OFFLINE_QUEUE_DROPPED: no connection will come. */
+  proto._dropOffline = function (why) {
+    this._failAll(this._offline, 'OFFLINE_QUEUE_DROPPED', 'Not sent, the offline queue was dropped (' + why + '): ');
+  };
+
+  proto._dropOfflineIfIdle = function (why) {
+    if (this._offline.size && !this.connected && !this._opening()) this._dropOffline(why);
+  };
+
+  proto._overflowed = function () {
+    var now = monotonicNow();
+    this._overflowDrops += 1;
+    if (now - this._overflowLoggedAt < OVERFLOW_LOG_INTERVAL) return;
+    if (typeof console !== 'undefined' && console && typeof console.warn === 'function') {
+      console.warn('[WebSocketConnector] offline queue full (' + this.options.offlineQueueSize + ' calls): dropped ' +
+        this._overflowDrops + ' fire-and-forget emits');
+    }
+    this._overflowDrops = 0;
+    this._overflowLoggedAt = now;
+  };
+
+  /**
+   * Send {"event", "payload"[, "callbackId"]}. While a connection is on its way (connecting,
+   * or a reconnect coming) the call waits in the offline queue and is sent in call order once
+   * it opens; after manualClose(), or when no attempt will come, it fails at once. With a
+   * callback, it is called once as callback(null, payload) on the ack, or
+   * callback({error, errorCode}, null) on WS_NOT_OPEN or OFFLINE_QUEUE_FULL (synchronously),
+   * CALLBACK_TIMEOUT (callbackTimeout counted from the call, queued or not; an expired queued
+   * call is never sent), CONNECTION_CLOSED or OFFLINE_QUEUE_DROPPED (manualClose, no more
+   * attempts). A queued fire-and-forget emit expires unsent after options.callbackTimeout.
    *
    * @param {string} event non-empty.
    * @param {*} data any JSON value except null/undefined.
    * @param {function} [callback]
    * @param {Object} [options] callbackTimeout, pendingTimeout (ms), onPending().
-   * @returns {boolean} whether the frame was sent.
+   * @returns {boolean} whether the frame was sent now (false when queued, see queued).
    * @throws {TypeError|Error} on a bad event, data, callback or option.
    */
   proto.emit = function (event, data, callback, options) {
@@ -625,16 +762,10 @@ function (findWebSocket) {
     if (data === null || data === undefined) throw new Error('emit: data cannot be null or undefined');
     if (callback != null && typeof callback !== 'function') throw new TypeError('callback must be a function');
     var timings = callback ? ackTimings(this.options, options || {}) : null;
-    if (!this.connected) {
-      if (callback) callback({ error: 'WebSocket is not open', errorCode: 'WS_NOT_OPEN' }, null);
-      return false;
-    }
     var message = { event: event, payload: data };
     var callbackId = callback ? (message.callbackId = this._generateCallbackId()) : null;
     var text = JSON.stringify(message);
-    if (callback) this._register(callbackId, 'callback', callback, timings);
-    this.ws.send(text);
-    return true;
+    return this._send(text, callbackId, callback ? 'callback' : null, callback, timings);
   };
 
   /**
@@ -652,7 +783,7 @@ function (findWebSocket) {
 
   /**
    * Like emit() with a callback, as a Promise that always resolves (never rejects)
-   * to {success: true, data} or {success: false, error, errorCode}.
+   * to {success: true, data} or {success: false, error, errorCode}; queued like emit().
    */
   proto.emitWithPromise = function (event, data, options) {
     var self = this;
@@ -667,9 +798,7 @@ function (findWebSocket) {
       } catch (err) {
         return resolve({ success: false, error: String(err && err.message || err), errorCode: 'INVALID_ARGUMENT' });
       }
-      if (!self.connected) return resolve({ success: false, error: 'WebSocket is not open', errorCode: 'WS_NOT_OPEN' });
-      self._register(callbackId, 'promise', resolve, timings);
-      self.ws.send(text);
+      self._send(text, callbackId, 'promise', resolve, timings);
     });
   };
 

@@ -20,6 +20,26 @@ async function serverLog(ctx, type) {
   return type ? log.filter((entry) => entry.type === type) : log;
 }
 
+/** A connector whose server went away: it keeps reconnecting (autoReconnect), so calls queue. */
+async function serverDown(ctx, options) {
+  const c = ctx.make(Object.assign({}, FAST, { autoReconnect: true, fastReconnectThreshold: 100 }, options));
+  const rec = new Recorder(c, QUIET);
+  await waitFor(() => c.connected, 3000, 'open');
+  await ctx.control.request('stop_server');
+  await waitFor(() => rec.count('reconnect') >= 2, 3000, 'reconnect attempts');
+  assert.equal(c.connected, false);
+  return { c, rec };
+}
+
+/** Payloads of the JSON events the server received since its last connection. */
+async function payloadsSinceLastConnection(ctx) {
+  const log = await serverLog(ctx);
+  let start = 0;
+  log.forEach((entry, index) => { if (entry.type === 'connection') start = index; });
+  return log.slice(start).filter((entry) => entry.type === 'message' && entry.data.startsWith('{'))
+    .map((entry) => JSON.parse(entry.data).payload);
+}
+
 const scenarios = {
   async binary(ctx) {
     const c = ctx.make(FAST);
@@ -210,7 +230,8 @@ const scenarios = {
     await waitFor(() => rec.count('reconnect') >= 2 && recD.count('reconnect') >= 2, 3000, 'reconnect attempts');
     assert.equal(c.reconnecting(), true);
     assert.equal(c.connected, false);
-    assert.deepEqual(await c.emitWithPromise('say', 1), { success: false, error: 'WebSocket is not open', errorCode: 'WS_NOT_OPEN' });
+    const queuedWhileDown = c.emitWithPromise('say', 1); // waits in the offline queue
+    assert.equal(c.queued, 1);
     await ctx.control.request('start_server');
     await waitFor(() => rec.count('open') === 2 && recD.count('open') === 2, 5000, 'both reopened');
     assert.equal(c.reconnecting(), false);
@@ -220,8 +241,105 @@ const scenarios = {
       attempts.forEach((arg, index) => assert.equal(arg.repeat, index + 1));
       assert.ok(attempts.slice(0, 3).every((arg) => arg.timeout === 50), JSON.stringify(attempts));
     }
+    assert.deepEqual(await queuedWhileDown, { success: true, data: { echo: 1 } });
     assert.deepEqual(await c.emitWithPromise('say', 'back'), { success: true, data: { echo: 'back' } });
     assert.deepEqual(await d.emitWithPromise('say', 'back'), { success: true, data: { echo: 'back' } });
+  },
+
+  async offline_queue(ctx) {
+    const { c, rec } = await serverDown(ctx);
+    assert.equal(c.emit('say', 1), false); // queued, not sent
+    const viaCallback = callbackResult(c, 'say', 2);
+    const viaPromise = c.emitWithPromise('say', 3);
+    assert.equal(c.emit('say', 4), false);
+    assert.equal(c.queued, 4);
+    c.on('open', () => c.emit('say', 'after open'));
+    await ctx.control.request('start_server');
+    assert.deepEqual(await viaPromise, { success: true, data: { echo: 3 } });
+    assert.deepEqual(await viaCallback, { err: null, payload: { echo: 2 } });
+    await waitFor(() => rec.count('open') === 2, 3000, 'reopen');
+    assert.equal(c.queued, 0);
+    assert.equal(c.emit('say', 5), true);
+    await c.emitWithPromise('say', 'sync');
+    assert.deepEqual(await payloadsSinceLastConnection(ctx), [1, 2, 3, 4, 'after open', 5, 'sync']);
+  },
+
+  async offline_overflow(ctx) {
+    const { c } = await serverDown(ctx, { offlineQueueSize: 2 });
+    const kept = callbackResult(c, 'say', 'kept 1');
+    c.emit('say', 'kept 2');
+    let overflow = null;
+    assert.equal(c.emit('say', 'over', (err, payload) => { overflow = { err, payload }; }), false);
+    assert.equal(overflow.err.errorCode, 'OFFLINE_QUEUE_FULL', 'called before emit() returned');
+    assert.equal(overflow.payload, null);
+    const viaPromise = await c.emitWithPromise('say', 'over');
+    assert.equal(viaPromise.success, false);
+    assert.equal(viaPromise.errorCode, 'OFFLINE_QUEUE_FULL');
+    const warnings = [];
+    const warn = console.warn;
+    console.warn = (...args) => warnings.push(args.join(' '));
+    try {
+      assert.equal(c.emit('say', 'over'), false);
+      assert.equal(c.emit('say', 'over'), false);
+    } finally {
+      console.warn = warn;
+    }
+    assert.equal(warnings.filter((w) => w.includes('offline queue full')).length, 1, 'rate-limited: ' + warnings);
+    assert.equal(c.queued, 2);
+    await ctx.control.request('start_server');
+    assert.deepEqual((await kept).payload, { echo: 'kept 1' });
+    await c.emitWithPromise('say', 'sync');
+    assert.deepEqual(await payloadsSinceLastConnection(ctx), ['kept 1', 'kept 2', 'sync']);
+  },
+
+  async offline_deadline(ctx) {
+    const { c } = await serverDown(ctx, { callbackTimeout: 300 });
+    const started = performance.now();
+    const expired = callbackResult(c, 'say', 'expires', { callbackTimeout: 150 });
+    c.emit('say', 'expires too'); // fire-and-forget: expires after the client's callbackTimeout
+    const kept = c.emitWithPromise('say', 'kept', { callbackTimeout: 10000 });
+    assert.equal(c.queued, 3);
+    const result = await expired;
+    const elapsed = performance.now() - started;
+    assert.equal(result.err.errorCode, 'CALLBACK_TIMEOUT');
+    assert.ok(elapsed >= 140 && elapsed < 1000, 'timed out after ' + elapsed + ' ms, the server still down');
+    await waitFor(() => c.queued === 1, 3000, 'the fire-and-forget emit expiring');
+    await ctx.control.request('start_server');
+    assert.deepEqual(await kept, { success: true, data: { echo: 'kept' } });
+    await c.emitWithPromise('say', 'sync');
+    assert.deepEqual(await payloadsSinceLastConnection(ctx), ['kept', 'sync'], 'an expired call was sent');
+  },
+
+  async offline_gives_up(ctx) {
+    const { c } = await serverDown(ctx);
+    const viaCallback = callbackResult(c, 'say', 'queued');
+    const viaPromise = c.emitWithPromise('say', 'queued');
+    c.emit('say', 'queued');
+    c.manualClose();
+    const dropped = await viaPromise;
+    assert.equal(dropped.errorCode, 'OFFLINE_QUEUE_DROPPED');
+    assert.match(dropped.error, /^Not sent, the offline queue was dropped \(manual close\): \S+$/);
+    assert.equal((await viaCallback).err.errorCode, 'OFFLINE_QUEUE_DROPPED');
+    assert.equal(c.queued, 0);
+    // After manualClose nothing is coming: WS_NOT_OPEN at once, as before the queue existed.
+    assert.equal((await c.emitWithPromise('say', 'after')).errorCode, 'WS_NOT_OPEN');
+    // offlineQueueSize: 0 is the old behaviour, also while reconnecting.
+    const d = ctx.make(Object.assign({}, FAST, { url: ctx.deadUrl, offlineQueueSize: 0 }));
+    await waitFor(() => d.reconnecting(), 3000, 'reconnecting');
+    const notOpen = await callbackResult(d, 'say', 1);
+    assert.deepEqual(notOpen.err, { error: 'WebSocket is not open', errorCode: 'WS_NOT_OPEN' });
+    assert.equal(d.emit('say', 2), false);
+    assert.equal(d.queued, 0);
+    // The last attempt failing (repeatLimit) drops the queue.
+    const e = ctx.make({ url: ctx.deadUrl, fastReconnectInterval: 40, repeatLimit: 1 });
+    const limited = await e.emitWithPromise('say', 'never', { callbackTimeout: 5000 });
+    assert.equal(limited.errorCode, 'OFFLINE_QUEUE_DROPPED');
+    assert.match(limited.error, /repeat limit reached/);
+    await ctx.control.request('start_server');
+    c.connect();
+    await waitFor(() => c.connected, 3000, 'reopen after connect()');
+    await c.emitWithPromise('say', 'sync');
+    assert.deepEqual(await payloadsSinceLastConnection(ctx), ['sync']);
   },
 
   async repeat_limit(ctx) {
