@@ -22,6 +22,7 @@ from .connection import Connection
 from .heartbeat import Heartbeat
 from .options import ClientOptions
 from .queue import EventQueue
+from .replies import make_reply
 
 logger = logging.getLogger("crossws_sync.client")
 
@@ -248,10 +249,13 @@ class Session:
             self.fire("message", text)
         if self.heartbeat.on_text(conn, text):
             return
-        event, payload, callback_id = events.decode_server_frame(text)
+        event, payload, callback_id, ack_id = events.decode_server_message(text)
         if payload is events.MISSING:
             payload = None
         if callback_id is not None:
             self.acks.resolve(conn.pending, callback_id, payload)
         elif event is not None:
-            self.queue.post(self.server_events.emit, event, payload)
+            if ack_id is None:
+                self.queue.post(self.server_events.emit, event, payload)
+            else:  # a server request: listeners that take a second argument get reply
+                self.queue.post(self.server_events.emit_with_extra, event, make_reply(conn, ack_id), payload)
