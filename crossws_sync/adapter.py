@@ -29,6 +29,7 @@ import gevent
 import gevent.event
 import gevent.lock
 
+from .cluster.asks import Asks, AskSettings
 from .cluster.contracts import RouterSettings
 from .cluster.crossserver import CrossServer
 from .cluster.lifecycle import Lifecycle
@@ -116,6 +117,8 @@ class WebSocketCrossServerAdapter:
         autostart: bool = True,
         per_message_deflate: Union[bool, Dict[str, Any], None] = False,
         connection_state_recovery: Union[None, bool, Dict[str, Any]] = None,
+        max_pending_acks: int = 10000,
+        max_pending_acks_per_socket: int = 100,
     ) -> None:
         check_prefixes(bridge_prefix, ws_prefix)
         self.bridge_prefix = bridge_prefix
@@ -168,6 +171,11 @@ class WebSocketCrossServerAdapter:
             self._service.system_events.on("connection", self._on_connection, "crossws:internal")
         self._runtime = Runtime(self._ensure_started, list(redis_config or []))
         self._local = LocalNode(self._service, self._runtime, local)
+        self._asks = Asks(self._local, self._runtime, AskSettings(
+            max_pending=positive_int("max_pending_acks", max_pending_acks),
+            max_pending_per_socket=positive_int("max_pending_acks_per_socket", max_pending_acks_per_socket)))
+        if self._service is not None:
+            self._service.on_answer = self._asks.answer
         #: the local rooms (the registry behind the room methods)
         self.rooms = self._local.rooms
         self._cross = CrossServer(self._runtime, self._local,
@@ -186,7 +194,8 @@ class WebSocketCrossServerAdapter:
         self._life = Lifecycle(runtime=self._runtime, local=self._local, cross=self._cross, service=self._service,
                                listen=self._listen, server_name=server_name,
                                bus_options=bus_options, router_settings=router_settings, head_guard=head_guard,
-                               static_files=self._static_files, autostart=bool(autostart), recovery=recovery)
+                               static_files=self._static_files, autostart=bool(autostart), recovery=recovery,
+                               on_router=self._asks.attach)
         #: WSGI app that serves WebSocket upgrades on any path (mount it with a dispatcher).
         self.wsgi_app: Optional[_LazyStartMiddleware] = (
             _LazyStartMiddleware(self, WebSocketMiddleware(self._service, None, None, self._static_files))
@@ -289,9 +298,44 @@ class WebSocketCrossServerAdapter:
         """
         return self._local.broadcast(event, data, local_only)
 
-    def to_socket_id(self, socket_id: str, event: str, data: Any = MISSING) -> bool:
-        """Send to one user wherever it is connected. Returns True if delivered locally."""
-        return self._local.to_socket_id(socket_id, event, data)
+    def to_socket_id(self, socket_id: str, event: str, data: Any = MISSING, *,
+                     callback: Optional[Callable[[Result], Any]] = None, timeout: float = 5.0) -> bool:
+        """Send to one user wherever it is connected. Returns True if delivered locally.
+
+        With ``callback``, the client is asked to answer (a server request, see docs/guide.md):
+        ``callback(result)`` is called exactly once, in a greenlet of its own, with
+        ``Result(success=True, data=<answer>)`` or ``Result(success=False, error, error_code)``:
+        ``ACK_TIMEOUT`` after ``timeout`` seconds, ``USER_NOT_FOUND`` (connected nowhere, at
+        once), ``USER_DISCONNECTED`` (the connection closed before it answered, at once),
+        ``TOO_MANY_PENDING_ACKS``, ``REDIS_UNAVAILABLE`` or ``WEBSOCKET_DISABLED``.
+
+        Raises:
+            TypeError: invalid ``socket_id``, ``event`` or ``callback``, or ``data`` not JSON.
+            ConfigError: ``timeout`` is not a positive number of seconds (at most a day).
+        """
+        if callback is None:
+            return self._local.to_socket_id(socket_id, event, data)
+        return self._asks.send_with_callback(socket_id, event, data, callback, timeout)
+
+    def to_socket_id_with_promise(self, socket_id: str, event: str, data: Any = MISSING, *,
+                                  timeout: float = 5.0) -> "gevent.event.AsyncResult":
+        """Like :meth:`to_socket_id` with a callback, returning an ``AsyncResult`` that always
+        resolves to the :class:`Result` (invalid arguments: ``error_code='INVALID_ARGUMENT'``)."""
+        return self._asks.send_with_promise(socket_id, event, data, timeout)
+
+    def to_socket_id_and_wait(self, socket_id: str, event: str, data: Any = MISSING, *, timeout: float = 5.0) -> Result:
+        """Blocking form of :meth:`to_socket_id_with_promise`: return its :class:`Result`."""
+        result: Result = self._asks.send_with_promise(socket_id, event, data, timeout).get()
+        return result
+
+    @property
+    def ack_stats(self) -> Dict[str, int]:
+        """Counters of the server requests (``to_socket_id`` with a callback): sent, answered,
+        timed out, ended by a disconnect, users not found, refused at a bound, ignored answer
+        frames, asked of / forwarded to other nodes, late answers; ``pending`` now."""
+        stats = dict(self._asks.stats)
+        stats["pending"] = self._asks.pending
+        return stats
 
     def to_socket_ids(self, socket_ids: Iterable[str], event: str, data: Any = MISSING) -> int:
         """Send to several users wherever they are. Returns how many were delivered locally."""
@@ -524,6 +568,7 @@ class WebSocketCrossServerAdapter:
 
     def _on_connection_closed(self, conn: WebSocketConnection, code: int, reason: str) -> None:
         self._local.on_connection_closed(conn, code, reason)
+        self._asks.connection_closed(conn)
 
 
 class _LazyStartMiddleware:

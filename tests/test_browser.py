@@ -5,8 +5,8 @@
     message, and see their node and latency.
 (b) The browser client (``/ws-connector.js`` served by the adapter, loaded by a test page the
     adapter serves too) against the Python server: acks, ack timeouts, pending feedback, server
-    pushes, heartbeat latency, and reconnection after the server restarts on the same port (a call
-    made while it is down is queued and delivered).
+    pushes, a server request answered through ``reply``, heartbeat latency, and reconnection
+    after the server restarts on the same port (a call made while it is down is queued and delivered).
 
 No browser is downloaded: the driver (tests/cdp.py) starts the system's chromium. In CI
 (``CI=true``) a missing chromium is an error; locally the tests are skipped with the reason.
@@ -231,6 +231,11 @@ def test_browser_client_acks_timeouts_and_reconnection(browser, echo_server):
     echo_server.adapter.to_socket_id("b1", "pushed", {"x": 1})
     page.wait_for("events.some(e => e.type === 'pushed' && e.payload.x === 1)", message="the server push")
     page.wait_for("events.some(e => e.type === 'pong' && e.latency >= 0)", message="a heartbeat pong")
+
+    # A server request: the page's listener answers through its second argument, reply.
+    page.evaluate("conn.on('confirm', function (payload, reply) { reply({doubled: payload.x * 2}); }); true")
+    assert echo_server.adapter.to_socket_id_and_wait("b1", "confirm", {"x": 21}, timeout=3) == {
+        "success": True, "data": {"doubled": 42}}
 
     # The server goes away: a pending ack fails at once, the client closes and retries...
     page.evaluate("window.pendingAtClose = conn.emitWithPromise('silent', 3, {callbackTimeout: 20000}); true")

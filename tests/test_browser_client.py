@@ -66,6 +66,7 @@ def node_ready() -> str:
 # The server under test: our adapter, with these handlers:
 #   say -> ack {"echo": payload}; twice -> ack {"n": 1} then {"n": 2}; slow -> never acks;
 #   delay -> ack {"delayed": ms} after payload["ms"] ms; kick -> close(payload code, reason);
+# a connection with ?id=<id> is mapped to that user id (for the server requests of "ask");
 # it records {"type": "connection" | "close" | "message", ...} observations.
 # ---------------------------------------------------------------------------------------------
 
@@ -89,6 +90,8 @@ class PythonServer:
         def on_connection(socket: Any, request: Any) -> None:
             parsed = adapter.parse_ws_request_params(request)
             log.append({"type": "connection", "url": request.url, "params": parsed["params"], "path": parsed["path"]})
+            if parsed["params"].get("id"):  # reachable by to_socket_id (the server_request scenario)
+                adapter.set_user_socket(parsed["params"]["id"], socket)
 
         def on_close(socket: Any, request: Any, code: int, reason: str) -> None:
             log.append({"type": "close", "code": code, "reason": reason})
@@ -134,6 +137,11 @@ class PythonServer:
         assert self.adapter is not None
         self.adapter.broadcast(event, data)
 
+    def ask(self, socket_id: str, event: str, data: Any, timeout: float) -> Dict[str, Any]:
+        """A server request to a user; the client's answer (or the failure) as a plain dict."""
+        assert self.adapter is not None
+        return dict(self.adapter.to_socket_id_and_wait(socket_id, event, data, timeout=timeout))
+
 
 @pytest.fixture
 def server() -> Iterator[PythonServer]:
@@ -171,6 +179,7 @@ def run_scenario(node: str, name: str, server: PythonServer, blackhole: str, bui
         "stop_server": lambda args: server.stop(),
         "start_server": lambda args: server.start(),
         "broadcast": lambda args: server.broadcast(args["event"], args["data"]),
+        "ask": lambda args: server.ask(args["id"], args["event"], args["data"], args["timeout"]),
     }
     result: Dict[str, Any] = {}
     output: List[str] = []
@@ -202,7 +211,7 @@ def run_scenario(node: str, name: str, server: PythonServer, blackhole: str, bui
 SCENARIOS = ["ack", "ack_timeout", "pending", "arguments_and_not_open", "heartbeat", "pong_timeout",
              "server_restart", "repeat_limit", "manual_close", "close_while_connecting", "spoofing",
              "listeners", "custom_params", "close_codes", "connect_timeout", "binary",
-             "offline_queue", "offline_overflow", "offline_deadline", "offline_gives_up"]
+             "offline_queue", "offline_overflow", "offline_deadline", "offline_gives_up", "server_request"]
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
@@ -220,6 +229,7 @@ def test_scenario_ws_package(node_ready: str, server: PythonServer, blackhole_ur
 def test_other_builds(node_ready: str, server: PythonServer, blackhole_url: str, build: str) -> None:
     run_scenario(node_ready, "ack", server, blackhole_url, build=build)
     run_scenario(node_ready, "spoofing", server, blackhole_url, build=build)
+    run_scenario(node_ready, "server_request", server, blackhole_url, build=build)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,13 +6,19 @@ import pytest
 from crossws_sync.wire import events as protocol
 from crossws_sync.errors import CrossWSError, ProtocolError
 from crossws_sync.wire.events import (
+    MAX_ACK_ID_LENGTH,
     MAX_CALLBACK_ID_LENGTH,
     MISSING,
     decode_client_frame,
+    decode_client_message,
     decode_server_frame,
+    decode_server_message,
     encode_ack,
+    encode_answer,
     encode_event,
     encode_request,
+    encode_server_request,
+    is_event_text,
     new_client_callback_id,
 )
 
@@ -203,6 +209,59 @@ def test_decode_server_frame_fields():
     assert decode_server_frame('{"event":5,"callbackId":7}') == (None, MISSING, None)
     assert decode_server_frame('{"event":"x","callbackId":""}') == ("x", MISSING, None)
     assert decode_server_frame("{}") == (None, MISSING, None)
+
+
+# Server requests and answers (ours, additive) ------------------------------------------------
+
+
+def test_server_request_is_an_event_frame_with_the_ack_id_last():
+    text = encode_server_request(encode_event("confirm", {"q": "ok?"}), "k3")
+    assert text == '{"event":"confirm","payload":{"q":"ok?"},"ackId":"k3"}'
+    assert encode_server_request(encode_event("ping"), "1") == '{"event":"ping","ackId":"1"}'
+    # What the original client reads: an event (no callbackId, so never taken for an ack).
+    assert decode_server_frame(text) == ("confirm", {"q": "ok?"}, None)
+    assert decode_server_message(text) == ("confirm", {"q": "ok?"}, None, "k3")
+
+
+@pytest.mark.parametrize("text", [None, 1, "", "{}", '{"payload":1}', '["event"]', '{"event":"x"', ' {"event":"x"}'])
+def test_server_request_refuses_what_is_not_an_event_frame(text):
+    assert not is_event_text(text)
+    with pytest.raises(ValueError):
+        encode_server_request(text, "k1")
+
+
+def test_answer_frames():
+    assert encode_answer("k3", {"yes": True}) == '{"ackId":"k3","payload":{"yes":true}}'
+    assert encode_answer("k3") == '{"ackId":"k3"}'
+    assert encode_answer("k3", None) == '{"ackId":"k3","payload":null}'
+    assert decode_client_message(encode_answer("k3", [1, 2])) == (None, [1, 2], "k3")
+    assert decode_client_message('{"ackId":"k3"}') == (None, MISSING, "k3")
+    # An event frame that also carries an ackId is an event: a client cannot ask the server.
+    assert decode_client_message('{"event":"say","payload":1,"ackId":"k3"}') == ("say", 1, None)
+    # The original's frames decode as before.
+    assert decode_client_message(encode_request("say", 1, "c1")) == ("say", 1, "c1")
+
+
+@pytest.mark.parametrize("ack_id_json", ['""', "1", "null", "true", "{}", '["a"]', '"%s"' % ("x" * (MAX_ACK_ID_LENGTH + 1))])
+def test_answer_frames_with_an_invalid_ack_id_are_protocol_errors(ack_id_json):
+    with pytest.raises(ProtocolError):
+        decode_client_message('{"ackId":%s,"payload":1}' % ack_id_json)
+
+
+@pytest.mark.parametrize("text", ['{"event":null,"ackId":"k1"}', '{"event":"","ackId":"k1"}', '{"payload":1}'])
+def test_frames_with_a_bad_event_are_not_answers(text):
+    with pytest.raises(ProtocolError):
+        decode_client_message(text)
+
+
+def test_decode_client_frame_still_refuses_answer_frames():
+    with pytest.raises(ProtocolError):
+        decode_client_frame(encode_answer("k3", 1))
+
+
+@pytest.mark.parametrize("ack_id_json", ['""', "1", "null", '"%s"' % ("x" * 65)])
+def test_decode_server_message_ignores_invalid_ack_ids(ack_id_json):
+    assert decode_server_message('{"event":"x","payload":1,"ackId":%s}' % ack_id_json) == ("x", 1, None, None)
 
 
 # Client callback ids ---------------------------------------------------------------------------

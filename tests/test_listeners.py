@@ -329,3 +329,50 @@ def test_non_callable_listener_raises_type_error(registry, listener):
 
 def test_check_event_name_returns_the_name():
     assert check_event_name("say") == "say"
+
+
+# emit_with_extra (the client's reply argument) ----------------------------------------------------
+
+
+def test_emit_with_extra_gives_the_extra_argument_only_to_listeners_that_take_it(registry):
+    calls = []
+
+    class Handler:
+        def method(self, payload, reply):
+            calls.append(("method", payload, reply))
+
+        def __call__(self, payload):
+            calls.append(("callable", payload))
+
+    registry.on("e", lambda payload: calls.append(("one", payload)))
+    registry.on("e", lambda payload, reply: calls.append(("two", payload, reply)))
+    registry.on("e", lambda payload, reply=None: calls.append(("default", payload, reply)))
+    registry.on("e", lambda *args: calls.append(("star",) + args))
+    registry.on("e", Handler().method)
+    registry.on("e", Handler())
+    registry.on("e", lambda: calls.append(("none",)))  # raises (too many arguments): logged, others run
+    assert registry.emit_with_extra("e", "REPLY", "P") == 4
+    assert calls == [("one", "P"), ("two", "P", "REPLY"), ("default", "P", "REPLY"), ("star", "P", "REPLY"),
+                     ("method", "P", "REPLY"), ("callable", "P")]
+
+
+def test_emit_with_extra_removes_once_listeners_and_returns_zero_without_listeners(registry):
+    calls = []
+    registry.on("e", lambda payload, reply: calls.append(reply), once=True)
+    assert registry.emit_with_extra("e", "R1", 1) == 1
+    assert registry.emit_with_extra("e", "R2", 1) == 0
+    assert calls == ["R1"] and not registry.has("e")
+
+
+def test_positional_capacity():
+    import sys
+
+    from crossws_sync.core.listeners import positional_capacity
+
+    def keyword_only(a, *, b):
+        return a
+
+    assert positional_capacity(lambda a, b: None) == 2
+    assert positional_capacity(keyword_only) == 1
+    assert positional_capacity(lambda *a: None) == sys.maxsize
+    assert positional_capacity(print) in (-1, sys.maxsize)  # no signature, or *args: never breaks

@@ -208,7 +208,10 @@ class WebSocketConnector:
 
         Lifecycle names (:data:`LIFECYCLE_EVENTS`) register a lifecycle listener; any other
         name listens to the server event of that name (``listener(payload)``). To listen to a
-        server event whose name is a lifecycle name, use :meth:`on_server_event`.
+        server event whose name is a lifecycle name, use :meth:`on_server_event`. When the server
+        asks for an answer (a server request), a listener that accepts a second positional
+        argument gets ``reply``: ``reply(data)`` answers once and returns whether it was sent
+        (see :mod:`crossws_sync.client.replies`).
 
         Raises:
             TypeError: ``event`` is not a non-empty string or ``listener`` is not callable.

@@ -30,6 +30,7 @@ from .connection import Connection
 from .heartbeat import Heartbeat
 from .options import ClientOptions
 from .queue import EventQueue
+from .replies import make_reply
 
 logger = logging.getLogger("crossws_sync.client")
 
@@ -412,7 +413,7 @@ class Session:
             self.fire("message", text)
         if self.heartbeat.on_text(conn, text):
             return
-        event, payload, callback_id = events.decode_server_frame(text)
+        event, payload, callback_id, ack_id = events.decode_server_message(text)
         if event is not None and event.startswith("_crossws."):
             if event == SESSION_EVENT:
                 self._on_session(conn, payload)
@@ -424,4 +425,7 @@ class Session:
         if callback_id is not None:
             self.acks.resolve(conn.pending, callback_id, payload)
         elif event is not None:
-            self.queue.post(self.server_events.emit, event, payload)
+            if ack_id is None:
+                self.queue.post(self.server_events.emit, event, payload)
+            else:  # a server request: listeners that take a second argument get reply
+                self.queue.post(self.server_events.emit_with_extra, event, make_reply(conn, ack_id), payload)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import replace
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence
 
 import gevent
 import gevent.event
@@ -27,6 +27,9 @@ from .contracts import RouterSettings
 from .crossserver import CrossServer
 from .local import LocalNode
 from .runtime import Runtime
+
+if TYPE_CHECKING:
+    from .routing import Router
 
 logger = logging.getLogger("crossws_sync.server")
 
@@ -49,12 +52,14 @@ class Lifecycle:
         router_settings: the router's settings, without the resolved name.
         head_guard / static_files: for the standalone listener.
         autostart: start the Redis side at the first turn of the hub.
+        on_router: called with each router this node builds, before it starts (to add handlers).
     """
 
     def __init__(self, *, runtime: Runtime, local: LocalNode, cross: CrossServer, service: Optional[WebSocketService],
                  listen: Any, server_name: Optional[str], bus_options: Dict[str, Any],
                  router_settings: RouterSettings, head_guard: HeadGuard, static_files: Dict[str, Any],
-                 autostart: bool, recovery: Optional[RecoveryOptions] = None) -> None:
+                 autostart: bool, recovery: Optional[RecoveryOptions] = None,
+                 on_router: Optional[Callable[["Router"], None]] = None) -> None:
         self.runtime = runtime
         self.local = local
         self.cross = cross
@@ -70,6 +75,7 @@ class Lifecycle:
         self.static_files = static_files
         self.autostart = autostart
         self.recovery_options = recovery
+        self.on_router = on_router
         self.http_server: Any = None
         self.started = False
         self.closed = False
@@ -128,6 +134,8 @@ class Lifecycle:
         bus = CrossServerBus(server_name=self.server_name, redis_config=self.runtime.redis_config,
                              initial_channels=router.initial_channels(), ws_message_handler=router.on_ws_message,
                              **self.bus_options)
+        if self.on_router is not None:
+            self.on_router(router)
         self.runtime.bus, self.runtime.router = bus, router
         if self.recovery_options is not None:
             self._start_recovery(bus, router, self.recovery_options)

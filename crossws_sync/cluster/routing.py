@@ -85,6 +85,25 @@ class Router:
     def node_channel_of(self, name: str) -> str:
         return self.settings.ws_prefix + RESERVED_NAMESPACE_PREFIX + ".node:" + name
 
+    def add_handlers(self, handlers: Dict[str, Callable[[Dict[str, Any]], None]]) -> None:
+        """Dispatch more message kinds (``"t"``) of the node and cluster channels (the handlers of
+        other parts of the node, such as :mod:`.asks`). A kind already handled is refused.
+
+        Raises:
+            ValueError: a kind that is already handled.
+        """
+        taken = set(handlers) & set(self._handlers)
+        if taken:
+            raise ValueError("message kinds already handled: %s" % ", ".join(sorted(taken)))
+        self._handlers.update(handlers)
+
+    def send_to_node(self, name: str, message: Dict[str, Any]) -> bool:
+        """Publish ``message`` on node ``name``'s own channel, pipelined and not buffered during an
+        outage; returns False when no Redis node could take it."""
+        message["node"] = self.name
+        message["senderServer"] = self.name
+        return self._publish(self.node_channel_of(name), message)
+
     # Lifecycle -----------------------------------------------------------------------------
 
     def initial_channels(self) -> List[str]:

@@ -6,19 +6,39 @@ itself, never a persistent registration of the same function.
 """
 from __future__ import annotations
 
+import inspect
 import logging
+import sys
 from typing import Any, Callable, Dict, Hashable, List, Optional, Set
 
 _SENTINEL: Any = object()
 
 
+def positional_capacity(fn: Callable[..., Any]) -> int:
+    """How many positional arguments ``fn`` accepts: ``sys.maxsize`` with ``*args``, ``-1`` when
+    its signature cannot be read (some builtins)."""
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return -1
+    count = 0
+    for parameter in parameters:
+        if parameter.kind is parameter.VAR_POSITIONAL:
+            return sys.maxsize
+        if parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD):
+            count += 1
+    return count
+
+
 class _Entry:
-    __slots__ = ("fn", "once", "tag")
+    __slots__ = ("fn", "once", "tag", "capacity")
 
     def __init__(self, fn: Callable[..., Any], once: bool, tag: Optional[Hashable]) -> None:
         self.fn = fn
         self.once = once
         self.tag = tag
+        #: positional arguments ``fn`` accepts (read once, at registration; see emit_with_extra)
+        self.capacity = positional_capacity(fn)
 
 
 def check_event_name(event: object) -> str:
@@ -88,22 +108,50 @@ class ListenerRegistry:
         if not entries:
             return 0
         if event in self._once_events:
-            self._once_events.discard(event)
-            kept = [e for e in entries if not e.once]
-            if kept:
-                self._listeners[event] = kept
-            else:
-                del self._listeners[event]
+            self._drop_once(event, entries)
         called = 0
         for entry in entries:
             called += 1
             try:
                 entry.fn(*args)
             except Exception as exc:  # user code: log and keep the others running
-                self._logger.exception("listener for %r raised", event)
-                if self._on_exception is not None:
-                    self._on_exception(event, exc)
+                self._failed(event, exc)
         return called
+
+    def emit_with_extra(self, event: str, extra: Any, *args: Any) -> int:
+        """Like :meth:`emit`, and the listeners that accept one more positional argument than
+        ``args`` are called with ``extra`` after them (a listener taking only ``args`` keeps
+        working). Returns how many listeners got ``extra``."""
+        entries = self._listeners.get(event)
+        if not entries:
+            return 0
+        if event in self._once_events:
+            self._drop_once(event, entries)
+        wanted = len(args) + 1
+        given = 0
+        for entry in entries:
+            try:
+                if entry.capacity >= wanted:
+                    given += 1
+                    entry.fn(*args, extra)
+                else:
+                    entry.fn(*args)
+            except Exception as exc:  # user code: log and keep the others running
+                self._failed(event, exc)
+        return given
+
+    def _drop_once(self, event: str, entries: List[_Entry]) -> None:
+        self._once_events.discard(event)
+        kept = [e for e in entries if not e.once]
+        if kept:
+            self._listeners[event] = kept
+        else:
+            del self._listeners[event]
+
+    def _failed(self, event: str, exc: BaseException) -> None:
+        self._logger.exception("listener for %r raised", event)
+        if self._on_exception is not None:
+            self._on_exception(event, exc)
 
     def clear(self) -> None:
         """Remove every listener."""

@@ -22,7 +22,7 @@ from ..errors import ConfigError, ProtocolError
 from ..wire.handshake import accept_headers, check_request
 from ..core.listeners import ListenerRegistry
 from ..wire.recovery import RECOVER_EVENT, RECOVER_PARAM
-from ..wire.events import MISSING, decode_client_frame, encode_ack, encode_ack_bytes
+from ..wire.events import MISSING, decode_client_message, encode_ack, encode_ack_bytes
 from ..wire.frames import encode_text_bytes
 from ..wire.request import Request
 from ..io.supervisor import supervise
@@ -201,6 +201,9 @@ class WebSocketService(ConnectionHandler):
         self.system_events = ListenerRegistry(logger, self._count_handler_error)
         self.client_events = ListenerRegistry(logger, self._count_handler_error)
         self._on_closed = on_closed
+        #: ``on_answer(conn, ack_id, payload) -> settled``: a client answered a server request
+        #: (``{"ackId","payload"}``, see :mod:`crossws_sync.cluster.asks`); ``None``: ignored
+        self.on_answer: Optional[Callable[[WebSocketConnection, str, Any], bool]] = None
         self._heartbeat_frame = frames.encode_text(settings.heartbeat_str)
         self._limiter = (
             _RateLimiter(settings.max_messages_per_second, settings.rate_limit_burst or max(1, int(settings.max_messages_per_second * 2)))
@@ -384,7 +387,7 @@ class WebSocketService(ConnectionHandler):
             timer.kill(block=False)
         payload = None
         try:
-            event, payload, _ = decode_client_frame(text)
+            event, payload, _ = decode_client_message(text)
         except ProtocolError:
             event = ""
         consumed = event == RECOVER_EVENT
@@ -446,11 +449,17 @@ class WebSocketService(ConnectionHandler):
         if conn.awaiting_recovery is not None and self._recovery_request(conn, text):
             return
         try:
-            event, payload, callback_id = decode_client_frame(text)
+            event, payload, callback_id = decode_client_message(text)
         except ProtocolError as exc:
             self.stats["bad_frames"] += 1
             if _log_budget(conn):
                 logger.warning("bad frame from %r: %s", conn, exc)
+            return
+        if event is None:  # an answer to a server request; callback_id is its ackId
+            on_answer = self.on_answer
+            settled = on_answer is not None and callback_id is not None and on_answer(conn, callback_id, payload)
+            if not settled and _log_budget(conn):
+                logger.info("answer %r from %r matches no request sent on that connection", str(callback_id)[:64], conn)
             return
         callback = _make_ack(conn, callback_id) if callback_id is not None else None
         if self.client_events.emit(event, conn, None if payload is MISSING else payload, callback):

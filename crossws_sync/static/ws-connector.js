@@ -473,8 +473,26 @@ function (findWebSocket) {
       return;
     }
     if (typeof message.event === 'string' && message.event) {
-      this._serverEvents.emit(message.event, [message.payload], this);
+      var args = [message.payload];
+      // A server request (ours): listeners get reply(data) as their second argument.
+      var ackId = message.ackId;
+      if (typeof ackId === 'string' && ackId.length > 0 && ackId.length <= 64) args.push(this._makeReply(ackId));
+      this._serverEvents.emit(message.event, args, this);
     }
+  };
+
+  /** reply(data) for the server request ackId: answers once, on the socket it came on; returns whether it was sent. */
+  proto._makeReply = function (ackId) {
+    var ws = this.ws;
+    var used = false;
+    return function reply(data) {
+      if (used) return false;
+      var text = JSON.stringify(data === undefined ? { ackId: ackId } : { ackId: ackId, payload: data });
+      used = true;
+      if (!ws || ws.readyState !== OPEN) return false;
+      ws.send(text);
+      return true;
+    };
   };
 
   // ---- Reconnection ----------------------------------------------------

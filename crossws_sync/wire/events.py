@@ -8,6 +8,14 @@ Wire format, byte-compatible with ``JSON.stringify`` of the original:
 * server push:     ``{"event":"hello","payload":{"a":1}}``
 * heartbeat:       a text frame equal to the configured heartbeat string (default ``""``).
 
+Two frames of ours, additive (server-to-client requests, see :mod:`crossws_sync.cluster.asks`):
+
+* server request:  ``{"event":"confirm","payload":{...},"ackId":"k3"}``: a server push that wants an
+  answer. It is not a ``callbackId`` frame: the original client takes any server frame with a
+  ``callbackId`` for the ack of one of its own requests and never dispatches it, whereas it
+  dispatches this one as an ordinary event (and never answers).
+* answer:          ``{"ackId":"k3","payload":{...}}`` from the client: no ``event``.
+
 Floats that are NaN or infinite are written as ``null``, as ``JSON.stringify`` does: ``NaN`` and
 ``Infinity`` are not JSON and ``JSON.parse`` rejects them. Every JSON that leaves a node (frames
 to clients, the Python client's frames, bus envelopes in the ``json`` codec) goes through
@@ -45,6 +53,8 @@ MISSING: Any = _Missing()
 
 #: Longest ``callbackId`` the server accepts (as the original: 1..64 characters).
 MAX_CALLBACK_ID_LENGTH = 64
+#: Longest ``ackId`` of an answer frame (the same rule as ``callbackId``).
+MAX_ACK_ID_LENGTH = 64
 
 
 def finite_floats(obj: Any) -> Any:
@@ -156,15 +166,49 @@ def encode_ack_bytes(callback_id: str, payload: Any = MISSING) -> bytes:
     return dumps_bytes({"payload": payload, "callbackId": callback_id})
 
 
-def decode_client_frame(text: str) -> Tuple[str, Any, Optional[str]]:
-    """Parse a client data frame into ``(event, payload, callback_id)``.
+def encode_server_request(text: str, ack_id: str) -> str:
+    """The server request frame: an event frame's text (:func:`encode_event`) with ``"ackId"`` added last.
 
-    ``callback_id`` is ``None`` unless the frame carries a string of 1..64 characters (as the
-    original, any other value makes it a frame without ack). A missing payload is
-    :data:`MISSING`.
+    The event is encoded once (on the node that asks, possibly another one) and the node that
+    holds the connection only appends its own ``ackId``.
 
     Raises:
-        ProtocolError: not JSON, not an object, or ``event`` missing / empty / not a string.
+        ValueError: ``text`` is not the text of an event frame (:func:`is_event_text`).
+    """
+    if not is_event_text(text):
+        raise ValueError("not the text of an event frame")
+    return text[:-1] + ',"ackId":' + dumps(ack_id) + "}"
+
+
+def is_event_text(text: object) -> bool:
+    """Whether ``text`` looks like :func:`encode_event`'s output (a JSON object whose first key is
+    ``event``): checked on what arrives from other nodes before an ``ackId`` is appended."""
+    return type(text) is str and text.startswith('{"event":') and text.endswith("}")
+
+
+def encode_answer(ack_id: str, payload: Any = MISSING) -> str:
+    """Return the text of a client's answer to a server request (``payload`` left out when :data:`MISSING`)."""
+    if payload is MISSING:
+        return dumps({"ackId": ack_id})
+    return dumps({"ackId": ack_id, "payload": payload})
+
+
+def valid_ack_id(ack_id: object) -> bool:
+    """Whether ``ack_id`` is a string of 1..:data:`MAX_ACK_ID_LENGTH` characters."""
+    return type(ack_id) is str and 0 < len(ack_id) <= MAX_ACK_ID_LENGTH
+
+
+def decode_client_message(text: str) -> Tuple[Optional[str], Any, Optional[str]]:
+    """Parse a client data frame: an event (the original's frames) or an answer (ours).
+
+    Returns:
+        ``(event, payload, callback_id)`` for an event frame, as :func:`decode_client_frame`;
+        ``(None, payload, ack_id)`` for an answer frame (an object without ``event`` that has
+        an ``ackId``). A missing payload is :data:`MISSING`.
+
+    Raises:
+        ProtocolError: not JSON, not an object, ``event`` empty / not a string, neither
+            ``event`` nor ``ackId``, or an ``ackId`` that is not a string of 1..64 characters.
     """
     try:
         message = loads(text)
@@ -174,6 +218,11 @@ def decode_client_frame(text: str) -> Tuple[str, Any, Optional[str]]:
         raise ProtocolError("frame is not a JSON object")
     event = message.get("event")
     if type(event) is not str or not event:
+        if event is None and "event" not in message and "ackId" in message:
+            ack_id = message["ackId"]
+            if not valid_ack_id(ack_id):
+                raise ProtocolError("answer frame without a string 'ackId' of 1..%d characters" % MAX_ACK_ID_LENGTH)
+            return None, message.get("payload", MISSING), ack_id
         raise ProtocolError("frame has no non-empty string 'event'")
     callback_id = message.get("callbackId")
     if type(callback_id) is not str or not 0 < len(callback_id) <= MAX_CALLBACK_ID_LENGTH:
@@ -181,25 +230,54 @@ def decode_client_frame(text: str) -> Tuple[str, Any, Optional[str]]:
     return event, message.get("payload", MISSING), callback_id
 
 
-def decode_server_frame(text: str) -> Tuple[Optional[str], Any, Optional[str]]:
-    """Parse a server frame into ``(event, payload, callback_id)`` for the client.
+def decode_client_frame(text: str) -> Tuple[str, Any, Optional[str]]:
+    """Parse a client event frame into ``(event, payload, callback_id)``.
 
-    Returns ``(None, MISSING, None)`` for anything that is not a JSON object (the original
-    client drops such frames silently). ``event`` is ``None`` unless a non-empty string.
+    ``callback_id`` is ``None`` unless the frame carries a string of 1..64 characters (as the
+    original, any other value makes it a frame without ack). A missing payload is
+    :data:`MISSING`.
+
+    Raises:
+        ProtocolError: not JSON, not an object, or ``event`` missing / empty / not a string
+            (an answer frame too: see :func:`decode_client_message`).
+    """
+    event, payload, callback_id = decode_client_message(text)
+    if event is None:
+        raise ProtocolError("frame has no non-empty string 'event'")
+    return event, payload, callback_id
+
+
+def decode_server_message(text: str) -> Tuple[Optional[str], Any, Optional[str], Optional[str]]:
+    """Parse a server frame into ``(event, payload, callback_id, ack_id)`` for the client.
+
+    Returns ``(None, MISSING, None, None)`` for anything that is not a JSON object (the original
+    client drops such frames silently). ``event`` is ``None`` unless a non-empty string;
+    ``ack_id`` (a server request, see :func:`encode_server_request`) is ``None`` unless a
+    string of 1..64 characters.
     """
     try:
         message = loads(text)
     except (ValueError, TypeError):
-        return None, MISSING, None
+        return None, MISSING, None, None
     if type(message) is not dict:
-        return None, MISSING, None
+        return None, MISSING, None, None
     event = message.get("event")
     if type(event) is not str or not event:
         event = None
     callback_id = message.get("callbackId")
     if type(callback_id) is not str or not callback_id:
         callback_id = None
-    return event, message.get("payload", MISSING), callback_id
+    ack_id = message.get("ackId")
+    if not valid_ack_id(ack_id):
+        ack_id = None
+    return event, message.get("payload", MISSING), callback_id, ack_id
+
+
+def decode_server_frame(text: str) -> Tuple[Optional[str], Any, Optional[str]]:
+    """Parse a server frame into ``(event, payload, callback_id)`` (:func:`decode_server_message`
+    without the ``ackId``)."""
+    event, payload, callback_id, _ = decode_server_message(text)
+    return event, payload, callback_id
 
 
 #: The digits of base 36, as JavaScript's ``toString(36)`` writes them.

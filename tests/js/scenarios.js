@@ -518,6 +518,31 @@ const scenarios = {
     assert.equal(c.reconnecting(), false);
   },
 
+  async server_request(ctx) {
+    // The server asks (to_socket_id_and_wait); the listener answers through its second argument.
+    const c = ctx.make(Object.assign({}, FAST, { customParams: { id: 'js1' } }));
+    const replies = [];
+    const plain = [];
+    c.on('confirm', (payload) => plain.push(payload)); // one argument: still called, cannot answer
+    c.on('confirm', (payload, reply) => {
+      replies.push(reply({ sum: payload.a + payload.b }));
+      replies.push(reply('again')); // only the first reply answers
+    });
+    await waitFor(() => c.connected, 3000, 'open');
+    const result = await ctx.control.request('ask', { id: 'js1', event: 'confirm', data: { a: 1, b: 2 }, timeout: 3 });
+    assert.deepEqual(result, { success: true, data: { sum: 3 } });
+    assert.deepEqual(replies, [true, false]);
+    assert.deepEqual(plain, [{ a: 1, b: 2 }]);
+    const frames = (await serverLog(ctx, 'message')).map((entry) => entry.data);
+    assert.ok(frames.some((text) => /^\{"ackId":"[0-9a-z]+","payload":\{"sum":3\}\}$/.test(text)), frames.join(' | '));
+    // No listener takes reply: nothing is answered, the server times out.
+    c.off('confirm');
+    c.on('confirm', (payload) => plain.push(payload));
+    const timedOut = await ctx.control.request('ask', { id: 'js1', event: 'confirm', data: { a: 0, b: 0 }, timeout: 0.3 });
+    assert.equal(timedOut.error_code, 'ACK_TIMEOUT');
+    c.manualClose();
+  },
+
   async connect_timeout(ctx) {
     // blackholeUrl accepts TCP but never answers the HTTP upgrade.
     const c = ctx.make({ url: ctx.blackholeUrl, connectTimeout: 150, repeatLimit: 1, fastReconnectInterval: 30 });
