@@ -231,3 +231,100 @@ def test_clients_of_a_sigkilled_node_recover_on_another(redis_server, cleanup):
     wait_for(lambda: len(alice.received) >= 12, 10)
     gevent.sleep(0.3)
     assert alice.received == expected(0, 6)
+
+
+# In one process: what the application and a hostile client see ------------------------------
+
+from crossws_sync import WebSocketCrossServerAdapter  # noqa: E402
+from rawclient import RawClient  # noqa: E402
+
+
+@pytest.fixture
+def adapters(redis_server) -> Iterator[List[WebSocketCrossServerAdapter]]:
+    made: List[WebSocketCrossServerAdapter] = []
+
+    def make(name: str) -> WebSocketCrossServerAdapter:
+        adapter = WebSocketCrossServerAdapter(
+            server_name=name, ws_options={"host": "127.0.0.1", "port": 0}, redis_config=[redis_server.url],
+            node_heartbeat_interval=0.3, auto_cleanup=True,
+            connection_state_recovery={"max_disconnection": 30.0, "wait_timeout": 1.0})
+        seen: List[Any] = []
+        adapter.seen = seen  # type: ignore[attr-defined]
+
+        def on_connection(socket: Any, request: Any) -> None:
+            seen.append(("recovered", socket.recovered, socket.socket_id))
+            user = adapter.parse_ws_request_params(request)["params"].get("id")
+            if user and not socket.recovered:
+                adapter.set_user_socket(user, socket)
+                adapter.join_room(NS, ROOM, user)
+
+        adapter.on_websocket_event("connection", on_connection)
+        adapter.start()
+        made.append(adapter)
+        return adapter
+
+    yield make  # type: ignore[misc]
+    for adapter in made:
+        adapter.close()
+
+
+def session_of(client: RawClient) -> Dict[str, Any]:
+    message = client.recv_json()
+    assert message["event"] == "_crossws.session", message
+    return message["payload"]
+
+
+def test_the_connection_handler_sees_socket_recovered_and_the_restored_user(adapters):
+    a, b = adapters("A"), adapters("B")
+    first = RawClient(a.port, "/?id=carol")
+    session = session_of(first)
+    assert session["recovered"] is False
+    wait_for(lambda: a.get_cluster_socket_count_in_room(NS, ROOM) == 1)
+    b.broadcast_to_room(NS, ROOM, "chat", "before")
+    before = first.recv_json()
+    assert before["payload"] == "before" and before["_pos"][0] == "r\x1fchat\x1flobby"
+    first.abort()
+    wait_for(lambda: a.get_socket_instance("carol") is None)
+    b.broadcast_to_room(NS, ROOM, "chat", "missed")
+    b.to_socket_id("carol", "dm", "missed dm")
+    second = RawClient(b.port, "/?id=carol&_crossws_recover=1")
+    stream, offset, epoch = before["_pos"]
+    second.send_json({"event": "_crossws.recover", "payload": {"sid": session["sid"], "pos": {stream: [offset, epoch]}}})
+    answer = session_of(second)
+    assert answer["recovered"] is True and answer["sid"] != session["sid"]
+    got = [second.recv_json() for _ in range(2)]
+    assert sorted(m["payload"] for m in got) == ["missed", "missed dm"]
+    wait_for(lambda: ("recovered", True, "carol") in b.seen)
+    assert b.get_socket_instance("carol") is not None
+    assert b.is_joined_room("carol", NS, ROOM)
+    # the old session id was used up
+    third = RawClient(b.port, "/?id=carol&_crossws_recover=1")
+    third.send_json({"event": "_crossws.recover", "payload": {"sid": session["sid"], "pos": {}}})
+    assert session_of(third)["recovered"] is False
+    for client in (second, third):
+        client.close()
+
+
+@pytest.mark.parametrize("request_frame", [
+    None,  # says it resumes but never asks: the handler still runs after wait_timeout
+    '{"event":"_crossws.recover","payload":"nonsense"}',
+    '{"event":"_crossws.recover","payload":{"sid":"%s","pos":{}}}' % ("x" * 22),
+    '{"event":"_crossws.recover","payload":{"sid":"%s","pos":{"u\\u001fsomeone":[0,"abcd1234"]}}}' % ("y" * 22),
+    'not json at all',
+])
+def test_hostile_or_missing_recovery_requests_recover_nothing_and_the_node_serves_on(adapters, request_frame):
+    a = adapters("A")
+    victim = RawClient(a.port, "/?id=victim")
+    session_of(victim)
+    attacker = RawClient(a.port, "/?id=mallory&_crossws_recover=1")
+    if request_frame is not None:
+        attacker.send_text(request_frame)
+    answer = session_of(attacker)
+    assert answer["recovered"] is False
+    wait_for(lambda: ("recovered", False, None) in a.seen)
+    assert a.get_socket_instance("mallory") is not None  # the application mapped it as usual
+    assert a.get_socket_instance("victim") is not None
+    a.to_socket_id("victim", "dm", "still here")
+    assert victim.recv_json()["payload"] == "still here"
+    for client in (victim, attacker):
+        client.close()
