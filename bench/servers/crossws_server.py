@@ -31,11 +31,13 @@ from crossws_sync import WebSocketCrossServerAdapter  # noqa: E402  (the public 
 NAMESPACE = "bench"
 
 
-def build(host: str, port: int, node_index: int, redis_port: int) -> WebSocketCrossServerAdapter:
+def build(host: str, port: int, node_index: int, redis_port: int, recovery: bool = False) -> WebSocketCrossServerAdapter:
     options: Dict[str, Any] = {"ws_options": {"host": host, "port": port}}
     if redis_port:
         options["server_name"] = "n%d" % node_index
         options["redis_config"] = [{"host": "127.0.0.1", "port": redis_port}]
+        if recovery:
+            options["connection_state_recovery"] = {"max_disconnection": 120.0, "history_size": 1000}
     adapter = WebSocketCrossServerAdapter(**options)
 
     def on_connection(socket: Any, request: Any) -> None:
@@ -111,7 +113,7 @@ def main() -> None:
     import crossws_sync
 
     sys.stderr.write("crossws_sync from %s\n" % os.path.dirname(crossws_sync.__file__))
-    adapter = build(args.host, args.port, args.node_index, args.redis_port)
+    adapter = build(args.host, args.port, args.node_index, args.redis_port, args.recovery)
     adapter.serve_forever()
 
 
