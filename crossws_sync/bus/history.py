@@ -7,8 +7,8 @@ key                                             holds
 ==============================================  ===============================================
 ``<ws>_crossws.h:{<stream id>}``                the stream: entry id ``0-<offset>``, fields
                                                 ``d`` (the published body), ``c`` (its channel),
-                                                ``t`` (Redis time, microseconds); ``MAXLEN ~``
-``<ws>_crossws.m:{<stream id>}``                its meta hash: ``e`` epoch, ``r`` Redis run id,
+                                                ``t`` (sender's time, microseconds); ``MAXLEN ~``
+``<ws>_crossws.m:{<stream id>}``                its meta hash: ``v`` ``<epoch>:<Redis run id>``,
                                                 ``s`` last offset
 ``<ws>_crossws.s:<session id>``                 a session hash: ``u`` user id, and the position
                                                 (``offset:epoch``) of each of its streams when
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 import string
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
@@ -48,32 +49,40 @@ logger = logging.getLogger("crossws_sync.bus")
 
 #: Append-and-publish (mode ``a``) or read the top, creating the meta hash (mode ``t``).
 #: KEYS: stream, meta. ARGV: body, 1-based index of the position in it, channel, MAXLEN,
-#: stream TTL (s), meta TTL (s), epoch to use if a new one is needed, (unused), mode.
+#: stream TTL (s), meta TTL (s), epoch to use if a new one is needed, the sender's time
+#: (microseconds, orders a replay across streams), mode. Each ``redis.call`` costs about as much
+#: as the command itself, so the common path makes five: HINCRBY, HGET, XADD, EXPIRE, PUBLISH;
+#: the meta hash's TTL is extended on every 64th append and on every read of the top.
 #: ``__RUN__`` is replaced by the server's run id when the script is loaded, so a script (and
 #: its SHA) loaded on one Redis process can never run on another one.
 SCRIPT = """
 local RUN = '__RUN__'
 local meta = KEYS[2]
-local state = redis.call('HMGET', meta, 'e', 'r', 's')
-local epoch, top = state[1], tonumber(state[3] or '0')
-if (not epoch) or state[2] ~= RUN then
+local append = ARGV[9] == 'a'
+local top = 0
+if append then
+  top = redis.call('HINCRBY', meta, 's', 1)
+end
+local version = redis.call('HGET', meta, 'v')
+local epoch = version and string.sub(version, 1, 8)
+if (not version) or string.sub(version, 10) ~= RUN then
+  -- a new stream, or one written by another Redis process (restart, failover): new epoch
   epoch = ARGV[7]
-  top = 0
+  top = append and 1 or 0
   redis.call('DEL', KEYS[1])
-  redis.call('HSET', meta, 'e', epoch, 'r', RUN, 's', 0)
+  redis.call('HSET', meta, 'v', epoch .. ':' .. RUN, 's', top)
+  redis.call('EXPIRE', meta, ARGV[6])
+elseif (not append) or top % 64 == 0 then
+  redis.call('EXPIRE', meta, ARGV[6])
 end
-redis.call('EXPIRE', meta, ARGV[6])
-if ARGV[9] == 't' then
-  return {top, epoch}
+if not append then
+  return {tonumber(redis.call('HGET', meta, 's')), epoch}
 end
-top = redis.call('HINCRBY', meta, 's', 1)
 local position = string.format('%016d', top) .. ':' .. epoch
 local body = ARGV[1]
 local i = tonumber(ARGV[2])
-body = string.sub(body, 1, i - 1) .. position .. string.sub(body, i + string.len(position))
-local now = redis.call('TIME')
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '0-' .. top, 'd', body, 'c', ARGV[3],
-           't', now[1] .. string.format('%06d', now[2]))
+body = string.sub(body, 1, i - 1) .. position .. string.sub(body, i + 25)
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '0-' .. top, 'd', body, 'c', ARGV[3], 't', ARGV[8])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('PUBLISH', ARGV[3], body)
 return {top, epoch}
@@ -174,7 +183,8 @@ class HistoryStore:
 
     def _eval_args(self, stream: str, mode: str, raw: bytes = b"", index: int = 1, channel: str = "") -> Tuple[Any, ...]:
         return ("EVALSHA", self._sha or "0" * 40, 2, self.stream_key(stream), self.meta_key(stream),
-                raw, index, channel, self.history_size, self.stream_ttl, self.meta_ttl, new_epoch(), "", mode)
+                raw, index, channel, self.history_size, self.stream_ttl, self.meta_ttl, new_epoch(),
+                int(time.time() * 1e6), mode)
 
     def _reload_then(self, args: Tuple[Any, ...], on_lost: Callable[[BaseException], None]) -> None:
         if self._waiting is not None:
