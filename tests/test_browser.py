@@ -172,7 +172,7 @@ class EchoServer:
             self.urls.append(request.url)
             adapter.set_user_socket(user_id, socket)
 
-        def join(socket, payload, callback):
+        def join(socket: Any, payload: Any, callback: Any) -> None:
             adapter.join_room(payload["ns"], payload["room"], socket.socket_id)
             callback(True)
 
@@ -287,7 +287,7 @@ def test_browser_client_acks_timeouts_and_reconnection(browser, echo_server):
 
 
 @pytest.mark.timeout(60)
-def test_browser_client_resumes_its_session_on_another_node(browser, redis_server: RedisProcess):
+def test_browser_client_resumes_its_session_on_another_node(browser: Browser, redis_server: RedisProcess) -> None:
     recovery = {"max_disconnection": 30}
     server = EchoServer(redis_url=redis_server.url, recovery=recovery).start()
     sender = WebSocketCrossServerAdapter(redis_config=[redis_server.url], connection_state_recovery=recovery)
@@ -299,7 +299,8 @@ def test_browser_client_resumes_its_session_on_another_node(browser, redis_serve
             sender.to_socket_id("b1", "dm", i)
 
     def received(kind: str) -> List[Any]:
-        return page.evaluate("events.filter(e => e.type === %s).map(e => e.payload)" % json.dumps(kind))
+        payloads: List[Any] = page.evaluate("events.filter(e => e.type === %s).map(e => e.payload)" % json.dumps(kind))
+        return payloads
 
     try:
         page = browser.new_page("http://127.0.0.1:%d/" % server.port)
