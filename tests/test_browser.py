@@ -7,6 +7,9 @@
     adapter serves too) against the Python server: acks, ack timeouts, pending feedback, server
     pushes, a server request answered through ``reply``, heartbeat latency, and reconnection
     after the server restarts on the same port (a call made while it is down is queued and delivered).
+(c) Connection state recovery: the browser client on node A of a Redis cluster; A stops, another
+    node sends to its room and to its user, node B starts on the same port: the client resumes
+    its session and gets every missed message once, in order.
 
 No browser is downloaded: the driver (tests/cdp.py) starts the system's chromium. In CI
 (``CI=true``) a missing chromium is an error; locally the tests are skipped with the reason.
@@ -17,14 +20,14 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 
 from cdp import Browser, Page, find_chromium
 from crossws_sync import WebSocketCrossServerAdapter
 from demo_process import DemoProcess
-from support import wait_for
+from support import RedisProcess, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -117,15 +120,19 @@ TEST_PAGE = b"""<!doctype html>
 <script src="/ws-connector.js"></script>
 <script>
 window.events = [];
+window.frames = [];
 window.start = function (options) {
   window.conn = new WebSocketConnector(Object.assign({ url: '/ws', customParams: { id: 'b1' } }, options));
   ['open', 'close', 'error', 'reconnect', 'pong'].forEach(function (name) {
     conn.on(name, function (arg) {
-      events.push({ type: name, code: arg && arg.code, repeat: arg && arg.repeat,
+      events.push({ type: name, code: arg && arg.code, repeat: arg && arg.repeat, recovered: arg && arg.recovered,
                     latency: typeof arg === 'number' ? arg : null, at: performance.now() });
     });
   });
-  conn.on('pushed', function (payload) { events.push({ type: 'pushed', payload: payload }); });
+  ['pushed', 'chat', 'dm'].forEach(function (name) {
+    conn.on(name, function (payload) { events.push({ type: name, payload: payload }); });
+  });
+  conn.on('message', function (data) { if (typeof data === 'string') frames.push(data); });
   return true;
 };
 window.count = function (type) { return events.filter(function (e) { return e.type === type; }).length; };
@@ -144,21 +151,30 @@ def _test_page(environ: Dict[str, Any], start_response: Any) -> List[bytes]:
 class EchoServer:
     """An adapter on a fixed port with the handlers the page talks to; restartable on the same port."""
 
-    def __init__(self) -> None:
+    def __init__(self, redis_url: Optional[str] = None, recovery: Optional[Dict[str, Any]] = None) -> None:
         self.port = 0
+        self.redis_url = redis_url
+        self.recovery = recovery
         self.connections: List[str] = []
+        self.urls: List[str] = []
         self.received: List[Any] = []
         self.adapter: Any = None
 
     def start(self) -> "EchoServer":
         adapter = WebSocketCrossServerAdapter(
             ws_options={"host": "127.0.0.1", "port": self.port, "path": "/ws", "app": _test_page},
-            client_js_path="/ws-connector.js", auto_cleanup=True)
+            client_js_path="/ws-connector.js", auto_cleanup=True,
+            redis_config=[self.redis_url] if self.redis_url else None, connection_state_recovery=self.recovery)
 
         def on_connection(socket, request):
             user_id = adapter.parse_ws_request_params(request)["params"].get("id")
             self.connections.append(user_id)
+            self.urls.append(request.url)
             adapter.set_user_socket(user_id, socket)
+
+        def join(socket: Any, payload: Any, callback: Any) -> None:
+            adapter.join_room(payload["ns"], payload["room"], socket.socket_id)
+            callback(True)
 
         def echo(socket, payload, callback):
             self.received.append(("echo", payload))
@@ -175,7 +191,7 @@ class EchoServer:
             gevent.spawn_later(0.3, callback, "late")
 
         adapter.on_websocket_event("connection", on_connection)
-        for name, handler in (("echo", echo), ("silent", silent), ("slow", slow)):
+        for name, handler in (("echo", echo), ("silent", silent), ("slow", slow), ("join", join)):
             adapter.on_websocket_event(name, handler)
         adapter.start()
         self.port = adapter.port
@@ -265,3 +281,56 @@ def test_browser_client_acks_timeouts_and_reconnection(browser, echo_server):
     assert page.evaluate("conn.emitWithPromise('echo', 'again')") == {"success": True, "data": {"echo": "again"}}
     page.evaluate("conn.manualClose(); true")
     _no_page_errors(page, expected="WebSocket connection to")  # the attempts while the server was down
+
+
+# (c) Connection state recovery ------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_browser_client_resumes_its_session_on_another_node(browser: Browser, redis_server: RedisProcess) -> None:
+    recovery = {"max_disconnection": 30}
+    server = EchoServer(redis_url=redis_server.url, recovery=recovery).start()
+    sender = WebSocketCrossServerAdapter(redis_config=[redis_server.url], connection_state_recovery=recovery)
+    sender.start()
+
+    def send(start: int, count: int) -> None:
+        for i in range(start, start + count):
+            sender.broadcast_to_room("chat", "lobby", "chat", i)
+            sender.to_socket_id("b1", "dm", i)
+
+    def received(kind: str) -> List[Any]:
+        payloads: List[Any] = page.evaluate("events.filter(e => e.type === %s).map(e => e.payload)" % json.dumps(kind))
+        return payloads
+
+    try:
+        page = browser.new_page("http://127.0.0.1:%d/" % server.port)
+        options = {"autoReconnect": True, "fastReconnectInterval": 200, "fastReconnectThreshold": 50, "pingInterval": 60000}
+        assert page.evaluate("start(%s)" % json.dumps(options))
+        page.wait_for("count('open') === 1", message="the first open")
+        assert page.evaluate("[events.find(e => e.type === 'open').recovered, conn.recovered]") == [False, False]
+        assert page.evaluate("conn.emitWithPromise('join', {ns: 'chat', room: 'lobby'})") == {"success": True, "data": True}
+        page.wait_for("frames.some(f => f.includes('\"_crossws.session\"'))", message="the session frame")
+        send(0, 3)
+        page.wait_for("count('chat') === 3 && count('dm') === 3", message="live messages")
+
+        # Node A goes away; messages are sent while the client is away; node B takes the port.
+        port = server.port
+        server.stop()
+        page.wait_for("count('close') === 1 && count('reconnect') >= 1", message="close and reconnection attempts")
+        send(3, 4)
+        server.adapter = None
+        server.port = port
+        server.start()
+        page.wait_for("count('open') === 2", timeout=10, message="the reconnection")
+        assert page.evaluate("[events.filter(e => e.type === 'open')[1].recovered, conn.recovered]") == [True, True]
+        assert "_crossws_recover=1" in server.urls[-1] and "_crossws_recover" not in server.urls[0]
+        send(7, 1)
+        page.wait_for("count('chat') === 8 && count('dm') === 8", message="the missed messages, then a live one")
+        assert received("chat") == list(range(8))
+        assert received("dm") == list(range(8))
+        assert page.evaluate("events.filter(e => e.type.startsWith('_crossws')).length") == 0
+        page.evaluate("conn.manualClose(); true")
+        _no_page_errors(page, expected="WebSocket connection to")
+    finally:
+        sender.close()
+        server.stop()

@@ -24,7 +24,7 @@ import gevent
 import pytest
 
 from crossws_sync.adapter import WebSocketCrossServerAdapter
-from support import free_port, repo_root, terminate_process
+from support import RedisProcess, free_port, repo_root, terminate_process
 
 JS_DIR = os.path.join(repo_root(), "tests", "js")
 STATIC_DIR = os.path.join(repo_root(), "crossws_sync", "static")
@@ -66,6 +66,7 @@ def node_ready() -> str:
 # The server under test: our adapter, with these handlers:
 #   say -> ack {"echo": payload}; twice -> ack {"n": 1} then {"n": 2}; slow -> never acks;
 #   delay -> ack {"delayed": ms} after payload["ms"] ms; kick -> close(payload code, reason);
+#   join -> join_room(payload ns, payload room), ack True;
 # a connection with ?id=<id> is mapped to that user id (for the server requests of "ask");
 # it records {"type": "connection" | "close" | "message", ...} observations.
 # ---------------------------------------------------------------------------------------------
@@ -74,17 +75,22 @@ def node_ready() -> str:
 class PythonServer:
     """Our adapter with the test handlers, restartable on the same port."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, redis_url: Optional[str] = None,
+                 recovery: Optional[Dict[str, Any]] = None) -> None:
         self.port = port
+        self.redis_url = redis_url
+        self.recovery = recovery
         self.log: List[Dict[str, Any]] = []
         self.adapter: Optional[WebSocketCrossServerAdapter] = None
+        #: with Redis: a second node, always up, that sends while the first one is away
+        self.sender: Optional[WebSocketCrossServerAdapter] = None
 
     @property
     def url(self) -> str:
         return "ws://127.0.0.1:%d" % self.port
 
     def start(self) -> None:
-        adapter = WebSocketCrossServerAdapter(ws_options={"host": "127.0.0.1", "port": self.port}, heartbeat_str="")
+        adapter = self._adapter(self.port)
         log = self.log
 
         def on_connection(socket: Any, request: Any) -> None:
@@ -119,19 +125,47 @@ class PythonServer:
         def kick(socket: Any, payload: Any, callback: Optional[Callable[[Any], None]]) -> None:
             socket.close(payload["code"], payload["reason"])
 
+        def join(socket: Any, payload: Any, callback: Optional[Callable[[Any], None]]) -> None:
+            adapter.join_room(payload["ns"], payload["room"], socket.socket_id)
+            if callback:
+                callback(True)
+
         adapter.on_websocket_event("connection", on_connection)
         adapter.on_websocket_event("close", on_close)
         adapter.on_websocket_event("message", on_message)
-        for name, handler in (("say", say), ("twice", twice), ("delay", delay), ("kick", kick),
+        for name, handler in (("say", say), ("twice", twice), ("delay", delay), ("kick", kick), ("join", join),
                               ("slow", lambda socket, payload, callback: None)):
             adapter.on_websocket_event(name, handler)
         adapter.start()
         self.adapter = adapter
+        if self.redis_url is not None and self.sender is None:
+            self.sender = self._adapter(free_port())
+            self.sender.start()
+
+    def _adapter(self, port: int) -> WebSocketCrossServerAdapter:
+        if self.redis_url is None:
+            return WebSocketCrossServerAdapter(ws_options={"host": "127.0.0.1", "port": port}, heartbeat_str="")
+        return WebSocketCrossServerAdapter(ws_options={"host": "127.0.0.1", "port": port}, heartbeat_str="",
+                                           redis_config=[self.redis_url], connection_state_recovery=self.recovery)
 
     def stop(self) -> None:
         if self.adapter is not None:
             self.adapter.close()
             self.adapter = None
+
+    def close(self) -> None:
+        """Stop the server and the sender node."""
+        self.stop()
+        if self.sender is not None:
+            self.sender.close()
+            self.sender = None
+
+    def send_from_sender(self, user: str, ns: str, room: str, start: int, count: int) -> None:
+        """From the sender node: "chat" i to the room and "dm" i to the user, for each i."""
+        assert self.sender is not None, "only a server with Redis has a sender node"
+        for i in range(start, start + count):
+            self.sender.broadcast_to_room(ns, room, "chat", i)
+            self.sender.to_socket_id(user, "dm", i)
 
     def broadcast(self, event: str, data: Any) -> None:
         assert self.adapter is not None
@@ -148,7 +182,17 @@ def server() -> Iterator[PythonServer]:
     srv = PythonServer(free_port())
     srv.start()
     yield srv
-    srv.stop()
+    srv.close()
+
+
+@pytest.fixture
+def recovery_server(redis_server: RedisProcess) -> Iterator[PythonServer]:
+    """A server with connection state recovery on one Redis, and a sender node on the same Redis;
+    stop_server/start_server replace the node behind the port by a new one."""
+    srv = PythonServer(free_port(), redis_url=redis_server.url, recovery={"max_disconnection": 30})
+    srv.start()
+    yield srv
+    srv.close()
 
 
 @pytest.fixture
@@ -180,6 +224,8 @@ def run_scenario(node: str, name: str, server: PythonServer, blackhole: str, bui
         "start_server": lambda args: server.start(),
         "broadcast": lambda args: server.broadcast(args["event"], args["data"]),
         "ask": lambda args: server.ask(args["id"], args["event"], args["data"], args["timeout"]),
+        "send_from_sender": lambda args: server.send_from_sender(args["user"], args["ns"], args["room"],
+                                                                 args["start"], args["count"]),
     }
     result: Dict[str, Any] = {}
     output: List[str] = []
@@ -223,6 +269,12 @@ def test_scenario_native_websocket(node_ready: str, server: PythonServer, blackh
                                   "offline_queue"])
 def test_scenario_ws_package(node_ready: str, server: PythonServer, blackhole_url: str, name: str) -> None:
     run_scenario(node_ready, name, server, blackhole_url, impl="ws")
+
+
+@pytest.mark.parametrize("build,impl", [("js", "native"), ("js", "ws"), ("min", "native")])
+def test_recovery_scenario(node_ready: str, recovery_server: PythonServer, blackhole_url: str, build: str,
+                           impl: str) -> None:
+    run_scenario(node_ready, "recovery", recovery_server, blackhole_url, build=build, impl=impl)
 
 
 @pytest.mark.parametrize("build", ["mjs", "min"])

@@ -61,10 +61,20 @@ function (findWebSocket) {
     noReconnectCodes: [4001, 4010, 4011, 4012],
     autoConnect: true,
     offlineQueueSize: 1000,
+    recover: true,
     WebSocket: null
   };
   // At most one warning per this many ms about fire-and-forget emits dropped by a full queue.
   var OVERFLOW_LOG_INTERVAL = 10000;
+  // Connection state recovery (servers with connection_state_recovery on): the frame a resuming
+  // connection sends first, the server's answer, the URL parameter, the position field of frames.
+  var RECOVER_EVENT = '_crossws.recover';
+  var SESSION_EVENT = '_crossws.session';
+  var RECOVER_PARAM = '_crossws_recover';
+  var POSITION_FIELD = '_pos';
+  var INTERNAL_PREFIX = '_crossws.';
+  // Longest wait in ms for the server's answer to a resuming connection before "open" fires anyway.
+  var RESUME_WAIT = 3000;
 
   var monotonicNow = typeof performance !== 'undefined' && performance && typeof performance.now === 'function'
     ? function () { return performance.now(); }
@@ -133,6 +143,7 @@ function (findWebSocket) {
     }
     if (!isCount(options.offlineQueueSize)) throw new TypeError('WebSocketConnector: options.offlineQueueSize must be an integer >= 0 (0 turns the offline queue off)');
     if (!isCount(options.connectTimeout)) throw new TypeError('WebSocketConnector: options.connectTimeout must be milliseconds >= 0 (0 disables it)');
+    if (typeof options.recover !== 'boolean') throw new TypeError('WebSocketConnector: options.recover must be a boolean');
     if (typeof options.pingMsg !== 'string') throw new TypeError('WebSocketConnector: options.pingMsg must be a string');
     if (!Array.isArray(options.noReconnectCodes)) throw new TypeError('WebSocketConnector: options.noReconnectCodes must be an array of close codes');
     if (options.WebSocket !== null && typeof options.WebSocket !== 'function') {
@@ -240,6 +251,15 @@ function (findWebSocket) {
     this._overflowDrops = 0;
     this._overflowLoggedAt = -Infinity;
     this._callbackIdCounter = 0;
+    // Connection state recovery: the server's session id, the last [offset, epoch] received in
+    // each stream, whether the current connection resumed the session, and the socket that is
+    // resuming (open, waiting for the server's answer before "open" fires).
+    this._sessionId = null;
+    this._positions = {};
+    this._recovered = false;
+    this._resuming = null;
+    this._resumeTimer = null;
+    this._resumeEvent = null;
     if (this.options.autoConnect) this.connect();
   }
 
@@ -301,6 +321,15 @@ function (findWebSocket) {
     get: function () { return this._offline.size; }
   });
 
+  /**
+   * Whether the current connection resumed the server session (connection state recovery): every
+   * message missed while away was delivered. False on a first connection and against servers
+   * without recovery.
+   */
+  Object.defineProperty(proto, 'recovered', {
+    get: function () { return this._recovered; }
+  });
+
   /** readyState of the current socket, CLOSED (3) when there is none. */
   Object.defineProperty(proto, 'readyState', {
     get: function () { return this.ws ? this.ws.readyState : CLOSED; }
@@ -326,7 +355,10 @@ function (findWebSocket) {
     var ws;
     try {
       var url = appendParams(resolveUrl(this.options.url), this.options.customParams);
+      var resume = this.options.recover && this._sessionId !== null;
+      if (resume) url += (url.indexOf('?') >= 0 ? '&' : '?') + RECOVER_PARAM + '=1';
       ws = new this.WebSocketImpl(url);
+      this._resuming = resume ? ws : null;
     } catch (err) {
       this._emitLifecycle('error', { type: 'error', message: String(err && err.message || err), error: err });
       this.reconnect();
@@ -350,6 +382,7 @@ function (findWebSocket) {
     var ws = this.ws;
     if (this.connectTimer) clearTimeout(this.connectTimer);
     this.connectTimer = null;
+    this._cancelResume();
     this._heartReset();
     if (ws) {
       this.ws = null;
@@ -396,12 +429,70 @@ function (findWebSocket) {
   };
 
   proto._onOpen = function (event) {
+    var self = this;
+    var ws = this.ws;
     if (this.connectTimer) clearTimeout(this.connectTimer);
     this.connectTimer = null;
+    this._recovered = false;
+    if (ws === this._resuming && this._sessionId !== null) {
+      // Resuming: the request goes first, before the offline queue; "open" fires with the answer.
+      ws.send(JSON.stringify({ event: RECOVER_EVENT, payload: { sid: this._sessionId, pos: this._positions } }));
+      var connectTimeout = this.options.connectTimeout;
+      var wait = connectTimeout > 0 ? Math.min(connectTimeout, RESUME_WAIT) : RESUME_WAIT;
+      this._resumeEvent = event;
+      this._resumeTimer = setTimeout(function () {
+        self._resumeTimer = null;
+        self._resumed(ws, false);
+      }, wait);
+      return;
+    }
+    this._opened(event);
+  };
+
+  /** The server answered a resuming connection (or did not in time): now it opens. */
+  proto._resumed = function (ws, recovered) {
+    if (this.ws !== ws || this._resuming !== ws) return;
+    var event = this._resumeEvent;
+    this._cancelResume();
+    this._recovered = recovered;
+    if (!recovered) this._positions = {};
+    this._opened(event);
+  };
+
+  proto._cancelResume = function () {
+    if (this._resumeTimer) clearTimeout(this._resumeTimer);
+    this._resumeTimer = null;
+    this._resumeEvent = null;
+  };
+
+  proto._opened = function (event) {
+    this._resuming = null;
     this._flushOffline();
+    if (event && typeof event === 'object') {
+      try {
+        event.recovered = this._recovered;
+      } catch (err) { /* a frozen event object */ }
+    }
     this._emitLifecycle('open', event);
     this.repeat = 0;
     this._heartCheck();
+  };
+
+  /** The server's session frame: keep its id; it answers a resuming connection. */
+  proto._onSession = function (payload) {
+    if (!payload || typeof payload !== 'object' || Array.isArray(payload)) return;
+    if (typeof payload.sid === 'string' && payload.sid) this._sessionId = payload.sid;
+    if (this._resumeTimer && this.ws === this._resuming) this._resumed(this.ws, payload.recovered === true);
+  };
+
+  /** Keep the last [offset, epoch] received in the stream of a recoverable frame. */
+  proto._notePosition = function (position) {
+    if (!Array.isArray(position) || position.length !== 3) return;
+    var stream = position[0];
+    var offset = position[1];
+    var epoch = position[2];
+    if (typeof stream !== 'string' || typeof epoch !== 'string' || typeof offset !== 'number' || Math.floor(offset) !== offset) return;
+    this._positions[stream] = [offset, epoch];
   };
 
   proto._onClose = function (event) {
@@ -466,6 +557,12 @@ function (findWebSocket) {
       return;
     }
     if (!message || typeof message !== 'object' || Array.isArray(message)) return;
+    if (typeof message.event === 'string' && message.event.indexOf(INTERNAL_PREFIX) === 0) {
+      // The library's own frames: never dispatched to listeners.
+      if (message.event === SESSION_EVENT) this._onSession(message.payload);
+      return;
+    }
+    if (Object.prototype.hasOwnProperty.call(message, POSITION_FIELD)) this._notePosition(message[POSITION_FIELD]);
     if (message.callbackId) {
       // An ack: never dispatched as an event, unknown or late ids are ignored.
       var entry = typeof message.callbackId === 'string' ? this._pending.get(message.callbackId) : undefined;
@@ -677,7 +774,8 @@ function (findWebSocket) {
   proto._opening = function () {
     if (this.forbidReconnect) return false;
     var ws = this.ws;
-    return this.lockReconnect || this._deciding || (!!ws && ws.readyState === CONNECTING && ws !== this._erroredSocket);
+    return this.lockReconnect || this._deciding || !!this._resumeTimer ||
+      (!!ws && ws.readyState === CONNECTING && ws !== this._erroredSocket);
   };
 
   /**
@@ -687,7 +785,7 @@ function (findWebSocket) {
    * or is dropped with a warning when the queue is full). Returns whether it was sent now.
    */
   proto._send = function (text, callbackId, kind, fn, timings) {
-    if (this.connected) {
+    if (this.connected && !this._resumeTimer) {
       if (kind) this._register(this._pending, callbackId, kind, fn, timings);
       this.ws.send(text);
       return true;
@@ -718,7 +816,7 @@ function (findWebSocket) {
    * Send the offline queue on the socket that just opened, in call order, before the open
    * listeners run (so before anything emitted after the open). Each ack moves to the pending
    * acks with its deadline kept; expired calls have left the queue already and are never sent.
-   * A frame that must precede the queue (a future connection state recovery) belongs here, first.
+   * The recovery request of a resuming connection precedes it (see _onOpen).
    */
   proto._flushOffline = function () {
     var self = this;

@@ -13,7 +13,7 @@ async function main() {
   const control = new Control();
   const made = [];
   const ctx = {
-    W, url, deadUrl, blackholeUrl, control,
+    W, Impl, url, deadUrl, blackholeUrl, control,
     make(options) {
       const connector = new W(Object.assign({ url, WebSocket: Impl }, options));
       made.push(connector);

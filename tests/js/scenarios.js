@@ -518,6 +518,83 @@ const scenarios = {
     assert.equal(c.reconnecting(), false);
   },
 
+  async recovery(ctx) {
+    // A server with connection state recovery: node A is stopped, a sender node (same Redis) sends
+    // to the client's room and to its user meanwhile, node B starts on the same port; the client
+    // resumes: "open" says recovered, every missed message arrives once, in order.
+    const sockets = [];
+    class Recording extends ctx.Impl {
+      constructor(url, protocols) {
+        super(url, protocols);
+        this.record = { url, frames: [] };
+        sockets.push(this.record);
+      }
+
+      send(data) {
+        this.record.frames.push(data);
+        super.send(data);
+      }
+    }
+    const opts = { autoReconnect: true, fastReconnectThreshold: 100, WebSocket: Recording, customParams: { id: 'alice' } };
+    const c = ctx.make(Object.assign({}, FAST, opts));
+    const rec = new Recorder(c, QUIET);
+    const got = [];
+    const internal = [];
+    const raw = [];
+    c.on('chat', (payload) => got.push(['chat', payload]));
+    c.on('dm', (payload) => got.push(['dm', payload]));
+    c.onServerEvent('_crossws.session', (payload) => internal.push(payload));
+    c.on('message', (data) => raw.push(data));
+    const send = (start, count) => ctx.control.request('send_from_sender',
+      { user: 'alice', ns: 'chat', room: 'lobby', start, count });
+    const ofType = (type) => got.filter((entry) => entry[0] === type).map((entry) => entry[1]);
+
+    await waitFor(() => rec.count('open') === 1, 3000, 'open');
+    assert.equal(rec.last('open').arg.recovered, false);
+    assert.equal(c.recovered, false);
+    assert.deepEqual(await c.emitWithPromise('join', { ns: 'chat', room: 'lobby' }), { success: true, data: true });
+    await waitFor(() => raw.some((text) => text.includes('"_crossws.session"')), 3000, 'session frame');
+    const session = JSON.parse(raw.find((text) => text.includes('"_crossws.session"'))).payload;
+    assert.equal(typeof session.sid, 'string');
+    await send(0, 3);
+    await waitFor(() => got.length === 6, 3000, 'live messages');
+    assert.ok(raw.some((text) => text.includes('"_pos"')), 'recoverable frames carry _pos: ' + raw.join(' | '));
+
+    await ctx.control.request('stop_server');
+    await waitFor(() => rec.count('close') === 1 && rec.count('reconnect') >= 1, 3000, 'close and reconnect');
+    await send(3, 4);
+    assert.equal(c.emit('say', 'queued while away'), false); // waits in the offline queue
+    await ctx.control.request('start_server');
+    await waitFor(() => rec.count('open') === 2, 5000, 'reopen');
+    assert.equal(rec.last('open').arg.recovered, true);
+    assert.equal(c.recovered, true);
+    await waitFor(() => got.length === 14, 3000, 'missed messages: ' + JSON.stringify(got));
+    await send(7, 1);
+    await waitFor(() => got.length === 16, 3000, 'live after recovery');
+    await quietPeriod(200);
+    assert.deepEqual(ofType('chat'), [0, 1, 2, 3, 4, 5, 6, 7]);
+    assert.deepEqual(ofType('dm'), [0, 1, 2, 3, 4, 5, 6, 7]);
+    assert.deepEqual(internal, [], '_crossws.* events never reach listeners');
+
+    // The first connection: the plain URL. The resuming one: the recover parameter, and the
+    // recovery request before anything else (the offline queue included).
+    const first = sockets[0];
+    const last = sockets[sockets.length - 1];
+    assert.doesNotMatch(first.url, /_crossws_recover/);
+    assert.match(last.url, /\?id=alice&_crossws_recover=1$/);
+    const request = JSON.parse(last.frames[0]);
+    assert.equal(request.event, '_crossws.recover');
+    assert.equal(request.payload.sid, session.sid);
+    const streams = Object.keys(request.payload.pos);
+    assert.equal(streams.length, 2, 'a room stream and a user stream: ' + last.frames[0]);
+    streams.forEach((stream) => {
+      const position = request.payload.pos[stream];
+      assert.ok(Number.isInteger(position[0]) && typeof position[1] === 'string', last.frames[0]);
+    });
+    assert.deepEqual(JSON.parse(last.frames[1]), { event: 'say', payload: 'queued while away' });
+    c.manualClose();
+  },
+
   async server_request(ctx) {
     // The server asks (to_socket_id_and_wait); the listener answers through its second argument.
     const c = ctx.make(Object.assign({}, FAST, { customParams: { id: 'js1' } }));
