@@ -130,8 +130,18 @@ class Recovery:
         if service is None or frame is None or position is None:
             return
         cache: Dict[Any, List[Entry]] = {}
+        deliver = self._deliver
+        offset, epoch = position
         for conn in list(service.clients):
-            self._deliver(conn, BROADCAST_STREAM, position, frame, cache, send=True)
+            # The common case inline (next offset, same epoch, nothing held): one dict lookup.
+            tracker = conn.streams
+            if tracker is not None and tracker.held is None:
+                last = tracker.positions.get(BROADCAST_STREAM)
+                if last is not None and last[0] + 1 == offset and last[1] == epoch:
+                    tracker.positions[BROADCAST_STREAM] = position
+                    conn.send_frame(frame)
+                    continue
+            deliver(conn, BROADCAST_STREAM, position, frame, cache, send=True)
 
     def deliver_room(self, room_namespace: str, room_id: str, envelope: Dict[str, Any]) -> None:
         """A positioned room message: to the room's local members (excluded ones only advance)."""
@@ -144,10 +154,22 @@ class Recovery:
         excluded = set(x for x in excluded if type(x) is str) if type(excluded) is list else set()
         sockets = self.local.sockets
         cache: Dict[Any, List[Entry]] = {}
+        deliver = self._deliver
+        offset, epoch = position
         for socket_id in list(self.local.rooms.members(room_namespace, room_id)):
             conn = sockets.get(socket_id)
-            if conn is not None and conn.open:
-                self._deliver(conn, stream, position, frame, cache, send=socket_id not in excluded)
+            if conn is None or not conn.open:
+                continue
+            # The common case inline (next offset, same epoch, nothing held): one dict lookup.
+            tracker = conn.streams
+            if tracker is not None and tracker.held is None:
+                last = tracker.positions.get(stream)
+                if last is not None and last[0] + 1 == offset and last[1] == epoch:
+                    tracker.positions[stream] = position
+                    if socket_id not in excluded:
+                        conn.send_frame(frame)
+                    continue
+            deliver(conn, stream, position, frame, cache, send=socket_id not in excluded)
         if envelope.get("roomDestroy") is True:
             self.local.remove_room(room_namespace, room_id)
 
