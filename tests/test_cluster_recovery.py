@@ -328,3 +328,46 @@ def test_hostile_or_missing_recovery_requests_recover_nothing_and_the_node_serve
     assert victim.recv_json()["payload"] == "still here"
     for client in (victim, attacker):
         client.close()
+
+
+def test_server_requests_and_the_offline_queue_work_with_recovery_on(adapters):
+    a, b = adapters("A"), adapters("B")
+    client = WebSocketConnector("ws://127.0.0.1:%d/?id=dave" % a.port, auto_reconnect=True,
+                                fast_reconnect_interval=0.2, ping_interval=60.0)
+    client.on_server_event("ask", lambda payload, reply: reply({"answer": payload["q"] * 2}))
+    try:
+        assert client.wait_connected(10)
+        wait_for(lambda: client._session.session_id is not None, 5)
+        wait_for(lambda: b.find_user_node("dave") == "A", 5)  # B's directory learnt where dave is
+        result = b.to_socket_id_and_wait("dave", "ask", {"q": 21}, timeout=5.0)
+        assert result["success"], result
+        assert result["data"] == {"answer": 42}
+    finally:
+        client.close()
+
+
+def test_a_live_client_sees_no_duplicate_and_no_close_when_the_history_redis_restarts(redis_server, adapters):
+    a = adapters("A")
+    client = RawClient(a.port, "/?id=erin")
+    session_of(client)
+    a.broadcast_to_room(NS, ROOM, "chat", 0)
+    assert client.recv_json()["payload"] == 0
+    redis_server.restart()  # a new Redis process: a new epoch for every stream
+    deadline_ok = wait_for(lambda: a.get_healthy_redis_instances_count() == 1, 15)
+    assert deadline_ok
+    got = []
+
+    def send_and_collect() -> bool:
+        a.broadcast_to_room(NS, ROOM, "chat", len(got) + 1)
+        try:
+            got.append(client.recv_json(timeout=0.5))
+        except Exception:
+            pass
+        return len(got) >= 3
+
+    wait_for(send_and_collect, 20, interval=0.2)
+    payloads = [m["payload"] for m in got]
+    assert payloads == sorted(set(payloads))  # in order, never twice
+    epochs = {m["_pos"][2] for m in got}
+    assert len(epochs) == 1 and got[0]["_pos"][1] >= 1
+    client.close()
