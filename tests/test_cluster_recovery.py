@@ -371,3 +371,62 @@ def test_a_live_client_sees_no_duplicate_and_no_close_when_the_history_redis_res
     epochs = {m["_pos"][2] for m in got}
     assert len(epochs) == 1 and got[0]["_pos"][1] >= 1
     client.close()
+
+
+def _append_unseen(adapter: WebSocketCrossServerAdapter, text: str) -> None:
+    """Append a room message to history without node ``adapter`` seeing it live (published on a
+    channel nobody reads): to the node, a message that pub/sub lost."""
+    recovery = adapter._runtime.recovery
+    envelope = {"data": text, "roomNamespace": NS, "roomId": ROOM, "senderServer": "elsewhere", "excludeSocketIds": []}
+    raw, index = recovery.codec.encode_positioned(envelope, "ws:nobody-listens")
+    recovery.store.append("r\x1f%s\x1f%s" % (NS, ROOM), "ws:nobody-listens", raw, index, lambda error: None)
+
+
+def test_a_message_pubsub_lost_is_filled_from_history_before_the_next_one(adapters):
+    a = adapters("A")
+    client = RawClient(a.port, "/?id=frank")
+    session_of(client)
+    a.broadcast_to_room(NS, ROOM, "chat", 1)
+    assert client.recv_json()["payload"] == 1
+    _append_unseen(a, '{"event":"chat","payload":2}')
+    a.broadcast_to_room(NS, ROOM, "chat", 3)
+    got = [client.recv_json() for _ in range(2)]
+    assert [m["payload"] for m in got] == [2, 3]
+    assert [m["_pos"][1] for m in got] == [2, 3]
+    assert a._runtime.recovery.stats["gaps_filled"] == 1
+    client.close()
+
+
+def test_a_lost_message_history_no_longer_holds_closes_with_3010_and_the_client_reconnects(adapters, redis_server):
+    a = adapters("A")
+    client = RawClient(a.port, "/?id=gina")
+    session_of(client)
+    a.broadcast_to_room(NS, ROOM, "chat", 1)
+    assert client.recv_json()["payload"] == 1
+    _append_unseen(a, '{"event":"chat","payload":2}')
+    wait_for(lambda: a._runtime.recovery.store.top("r\x1fchat\x1flobby")[0] == 2)
+    redis_server.command("DEL", "ws:_crossws.h:{r\x1fchat\x1flobby}")  # history lost, the offsets stay
+    a.broadcast_to_room(NS, ROOM, "chat", 3)
+    assert client.recv_close() == (3010, "insufficient state")
+    client.close()
+
+
+def test_more_missed_messages_than_max_replay_is_not_recovered(redis_server, cleanup):
+    a = node("A", redis_server, max_replay=5)
+    b = node("B", redis_server, max_replay=5)
+    cleanup += [a, b]
+    relay = Relay(a.port)
+    cleanup.append(relay)
+    alice = Client(relay.port, "alice")
+    bob = Client(b.port, "bob")
+    cleanup += [alice, bob]
+    alice.ask("join", {"ns": NS, "room": ROOM})
+    wait_for(lambda: alice.client._session.session_id is not None, 5)
+    relay.backend = 0
+    relay.drop()
+    for i in range(6):
+        bob.ask("room", {"ns": NS, "room": ROOM, "body": i})
+    relay.backend = b.port
+    wait_for(lambda: len(alice.opens) == 2, 20)
+    assert alice.opens[1]["recovered"] is False
+    assert alice.received == []
