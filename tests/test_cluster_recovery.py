@@ -268,6 +268,14 @@ def adapters(redis_server) -> Iterator[List[WebSocketCrossServerAdapter]]:
         adapter.close()
 
 
+def joined(adapter: WebSocketCrossServerAdapter, user: str) -> RawClient:
+    """A raw client mapped to ``user`` and in the room (the handler joins it after mapping)."""
+    client = RawClient(adapter.port, "/?id=%s" % user)
+    session_of(client)
+    wait_for(lambda: adapter.is_joined_room(user, NS, ROOM), 5)
+    return client
+
+
 def session_of(client: RawClient) -> Dict[str, Any]:
     message = client.recv_json()
     assert message["event"] == "_crossws.session", message
@@ -348,8 +356,7 @@ def test_server_requests_and_the_offline_queue_work_with_recovery_on(adapters):
 
 def test_a_live_client_sees_no_duplicate_and_no_close_when_the_history_redis_restarts(redis_server, adapters):
     a = adapters("A")
-    client = RawClient(a.port, "/?id=erin")
-    session_of(client)
+    client = joined(a, "erin")
     a.broadcast_to_room(NS, ROOM, "chat", 0)
     assert client.recv_json()["payload"] == 0
     redis_server.restart()  # a new Redis process: a new epoch for every stream
@@ -384,8 +391,7 @@ def _append_unseen(adapter: WebSocketCrossServerAdapter, text: str) -> None:
 
 def test_a_message_pubsub_lost_is_filled_from_history_before_the_next_one(adapters):
     a = adapters("A")
-    client = RawClient(a.port, "/?id=frank")
-    session_of(client)
+    client = joined(a, "frank")
     a.broadcast_to_room(NS, ROOM, "chat", 1)
     assert client.recv_json()["payload"] == 1
     _append_unseen(a, '{"event":"chat","payload":2}')
@@ -399,8 +405,7 @@ def test_a_message_pubsub_lost_is_filled_from_history_before_the_next_one(adapte
 
 def test_a_lost_message_history_no_longer_holds_closes_with_3010_and_the_client_reconnects(adapters, redis_server):
     a = adapters("A")
-    client = RawClient(a.port, "/?id=gina")
-    session_of(client)
+    client = joined(a, "gina")
     a.broadcast_to_room(NS, ROOM, "chat", 1)
     assert client.recv_json()["payload"] == 1
     _append_unseen(a, '{"event":"chat","payload":2}')
