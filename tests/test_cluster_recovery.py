@@ -272,7 +272,9 @@ def joined(adapter: WebSocketCrossServerAdapter, user: str) -> RawClient:
     """A raw client mapped to ``user`` and in the room (the handler joins it after mapping)."""
     client = RawClient(adapter.port, "/?id=%s" % user)
     session_of(client)
-    wait_for(lambda: adapter.is_joined_room(user, NS, ROOM), 5)
+    # join_room returns once the namespace is subscribed and the session has the room
+    stream = "r\x1f%s\x1f%s" % (NS, ROOM)
+    wait_for(lambda: stream in getattr(adapter.get_socket_instance(user), "streams").baseline, 5)
     return client
 
 
@@ -287,7 +289,7 @@ def test_the_connection_handler_sees_socket_recovered_and_the_restored_user(adap
     first = RawClient(a.port, "/?id=carol")
     session = session_of(first)
     assert session["recovered"] is False
-    wait_for(lambda: a.get_cluster_socket_count_in_room(NS, ROOM) == 1)
+    wait_for(lambda: "r\x1fchat\x1flobby" in a.get_socket_instance("carol").streams.baseline)
     b.broadcast_to_room(NS, ROOM, "chat", "before")
     before = first.recv_json()
     assert before["payload"] == "before" and before["_pos"][0] == "r\x1fchat\x1flobby"
