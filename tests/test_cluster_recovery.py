@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import time
 from typing import Any, Dict, Iterator, List, Optional
 
 import gevent
@@ -18,7 +19,7 @@ import gevent.server
 import pytest
 
 from crossws_sync import WebSocketConnector
-from faultkit import NodeProcess, splice
+from faultkit import NodeProcess, record, splice
 from support import RedisProcess, wait_for
 
 NS = "chat"
@@ -136,12 +137,18 @@ def test_a_dropped_client_resumes_on_another_node_with_every_message_once_in_ord
     wait_for(lambda: len(alice.received) == 10, 10)
 
     relay.backend = b.port  # the next connection lands on B
+    away_since = time.monotonic()
     relay.drop()
     wait_for(lambda: not alice.client.connected, 5)
-    send_both(bob, 5, 10, "alice")  # sent while alice is away
+    send_both(bob, 5, 10, "alice")  # sent while alice is away (or already back: all the same)
     wait_for(lambda: len(alice.opens) == 2, 15)
+    resumed = time.monotonic()
     assert alice.opens[1]["recovered"] is True
     assert alice.client.recovered is True
+    wait_for(lambda: len(alice.received) >= 30, 10)
+    record("recovery_resume", sent_meanwhile=20, received_after_the_drop=len(alice.received) - 10,
+           drop_to_recovered_open_ms=round((resumed - away_since) * 1000, 1),
+           drop_to_all_received_ms=round((time.monotonic() - away_since) * 1000, 1))
     send_both(bob, 15, 5, "alice")  # live again, now on B
     wait_for(lambda: len(alice.received) >= 40, 15)
     gevent.sleep(0.5)
