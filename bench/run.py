@@ -29,7 +29,7 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Any, Callable, Dict, IO, List, Optional, Tuple
+from typing import Any, Callable, Dict, IO, List, Optional, Sequence, Tuple
 
 import psutil
 
@@ -111,6 +111,8 @@ BASELINE_SNAPSHOT: Optional[str] = None
 
 #: Attach ``py-spy record`` to every Python server node (--profile); raw stacks land in the run's log dir.
 PROFILE = False
+#: set from --redis-topology
+REDIS_TOPOLOGY = "single"
 
 #: Checkout of websocket-cross-server-adapter for the "original" system (--original-dir or env).
 ORIGINAL_DIR: Optional[str] = os.environ.get("ORIGINAL_ADAPTER_DIR")
@@ -185,13 +187,47 @@ class Processes:
         self.procs = []
 
 
-def start_redis(procs: Processes, work_dir: str) -> int:
+def start_redis(procs: Processes, work_dir: str, name: str = "redis", extra: Sequence[str] = ()) -> int:
     port = free_port()
-    proc = procs.start("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                 "--appendonly", "no", "--dir", work_dir, "--protected-mode", "no"],
+    directory = os.path.join(work_dir, name)
+    os.makedirs(directory, exist_ok=True)
+    proc = procs.start(name, ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                              "--appendonly", "no", "--dir", directory, "--protected-mode", "no"] + list(extra),
                        stdout=subprocess.DEVNULL)
     wait_port(port, proc, 10.0)
     return port
+
+
+#: ``--redis-topology``: what the nodes of multi-node workloads share.
+REDIS_TOPOLOGIES = ("single", "independent3", "cluster3")
+
+
+def start_topology(topology: str, procs: Processes, work_dir: str, pids: Dict[str, int]) -> List[str]:
+    """Start the Redis side of a run; return the server arguments that point the nodes at it."""
+    if topology == "single":
+        port = start_redis(procs, work_dir)
+        pids["redis"] = procs.procs[-1][1].pid
+        return ["--redis-port", str(port)]
+    if topology == "independent3":  # the original's scheme: each message on one of them
+        ports = []
+        for index in range(3):
+            ports.append(start_redis(procs, work_dir, "redis%d" % index))
+            pids["redis%d" % index] = procs.procs[-1][1].pid
+        return ["--redis-urls", ",".join("redis://127.0.0.1:%d" % p for p in ports)]
+    ports = []  # cluster3: three primaries, no replicas (sharded pub/sub)
+    for index in range(3):
+        ports.append(start_redis(procs, work_dir, "redis%d" % index,
+                                 ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]))
+        pids["redis%d" % index] = procs.procs[-1][1].pid
+    subprocess.run(["redis-cli", "--cluster", "create"] + ["127.0.0.1:%d" % p for p in ports] + ["--cluster-yes"],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        info = subprocess.run(["redis-cli", "-p", str(ports[0]), "cluster", "info"], capture_output=True, text=True)
+        if "cluster_state:ok" in info.stdout:
+            break
+        time.sleep(0.2)
+    return ["--redis-urls", "redis+cluster://" + ",".join("127.0.0.1:%d" % p for p in ports)]
 
 
 # --------------------------------------------------------------------------- CPU sampling
@@ -255,10 +291,8 @@ def run_once(system: str, workload: str, params: Dict[str, Any], log_dir: str) -
     procs = Processes(log_dir)
     work_dir = tempfile.mkdtemp(prefix="crossws-bench-")
     try:
-        redis_port = start_redis(procs, work_dir) if wl["nodes"] > 1 else 0
         ports, pids = [], {}
-        if redis_port:
-            pids["redis"] = procs.procs[-1][1].pid
+        redis_args = start_topology(REDIS_TOPOLOGY, procs, work_dir, pids) if wl["nodes"] > 1 else []
         library = BASELINE_SNAPSHOT if system == "crossws_base" else LIBRARY_SNAPSHOT
         python_path = [p for p in (library, ROOT, os.environ.get("PYTHONPATH")) if p]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(python_path),
@@ -269,11 +303,11 @@ def run_once(system: str, workload: str, params: Dict[str, Any], log_dir: str) -
             port = free_port()
             cmd = spec["cmd"] + ["--port", str(port)]
             if wl["nodes"] > 1:
-                cmd += ["--node-index", str(index), "--nodes", str(wl["nodes"]), "--redis-port", str(redis_port)]
+                cmd += ["--node-index", str(index), "--nodes", str(wl["nodes"])] + redis_args
             proc = procs.start("%s-n%d" % (system, index), cmd, env=env)
             ports.append(port)
             pids["n%d" % index] = proc.pid
-        for (name, proc), port in zip([p for p in procs.procs if p[0] != "redis"], ports):
+        for (name, proc), port in zip([p for p in procs.procs if not p[0].startswith("redis")], ports):
             wait_port(port, proc, SERVER_START_TIMEOUT, os.path.join(log_dir, name + ".log"))
         if wl["nodes"] > 1:
             time.sleep(0.5)  # let the nodes finish subscribing to Redis before the load starts
@@ -605,6 +639,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--baseline", default=None, metavar="GIT_REV",
                         help="also run crossws_sync as of this git revision, as system crossws_base "
                              "(added to --systems when missing): before and after a change in one run")
+    parser.add_argument("--redis-topology", choices=REDIS_TOPOLOGIES, default="single",
+                        help="what multi-node workloads share: one Redis (default), three independent Redis "
+                             "nodes (crossws only), or a 3-shard Redis Cluster (crossws only)")
     parser.add_argument("--profile", action="store_true",
                         help="attach py-spy (pip install py-spy) to Python server nodes; raw stacks in bench/results/logs/")
     parser.add_argument("--max-other", type=float, default=None,
@@ -622,6 +659,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     for w in args.workloads:
         if w not in WORKLOADS:
             parser.error("unknown workload %r" % w)
+    if args.redis_topology != "single" and any(not s.startswith("crossws") for s in args.systems):
+        parser.error("--redis-topology %s: only the crossws systems take several Redis nodes" % args.redis_topology)
     if args.baseline and "crossws_base" not in args.systems:
         args.systems.append("crossws_base")
     if "crossws_base" in args.systems and not args.baseline:
@@ -736,13 +775,14 @@ def measure(system: str, workload: str, params: Dict[str, Any], index: int, args
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    global ORIGINAL_DIR, PROFILE
+    global ORIGINAL_DIR, PROFILE, REDIS_TOPOLOGY
     if argv is None:
         argv = sys.argv[1:]
     if argv[:1] == ["--markdown-from"] and len(argv) == 2:
         return report_from_json(argv[1])
     args = parse_args(argv)
     PROFILE = args.profile
+    REDIS_TOPOLOGY = args.redis_topology
     if PROFILE and not shutil.which("py-spy"):
         sys.exit("--profile needs py-spy on PATH (pip install py-spy)")
     ORIGINAL_DIR = os.path.abspath(args.original_dir) if args.original_dir else None

@@ -32,6 +32,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--nodes", type=int, default=1)
     parser.add_argument("--redis-port", type=int, default=0)
     parser.add_argument("--recovery", action="store_true", help="crossws only: connection_state_recovery on")
+    parser.add_argument("--redis-urls", default="", help="crossws only: comma-separated redis_config entries "
+                        "(several independent nodes), or one redis+cluster:// URL; replaces --redis-port")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")

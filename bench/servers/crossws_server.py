@@ -31,11 +31,17 @@ from crossws_sync import WebSocketCrossServerAdapter  # noqa: E402  (the public 
 NAMESPACE = "bench"
 
 
-def build(host: str, port: int, node_index: int, redis_port: int, recovery: bool = False) -> WebSocketCrossServerAdapter:
+def build(host: str, port: int, node_index: int, redis_port: int, recovery: bool = False,
+          redis_urls: str = "") -> WebSocketCrossServerAdapter:
     options: Dict[str, Any] = {"ws_options": {"host": host, "port": port}}
-    if redis_port:
+    if redis_port or redis_urls:
         options["server_name"] = "n%d" % node_index
-        options["redis_config"] = [{"host": "127.0.0.1", "port": redis_port}]
+        if redis_urls.startswith("redis+cluster://"):
+            options["redis_config"] = [redis_urls]
+        elif redis_urls:
+            options["redis_config"] = redis_urls.split(",")
+        else:
+            options["redis_config"] = [{"host": "127.0.0.1", "port": redis_port}]
         if recovery:
             options["connection_state_recovery"] = {"max_disconnection": 120.0, "history_size": 1000}
     adapter = WebSocketCrossServerAdapter(**options)
@@ -103,7 +109,7 @@ def build(host: str, port: int, node_index: int, redis_port: int, recovery: bool
     adapter.on_websocket_event("echo", on_echo)
     adapter.on_websocket_event("relay", on_relay)
     adapter.on_websocket_event("trigger", on_trigger)
-    if redis_port:
+    if redis_port or redis_urls:
         adapter.on_cross_server_event("bench_rpc", on_bench_rpc)
     return adapter
 
@@ -113,7 +119,7 @@ def main() -> None:
     import crossws_sync
 
     sys.stderr.write("crossws_sync from %s\n" % os.path.dirname(crossws_sync.__file__))
-    adapter = build(args.host, args.port, args.node_index, args.redis_port, args.recovery)
+    adapter = build(args.host, args.port, args.node_index, args.redis_port, args.recovery, args.redis_urls)
     adapter.serve_forever()
 
 
