@@ -42,7 +42,8 @@ def resp(port: int, *args: str, timeout: float = 2.0) -> str:
 class RedisCluster:
     """Six ``redis-server --cluster-enabled yes`` processes joined by ``redis-cli --cluster create``."""
 
-    def __init__(self, size: int = 6, node_timeout_ms: int = 1000) -> None:
+    def __init__(self, size: int = 6, node_timeout_ms: int = 1000, replicas: int = 1) -> None:
+        self.replicas = replicas
         self.dir = tempfile.mkdtemp(prefix="crossws-rcluster-")
         self.node_timeout_ms = node_timeout_ms
         self.ports: List[int] = []
@@ -58,7 +59,7 @@ class RedisCluster:
         for port in self.ports:
             self._wait_answers(port)
         nodes = ["127.0.0.1:%d" % port for port in self.ports]
-        out = subprocess.run([REDIS_CLI, "--cluster", "create"] + nodes + ["--cluster-replicas", "1", "--cluster-yes"],
+        out = subprocess.run([REDIS_CLI, "--cluster", "create"] + nodes + ["--cluster-replicas", str(self.replicas), "--cluster-yes"],
                              capture_output=True, text=True, timeout=60)
         if out.returncode != 0:
             raise RuntimeError("redis-cli --cluster create failed: %s %s" % (out.stdout[-2000:], out.stderr[-2000:]))
@@ -90,7 +91,9 @@ class RedisCluster:
         while time.monotonic() < deadline:
             if all("cluster_state:ok" in resp(port, "CLUSTER", "INFO") for port in self.live_ports()):
                 slots = {self._slots_signature(port) for port in self.live_ports()}
-                if len(slots) == 1:
+                # a replica that never synced cannot be promoted: wait for every replication link
+                links = [resp(port, "INFO", "replication") for port in self.live_ports()]
+                if len(slots) == 1 and all("role:master" in info or "master_link_status:up" in info for info in links):
                     return
             time.sleep(0.1)
         raise RuntimeError("cluster not ok within %.0fs" % timeout)

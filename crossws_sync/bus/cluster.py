@@ -55,6 +55,8 @@ logger = logging.getLogger("crossws_sync.nodes")
 MAX_REDIRECTS = 3
 _REFRESH_FIRST = 0.05
 _REFRESH_MAX = 0.5
+#: Shortest time between two topology reads (CLUSTER SLOTS on a fresh connection).
+_REFRESH_GAP = 0.1
 
 
 def _now() -> float:
@@ -499,8 +501,11 @@ class ClusterNode:
     def _topology_loop(self) -> None:
         delay = _REFRESH_FIRST
         next_ping = 0.0
+        last_refresh = 0.0
         while not (self.closed or self.abandoned):
-            if self._stale or not self._owners:
+            # Every failed publish asks for a refresh: at most one per _REFRESH_GAP, whatever the load.
+            if (self._stale or not self._owners) and _now() - last_refresh >= _REFRESH_GAP:
+                last_refresh = _now()
                 delay = _REFRESH_FIRST if self._refresh() else min(delay * 2, _REFRESH_MAX)
             if _now() >= next_ping or self._degraded():
                 self._ping_shards()
@@ -511,7 +516,9 @@ class ClusterNode:
             degraded = self._degraded()
             if degraded:
                 self._stale = True  # keep refreshing until every shard is back (a failover takes a while)
-            if self._wake.wait(delay if degraded else max(0.05, next_ping - _now())):
+            wait = delay if degraded else max(0.05, next_ping - _now())
+            self._wake.clear()
+            if self._wake.wait(max(wait, last_refresh + _REFRESH_GAP - _now())):
                 self._wake.clear()
 
     def _degraded(self) -> bool:
