@@ -297,7 +297,8 @@ class ShardSubscriber:
                 if self._conn is not conn:
                     return
                 try:
-                    packed = pack_command((command,) + tuple(group))
+                    args: Tuple[Any, ...] = (command,) + tuple(group)
+                    packed = pack_command(args)
                 except (UnicodeError, TypeError) as exc:
                     self._on_refused(group, "cannot be encoded: %s" % exc)
                     continue
