@@ -11,6 +11,8 @@ import tempfile
 import time
 from typing import Dict, List, Optional, Tuple
 
+import redis
+
 from support import redis_server_binary
 
 REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
@@ -161,12 +163,17 @@ def migrate_slot(cluster: RedisCluster, slot: int, source: int, target: int) -> 
     started = time.monotonic()
     assert resp(target, "CLUSTER", "SETSLOT", str(slot), "IMPORTING", source_id).strip() == "OK"
     assert resp(source, "CLUSTER", "SETSLOT", str(slot), "MIGRATING", target_id).strip() == "OK"
-    while True:  # keys of the slot (none for pure channels, but do it as reshard does)
-        keys = resp(source, "CLUSTER", "GETKEYSINSLOT", str(slot), "100").split()
-        if not keys:
-            break
-        subprocess.run([REDIS_CLI, "-p", str(source), "MIGRATE", "127.0.0.1", str(target), "", "0", "5000", "KEYS"] + keys,
-                       capture_output=True, timeout=10)
+    client = redis.Redis(host="127.0.0.1", port=source)
+    try:
+        for _ in range(1000):  # the keys of the slot (none for pure channels), as reshard moves them
+            keys = client.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100)
+            if not keys:
+                break
+            client.execute_command("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", *keys)
+        else:
+            raise AssertionError("keys of slot %d did not move" % slot)
+    finally:
+        client.close()
     for port in (target, source):
         assert resp(port, "CLUSTER", "SETSLOT", str(slot), "NODE", target_id).strip() == "OK"
     for port in cluster.primaries():
