@@ -200,7 +200,8 @@ class ClusterNode:
 
     @property
     def eligible(self) -> bool:
-        """Healthy for publishing (as for :class:`RedisNode`)."""
+        """Healthy for publishing (as for :class:`RedisNode`); after a topology change only once
+        ``recovery_grace`` passed, so that every server has re-homed its channels."""
         return (self.publisher_healthy and self.subscriber_healthy and not self.retiring
                 and _now() >= self._eligible_at)
 
@@ -599,6 +600,9 @@ class ClusterNode:
             logger.info("redis cluster %s: %d shard(s)", self.label, len(primaries))
             self._event("cluster_topology", shards=sorted(_label(p) for p in primaries))
             return
+        # As for a recovered node: peers re-home their channels on their own refresh; give them
+        # recovery_grace before the outage buffers flush through this node (see ``eligible``).
+        self._eligible_at = _now() + self.recovery_grace
         old_primaries = {rng.primary for rng in old_ranges}
         for gone in sorted(old_primaries - primaries):
             replaced = sorted({_label(self._owners[slot] or ("?", 0)) for slot, owner in enumerate(old_owners)
