@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from typing import Any, List
 
+import gevent
 import pytest
 
 from cluster_fixtures import RedisCluster, migrate_slot, resp
@@ -113,3 +114,17 @@ def test_a_moved_stream_slot_is_followed(rcluster, setup):
     before, after = (parse_position(codec.decode(raw)["streamPos"]) for _, raw in received)
     assert after[0] == 1 and after[1] != before[1]
     assert [codec.decode(body)["data"] for *_, body in store.read(stream, 0, 10)] == ["after"]
+
+
+def test_appends_keep_their_order_while_the_script_loads(rcluster, setup):
+    node, store, received = setup
+    codec = EnvelopeCodec("json")
+    stream = "u\x1forder"
+    lost: List[BaseException] = []
+    for i in range(40):  # the first ones wait for the script; later ones must not overtake them
+        raw, index = codec.encode_positioned({"data": i, "senderServer": "n1"}, "ws:other")
+        store.append(stream, "ws:other", raw, index, lost.append)
+        gevent.sleep(0)
+    wait_for(lambda: len(received) == 40, timeout=5)
+    assert [codec.decode(raw)["data"] for _, raw in received] == list(range(40)) and not lost
+    assert store.stats["script_loads"] == 1

@@ -673,11 +673,23 @@ class ClusterNode:
         self._set_publisher(healthy, event, error)
 
     def _update_subscriber_health(self, event: str, error: Optional[str] = None) -> None:
+        """Down when a shard's subscriber is disconnected or a wanted channel has no home (its
+        slot moved, no owner known); up again once every wanted channel is confirmed on its
+        owner. A new channel still waiting for its confirmation does not make it flap (as for
+        :class:`RedisNode`)."""
         shards = list(self._shards.values())
-        healthy = (bool(self._owners) and bool(shards) and all(s.subscriber.connected for s in shards)
-                   and all(channel in self._home for channel in self._wanted)
-                   and all(self.is_subscribed(channel) for channel in self._wanted))
-        self._set_subscriber(healthy, event, error)
+        down = (not self._owners or not shards or not all(s.subscriber.connected for s in shards)
+                or len(self._home) < len(self._wanted))
+        if self.subscriber_healthy:
+            if down:
+                self._set_subscriber(False, event, error)
+            return
+        # Cheap gate first: called on every confirmation while unhealthy, so a resubscribe of n
+        # channels must not cost n full checks.
+        if down or sum(len(s.subscriber.confirmed) for s in shards) < len(self._wanted):
+            return
+        if all(self.is_subscribed(channel) for channel in self._wanted):
+            self._set_subscriber(True, event, error)
 
     def _set_publisher(self, healthy: bool, event: str, error: Optional[str]) -> None:
         if healthy == self.publisher_healthy or self.closed:

@@ -37,6 +37,9 @@ logger = logging.getLogger("crossws_sync.bus")
 
 _ATTEMPTS = 4
 
+#: One append: stream, channel, body, position index, on_lost, attempt, the error that sent it back.
+_Job = Tuple[str, str, bytes, int, Callable[[BaseException], None], int, Optional[str]]
+
 
 def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
@@ -82,6 +85,8 @@ class ClusterHistoryStore:
         self._timeout = 2 * command_timeout + 0.5
         self._scripts: Dict[Address, Tuple[str, str]] = {}  # primary -> (run id, sha)
         self._closed = False
+        #: appends waiting (in order) for a script load or a redirection; ``None``: none
+        self._queue: Optional[List[_Job]] = None
         self.stats = {"appends": 0, "append_failures": 0, "script_loads": 0, "redirects": 0}
 
     # Keys -----------------------------------------------------------------------------------
@@ -98,24 +103,34 @@ class ClusterHistoryStore:
     # Streams ----------------------------------------------------------------------------------
 
     def append(self, stream: str, channel: str, raw: bytes, index: int,
-               on_lost: Callable[[BaseException], None], attempt: int = 0) -> None:
+               on_lost: Callable[[BaseException], None]) -> None:
         """Append ``raw`` to ``stream`` and SPUBLISH the positioned body on ``channel`` (no wait).
 
         ``on_lost(error)`` runs (in an I/O greenlet; it must not block) when it could not be done.
         """
+        self._append((stream, channel, raw, index, on_lost, 0, None))
+
+    def _append(self, job: _Job) -> None:
         if self._closed:
-            on_lost(RedisUnavailableError("history store closed"))
+            job[4](RedisUnavailableError("history store closed"))
             return
-        key = self.stream_key(stream)
+        if self._queue is not None:  # behind the appends waiting for a script or a redirect: order
+            self._queue.append(job)
+            return
+        stream, on_lost = job[0], job[4]
         try:
-            shard = self.node._shard_for(key)
+            shard = self.node._shard_for(self.stream_key(stream))
         except RedisUnavailableError as exc:
             on_lost(exc)
             return
         script = self._scripts.get(shard.address)
         if script is None:
-            gevent.spawn(self._load_then_append, shard, stream, channel, raw, index, on_lost, attempt)
+            self._enqueue(job)
             return
+        self._submit(shard, script[1], job)
+
+    def _submit(self, shard: "Shard", sha: str, job: _Job) -> None:
+        stream, channel, raw, index, on_lost, attempt, _ = job
         self.stats["appends"] += 1
 
         def replied(reply: Any) -> None:
@@ -125,30 +140,49 @@ class ClusterHistoryStore:
                 on_lost(exc)
 
         def failed(error: BaseException) -> None:
+            # In the shard's reader greenlet, in submission order: queue, never block.
             text = str(error)
             if isinstance(error, redis.ResponseError) and attempt < _ATTEMPTS and (
                     text.startswith("NOSCRIPT") or parse_redirect(text) is not None):
-                gevent.spawn(self._retry_append, shard, text, stream, channel, raw, index, on_lost, attempt + 1)
+                if text.startswith("NOSCRIPT"):
+                    self._scripts.pop(shard.address, None)
+                self._enqueue((stream, channel, raw, index, on_lost, attempt + 1, text))
                 return
             self.stats["append_failures"] += 1
             on_lost(error)
 
-        shard.publisher.submit(_Append(self._eval_args(script[1], stream, "a", raw, index, channel), replied, failed))
+        shard.publisher.submit(_Append(self._eval_args(sha, stream, "a", raw, index, channel), replied, failed))
 
-    def _load_then_append(self, shard: "Shard", stream: str, channel: str, raw: bytes, index: int,
-                          on_lost: Callable[[BaseException], None], attempt: int) -> None:
-        try:
-            self._load(shard)
-        except (RedisUnavailableError, redis.RedisError) as exc:
-            self.stats["append_failures"] += 1
-            on_lost(exc)
-            return
-        self.append(stream, channel, raw, index, on_lost, attempt + 1)
+    def _enqueue(self, job: _Job) -> None:
+        if self._queue is None:
+            self._queue = []
+            gevent.spawn(self._drain)
+        self._queue.append(job)
 
-    def _retry_append(self, shard: "Shard", error: str, stream: str, channel: str, raw: bytes, index: int,
-                      on_lost: Callable[[BaseException], None], attempt: int) -> None:
-        self._handle_error(shard, error)
-        self.append(stream, channel, raw, index, on_lost, attempt)
+    def _drain(self) -> None:
+        """Load scripts and follow redirections for the queued appends, then submit them in order."""
+        while not self._closed:
+            queue = self._queue
+            if not queue:
+                self._queue = None
+                return
+            job = queue.pop(0)
+            stream, on_lost, error = job[0], job[4], job[6]
+            try:
+                redirect = parse_redirect(error) if error else None
+                if redirect is not None:
+                    self.stats["redirects"] += 1
+                    self.node._follow(redirect)
+                shard = self.node._shard_for(self.stream_key(stream))
+                script = self._scripts.get(shard.address) or self._load(shard)
+            except (RedisUnavailableError, redis.RedisError) as exc:
+                self.stats["append_failures"] += 1
+                on_lost(exc)
+                continue
+            self._submit(shard, script[1], job)
+        for job in self._queue or []:
+            job[4](RedisUnavailableError("history store closed"))
+        self._queue = None
 
     def _handle_error(self, shard: "Shard", error: str) -> None:
         if error.startswith("NOSCRIPT"):
