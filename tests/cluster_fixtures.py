@@ -34,18 +34,27 @@ def cluster_port() -> int:
     raise RuntimeError("no free port pair")
 
 
+#: port -> password of the nodes started with one
+_PASSWORDS: Dict[int, str] = {}
+
+
 def resp(port: int, *args: str, timeout: float = 2.0) -> str:
     """One command through redis-cli (raw text answer)."""
+    env = dict(os.environ)
+    if port in _PASSWORDS:
+        env["REDISCLI_AUTH"] = _PASSWORDS[port]
     out = subprocess.run([REDIS_CLI, "-h", "127.0.0.1", "-p", str(port)] + list(args),
-                         capture_output=True, text=True, timeout=timeout + 5)
+                         capture_output=True, text=True, timeout=timeout + 5, env=env)
     return out.stdout
 
 
 class RedisCluster:
     """Six ``redis-server --cluster-enabled yes`` processes joined by ``redis-cli --cluster create``."""
 
-    def __init__(self, size: int = 6, node_timeout_ms: int = 1000, replicas: int = 1) -> None:
+    def __init__(self, size: int = 6, node_timeout_ms: int = 1000, replicas: int = 1,
+                 password: Optional[str] = None) -> None:
         self.replicas = replicas
+        self.password = password
         self.dir = tempfile.mkdtemp(prefix="crossws-rcluster-")
         self.node_timeout_ms = node_timeout_ms
         self.ports: List[int] = []
@@ -61,7 +70,8 @@ class RedisCluster:
         for port in self.ports:
             self._wait_answers(port)
         nodes = ["127.0.0.1:%d" % port for port in self.ports]
-        out = subprocess.run([REDIS_CLI, "--cluster", "create"] + nodes + ["--cluster-replicas", str(self.replicas), "--cluster-yes"],
+        auth = ["-a", self.password, "--no-auth-warning"] if self.password else []
+        out = subprocess.run([REDIS_CLI] + auth + ["--cluster", "create"] + nodes + ["--cluster-replicas", str(self.replicas), "--cluster-yes"],
                              capture_output=True, text=True, timeout=60)
         if out.returncode != 0:
             raise RuntimeError("redis-cli --cluster create failed: %s %s" % (out.stdout[-2000:], out.stderr[-2000:]))
@@ -74,6 +84,9 @@ class RedisCluster:
         args = [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                 "--dir", node_dir, "--protected-mode", "no", "--cluster-enabled", "yes",
                 "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", str(self.node_timeout_ms)]
+        if self.password:
+            args += ["--requirepass", self.password, "--masterauth", self.password]
+            _PASSWORDS[port] = self.password
         self.procs[port] = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def _wait_answers(self, port: int, timeout: float = 10.0) -> None:
@@ -145,6 +158,7 @@ class RedisCluster:
     def stop(self) -> None:
         for port in list(self.procs):
             self.kill(port)
+            _PASSWORDS.pop(port, None)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -163,13 +177,14 @@ def migrate_slot(cluster: RedisCluster, slot: int, source: int, target: int) -> 
     started = time.monotonic()
     assert resp(target, "CLUSTER", "SETSLOT", str(slot), "IMPORTING", source_id).strip() == "OK"
     assert resp(source, "CLUSTER", "SETSLOT", str(slot), "MIGRATING", target_id).strip() == "OK"
-    client = redis.Redis(host="127.0.0.1", port=source)
+    client = redis.Redis(host="127.0.0.1", port=source, password=cluster.password)
     try:
         for _ in range(1000):  # the keys of the slot (none for pure channels), as reshard moves them
             keys = client.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100)
             if not keys:
                 break
-            client.execute_command("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", *keys)
+            auth = ["AUTH", cluster.password] if cluster.password else []
+            client.execute_command("MIGRATE", "127.0.0.1", target, "", 0, 5000, *auth, "KEYS", *keys)
         else:
             raise AssertionError("keys of slot %d did not move" % slot)
     finally:

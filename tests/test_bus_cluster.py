@@ -369,3 +369,43 @@ def test_connection_state_recovery_over_the_cluster(rcluster):
     finally:
         for thing in reversed(things):
             thing.close() if hasattr(thing, "close") else thing.stop()
+
+
+@pytest.mark.timeout(60)
+def test_a_cluster_with_a_password_in_both_forms_and_a_duplicate_name_detected():
+    """``requirepass`` on every node: the URL form and the dict form both authenticate; a wrong
+    password is reported with ``reason="auth"``; a second live bus with our name is detected
+    (PUBSUB SHARDNUMSUB on the node channel's shard); the password is in no repr or health info."""
+    from crossws_sync.bus.bus import CrossServerBus
+
+    cluster = RedisCluster(size=3, replicas=0, password="s3cret-pw").start()
+    buses: List[CrossServerBus] = []
+    try:
+        seeds = ["127.0.0.1:%d" % port for port in cluster.ports]
+        conflicts: List[Any] = []
+        health: List[Any] = []
+        url = "redis+cluster://:s3cret-pw@" + ",".join(seeds)
+        for name, config in (("same", url), ("same", {"cluster": seeds, "password": "s3cret-pw"}),
+                             ("peer", {"cluster": [[host, int(port)] for host, port in (s.split(":") for s in seeds)],
+                                       "password": "s3cret-pw"})):
+            bus = CrossServerBus(server_name=name, redis_config=[config], redis_ping_interval=PING,
+                                 redis_ping_timeout=PING, on_server_name_conflict=conflicts.append,
+                                 on_redis_health_change=lambda ok, info: health.append(dict(info)))
+            buses.append(bus)
+            assert bus.wait_healthy(10)
+        buses[2].on_cross_server_event("ping", lambda data, callback: callback and callback("pong"))
+        result = buses[0].emit_cross_server_and_wait("ping", {}, target_server="peer", timeout=3)
+        assert result.success and result.responses["peer"]["payload"] == "pong"
+        wait_for(lambda: conflicts, timeout=5, message="the duplicate server name detected")
+        wrong = CrossServerBus(server_name="w", redis_config=[{"cluster": seeds, "password": "nope"}],
+                               redis_ping_interval=PING, redis_ping_timeout=PING,
+                               on_redis_health_change=lambda ok, info: health.append(dict(info)))
+        buses.append(wrong)
+        wait_for(lambda: any(h.get("reason") == "auth" and h["event"] == "auth_failed" for h in health), timeout=5)
+        assert not wrong.healthy
+        text = repr(buses) + repr([b.redis_nodes for b in buses]) + repr(health)
+        assert "s3cret-pw" not in text
+    finally:
+        for bus in buses:
+            bus.close()
+        cluster.stop()
