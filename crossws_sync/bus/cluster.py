@@ -16,8 +16,9 @@ unsubscribe, health, close...). Inside:
 * **every channel is a shard channel**: its slot (CRC16 of the name, hash tags respected, see
   :mod:`crossws_sync.wire.slots`) names the one shard that carries it, so a message crosses one
   primary and never the cluster bus (plain PUBLISH is forwarded to every node of the cluster);
-* **re-homing**: a channel whose slot now belongs to another primary (failover, migration) is
-  released from the old shard and subscribed on the new owner; nothing is ever sent to a shard
+* **re-homing** (:class:`~crossws_sync.bus.placement.ChannelPlacement`): a channel whose slot
+  now belongs to another primary (failover, migration) is released from the old shard and
+  subscribed on the new owner; nothing is ever sent to a shard
   for a slot it does not serve, and no SSUBSCRIBE spans two slots, so no ``CROSSSLOT``.
 
 Health: ``publisher_healthy`` while at least one shard primary answers (a message whose shard is
@@ -46,6 +47,7 @@ from ..wire.slots import Address, Redirect, SlotRange, key_slot, parse_cluster_s
 from .connection import RedisConnection, RedisSettings, settings_from
 from .node import is_auth_error, make_client, require_monkey_patched
 from .publisher import Command, NoWaitCommand, Publisher
+from .placement import ChannelPlacement
 from .shards import ShardSubscriber
 from .subscriber import SubscribeTicket
 
@@ -177,12 +179,11 @@ class ClusterNode:
         self._ranges: List[SlotRange] = []
         self._owners: List[Optional[Address]] = []
         self._shards: Dict[Address, Shard] = {}
-        self._wanted: Set[str] = set()
-        self._home: Dict[str, Address] = {}
-        self._failed: Dict[str, str] = {}
+        self._placement = ChannelPlacement(
+            owner=lambda slot: self._owners[slot] if self._owners else None, shard_at=self._shard_at,
+            shard=self._shards.get, stats=self.stats)
         self._stale = True
         self._wake = Event()
-        self._changed = Event()
         self._started = Event()
         self.closed = False
         self.abandoned = False
@@ -222,7 +223,7 @@ class ClusterNode:
 
     def start(self, channels: Iterable[str] = (), *, joining: bool = False) -> None:
         """Read the topology, connect every shard and subscribe ``channels`` (in the background)."""
-        self._wanted.update(channels)
+        self._placement.want(channels)
         self._grace_on_heal = joining
         self._greenlets = [gevent.spawn(supervise, self._topology_loop, "topology of %s" % self.label, logger,
                                         stopped=lambda: self.closed, backoff=0.05)]
@@ -247,7 +248,7 @@ class ClusterNode:
             shard.close()
         self._shards.clear()
         self.publisher_healthy = self.subscriber_healthy = False
-        self._notify()
+        self._placement.notify()
 
     # Publishing ---------------------------------------------------------------------------
 
@@ -348,70 +349,32 @@ class ClusterNode:
     @property
     def wanted_channels(self) -> Set[str]:
         """A copy of the channels this node keeps subscribed (each on its slot's shard)."""
-        return set(self._wanted)
+        return set(self._placement.wanted)
 
     @property
     def missing_channels(self) -> Dict[str, str]:
-        """Wanted channels that no shard holds now, with the reason (a copy)."""
-        return {channel: ("refused: " + self._failed[channel]) if channel in self._failed else "no owner"
-                for channel in self._wanted if channel not in self._home}
+        """Wanted channels that no shard holds now, and refused ones, with the reason (a copy)."""
+        return self._placement.missing
 
     def request_subscribe(self, channels: Iterable[str]) -> SubscribeTicket:
         """Add ``channels`` to the wanted set and SSUBSCRIBE them on their shards (non-blocking)."""
-        channels = list(channels)
-        for channel in channels:
-            self._failed.pop(channel, None)
-        self._wanted.update(channels)
-        self._place(channels)
+        self._placement.place(self._placement.want(channels))
+        self._update_subscriber_health("subscribe")
         return SubscribeTicket(0, {})
 
     def wait_ticket(self, ticket: SubscribeTicket, channels: Iterable[str], deadline: float) -> Dict[str, str]:
         """Wait until each channel is confirmed on its shard: ``ok``, ``down``, ``failed: ...``
         or ``timeout`` (as :meth:`RedisNode.wait_ticket`)."""
-        channels = list(channels)
-        while True:
-            statuses = {channel: self._status(channel) for channel in channels}
-            if "pending" not in statuses.values():
-                return statuses
-            remaining = deadline - _now()
-            if remaining <= 0:
-                return {c: ("timeout" if s == "pending" else s) for c, s in statuses.items()}
-            self._changed.wait(min(remaining, 0.1))
-
-    def _status(self, channel: str) -> str:
-        if channel in self._failed:
-            return "failed: %s" % self._failed[channel]
-        if self.closed:
-            return "down"
-        if channel not in self._wanted:
-            return "failed: unsubscribed meanwhile"
-        address = self._home.get(channel)
-        shard = self._shards.get(address) if address else None
-        if shard is None or not shard.subscriber.connected:
-            return "down"
-        return "ok" if shard.subscriber.is_subscribed(channel) else "pending"
+        return self._placement.wait(channels, deadline, lambda: self.closed)
 
     def is_subscribed(self, channel: str) -> bool:
         """Whether ``channel`` is confirmed on the shard that serves its slot."""
-        address = self._home.get(channel)
-        shard = self._shards.get(address) if address else None
-        return shard is not None and shard.subscriber.is_subscribed(channel)
+        return self._placement.is_subscribed(channel)
 
     def unsubscribe(self, channels: Iterable[str]) -> None:
         """Remove ``channels`` from the wanted set and SUNSUBSCRIBE them on their shards."""
-        by_shard: Dict[Address, List[str]] = {}
-        for channel in channels:
-            self._wanted.discard(channel)
-            self._failed.pop(channel, None)
-            address = self._home.pop(channel, None)
-            if address is not None:
-                by_shard.setdefault(address, []).append(channel)
-        for address, group in by_shard.items():
-            shard = self._shards.get(address)
-            if shard is not None:
-                shard.subscriber.release(group, unsubscribe=True)
+        self._placement.unsubscribe(channels)
         self._update_subscriber_health("unsubscribe")
-        self._notify()
 
     # Internals: placement -----------------------------------------------------------------
 
@@ -433,65 +396,37 @@ class ClusterNode:
                                                                          port=address[1]))
         return shard
 
-    def _place(self, channels: Iterable[str]) -> None:
-        """Put each wanted channel on the shard serving its slot now (releasing it elsewhere)."""
-        moves: Dict[Address, List[str]] = {}
-        for channel in channels:
-            if channel not in self._wanted:
-                continue
-            owner = self._owners[key_slot(channel)] if self._owners else None
-            home = self._home.get(channel)
-            if home == owner and owner is not None:
-                continue
-            if home is not None:
-                old = self._shards.get(home)
-                if old is not None:
-                    old.subscriber.release([channel], unsubscribe=False)  # its slot left that shard
-                del self._home[channel]
-                self.stats["rehomed"] += 1
-            if owner is not None:
-                self._home[channel] = owner
-                moves.setdefault(owner, []).append(channel)
-        for owner, group in moves.items():
-            self._shard_at(owner).subscriber.assign(group)
-        self._update_subscriber_health("subscribe")
-
     def _follow(self, redirect: Redirect) -> None:
         """A MOVED names the slot's new primary: take it at once, refresh the rest in the background."""
         self.stats["ask" if redirect.kind == "ASK" else "moved"] += 1
         if redirect.kind == "MOVED" and self._owners:
             self._owners[redirect.slot] = redirect.address
-            self._place([c for c in self._wanted if key_slot(c) == redirect.slot])
+            self._placement.place_slot(redirect.slot)
+            self._update_subscriber_health("slot_moved")
         self._mark_stale()
 
     def _channels_moved(self, shard: Shard, channels: List[str], reason: str, error: Optional[str]) -> None:
         logger.info("redis shard %s no longer serves %d wanted channel(s) (%s); refreshing the topology",
                     shard.label, len(channels), reason)
         redirect = parse_redirect(error, shard.address[0]) if error else None
-        for channel in channels:  # released here; placed again by the refresh
-            if self._home.get(channel) == shard.address:
-                del self._home[channel]
+        self._placement.moved(shard.address, channels)  # released here; placed again by the refresh
         shard.subscriber.release(channels, unsubscribe=False)
         if redirect is not None:
             self._follow(redirect)
-            self._place(channels)
+            self._placement.place(channels)
         self._mark_stale()
         self._update_subscriber_health("slot_moved")
 
     def _channels_refused(self, shard: Shard, channels: List[str], error: str) -> None:
         self.stats["crossslot" if error.startswith("CROSSSLOT") else "refused"] += 1
         logger.warning("redis shard %s refused SSUBSCRIBE of %d channel(s): %s", shard.label, len(channels), error)
+        self._placement.refused(shard.address, channels, error)
         for channel in channels:
-            self._failed[channel] = error
-            self._wanted.discard(channel)
-            if self._home.get(channel) == shard.address:
-                del self._home[channel]
             try:
                 self._on_subscription_error(self, channel, "subscribe", error)
             except Exception:
                 logger.exception("on_subscription_error hook failed")
         shard.subscriber.release(channels, unsubscribe=False)
-        self._notify()
 
     # Internals: topology ------------------------------------------------------------------
 
@@ -525,7 +460,7 @@ class ClusterNode:
     def _degraded(self) -> bool:
         """No topology, a shard down, or a wanted channel without a home."""
         return (not self._owners or any(not s.publisher_up or not s.subscriber.connected for s in self._shards.values())
-                or any(channel not in self._home and channel not in self._failed for channel in self._wanted))
+                or self._placement.homeless > 0)
 
     def _candidates(self) -> List[Address]:
         live = [s.address for s in self._shards.values() if s.publisher_up]
@@ -589,12 +524,11 @@ class ClusterNode:
         self.stats["topology_changes"] += 0 if first else 1
         for address in primaries:
             self._shard_at(address)
-        self._place(sorted(self._wanted))
+        self._placement.place(sorted(self._placement.wanted))
+        self._update_subscriber_health("topology")
         for address in [a for a in self._shards if a not in primaries]:
             shard = self._shards.pop(address)
-            for channel in list(shard.subscriber.assigned):
-                if self._home.get(channel) == address:
-                    del self._home[channel]
+            self._placement.forget_shard(address, shard.subscriber.assigned)
             shard.close()
         if first:
             logger.info("redis cluster %s: %d shard(s)", self.label, len(primaries))
@@ -661,12 +595,12 @@ class ClusterNode:
         if not up:
             self._mark_stale()
         self._update_subscriber_health("ready" if up else "close", None if up else "shard %s: %s" % (shard.label, error))
-        self._notify()
+        self._placement.notify()
 
     def _subscriptions_changed(self) -> None:
         if not self.subscriber_healthy:  # a confirmation can only make it healthy
             self._update_subscriber_health("ready")
-        self._notify()
+        self._placement.notify()
 
     def _update_publisher_health(self, event: str, error: Optional[str] = None) -> None:
         healthy = bool(self._owners) and any(s.publisher_up for s in self._shards.values())
@@ -679,16 +613,17 @@ class ClusterNode:
         :class:`RedisNode`)."""
         shards = list(self._shards.values())
         down = (not self._owners or not shards or not all(s.subscriber.connected for s in shards)
-                or len(self._home) < len(self._wanted))
+                or self._placement.homeless > 0)
         if self.subscriber_healthy:
             if down:
                 self._set_subscriber(False, event, error)
             return
         # Cheap gate first: called on every confirmation while unhealthy, so a resubscribe of n
         # channels must not cost n full checks.
-        if down or sum(len(s.subscriber.confirmed) for s in shards) < len(self._wanted):
+        wanted = self._placement.wanted
+        if down or sum(len(s.subscriber.confirmed) for s in shards) < len(wanted):
             return
-        if all(self.is_subscribed(channel) for channel in self._wanted):
+        if all(self._placement.is_subscribed(channel) for channel in wanted):
             self._set_subscriber(True, event, error)
 
     def _set_publisher(self, healthy: bool, event: str, error: Optional[str]) -> None:
@@ -733,10 +668,6 @@ class ClusterNode:
             logger.exception("health hook failed")
         finally:
             self.event_details = {}
-
-    def _notify(self) -> None:
-        changed, self._changed = self._changed, Event()
-        changed.set()
 
 
 __all__ = ["ClusterNode", "MAX_REDIRECTS", "Shard"]
