@@ -65,3 +65,17 @@ def test_parse_redirect():
     assert slots.parse_redirect("ASK 1 :7000", default_host="h") == ("ASK", 1, ("h", 7000))
     assert slots.parse_redirect("CROSSSLOT Keys in request don't hash to the same slot") is None
     assert slots.parse_redirect("MOVED x y:z") is None
+
+
+def test_topology_change_tells_a_failover_from_a_migration():
+    a, b, c, d = ("h", 1), ("h", 2), ("h", 3), ("h", 4)
+    old = [a] * 5 + [b] * 5 + [c] * 6
+    assert slots.topology_change([], old) == ({}, 0) and not slots.topology_change([], old).changed
+    assert not slots.topology_change(old, list(old)).changed
+    failover = [d] * 5 + [b] * 5 + [c] * 6  # a's replica d promoted
+    change = slots.topology_change(old, failover)
+    assert change.replaced == {a: (d,)} and change.moved == 0 and change.changed
+    migration = [a] * 5 + [b] * 4 + [c] * 7  # one slot from b to c
+    assert slots.topology_change(old, migration) == ({}, 1)
+    lost = [None] * 5 + [b] * 5 + [c] * 6  # a died, nobody serves its slots yet
+    assert slots.topology_change(old, lost) == ({a: ()}, 0)

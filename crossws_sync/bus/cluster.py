@@ -43,7 +43,8 @@ import redis
 from ..config import ClusterConfig, parse_cluster_entry
 from ..errors import RedisUnavailableError
 from ..io.supervisor import supervise
-from ..wire.slots import Address, Redirect, SlotRange, key_slot, parse_cluster_slots, parse_redirect, slot_owners
+from ..wire.slots import (Address, Redirect, SlotRange, key_slot, parse_cluster_slots, parse_redirect, slot_owners,
+                          topology_change)
 from .connection import RedisConnection, RedisSettings, settings_from
 from .node import is_auth_error, make_client, require_monkey_patched
 from .publisher import Command, NoWaitCommand, Publisher
@@ -521,7 +522,7 @@ class ClusterNode:
         self._ranges, self._owners = ranges, slot_owners(ranges)
         primaries = {rng.primary for rng in ranges}
         first = not old_ranges
-        self.stats["topology_changes"] += 0 if first else 1
+        self.stats["topology_changes"] += 0 if first else 1  # replicas included
         for address in primaries:
             self._shard_at(address)
         self._placement.place(sorted(self._placement.wanted))
@@ -534,21 +535,20 @@ class ClusterNode:
             logger.info("redis cluster %s: %d shard(s)", self.label, len(primaries))
             self._event("cluster_topology", shards=sorted(_label(p) for p in primaries))
             return
+        change = topology_change(old_owners, self._owners)
+        if not change.changed:
+            return  # replicas only
         # As for a recovered node: peers re-home their channels on their own refresh; give them
         # recovery_grace before the outage buffers flush through this node (see ``eligible``).
         self._eligible_at = _now() + self.recovery_grace
-        old_primaries = {rng.primary for rng in old_ranges}
-        for gone in sorted(old_primaries - primaries):
-            replaced = sorted({_label(self._owners[slot] or ("?", 0)) for slot, owner in enumerate(old_owners)
-                               if owner == gone})
+        for gone, successors in sorted(change.replaced.items()):
+            new_primary = ", ".join(_label(a) for a in successors) or "none"
             self.stats["failovers"] += 1
-            logger.warning("redis cluster %s: primary %s replaced by %s", self.label, _label(gone), ", ".join(replaced))
-            self._event("cluster_failover", shard=_label(gone), new_primary=", ".join(replaced))
-        moved = sum(1 for slot, owner in enumerate(old_owners)
-                    if owner in primaries and owner != self._owners[slot])
-        if moved:
-            logger.info("redis cluster %s: %d slot(s) changed primary", self.label, moved)
-            self._event("cluster_slots_moved", slots=moved)
+            logger.warning("redis cluster %s: primary %s replaced by %s", self.label, _label(gone), new_primary)
+            self._event("cluster_failover", shard=_label(gone), new_primary=new_primary)
+        if change.moved:
+            logger.info("redis cluster %s: %d slot(s) changed primary", self.label, change.moved)
+            self._event("cluster_slots_moved", slots=change.moved)
 
     def _ping_shards(self) -> None:
         shards = list(self._shards.values())

@@ -14,7 +14,7 @@ so that one SSUBSCRIBE never spans two slots (no CROSSSLOT error), to read the t
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Set, Tuple, Union
 
 #: Slots of a Redis Cluster.
 SLOT_COUNT = 16384
@@ -129,6 +129,38 @@ def slot_owners(ranges: Iterable[SlotRange]) -> List[Optional[Address]]:
     return owners
 
 
+class TopologyChange(NamedTuple):
+    """How the slot owners changed between two topology reads (see :func:`topology_change`)."""
+
+    #: old primary that serves nothing any more -> the primaries now serving its old slots
+    replaced: Dict[Address, Tuple[Address, ...]]
+    #: slots that changed owner between primaries serving slots before and after (a migration)
+    moved: int
+
+    @property
+    def changed(self) -> bool:
+        """Whether any slot has another owner."""
+        return bool(self.replaced) or self.moved > 0
+
+
+def topology_change(old: List[Optional[Address]], new: List[Optional[Address]]) -> TopologyChange:
+    """Compare two :func:`slot_owners` tables (an empty ``old``: the first read, no change)."""
+    if not old:
+        return TopologyChange({}, 0)
+    still = {owner for owner in new if owner is not None}
+    replaced: Dict[Address, Set[Optional[Address]]] = {}
+    moved = 0
+    for before, after in zip(old, new):
+        if before == after or before is None:
+            continue
+        if before not in still:
+            replaced.setdefault(before, set()).add(after)
+        else:
+            moved += 1
+    return TopologyChange({gone: tuple(sorted(a for a in owners if a is not None)) for gone, owners in replaced.items()},
+                          moved)
+
+
 class Redirect(NamedTuple):
     """A ``MOVED`` or ``ASK`` error: the slot is served (for good or for one command) elsewhere."""
 
@@ -149,5 +181,5 @@ def parse_redirect(error: str, default_host: str = "127.0.0.1") -> Optional[Redi
         return None
 
 
-__all__ = ["Address", "Redirect", "SLOT_COUNT", "SlotRange", "crc16", "group_by_slot", "hash_part", "key_slot",
+__all__ = ["Address", "Redirect", "SLOT_COUNT", "SlotRange", "TopologyChange", "crc16", "topology_change", "group_by_slot", "hash_part", "key_slot",
            "parse_cluster_slots", "parse_redirect", "slot_owners"]
