@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Literal, Optional, Tuple, Union, overload
 
 from .errors import ConfigError, InvalidNameError
@@ -264,11 +264,134 @@ def check_redis_options(redis_config: Any, selection_strategy: Any, redis_codec:
     check_selection_strategy(selection_strategy)
     if redis_codec not in REDIS_CODECS:
         raise ConfigError("redis_codec must be one of %s, got %r" % (", ".join(REDIS_CODECS), redis_codec))
-    for item in redis_config or []:
+    if isinstance(redis_config, (str, dict)):
+        raise ConfigError("redis_config must be a list of entries (dicts or URLs), e.g. [%r]" % (redis_config,))
+    items = list(redis_config or [])
+    check_cluster_entries(items)
+    for item in items:
+        if is_cluster_entry(item):
+            continue
         if isinstance(item, str):
             check_redis_url(item)
         elif not isinstance(item, dict):
             raise ConfigError("each redis_config entry must be a dict of connection options or a URL string")
+
+
+# Redis Cluster entries ------------------------------------------------------------------------
+
+#: Schemes of a Redis Cluster URL (``rediss+cluster://``: TLS to every node).
+CLUSTER_URL_SCHEMES = ("redis+cluster://", "rediss+cluster://")
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """A checked Redis Cluster ``redis_config`` entry.
+
+    Attributes:
+        seeds: ``(host, port)`` of the nodes to read the topology from (any reachable one).
+        options: redis-py keyword options shared by every node (``password``, ``username``,
+            ``ssl``...; never ``host`` / ``port``); kept out of the repr (secrets).
+        url_template: for a URL entry, ``scheme://userinfo@%s:%d?query``, else ``None``.
+    """
+
+    seeds: Tuple[Tuple[str, int], ...]
+    options: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    url_template: Optional[str] = field(default=None, repr=False, compare=False)
+
+    def node_config(self, host: str, port: int) -> Union[str, Dict[str, Any]]:
+        """The ordinary ``redis_config`` entry (URL or dict) of one node of the cluster."""
+        if self.url_template is not None:
+            return self.url_template % (host.replace("%", "%%"), port)
+        config = dict(self.options)
+        config.update(host=host, port=port)
+        return config
+
+
+def is_cluster_entry(item: Any) -> bool:
+    """Whether a ``redis_config`` entry names a Redis Cluster (URL scheme or ``"cluster"`` key)."""
+    if isinstance(item, str):
+        return item.startswith(CLUSTER_URL_SCHEMES)
+    return isinstance(item, dict) and "cluster" in item
+
+
+def _seed(value: Any) -> Tuple[str, int]:
+    if isinstance(value, str):
+        host, sep, port = value.rpartition(":")
+        if not sep:
+            raise ConfigError("redis_config cluster seed %r must be 'host:port'" % value)
+    elif isinstance(value, (list, tuple)) and len(value) == 2:
+        host, port = value
+    else:
+        raise ConfigError("redis_config cluster seeds must be 'host:port' strings or [host, port] pairs, got %r" % (value,))
+    host = str(host).strip("[]")
+    if not host:
+        raise ConfigError("redis_config cluster seed %r has no host" % (value,))
+    try:
+        number = int(port)
+    except (TypeError, ValueError):
+        raise ConfigError("redis_config cluster seed %r has no valid port" % (value,)) from None
+    if not 0 < number < 65536 or isinstance(port, bool):
+        raise ConfigError("redis_config cluster seed %r has no valid port" % (value,))
+    return host, number
+
+
+def parse_cluster_entry(item: Any) -> ClusterConfig:
+    """Check a Redis Cluster entry and return it as a :class:`ClusterConfig`.
+
+    Forms: ``redis+cluster://[user:password@]h1:7000,h2:7001[/0][?options]`` (``rediss+cluster``
+    for TLS; the query holds redis-py URL options) or ``{"cluster": ["h1:7000", ["h2", 7001]],
+    "password": ..., "ssl": ...}`` (every other key is a redis-py option for all nodes).
+
+    Raises:
+        ConfigError: no seed, a malformed seed, ``host`` / ``port`` / a non-zero ``db`` given
+            (a cluster has database 0 only).
+    """
+    if isinstance(item, str):
+        if not item.startswith(CLUSTER_URL_SCHEMES):
+            raise ConfigError("a Redis Cluster URL must start with redis+cluster:// or rediss+cluster://")
+        scheme, rest = item.split("+cluster://", 1)
+        netloc, sep, tail = rest.partition("/")
+        query = ""
+        if not sep:
+            netloc, _, query = netloc.partition("?")
+        userinfo, _, hosts = netloc.rpartition("@")
+        path, _, query_tail = tail.partition("?")
+        query = query or query_tail
+        if path not in ("", "0"):
+            raise ConfigError("a Redis Cluster has database 0 only (URL path %r)" % path)
+        seeds = tuple(_seed(part) for part in hosts.split(",") if part)
+        if not seeds:
+            raise ConfigError("redis_config cluster URL names no seed node (redis+cluster://host:port,...)")
+        template = "%s://%s%%s:%%d%s" % (scheme, userinfo + "@" if userinfo else "", "?" + query if query else "")
+        return ClusterConfig(seeds=seeds, url_template=template)
+    if not isinstance(item, dict) or "cluster" not in item:
+        raise ConfigError("a Redis Cluster entry is a redis+cluster:// URL or a dict with a 'cluster' list")
+    raw = item["cluster"]
+    if isinstance(raw, str) or not isinstance(raw, (list, tuple)) or not raw:
+        raise ConfigError("redis_config 'cluster' must be a non-empty list of 'host:port' or [host, port] seeds")
+    options = {key: value for key, value in item.items() if key != "cluster"}
+    for key in ("host", "port", "path", "unix_socket_path"):
+        if key in options:
+            raise ConfigError("redis_config cluster entry: %r is not allowed (the nodes come from 'cluster')" % key)
+    if options.get("db"):
+        raise ConfigError("a Redis Cluster has database 0 only (db=%r)" % (options["db"],))
+    return ClusterConfig(seeds=tuple(_seed(seed) for seed in raw), options=options)
+
+
+def check_cluster_entries(items: List[Any]) -> Optional[ClusterConfig]:
+    """The cluster entry of a ``redis_config`` list, checked, or ``None`` when there is none.
+
+    Raises:
+        ConfigError: a malformed cluster entry, or a cluster entry that is not the only one (a
+            Redis Cluster is one bus node set of its own: it cannot be mixed with other nodes).
+    """
+    clusters = [item for item in items if is_cluster_entry(item)]
+    if not clusters:
+        return None
+    if len(items) != 1:
+        raise ConfigError("a Redis Cluster entry must be the only redis_config entry (got %d entries): the "
+                          "cluster is one shared bus; list several seeds inside it instead" % len(items))
+    return parse_cluster_entry(clusters[0])
 
 
 def require_server_name(server_name: Any) -> str:
@@ -314,7 +437,9 @@ def check_bus_options(*, server_name: Any, bridge_prefix: Any, ws_prefix: Any, s
         positive_number(name, value)
     for name, hook in hooks.items():
         check_callable(name, hook)
-    return BusOptions(redis_config=redis_config_list(redis_config), custom=channel_list(custom_channels),
+    configs = redis_config_list(redis_config)
+    check_cluster_entries(configs)
+    return BusOptions(redis_config=configs, custom=channel_list(custom_channels),
                       initial=channel_list(initial_channels))
 
 

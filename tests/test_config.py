@@ -328,3 +328,57 @@ def test_finite_numbers_and_non_negative_ints_for_other_callers():
         positive_int("n", -1, allow_zero=True)
     with pytest.raises(ConfigError, match="^n must be a positive integer"):
         positive_int("n", 0)
+
+
+# Redis Cluster entries ------------------------------------------------------------------------
+
+from crossws_sync.config import ClusterConfig, check_cluster_entries, check_redis_options, is_cluster_entry, parse_cluster_entry  # noqa: E402
+
+
+def test_cluster_url_entry():
+    config = parse_cluster_entry("redis+cluster://user:s3cret@h1:7000,h2:7001?socket_timeout=3")
+    assert config.seeds == (("h1", 7000), ("h2", 7001))
+    assert config.node_config("10.0.0.5", 7005) == "redis://user:s3cret@10.0.0.5:7005?socket_timeout=3"
+    assert "s3cret" not in repr(config)
+    tls = parse_cluster_entry("rediss+cluster://h1:7000/0")
+    assert tls.node_config("h3", 7002) == "rediss://h3:7002"
+
+
+def test_cluster_dict_entry():
+    config = parse_cluster_entry({"cluster": ["h1:7000", ["h2", 7001]], "password": "pw", "ssl": True})
+    assert config.seeds == (("h1", 7000), ("h2", 7001))
+    assert config.node_config("h3", 7002) == {"password": "pw", "ssl": True, "host": "h3", "port": 7002}
+    assert "pw" not in repr(config)
+    assert is_cluster_entry({"cluster": []}) and is_cluster_entry("redis+cluster://h:1")
+    assert not is_cluster_entry({"host": "h"}) and not is_cluster_entry("redis://h")
+
+
+@pytest.mark.parametrize("entry,message", [
+    ("redis+cluster://", "no seed"),
+    ("redis+cluster://h1", "host:port"),
+    ("redis+cluster://h1:x", "valid port"),
+    ("redis+cluster://h1:7000/3", "database 0"),
+    ({"cluster": []}, "non-empty list"),
+    ({"cluster": "h1:7000"}, "non-empty list"),
+    ({"cluster": [["h1"]]}, "seeds must be"),
+    ({"cluster": ["h1:7000"], "host": "h"}, "'host' is not allowed"),
+    ({"cluster": ["h1:7000"], "db": 2}, "database 0"),
+    ({"cluster": ["h1:70000"]}, "valid port"),
+])
+def test_cluster_entry_errors(entry, message):
+    with pytest.raises(ConfigError, match=message):
+        check_cluster_entries([entry])
+
+
+def test_cluster_entry_must_be_the_only_one():
+    assert check_cluster_entries([{"host": "h"}, "redis://x"]) is None
+    assert isinstance(check_cluster_entries(["redis+cluster://h:1"]), ClusterConfig)
+    with pytest.raises(ConfigError, match="only redis_config entry"):
+        check_cluster_entries(["redis+cluster://h:1", {"host": "h"}])
+    with pytest.raises(ConfigError, match="only redis_config entry"):
+        check_redis_options(["redis+cluster://h:1", "redis+cluster://h:2"], "random", "json")
+    with pytest.raises(ConfigError, match="only redis_config entry"):
+        options(redis_config=[{"cluster": ["h:1"]}, "redis://h"])
+    check_redis_options(["redis+cluster://h:1"], "random", "json")
+    with pytest.raises(ConfigError, match="must be a list"):
+        check_redis_options("redis+cluster://h:1", "random", "json")

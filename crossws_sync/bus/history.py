@@ -50,7 +50,8 @@ logger = logging.getLogger("crossws_sync.bus")
 #: Append-and-publish (mode ``a``) or read the top, creating the meta hash (mode ``t``).
 #: KEYS: stream, meta. ARGV: body, 1-based index of the position in it, channel, MAXLEN,
 #: stream TTL (s), meta TTL (s), epoch to use if a new one is needed, the sender's time
-#: (microseconds, orders a replay across streams), mode. Each ``redis.call`` costs about as much
+#: (microseconds, orders a replay across streams), mode, and ``n`` to return the positioned body
+#: instead of publishing it (Redis Cluster, see :mod:`.cluster_history`). Each ``redis.call`` costs about as much
 #: as the command itself, so the common path makes five: HINCRBY, HGET, XADD, EXPIRE, PUBLISH;
 #: the meta hash's TTL is extended on every 64th append and on every read of the top.
 #: ``__RUN__`` is replaced by the server's run id when the script is loaded, so a script (and
@@ -84,6 +85,10 @@ local i = tonumber(ARGV[2])
 body = string.sub(body, 1, i - 1) .. position .. string.sub(body, i + 25)
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '0-' .. top, 'd', body, 'c', ARGV[3], 't', ARGV[8])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
+if ARGV[10] == 'n' then
+  -- Redis Cluster: the channel's slot is not the stream's; the caller SPUBLISHes the body
+  return {top, epoch, body}
+end
 redis.call('PUBLISH', ARGV[3], body)
 return {top, epoch}
 """

@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Sequence,
 
 import gevent
 
-from ..config import SELECTION_STRATEGIES
+from ..config import SELECTION_STRATEGIES, is_cluster_entry
 from ..errors import ConfigError, RedisUnavailableError
 from .node import MessageHook, RedisConfig, RedisNode, describe_config, require_monkey_patched
 from ..results import Result
@@ -107,6 +107,8 @@ class RedisNodeSet:
         Raises:
             ConfigError: that node (host, port, db) is already configured.
         """
+        if is_cluster_entry(config):
+            raise ConfigError("a Redis Cluster cannot be added to running nodes: it must be the only redis_config entry")
         identity = describe_config(config)
         if any((node.host, node.port, node.db) == identity for node in self._nodes):
             raise ConfigError("redis node %s:%s db %s is already configured" % identity)
@@ -290,6 +292,15 @@ class RedisNodeSet:
     # Internals ----------------------------------------------------------------------------
 
     def _make_node(self, config: RedisConfig) -> RedisNode:
+        if is_cluster_entry(config):  # a whole Redis Cluster, sharded pub/sub (see .cluster)
+            from .cluster import ClusterNode
+            node: Any = ClusterNode(
+                config, server_name=self._server_name, on_message=self._on_message,
+                on_health_change=self._on_node_health, on_subscription_error=self._on_node_subscription_error,
+                ping_interval=self._ping_interval, ping_timeout=self._ping_timeout, force_ping=self._force_ping,
+                connect_timeout=self._connect_timeout, name_check_channel=self._name_check_channel,
+                on_name_conflict=self._on_name_conflict)
+            return node  # type: ignore[no-any-return]
         return RedisNode(config, server_name=self._server_name, on_message=self._on_message,
                          on_health_change=self._on_node_health, on_subscription_error=self._on_node_subscription_error,
                          ping_interval=self._ping_interval, ping_timeout=self._ping_timeout,
@@ -317,6 +328,9 @@ class RedisNodeSet:
             total_node_count=len(self._nodes), type=conn_type)
         if node.auth_failed and not healthy:
             info["reason"] = "auth"  # ours, only then: the original's info keeps its shape
+        details = getattr(node, "event_details", None)
+        if details:  # a Redis Cluster's events: shard, new_primary, slots (see .cluster)
+            info.update(details)
         try:
             hook(healthy, info)
         except Exception:

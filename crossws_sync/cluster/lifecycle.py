@@ -148,9 +148,17 @@ class Lifecycle:
         from ..bus.history import HistoryStore
         from .recovery import Recovery
 
-        store = HistoryStore(bus.redis_nodes[0].settings, prefix=self.router_settings.ws_prefix,
-                             history_size=options.history_size,
-                             stream_ttl=options.max_disconnection + options.refresh_interval)
+        history_node = bus.redis_nodes[0]
+        store: Any
+        if getattr(history_node, "is_cluster", False):  # a Redis Cluster: keys routed by slot
+            from ..bus.cluster_history import ClusterHistoryStore
+            store = ClusterHistoryStore(history_node, prefix=self.router_settings.ws_prefix,
+                                        history_size=options.history_size,
+                                        stream_ttl=options.max_disconnection + options.refresh_interval)
+        else:
+            store = HistoryStore(history_node.settings, prefix=self.router_settings.ws_prefix,
+                                 history_size=options.history_size,
+                                 stream_ttl=options.max_disconnection + options.refresh_interval)
         recovery = Recovery(options, store=store, codec=bus.codec, local=self.local, hold=router.outage.hold)
         router.recovery = self.runtime.recovery = recovery
         if self.service is not None:

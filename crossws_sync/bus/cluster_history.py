@@ -1,0 +1,310 @@
+"""History streams and recovery sessions on a Redis Cluster (connection state recovery).
+
+The same keys, script and contract as :class:`~crossws_sync.bus.history.HistoryStore`, spread over
+the shards of a :class:`~crossws_sync.bus.cluster.ClusterNode`:
+
+* every command goes to the primary serving its key's slot (``MOVED`` / ``ASK`` followed, the
+  topology refreshed): a stream's keys ``<ws>_crossws.h:{<stream>}`` and ``<ws>_crossws.m:{<stream>}``
+  share their hash tag, and sessions get one too, ``<ws>_crossws.s:{<session id>}``, so that
+  ``HGETALL`` + ``DEL`` of a session and the script's two keys never span two slots;
+* the script is loaded per shard (each primary has its own run id, built into the script: a
+  failover gives the promoted replica's streams a new epoch), again after ``NOSCRIPT``;
+* appending cannot publish from the script: the channel (``ws:<namespace>``...) hashes to
+  another slot than the stream, and a script may only touch its own slot. The script returns the
+  positioned body instead (its ``n`` mode), and the store SPUBLISHes it on the channel's shard
+  from the reply, in reply order: messages of one stream stay in order (streams of one channel
+  on different shards are not ordered among themselves, as on several independent nodes).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple
+
+import gevent
+import redis
+
+from ..errors import RedisUnavailableError
+from ..wire.positions import Position
+from ..wire.slots import Address, parse_redirect
+from .history import SCRIPT, Entry, _entry, new_epoch
+from .publisher import NoWaitCommand
+
+if TYPE_CHECKING:
+    from .cluster import ClusterNode, Shard
+
+logger = logging.getLogger("crossws_sync.bus")
+
+_ATTEMPTS = 4
+
+#: One append: stream, channel, body, position index, on_lost, attempt, the error that sent it back.
+_Job = Tuple[str, str, bytes, int, Callable[[BaseException], None], int, Optional[str]]
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+class _Append:
+    """An append whose reply (the positioned body) is SPUBLISHed by the store."""
+
+    __slots__ = ("args", "cancelled", "_on_reply", "_on_error")
+
+    def __init__(self, args: Tuple[Any, ...], on_reply: Callable[[Any], None],
+                 on_error: Callable[[BaseException], None]) -> None:
+        self.args = args
+        self.cancelled = False
+        self._on_reply = on_reply
+        self._on_error = on_error
+
+    def succeed(self, reply: Any) -> None:
+        self._on_reply(reply)
+
+    def fail(self, error: BaseException) -> None:
+        self._on_error(error)
+
+
+class ClusterHistoryStore:
+    """The history of connection state recovery on a Redis Cluster.
+
+    Args:
+        node: the bus's cluster node (its shards carry the commands).
+        prefix: key prefix (the adapter's ``ws_prefix``).
+        history_size: entries kept per stream (``MAXLEN ~``).
+        stream_ttl: seconds a stream lives after its last append.
+        command_timeout: seconds to wait for one reply.
+    """
+
+    def __init__(self, node: "ClusterNode", *, prefix: str, history_size: int, stream_ttl: float,
+                 command_timeout: float = 2.0) -> None:
+        self.node = node
+        self.prefix = prefix
+        self.history_size = int(history_size)
+        self.stream_ttl = max(1, int(stream_ttl + 0.999))
+        self.meta_ttl = max(86400, 10 * self.stream_ttl)
+        self._timeout = 2 * command_timeout + 0.5
+        self._scripts: Dict[Address, Tuple[str, str]] = {}  # primary -> (run id, sha)
+        self._closed = False
+        #: appends waiting (in order) for a script load or a redirection; ``None``: none
+        self._queue: Optional[List[_Job]] = None
+        self.stats = {"appends": 0, "append_failures": 0, "script_loads": 0, "redirects": 0}
+
+    # Keys -----------------------------------------------------------------------------------
+
+    def stream_key(self, stream: str) -> str:
+        return "%s_crossws.h:{%s}" % (self.prefix, stream)
+
+    def meta_key(self, stream: str) -> str:
+        return "%s_crossws.m:{%s}" % (self.prefix, stream)
+
+    def session_key(self, session_id: str) -> str:
+        return "%s_crossws.s:{%s}" % (self.prefix, session_id)
+
+    # Streams ----------------------------------------------------------------------------------
+
+    def append(self, stream: str, channel: str, raw: bytes, index: int,
+               on_lost: Callable[[BaseException], None]) -> None:
+        """Append ``raw`` to ``stream`` and SPUBLISH the positioned body on ``channel`` (no wait).
+
+        ``on_lost(error)`` runs (in an I/O greenlet; it must not block) when it could not be done.
+        """
+        self._append((stream, channel, raw, index, on_lost, 0, None))
+
+    def _append(self, job: _Job) -> None:
+        if self._closed:
+            job[4](RedisUnavailableError("history store closed"))
+            return
+        if self._queue is not None:  # behind the appends waiting for a script or a redirect: order
+            self._queue.append(job)
+            return
+        stream, on_lost = job[0], job[4]
+        try:
+            shard = self.node._shard_for(self.stream_key(stream))
+        except RedisUnavailableError as exc:
+            on_lost(exc)
+            return
+        script = self._scripts.get(shard.address)
+        if script is None:
+            self._enqueue(job)
+            return
+        self._submit(shard, script[1], job)
+
+    def _submit(self, shard: "Shard", sha: str, job: _Job) -> None:
+        stream, channel, raw, index, on_lost, attempt, _ = job
+        self.stats["appends"] += 1
+
+        def replied(reply: Any) -> None:
+            try:
+                self.node.publish_nowait(channel, reply[2], on_lost)
+            except RedisUnavailableError as exc:
+                on_lost(exc)
+
+        def failed(error: BaseException) -> None:
+            # In the shard's reader greenlet, in submission order: queue, never block.
+            text = str(error)
+            if isinstance(error, redis.ResponseError) and attempt < _ATTEMPTS and (
+                    text.startswith("NOSCRIPT") or parse_redirect(text) is not None):
+                if text.startswith("NOSCRIPT"):
+                    self._scripts.pop(shard.address, None)
+                self._enqueue((stream, channel, raw, index, on_lost, attempt + 1, text))
+                return
+            self.stats["append_failures"] += 1
+            on_lost(error)
+
+        shard.publisher.submit(_Append(self._eval_args(sha, stream, "a", raw, index, channel), replied, failed))
+
+    def _enqueue(self, job: _Job) -> None:
+        if self._queue is None:
+            self._queue = []
+            gevent.spawn(self._drain)
+        self._queue.append(job)
+
+    def _drain(self) -> None:
+        """Load scripts and follow redirections for the queued appends, then submit them in order."""
+        while not self._closed:
+            queue = self._queue
+            if not queue:
+                self._queue = None
+                return
+            job = queue.pop(0)
+            stream, on_lost, error = job[0], job[4], job[6]
+            try:
+                redirect = parse_redirect(error) if error else None
+                if redirect is not None:
+                    self.stats["redirects"] += 1
+                    self.node._follow(redirect)
+                shard = self.node._shard_for(self.stream_key(stream))
+                script = self._scripts.get(shard.address) or self._load(shard)
+            except (RedisUnavailableError, redis.RedisError) as exc:
+                self.stats["append_failures"] += 1
+                on_lost(exc)
+                continue
+            self._submit(shard, script[1], job)
+        for job in self._queue or []:
+            job[4](RedisUnavailableError("history store closed"))
+        self._queue = None
+
+    def _handle_error(self, shard: "Shard", error: str) -> None:
+        if error.startswith("NOSCRIPT"):
+            self._scripts.pop(shard.address, None)
+            return
+        redirect = parse_redirect(error, shard.address[0])
+        if redirect is not None:
+            self.stats["redirects"] += 1
+            self.node._follow(redirect)
+
+    def _eval_args(self, sha: str, stream: str, mode: str, raw: bytes = b"", index: int = 1,
+                   channel: str = "") -> Tuple[Any, ...]:
+        return ("EVALSHA", sha, 2, self.stream_key(stream), self.meta_key(stream), raw, index, channel,
+                self.history_size, self.stream_ttl, self.meta_ttl, new_epoch(), int(time.time() * 1e6), mode, "n")
+
+    def _load(self, shard: "Shard") -> Tuple[str, str]:
+        """Load the script on one primary, for its current process (its run id)."""
+        self.stats["script_loads"] += 1
+        run_id = ""
+        for line in _text(shard.command(("INFO", "server"), self._timeout)).splitlines():
+            if line.startswith("run_id:"):
+                run_id = line[len("run_id:"):].strip()
+        if not run_id.isalnum():
+            raise RedisUnavailableError("history shard %s: no run_id in INFO" % shard.label)
+        sha = _text(shard.command(("SCRIPT", "LOAD", SCRIPT.replace("__RUN__", run_id)), self._timeout))
+        self._scripts[shard.address] = (run_id, sha)
+        return run_id, sha
+
+    def top(self, stream: str) -> Position:
+        """The last offset of ``stream`` and its epoch (starting the stream's meta if new).
+
+        Raises:
+            RedisUnavailableError: the shard did not answer.
+        """
+        key = self.stream_key(stream)
+        error = ""
+        for _ in range(_ATTEMPTS):
+            shard = self.node._shard_for(key)
+            script = self._scripts.get(shard.address) or self._load(shard)
+            try:
+                reply = shard.command(self._eval_args(script[1], stream, "t"), self._timeout)
+            except redis.ResponseError as exc:
+                error = str(exc)
+                if not (error.startswith("NOSCRIPT") or parse_redirect(error) is not None):
+                    raise
+                self._handle_error(shard, error)
+                continue
+            return int(reply[0]), _text(reply[1])
+        raise RedisUnavailableError("history: %s" % error)
+
+    def tops(self, streams: Iterable[str]) -> Dict[str, Position]:
+        """:meth:`top` of several streams, concurrently (they live on several shards)."""
+        streams = list(streams)
+        jobs = [gevent.spawn(self.top, stream) for stream in streams]
+        gevent.joinall(jobs, raise_error=True)
+        return {stream: job.value for stream, job in zip(streams, jobs)}
+
+    def read(self, stream: str, after: int, limit: int) -> List[Entry]:
+        """Up to ``limit`` entries of ``stream`` with offsets above ``after``, in order."""
+        key = self.stream_key(stream)
+        reply = self.node.command_for_key(key, "XRANGE", key, "(0-%d" % after, "+", "COUNT", limit)
+        return [_entry(item) for item in reply or ()]
+
+    def first_offset(self, stream: str) -> Optional[int]:
+        """The oldest offset still in ``stream`` (``None`` when it is empty or gone)."""
+        key = self.stream_key(stream)
+        reply = self.node.command_for_key(key, "XRANGE", key, "-", "+", "COUNT", 1)
+        return _entry(reply[0])[0] if reply else None
+
+    # Sessions -------------------------------------------------------------------------------
+
+    def save_session(self, session_id: str, fields: Dict[str, str], ttl: float) -> None:
+        """Create or extend a session (pipelined, no wait)."""
+        key = self.session_key(session_id)
+        args: List[Any] = ["HSET", key]
+        for name, value in fields.items():
+            args += [name, value]
+        self._nowait(key, tuple(args))
+        self._nowait(key, ("EXPIRE", key, max(1, int(ttl + 0.999))))
+
+    def forget_session_fields(self, session_id: str, names: Iterable[str]) -> None:
+        names = list(names)
+        if names:
+            key = self.session_key(session_id)
+            self._nowait(key, ("HDEL", key) + tuple(names))
+
+    def touch_sessions(self, session_ids: Iterable[str], ttl: float) -> None:
+        """Extend sessions' TTL (pipelined per shard, no wait)."""
+        seconds = max(1, int(ttl + 0.999))
+        for session_id in session_ids:
+            key = self.session_key(session_id)
+            self._nowait(key, ("EXPIRE", key, seconds))
+
+    def take_session(self, session_id: str) -> Optional[Dict[str, str]]:
+        """Read and delete a session (each is used once); ``None`` when absent or expired."""
+        key = self.session_key(session_id)
+        raw = self.node.command_for_key(key, "HGETALL", key)
+        self.node.command_for_key(key, "DEL", key)
+        if not raw:
+            return None
+        items = list(raw.items()) if isinstance(raw, dict) else list(zip(raw[0::2], raw[1::2]))
+        return {_text(name): _text(value) for name, value in items}
+
+    # Plumbing --------------------------------------------------------------------------------
+
+    def _nowait(self, key: str, args: Tuple[Any, ...]) -> None:
+        if self._closed:
+            return
+        try:
+            shard = self.node._shard_for(key)
+        except RedisUnavailableError as exc:
+            logger.debug("history command %s not sent: %s", args[0], exc)
+            return
+
+        def failed(error: BaseException) -> None:
+            logger.debug("history command %s failed: %s", args[0], error)
+
+        shard.publisher.submit(NoWaitCommand(args, failed))
+
+    def close(self) -> None:
+        """Stop using the shards (the cluster node owns and closes the connections)."""
+        self._closed = True
+
+
+__all__ = ["ClusterHistoryStore"]
