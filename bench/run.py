@@ -22,6 +22,7 @@ import platform
 import queue
 import shutil
 import signal
+import random
 import socket
 import statistics
 import subprocess
@@ -187,8 +188,22 @@ class Processes:
         self.procs = []
 
 
+def cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free too."""
+    for _ in range(200):
+        port = random.randint(20000, 45000)
+        try:
+            for candidate in (port, port + 10000):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free pair of ports for a Redis Cluster node")
+
+
 def start_redis(procs: Processes, work_dir: str, name: str = "redis", extra: Sequence[str] = ()) -> int:
-    port = free_port()
+    port = cluster_port() if extra else free_port()
     directory = os.path.join(work_dir, name)
     os.makedirs(directory, exist_ok=True)
     proc = procs.start(name, ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
