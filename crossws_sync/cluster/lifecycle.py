@@ -148,7 +148,9 @@ class Lifecycle:
         from ..bus.history import HistoryStore
         from .recovery import Recovery
 
-        store = HistoryStore(bus.redis_nodes[0].settings, prefix=self.router_settings.ws_prefix,
+        history_node = bus.redis_nodes[0]
+        store = HistoryStore(history_node.settings, open_connection=history_node.open_connection,
+                             label=history_node.label, prefix=self.router_settings.ws_prefix,
                              history_size=options.history_size,
                              stream_ttl=options.max_disconnection + options.refresh_interval)
         recovery = Recovery(options, store=store, codec=bus.codec, local=self.local, hold=router.outage.hold)
