@@ -133,6 +133,9 @@ def test_primary_sigkilled_under_rpcs_room_and_direct_messages_traffic_comes_bac
             assert redis_node.label == "sentinel:mymaster"
             assert redis_node.sentinel.address == ("127.0.0.1", new_port)
             assert redis_node.publisher_healthy and redis_node.subscriber_healthy
+            # the liveness probe runs on every bus node (with redis_force_ping, the default)
+            assert redis_node.probe_channel.startswith("csbp:probe:%s:" % node.get_server_name())
+            wait_for(lambda: redis_node.probe_latency > 0, timeout=3, message="a probe round trip")
 
         before = traffic.between(0, t_kill)
         window = traffic.between(t_kill, max(t_back, t_healthy))
