@@ -274,6 +274,18 @@ def session_of(client: RawClient) -> Dict[str, Any]:
     return message["payload"]
 
 
+def joined(adapter: WebSocketCrossServerAdapter, client: RawClient) -> Dict[str, Any]:
+    """:func:`session_of`, then wait until the room joined by the connection handler is subscribed.
+
+    The session event is sent before the handler's ``join_room`` has its SUBSCRIBE confirmed: a
+    broadcast sent at once races that SUBSCRIBE inside Redis (two connections, one event loop
+    iteration, either order), and the message can be published before anyone listens.
+    """
+    session = session_of(client)
+    wait_for(lambda: adapter.bus.redis_nodes[0].is_subscribed("ws:" + NS), 5, message="the room's channel subscribed")
+    return session
+
+
 def test_the_connection_handler_sees_socket_recovered_and_the_restored_user(adapters):
     a, b = adapters("A"), adapters("B")
     first = RawClient(a.port, "/?id=carol")
@@ -349,7 +361,7 @@ def test_server_requests_and_the_offline_queue_work_with_recovery_on(adapters):
 def test_a_live_client_sees_no_duplicate_and_no_close_when_the_history_redis_restarts(redis_server, adapters):
     a = adapters("A")
     client = RawClient(a.port, "/?id=erin")
-    session_of(client)
+    joined(a, client)
     a.broadcast_to_room(NS, ROOM, "chat", 0)
     assert client.recv_json()["payload"] == 0
     redis_server.restart()  # a new Redis process: a new epoch for every stream
@@ -385,7 +397,7 @@ def _append_unseen(adapter: WebSocketCrossServerAdapter, text: str) -> None:
 def test_a_message_pubsub_lost_is_filled_from_history_before_the_next_one(adapters):
     a = adapters("A")
     client = RawClient(a.port, "/?id=frank")
-    session_of(client)
+    joined(a, client)
     a.broadcast_to_room(NS, ROOM, "chat", 1)
     assert client.recv_json()["payload"] == 1
     _append_unseen(a, '{"event":"chat","payload":2}')
@@ -400,7 +412,7 @@ def test_a_message_pubsub_lost_is_filled_from_history_before_the_next_one(adapte
 def test_a_lost_message_history_no_longer_holds_closes_with_3010_and_the_client_reconnects(adapters, redis_server):
     a = adapters("A")
     client = RawClient(a.port, "/?id=gina")
-    session_of(client)
+    joined(a, client)
     a.broadcast_to_room(NS, ROOM, "chat", 1)
     assert client.recv_json()["payload"] == 1
     _append_unseen(a, '{"event":"chat","payload":2}')
