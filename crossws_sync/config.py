@@ -11,6 +11,7 @@ import os
 import platform
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Literal, Optional, Tuple, Union, overload
+from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 from .errors import ConfigError, InvalidNameError
 
@@ -242,8 +243,176 @@ def check_redis_url(url: str) -> str:
         ConfigError: another scheme.
     """
     if not url.startswith(REDIS_URL_SCHEMES):
-        raise ConfigError("a redis_config URL must start with redis://, rediss:// or unix://")
+        raise ConfigError("a redis_config URL must start with redis://, rediss://, unix:// or redis+sentinel://")
     return url
+
+
+#: Schemes of a Sentinel entry's URL (``rediss+``: TLS to the primary).
+SENTINEL_URL_SCHEMES = ("redis+sentinel://", "rediss+sentinel://")
+#: The port of a sentinel given without one.
+SENTINEL_DEFAULT_PORT = 26379
+#: Keys of a Sentinel entry (dict form, or query options of the URL form) about the sentinels
+#: themselves; every other key is a redis-py option for the connections to the primary.
+SENTINEL_KEYS = frozenset({"sentinels", "service_name", "sentinel_username", "sentinel_password", "sentinel_timeout"})
+#: Keys that would give the primary a fixed address: a Sentinel entry asks the sentinels instead.
+_ADDRESS_KEYS = ("host", "port", "path", "unix_socket_path", "url")
+
+
+@dataclass(frozen=True)
+class SentinelConfig:
+    """A checked Sentinel entry of ``redis_config`` (see :func:`sentinel_config`).
+
+    Attributes:
+        sentinels: ``(host, port)`` of each sentinel, in the order given.
+        service_name: the primary's name in the sentinels' configuration (``mymaster``).
+        sentinel_username, sentinel_password: credentials for the sentinels (never in a repr).
+        sentinel_timeout: seconds for connecting to and asking one sentinel.
+        primary: a ``redis_config`` entry (dict of redis-py options or ``redis[s]://`` URL) for the
+            connections to the primary, whose address is a placeholder replaced by the sentinels'
+            answer (never in a repr: it may hold the password).
+    """
+
+    sentinels: Tuple[Tuple[str, int], ...]
+    service_name: str
+    sentinel_username: Optional[str] = None
+    sentinel_password: Optional[str] = field(default=None, repr=False)
+    sentinel_timeout: float = 0.5
+    primary: Any = field(default=None, repr=False)
+
+    @property
+    def label(self) -> str:
+        """``sentinel:<service name>`` (never a secret)."""
+        return "sentinel:%s" % self.service_name
+
+    @property
+    def sentinel_list(self) -> str:
+        """The sentinels as ``host:port,host:port`` (identifies the group, with :attr:`service_name`)."""
+        return ",".join("%s:%d" % address for address in self.sentinels)
+
+
+def is_sentinel_entry(entry: Any) -> bool:
+    """Whether a ``redis_config`` entry names a Sentinel-managed primary (URL or dict form)."""
+    if isinstance(entry, str):
+        return entry.startswith(SENTINEL_URL_SCHEMES)
+    return isinstance(entry, dict) and "sentinels" in entry
+
+
+def _sentinel_address(item: Any) -> Tuple[str, int]:
+    if isinstance(item, str):
+        host, sep, port_text = item.strip().rpartition(":")
+        if not sep:
+            host, port_text = item.strip(), str(SENTINEL_DEFAULT_PORT)
+        host = host.strip("[]")
+        if not port_text.isdigit():
+            raise ConfigError("redis_config sentinel %r: the port must be a number" % item)
+        port: Any = int(port_text)
+    elif isinstance(item, (list, tuple)) and len(item) == 2:
+        host, port = item
+    else:
+        raise ConfigError("redis_config sentinels must be \"host:port\" strings or [host, port] pairs, got %r" % (item,))
+    if not isinstance(host, str) or not host:
+        raise ConfigError("redis_config sentinel %r: the host must be a non-empty string" % (item,))
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port <= 65535:
+        raise ConfigError("redis_config sentinel %r: the port must be an int from 1 to 65535" % (item,))
+    return host, port
+
+
+def _service_name(value: Any) -> str:
+    if not isinstance(value, str) or not value or "/" in value or any(ch.isspace() for ch in value):
+        raise ConfigError("redis_config service_name must be a non-empty name without '/' or spaces, got %r" % (value,))
+    return value
+
+
+def _optional_text(name: str, value: Any) -> Optional[str]:
+    if value is None or isinstance(value, str):
+        return value
+    raise ConfigError("redis_config %s must be a string" % name)
+
+
+def sentinel_config(entry: Any) -> SentinelConfig:
+    """Check a Sentinel entry of ``redis_config`` and return it as a :class:`SentinelConfig`.
+
+    Two forms:
+
+    * URL: ``redis+sentinel://[user:password@]host1:26379,host2:26379/<service_name>[/<db>]``
+      with optional query options ``sentinel_username``, ``sentinel_password``,
+      ``sentinel_timeout`` and any redis-py URL option for the primary (``socket_timeout``...).
+      The user and password are the primary's; ``rediss+sentinel://`` uses TLS to the primary.
+    * dict: ``{"sentinels": [["host1", 26379], "host2:26379"], "service_name": "mymaster",
+      "sentinel_password": ..., "sentinel_username": ..., "sentinel_timeout": ...}`` plus
+      redis-py options for the primary (``password``, ``username``, ``db``, ``ssl``...).
+
+    Sentinels are reached over plain TCP; TLS options apply to the primary.
+
+    Raises:
+        ConfigError: not a Sentinel entry, no sentinel, a bad address or service name, or an
+            option giving the primary a fixed address (``host``, ``port``, ``path``).
+    """
+    if isinstance(entry, str) and entry.startswith(SENTINEL_URL_SCHEMES):
+        return _sentinel_from_url(entry)
+    if not isinstance(entry, dict) or "sentinels" not in entry:
+        raise ConfigError("a Sentinel redis_config entry is a redis+sentinel:// URL or a dict with \"sentinels\"")
+    sentinels = entry["sentinels"]
+    if isinstance(sentinels, (str, bytes)) or not isinstance(sentinels, (list, tuple)) or not sentinels:
+        raise ConfigError("redis_config sentinels must be a non-empty list of \"host:port\" or [host, port]")
+    if "service_name" not in entry:
+        raise ConfigError("a Sentinel redis_config entry needs \"service_name\" (the primary's name, such as mymaster)")
+    fixed = [key for key in _ADDRESS_KEYS if key in entry]
+    if fixed:
+        raise ConfigError("a Sentinel redis_config entry gets the primary's address from the sentinels: remove %s"
+                          % ", ".join(fixed))
+    primary = {key: value for key, value in entry.items() if key not in SENTINEL_KEYS}
+    db = primary.get("db", 0)
+    if isinstance(db, bool) or not isinstance(db, int) or db < 0:
+        raise ConfigError("redis_config db must be a non-negative integer, got %r" % (db,))
+    return SentinelConfig(
+        sentinels=tuple(_sentinel_address(item) for item in sentinels),
+        service_name=_service_name(entry["service_name"]),
+        sentinel_username=_optional_text("sentinel_username", entry.get("sentinel_username")),
+        sentinel_password=_optional_text("sentinel_password", entry.get("sentinel_password")),
+        sentinel_timeout=positive_number("redis_config sentinel_timeout", entry.get("sentinel_timeout", 0.5), finite=True),
+        primary=primary)
+
+
+def _sentinel_from_url(url: str) -> SentinelConfig:
+    scheme, _, rest = url.partition("://")
+    netloc, _, tail = rest.partition("/")
+    path, _, query = tail.partition("?")
+    userinfo, at, hosts = netloc.rpartition("@")
+    if not at:
+        userinfo = ""
+    if not hosts:
+        raise ConfigError("redis+sentinel URL: no sentinel (redis+sentinel://host1:26379,host2:26379/mymaster)")
+    parts = [part for part in path.split("/") if part]
+    if not parts or len(parts) > 2:
+        raise ConfigError("redis+sentinel URL: the path must be /<service_name> or /<service_name>/<db>")
+    service = _service_name(unquote(parts[0]))
+    db = 0
+    if len(parts) == 2:
+        if not parts[1].isdigit():
+            raise ConfigError("redis+sentinel URL: the database must be a number, got %r" % parts[1])
+        db = int(parts[1])
+    options: Dict[str, str] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key in ("sentinels", "service_name"):
+            raise ConfigError("redis+sentinel URL: %s goes in the URL's host list or path, not its query" % key)
+        options[key] = value
+    timeout_text = options.pop("sentinel_timeout", None)
+    try:
+        timeout = float(timeout_text) if timeout_text is not None else 0.5
+    except ValueError:
+        raise ConfigError("redis+sentinel URL: sentinel_timeout must be a number of seconds") from None
+    sentinel_username = options.pop("sentinel_username", None)
+    sentinel_password = options.pop("sentinel_password", None)
+    # The primary as a redis:// URL whose address the sentinels' answer replaces.
+    primary = "%s://%s127.0.0.1:6379/%d" % ("rediss" if scheme == "rediss+sentinel" else "redis",
+                                            userinfo + "@" if userinfo else "", db)
+    if options:
+        primary += "?" + urlencode(options, quote_via=quote)
+    return SentinelConfig(
+        sentinels=tuple(_sentinel_address(item) for item in hosts.split(",")), service_name=service,
+        sentinel_username=sentinel_username or None, sentinel_password=sentinel_password or None,
+        sentinel_timeout=positive_number("redis_config sentinel_timeout", timeout, finite=True), primary=primary)
 
 
 def redis_config_list(redis_config: Any) -> List[Any]:
@@ -271,7 +440,9 @@ def check_redis_options(redis_config: Any, selection_strategy: Any, redis_codec:
     for item in items:
         if is_cluster_entry(item):
             continue
-        if isinstance(item, str):
+        if is_sentinel_entry(item):
+            sentinel_config(item)
+        elif isinstance(item, str):
             check_redis_url(item)
         elif not isinstance(item, dict):
             raise ConfigError("each redis_config entry must be a dict of connection options or a URL string")

@@ -382,3 +382,76 @@ def test_cluster_entry_must_be_the_only_one():
     check_redis_options(["redis+cluster://h:1"], "random", "json")
     with pytest.raises(ConfigError, match="must be a list"):
         check_redis_options("redis+cluster://h:1", "random", "json")
+
+
+# Sentinel entries of redis_config ---------------------------------------------------------------
+
+from crossws_sync.config import SentinelConfig, check_redis_options, is_sentinel_entry, sentinel_config  # noqa: E402
+
+
+def test_sentinel_url_gives_sentinels_service_db_and_the_primary_options():
+    config = sentinel_config("redis+sentinel://app:s3cret@h1:26379,h2,[::1]:26380/mymaster/3"
+                             "?sentinel_password=sp&sentinel_username=su&sentinel_timeout=0.25&socket_timeout=1.5")
+    assert config.sentinels == (("h1", 26379), ("h2", 26379), ("::1", 26380))
+    assert config.service_name == "mymaster" and config.label == "sentinel:mymaster"
+    assert (config.sentinel_username, config.sentinel_password, config.sentinel_timeout) == ("su", "sp", 0.25)
+    # the primary is a redis:// URL whose address the sentinels' answer replaces
+    assert config.primary == "redis://app:s3cret@127.0.0.1:6379/3?socket_timeout=1.5"
+    assert config.sentinel_list == "h1:26379,h2:26379,::1:26380"
+    assert sentinel_config("rediss+sentinel://h1/svc").primary.startswith("rediss://")
+    assert sentinel_config("redis+sentinel://h1:1/svc").primary == "redis://127.0.0.1:6379/0"
+
+
+def test_sentinel_dict_accepts_pairs_and_strings_and_keeps_primary_options():
+    config = sentinel_config({"sentinels": [["h1", 26379], "h2:26380", ("h3", 1)], "service_name": "svc",
+                              "password": "pw", "db": 2, "sentinel_password": "sp", "ssl": True})
+    assert config.sentinels == (("h1", 26379), ("h2", 26380), ("h3", 1))
+    assert config.primary == {"password": "pw", "db": 2, "ssl": True}
+    assert config.sentinel_password == "sp" and config.sentinel_timeout == 0.5
+
+
+def test_sentinel_secrets_never_in_the_repr():
+    for entry in ("redis+sentinel://u:PRIMARYPW@h1/svc?sentinel_password=SENTINELPW",
+                  {"sentinels": ["h1:1"], "service_name": "svc", "password": "PRIMARYPW", "sentinel_password": "SENTINELPW"}):
+        text = repr(sentinel_config(entry))
+        assert "PRIMARYPW" not in text and "SENTINELPW" not in text and "svc" in text
+
+
+@pytest.mark.parametrize("entry, message", [
+    ("redis+sentinel:///svc", "no sentinel"),
+    ("redis+sentinel://h1:26379", "/<service_name>"),
+    ("redis+sentinel://h1:26379/svc/x", "database must be a number"),
+    ("redis+sentinel://h1:26379/a/1/2", "/<service_name>"),
+    ("redis+sentinel://h1:port/svc", "port must be a number"),
+    ("redis+sentinel://h1:70000/svc", "1 to 65535"),
+    ("redis+sentinel://h1/svc?sentinel_timeout=soon", "sentinel_timeout"),
+    ("redis+sentinel://h1/svc?sentinel_timeout=0", "sentinel_timeout"),
+    ("redis+sentinel://h1/svc?service_name=x", "not its query"),
+    ({"sentinels": [], "service_name": "svc"}, "non-empty list"),
+    ({"sentinels": "h1:26379", "service_name": "svc"}, "non-empty list"),
+    ({"sentinels": ["h1"]}, "needs \"service_name\""),
+    ({"sentinels": ["h1"], "service_name": ""}, "service_name"),
+    ({"sentinels": ["h1"], "service_name": "a b"}, "service_name"),
+    ({"sentinels": [["h1"]], "service_name": "svc"}, "[host, port] pairs"),
+    ({"sentinels": [["h1", "26379"]], "service_name": "svc"}, "1 to 65535"),
+    ({"sentinels": [["", 1]], "service_name": "svc"}, "host must be"),
+    ({"sentinels": ["h1"], "service_name": "svc", "host": "h", "port": 1}, "remove host, port"),
+    ({"sentinels": ["h1"], "service_name": "svc", "db": -1}, "db must be"),
+    ({"sentinels": ["h1"], "service_name": "svc", "sentinel_password": 5}, "sentinel_password must be a string"),
+])
+def test_bad_sentinel_entries_are_refused_with_a_clear_message(entry, message):
+    with pytest.raises(ConfigError) as info:
+        sentinel_config(entry)
+    assert message in str(info.value)
+    with pytest.raises(ConfigError):  # and in the adapter's constructor checks
+        check_redis_options([entry], "random", "json")
+
+
+def test_sentinel_entries_are_recognised_and_checked_with_the_other_entries():
+    assert is_sentinel_entry("redis+sentinel://h1/svc") and is_sentinel_entry({"sentinels": []})
+    assert not is_sentinel_entry("redis://h1") and not is_sentinel_entry({"host": "h1"})
+    check_redis_options(["redis://h1", "redis+sentinel://h1/svc", {"sentinels": ["h1"], "service_name": "s"}],
+                        "random", "json")
+    with pytest.raises(ConfigError, match="redis\\+sentinel://"):
+        check_redis_url("sentinel://h1/svc")
+    assert isinstance(sentinel_config("redis+sentinel://h1/svc"), SentinelConfig)

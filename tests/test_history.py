@@ -143,3 +143,40 @@ def test_sessions_are_taken_once(redis_server):
 def test_ids_are_random():
     assert len({new_session_id() for _ in range(100)}) == 100
     assert len(new_epoch()) == 8 and new_epoch() != new_epoch()
+
+
+def test_every_connection_is_opened_by_the_given_opener_and_follows_its_address(redis_factory):
+    """What a Sentinel node passes: an opener that decides where each (re)connection goes."""
+    from dataclasses import replace
+
+    from crossws_sync.bus.connection import RedisConnection
+
+    first, second = redis_factory(), redis_factory()
+    target = {"port": first.port}
+    opened: List[int] = []
+
+    def opener(settings):
+        opened.append(target["port"])
+        return RedisConnection.open(replace(settings, port=target["port"]))
+
+    pool = make_client({"host": "127.0.0.1", "port": 1}, connect_timeout=2.0, command_timeout=2.0).connection_pool
+    store = HistoryStore(settings_from(pool.connection_class, pool.connection_kwargs), prefix="ws:", history_size=100,
+                         stream_ttl=60, open_connection=opener, label="sentinel:svc")
+    try:
+        assert store.label == "sentinel:svc"
+        top = store.top("s")
+        run_first = store.run_id
+        target["port"] = second.port
+        first.kill()  # the connection breaks; the next command reconnects through the opener
+        wait_for(lambda: _top_or_none(store) is not None, timeout=5)
+        assert opened == [first.port, second.port] and store.run_id != run_first
+        assert store.top("s")[1] != top[1]  # another Redis process: a new epoch
+    finally:
+        store.close()
+
+
+def _top_or_none(store: HistoryStore) -> Any:
+    try:
+        return store.top("s")
+    except Exception:
+        return None

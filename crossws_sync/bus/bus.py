@@ -152,7 +152,7 @@ class CrossServerBus:
             on_name_conflict=self._on_node_name_conflict, on_health_change=on_redis_health_change,
             on_subscription_error=on_redis_subscription_error, ping_interval=float(redis_ping_interval),
             ping_timeout=float(redis_ping_timeout), force_ping=bool(redis_force_ping),
-            connect_timeout=float(connect_timeout))
+            connect_timeout=float(connect_timeout), probe_prefix="%sprobe:%s:" % (bridge_prefix, server_name))
         self._outbox = Outbox(server_name=server_name, codec=self._codec, nodes=self._nodes, channels=self._channels,
                               expect_echo=self._receiver.expect_echo)
         self._rpc = BridgeRpc(server_name=server_name, bridge_prefix=bridge_prefix, codec=self._codec,

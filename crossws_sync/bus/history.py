@@ -127,11 +127,20 @@ class HistoryStore:
         history_size: entries kept per stream (``MAXLEN ~``).
         stream_ttl: seconds a stream lives after its last append.
         command_timeout: a reply not started within this many seconds breaks the connection.
+        open_connection: opens a connection with the given settings (default
+            :meth:`RedisConnection.open`); a Sentinel node's
+            :meth:`~crossws_sync.bus.node.RedisNode.open_connection` asks the sentinels for the
+            primary on every (re)connect, so the history follows a failover.
+        label: names the history node in logs (default: the settings' ``host:port``).
     """
 
     def __init__(self, settings: RedisSettings, *, prefix: str, history_size: int, stream_ttl: float,
-                 command_timeout: float = 2.0) -> None:
+                 command_timeout: float = 2.0,
+                 open_connection: Optional[Callable[[RedisSettings], RedisConnection]] = None,
+                 label: Optional[str] = None) -> None:
         self.settings = settings
+        self.label = label or settings.label
+        self._open_connection = open_connection or RedisConnection.open
         self.prefix = prefix
         self.history_size = int(history_size)
         self.stream_ttl = max(1, int(stream_ttl + 0.999))
@@ -141,7 +150,7 @@ class HistoryStore:
         self._sha = ""
         self._command_timeout = command_timeout
         self._closed = False
-        self._publisher = Publisher(self._open, label=settings.label, on_down=self._down,
+        self._publisher = Publisher(self._open, label=self.label, on_down=self._down,
                                     command_timeout=command_timeout)
         self._writer = gevent.spawn(supervise, self._publisher.writer_loop, "history writer", logger,
                                     stopped=lambda: self._closed)
@@ -229,10 +238,10 @@ class HistoryStore:
             if line.startswith("run_id:"):
                 run_id = line[len("run_id:"):].strip()
         if not run_id.isalnum():
-            raise RedisUnavailableError("history node %s: no run_id in INFO" % self.settings.label)
+            raise RedisUnavailableError("history node %s: no run_id in INFO" % self.label)
         if self.run_id and run_id != self.run_id:
             logger.warning("history node %s is another Redis process now (run id %s...): history streams "
-                           "start a new epoch", self.settings.label, run_id[:8])
+                           "start a new epoch", self.label, run_id[:8])
         self.run_id = run_id
         self._sha = _text(self.command("SCRIPT", "LOAD", SCRIPT.replace("__RUN__", run_id)))
 
@@ -337,7 +346,7 @@ class HistoryStore:
                 replies.append(command.result.get(timeout=wait))
             except gevent.Timeout:
                 command.cancelled = True
-                raise RedisUnavailableError("history node %s did not answer within %.1fs" % (self.settings.label, wait)) from None
+                raise RedisUnavailableError("history node %s did not answer within %.1fs" % (self.label, wait)) from None
             except redis.ResponseError as exc:
                 if retry_noscript and str(exc).startswith("NOSCRIPT"):
                     self.load_script()
@@ -355,10 +364,10 @@ class HistoryStore:
         self._publisher.submit(NoWaitCommand(args, failed))
 
     def _open(self) -> RedisConnection:
-        return RedisConnection.open(self.settings)
+        return self._open_connection(self.settings)
 
     def _down(self, event: str, error: str) -> None:
-        logger.debug("history node %s: %s %s", self.settings.label, event, error)
+        logger.debug("history node %s: %s %s", self.label, event, error)
 
     def close(self) -> None:
         self._closed = True

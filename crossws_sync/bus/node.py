@@ -15,6 +15,18 @@ A :class:`RedisNode` owns exactly two Redis connections and three greenlets:
   ``ping_timeout`` (also with a single node, unlike the original), probes a node that is down
   until it answers, and watches the listener for a stalled read.
 
+With a *probe channel* (given by the node set while ``force_ping`` is on), the health greenlet
+also publishes a small probe on a channel private to this node, through the publisher, every
+``ping_interval``, and expects it back on the subscriber within ``ping_timeout``. A PING only
+shows that the subscriber's server answers; the probe shows that it hears what is published:
+a subscriber left on a server that no longer gets the publishes (a demoted primary, an address
+that moved) is reported down with the event ``probe`` and made to reconnect.
+
+A Sentinel entry (:mod:`crossws_sync.bus.sentinel`) has no fixed address: every connection the
+node opens (and the history store's, through :meth:`RedisNode.open_connection`) asks the
+sentinels for the primary and checks its ``ROLE``. Such a node's label is
+``sentinel:<service name>``; its ``host`` is that label and its ``port`` the sentinel list.
+
 Health is reported per connection type (``publisher`` / ``subscriber``) through the
 ``on_health_change`` hook, once per flip. A publisher that comes back after a failure becomes
 *eligible* for publishing only after ``recovery_grace`` seconds and once this node's subscriber
@@ -30,6 +42,7 @@ bounds the connect handshake and a reply that stalls half-way; idle liveness com
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple, Union
 
@@ -41,11 +54,12 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ..io.supervisor import supervise
-from ..config import check_redis_url
+from ..config import SentinelConfig, check_redis_url, is_sentinel_entry, sentinel_config
 from ..errors import ConfigError, MonkeyPatchError, RedisUnavailableError
 from .connection import RedisConnection, RedisSettings, settings_from
 from .publisher import Command, NoWaitCommand, Publisher
-from .subscriber import Stalled, SubscribeTicket, Subscriber
+from .sentinel import SentinelPrimary
+from .subscriber import Deaf, Stalled, SubscribeTicket, Subscriber
 
 logger = logging.getLogger("crossws_sync.nodes")
 
@@ -103,7 +117,8 @@ def make_client(config: RedisConfig, *, connect_timeout: float, command_timeout:
 
     Args:
         config: a dict of redis-py keyword arguments (``host``, ``port``, ``password``, ``db``,
-            ``username``, ``ssl``...) or a ``redis://`` / ``rediss://`` / ``unix://`` URL.
+            ``username``, ``ssl``...) or a ``redis://`` / ``rediss://`` / ``unix://`` URL (for a
+            Sentinel entry, pass its :attr:`~crossws_sync.config.SentinelConfig.primary`).
         connect_timeout: default ``socket_connect_timeout``.
         command_timeout: default ``socket_timeout`` of the publisher.
 
@@ -136,7 +151,14 @@ def make_client(config: RedisConfig, *, connect_timeout: float, command_timeout:
 
 
 def describe_config(config: RedisConfig) -> Tuple[Any, Any, Any]:
-    """Return ``(host, port, db)`` of a ``redis_config`` entry without connecting."""
+    """Return ``(host, port, db)`` of a ``redis_config`` entry without connecting.
+
+    A Sentinel entry is ``("sentinel:<service>", "<host:port,...>", db)``.
+    """
+    if is_sentinel_entry(config):
+        sentinel = sentinel_config(config)
+        db = make_client(sentinel.primary, connect_timeout=1.0, command_timeout=1.0).connection_pool.connection_kwargs.get("db", 0)
+        return sentinel.label, sentinel.sentinel_list, db
     client = make_client(config, connect_timeout=1.0, command_timeout=1.0)
     kwargs = client.connection_pool.connection_kwargs
     host = kwargs.get("host", kwargs.get("path", "Unknown Host"))
@@ -184,6 +206,7 @@ class RedisNode:
         name_check_channel: after the first subscription, count its subscribers with
             ``PUBSUB NUMSUB``; more than one means another live node uses our name.
         on_name_conflict: ``(node, subscriber_count)`` when that check finds a duplicate.
+        probe_channel: the liveness probe's channel (private to this node; ``None``: no probe).
 
     Raises:
         MonkeyPatchError: gevent monkey-patching is missing.
@@ -195,7 +218,8 @@ class RedisNode:
                  ping_interval: float = 5.0, ping_timeout: float = 2.0, force_ping: bool = True,
                  connect_timeout: float = 2.0, command_timeout: Optional[float] = None,
                  recovery_grace: float = 1.0, name_check_channel: Optional[str] = None,
-                 on_name_conflict: Optional[Callable[["RedisNode", int], None]] = None) -> None:
+                 on_name_conflict: Optional[Callable[["RedisNode", int], None]] = None,
+                 probe_channel: Optional[str] = None) -> None:
         require_monkey_patched()
         self.config = config
         self.server_name = server_name
@@ -207,8 +231,16 @@ class RedisNode:
         self.force_ping = bool(force_ping)
         self.recovery_grace = float(recovery_grace)
         self._command_timeout = float(command_timeout if command_timeout is not None else max(ping_timeout, 1.0))
+        #: The Sentinel-managed primary (``None``: a fixed address).
+        self.sentinel: Optional[SentinelPrimary] = None
+        sentinel: Optional[SentinelConfig] = None
+        primary: RedisConfig = config
+        if is_sentinel_entry(config):
+            sentinel = sentinel_config(config)
+            self.sentinel = SentinelPrimary(sentinel, connect_timeout=connect_timeout)
+            primary = sentinel.primary
         # redis-py's public API parses the entry (keywords and URLs); the connections are ours.
-        pool = make_client(config, connect_timeout=connect_timeout,
+        pool = make_client(primary, connect_timeout=connect_timeout,
                            command_timeout=self._command_timeout).connection_pool
         kwargs = pool.connection_kwargs
         #: How the publisher connects; the subscriber's timeout is always the command timeout (its
@@ -217,9 +249,21 @@ class RedisNode:
         self._sub_settings = self.settings.replace_timeout(self._command_timeout)
         self.host = kwargs.get("host", kwargs.get("path", "Unknown Host"))
         self.port = kwargs.get("port", "Unknown Port")
+        if sentinel is not None:
+            self.host, self.port = sentinel.label, sentinel.sentinel_list
         self.db = kwargs.get("db", 0)
         self._name_check_channel = name_check_channel
         self._on_name_conflict = on_name_conflict
+        #: The liveness probe's channel (``None``: no probe); see :meth:`_probe_step`.
+        self.probe_channel = probe_channel
+        self._probe_sent_at: Optional[float] = None
+        self._probe_token = b""
+        self._probe_seq = 0
+        self._probe_due = 0.0
+        #: Round trip of the last probe (publisher to own subscriber) in seconds.
+        self.probe_latency = 0.0
+        #: Probes that did not come back in time.
+        self.probe_misses = 0
 
         # Health
         self.publisher_healthy = False
@@ -244,7 +288,7 @@ class RedisNode:
         # Subscriber: the wanted channels and the listener (see subscriber.py).
         self._subscriber = Subscriber(
             self._open_subscriber, label=self.label,
-            on_message=lambda channel, raw: self._on_message(self, channel, raw),
+            on_message=self._deliver,
             on_ready=self._subscriber_ready,
             on_down=lambda event, error: self._set_subscriber(False, event, error),
             on_attempt=self._sub_started.set,
@@ -267,7 +311,9 @@ class RedisNode:
 
     @property
     def label(self) -> str:
-        """``host:port`` (never the password)."""
+        """``host:port``, or ``sentinel:<service name>`` (never the password)."""
+        if self.sentinel is not None:
+            return self.sentinel.label
         return "%s:%s" % (self.host, self.port)
 
     @property
@@ -293,6 +339,8 @@ class RedisNode:
                 so that the other servers can subscribe to it first.
         """
         self._subscriber.want(channels)
+        if self.probe_channel is not None:
+            self._subscriber.want([self.probe_channel])
         self._grace_on_heal = joining
         self.retiring = False
         self._greenlets = [
@@ -380,15 +428,31 @@ class RedisNode:
             raise RedisUnavailableError("redis node %s closed" % self.label)
         self._publisher.submit(NoWaitCommand(("PUBLISH", channel, raw), fallback))
 
+    def open_connection(self, settings: RedisSettings) -> RedisConnection:
+        """Open a connection with ``settings``: as they say, or, for a Sentinel entry, to the
+        primary the sentinels name now (address replaced, ``ROLE`` checked). May block.
+
+        Raises:
+            redis.ConnectionError, redis.TimeoutError, redis.AuthenticationError: as
+                :meth:`RedisConnection.open`; for Sentinel also when no sentinel answers or
+                the address they give is not a primary.
+        """
+        if self.sentinel is not None:
+            return self.sentinel.open(settings)
+        return RedisConnection.open(settings)
+
     def _open_publisher(self) -> RedisConnection:
-        return RedisConnection.open(self.settings)
+        return self.open_connection(self.settings)
 
     # Subscriber -------------------------------------------------------------------------
 
     @property
     def wanted_channels(self) -> Set[str]:
-        """A copy of the channels this node keeps subscribed (replayed on every reconnect)."""
-        return self._subscriber.wanted_channels
+        """A copy of the channels this node keeps subscribed (replayed on every reconnect);
+        the probe channel is not listed."""
+        channels = self._subscriber.wanted_channels
+        channels.discard(self.probe_channel or "")
+        return channels
 
     @property
     def subscriber_latency(self) -> float:
@@ -412,7 +476,13 @@ class RedisNode:
         self._subscriber.unsubscribe(channels)
 
     def _open_subscriber(self) -> RedisConnection:
-        return RedisConnection.open(self._sub_settings)
+        return self.open_connection(self._sub_settings)
+
+    def _deliver(self, channel: str, raw: bytes) -> None:
+        if channel == self.probe_channel:
+            self._probe_received(raw)
+            return
+        self._on_message(self, channel, raw)
 
     def _subscriber_ready(self) -> None:
         self._set_subscriber(True, "ready", None)
@@ -490,6 +560,8 @@ class RedisNode:
                 interval = self.ping_interval if self.force_ping else max(self.ping_interval, 1.0)
             else:
                 interval = min(self.ping_interval, 0.2 if not self._pub_started.is_set() else 0.25)
+            if self._probe_sent_at is not None:  # wake when the probe is due back
+                interval = max(0.01, min(interval, self._probe_sent_at + self.ping_timeout - _now() + 0.01))
             if self._wake.wait(interval):
                 self._wake.clear()
 
@@ -522,6 +594,56 @@ class RedisNode:
                 return
             if count > 1 and self._on_name_conflict is not None:
                 self._on_name_conflict(self, count)
+        if self.probe_channel is not None:
+            self._probe_step()
+
+    # Liveness probe -----------------------------------------------------------------------
+
+    def _probe_step(self) -> None:
+        """Send the next probe when one is due, or report the one in flight as missed.
+
+        The probe is published through the publisher and must come back on the subscriber: a
+        subscriber that answers PINGs but is not on the server the publishes go to (or lost its
+        subscriptions there) misses it. A miss marks the subscriber down (event ``probe``) and
+        makes it reconnect (re-resolving a Sentinel primary, re-subscribing every channel).
+        """
+        channel = self.probe_channel
+        assert channel is not None
+        now = _now()
+        if self._probe_sent_at is not None:
+            if now - self._probe_sent_at > self.ping_timeout:
+                self._probe_missed("probe not received within %.1fs" % self.ping_timeout)
+            return
+        if (now < self._probe_due or not (self.publisher_healthy and self.subscriber_healthy)
+                or not self._subscriber.is_subscribed(channel)):
+            return
+        self._probe_seq += 1
+        token = b"%d" % self._probe_seq
+        self._probe_token, self._probe_sent_at = token, now
+        self._probe_due = now + self.ping_interval
+        try:
+            receivers = int(self.command("PUBLISH", channel, token, timeout=self.ping_timeout))
+        except (RedisUnavailableError, redis.RedisError, ValueError) as exc:
+            self._probe_sent_at = None  # the publisher's failure: its own PING reports it
+            logger.debug("probe publish on %s failed: %s", self.label, exc)
+            return
+        if receivers == 0 and self._probe_sent_at is not None and self._subscriber.is_subscribed(channel):
+            self._probe_missed("the probe reached no subscriber (publisher and subscriber on different servers?)")
+
+    def _probe_received(self, raw: bytes) -> None:
+        if self._probe_sent_at is not None and raw == self._probe_token:
+            self.probe_latency = _now() - self._probe_sent_at
+            self._probe_sent_at = None
+
+    def _probe_missed(self, error: str) -> None:
+        self._probe_sent_at = None
+        self.probe_misses += 1
+        if not self.subscriber_healthy:
+            return
+        self._set_subscriber(False, "probe", error)
+        listener = self._greenlets[1] if len(self._greenlets) > 1 else None
+        if listener is not None and not listener.dead:
+            listener.kill(Deaf(error), block=False)
 
 
 __all__ = ["MONKEY_PATCH_HINT", "RedisNode", "SubscribeTicket", "describe_config", "make_client",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import random
+import secrets
 import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Sequence, Tuple, Union
 
@@ -50,6 +51,8 @@ class RedisNodeSet:
         on_health_change: the user's ``(is_healthy, info)`` hook (``None``: none).
         on_subscription_error: the user's ``(info)`` hook (``None``: none).
         ping_interval, ping_timeout, force_ping, connect_timeout: per-node health settings.
+        probe_prefix: with ``force_ping``, each node runs a liveness probe on the channel
+            ``<probe_prefix><random>`` (see :class:`~crossws_sync.bus.node.RedisNode`); ``None``: no probe.
     """
 
     def __init__(self, *, server_name: str, on_message: MessageHook, stats: Dict[str, int],
@@ -57,7 +60,8 @@ class RedisNodeSet:
                  on_name_conflict: Callable[[RedisNode, int], None],
                  on_health_change: Optional[Callable[[bool, Result], Any]],
                  on_subscription_error: Optional[Callable[[Result], Any]],
-                 ping_interval: float, ping_timeout: float, force_ping: bool, connect_timeout: float) -> None:
+                 ping_interval: float, ping_timeout: float, force_ping: bool, connect_timeout: float,
+                 probe_prefix: Optional[str] = None) -> None:
         self._server_name = server_name
         self._on_message = on_message
         self.stats = stats
@@ -70,6 +74,7 @@ class RedisNodeSet:
         self._ping_timeout = ping_timeout
         self._force_ping = force_ping
         self._connect_timeout = connect_timeout
+        self._probe_prefix = probe_prefix if force_ping else None
         #: Channels subscribed on every node.
         self.channels: Set[str] = set()
         self._nodes: List[RedisNode] = []
@@ -305,7 +310,8 @@ class RedisNodeSet:
                          on_health_change=self._on_node_health, on_subscription_error=self._on_node_subscription_error,
                          ping_interval=self._ping_interval, ping_timeout=self._ping_timeout,
                          force_ping=self._force_ping, connect_timeout=self._connect_timeout,
-                         name_check_channel=self._name_check_channel, on_name_conflict=self._on_name_conflict)
+                         name_check_channel=self._name_check_channel, on_name_conflict=self._on_name_conflict,
+                         probe_channel=(self._probe_prefix + secrets.token_hex(4)) if self._probe_prefix else None)
 
     def _wait_started(self, nodes: List[RedisNode]) -> None:
         deadline = time.monotonic() + self._connect_timeout + self._ping_timeout + 1.0

@@ -38,6 +38,15 @@ CHUNK = 256
 class Stalled(Exception):
     """The subscriber stopped answering PINGs (or a read stalled half-way)."""
 
+    #: The event reported through ``on_down``.
+    event = "ping"
+
+
+class Deaf(Stalled):
+    """The subscriber answers PINGs but missed the node's liveness probe: reconnect."""
+
+    event = "probe"
+
 
 class SubscribeTicket:
     """What :meth:`Subscriber.request_subscribe` sent, to wait for with :meth:`Subscriber.wait_ticket`."""
@@ -289,7 +298,7 @@ class Subscriber:
         except gevent.GreenletExit:
             raise
         except Stalled as exc:
-            self._on_down("ping", str(exc))
+            self._on_down(exc.event, str(exc))
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             self._on_down("close", str(exc) or exc.__class__.__name__)
         except Exception as exc:  # supervised: log, drop the connection, start again
@@ -469,4 +478,4 @@ class Subscriber:
 
 
 
-__all__ = ["Stalled", "SubscribeTicket", "Subscriber"]
+__all__ = ["Deaf", "Stalled", "SubscribeTicket", "Subscriber"]

@@ -156,7 +156,8 @@ class Lifecycle:
                                         history_size=options.history_size,
                                         stream_ttl=options.max_disconnection + options.refresh_interval)
         else:
-            store = HistoryStore(history_node.settings, prefix=self.router_settings.ws_prefix,
+            store = HistoryStore(history_node.settings, open_connection=history_node.open_connection,
+                                 label=history_node.label, prefix=self.router_settings.ws_prefix,
                                  history_size=options.history_size,
                                  stream_ttl=options.max_disconnection + options.refresh_interval)
         recovery = Recovery(options, store=store, codec=bus.codec, local=self.local, hold=router.outage.hold)
