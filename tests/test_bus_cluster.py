@@ -119,6 +119,11 @@ def test_two_nodes_rpc_rooms_direct_messages_over_sharded_pubsub(rcluster, nodes
     assert bob.recv_json(timeout=3) == {"event": "m", "payload": "to the room"}
     a.to_socket_id("bob", "dm", "direct")
     assert bob.recv_json(timeout=3) == {"event": "dm", "payload": "direct"}
+    a.broadcast("all", "to everyone")
+    assert bob.recv_json(timeout=3) == {"event": "all", "payload": "to everyone"}
+    assert a.find_user_node("bob") == "b" and a.is_user_online("bob")
+    stats = a.get_cluster_stats()
+    assert stats["online_users"] == 1 and stats["nodes"] == {"a": 0, "b": 1}, stats
 
     wait_for(lambda: _sharded_ok(rcluster, a) and _sharded_ok(rcluster, b), timeout=5,
              message="every channel on its shard")

@@ -244,3 +244,31 @@ def test_recovery_across_a_failover_says_not_recovered_then_recovers_on_the_new_
     finally:
         for thing in reversed(things):
             thing.close() if hasattr(thing, "close") else thing.stop()
+
+
+@pytest.mark.timeout(60)
+def test_every_cross_server_feature_over_sentinel(topology):
+    """RPC, room, direct and broadcast messages, the registry and its stats, through a
+    Sentinel-managed primary."""
+    health = Health()
+    a, b = _adapters(topology, health)
+    try:
+        bob = _user(b, "bob")
+        b.join_room("chat", "r", "bob")
+        wait_for(lambda: a.get_cluster_room_socket_ids("chat", "r") == {"bob"})
+        result = a.emit_cross_server_and_wait("rpc", {"n": 1}, target_server="b", timeout=3)
+        assert result.success and result.responses["b"]["payload"] == {"n": 1}
+        a.broadcast_to_room("chat", "r", "m", "to the room")
+        assert bob.recv_json(timeout=3) == {"event": "m", "payload": "to the room"}
+        a.to_socket_id("bob", "dm", "direct")
+        assert bob.recv_json(timeout=3) == {"event": "dm", "payload": "direct"}
+        a.broadcast("all", "to everyone")
+        assert bob.recv_json(timeout=3) == {"event": "all", "payload": "to everyone"}
+        assert a.find_user_node("bob") == "b"
+        stats = a.get_cluster_stats()
+        assert stats["online_users"] == 1 and stats["nodes"] == {"a": 0, "b": 1}, stats
+        assert a.bus.redis_nodes[0].label == "sentinel:mymaster"
+        bob.close()
+    finally:
+        for adapter in (a, b):
+            adapter.close(timeout=1)
