@@ -444,3 +444,14 @@ def test_more_missed_messages_than_max_replay_is_not_recovered(redis_server, cle
     wait_for(lambda: len(alice.opens) == 2, 20)
     assert alice.opens[1]["recovered"] is False
     assert alice.received == []
+
+
+def test_a_connection_mapped_while_the_history_redis_is_down_gets_its_session_once_it_is_back(adapters, redis_server):
+    a = adapters("A")
+    redis_server.kill()
+    client = RawClient(a.port, "/?id=hana")
+    wait_for(lambda: a.get_socket_instance("hana") is not None, 5)
+    redis_server.start()
+    session = session_of(client)  # sent once the history node answers again
+    assert session["recovered"] is False and session["sid"]
+    client.close()

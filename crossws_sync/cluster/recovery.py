@@ -51,6 +51,9 @@ MAX_REQUEST_STREAMS = 4096
 CATCH_UP_DELAY = 2.0
 #: Seconds the history store is not tried again after it failed.
 RETRY_PAUSE = 0.5
+#: Seconds between attempts to start the session of a connection mapped while the history node
+#: was unreachable (tried again as long as the connection lives).
+SESSION_RETRY = 2.0
 
 #: ``send(channel, envelope, on_lost)``: how a held message is tried again.
 Send = Callable[[str, Dict[str, Any], Callable[[BaseException], None]], None]
@@ -273,11 +276,17 @@ class Recovery:
         try:
             tops = self.store.tops(streams)
         except CrossWSError as exc:
-            logger.warning("no recovery session for %r: the history node is unavailable (%s)", conn, exc)
+            logger.warning("no recovery session for %r yet: the history node is unavailable (%s); trying again "
+                           "in %.0f s", conn, exc, SESSION_RETRY)
+            gevent.spawn_later(SESSION_RETRY, self._retry_session, conn, socket_id)
             return
         for stream, top in tops.items():
             tracker.baseline[stream] = top
         self._start_session(conn, socket_id, tracker, recovered=False)
+
+    def _retry_session(self, conn: "WebSocketConnection", socket_id: str) -> None:
+        if not self._closed and conn.open and conn.session_id is None and conn.socket_id == socket_id:
+            self.user_mapped(conn, socket_id)
 
     def _start_session(self, conn: "WebSocketConnection", socket_id: str, tracker: StreamTracker, *,
                        recovered: bool) -> None:
