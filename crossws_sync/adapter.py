@@ -35,7 +35,8 @@ from .cluster.crossserver import CrossServer
 from .cluster.lifecycle import Lifecycle
 from .cluster.local import LocalNode, LocalSettings
 from .cluster.runtime import Runtime
-from .config import as_list, check_prefixes, check_redis_options, parse_ws_options, positive_int, positive_number, recovery_options
+from .config import (as_list, check_prefixes, check_redis_options, close_code, parse_ws_options, positive_int,
+                     positive_number, recovery_options)
 from .core.listeners import _SENTINEL, check_event_name
 from .core.names import DEFAULT_MAX_NAME_BYTES, preset_namespace
 from .errors import ConfigError
@@ -119,8 +120,15 @@ class WebSocketCrossServerAdapter:
         connection_state_recovery: Union[None, bool, Dict[str, Any]] = None,
         max_pending_acks: int = 10000,
         max_pending_acks_per_socket: int = 100,
+        max_accept_rate: Optional[float] = None,
+        accept_burst: Optional[int] = None,
+        shutdown_code: int = 1001,
+        restart_retry_window: float = 10.0,
     ) -> None:
         check_prefixes(bridge_prefix, ws_prefix)
+        self._shutdown_code = close_code("shutdown_code", shutdown_code)
+        self._restart_retry_window = positive_number("restart_retry_window", restart_retry_window, allow_zero=True,
+                                                     finite=True)
         self.bridge_prefix = bridge_prefix
         self.ws_prefix = ws_prefix
         self._listen, max_payload = parse_ws_options(ws_options)
@@ -167,6 +175,7 @@ class WebSocketCrossServerAdapter:
                 identify_timeout=identify_timeout, max_messages_per_second=max_messages_per_second,
                 rate_limit_burst=rate_limit_burst, unknown_event_ack=unknown_event_ack,
                 per_message_deflate=per_message_deflate, authenticate=authenticate,
+                max_accept_rate=max_accept_rate, accept_burst=accept_burst,
             ), on_closed=self._on_connection_closed)
             self._service.system_events.on("connection", self._on_connection, "crossws:internal")
         self._runtime = Runtime(self._ensure_started, list(redis_config or []))
@@ -227,12 +236,23 @@ class WebSocketCrossServerAdapter:
         self._life.ensure_started()
 
     def serve_forever(self, *, stop_signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT)) -> None:
-        """Start, then block until :meth:`close` (SIGTERM/SIGINT shut down gracefully with 1001)."""
+        """Start, then block until :meth:`close` (SIGTERM/SIGINT shut down gracefully with ``shutdown_code``)."""
         self._life.serve_forever(stop_signals, self.shutdown)
 
-    def shutdown(self, *, code: int = 1001, reason: str = "server shutdown", timeout: float = 5.0) -> None:
-        """Graceful stop: leave the cluster, close every client with ``code``, stop everything."""
-        if self._life.shutdown(code, reason, timeout):
+    def shutdown(self, *, code: Optional[int] = None, reason: Optional[str] = None, timeout: float = 5.0) -> None:
+        """Graceful stop: leave the cluster, close every client with ``code``, stop everything.
+
+        Args:
+            code: the close code (default: the ``shutdown_code`` option, 1001 unless set). With
+                1012 (Service Restart) each client's reason ends with its own retry hint, drawn
+                in ``[0, restart_retry_window]`` (docs/operations.md, "Reconnect storms").
+            reason: the close reason (default ``"server shutdown"``, ``"service restart"`` for 1012).
+            timeout: how long the clients' close answers are awaited.
+        """
+        code = self._shutdown_code if code is None else close_code("code", code)
+        if reason is None:
+            reason = "service restart" if code == 1012 else "server shutdown"
+        if self._life.shutdown(code, reason, timeout, retry_window=self._restart_retry_window):
             forks.unregister(self)
 
     def close(self, code: int = 1001, reason: str = "server shutdown", timeout: float = 5.0) -> None:

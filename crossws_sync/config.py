@@ -68,6 +68,19 @@ def positive_int(name: str, value: Any, *, allow_none: bool = False, allow_zero:
     return value
 
 
+def close_code(name: str, value: Any) -> int:
+    """Return ``value`` when a server may send it as a close code: 1000-1003, 1007-1014 or 3000-4999.
+
+    Raises:
+        ConfigError: anything else (1004-1006 and 1015 are reserved, never sent on the wire).
+    """
+    if (isinstance(value, bool) or not isinstance(value, int)
+            or not (1000 <= value <= 1003 or 1007 <= value <= 1014 or 3000 <= value <= 4999)):
+        raise ConfigError("%s must be a close code a server may send (1000-1003, 1007-1014, 3000-4999), got %r"
+                          % (name, value))
+    return value
+
+
 def positive_number_or_default(value: Any, default: float) -> float:
     """``value`` as float when :func:`positive_number` accepts it, else ``default`` (never raises)."""
     try:

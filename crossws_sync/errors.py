@@ -72,11 +72,14 @@ class HandshakeError(ProtocolError):
 
     Attributes:
         status: the HTTP status code of the answer (``None`` when there was no valid status line).
+        retry_after: the answer's ``Retry-After`` in seconds (a ``503`` of the accept-rate
+            limit), ``None`` without one.
     """
 
-    def __init__(self, message: str, status: Optional[int] = None) -> None:
+    def __init__(self, message: str, status: Optional[int] = None, retry_after: Optional[float] = None) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after
 
 
 class ConnectionClosedError(CrossWSError, ConnectionError):

@@ -10,10 +10,12 @@ from crossws_sync.wire import frames
 
 
 class HandshakeRejected(Exception):
-    def __init__(self, status: int, body: bytes) -> None:
+    def __init__(self, status: int, body: bytes, headers: Optional[Dict[str, str]] = None) -> None:
         super().__init__(status, body)
         self.status = status
         self.body = body
+        #: the refusal's header fields, names lower-cased
+        self.headers = dict(headers or {})
 
 
 class RawClient:
@@ -46,7 +48,12 @@ class RawClient:
             except OSError:
                 pass
             self.sock.close()
-            raise HandshakeRejected(status, body)
+            fields = {}
+            for line in head.decode("latin-1").split("\r\n")[1:]:
+                name, sep, value = line.partition(":")
+                if sep:
+                    fields[name.strip().lower()] = value.strip()
+            raise HandshakeRejected(status, body, fields)
         assert frames.accept_key(key).encode() in head
         self.parser = frames.FrameParser(None, expect_masked=False)
         self.pending: List[Tuple[int, bytes]] = []

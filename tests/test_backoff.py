@@ -67,3 +67,27 @@ def test_invalid_arguments(kwargs):
     attempt = kwargs.pop("attempt")
     with pytest.raises(ConfigError):
         reconnect_delay(attempt, **kwargs)
+
+
+def test_full_jitter_is_uniform_over_zero_to_the_schedule_delay():
+    rng = random.Random(19)
+    for attempt, ceiling in ((1, 3.0), (3, 3.0), (4, 6.0), (6, 24.0), (9, 120.0), (500, 120.0)):
+        delays = [reconnect_delay(attempt, jitter="full", random=rng.random) for _ in range(4000)]
+        assert all(0.0 <= d <= ceiling for d in delays)
+        # spread over the whole window: every tenth of it is hit, the mean is near the middle
+        assert {int(d / ceiling * 10) for d in delays} >= set(range(10))
+        assert abs(sum(delays) / len(delays) - ceiling / 2) < ceiling * 0.03
+
+
+def test_full_jitter_bounds_and_milliseconds():
+    assert reconnect_delay(1, jitter="full", random=_fixed(0.0)) == 0.0
+    assert reconnect_delay(5, jitter="full", random=_fixed(0.5)) == 6.0  # 0.5 * 2**2 * 3 s
+    assert reconnect_delay(4, threshold=2, interval=0.05, max_interval=1.0, jitter="full",
+                           random=_fixed(0.12345)) == 0.024  # floored to whole milliseconds
+    assert reconnect_delay(4, jitter="full", random=_fixed(0.9999999)) <= 6.0
+
+
+@pytest.mark.parametrize("jitter", ["", "none", "FULL", None, 1])
+def test_unknown_jitter(jitter):
+    with pytest.raises(ConfigError):
+        reconnect_delay(1, jitter=jitter)

@@ -257,7 +257,8 @@ def run_scenario(node: str, name: str, server: PythonServer, blackhole: str, bui
 SCENARIOS = ["ack", "ack_timeout", "pending", "arguments_and_not_open", "heartbeat", "pong_timeout",
              "server_restart", "repeat_limit", "manual_close", "close_while_connecting", "spoofing",
              "listeners", "custom_params", "close_codes", "connect_timeout", "binary",
-             "offline_queue", "offline_overflow", "offline_deadline", "offline_gives_up", "server_request"]
+             "offline_queue", "offline_overflow", "offline_deadline", "offline_gives_up", "server_request",
+             "restart_hint", "full_jitter"]
 
 
 @pytest.mark.parametrize("name", SCENARIOS)

@@ -577,7 +577,7 @@ def test_connect_timeout_on_a_black_hole(make_client):
     hole = _black_hole()
     try:
         client = make_client("ws://127.0.0.1:%d" % hole.getsockname()[1], connect_timeout=0.2,
-                             fast_reconnect_interval=5)
+                             fast_reconnect_interval=5, reconnect_jitter="original")
         rec = Recorder(client)
         started = time.monotonic()
         wait_for(lambda: rec.count("reconnect"), timeout=5)
@@ -631,7 +631,7 @@ def test_refused_upgrade_is_an_error_then_a_retry(raw_server, make_client):
 def test_server_down_at_startup_sequence(make_client):
     port = free_port()
     client = make_client("ws://127.0.0.1:%d" % port, fast_reconnect_interval=0.02, fast_reconnect_threshold=1,
-                         reconnect_max_interval=0.05, repeat_limit=3)
+                         reconnect_max_interval=0.05, repeat_limit=3, reconnect_jitter="original")
     rec = Recorder(client)
     wait_for(lambda: rec.count("close"), timeout=5)
     gevent.sleep(0.1)
@@ -648,7 +648,7 @@ def test_server_down_at_startup_sequence(make_client):
 
 def test_reconnect_while_open_closes_with_4001_silently(raw_server, make_client):
     server = raw_server()
-    client = make_client(server.url, fast_reconnect_interval=0.05)
+    client = make_client(server.url, fast_reconnect_interval=0.05, reconnect_jitter="original")
     rec = Recorder(client)
     assert client.wait_connected(5)
     client.reconnect()

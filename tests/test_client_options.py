@@ -78,3 +78,11 @@ def test_config_helpers_finite_and_allow_zero():
         positive_int("n", -1, allow_zero=True)
     with pytest.raises(ConfigError, match="^n must be a positive integer, got 0"):
         positive_int("n", 0)
+
+
+def test_reconnect_jitter():
+    assert options().reconnect_jitter == "full"  # both clients randomise by default (issue 19)
+    assert options(reconnect_jitter="original").reconnect_jitter == "original"
+    for bad in ("none", "", None, True):
+        with pytest.raises(ConfigError):
+            options(reconnect_jitter=bad)

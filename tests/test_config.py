@@ -455,3 +455,13 @@ def test_sentinel_entries_are_recognised_and_checked_with_the_other_entries():
     with pytest.raises(ConfigError, match="redis\\+sentinel://"):
         check_redis_url("sentinel://h1/svc")
     assert isinstance(sentinel_config("redis+sentinel://h1/svc"), SentinelConfig)
+
+
+def test_close_code():
+    from crossws_sync.config import close_code
+
+    for code in (1000, 1001, 1003, 1007, 1012, 1014, 3000, 4999):
+        assert close_code("shutdown_code", code) == code
+    for bad in (999, 1004, 1005, 1006, 1015, 2999, 5000, True, "1012", 1012.0, None):
+        with pytest.raises(ConfigError, match="^shutdown_code "):
+            close_code("shutdown_code", bad)

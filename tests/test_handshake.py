@@ -89,3 +89,13 @@ def test_the_two_roles_agree():
     assert check_request(env) is None
     answer = "\r\n".join(["HTTP/1.1 101 Switching Protocols"] + ["%s: %s" % h for h in accept_headers(env)])
     assert check_handshake_response(answer.encode("latin-1"), key) is None
+
+
+def test_a_refusal_keeps_its_retry_after():
+    key = frames.new_client_key()
+    with pytest.raises(HandshakeError) as refused:
+        check_handshake_response(_answer(key, status="503 Service Unavailable", **{"Retry-After": "7"}), key)
+    assert refused.value.status == 503 and refused.value.retry_after == 7.0
+    with pytest.raises(HandshakeError) as refused:
+        check_handshake_response(_answer(key, status="503 Service Unavailable"), key)
+    assert refused.value.retry_after is None

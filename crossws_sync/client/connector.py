@@ -107,6 +107,11 @@ class WebSocketConnector:
         recover: resume the session after a reconnect when the server has connection state
             recovery on (the server replays what was missed; see :attr:`recovered`). Servers
             without it, ours or the original, are not affected.
+        reconnect_jitter: ``"full"`` (default): each reconnect delay is drawn uniformly in
+            ``[0, d]``, ``d`` being the schedule's delay, so clients that lost the same server do
+            not come back together; ``"original"``: the original's exact schedule. Either way a
+            server's retry hint (a 1012 close's ``retry=<s>s``, a 503's ``Retry-After``) sets
+            the next delay instead (capped at ``reconnect_max_interval``).
 
     Raises:
         ConfigError: an empty or unusable ``url``, or any invalid option value.
@@ -135,6 +140,7 @@ class WebSocketConnector:
         per_message_deflate: Union[bool, Mapping[str, Any], None] = False,
         offline_queue_size: int = 1000,
         recover: bool = True,
+        reconnect_jitter: str = "full",
     ) -> None:
         self._config = client_options(
             url, ping_interval=ping_interval, pong_timeout=pong_timeout,
@@ -143,7 +149,7 @@ class WebSocketConnector:
             repeat_limit=repeat_limit, pending_timeout=pending_timeout, custom_params=custom_params,
             connect_timeout=connect_timeout, auto_reconnect=auto_reconnect, no_reconnect_codes=no_reconnect_codes,
             headers=headers, ssl_context=ssl_context, per_message_deflate=per_message_deflate,
-            offline_queue_size=offline_queue_size)
+            offline_queue_size=offline_queue_size, reconnect_jitter=reconnect_jitter)
         self._config = replace(self._config, recover=bool(recover))
         self._session = Session(self._config)
         if autoconnect:

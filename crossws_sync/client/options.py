@@ -7,6 +7,7 @@ from typing import Any, FrozenSet, Iterable, Mapping, Optional, Tuple, Union
 import gevent.ssl
 
 from ..config import positive_int, positive_number
+from ..core.backoff import check_jitter
 from ..errors import ConfigError
 from ..wire.deflate import DeflateOptions, options_from
 from ..wire.url import Target, build_connect_url, header_pairs, parse_ws_url
@@ -42,6 +43,7 @@ class ClientOptions:
     ssl_context: Optional[gevent.ssl.SSLContext]
     offline_queue_size: int = 1000
     recover: bool = True
+    reconnect_jitter: str = "full"
 
 
 def client_options(
@@ -64,6 +66,7 @@ def client_options(
     ssl_context: Optional[gevent.ssl.SSLContext],
     per_message_deflate: Union[bool, Mapping[str, Any], None],
     offline_queue_size: int = 1000,
+    reconnect_jitter: str = "full",
 ) -> ClientOptions:
     """Check the constructor's options of :class:`~.connector.WebSocketConnector`.
 
@@ -102,5 +105,6 @@ def client_options(
         ssl_context=ssl_context,
         per_message_deflate=options_from(per_message_deflate),
         offline_queue_size=positive_int("offline_queue_size", offline_queue_size, allow_zero=True),
+        reconnect_jitter=check_jitter(reconnect_jitter),
         ping_interval=_seconds("ping_interval", ping_interval),  # checked last, as before
     )

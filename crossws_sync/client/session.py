@@ -24,6 +24,7 @@ from ..results import Result
 from ..wire import events, frames
 from ..wire.positions import FRAME_FIELD, client_position
 from ..wire.recovery import RECOVER_EVENT, RECOVER_PARAM, SESSION_EVENT
+from ..wire.retry import RESTART_CODE, retry_hint
 from ..wire.websocket import CLOSING, CONNECTING, OPEN
 from .acks import OFFLINE_QUEUE_DROPPED, OFFLINE_QUEUE_FULL, WS_NOT_OPEN, Acks, Pending, PendingAck
 from .connection import Connection
@@ -73,6 +74,9 @@ class Session:
         self._overflow_logged_at = float("-inf")
         self._forbid = False  # after manual_close, until connect
         self._reconnect_timer: Optional[gevent.Greenlet] = None
+        #: the server's retry hint (seconds) for the next reconnect: a 1012 close's reason or
+        #: a refused upgrade's ``Retry-After``; used once, instead of the schedule
+        self.retry_hint: Optional[float] = None
         #: connection state recovery: the server's session id, the last position received in
         #: each stream, and whether the current connection resumed the session
         self.session_id: Optional[str] = None
@@ -100,6 +104,7 @@ class Session:
         self._forbid = False
         self.cancel_reconnect_timer()
         self.repeat = 0
+        self.retry_hint = None
         self.drop_connection()
         self.open_connection()
 
@@ -135,8 +140,13 @@ class Session:
         self.drop_connection()
         self.repeat += 1
         config = self.config
-        delay = reconnect_delay(self.repeat, threshold=config.fast_reconnect_threshold,
-                                interval=config.fast_reconnect_interval, max_interval=config.reconnect_max_interval)
+        hint, self.retry_hint = self.retry_hint, None
+        if hint is not None:
+            delay = min(hint, config.reconnect_max_interval)
+        else:
+            delay = reconnect_delay(self.repeat, threshold=config.fast_reconnect_threshold,
+                                    interval=config.fast_reconnect_interval, max_interval=config.reconnect_max_interval,
+                                    jitter=config.reconnect_jitter)
         logger.info("reconnect attempt %d in %.3fs to %s", self.repeat, delay, config.url)
         self.fire("reconnect", Result(repeat=self.repeat, timeout=delay))
         self._reconnect_timer = gevent.spawn_later(delay, self._reconnect_due)
@@ -329,6 +339,7 @@ class Session:
             return
         logger.info("connection attempt to %s failed: %s", self.config.url, error)
         self._deciding = conn  # calls queue meanwhile: a reconnect follows unless a listener stops it
+        self.retry_hint = getattr(error, "retry_after", None)
         self.fire("error", Result(error=error, message=str(error), status=getattr(error, "status", None)))
         self.queue.post(self._after_failed_attempt, conn, error)
 
@@ -357,6 +368,7 @@ class Session:
         self.opened.clear()
         self.heartbeat.stop()
         self.acks.fail_all(conn.pending)
+        self.retry_hint = retry_hint(reason) if code == RESTART_CODE else None
         self.fire("close", Result(code=code, reason=reason, was_clean=was_clean, error=error))
         auto = self.config.auto_reconnect and code not in self.config.no_reconnect_codes
         if auto:

@@ -218,8 +218,10 @@ class Lifecycle:
             for handler in handlers:
                 handler.cancel()
 
-    def shutdown(self, code: int, reason: str, timeout: float) -> bool:
+    def shutdown(self, code: int, reason: str, timeout: float, retry_window: Optional[float] = None) -> bool:
         """Graceful stop: leave the cluster, close every client with ``code``, stop everything.
+
+        ``retry_window``: with code 1012, the window of the clients' jittered retry hints.
 
         Returns:
             False when the node was already closed.
@@ -233,7 +235,7 @@ class Lifecycle:
         if self.http_server is not None:
             self.http_server.stop_accepting()
         if service is not None:
-            service.close_all(code, reason, timeout)
+            service.close_all(code, reason, timeout, retry_window=retry_window)
             service.stop_background()
         if self.http_server is not None:
             self.http_server.stop(timeout=1)

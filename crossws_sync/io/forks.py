@@ -4,13 +4,13 @@ from __future__ import annotations
 import logging
 import os
 import weakref
-from typing import Any, Protocol
+from typing import Any, Optional, Protocol
 
 logger = logging.getLogger("crossws_sync.lifecycle")
 
 
 class _Managed(Protocol):
-    def shutdown(self, *, code: int = 1001, reason: str = "server shutdown", timeout: float = 5.0) -> None: ...
+    def shutdown(self, *, code: Optional[int] = None, reason: Optional[str] = None, timeout: float = 5.0) -> None: ...
 
     def _after_fork(self) -> None: ...
 
@@ -46,8 +46,10 @@ def start_all() -> None:
             logger.exception("adapter failed to start")
 
 
-def shutdown_all(*, code: int = 1001, reason: str = "server shutdown", timeout: float = 5.0) -> None:
-    """Gracefully shut down every adapter of this process (close frames, deregistration)."""
+def shutdown_all(*, code: Optional[int] = None, reason: Optional[str] = None, timeout: float = 5.0) -> None:
+    """Gracefully shut down every adapter of this process (close frames, deregistration).
+
+    ``code`` / ``reason``: ``None`` lets each adapter use its own (its ``shutdown_code``)."""
     for adapter in list(_adapters):
         try:
             adapter.shutdown(code=code, reason=reason, timeout=timeout)

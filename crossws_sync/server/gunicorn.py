@@ -2,9 +2,10 @@
 
 * Upgrades are handled by :class:`~crossws_sync.server.wsgi.WebSocketHandler` logic on top of
   gunicorn's own pywsgi handler, so ``--access-logfile`` keeps working.
-* On SIGTERM / SIGINT / SIGQUIT every adapter of the worker closes its clients with 1001 (or
-  1012 when ``CROSSWS_SHUTDOWN_CODE=1012``), deregisters from the cluster and stops its
-  background greenlets, well inside ``--graceful-timeout``.
+* On SIGTERM / SIGINT / SIGQUIT every adapter of the worker closes its clients with its
+  ``shutdown_code`` (1001 unless set; ``CROSSWS_SHUTDOWN_CODE=1012`` overrides it),
+  deregisters from the cluster and stops its background greenlets, well inside
+  ``--graceful-timeout``.
 * Adapters created at import time (also with ``--preload``) start their Redis connections and
   greenlets lazily in the worker after the fork; each worker is a separate cluster node.
 """
@@ -44,7 +45,8 @@ class GeventWebSocketWorker(GeventPyWSGIWorker):
         gevent.spawn(self._graceful_then, super().handle_exit, sig, frame)
 
     def _graceful_then(self, parent: Any, sig: Any, frame: Any) -> None:
-        code = int(os.environ.get("CROSSWS_SHUTDOWN_CODE", "1001"))
+        configured = os.environ.get("CROSSWS_SHUTDOWN_CODE")
+        code = int(configured) if configured else None  # None: each adapter's shutdown_code
         timeout = max(1.0, min(10.0, float(self.cfg.graceful_timeout) - 1.0))
         forks.shutdown_all(code=code, timeout=timeout)
         parent(sig, frame)

@@ -8,6 +8,7 @@ the registry of *system events* (``connection``, ``close``...), so a frame such 
 from __future__ import annotations
 
 import logging
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
@@ -20,11 +21,13 @@ from ..config import positive_int, positive_number
 from ..wire.deflate import DeflateOptions, PerMessageDeflate, negotiate, options_from
 from ..errors import ConfigError, ProtocolError
 from ..wire.handshake import accept_headers, check_request
+from ..core.admission import AcceptBucket, retry_after_seconds
 from ..core.listeners import ListenerRegistry
 from ..wire.recovery import RECOVER_EVENT, RECOVER_PARAM
 from ..wire.events import MISSING, decode_client_message, encode_ack, encode_ack_bytes
 from ..wire.frames import encode_text_bytes
 from ..wire.request import Request
+from ..wire.retry import RESTART_CODE, with_retry_hint
 from ..io.supervisor import supervise
 
 logger = logging.getLogger("crossws_sync.server")
@@ -124,6 +127,9 @@ class WebSocketSettings:
     rate_limit_burst: Optional[int] = None
     unknown_event_ack: bool = False
     per_message_deflate: Optional[DeflateOptions] = None
+    #: accept-rate limit of upgrades (token bucket): upgrades per second and bucket size
+    max_accept_rate: Optional[float] = None
+    accept_burst: Optional[int] = None
     authenticate: Optional[Callable[[Request], Any]] = field(default=None, compare=False)
 
     @classmethod
@@ -133,7 +139,8 @@ class WebSocketSettings:
                      identify_timeout: Optional[float], max_messages_per_second: Optional[float],
                      rate_limit_burst: Optional[int], unknown_event_ack: bool,
                      per_message_deflate: Union[bool, Dict[str, Any], None],
-                     authenticate: Optional[Callable[[Request], Any]]) -> "WebSocketSettings":
+                     authenticate: Optional[Callable[[Request], Any]],
+                     max_accept_rate: Optional[float] = None, accept_burst: Optional[int] = None) -> "WebSocketSettings":
         """The adapter's WebSocket options, validated.
 
         Raises:
@@ -156,6 +163,8 @@ class WebSocketSettings:
             unknown_event_ack=bool(unknown_event_ack),
             per_message_deflate=options_from(per_message_deflate),
             authenticate=authenticate,
+            max_accept_rate=positive_number("max_accept_rate", max_accept_rate, allow_none=True, finite=True),
+            accept_burst=positive_int("accept_burst", accept_burst, allow_none=True),
         )
 
 
@@ -210,13 +219,19 @@ class WebSocketService(ConnectionHandler):
             if settings.max_messages_per_second
             else None
         )
+        #: the accept-rate limit of upgrades (``max_accept_rate``), ``None`` when off
+        self.accept_bucket: Optional[AcceptBucket] = (
+            AcceptBucket(settings.max_accept_rate, settings.accept_burst or max(1, int(settings.max_accept_rate)))
+            if settings.max_accept_rate else None)
+        #: uniform floats in [0, 1) for the jittered retry hints (replaceable in tests)
+        self.random: Callable[[], float] = random.random
         self._sweeper: Optional[gevent.Greenlet] = None
         self._identify_checker: Optional[gevent.Greenlet] = None
         self._accepting = True
         #: greenlet -> the connection whose close listeners it is running
         self.closing: Dict[Any, WebSocketConnection] = {}
         self.stats: Dict[str, int] = {"rejected_upgrades": 0, "bad_frames": 0, "unknown_events": 0, "rate_limited": 0,
-                                      "handler_errors": 0}
+                                      "handler_errors": 0, "rate_limited_upgrades": 0}
         #: connection state recovery, when on: ``recover(conn, request payload or None)``, and
         #: how long the first message of a resuming client is awaited
         self.recover: Optional[Callable[[WebSocketConnection, Any], None]] = None
@@ -240,11 +255,19 @@ class WebSocketService(ConnectionHandler):
                 greenlet.kill(block=False)
         self._sweeper = self._identify_checker = None
 
-    def close_all(self, code: int = 1001, reason: str = "server shutdown", timeout: float = 5.0) -> None:
-        """Stop accepting, send every client a close frame, and wait (bounded) until all are gone."""
+    def close_all(self, code: int = 1001, reason: str = "server shutdown", timeout: float = 5.0,
+                  retry_window: Optional[float] = None) -> None:
+        """Stop accepting, send every client a close frame, and wait (bounded) until all are gone.
+
+        With ``code`` 1012 (Service Restart) and a ``retry_window`` (seconds), each client's
+        reason ends with its own retry hint (``retry=<s>s``, uniform in ``[0, retry_window]``;
+        see :mod:`crossws_sync.wire.retry`), so the clients that honour it come back spread
+        over the window instead of all at once.
+        """
         self._accepting = False
+        hinted = code == RESTART_CODE and bool(retry_window)
         for conn in list(self.clients):
-            conn.close(code, reason)
+            conn.close(code, with_retry_hint(reason, self.random() * float(retry_window or 0)) if hinted else reason)
         deadline = time.monotonic() + timeout
         while self.clients and time.monotonic() < deadline:
             gevent.sleep(0.01)
@@ -295,6 +318,15 @@ class WebSocketService(ConnectionHandler):
                 return self._reject(start_response, problem[0], problem[1], problem[2])
         if not self._accepting:
             return self._refuse(start_response, legacy_ws, Reject(503, "server shutting down"))
+        bucket = self.accept_bucket
+        if bucket is not None:
+            # Before anything costly (the auth hook, a connection): a storm is refused cheaply.
+            wait = bucket.take(time.monotonic())
+            if wait:
+                self.stats["rate_limited_upgrades"] += 1
+                retry_after = retry_after_seconds(wait, bucket.refill_time, self.random)
+                return self._refuse(start_response, legacy_ws, Reject(
+                    503, "too many connection attempts", [("Retry-After", str(retry_after))]))
         settings = self.settings
         if settings.max_connections is not None and len(self.clients) >= settings.max_connections:
             return self._refuse(start_response, legacy_ws, Reject(503, "too many connections"))

@@ -38,8 +38,21 @@ const factory = function (findWebSocket) {
     autoConnect: true,
     offlineQueueSize: 1000,
     recover: true,
+    // 'full': each reconnect delay is uniform in [0, the schedule's delay] (issue 19: clients
+    // that lost the same server do not come back at the same instant); 'original': the exact
+    // schedule of the original connector.
+    reconnectJitter: 'full',
     WebSocket: null
   };
+  // Close code of a server restart; its reason may carry the delay to wait ("retry=2.734s").
+  var RESTART_CODE = 1012;
+  var RETRY_HINT = /(?:^|\s)retry=(\d{1,7}(?:\.\d{1,3})?)s(?:\s|$)/;
+
+  /** The retry delay in ms of a 1012 close reason ("... retry=<seconds>s"), or null. */
+  function retryHint(reason) {
+    var match = RETRY_HINT.exec(typeof reason === 'string' ? reason : '');
+    return match ? Math.round(parseFloat(match[1]) * 1000) : null;
+  }
   // At most one warning per this many ms about fire-and-forget emits dropped by a full queue.
   var OVERFLOW_LOG_INTERVAL = 10000;
   // Connection state recovery (servers with connection_state_recovery on): the frame a resuming
@@ -119,6 +132,9 @@ const factory = function (findWebSocket) {
     }
     if (!isCount(options.offlineQueueSize)) throw new TypeError('WebSocketConnector: options.offlineQueueSize must be an integer >= 0 (0 turns the offline queue off)');
     if (!isCount(options.connectTimeout)) throw new TypeError('WebSocketConnector: options.connectTimeout must be milliseconds >= 0 (0 disables it)');
+    if (options.reconnectJitter !== 'full' && options.reconnectJitter !== 'original') {
+      throw new TypeError("WebSocketConnector: options.reconnectJitter must be 'full' or 'original'");
+    }
     if (typeof options.recover !== 'boolean') throw new TypeError('WebSocketConnector: options.recover must be a boolean');
     if (typeof options.pingMsg !== 'string') throw new TypeError('WebSocketConnector: options.pingMsg must be a string');
     if (!Array.isArray(options.noReconnectCodes)) throw new TypeError('WebSocketConnector: options.noReconnectCodes must be an array of close codes');
@@ -215,6 +231,7 @@ const factory = function (findWebSocket) {
     this.pongTimer = null;
     this.reconnectTimer = null;
     this.connectTimer = null;
+    this._retryHint = null; // ms: a 1012 close's retry hint, used by the next reconnect()
     this._awaitingPong = false;
     this._lifecycle = new ListenerRegistry();
     this._serverEvents = new ListenerRegistry();
@@ -319,6 +336,7 @@ const factory = function (findWebSocket) {
   proto.connect = function () {
     this.forbidReconnect = false;
     this.repeat = 0;
+    this._retryHint = null;
     if (this.ws && (this.ws.readyState === CONNECTING || this.ws.readyState === OPEN)) return;
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     this.reconnectTimer = null;
@@ -386,6 +404,9 @@ const factory = function (findWebSocket) {
   /** After the socket is dropped: the close event, then the automatic reconnect, if any. */
   proto._closed = function (event) {
     var code = event && event.code;
+    // A restarting server says when to come back (each client its own time): the next
+    // reconnect waits that long instead of the schedule.
+    this._retryHint = code === RESTART_CODE ? retryHint(event.reason) : null;
     // Calls made in close listeners queue when a reconnect follows them.
     this._deciding = this._willAutoReconnect(code);
     try {
@@ -570,9 +591,18 @@ const factory = function (findWebSocket) {
 
   // ---- Reconnection ----------------------------------------------------
 
-  /** Delay in ms before attempt number repeat (the original's schedule). */
+  /**
+   * Delay in ms before attempt number repeat: the original's schedule, or with
+   * reconnectJitter 'full' a uniform draw in [0, its delay without its own random term].
+   */
   proto._reconnectDelay = function (repeat) {
     var o = this.options;
+    if (o.reconnectJitter === 'full') {
+      var ceiling = repeat <= o.fastReconnectThreshold ? o.fastReconnectInterval
+        : Math.min(Math.pow(2, Math.min(repeat - o.fastReconnectThreshold, 64)) * o.fastReconnectInterval,
+          o.reconnectMaxInterval);
+      return Math.floor(Math.random() * ceiling);
+    }
     if (repeat <= o.fastReconnectThreshold) return o.fastReconnectInterval;
     var base = Math.pow(2, repeat - o.fastReconnectThreshold) * o.fastReconnectInterval;
     var delay = Math.min(base + Math.random() * o.fastReconnectInterval, o.reconnectMaxInterval);
@@ -598,7 +628,10 @@ const factory = function (findWebSocket) {
     if (this.ws) this._dropSocket(MANUAL_CLOSE_CODE, MANUAL_CLOSE_REASON);
     this.lockReconnect = true;
     this.repeat++;
-    var timeout = this._reconnectDelay(this.repeat);
+    var hint = this._retryHint;
+    this._retryHint = null;
+    var timeout = hint !== null && hint !== undefined ? Math.min(hint, this.options.reconnectMaxInterval)
+      : this._reconnectDelay(this.repeat);
     this._emitLifecycle('reconnect', { repeat: this.repeat, timeout: timeout });
     if (this.forbidReconnect || !this.lockReconnect) return; // a listener called manualClose() or connect()
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);

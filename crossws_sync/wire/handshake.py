@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ..errors import HandshakeError
 from .frames import accept_key
+from .retry import parse_retry_after
 
 #: Largest HTTP answer to the upgrade request.
 MAX_HANDSHAKE_BYTES = 64 << 10
@@ -93,6 +94,8 @@ def handshake_request(resource: str, host_header: str, key: str, headers: Tuple[
 def check_handshake_response(head: bytes, key: str, *, extensions_offered: bool = False) -> Optional[str]:
     """Raise :class:`HandshakeError` unless ``head`` is a valid ``101`` answer for ``key``.
 
+    A refusal's ``Retry-After`` (``delay-seconds``) is kept in the error's ``retry_after``.
+
     Returns:
         the answer's ``Sec-WebSocket-Extensions`` value (``None`` without one); one is an error
         unless the client offered extensions.
@@ -103,13 +106,14 @@ def check_handshake_response(head: bytes, key: str, *, extensions_offered: bool 
     if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
         raise HandshakeError("invalid HTTP status line %r" % status_line[:100])
     status = int(parts[1])
-    if status != 101:
-        raise HandshakeError("server refused the WebSocket upgrade: HTTP %s" % " ".join(parts[1:]), status)
     fields: Dict[str, str] = {}
     for line in rest.split("\r\n"):
         name, sep, value = line.partition(":")
         if sep:
             fields[name.strip().lower()] = value.strip()
+    if status != 101:
+        raise HandshakeError("server refused the WebSocket upgrade: HTTP %s" % " ".join(parts[1:]), status,
+                             parse_retry_after(fields.get("retry-after")))
     if fields.get("upgrade", "").lower() != "websocket":
         raise HandshakeError("101 answer without 'Upgrade: websocket'", status)
     if "upgrade" not in [token.strip().lower() for token in fields.get("connection", "").split(",")]:

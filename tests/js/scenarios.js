@@ -7,7 +7,8 @@ const { Recorder, waitFor, quietPeriod } = require('./harness');
 
 const LIFECYCLE = ['open', 'close', 'error', 'message', 'ping', 'pong', 'pong-timeout', 'reconnect', 'repeat-limit'];
 const QUIET = LIFECYCLE.filter((name) => name !== 'message');
-const FAST = { pingInterval: 60000, fastReconnectInterval: 50, fastReconnectThreshold: 3 };
+// The original's exact schedule, so the scenarios can check the delays.
+const FAST = { pingInterval: 60000, fastReconnectInterval: 50, fastReconnectThreshold: 3, reconnectJitter: 'original' };
 
 function callbackResult(connector, event, data, options) {
   return new Promise((resolve) => {
@@ -344,7 +345,8 @@ const scenarios = {
 
   async repeat_limit(ctx) {
     // Nothing listens on deadUrl: every attempt fails.
-    const c = ctx.make({ url: ctx.deadUrl, fastReconnectInterval: 40, fastReconnectThreshold: 2, reconnectMaxInterval: 1000, repeatLimit: 4 });
+    const c = ctx.make({ url: ctx.deadUrl, fastReconnectInterval: 40, fastReconnectThreshold: 2, reconnectMaxInterval: 1000, repeatLimit: 4,
+      reconnectJitter: 'original' });
     const rec = new Recorder(c, QUIET);
     await waitFor(() => rec.count('repeat-limit') === 1, 5000, 'repeat-limit');
     const attempts = rec.events.filter((e) => e.name === 'reconnect').map((e) => e.arg);
@@ -516,6 +518,50 @@ const scenarios = {
     await quietPeriod(200);
     assert.deepEqual(rec.names().slice(-1), ['close'], 'no reconnect after 4011');
     assert.equal(c.reconnecting(), false);
+  },
+
+  async restart_hint(ctx) {
+    // A 1012 close with "retry=<s>s" in its reason: the next attempt waits the hint, not the schedule.
+    const c = ctx.make(Object.assign({}, FAST, { autoReconnect: true }));
+    const rec = new Recorder(c, QUIET);
+    await waitFor(() => c.connected, 3000, 'open');
+    c.emit('kick', { code: 1012, reason: 'service restart retry=0.400s' });
+    await waitFor(() => rec.count('open') === 2, 5000, 'reopen after the hint');
+    const close = rec.events.find((e) => e.name === 'close');
+    assert.equal(close.arg.code, 1012);
+    assert.deepEqual(rec.events.find((e) => e.name === 'reconnect').arg, { repeat: 1, timeout: 400 });
+    assert.ok(rec.last('open').t - close.t >= 390, JSON.stringify(rec.events.map((e) => [e.name, e.t])));
+    // Capped at reconnectMaxInterval; a 1012 without a hint uses the schedule.
+    c.options.reconnectMaxInterval = 120;
+    c.emit('kick', { code: 1012, reason: 'service restart retry=300.000s' });
+    await waitFor(() => rec.count('open') === 3, 5000, 'reopen after the capped hint');
+    assert.equal(rec.last('reconnect').arg.timeout, 120);
+    c.emit('kick', { code: 1012, reason: 'service restart' });
+    await waitFor(() => rec.count('open') === 4, 5000, 'reopen on the schedule');
+    assert.equal(rec.last('reconnect').arg.timeout, 50);
+    c.manualClose();
+  },
+
+  async full_jitter(ctx) {
+    // The default: each delay uniform in [0, the schedule's delay without its random term].
+    const c = ctx.make({ url: ctx.deadUrl, fastReconnectInterval: 40, fastReconnectThreshold: 2, reconnectMaxInterval: 1000,
+      repeatLimit: 5 });
+    assert.equal(c.options.reconnectJitter, 'full');
+    const rec = new Recorder(c, QUIET);
+    await waitFor(() => rec.count('repeat-limit') === 1, 5000, 'repeat-limit');
+    const ceilings = [40, 40, 80, 160, 320];
+    rec.events.filter((e) => e.name === 'reconnect').forEach((e, i) => {
+      assert.ok(e.arg.timeout >= 0 && e.arg.timeout <= ceilings[i], JSON.stringify(e.arg));
+    });
+    // Spread over the whole window, not one instant: 2000 draws of attempt 6 (ceiling 640).
+    const draws = Array.from({ length: 2000 }, () => c._reconnectDelay(6));
+    assert.ok(draws.every((d) => d >= 0 && d <= 640 && Number.isInteger(d)));
+    const tenths = new Set(draws.map((d) => Math.floor(d / 64)));
+    assert.ok(tenths.size === 10, JSON.stringify([...tenths]));
+    const mean = draws.reduce((a, b) => a + b, 0) / draws.length;
+    assert.ok(Math.abs(mean - 320) < 30, String(mean));
+    assert.throws(() => ctx.make({ url: ctx.deadUrl, reconnectJitter: 'none' }), /reconnectJitter/);
+    c.manualClose();
   },
 
   async recovery(ctx) {
