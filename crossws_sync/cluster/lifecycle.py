@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 
 import gevent
 import gevent.event
@@ -53,7 +53,8 @@ class Lifecycle:
         head_guard / static_files: for the standalone listener.
         endpoints: ``{path: wsgi_app}`` served before the app (metrics, probes).
         background: objects with ``start()`` and ``stop()`` started with the node, in the
-            process that serves (after a fork: in each worker), and stopped with it.
+            process that serves (after a fork: in each worker), and stopped with it (the list is
+            read at each start: parts may be added after construction).
         autostart: start the Redis side at the first turn of the hub.
         on_router: called with each router this node builds, before it starts (to add handlers).
     """
@@ -63,7 +64,7 @@ class Lifecycle:
                  router_settings: RouterSettings, head_guard: HeadGuard, static_files: Dict[str, Any],
                  autostart: bool, recovery: Optional[RecoveryOptions] = None,
                  on_router: Optional[Callable[["Router"], None]] = None,
-                 endpoints: Optional[Dict[str, Any]] = None, background: Sequence[Any] = ()) -> None:
+                 endpoints: Optional[Dict[str, Any]] = None, background: Optional[List[Any]] = None) -> None:
         self.runtime = runtime
         self.local = local
         self.cross = cross
@@ -81,7 +82,7 @@ class Lifecycle:
         self.recovery_options = recovery
         self.on_router = on_router
         self.endpoints: Dict[str, Any] = endpoints if endpoints is not None else {}
-        self.background = list(background)
+        self.background: List[Any] = background if background is not None else []
         self.http_server: Any = None
         self.started = False
         self.closed = False
