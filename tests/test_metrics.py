@@ -306,3 +306,59 @@ def test_multiprocess_export_writes_by_itself_once_started(make_adapter, tmp_pat
         assert 'crossws_connections{node="w1"} 0.0' in stream.read()
     adapter.close(timeout=1)
     assert not os.path.exists(own)
+
+
+def test_gunicorn_two_workers_one_scrape_answers_for_both(tmp_path):
+    """Real gunicorn, two workers behind one port: whichever worker a scrape reaches, the sum of
+    ``crossws_connections`` over ``node`` is the number of clients open on both."""
+    import subprocess
+    import sys
+
+    from support import free_port, repo_root, terminate_process
+
+    port = free_port()
+    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
+    env["PYTHONPATH"] = repo_root() + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-k", "crossws_sync.server.gunicorn.GeventWebSocketWorker",
+                             "-w", "2", "-b", "127.0.0.1:%d" % port, "--no-control-socket", "--graceful-timeout", "5",
+                             "examples.flask_gunicorn.app:app"], cwd=repo_root(), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: _serves(port), timeout=30, message="gunicorn to serve")
+        pids = set()
+        clients = []
+        for batch in range(10):  # connect in concurrent batches until both workers took some
+            def connect(i: int) -> None:
+                client = RawClient(port, "/ws?id=u%d" % i)
+                client.send_json({"event": "whoami", "payload": {}, "callbackId": "w"})
+                pids.add(client.recv_json(timeout=10)["payload"]["pid"])
+                clients.append(client)
+
+            gevent.joinall([gevent.spawn(connect, batch * 20 + i) for i in range(20)], timeout=20, raise_error=True)
+            if len(pids) == 2:
+                break
+            gevent.sleep(0.5)  # the other worker may still be starting
+        assert len(pids) == 2, "connections should land on both workers"
+
+        def open_connections() -> Dict[str, float]:
+            status, text = get(port, "/metrics")
+            assert status == 200
+            return {sample.labels["node"]: sample.value for family in text_string_to_metric_families(text)
+                    if family.name == "crossws_connections" for sample in family.samples}
+
+        wait_for(lambda: sum(open_connections().values()) == len(clients) and len(open_connections()) == 2,
+                 timeout=20, message="one scrape to count %d clients on two workers" % len(clients))
+        for _ in range(6):  # whichever worker answers
+            assert sum(open_connections().values()) == len(clients)
+        assert get(port, "/healthz") == (200, "ok\n")
+        for client in clients:
+            client.abort()
+    finally:
+        terminate_process(proc)
+
+
+def _serves(port: int) -> bool:
+    try:
+        return get(port, "/")[0] == 200
+    except OSError:
+        return False

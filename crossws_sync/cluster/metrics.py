@@ -26,7 +26,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from ..config import MetricsOptions
+from ..config import MetricsOptions, resolve_server_name
 from ..io.supervisor import supervise
 from ..server.service import REJECT_REASONS, WebSocketService
 from ..server.wsgi import HeadGuard
@@ -75,7 +75,7 @@ class NodeCollector(Collector):
         self.readiness = readiness
 
     def collect(self) -> Iterator[Metric]:
-        node = self.server_name() or "local"
+        node = self.server_name() or resolve_server_name(None)  # a nameless node: <host>-<pid>
         families: List[Metric] = []
         families.extend(self._node_families(node))
         if self.service is not None:
