@@ -33,10 +33,11 @@ from .cluster.asks import Asks, AskSettings
 from .cluster.contracts import RouterSettings
 from .cluster.crossserver import CrossServer
 from .cluster.lifecycle import Lifecycle
+from .cluster.probes import LivenessEndpoint, ReadinessEndpoint, node_readiness
 from .cluster.local import LocalNode, LocalSettings
 from .cluster.runtime import Runtime
-from .config import (as_list, check_prefixes, check_redis_options, close_code, parse_ws_options, positive_int,
-                     positive_number, recovery_options)
+from .config import (as_list, check_prefixes, check_redis_options, close_code, health_options, metrics_options,
+                     parse_ws_options, positive_int, positive_number, recovery_options)
 from .core.listeners import _SENTINEL, check_event_name
 from .core.names import DEFAULT_MAX_NAME_BYTES, preset_namespace
 from .errors import ConfigError
@@ -124,6 +125,8 @@ class WebSocketCrossServerAdapter:
         accept_burst: Optional[int] = None,
         shutdown_code: int = 1001,
         restart_retry_window: float = 10.0,
+        metrics: Union[bool, Dict[str, Any], None] = False,
+        health: Union[bool, Dict[str, Any], None] = False,
     ) -> None:
         check_prefixes(bridge_prefix, ws_prefix)
         self._shutdown_code = close_code("shutdown_code", shutdown_code)
@@ -141,6 +144,10 @@ class WebSocketCrossServerAdapter:
         if recovery is not None and not redis_config:
             raise ConfigError("connection_state_recovery needs redis_config: the history is kept in Redis")
         max_name_bytes = int(positive_int("max_name_bytes", max_name_bytes) or DEFAULT_MAX_NAME_BYTES)
+        metrics_config = metrics_options(metrics)
+        health_config = health_options(health)
+        if (metrics_config is not None or health_config is not None) and self._listen is None:
+            raise ConfigError("metrics and health are served by the WebSocket listener or middleware: pass ws_options")
         local = LocalSettings(
             ws_prefix=ws_prefix, bridge_prefix=bridge_prefix, max_name_bytes=max_name_bytes,
             max_rooms_per_socket=positive_int("max_rooms_per_socket", max_rooms_per_socket, allow_none=True),
@@ -200,14 +207,38 @@ class WebSocketCrossServerAdapter:
             from .server.static import browser_client
 
             self._static_files[client_js_path] = ("application/javascript; charset=utf-8", browser_client())
+        #: ``{path: wsgi_app}`` served before the app: the metrics and the probes
+        self._endpoints: Dict[str, Any] = {}
+        background: List[Any] = []
         self._life = Lifecycle(runtime=self._runtime, local=self._local, cross=self._cross, service=self._service,
                                listen=self._listen, server_name=server_name,
                                bus_options=bus_options, router_settings=router_settings, head_guard=head_guard,
                                static_files=self._static_files, autostart=bool(autostart), recovery=recovery,
-                               on_router=self._asks.attach)
+                               on_router=self._asks.attach, endpoints=self._endpoints, background=background)
+        self._readiness = node_readiness(runtime=self._runtime, closed=lambda: self._life.closed,
+                                         started=lambda: self._life.started)
+        if health_config is not None:
+            self._endpoints[health_config.liveness_path] = LivenessEndpoint()
+            self._endpoints[health_config.readiness_path] = ReadinessEndpoint(self._readiness)
+        if metrics_config is not None:
+            try:
+                from .cluster.metrics import MetricsEndpoint, NodeCollector
+            except ImportError as exc:
+                raise ConfigError("metrics=True needs prometheus_client: pip install 'crossws_sync[metrics]' (%s)"
+                                  % exc) from None
+            collector = NodeCollector(service=self._service, local=self._local, runtime=self._runtime,
+                                      server_name=self.get_server_name, asks=self._asks,
+                                      head_guard=DEFAULT_HEAD_GUARD if self._listen and self._listen.no_server else head_guard,
+                                      readiness=self._readiness)
+            endpoint = MetricsEndpoint(collector, metrics_config)
+            if metrics_config.path in self._endpoints:
+                raise ConfigError("metrics path %r is also a health probe's path" % metrics_config.path)
+            self._endpoints[metrics_config.path] = endpoint
+            if endpoint.export is not None:
+                background.append(endpoint.export)
         #: WSGI app that serves WebSocket upgrades on any path (mount it with a dispatcher).
         self.wsgi_app: Optional[_LazyStartMiddleware] = (
-            _LazyStartMiddleware(self, WebSocketMiddleware(self._service, None, None, self._static_files))
+            _LazyStartMiddleware(self, WebSocketMiddleware(self._service, None, None, self._static_files, self._endpoints))
             if self._service is not None else None
         )
         forks.register(self)
@@ -274,7 +305,7 @@ class WebSocketCrossServerAdapter:
         """
         if self._service is None:
             raise ConfigError("WebSocket is disabled: pass ws_options (e.g. {'no_server': True})")
-        return _LazyStartMiddleware(self, WebSocketMiddleware(self._service, app, path, self._static_files))
+        return _LazyStartMiddleware(self, WebSocketMiddleware(self._service, app, path, self._static_files, self._endpoints))
 
     # WebSocket events --------------------------------------------------------------------
 

@@ -685,3 +685,89 @@ def recovery_options(value: Any) -> Optional[RecoveryOptions]:
         wait_timeout=positive_number("connection_state_recovery wait_timeout",
                                      value.get("wait_timeout", defaults.wait_timeout), finite=True),
     )
+
+
+@dataclass(frozen=True)
+class MetricsOptions:
+    """Where the Prometheus metrics are served (``metrics=True`` or a dict of these fields).
+
+    Attributes:
+        path: the exact URL path of the metrics (GET only).
+        auth: ``auth(request) -> bool`` called with the scrape's :class:`~crossws_sync.Request`;
+            False answers 403 (``None``: anyone who reaches the port may scrape).
+        multiprocess_dir: a directory shared by the workers of one gunicorn master: each worker
+            writes its metrics there and a scrape of any worker answers for all of them
+            (``None``: the ``PROMETHEUS_MULTIPROC_DIR`` environment variable, if set).
+    """
+
+    path: str = "/metrics"
+    auth: Optional[Callable[[Any], bool]] = None
+    multiprocess_dir: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class HealthOptions:
+    """The paths of the probes (``health=True`` or a dict of these fields).
+
+    Attributes:
+        liveness_path: 200 while the process serves HTTP.
+        readiness_path: 200 when the node can take traffic, 503 otherwise.
+    """
+
+    liveness_path: str = "/healthz"
+    readiness_path: str = "/readyz"
+
+
+def _url_path(option: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.startswith("/") or "?" in value:
+        raise ConfigError("%s must be a URL path starting with '/', got %r" % (option, value))
+    return value
+
+
+def metrics_options(value: Any) -> Optional[MetricsOptions]:
+    """Check ``metrics``: ``False`` / ``None`` (off), ``True`` (defaults) or a dict of
+    :class:`MetricsOptions` fields.
+
+    Raises:
+        ConfigError: an unknown key or a bad value.
+    """
+    if value is None or value is False:
+        return None
+    if value is True:
+        value = {}
+    if not isinstance(value, dict):
+        raise ConfigError("metrics must be False, True or a dict such as {\"path\": \"/metrics\", \"auth\": check}")
+    unknown = set(value) - {"path", "auth", "multiprocess_dir"}
+    if unknown:
+        raise ConfigError("metrics: unknown option(s) %s (known: auth, multiprocess_dir, path)"
+                          % ", ".join(sorted(map(str, unknown))))
+    check_callable("metrics auth", value.get("auth"))
+    directory = value.get("multiprocess_dir", os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None)
+    if directory is not None and (not isinstance(directory, str) or not directory):
+        raise ConfigError("metrics multiprocess_dir must be a directory path, got %r" % (directory,))
+    return MetricsOptions(path=_url_path("metrics path", value.get("path", "/metrics")), auth=value.get("auth"),
+                          multiprocess_dir=directory)
+
+
+def health_options(value: Any) -> Optional[HealthOptions]:
+    """Check ``health``: ``False`` / ``None`` (off), ``True`` (``/healthz`` and ``/readyz``) or a
+    dict with ``liveness_path`` and/or ``readiness_path``.
+
+    Raises:
+        ConfigError: an unknown key, a bad path, or both probes on one path.
+    """
+    if value is None or value is False:
+        return None
+    if value is True:
+        value = {}
+    if not isinstance(value, dict):
+        raise ConfigError("health must be False, True or a dict such as {\"readiness_path\": \"/readyz\"}")
+    unknown = set(value) - {"liveness_path", "readiness_path"}
+    if unknown:
+        raise ConfigError("health: unknown option(s) %s (known: liveness_path, readiness_path)"
+                          % ", ".join(sorted(map(str, unknown))))
+    options = HealthOptions(liveness_path=_url_path("health liveness_path", value.get("liveness_path", "/healthz")),
+                            readiness_path=_url_path("health readiness_path", value.get("readiness_path", "/readyz")))
+    if options.liveness_path == options.readiness_path:
+        raise ConfigError("health: liveness_path and readiness_path must differ")
+    return options

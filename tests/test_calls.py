@@ -31,6 +31,7 @@ def test_promise_resolves_once_with_every_reply_and_later_replies_are_late():
     assert result.success and set(result.responses) == {"A", "B"} and len(calls) == 0
     calls.reply(reply("c1", "C", 3), inline=True)
     assert stats == {"replies": 2, "late_replies": 1}
+    assert calls.completed == 1 and calls.completed_seconds > 0 and calls.timeouts == 0
 
 
 def test_callback_runs_per_reply_then_once_on_timeout_naming_the_silent_servers():
@@ -45,6 +46,7 @@ def test_callback_runs_per_reply_then_once_on_timeout_naming_the_silent_servers(
     assert ran == [False, False]  # the reply as asked, the timeout (a loop timer) never inline
     gevent.sleep(0.1)
     assert len(results) == 2 and len(calls) == 0
+    assert calls.timeouts == 1 and calls.completed == 0
 
 
 def test_fail_delete_and_close_end_a_call_only_once():

@@ -3,6 +3,7 @@ import gevent
 
 from crossws_sync.bus.bus import STAT_KEYS
 from crossws_sync.bus.channels import Subscriptions
+from crossws_sync.bus.node import NODE_COUNTS
 from crossws_sync.bus.receiver import MAX_PENDING_ECHOES, Receiver
 from crossws_sync.io.dispatch import Dispatcher
 from crossws_sync.wire import envelope as env
@@ -10,6 +11,9 @@ from crossws_sync.wire import envelope as env
 
 class Node:
     label = "127.0.0.1:6379"
+
+    def __init__(self):
+        self.counts = dict.fromkeys(NODE_COUNTS, 0)
 
 
 NODE = Node()
@@ -36,6 +40,17 @@ def test_an_expected_echo_is_dropped_once_without_decoding_then_own_messages_by_
     assert stats["decode_errors"] == 1
     receiver.on_node_message(NODE, "news", raw({"senderServer": "A", "n": 1}))
     assert stats["self_echoes"] == 2 and stats["received"] == 3
+
+
+def test_each_redis_node_counts_what_it_delivered():
+    receiver, stats = make()
+    first, second = Node(), Node()
+    receiver.on_node_message(first, "news", raw({"senderServer": "B", "n": 1}))
+    receiver.on_node_message(second, "news", raw({"senderServer": "B", "n": 2}))
+    receiver.on_node_message(second, "news", b"\xff not decodable")
+    assert first.counts == {"published": 0, "received": 1, "decode_errors": 0, "failovers": 0}
+    assert second.counts == {"published": 0, "received": 2, "decode_errors": 1, "failovers": 0}
+    assert stats["received"] == 3 and stats["decode_errors"] == 1
 
 
 def test_the_echo_table_is_cleared_when_full():

@@ -15,6 +15,16 @@ def test_a_message_decodes_once_then_is_a_replay():
     with pytest.raises(EnvelopeError, match="replay"):
         receiver.decode(raw, "ch")
     assert receiver.decode(sender.encode({"a": 2}, "ch"), "ch") == {"a": 2}  # the next one is fine
+    assert receiver.signature_failures == 1
+
+
+def test_signature_failures_are_counted_by_the_codec():
+    receiver = EnvelopeCodec("json", signing_key=KEY)
+    for raw in (EnvelopeCodec("json").encode({"a": 1}, "ch"),  # unsigned
+                EnvelopeCodec("json", signing_key=b"other").encode({"a": 1}, "ch")):  # wrong key
+        with pytest.raises(EnvelopeError):
+            receiver.decode(raw, "ch")
+    assert receiver.signature_failures == 2
 
 
 def test_reordered_sequences_inside_the_window_pass_once_and_older_ones_are_refused():

@@ -45,7 +45,7 @@ from ..io.dispatch import Dispatcher
 from ..results import Result
 from ..wire import envelope as env
 from ..wire.envelope import EnvelopeCodec
-from .calls import ResultCallback
+from .calls import PendingCalls, ResultCallback
 from .channels import Subscriptions
 from .node import RedisConfig, RedisNode
 from .nodes import STRATEGIES, RedisNodeSet
@@ -220,6 +220,11 @@ class CrossServerBus:
         number nothing and are not counted.
         """
         return self._receiver.gaps.missed
+
+    @property
+    def calls(self) -> PendingCalls:
+        """The emits waiting for replies, with their counters (``completed``, ``timeouts``...)."""
+        return self._rpc.calls
 
     @property
     def pending_callback_count(self) -> int:

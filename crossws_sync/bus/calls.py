@@ -9,6 +9,7 @@ ends exactly once: all replies, timeout, no Redis node to publish on, deleted, o
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import gevent
@@ -30,7 +31,7 @@ UserRunner = Callable[[Callable[..., Any], Tuple[Any, ...], bool], None]
 class PendingCall:
     """One emit waiting for replies (callback mode or promise mode)."""
 
-    __slots__ = ("callback_id", "callback", "promise", "expected", "targets", "responses", "timer")
+    __slots__ = ("callback_id", "callback", "promise", "expected", "targets", "responses", "timer", "started")
 
     def __init__(self, callback_id: str, callback: Optional[ResultCallback], promise: Optional[AsyncResult],
                  expected: int, targets: List[str]) -> None:
@@ -41,6 +42,7 @@ class PendingCall:
         self.targets = targets
         self.responses: Dict[str, Dict[str, Any]] = {}
         self.timer: Any = None  # a gevent loop timer (no greenlet per pending call)
+        self.started = time.monotonic()
 
     def failure(self, text: str, **extra: Any) -> Result:
         """The failure result in this call's shape (``error`` for callbacks, ``message`` for promises)."""
@@ -76,6 +78,11 @@ class PendingCalls:
         self.stats = stats
         self._calls: Dict[str, PendingCall] = {}
         self._loop = gevent.get_hub().loop
+        #: calls that got every expected reply, the seconds they waited in all, and calls
+        #: that timed out (read by the metrics collector)
+        self.completed = 0
+        self.completed_seconds = 0.0
+        self.timeouts = 0
 
     def __len__(self) -> int:
         return len(self._calls)
@@ -107,6 +114,8 @@ class PendingCalls:
         if done:
             del self._calls[call.callback_id]
             call.stop_timer()
+            self.completed += 1
+            self.completed_seconds += time.monotonic() - call.started
         if call.promise is not None:
             if done:
                 call.promise.set(Result(success=True, responses=dict(call.responses)))
@@ -143,6 +152,7 @@ class PendingCalls:
         call = self._calls.pop(callback_id, None)
         if call is not None:
             call.stop_timer()
+            self.timeouts += 1
             self._finish(call, call.failure(TIMEOUT_MESSAGE), inline=False)
 
     def _finish(self, call: PendingCall, result: Result, *, inline: bool) -> None:

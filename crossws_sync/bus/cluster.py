@@ -46,7 +46,7 @@ from ..io.supervisor import supervise
 from ..wire.slots import (Address, Redirect, SlotRange, key_slot, parse_cluster_slots, parse_redirect, slot_owners,
                           topology_change)
 from .connection import RedisConnection, RedisSettings, settings_from
-from .node import is_auth_error, make_client, require_monkey_patched
+from .node import NODE_COUNTS, is_auth_error, make_client, require_monkey_patched
 from .publisher import Command, NoWaitCommand, Publisher
 from .placement import ChannelPlacement
 from .shards import ShardSubscriber
@@ -175,6 +175,8 @@ class ClusterNode:
         self.stats: Dict[str, int] = dict.fromkeys(
             ("topology_refreshes", "topology_changes", "failovers", "moved", "ask", "rehomed", "crossslot",
              "refused"), 0)
+        #: what went through this node, as :attr:`RedisNode.counts`
+        self.counts: Dict[str, int] = dict.fromkeys(NODE_COUNTS, 0)
         self._eligible_at = 0.0
         self._grace_on_heal = False
         self._ranges: List[SlotRange] = []

@@ -63,6 +63,11 @@ from .subscriber import Deaf, Stalled, SubscribeTicket, Subscriber
 
 logger = logging.getLogger("crossws_sync.nodes")
 
+#: Per-node counters (:attr:`RedisNode.counts`): messages published through the node and
+#: received from it, received ones that could not be decoded, and publishes that failed on it
+#: and moved to another node (or failed).
+NODE_COUNTS = ("published", "received", "decode_errors", "failovers")
+
 RedisConfig = Union[str, Dict[str, Any]]
 #: ``on_message(node, channel, raw_bytes)``
 MessageHook = Callable[["RedisNode", str, bytes], None]
@@ -303,6 +308,8 @@ class RedisNode:
         self._abandoned = False
         #: Set by the bus while the node is being removed: still listening, no longer publishing.
         self.retiring = False
+        #: what went through this node (read by the metrics collector): :data:`NODE_COUNTS`
+        self.counts: Dict[str, int] = dict.fromkeys(NODE_COUNTS, 0)
         self._greenlets: List[gevent.Greenlet] = []
 
     def __repr__(self) -> str:

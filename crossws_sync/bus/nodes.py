@@ -207,9 +207,11 @@ class RedisNodeSet:
             try:
                 node.publish(channel, raw)
             except RedisUnavailableError as exc:
+                node.counts["failovers"] += 1
                 errors.append(str(exc))
                 continue
             self.stats["published"] += 1
+            node.counts["published"] += 1
             return
         self.stats["publish_failures"] += 1
         detail = ("; ".join(errors)) if errors else "no node is healthy"
@@ -229,6 +231,7 @@ class RedisNodeSet:
 
             def retry(error: BaseException, node: RedisNode = node) -> None:
                 self.stats["publish_failovers"] += 1
+                node.counts["failovers"] += 1
                 try:
                     self.publish_nowait(channel, raw, on_lost, tried + (node,))
                 except RedisUnavailableError:
@@ -244,6 +247,7 @@ class RedisNodeSet:
                 tried = tried + (node,)
                 continue
             self.stats["published"] += 1
+            node.counts["published"] += 1
             return
         raise RedisUnavailableError("%s (no node is healthy)" % UNAVAILABLE_MESSAGE)
 

@@ -86,6 +86,7 @@ class Receiver:
     def on_node_message(self, node: RedisNode, channel: str, raw: bytes) -> None:
         """Called by each node's listener greenlet, in order, for every message."""
         self.stats["received"] += 1
+        node.counts["received"] += 1
         echoes = self._echoes.pop(raw, 0)
         if echoes:  # our own message coming back: dropped without decoding it
             if echoes > 1:
@@ -117,6 +118,7 @@ class Receiver:
 
     def _undecodable(self, node: RedisNode, channel: str, exc: EnvelopeError) -> None:
         self.stats["decode_errors"] += 1
+        node.counts["decode_errors"] += 1
         count = self.stats["decode_errors"]
         if count in (1, 10, 100, 1000) or count % 10000 == 0:  # log budget: a flood stays quiet
             logger.warning("undecodable message on %s from redis %s dropped (%d so far): %s",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 
 import gevent
 import gevent.event
@@ -51,6 +51,10 @@ class Lifecycle:
         bus_options: the bus's keyword arguments.
         router_settings: the router's settings, without the resolved name.
         head_guard / static_files: for the standalone listener.
+        endpoints: ``{path: wsgi_app}`` served before the app (metrics, probes).
+        background: objects with ``start()`` and ``stop()`` started with the node, in the
+            process that serves (after a fork: in each worker), and stopped with it (the list is
+            read at each start: parts may be added after construction).
         autostart: start the Redis side at the first turn of the hub.
         on_router: called with each router this node builds, before it starts (to add handlers).
     """
@@ -59,7 +63,8 @@ class Lifecycle:
                  listen: Any, server_name: Optional[str], bus_options: Dict[str, Any],
                  router_settings: RouterSettings, head_guard: HeadGuard, static_files: Dict[str, Any],
                  autostart: bool, recovery: Optional[RecoveryOptions] = None,
-                 on_router: Optional[Callable[["Router"], None]] = None) -> None:
+                 on_router: Optional[Callable[["Router"], None]] = None,
+                 endpoints: Optional[Dict[str, Any]] = None, background: Optional[List[Any]] = None) -> None:
         self.runtime = runtime
         self.local = local
         self.cross = cross
@@ -76,6 +81,8 @@ class Lifecycle:
         self.autostart = autostart
         self.recovery_options = recovery
         self.on_router = on_router
+        self.endpoints: Dict[str, Any] = endpoints if endpoints is not None else {}
+        self.background: List[Any] = background if background is not None else []
         self.http_server: Any = None
         self.started = False
         self.closed = False
@@ -107,12 +114,14 @@ class Lifecycle:
             if self.service is not None:
                 self.service.start_background()
                 self._listen()
+            for part in self.background:
+                part.start()
 
     def _listen(self) -> None:
         listen, service = self.listen, self.service
         if listen is None or service is None or listen.no_server or listen.port is None:
             return
-        app = WebSocketMiddleware(service, listen.app, listen.path, self.static_files)
+        app = WebSocketMiddleware(service, listen.app, listen.path, self.static_files, self.endpoints)
         self.http_server = make_server(listen.host, listen.port, app, ssl_args=listen.ssl_args,
                                        backlog=listen.backlog, head_guard=self.head_guard)
         try:
@@ -246,6 +255,8 @@ class Lifecycle:
             self.runtime.recovery.close()
         if bus is not None:
             bus.close()
+        for part in self.background:
+            part.stop()
         if service is not None:
             service.system_events.emit("ws-server-close")
         self.stopped.set()

@@ -76,6 +76,11 @@ class Membership:
         self._heart = gevent.spawn(supervise, self._heartbeat_loop, "cluster heartbeat", logger,
                                    stopped=lambda: self._stopped)
 
+    @property
+    def registered(self) -> bool:
+        """Whether this node announced itself (hello and first heartbeat) and has not left."""
+        return self._started and not self._stopped and not self._left
+
     def leave(self, say_goodbye: Callable[[Dict[str, Any]], None]) -> None:
         """Flush what is queued, then ``say_goodbye(bye)`` once; nothing is announced after it
         (a heartbeat, delta or snapshot sent later would register the node again on every peer)."""

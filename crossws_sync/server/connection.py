@@ -149,6 +149,11 @@ class WebSocketConnection:
         self.is_alive = True
         self.enter_background_time = 0.0
         self.connected_at = time.monotonic()
+        #: traffic of this connection: data messages and their frame bytes, each way (for metrics)
+        self.messages_received = 0
+        self.bytes_received = 0
+        self.messages_sent = 0
+        self.bytes_sent = 0
         self._handler = handler
         self._proto = WebSocketProtocol(client=False, max_message_size=max_message_size)
         #: permessage-deflate, when negotiated: data frames at or over its threshold leave compressed
@@ -192,6 +197,11 @@ class WebSocketConnection:
         return self._outbox_bytes + (self._cork_bytes if self._cork is not None else 0)
 
     @property
+    def slow_consumer(self) -> bool:
+        """Whether the slow-consumer policy dropped this connection."""
+        return self._local_close is not None and self._local_close[1] == "slow consumer"
+
+    @property
     def close_code(self) -> int:
         """The close code once closed (1006 when the peer vanished without a close frame)."""
         return self._local_close[0] if self._local_close is not None else self._proto.close_code
@@ -225,6 +235,8 @@ class WebSocketConnection:
             return False
         if self._prepare is not None:
             frame = self._prepare(frame)
+        self.messages_sent += 1
+        self.bytes_sent += len(frame)
         if self._flusher is not None:
             return self._enqueue(frame)
         cork = self._cork
@@ -294,11 +306,14 @@ class WebSocketConnection:
                     break
                 if not data:
                     break
+                self.bytes_received += len(data)
                 events = proto.receive_data(data)
                 for kind, value in events:
                     if kind == TEXT:
+                        self.messages_received += 1
                         handler.on_text(self, value)
                     elif kind == BINARY:
+                        self.messages_received += 1
                         handler.on_binary(self, value)
                     elif kind == PING:
                         pong = proto.data_to_send()

@@ -41,6 +41,12 @@ SYSTEM_EVENTS = frozenset(
 #: Clients handled by the liveness sweep between two yields to the hub.
 SWEEP_BATCH = 256
 
+#: Why an upgrade was refused (the keys of :attr:`WebSocketService.rejections`).
+REJECT_REASONS = ("bad_handshake", "shutting_down", "rate_limited", "too_many_connections", "origin", "auth_refused",
+                  "auth_error")
+#: Per-connection traffic counters (attributes of :class:`WebSocketConnection`).
+TRAFFIC_KEYS = ("messages_received", "bytes_received", "messages_sent", "bytes_sent")
+
 class Reject(Exception):
     """Raise (or return) from the ``authenticate`` hook to refuse an upgrade with an HTTP status.
 
@@ -232,6 +238,17 @@ class WebSocketService(ConnectionHandler):
         self.closing: Dict[Any, WebSocketConnection] = {}
         self.stats: Dict[str, int] = {"rejected_upgrades": 0, "bad_frames": 0, "unknown_events": 0, "rate_limited": 0,
                                       "handler_errors": 0, "rate_limited_upgrades": 0}
+        #: counters read by the metrics collector at scrape time (plain ints: the hot paths
+        #: pay one addition); upgrades accepted, refused by :data:`REJECT_REASONS`, closes by code
+        self.accepted = 0
+        self.rejections: Dict[str, int] = dict.fromkeys(REJECT_REASONS, 0)
+        self.closes: Dict[int, int] = {}
+        self.slow_consumer_closes = 0
+        #: traffic of the connections already closed (open ones keep their own counts)
+        self.closed_traffic: Dict[str, int] = dict.fromkeys(TRAFFIC_KEYS, 0)
+        #: broadcasts to every local client, and the seconds spent writing them
+        self.fanouts = 0
+        self.fanout_seconds = 0.0
         #: connection state recovery, when on: ``recover(conn, request payload or None)``, and
         #: how long the first message of a resuming client is awaited
         self.recover: Optional[Callable[[WebSocketConnection, Any], None]] = None
@@ -315,9 +332,10 @@ class WebSocketService(ConnectionHandler):
         if legacy_ws is None:
             problem = check_request(environ)
             if problem is not None:
+                self.rejections["bad_handshake"] += 1
                 return self._reject(start_response, problem[0], problem[1], problem[2])
         if not self._accepting:
-            return self._refuse(start_response, legacy_ws, Reject(503, "server shutting down"))
+            return self._refuse(start_response, legacy_ws, Reject(503, "server shutting down"), "shutting_down")
         bucket = self.accept_bucket
         if bucket is not None:
             # Before anything costly (the auth hook, a connection): a storm is refused cheaply.
@@ -326,32 +344,32 @@ class WebSocketService(ConnectionHandler):
                 self.stats["rate_limited_upgrades"] += 1
                 retry_after = retry_after_seconds(wait, bucket.refill_time, self.random)
                 return self._refuse(start_response, legacy_ws, Reject(
-                    503, "too many connection attempts", [("Retry-After", str(retry_after))]))
+                    503, "too many connection attempts", [("Retry-After", str(retry_after))]), "rate_limited")
         settings = self.settings
         if settings.max_connections is not None and len(self.clients) >= settings.max_connections:
-            return self._refuse(start_response, legacy_ws, Reject(503, "too many connections"))
+            return self._refuse(start_response, legacy_ws, Reject(503, "too many connections"), "too_many_connections")
         if settings.allowed_origins is not None:
             origin = environ.get("HTTP_ORIGIN")
             if origin is not None and not origin_allowed(origin, environ.get("HTTP_HOST", ""), settings.allowed_origins):
-                return self._refuse(start_response, legacy_ws, Reject(403, "origin not allowed"))
+                return self._refuse(start_response, legacy_ws, Reject(403, "origin not allowed"), "origin")
         identity = None
         if settings.authenticate is not None:
             try:
                 identity = settings.authenticate(request)
             except Reject as rejection:
-                return self._refuse(start_response, legacy_ws, rejection)
+                return self._refuse(start_response, legacy_ws, rejection, "auth_refused")
             except Exception:
                 logger.exception("authenticate hook raised; refusing the upgrade")
-                return self._refuse(start_response, legacy_ws, Reject(500, "authentication error"))
+                return self._refuse(start_response, legacy_ws, Reject(500, "authentication error"), "auth_error")
             if isinstance(identity, Reject):
-                return self._refuse(start_response, legacy_ws, identity)
+                return self._refuse(start_response, legacy_ws, identity, "auth_refused")
             if identity is False:
-                return self._refuse(start_response, legacy_ws, Reject(401, "unauthorized"))
+                return self._refuse(start_response, legacy_ws, Reject(401, "unauthorized"), "auth_refused")
             if identity is True:
                 identity = None
         if settings.max_connections is not None and len(self.clients) >= settings.max_connections:
             # again: the auth hook may have yielded while other upgrades went through
-            return self._refuse(start_response, legacy_ws, Reject(503, "too many connections"))
+            return self._refuse(start_response, legacy_ws, Reject(503, "too many connections"), "too_many_connections")
         deflater: Optional[PerMessageDeflate] = None
         if legacy_ws is not None:
             sock = legacy_ws.handler.socket
@@ -389,6 +407,7 @@ class WebSocketService(ConnectionHandler):
         # Counted at once (nothing above yields after the check): concurrent upgrades cannot
         # all pass the max_connections check before any of them is counted.
         self.clients.add(conn)
+        self.accepted += 1
         if detached is not None:
             gevent.spawn(self._serve, conn)  # the WSGI handler returns and is freed
         else:
@@ -428,8 +447,9 @@ class WebSocketService(ConnectionHandler):
         self.system_events.emit("connection", conn, conn.request)
         return consumed
 
-    def _refuse(self, start_response: Callable[..., Any], legacy_ws: Any, rejection: Reject) -> List[bytes]:
+    def _refuse(self, start_response: Callable[..., Any], legacy_ws: Any, rejection: Reject, reason: str) -> List[bytes]:
         self.stats["rejected_upgrades"] += 1
+        self.rejections[reason] += 1
         if legacy_ws is not None:
             # Already upgraded by gevent-websocket's handler: all we can do is close at once.
             code = 4000 + rejection.status if rejection.status < 1000 else 1008
@@ -515,6 +535,14 @@ class WebSocketService(ConnectionHandler):
 
     def on_close(self, conn: WebSocketConnection, code: int, reason: str) -> None:
         self.clients.discard(conn)
+        self.closes[code] = self.closes.get(code, 0) + 1
+        if conn.slow_consumer:
+            self.slow_consumer_closes += 1
+        totals = self.closed_traffic
+        totals["messages_received"] += conn.messages_received
+        totals["bytes_received"] += conn.bytes_received
+        totals["messages_sent"] += conn.messages_sent
+        totals["bytes_sent"] += conn.bytes_sent
         timer, conn.awaiting_recovery = conn.awaiting_recovery, None
         if timer is not None:
             timer.kill(block=False)
@@ -534,11 +562,29 @@ class WebSocketService(ConnectionHandler):
     def send_to_all(self, frame: bytes) -> int:
         """Write one pre-encoded frame to every open client; return how many took it."""
         sent = 0
+        started = time.perf_counter()
         # send_frame never yields, so the set cannot change while we iterate it.
         for conn in self.clients:
             if conn.send_frame(frame):
                 sent += 1
+        self.fanout_seconds += time.perf_counter() - started
+        self.fanouts += 1
         return sent
+
+    def traffic(self) -> Dict[str, int]:
+        """Data messages and frame bytes received and sent since start, open and closed
+        connections together (sums the open ones: call it at scrape time, not per message)."""
+        totals = dict(self.closed_traffic)
+        for conn in list(self.clients):
+            totals["messages_received"] += conn.messages_received
+            totals["bytes_received"] += conn.bytes_received
+            totals["messages_sent"] += conn.messages_sent
+            totals["bytes_sent"] += conn.bytes_sent
+        return totals
+
+    def outbox_bytes(self) -> int:
+        """Bytes waiting in the outboxes of the open connections (slow readers)."""
+        return sum(conn.buffered_amount for conn in list(self.clients))
 
 
 def _close_quietly(stream: Any) -> None:

@@ -236,17 +236,24 @@ class WebSocketMiddleware:
         app: the wrapped WSGI app (``None``: 426 for plain HTTP on ``path``, 404 elsewhere).
         path: the WebSocket path (``None`` accepts upgrades on every path, like ``ws``'s ``{port}`` mode).
         static_files: ``{url_path: (content_type, bytes)}`` served for GET (the browser client).
+        endpoints: ``{url_path: wsgi_app}`` taken before everything else on exactly that path
+            (the metrics and the probes); the dict is read at each request, so endpoints added
+            later are served.
     """
 
     def __init__(self, service: "WebSocketService", app: Optional[WSGIApp] = None, path: Optional[str] = None,
-                 static_files: Optional[Dict[str, Any]] = None) -> None:
+                 static_files: Optional[Dict[str, Any]] = None, endpoints: Optional[Dict[str, WSGIApp]] = None) -> None:
         self.service = service
         self.app = app
         self.path = path
         self.static_files = dict(static_files or {})
+        self.endpoints: Dict[str, WSGIApp] = endpoints if endpoints is not None else {}
 
     def __call__(self, environ: Dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
+        endpoint = self.endpoints.get(path) if self.endpoints else None
+        if endpoint is not None and not is_websocket_request(environ):
+            return endpoint(environ, start_response)
         if self.path is None or path == self.path:
             if is_websocket_request(environ):
                 return self.service.handle_upgrade(environ, start_response)

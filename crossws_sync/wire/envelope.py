@@ -533,6 +533,8 @@ class EnvelopeCodec:
         self._token = new_sender_token()
         self._sequence = itertools.count(1)
         self._replays = ReplayGuard()
+        #: signed frames refused: unsigned, wrong MAC, replayed (with a signing key only)
+        self.signature_failures = 0
         self._compressor = zstandard.ZstdCompressor(level=compress_level, write_content_size=True)
         self._decompressor = zstandard.ZstdDecompressor()
 
@@ -620,9 +622,13 @@ class EnvelopeCodec:
 
     def _decode_body(self, raw: bytes, channel: str, check_replay: bool) -> Any:
         if self._key is not None:
-            raw, token, sequence, stamp = verify(self._key, channel, raw)
-            if check_replay:
-                self._replays.check(token, sequence, stamp)
+            try:
+                raw, token, sequence, stamp = verify(self._key, channel, raw)
+                if check_replay:
+                    self._replays.check(token, sequence, stamp)
+            except EnvelopeError:
+                self.signature_failures += 1
+                raise
         elif raw[:1] == b"\xc1":
             raise EnvelopeError("signed message received but no signing_key is configured")
         if raw[:4] == ZSTD_MAGIC:

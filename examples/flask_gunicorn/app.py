@@ -21,6 +21,10 @@ adapter = WebSocketCrossServerAdapter(
     server_name="worker-{pid}" if redis_url else None,
     auto_cleanup=True,
     node_heartbeat_interval=float(os.environ.get("CROSSWS_NODE_HEARTBEAT", "2.0")),
+    # /metrics for every worker at once when PROMETHEUS_MULTIPROC_DIR names a directory they share
+    # (needs the metrics extra); /healthz and /readyz for the load balancer.
+    metrics=bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR")),
+    health=True,
 )
 
 app = Flask(__name__)
