@@ -201,6 +201,7 @@ def test_across_nodes_unknown_user_timeout_and_disconnect(cluster):
     result = a.to_socket_id_and_wait("raw", "confirm", 1, timeout=0.4)
     assert result["error_code"] == ACK_TIMEOUT and 0.35 < time.monotonic() - started < 2
     late = raw.recv_json()
+    wait_for(lambda: b.ack_stats["pending"] == 0)  # b's own copy of the deadline passed too
     raw.send_json({"ackId": late["ackId"], "payload": "late"})
     wait_for(lambda: b.ack_stats["unmatched_answers"] == 1)
     promise = a.to_socket_id_with_promise("raw", "confirm", 2, timeout=5)
