@@ -27,7 +27,7 @@ import redis
 from ..errors import RedisUnavailableError
 from ..wire.positions import Position
 from ..wire.slots import Address, parse_redirect
-from .history import SCRIPT, Entry, _entry, new_epoch
+from .history import SCRIPT, Entry, StoreBase, _entry, new_epoch, run_id_of
 from .publisher import NoWaitCommand
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ class _Append:
         self._on_error(error)
 
 
-class ClusterHistoryStore:
+class ClusterHistoryStore(StoreBase):
     """The history of connection state recovery on a Redis Cluster.
 
     Args:
@@ -88,17 +88,6 @@ class ClusterHistoryStore:
         #: appends waiting (in order) for a script load or a redirection; ``None``: none
         self._queue: Optional[List[_Job]] = None
         self.stats = {"appends": 0, "append_failures": 0, "script_loads": 0, "redirects": 0}
-
-    # Keys -----------------------------------------------------------------------------------
-
-    def stream_key(self, stream: str) -> str:
-        return "%s_crossws.h:{%s}" % (self.prefix, stream)
-
-    def meta_key(self, stream: str) -> str:
-        return "%s_crossws.m:{%s}" % (self.prefix, stream)
-
-    def session_key(self, session_id: str) -> str:
-        return "%s_crossws.s:{%s}" % (self.prefix, session_id)
 
     # Streams ----------------------------------------------------------------------------------
 
@@ -201,12 +190,7 @@ class ClusterHistoryStore:
     def _load(self, shard: "Shard") -> Tuple[str, str]:
         """Load the script on one primary, for its current process (its run id)."""
         self.stats["script_loads"] += 1
-        run_id = ""
-        for line in _text(shard.command(("INFO", "server"), self._timeout)).splitlines():
-            if line.startswith("run_id:"):
-                run_id = line[len("run_id:"):].strip()
-        if not run_id.isalnum():
-            raise RedisUnavailableError("history shard %s: no run_id in INFO" % shard.label)
+        run_id = run_id_of(shard.command(("INFO", "server"), self._timeout))
         sha = _text(shard.command(("SCRIPT", "LOAD", SCRIPT.replace("__RUN__", run_id)), self._timeout))
         self._scripts[shard.address] = (run_id, sha)
         return run_id, sha
@@ -240,53 +224,10 @@ class ClusterHistoryStore:
         gevent.joinall(jobs, raise_error=True)
         return {stream: job.value for stream, job in zip(streams, jobs)}
 
-    def read(self, stream: str, after: int, limit: int) -> List[Entry]:
-        """Up to ``limit`` entries of ``stream`` with offsets above ``after``, in order."""
-        key = self.stream_key(stream)
-        reply = self.node.command_for_key(key, "XRANGE", key, "(0-%d" % after, "+", "COUNT", limit)
-        return [_entry(item) for item in reply or ()]
-
-    def first_offset(self, stream: str) -> Optional[int]:
-        """The oldest offset still in ``stream`` (``None`` when it is empty or gone)."""
-        key = self.stream_key(stream)
-        reply = self.node.command_for_key(key, "XRANGE", key, "-", "+", "COUNT", 1)
-        return _entry(reply[0])[0] if reply else None
-
-    # Sessions -------------------------------------------------------------------------------
-
-    def save_session(self, session_id: str, fields: Dict[str, str], ttl: float) -> None:
-        """Create or extend a session (pipelined, no wait)."""
-        key = self.session_key(session_id)
-        args: List[Any] = ["HSET", key]
-        for name, value in fields.items():
-            args += [name, value]
-        self._nowait(key, tuple(args))
-        self._nowait(key, ("EXPIRE", key, max(1, int(ttl + 0.999))))
-
-    def forget_session_fields(self, session_id: str, names: Iterable[str]) -> None:
-        names = list(names)
-        if names:
-            key = self.session_key(session_id)
-            self._nowait(key, ("HDEL", key) + tuple(names))
-
-    def touch_sessions(self, session_ids: Iterable[str], ttl: float) -> None:
-        """Extend sessions' TTL (pipelined per shard, no wait)."""
-        seconds = max(1, int(ttl + 0.999))
-        for session_id in session_ids:
-            key = self.session_key(session_id)
-            self._nowait(key, ("EXPIRE", key, seconds))
-
-    def take_session(self, session_id: str) -> Optional[Dict[str, str]]:
-        """Read and delete a session (each is used once); ``None`` when absent or expired."""
-        key = self.session_key(session_id)
-        raw = self.node.command_for_key(key, "HGETALL", key)
-        self.node.command_for_key(key, "DEL", key)
-        if not raw:
-            return None
-        items = list(raw.items()) if isinstance(raw, dict) else list(zip(raw[0::2], raw[1::2]))
-        return {_text(name): _text(value) for name, value in items}
-
     # Plumbing --------------------------------------------------------------------------------
+
+    def _run(self, key: str, commands: List[Tuple[Any, ...]]) -> List[Any]:
+        return [self.node.command_for_key(key, *args) for args in commands]
 
     def _nowait(self, key: str, args: Tuple[Any, ...]) -> None:
         if self._closed:

@@ -118,7 +118,87 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-class HistoryStore:
+def run_id_of(info: Any) -> str:
+    """The ``run_id`` of an ``INFO server`` reply.
+
+    Raises:
+        RedisUnavailableError: none in it.
+    """
+    for line in _text(info).splitlines():
+        if line.startswith("run_id:"):
+            run_id = line[len("run_id:"):].strip()
+            if run_id.isalnum():
+                return run_id
+    raise RedisUnavailableError("no run_id in INFO server")
+
+
+class StoreBase:
+    """Key names, reads and sessions of a history store, over two primitives a subclass
+    provides: :meth:`_run` (commands on one key's node, waiting for the replies) and
+    :meth:`_nowait` (one command on one key's node, pipelined)."""
+
+    prefix: str
+
+    def stream_key(self, stream: str) -> str:
+        return "%s_crossws.h:{%s}" % (self.prefix, stream)
+
+    def meta_key(self, stream: str) -> str:
+        return "%s_crossws.m:{%s}" % (self.prefix, stream)
+
+    def session_key(self, session_id: str) -> str:
+        return "%s_crossws.s:{%s}" % (self.prefix, session_id)
+
+    def _run(self, key: str, commands: List[Tuple[Any, ...]]) -> List[Any]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def _nowait(self, key: str, args: Tuple[Any, ...]) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def read(self, stream: str, after: int, limit: int) -> List[Entry]:
+        """Up to ``limit`` entries of ``stream`` with offsets above ``after``, in order."""
+        key = self.stream_key(stream)
+        reply = self._run(key, [("XRANGE", key, "(0-%d" % after, "+", "COUNT", limit)])[0]
+        return [_entry(item) for item in reply or ()]
+
+    def first_offset(self, stream: str) -> Optional[int]:
+        """The oldest offset still in ``stream`` (``None`` when it is empty or gone)."""
+        key = self.stream_key(stream)
+        reply = self._run(key, [("XRANGE", key, "-", "+", "COUNT", 1)])[0]
+        return _entry(reply[0])[0] if reply else None
+
+    def save_session(self, session_id: str, fields: Dict[str, str], ttl: float) -> None:
+        """Create or extend a session (pipelined, no wait)."""
+        key = self.session_key(session_id)
+        args: List[Any] = ["HSET", key]
+        for name, value in fields.items():
+            args += [name, value]
+        self._nowait(key, tuple(args))
+        self._nowait(key, ("EXPIRE", key, max(1, int(ttl + 0.999))))
+
+    def forget_session_fields(self, session_id: str, names: Iterable[str]) -> None:
+        names = list(names)
+        if names:
+            key = self.session_key(session_id)
+            self._nowait(key, ("HDEL", key) + tuple(names))
+
+    def touch_sessions(self, session_ids: Iterable[str], ttl: float) -> None:
+        """Extend sessions' TTL (pipelined, no wait)."""
+        seconds = max(1, int(ttl + 0.999))
+        for session_id in session_ids:
+            key = self.session_key(session_id)
+            self._nowait(key, ("EXPIRE", key, seconds))
+
+    def take_session(self, session_id: str) -> Optional[Dict[str, str]]:
+        """Read and delete a session (each is used once); ``None`` when absent or expired."""
+        key = self.session_key(session_id)
+        raw = self._run(key, [("HGETALL", key), ("DEL", key)])[0]
+        if not raw:
+            return None
+        items = list(raw.items()) if isinstance(raw, dict) else list(zip(raw[0::2], raw[1::2]))
+        return {_text(name): _text(value) for name, value in items}
+
+
+class HistoryStore(StoreBase):
     """The history node's streams and sessions.
 
     Args:
@@ -157,17 +237,6 @@ class HistoryStore:
         #: appends waiting for the script to be loaded again (NOSCRIPT), in order
         self._waiting: Optional[List[Tuple[Tuple[Any, ...], Callable[[BaseException], None]]]] = None
         self.stats = {"appends": 0, "append_failures": 0, "script_loads": 0}
-
-    # Keys -----------------------------------------------------------------------------------
-
-    def stream_key(self, stream: str) -> str:
-        return "%s_crossws.h:{%s}" % (self.prefix, stream)
-
-    def meta_key(self, stream: str) -> str:
-        return "%s_crossws.m:{%s}" % (self.prefix, stream)
-
-    def session_key(self, session_id: str) -> str:
-        return "%s_crossws.s:%s" % (self.prefix, session_id)
 
     # Streams ----------------------------------------------------------------------------------
 
@@ -233,12 +302,7 @@ class HistoryStore:
         ``SCRIPT FLUSH``.
         """
         self.stats["script_loads"] += 1
-        run_id = ""
-        for line in _text(self.command("INFO", "server")).splitlines():
-            if line.startswith("run_id:"):
-                run_id = line[len("run_id:"):].strip()
-        if not run_id.isalnum():
-            raise RedisUnavailableError("history node %s: no run_id in INFO" % self.label)
+        run_id = run_id_of(self.command("INFO", "server"))
         if self.run_id and run_id != self.run_id:
             logger.warning("history node %s is another Redis process now (run id %s...): history streams "
                            "start a new epoch", self.label, run_id[:8])
@@ -274,53 +338,6 @@ class HistoryStore:
         self.load_script()
         return self.command(*self._eval_args(stream, mode))
 
-    def read(self, stream: str, after: int, limit: int) -> List[Entry]:
-        """Up to ``limit`` entries of ``stream`` with offsets above ``after``, in order."""
-        reply = self.command("XRANGE", self.stream_key(stream), "(0-%d" % after, "+", "COUNT", limit)
-        return [_entry(item) for item in reply or ()]
-
-    def first_offset(self, stream: str) -> Optional[int]:
-        """The oldest offset still in ``stream`` (``None`` when it is empty or gone)."""
-        reply = self.command("XRANGE", self.stream_key(stream), "-", "+", "COUNT", 1)
-        return _entry(reply[0])[0] if reply else None
-
-    # Sessions -------------------------------------------------------------------------------
-
-    def save_session(self, session_id: str, fields: Dict[str, str], ttl: float) -> None:
-        """Create or extend a session (pipelined, no wait)."""
-        key = self.session_key(session_id)
-        args: List[Any] = ["HSET", key]
-        for name, value in fields.items():
-            args += [name, value]
-        self._nowait(tuple(args))
-        self._nowait(("EXPIRE", key, max(1, int(ttl + 0.999))))
-
-    def forget_session_fields(self, session_id: str, names: Iterable[str]) -> None:
-        names = list(names)
-        if names:
-            self._nowait(("HDEL", self.session_key(session_id)) + tuple(names))
-
-    def touch_sessions(self, session_ids: Iterable[str], ttl: float) -> None:
-        """Extend sessions' TTL (pipelined, no wait)."""
-        seconds = max(1, int(ttl + 0.999))
-        for session_id in session_ids:
-            self._nowait(("EXPIRE", self.session_key(session_id), seconds))
-
-    def take_session(self, session_id: str) -> Optional[Dict[str, str]]:
-        """Read and delete a session (each is used once); ``None`` when absent or expired."""
-        key = self.session_key(session_id)
-        commands = [Command(("HGETALL", key)), Command(("DEL", key))]
-        replies = self._run_all(commands, retry_noscript=False)
-        assert replies is not None
-        raw = replies[0]
-        if not raw:
-            return None
-        if isinstance(raw, dict):
-            items = list(raw.items())
-        else:
-            items = list(zip(raw[0::2], raw[1::2]))
-        return {_text(name): _text(value) for name, value in items}
-
     # Plumbing --------------------------------------------------------------------------------
 
     def command(self, *args: Any) -> Any:
@@ -354,7 +371,12 @@ class HistoryStore:
                 raise
         return replies
 
-    def _nowait(self, args: Tuple[Any, ...]) -> None:
+    def _run(self, key: str, commands: List[Tuple[Any, ...]]) -> List[Any]:
+        replies = self._run_all([Command(args) for args in commands], retry_noscript=False)
+        assert replies is not None
+        return replies
+
+    def _nowait(self, key: str, args: Tuple[Any, ...]) -> None:
         if self._closed:
             return
 
@@ -386,4 +408,4 @@ def _entry(item: Any) -> Entry:
     return offset, int(_text(values.get("t", b"0"))), _text(values.get("c", b"")), body if isinstance(body, bytes) else _text(body).encode("utf-8")
 
 
-__all__ = ["Entry", "HistoryStore", "SCRIPT", "new_epoch", "new_session_id"]
+__all__ = ["Entry", "HistoryStore", "StoreBase", "run_id_of", "SCRIPT", "new_epoch", "new_session_id"]

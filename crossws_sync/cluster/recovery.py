@@ -202,23 +202,10 @@ class Recovery:
     def _deliver(self, conn: "WebSocketConnection", stream: str, position: Position, frame: Optional[bytes],
                  cache: Dict[Any, List[Entry]], *, send: bool) -> None:
         tracker = tracker_of(conn)
-        offset, epoch = position
         if tracker.held is not None:
-            tracker.held.append((stream, offset, epoch, frame if send and frame else b""))
+            tracker.held.append((stream, position[0], position[1], frame if send and frame else b""))
             return
-        verdict, after = tracker.check(stream, offset, epoch)
-        if verdict == DUPLICATE:
-            self.stats["duplicates"] += 1
-            return
-        if verdict == GAP and not self._fill(conn, tracker, stream, after, position, cache):
-            self.stats["insufficient_state"] += 1
-            logger.info("%r missed messages of a stream that history no longer holds: closing it with %d so it recovers",
-                        conn, INSUFFICIENT_STATE_CODE)
-            conn.close(INSUFFICIENT_STATE_CODE, "insufficient state")
-            return
-        tracker.advance(stream, offset, epoch)
-        if send and frame:
-            conn.send_frame(frame)
+        self._deliver_now(conn, tracker, stream, position, frame if send else None, cache)
 
     def _fill(self, conn: "WebSocketConnection", tracker: StreamTracker, stream: str, after: int,
               position: Position, cache: Dict[Any, List[Entry]]) -> bool:
@@ -440,11 +427,17 @@ class Recovery:
         tracker.held = None
 
     def _deliver_now(self, conn: "WebSocketConnection", tracker: StreamTracker, stream: str, position: Position,
-                     frame: bytes, cache: Dict[Any, List[Entry]]) -> None:
+                     frame: Optional[bytes], cache: Dict[Any, List[Entry]]) -> None:
+        """Deliver ``frame`` (``None``/empty: only advance) unless a duplicate; fill a gap first,
+        or close with 3010 when history no longer holds it."""
         verdict, after = tracker.check(stream, position[0], position[1])
         if verdict == DUPLICATE:
+            self.stats["duplicates"] += 1
             return
         if verdict == GAP and not self._fill(conn, tracker, stream, after, position, cache):
+            self.stats["insufficient_state"] += 1
+            logger.info("%r missed messages of a stream that history no longer holds: closing it with %d so it recovers",
+                        conn, INSUFFICIENT_STATE_CODE)
             conn.close(INSUFFICIENT_STATE_CODE, "insufficient state")
             return
         tracker.advance(stream, position[0], position[1])
