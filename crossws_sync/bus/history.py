@@ -10,12 +10,15 @@ key                                             holds
                                                 ``t`` (sender's time, microseconds); ``MAXLEN ~``
 ``<ws>_crossws.m:{<stream id>}``                its meta hash: ``v`` ``<epoch>:<Redis run id>``,
                                                 ``s`` last offset
-``<ws>_crossws.s:<session id>``                 a session hash: ``u`` user id, and the position
+``<ws>_crossws.s:{<session id>}``               a session hash: ``u`` user id, and the position
                                                 (``offset:epoch``) of each of its streams when
                                                 the session took it (join, mapping)
 ==============================================  ===============================================
 
-The keys of a stream share a hash tag, so they stay in one slot of a Redis Cluster.
+The keys of a stream share a hash tag, so they stay in one slot of a Redis Cluster; a session
+key has one too. Plain Redis (:class:`HistoryStore`) and a Redis Cluster
+(:class:`~crossws_sync.bus.cluster_history.ClusterHistoryStore`) share the key names, reads and
+sessions (:class:`StoreBase`).
 
 Appending and publishing are one Lua script (:data:`SCRIPT`): it numbers the message, writes
 its position into the body (same length, see :mod:`crossws_sync.wire.positions`), appends it
