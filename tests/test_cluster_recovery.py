@@ -156,63 +156,50 @@ def test_a_dropped_client_resumes_on_another_node_with_every_message_once_in_ord
     assert alice.ask("whoami", {})["node"] == "B"
 
 
-def test_past_the_window_the_client_is_not_recovered(redis_server, cleanup):
-    a = node("A", redis_server, max_disconnection=1.0)
-    b = node("B", redis_server, max_disconnection=1.0)
+def away_and_back(redis_server: RedisProcess, cleanup: List[Any], meanwhile: Any, *, reconnect_timeout: float = 20,
+                  **options: Any) -> Client:
+    """alice (on node A, behind a relay) in the room is cut off; ``meanwhile(bob)`` runs while she
+    cannot connect (bob is on node B); then she comes back through the relay to B. Returns her
+    once her second ``open`` fired."""
+    a, b = node("A", redis_server, **options), node("B", redis_server, **options)
     cleanup += [a, b]
     relay = Relay(a.port)
     cleanup.append(relay)
     alice = Client(relay.port, "alice")
-    cleanup.append(alice)
+    bob = Client(b.port, "bob")
+    cleanup += [alice, bob]
     alice.ask("join", {"ns": NS, "room": ROOM})
     wait_for(lambda: alice.client._session.session_id is not None, 5)
     relay.backend = 0  # refused for a while
     relay.drop()
-    gevent.sleep(3.0)
+    meanwhile(bob)
     relay.backend = b.port
-    wait_for(lambda: len(alice.opens) == 2, 20)
+    wait_for(lambda: len(alice.opens) == 2, reconnect_timeout)
+    return alice
+
+
+def test_past_the_window_the_client_is_not_recovered(redis_server, cleanup):
+    alice = away_and_back(redis_server, cleanup, lambda bob: gevent.sleep(3.0), max_disconnection=1.0)
     assert alice.opens[1]["recovered"] is False
     assert alice.client.recovered is False
 
 
 def test_history_trimmed_past_the_position_is_not_recovered(redis_server, cleanup):
-    a = node("A", redis_server, history_size=5)
-    b = node("B", redis_server, history_size=5)
-    cleanup += [a, b]
-    relay = Relay(a.port)
-    cleanup.append(relay)
-    alice = Client(relay.port, "alice")
-    bob = Client(b.port, "bob")
-    cleanup += [alice, bob]
-    alice.ask("join", {"ns": NS, "room": ROOM})
-    wait_for(lambda: alice.client._session.session_id is not None, 5)
-    relay.backend = 0
-    relay.drop()
-    for i in range(300):  # MAXLEN ~ trims by whole macro nodes: send well past it
-        bob.ask("room", {"ns": NS, "room": ROOM, "body": i})
-    relay.backend = b.port
-    wait_for(lambda: len(alice.opens) == 2, 20)
+    def send(bob: Client) -> None:
+        for i in range(300):  # MAXLEN ~ trims by whole macro nodes: send well past it
+            bob.ask("room", {"ns": NS, "room": ROOM, "body": i})
+
+    alice = away_and_back(redis_server, cleanup, send, history_size=5)
     assert alice.opens[1]["recovered"] is False
     assert alice.received == []
 
 
 def test_after_a_redis_restart_the_client_is_not_recovered(redis_server, cleanup):
-    a = node("A", redis_server)
-    b = node("B", redis_server)
-    cleanup += [a, b]
-    relay = Relay(a.port)
-    cleanup.append(relay)
-    alice = Client(relay.port, "alice")
-    bob = Client(b.port, "bob")
-    cleanup += [alice, bob]
-    alice.ask("join", {"ns": NS, "room": ROOM})
-    wait_for(lambda: alice.client._session.session_id is not None, 5)
-    relay.backend = 0
-    relay.drop()
-    redis_server.restart()  # no persistence: every stream and session is gone
-    wait_for(lambda: bob.client.connected, 10)
-    relay.backend = b.port
-    wait_for(lambda: len(alice.opens) == 2, 30)
+    def restart(bob: Client) -> None:
+        redis_server.restart()  # no persistence: every stream and session is gone
+        wait_for(lambda: bob.client.connected, 10)
+
+    alice = away_and_back(redis_server, cleanup, restart, reconnect_timeout=30)
     assert alice.opens[1]["recovered"] is False
 
 
@@ -426,22 +413,11 @@ def test_a_lost_message_history_no_longer_holds_closes_with_3010_and_the_client_
 
 
 def test_more_missed_messages_than_max_replay_is_not_recovered(redis_server, cleanup):
-    a = node("A", redis_server, max_replay=5)
-    b = node("B", redis_server, max_replay=5)
-    cleanup += [a, b]
-    relay = Relay(a.port)
-    cleanup.append(relay)
-    alice = Client(relay.port, "alice")
-    bob = Client(b.port, "bob")
-    cleanup += [alice, bob]
-    alice.ask("join", {"ns": NS, "room": ROOM})
-    wait_for(lambda: alice.client._session.session_id is not None, 5)
-    relay.backend = 0
-    relay.drop()
-    for i in range(6):
-        bob.ask("room", {"ns": NS, "room": ROOM, "body": i})
-    relay.backend = b.port
-    wait_for(lambda: len(alice.opens) == 2, 20)
+    def send(bob: Client) -> None:
+        for i in range(6):
+            bob.ask("room", {"ns": NS, "room": ROOM, "body": i})
+
+    alice = away_and_back(redis_server, cleanup, send, max_replay=5)
     assert alice.opens[1]["recovered"] is False
     assert alice.received == []
 
