@@ -86,8 +86,10 @@ class Membership:
         (a heartbeat, delta or snapshot sent later would register the node again on every peer)."""
         if self._started and not self._stopped and not self._left:
             self.flush()
-            say_goodbye({"t": "bye", "node": self.name, "senderServer": self.name})
+            # Marked before the goodbye, which waits for Redis: a heartbeat due meanwhile would
+            # otherwise be written after it and register the node again.
             self._left = True
+            say_goodbye({"t": "bye", "node": self.name, "senderServer": self.name})
 
     def stop(self, *, silently: bool = False) -> None:
         """Stop the heartbeat and the delta flusher (``silently``: announce nothing more)."""
