@@ -351,12 +351,12 @@ def test_connection_state_recovery_over_the_cluster(rcluster):
         bob = Client(c.port, "bob")
         things.append(bob)
         bob.ask("join", {"ns": "chat", "room": "lobby"})
-        wait_for(lambda: alice.client._session.session_id is not None, 5)
+        wait_for(lambda: alice.client._session.session_id is not None, 15)
         send_both(bob, 0, 5, "alice")
         wait_for(lambda: len(alice.received) == 10, 10)
         relay.backend = b.port
         relay.drop()
-        wait_for(lambda: not alice.client.connected, 5)
+        wait_for(lambda: not alice.client.connected, 15)
         send_both(bob, 5, 10, "alice")  # sent while alice is away
         wait_for(lambda: len(alice.opens) == 2, 15)
         assert alice.opens[1]["recovered"] is True

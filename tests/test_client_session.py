@@ -45,7 +45,9 @@ def names(fired):
 
 
 def test_a_failed_attempt_fires_error_then_schedules_a_reconnect():
-    session, fired = make(fast_reconnect_interval=0.05)
+    # The original's schedule: the first delay is at least 0.2 s (a full-jitter one may be ~0, and
+    # the attempt would run before the assertions below).
+    session, fired = make(fast_reconnect_interval=0.2, reconnect_jitter="original")
     session.open_connection()
     wait_for(lambda: "reconnect" in names(fired))
     assert names(fired)[:2] == ["error", "reconnect"]

@@ -100,6 +100,37 @@ def test_a_silent_node_expires_and_a_goodbye_removes_one_at_once(wire):
     assert not [m for ch, m in wire.sent[sent_after:] if m.get("node") == "c"], "c announced itself after its goodbye"
 
 
+def test_what_a_node_sent_before_its_goodbye_and_arrives_after_it_does_not_register_it_again(wire):
+    """A heartbeat, delta or snapshot part written before the goodbye on another path (a snapshot
+    greenlet, another connection) reaches the peer after it: ignored until the node says hello."""
+    a, _ = join(wire, "a", interval=5)
+    c, _ = join(wire, "c", interval=5)
+    wait_for(lambda: "c" in a.directory.nodes, timeout=5, message="a met c")
+    a.handlers["bye"]({"t": "bye", "node": "c", "senderServer": "c"})
+    late = [{"t": "hb", "seq": 9, "ws": True, "users": 0},
+            {"t": "delta", "seq": 10, "ops": [["u+", "alice", 1.0]]},
+            {"t": "snap", "seq": 10, "users": {"alice": 1.0}, "rooms": {}, "ws": True}]
+    for message in late:
+        a.handlers[message["t"]](dict(message, node="c", senderServer="c"))
+    assert "c" not in {n["server_name"] for n in a.live_nodes()} and a.find_user_node("alice") is None
+    a.handlers["hello"]({"t": "hello", "v": 1, "node": "c", "senderServer": "c"})  # back under the same name
+    a.handlers["hb"]({"t": "hb", "seq": 0, "ws": True, "users": 0, "node": "c", "senderServer": "c"})
+    assert "c" in {n["server_name"] for n in a.live_nodes()}
+
+
+def test_a_node_that_left_sends_no_snapshot_part_nor_node_message(wire):
+    a, _ = join(wire, "a", interval=5)
+    for index in range(3):
+        a.user_mapped("u%d" % index)
+    a.handlers["sync"]({"t": "sync", "node": "z", "senderServer": "z"})  # its parts go from a greenlet
+    goodbyes = []
+    a.leave(goodbyes.append)  # before that greenlet ran
+    sent = len(wire.sent)
+    a.handlers["sync"]({"t": "sync", "node": "y", "senderServer": "y"})
+    gevent.sleep(0.1)
+    assert len(goodbyes) == 1 and wire.sent[sent:] == []
+
+
 def test_an_older_login_elsewhere_is_kicked_with_close_old():
     wire = Wire()
     try:

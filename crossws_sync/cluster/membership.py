@@ -4,7 +4,9 @@ Every node publishes on the cluster channel (``ws:_crossws.cluster``): a ``hello
 a heartbeat every ``heartbeat_interval`` seconds, deltas of its users and rooms (batched), and a
 ``bye`` when it shuts down; a peer that hears a new node (or misses deltas) asks for a snapshot,
 sent in parts on that node's own channel. The directory (:mod:`crossws_sync.core.directory`)
-holds what was heard; a node silent for three heartbeats is dropped. Duplicate logins across
+holds what was heard; a node silent for three heartbeats is dropped. After a node's ``bye``, what
+it still has on its way (a heartbeat, a delta, a snapshot part written before the goodbye on
+another path) is ignored until it says ``hello`` again or the expiry time has passed. Duplicate logins across
 nodes are detected here and settled by the ``duplicate_login`` policy.
 """
 from __future__ import annotations
@@ -55,6 +57,8 @@ class Membership:
         self._seq = 0
         self._ops: List[List[Any]] = []
         self._mapped_at: Dict[str, float] = {}
+        #: nodes that said goodbye -> when: their late messages must not register them again
+        self._departed: Dict[str, float] = {}
         self._flusher: Optional[gevent.Greenlet] = None
         self._heart: Optional[gevent.Greenlet] = None
         self._started = False
@@ -101,6 +105,8 @@ class Membership:
                 greenlet.kill(block=False)
 
     def _send_to_node(self, name: str, message: Dict[str, Any]) -> bool:
+        if self._left:
+            return False
         message["node"] = self.name
         message["senderServer"] = self.name
         return self._publish(self._node_channel_of(name), message)
@@ -109,7 +115,11 @@ class Membership:
         while not self._stopped:
             gevent.sleep(self.interval)
             self._publish_cluster(self._heartbeat_message())
-            for name in self.directory.expire(time.time(), self.expiry):
+            now = time.time()
+            for name, at in list(self._departed.items()):
+                if now - at > self.expiry:
+                    del self._departed[name]
+            for name in self.directory.expire(now, self.expiry):
                 self.assembler.forget(name)
                 logger.info("node %s left the cluster (no heartbeat for %.1fs)", name, self.expiry)
 
@@ -166,12 +176,20 @@ class Membership:
         for owner in self.duplicate_owner(socket_id):
             self._send_to_node(owner, {"t": "kick", "id": socket_id, "code": code, "at": time.time()})
 
+    def _ignored(self, name: str, now: float) -> bool:
+        """Whether a message from ``name`` must not touch the directory: ours, or late from a
+        node that said goodbye (within the expiry time; its ``hello`` ends that)."""
+        if name == self.name:
+            return True
+        at = self._departed.get(name)
+        return at is not None and now - at <= self.expiry
+
     def _on_heartbeat(self, message: Dict[str, Any]) -> None:
         name = message["node"]
-        if name == self.name:
+        now = time.time()
+        if self._ignored(name, now):
             return
         meta = {"websocket": bool(message.get("ws", True))}
-        now = time.time()
         if self.directory.heartbeat(name, int(message.get("seq", 0)), now, meta) and not self.assembler.assembling(name, now):
             self._send_to_node(name, {"t": "sync"})
 
@@ -179,12 +197,16 @@ class Membership:
         name = message["node"]
         if name == self.name:
             return
+        self._departed.pop(name, None)  # back (a restart under the same name)
         self.directory.touch(name, time.time())
         self._send_snapshot(name)
 
     def _on_bye(self, message: Dict[str, Any]) -> None:
         self.assembler.forget(message["node"])
-        if message["node"] != self.name and self.directory.remove(message["node"]):
+        if message["node"] == self.name:
+            return
+        self._departed[message["node"]] = time.time()
+        if self.directory.remove(message["node"]):
             logger.info("node %s left the cluster (goodbye)", message["node"])
 
     def _on_sync_request(self, message: Dict[str, Any]) -> None:
@@ -218,9 +240,9 @@ class Membership:
 
     def _on_snapshot(self, message: Dict[str, Any]) -> None:
         name = message["node"]
-        if name == self.name:
-            return
         now = time.time()
+        if self._ignored(name, now):
+            return
         users, rooms, seq = dict(message["users"]), dict(message["rooms"]), int(message["seq"])
         deltas: List[Any] = []
         if "parts" in message:
@@ -240,9 +262,9 @@ class Membership:
 
     def _on_delta(self, message: Dict[str, Any]) -> None:
         name = message["node"]
-        if name == self.name:
-            return
         now = time.time()
+        if self._ignored(name, now):
+            return
         if self.assembler.assembling(name, now):
             self.assembler.buffer_delta(name, int(message["seq"]), message["ops"])
             return
