@@ -85,6 +85,28 @@ def test_25_clients_make_the_gauge_25_and_5_closes_are_counted_by_code(make_adap
         client.abort()
 
 
+def test_a_slow_consumer_close_is_counted_and_the_outbox_gauge_returns_to_0(make_adapter):
+    import socket
+
+    adapter = make_adapter(server_name="m5", metrics=True, max_outbox_bytes=256 * 1024).start()
+    port = adapter.port
+    slow = RawClient(port, "/?id=slow")
+    slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    wait_for(lambda: value(port, "crossws_connections", node="m5") == 1)
+    assert value(port, "crossws_slow_consumer_closes_total", node="m5") == 0
+    payload = {"blob": "z" * 20000}
+    for _ in range(400):  # 8 MB: more than the kernel's buffers and the 256 kB outbox
+        adapter.broadcast("tick", payload)
+        gevent.sleep(0.001)
+    wait_for(lambda: value(port, "crossws_slow_consumer_closes_total", node="m5") == 1, timeout=10,
+             message="the slow consumer closed and counted")
+    samples = scrape(port)
+    assert samples[("crossws_connections_closed_total", (("code", "1008"), ("node", "m5")))] == 1
+    assert samples[("crossws_outbox_bytes", (("node", "m5"),))] == 0
+    assert samples[("crossws_connections", (("node", "m5"),))] == 0
+    slow.abort()
+
+
 def test_messages_and_bytes_in_and_out_increase_by_exact_amounts(make_adapter):
     adapter = make_adapter(server_name="m2", metrics=True)
     adapter.on_websocket_event("echo", lambda socket, payload, callback: callback and callback(payload))
@@ -168,12 +190,25 @@ def test_bus_metrics_per_redis_node_and_health_drops_to_0_when_that_redis_is_kil
     labels = ["127.0.0.1:%d" % first.port, "127.0.0.1:%d" % second.port]
     wait_for(lambda: all(value(port, "crossws_redis_up", node="m4", redis=label) == 1 for label in labels),
              timeout=10, message="both Redis nodes up")
-    for _ in range(10):
+    for _ in range(100):
         adapter.broadcast("tick", 1)
+
+    def lag_count():
+        samples = scrape(port)
+        return sum(samples.get(("crossws_bus_delivery_lag_seconds_count", (("node", "m4"), ("redis", label))), 0)
+                   for label in labels)
+
+    wait_for(lambda: lag_count() >= 100 // 16, timeout=10, message="one timed echo in 16")
     samples = scrape(port)
+    for label in labels:
+        key = (("le", "+Inf"), ("node", "m4"), ("redis", label))
+        if ("crossws_bus_delivery_lag_seconds_bucket", key) in samples:
+            count = samples[("crossws_bus_delivery_lag_seconds_count", key[1:])]
+            assert samples[("crossws_bus_delivery_lag_seconds_bucket", key)] == count
+            assert 0 < samples[("crossws_bus_delivery_lag_seconds_sum", key[1:])] < count * 5.0
     published = sum(samples[("crossws_bus_published_total", (("node", "m4"), ("redis", label)))] for label in labels)
     received = sum(samples[("crossws_bus_received_total", (("node", "m4"), ("redis", label)))] for label in labels)
-    assert published >= 10  # the broadcasts, plus heartbeats
+    assert published >= 100  # the broadcasts, plus heartbeats
     assert received > 0  # our own heartbeats come back (echoes)
     for name in ("crossws_bus_decode_errors_total", "crossws_bus_failovers_total"):
         assert all((name, (("node", "m4"), ("redis", label))) in samples for label in labels)

@@ -119,3 +119,21 @@ def test_a_peer_in_the_other_codec_is_counted_and_warned_about_once(caplog):
         receiver.on_node_message(NODE, "news", raw({"senderServer": "B"}, codec="json"))
     assert stats["foreign_codec"] == 3
     assert caplog.text.count("publishes json") == 1
+
+
+def test_a_sample_of_own_echoes_is_timed_per_redis_node():
+    from crossws_sync.bus.receiver import LAG_SAMPLE_EVERY
+
+    receiver, _ = make()
+    first, second = Node(), Node()
+    second.label = "127.0.0.1:6380"
+    messages = [b"\xc1m%d" % i for i in range(4 * LAG_SAMPLE_EVERY)]
+    for message in messages:
+        receiver.expect_echo(message)
+    gevent.sleep(0.02)
+    for index, message in enumerate(messages):
+        receiver.on_node_message(first if index < 2 * LAG_SAMPLE_EVERY else second, "news", message)
+    assert {label: h.count for label, h in receiver.lag.items()} == {"127.0.0.1:6379": 2, "127.0.0.1:6380": 2}
+    assert all(0.02 <= h.sum / h.count < 5 and h.quantile(0.5) >= 0.025 for h in receiver.lag.values())
+    receiver.on_node_message(first, "news", raw({"senderServer": "B", "n": 1}))  # a peer's: not timed
+    assert receiver.lag["127.0.0.1:6379"].count == 2

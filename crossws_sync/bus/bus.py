@@ -39,6 +39,7 @@ import gevent
 from gevent.event import AsyncResult
 
 from ..config import check_bus_options, positive_number_or_default
+from ..core.histogram import Histogram
 from ..core.listeners import _SENTINEL
 from ..errors import ConfigError
 from ..io.dispatch import Dispatcher
@@ -220,6 +221,15 @@ class CrossServerBus:
         number nothing and are not counted.
         """
         return self._receiver.gaps.missed
+
+    @property
+    def delivery_lag(self) -> Dict[str, Histogram]:
+        """Publish → delivery lag, per Redis node label: the time from handing one of our own
+        messages to Redis until it came back on our subscriber, for one publish in
+        :data:`~crossws_sync.bus.receiver.LAG_SAMPLE_EVERY` on subscribed channels (cluster
+        heartbeats included). A peer's delivery takes the same path (Redis's output buffer,
+        then the receiving node's listener), measured with one clock."""
+        return self._receiver.lag
 
     @property
     def calls(self) -> PendingCalls:

@@ -11,6 +11,7 @@ import logging
 import time
 from typing import Any, Callable, Dict, Optional, Set
 
+from ..core.histogram import Histogram
 from ..io.dispatch import Dispatcher
 from ..wire.positions import POSITION_FIELD
 from ..wire import envelope as env
@@ -30,6 +31,9 @@ MAX_WARNED_PEERS = 1000
 
 #: Own publishes whose echo the listener expects (dropped undecoded); cleared when exceeded.
 MAX_PENDING_ECHOES = 4096
+
+#: One expected echo in this many is timed (publish → back from Redis: the bus's delivery lag).
+LAG_SAMPLE_EVERY = 16
 
 #: ``handler(channel, message)`` of decoded messages.
 Handler = Callable[[str, Any], Any]
@@ -61,6 +65,12 @@ class Receiver:
         self.gaps = env.GapDetector()
         self._routes: Dict[str, Handler] = {}
         self._echoes: Dict[bytes, int] = {}
+        #: sampled own publishes -> when they were handed to Redis (monotonic)
+        self._timed: Dict[bytes, float] = {}
+        self._untimed = 0
+        #: publish → delivery lag per Redis node (label), measured on this node's own messages
+        #: as they come back: one clock, so no skew between machines
+        self.lag: Dict[str, Histogram] = {}
         self._foreign_codec_peers: Set[str] = set()
         self._gap_logged_at = 0.0
         self._gap_logged_missed = 0
@@ -77,7 +87,12 @@ class Receiver:
         echoes = self._echoes
         if len(echoes) >= MAX_PENDING_ECHOES:
             echoes.clear()
+            self._timed.clear()
         echoes[raw] = echoes.get(raw, 0) + 1
+        self._untimed += 1
+        if self._untimed >= LAG_SAMPLE_EVERY and raw not in self._timed:
+            self._untimed = 0
+            self._timed[raw] = time.monotonic()
 
     def forget_channel(self, channel: str) -> None:
         """Forget the sequence numbers seen on an unsubscribed channel."""
@@ -92,6 +107,13 @@ class Receiver:
             if echoes > 1:
                 self._echoes[raw] = echoes - 1
             self.stats["self_echoes"] += 1
+            if self._timed:
+                sent = self._timed.pop(raw, None)
+                if sent is not None:
+                    lag = self.lag.get(node.label)
+                    if lag is None:
+                        lag = self.lag[node.label] = Histogram()
+                    lag.observe(time.monotonic() - sent)
             return
         try:
             message = self._codec.decode(raw, channel)

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List,
 
 import gevent
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
+from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric,
+                                    SummaryMetricFamily)
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
@@ -179,6 +180,11 @@ class NodeCollector(Collector):
             for key, family in per_node.items():
                 family.add_metric(label, redis_node.counts[key])
             up.add_metric(label, 1 if (redis_node.publisher_healthy and redis_node.subscriber_healthy) else 0)
+        lag = HistogramMetricFamily(PREFIX + "bus_delivery_lag_seconds", "Publish to delivery through a Redis "
+                                    "node, timed on a sample of this node's own messages coming back",
+                                    labels=labels)
+        for label, histogram in sorted(bus.delivery_lag.items()):
+            lag.add_metric([node, label], histogram.cumulative(), sum_value=histogram.sum)
         stats = bus.stats
         failures = CounterMetricFamily(PREFIX + "bus_publish_failures", "Publishes that no Redis node took",
                                        labels=["node"])
@@ -197,7 +203,7 @@ class NodeCollector(Collector):
         timeouts.add_metric([node], calls.timeouts)
         pending = GaugeMetricFamily(PREFIX + "rpc_pending", "Cross-server emits waiting for replies", labels=["node"])
         pending.add_metric([node], len(calls))
-        return list(per_node.values()) + [up, failures, missed, signature, rpc, timeouts, pending]
+        return list(per_node.values()) + [up, lag, failures, missed, signature, rpc, timeouts, pending]
 
     def _cluster_families(self, node: str, router: Any) -> Iterable[Metric]:
         stats = router.stats
