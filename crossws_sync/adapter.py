@@ -123,7 +123,7 @@ class WebSocketCrossServerAdapter:
         max_pending_acks_per_socket: int = 100,
         max_accept_rate: Optional[float] = None,
         accept_burst: Optional[int] = None,
-        shutdown_code: int = 1001,
+        shutdown_code: int = 1012,
         restart_retry_window: float = 10.0,
         metrics: Union[bool, Dict[str, Any], None] = False,
         health: Union[bool, Dict[str, Any], None] = False,
@@ -274,7 +274,7 @@ class WebSocketCrossServerAdapter:
         """Graceful stop: leave the cluster, close every client with ``code``, stop everything.
 
         Args:
-            code: the close code (default: the ``shutdown_code`` option, 1001 unless set). With
+            code: the close code (default: the ``shutdown_code`` option, 1012 unless set). With
                 1012 (Service Restart) each client's reason ends with its own retry hint, drawn
                 in ``[0, restart_retry_window]`` (docs/operations.md, "Reconnect storms").
             reason: the close reason (default ``"server shutdown"``, ``"service restart"`` for 1012).
@@ -287,7 +287,7 @@ class WebSocketCrossServerAdapter:
             forks.unregister(self)
 
     def close(self, code: int = 1001, reason: str = "server shutdown", timeout: float = 5.0) -> None:
-        """Same as :meth:`shutdown`."""
+        """Same as :meth:`shutdown`, but 1001 (Going Away, no retry hint) unless a code is passed."""
         self.shutdown(code=code, reason=reason, timeout=timeout)
 
     def _after_fork(self) -> None:

@@ -43,7 +43,7 @@ parser.add_argument("--max-outbox", type=int, default=4 << 20)
 parser.add_argument("--rate", type=float, default=None)
 parser.add_argument("--burst", type=int, default=None)
 parser.add_argument("--max-connections", type=int, default=None)
-parser.add_argument("--shutdown-code", type=int, default=1001)
+parser.add_argument("--shutdown-code", type=int, default=1012)
 parser.add_argument("--log-level", default="WARNING")
 parser.add_argument("--recovery", default=None, help="connection_state_recovery as JSON")
 args = parser.parse_args()
@@ -64,6 +64,7 @@ adapter = WebSocketCrossServerAdapter(
     max_connections=args.max_connections,
     auto_cleanup=True,
     connection_state_recovery=json.loads(args.recovery) if args.recovery else None,
+    shutdown_code=args.shutdown_code,
 )
 counters = {"echo": 0, "room": 0, "dm": 0}
 
@@ -143,14 +144,5 @@ for event_name, handler in {"echo": echo, "join": join, "leave": leave, "room": 
 
 adapter.start()
 print("READY %d" % adapter.port, flush=True)
-# serve_forever shuts down with 1001 on SIGTERM; another code needs our own handler.
-if args.shutdown_code == 1001:
-    adapter.serve_forever()
-else:
-    import gevent
-    import signal
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        gevent.signal_handler(sig, lambda: gevent.spawn(adapter.shutdown, code=args.shutdown_code))
-    adapter._life.stopped.wait()
+adapter.serve_forever()  # SIGTERM / SIGINT: shutdown() with --shutdown-code
 print("EXITED", flush=True)

@@ -5,7 +5,7 @@
   balancer, reconnect with the client's backoff schedule to the surviving nodes and are
   reachable again;
 * SIGTERM to a standalone node and to gunicorn (one worker, then the master) sends every client
-  a close frame (1001 / 1012) before the process exits, deregisters the node at once (far
+  a close frame (1012 with a retry hint) before the process exits, deregisters the node at once (far
   sooner than the expiry) and ends within the shutdown / graceful timeout.
 """
 from __future__ import annotations
@@ -152,7 +152,7 @@ def test_sigkilled_node_leaves_the_registry_and_its_users_reconnect_elsewhere(re
 
 
 @pytest.mark.timeout(90)
-def test_sigterm_standalone_node_sends_1001_to_every_client_and_leaves_the_cluster_at_once(redis_server, cleanup):
+def test_sigterm_standalone_node_sends_1012_to_every_client_and_leaves_the_cluster_at_once(redis_server, cleanup):
     heartbeat = 2.0  # expiry 6.5 s: a deregistration faster than 1 s can only be the goodbye
     node = NodeProcess("solo", redis_urls=[redis_server.url], heartbeat=heartbeat).wait_ready()
     cleanup.append(node)
@@ -180,20 +180,21 @@ def test_sigterm_standalone_node_sends_1001_to_every_client_and_leaves_the_clust
     code = node.wait_exit(15)
     t_exit = time.monotonic()
     assert not reappeared, "back in the registry after its goodbye at %s s" % reappeared[:3]
-    assert [w.close for w in watchers] == [(1001, "server shutdown")] * len(watchers)
-    assert silent_closes == [(1001, "server shutdown")] * len(silent)
+    closes = [w.close for w in watchers] + silent_closes
+    assert {code for code, _ in closes} == {1012}
+    assert all(re.fullmatch(r"service restart retry=\d+\.\d+s", reason) for _, reason in closes), closes[:3]
     assert code == 0 and "EXITED" in node.log()
     assert t_gone - t_term < 1.0
     assert t_exit - t_term < 5.0 + 2.0  # close timeout of the silent clients + the HTTP server stop
     assert max(w.at for w in watchers) < t_exit
-    record("shutdown_standalone_sigterm", clients=len(watchers) + len(silent), close_code=1001,
+    record("shutdown_standalone_sigterm", clients=len(watchers) + len(silent), close_code=1012,
            deregistered_s=round(t_gone - t_term, 3), expiry_s=3 * heartbeat + 0.5,
            last_close_frame_s=round(max(w.at for w in watchers) - t_term, 3),
            exit_s=round(t_exit - t_term, 3), silent_clients=len(silent))
 
 
 def _gunicorn(port: int, redis_url: str, graceful: float) -> subprocess.Popen:
-    env = dict(os.environ, CROSSWS_REDIS_URL=redis_url, CROSSWS_NODE_HEARTBEAT="2.0", CROSSWS_SHUTDOWN_CODE="1012",
+    env = dict(os.environ, CROSSWS_REDIS_URL=redis_url, CROSSWS_NODE_HEARTBEAT="2.0",
                PYTHONPATH=repo_root() + os.pathsep + os.environ.get("PYTHONPATH", ""))
     args = [sys.executable, "-m", "gunicorn", "-k", "crossws_sync.gunicorn.GeventWebSocketWorker", "-w", "2",
             "-b", "127.0.0.1:%d" % port, "--no-control-socket", "--graceful-timeout", str(graceful),

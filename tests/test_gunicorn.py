@@ -1,6 +1,6 @@
 """crossws_sync.server.gunicorn: real gunicorn with several GeventWebSocketWorker workers.
 
-Workers serve WebSockets and HTTP on one port, close their clients with 1001 on SIGTERM, and each
+Workers serve WebSockets and HTTP on one port, close their clients with 1012 and a retry hint on SIGTERM, and each
 worker is a cluster node (also with ``--preload``).
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ def _start_gunicorn(port, workers, extra_env=None, extra_args=()):
     return proc
 
 
-def test_gunicorn_two_workers_serve_websockets_and_http_and_close_1001_on_sigterm():
+def test_gunicorn_two_workers_serve_websockets_and_http_and_close_1012_on_sigterm():
     port = free_port()
     proc = _start_gunicorn(port, 2)
     try:
@@ -56,8 +56,9 @@ def test_gunicorn_two_workers_serve_websockets_and_http_and_close_1001_on_sigter
             gevent.sleep(0.5)
         assert len(pids) == 2, "connections should land on both workers"
         proc.send_signal(signal.SIGTERM)
-        codes = [c.recv_close(timeout=15)[0] for c in clients]
-        assert set(codes) <= {1001, 1012} and len(codes) == len(clients)
+        closes = [c.recv_close(timeout=15) for c in clients]
+        assert {code for code, _ in closes} == {1012} and len(closes) == len(clients)
+        assert all(reason.startswith("service restart retry=") for _, reason in closes)
         proc.wait(20)
         output = proc.stdout.read().decode(errors="replace")
         assert "101" in output  # the access log records the upgrades

@@ -74,14 +74,20 @@ def test_restart_closes_every_client_with_1012_and_a_spread_retry_hint(make_adap
 
 
 def test_shutdown_code_per_call_and_close_keeps_1001(make_adapter):
-    restarted = make_adapter()
+    restarted = make_adapter()  # the default shutdown_code: 1012
     restarted.start()
     client = RawClient(restarted.port)
     wait_for(lambda: len(restarted.get_wss().clients) == 1)
-    gevent.spawn(restarted.shutdown, code=1012, reason="deploy")
+    gevent.spawn(restarted.shutdown, reason="deploy")
     code, reason = client.recv_close()
     assert code == 1012 and reason.startswith("deploy retry=") and retry_hint(reason) <= 10.0
-    closed = make_adapter(shutdown_code=1012)
+    going = make_adapter(shutdown_code=1001)
+    going.start()
+    client = RawClient(going.port)
+    wait_for(lambda: len(going.get_wss().clients) == 1)
+    gevent.spawn(going.shutdown)
+    assert client.recv_close() == (1001, "server shutdown")  # the former default: no hint
+    closed = make_adapter()
     closed.start()
     client = RawClient(closed.port)
     wait_for(lambda: len(closed.get_wss().clients) == 1)

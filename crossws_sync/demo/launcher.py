@@ -11,7 +11,7 @@ What it does, in order:
    ``--port + 1``... (``--port 0``: free ports) and prints their URLs once all are ready. A node
    that dies later is reported and the others go on; the demo ends when none is left.
 3. On Ctrl-C (SIGINT) or SIGTERM it stops every process it started, and only those: the nodes
-   first (they close their clients with 1001 and leave the cluster), then the Redis it started.
+   first (they close their clients with 1012 and a retry hint and leave the cluster), then the Redis it started.
 
 This module uses threads and plain blocking calls (no gevent): it only runs processes.
 """

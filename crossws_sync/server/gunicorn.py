@@ -3,7 +3,8 @@
 * Upgrades are handled by :class:`~crossws_sync.server.wsgi.WebSocketHandler` logic on top of
   gunicorn's own pywsgi handler, so ``--access-logfile`` keeps working.
 * On SIGTERM / SIGINT / SIGQUIT every adapter of the worker closes its clients with its
-  ``shutdown_code`` (1001 unless set; ``CROSSWS_SHUTDOWN_CODE=1012`` overrides it),
+  ``shutdown_code`` (1012 Service Restart with a retry hint unless set; ``CROSSWS_SHUTDOWN_CODE``
+  overrides it),
   deregisters from the cluster and stops its background greenlets, well inside
   ``--graceful-timeout``.
 * Adapters created at import time (also with ``--preload``) start their Redis connections and
