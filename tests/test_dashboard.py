@@ -54,7 +54,7 @@ def request(port: int, path: str, method: str = "GET",
 def snapshot(port: int, path: str = "/dashboard/data", headers: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
     status, response_headers, body = request(port, path, headers=headers)
     assert status == 200, body
-    assert response_headers["Content-Type"] == "application/json"
+    assert response_headers["Content-Type"] == "application/json; charset=utf-8"
     assert response_headers["Cache-Control"] == "no-store"
     return json.loads(body)
 

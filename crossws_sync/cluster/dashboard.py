@@ -174,7 +174,7 @@ class Dashboard:
         cached = self._cached
         if cached is not None and now - cached[0] < self.options.interval / 2:
             return cached[1]
-        body = json.dumps(self.snapshot(), separators=(",", ":")).encode("ascii")
+        body = json.dumps(self.snapshot(), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
         self._cached = (now, body)
         return body
 
@@ -188,7 +188,7 @@ class Dashboard:
 
     def data_app(self, environ: Dict[str, Any], start_response: StartResponse) -> List[bytes]:
         """WSGI app of the JSON snapshot."""
-        return self._serve(environ, start_response, lambda: ("application/json", self.snapshot_json(), []))
+        return self._serve(environ, start_response, lambda: ("application/json; charset=utf-8", self.snapshot_json(), []))
 
     def _serve(self, environ: Dict[str, Any], start_response: StartResponse,
                content: Callable[[], Tuple[str, bytes, List[Tuple[str, str]]]]) -> List[bytes]:
