@@ -37,8 +37,7 @@ from .cluster.probes import LivenessEndpoint, ReadinessEndpoint, node_readiness
 from .cluster.local import LocalNode, LocalSettings
 from .cluster.runtime import Runtime
 from .config import (as_list, check_prefixes, check_redis_options, close_code, dashboard_options, health_options,
-                     metrics_options,
-                     parse_ws_options, positive_int, positive_number, recovery_options)
+                     metrics_options, parse_ws_options, positive_int, positive_number, recovery_options)
 from .core.listeners import _SENTINEL, check_event_name
 from .core.names import DEFAULT_MAX_NAME_BYTES, preset_namespace
 from .errors import ConfigError
