@@ -36,8 +36,8 @@ from .cluster.lifecycle import Lifecycle
 from .cluster.probes import LivenessEndpoint, ReadinessEndpoint, node_readiness
 from .cluster.local import LocalNode, LocalSettings
 from .cluster.runtime import Runtime
-from .config import (as_list, check_prefixes, check_redis_options, close_code, health_options, metrics_options,
-                     parse_ws_options, positive_int, positive_number, recovery_options)
+from .config import (as_list, check_prefixes, check_redis_options, close_code, dashboard_options, health_options,
+                     metrics_options, parse_ws_options, positive_int, positive_number, recovery_options)
 from .core.listeners import _SENTINEL, check_event_name
 from .core.names import DEFAULT_MAX_NAME_BYTES, preset_namespace
 from .errors import ConfigError
@@ -127,6 +127,7 @@ class WebSocketCrossServerAdapter:
         restart_retry_window: float = 10.0,
         metrics: Union[bool, Dict[str, Any], None] = False,
         health: Union[bool, Dict[str, Any], None] = False,
+        dashboard: Union[bool, Dict[str, Any], None] = False,
     ) -> None:
         check_prefixes(bridge_prefix, ws_prefix)
         self._shutdown_code = close_code("shutdown_code", shutdown_code)
@@ -146,8 +147,10 @@ class WebSocketCrossServerAdapter:
         max_name_bytes = int(positive_int("max_name_bytes", max_name_bytes) or DEFAULT_MAX_NAME_BYTES)
         metrics_config = metrics_options(metrics)
         health_config = health_options(health)
-        if (metrics_config is not None or health_config is not None) and self._listen is None:
-            raise ConfigError("metrics and health are served by the WebSocket listener or middleware: pass ws_options")
+        dashboard_config = dashboard_options(dashboard)
+        if any(part is not None for part in (metrics_config, health_config, dashboard_config)) and self._listen is None:
+            raise ConfigError("metrics, health and dashboard are served by the WebSocket listener or middleware: "
+                              "pass ws_options")
         local = LocalSettings(
             ws_prefix=ws_prefix, bridge_prefix=bridge_prefix, max_name_bytes=max_name_bytes,
             max_rooms_per_socket=positive_int("max_rooms_per_socket", max_rooms_per_socket, allow_none=True),
@@ -207,7 +210,7 @@ class WebSocketCrossServerAdapter:
             from .server.static import browser_client
 
             self._static_files[client_js_path] = ("application/javascript; charset=utf-8", browser_client())
-        #: ``{path: wsgi_app}`` served before the app: the metrics and the probes
+        #: ``{path: wsgi_app}`` served before the app: the metrics, the probes and the dashboard
         self._endpoints: Dict[str, Any] = {}
         background: List[Any] = []
         self._life = Lifecycle(runtime=self._runtime, local=self._local, cross=self._cross, service=self._service,
@@ -236,6 +239,18 @@ class WebSocketCrossServerAdapter:
             self._endpoints[metrics_config.path] = endpoint
             if endpoint.export is not None:
                 background.append(endpoint.export)
+        if dashboard_config is not None:
+            from .cluster.dashboard import Dashboard
+
+            board = Dashboard(dashboard_config, service=self._service, local=self._local, runtime=self._runtime,
+                              server_name=self.get_server_name, readiness=self._readiness,
+                              heartbeat_interval=router_settings.heartbeat_interval)
+            for path in (dashboard_config.path, dashboard_config.data_path):
+                if path in self._endpoints:
+                    raise ConfigError("dashboard path %r is also the path of the metrics or a probe" % path)
+            self._endpoints[dashboard_config.path] = board.page_app
+            self._endpoints[dashboard_config.data_path] = board.data_app
+            background.append(board)
         #: WSGI app that serves WebSocket upgrades on any path (mount it with a dispatcher).
         self.wsgi_app: Optional[_LazyStartMiddleware] = (
             _LazyStartMiddleware(self, WebSocketMiddleware(self._service, None, None, self._static_files, self._endpoints))

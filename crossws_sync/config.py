@@ -718,6 +718,84 @@ class HealthOptions:
     readiness_path: str = "/readyz"
 
 
+@dataclass(frozen=True)
+class DashboardOptions:
+    """The live cluster dashboard (``dashboard={"auth": check}`` or a dict of these fields).
+
+    Attributes:
+        path: the exact URL path of the page; its JSON snapshot is at ``path + "/data"``.
+        auth: ``auth(request) -> bool`` called with each request's
+            :class:`~crossws_sync.Request`; False (or an exception) answers 403. ``None`` serves
+            the dashboard to anyone who reaches the port, and must be given explicitly.
+        top_rooms: how many of the largest rooms the snapshot lists (totals cover every room).
+        interval: seconds between two samples of the message counters, and between two polls
+            of the page.
+        history: seconds of rate samples kept, so a page opened now draws its chart at once.
+    """
+
+    path: str = "/dashboard"
+    auth: Optional[Callable[[Any], bool]] = None
+    top_rooms: int = 50
+    interval: float = 1.0
+    history: float = 120.0
+
+    @property
+    def data_path(self) -> str:
+        """The path of the JSON snapshot."""
+        return self.path.rstrip("/") + "/data"
+
+    @property
+    def samples(self) -> int:
+        """How many rate samples are kept (``history / interval``, at least 2)."""
+        return max(2, int(round(self.history / self.interval)))
+
+
+#: Keys of the ``dashboard`` option.
+DASHBOARD_KEYS = frozenset({"path", "auth", "top_rooms", "interval", "history"})
+
+
+def dashboard_options(value: Any) -> Optional[DashboardOptions]:
+    """Check ``dashboard``: ``False`` / ``None`` (off) or a dict of :class:`DashboardOptions`
+    fields that names ``auth``.
+
+    The dashboard shows user ids, room names and the cluster's layout, so it is never open by
+    accident: ``dashboard=True`` and a dict without ``auth`` are refused, and ``{"auth": None}``
+    is how an open dashboard is asked for.
+
+    Raises:
+        ConfigError: ``True``, no ``auth`` key, an unknown key or a bad value.
+    """
+    if value is None or value is False:
+        return None
+    if value is True:
+        raise ConfigError("dashboard=True would show user ids and rooms to anyone who reaches the port: pass "
+                          "dashboard={\"auth\": check} with check(request) -> bool, or dashboard={\"auth\": None} "
+                          "to serve it open on purpose")
+    if not isinstance(value, dict):
+        raise ConfigError("dashboard must be False or a dict such as {\"auth\": check, \"path\": \"/dashboard\"}")
+    unknown = set(value) - DASHBOARD_KEYS
+    if unknown:
+        raise ConfigError("dashboard: unknown option(s) %s (known: %s)"
+                          % (", ".join(sorted(map(str, unknown))), ", ".join(sorted(DASHBOARD_KEYS))))
+    if "auth" not in value:
+        raise ConfigError("dashboard needs an \"auth\" hook, check(request) -> bool; {\"auth\": None} serves it "
+                          "open on purpose")
+    check_callable("dashboard auth", value["auth"])
+    path = _url_path("dashboard path", value.get("path", "/dashboard"))
+    if path == "/":
+        raise ConfigError("dashboard path must not be '/'")
+    interval = positive_number("dashboard interval", value.get("interval", 1.0), finite=True)
+    history = positive_number("dashboard history", value.get("history", 120.0), finite=True)
+    if not 0.1 <= interval <= 60:
+        raise ConfigError("dashboard interval must be from 0.1 to 60 seconds, got %r" % (interval,))
+    if not interval * 2 <= history <= 3600:
+        raise ConfigError("dashboard history must be from 2 intervals to 3600 seconds, got %r" % (history,))
+    top_rooms = positive_int("dashboard top_rooms", value.get("top_rooms", 50))
+    if top_rooms > 1000:
+        raise ConfigError("dashboard top_rooms must be at most 1000 (the snapshot stays small), got %r" % (top_rooms,))
+    return DashboardOptions(path=path, auth=value["auth"], top_rooms=top_rooms, interval=interval, history=history)
+
+
 def _url_path(option: str, value: Any) -> str:
     if not isinstance(value, str) or not value.startswith("/") or "?" in value:
         raise ConfigError("%s must be a URL path starting with '/', got %r" % (option, value))

@@ -7,6 +7,7 @@ two pages are two users. Waits poll with deadlines; the whole process group is k
 """
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import os
@@ -20,6 +21,7 @@ from typing import Any, Dict, List, Optional
 import gevent
 import gevent.event
 import gevent.lock
+import pytest
 import websocket
 
 #: Flags from the project's brief, plus a few that only remove background noise.
@@ -37,6 +39,20 @@ def find_chromium() -> Optional[str]:
         if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return candidate
     return None
+
+
+def require_chromium() -> str:
+    """The chromium binary, or skip the test: ``CROSSWS_SKIP_BROWSER=1`` skips on purpose; a
+    missing chromium skips locally and fails in CI (``CI=true``), so CI never skips quietly."""
+    if os.environ.get("CROSSWS_SKIP_BROWSER") == "1":
+        pytest.skip("CROSSWS_SKIP_BROWSER=1: browser tests disabled")
+    executable = find_chromium()
+    if executable is None:
+        message = "chromium is not installed (apt-get install chromium; .ci/run installs it)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("browser tests need chromium in CI: " + message)
+        pytest.skip(message)
+    return executable
 
 
 class CDPError(Exception):
@@ -276,3 +292,29 @@ class Page:
         """``textContent`` of every element matching ``selector``."""
         return self.evaluate("Array.from(document.querySelectorAll(%s), e => e.textContent)" % json.dumps(selector))
 
+    # Screenshots ---------------------------------------------------------------------------------
+
+    def set_viewport(self, width: int, height: int, scale: float = 1.0) -> None:
+        """Fix the page's viewport (CSS pixels) and device scale factor, for repeatable screenshots."""
+        self.send("Emulation.setDeviceMetricsOverride", {"width": width, "height": height,
+                                                         "deviceScaleFactor": scale, "mobile": False})
+
+    def rect(self, selector: str) -> Dict[str, float]:
+        """``{"x", "y", "width", "height"}`` of the first element matching ``selector``, in CSS
+        pixels of the viewport."""
+        box = self.evaluate("(() => { const e = document.querySelector(%s); if (!e) return null;"
+                            " const r = e.getBoundingClientRect();"
+                            " return {x: r.x, y: r.y, width: r.width, height: r.height}; })()" % json.dumps(selector))
+        if not box:
+            raise CDPError("%s is not in the page" % selector)
+        return box
+
+    def screenshot(self, clip: Optional[Dict[str, float]] = None) -> bytes:
+        """A PNG of the viewport, or of ``clip`` (``{"x", "y", "width", "height"}`` in CSS pixels of
+        the viewport, as :meth:`rect` gives it; CDP wants document coordinates, so the scroll
+        offset is added here)."""
+        params: Dict[str, Any] = {"format": "png"}
+        if clip is not None:
+            scroll = self.evaluate("[window.scrollX, window.scrollY]")
+            params["clip"] = dict(clip, x=clip["x"] + scroll[0], y=clip["y"] + scroll[1], scale=1)
+        return base64.b64decode(self.send("Page.captureScreenshot", params, timeout=30)["data"])

@@ -465,3 +465,53 @@ def test_close_code():
     for bad in (999, 1004, 1005, 1006, 1015, 2999, 5000, True, "1012", 1012.0, None):
         with pytest.raises(ConfigError, match="^shutdown_code "):
             close_code("shutdown_code", bad)
+
+
+# The dashboard option ----------------------------------------------------------------------------
+
+from crossws_sync.config import DashboardOptions, dashboard_options  # noqa: E402
+
+
+def test_dashboard_off_and_its_defaults():
+    assert dashboard_options(None) is None and dashboard_options(False) is None
+    check = lambda request: True  # noqa: E731
+    options = dashboard_options({"auth": check})
+    assert options == DashboardOptions(auth=check)
+    assert (options.path, options.data_path, options.top_rooms, options.interval, options.history) == (
+        "/dashboard", "/dashboard/data", 50, 1.0, 120.0)
+    assert options.samples == 120
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.path = "/x"  # type: ignore[misc]
+    custom = dashboard_options({"auth": None, "path": "/ops/board/", "top_rooms": 5, "interval": 2, "history": 60})
+    assert (custom.auth, custom.path, custom.data_path, custom.top_rooms, custom.interval, custom.samples) == (
+        None, "/ops/board/", "/ops/board/data", 5, 2.0, 30)
+
+
+def test_dashboard_is_never_open_by_accident():
+    with pytest.raises(ConfigError, match=r"dashboard=\{\"auth\": None\}") as refused:
+        dashboard_options(True)
+    assert "check(request) -> bool" in str(refused.value)
+    with pytest.raises(ConfigError, match="needs an \"auth\" hook"):
+        dashboard_options({"path": "/dashboard"})
+    assert dashboard_options({"auth": None}).auth is None  # open, on purpose
+
+
+@pytest.mark.parametrize("value, message", [
+    ({"auth": "secret"}, "dashboard auth must be callable"),
+    ({"auth": None, "pth": "/x"}, "unknown option"),
+    ({"auth": None, "path": "dashboard"}, "dashboard path must be a URL path"),
+    ({"auth": None, "path": "/d?x=1"}, "dashboard path must be a URL path"),
+    ({"auth": None, "path": "/"}, "must not be '/'"),
+    ({"auth": None, "top_rooms": 0}, "top_rooms must be a positive integer"),
+    ({"auth": None, "top_rooms": True}, "top_rooms must be a positive integer"),
+    ({"auth": None, "top_rooms": 5000}, "at most 1000"),
+    ({"auth": None, "interval": 0}, "interval must be positive"),
+    ({"auth": None, "interval": 0.01}, "from 0.1 to 60"),
+    ({"auth": None, "interval": math.inf}, "interval must be finite"),
+    ({"auth": None, "history": 1, "interval": 1}, "from 2 intervals"),
+    ({"auth": None, "history": 10000}, "to 3600"),
+    ("yes", "dashboard must be False or a dict"),
+])
+def test_dashboard_bad_values(value, message):
+    with pytest.raises(ConfigError, match=re.escape(message) if "(" not in message else message):
+        dashboard_options(value)

@@ -323,3 +323,14 @@ def test_random_operations_match_a_simple_model(ops):
     for socket_id in ("a", "b", "c"):
         registry.remove_socket(socket_id)
     assert_no_leaks(registry)
+
+
+def test_view_is_the_live_mapping_without_a_copy(rooms):
+    view = rooms.view()
+    assert view == {}
+    rooms.join("chat", "lobby", "a")
+    rooms.join("chat", "lobby", "b")
+    assert view == {"chat": {"lobby": {"a", "b"}}}  # the same object, updated in place
+    rooms.remove_socket("a")
+    rooms.remove_socket("b")
+    assert view == {} and rooms.view() is view

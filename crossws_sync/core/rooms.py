@@ -8,7 +8,7 @@ caller can subscribe or unsubscribe the namespace's Redis channel. Queries retur
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Optional, Set
+from typing import AbstractSet, Dict, Iterable, List, Mapping, Optional, Set
 
 
 class RoomRegistry:
@@ -183,6 +183,11 @@ class RoomRegistry:
     def snapshot(self) -> Dict[str, Dict[str, int]]:
         """``{namespace: {room_id: member_count}}`` for stats."""
         return {ns: {rid: len(m) for rid, m in rooms.items()} for ns, rooms in self._rooms.items()}
+
+    def view(self) -> Mapping[str, Mapping[str, AbstractSet[str]]]:
+        """The live ``{namespace: {room_id: members}}`` mapping, not a copy (O(1)): for readers
+        that finish before the next yield (the dashboard's snapshot); never mutate it."""
+        return self._rooms
 
     def __len__(self) -> int:
         return sum(len(rooms) for rooms in self._rooms.values())

@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 import gevent
 
@@ -46,6 +47,8 @@ REJECT_REASONS = ("bad_handshake", "shutting_down", "rate_limited", "too_many_co
                   "auth_error")
 #: Per-connection traffic counters (attributes of :class:`WebSocketConnection`).
 TRAFFIC_KEYS = ("messages_received", "bytes_received", "messages_sent", "bytes_sent")
+#: How many of the latest slow-consumer closes :attr:`WebSocketService.slow_consumer_log` keeps.
+SLOW_CONSUMER_LOG_SIZE = 20
 
 class Reject(Exception):
     """Raise (or return) from the ``authenticate`` hook to refuse an upgrade with an HTTP status.
@@ -244,6 +247,9 @@ class WebSocketService(ConnectionHandler):
         self.rejections: Dict[str, int] = dict.fromkeys(REJECT_REASONS, 0)
         self.closes: Dict[int, int] = {}
         self.slow_consumer_closes = 0
+        #: the latest slow-consumer closes, newest last (for the dashboard): ``{"at": epoch seconds,
+        #: "socket_id", "code", "connected_seconds", "messages_sent", "bytes_sent"}``
+        self.slow_consumer_log: Deque[Dict[str, Any]] = deque(maxlen=SLOW_CONSUMER_LOG_SIZE)
         #: traffic of the connections already closed (open ones keep their own counts)
         self.closed_traffic: Dict[str, int] = dict.fromkeys(TRAFFIC_KEYS, 0)
         #: broadcasts to every local client, and the seconds spent writing them
@@ -538,6 +544,10 @@ class WebSocketService(ConnectionHandler):
         self.closes[code] = self.closes.get(code, 0) + 1
         if conn.slow_consumer:
             self.slow_consumer_closes += 1
+            self.slow_consumer_log.append({
+                "at": time.time(), "socket_id": conn.socket_id, "code": code,
+                "connected_seconds": round(time.monotonic() - conn.connected_at, 3),
+                "messages_sent": conn.messages_sent, "bytes_sent": conn.bytes_sent})
         totals = self.closed_traffic
         totals["messages_received"] += conn.messages_received
         totals["bytes_received"] += conn.bytes_received
