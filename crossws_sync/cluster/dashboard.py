@@ -155,11 +155,16 @@ class Dashboard:
         redis: List[Dict[str, Any]] = []
         bus = self.runtime.bus
         if bus is not None:
+            lags = bus.delivery_lag
             for redis_node in bus.redis_nodes[:MAX_NODES]:
                 counts = redis_node.counts
+                lag = lags.get(redis_node.label)
+                p99 = lag.quantile(0.99) if lag is not None and lag.count else None
                 redis.append({"label": clip(redis_node.label), "publisher": bool(redis_node.publisher_healthy),
                               "subscriber": bool(redis_node.subscriber_healthy),
-                              "published": counts["published"], "received": counts["received"]})
+                              "published": counts["published"], "received": counts["received"],
+                              # upper bound of the p99 bucket since start, ms (None: not timed yet or above 10 s)
+                              "lag_p99_ms": p99 * 1000.0 if p99 is not None and p99 != float("inf") else None})
                 totals["bus_published"] += counts["published"]
                 totals["bus_received"] += counts["received"]
         return build_snapshot(
