@@ -134,7 +134,7 @@ class ClusterHistoryStore(StoreBase):
         def failed(error: BaseException) -> None:
             # In the shard's reader greenlet, in submission order: queue, never block.
             if confirm is not None and pending is not None:
-                confirm.failed(pending)
+                confirm.failed(pending, error)
             text = str(error)
             if isinstance(error, redis.ResponseError) and attempt < _ATTEMPTS and (
                     text.startswith("NOSCRIPT") or parse_redirect(text) is not None):

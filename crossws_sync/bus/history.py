@@ -347,7 +347,7 @@ class HistoryStore(StoreBase):
             confirm.appended(pending, reply[2])
 
         def refused(error: BaseException) -> None:
-            confirm.failed(pending)
+            confirm.failed(pending, error)
             failed(error)
 
         self._publisher.submit(CallbackCommand(self._eval_args(stream, "a", raw, index, channel, message_id, again),

@@ -110,9 +110,20 @@ class Confirmations:
             pending.body = body
             pending.generation = self._generation()
 
-    def failed(self, pending: Pending) -> None:
-        """The append failed; the caller deals with it (it is not published from here)."""
+    def failed(self, pending: Pending, error: BaseException) -> None:
+        """The append failed; the caller deals with it (it is not published from here), after
+        this. A broken connection first hands the older appends it answered but no ``WAIT``
+        confirmed to their ``on_lost``, so that they are sent again before this one (order)."""
         pending.state = DONE
+        if isinstance(error, redis.ResponseError):
+            return
+        for older in self._pending:
+            if older is pending:
+                break
+            if older.state == APPENDED:
+                older.state = DONE
+                self.stats["lost_before_confirmation"] += 1
+                older.on_lost(error)
 
     @property
     def waiting(self) -> int:

@@ -171,7 +171,8 @@ class Lifecycle:
                                  history_size=options.history_size,
                                  stream_ttl=options.max_disconnection + options.refresh_interval,
                                  replicas=options.history_replicas, replica_timeout=options.replica_timeout)
-        recovery = Recovery(options, store=store, codec=bus.codec, local=self.local, hold=router.outage.hold)
+        recovery = Recovery(options, store=store, codec=bus.codec, local=self.local, hold=router.outage.hold,
+                            backlog=lambda: len(router.outage))
         router.recovery = self.runtime.recovery = recovery
         if self.service is not None:
             self.service.recover = recovery.recover

@@ -78,15 +78,17 @@ class Recovery:
         codec: the bus's codec (history entries are bus messages).
         local: this node's users and rooms.
         hold: keeps a message whose append failed, to try again later (the router's outage buffer).
+        backlog: how many messages ``hold`` keeps now (a new message waits behind them: order).
     """
 
     def __init__(self, options: RecoveryOptions, *, store: HistoryStore, codec: EnvelopeCodec,
-                 local: "RecoveryHost", hold: Hold) -> None:
+                 local: "RecoveryHost", hold: Hold, backlog: Callable[[], int] = lambda: 0) -> None:
         self.options = options
         self.store = store
         self.codec = codec
         self.local = local
         self._hold = hold
+        self._backlog = backlog
         self._failed_at = 0.0
         self._closed = False
         self.stats = {"published": 0, "sessions": 0, "recovered": 0, "not_recovered": 0, "replayed": 0,
@@ -103,6 +105,10 @@ class Recovery:
         # second and later ones are marked: one whose first attempt reached the stream (its
         # reply lost with the connection) is found there instead of appended twice.
         message_id = new_message_id() if self.store.replicas else ""
+        if self._backlog():
+            # behind the messages held during an outage, so a stream keeps the senders' order
+            self._hold(channel, envelope, self._held_sender(message_id))
+            return
         try:
             self._send(channel, envelope, self._on_lost(channel, envelope, message_id), message_id, False)
         except CrossWSError:
