@@ -376,6 +376,91 @@ def test_connection_state_recovery_over_the_cluster(rcluster):
             thing.close() if hasattr(thing, "close") else thing.stop()
 
 
+def _owner_or_none(rcluster: RedisCluster, name: str) -> Any:
+    try:
+        return rcluster.owner_port(name)
+    except RuntimeError:  # no primary serves the slot right now (failing over)
+        return None
+
+
+@pytest.mark.timeout(150)
+def test_with_history_replicas_a_client_away_across_a_shard_failover_is_recovered(rcluster):
+    """``history_replicas=1``: the primary of the shard holding the room's history stream is
+    SIGKILLed while alice is away and bob keeps sending; its replica is promoted, the killed node
+    comes back as the new primary's replica; alice returns with ``recovered: true`` and every room
+    and direct message once, in order per stream (the epoch is replicated data, so the promoted
+    replica continues the stream)."""
+    import json
+
+    from faultkit import NodeProcess
+    from test_cluster_recovery import Client, Relay, send_both
+
+    options = json.dumps({"max_disconnection": 30.0, "history_replicas": 1, "replica_timeout": 0.3})
+    victim = rcluster.owner_port("r\x1fchat\x1flobby")  # the slot of the room stream's keys (hash tag)
+    things: List[Any] = []
+    try:
+        a, b = (NodeProcess(name, redis_urls=[rcluster.url], heartbeat=0.3, extra=["--recovery", options]).wait_ready()
+                for name in ("A", "B"))
+        things += [a, b]
+        relay = Relay(a.port)
+        things.append(relay)
+        alice = Client(relay.port, "alice")
+        things.append(alice)
+        assert alice.ask("join", {"ns": "chat", "room": "lobby"})["node"] == "A"
+        bob = Client(b.port, "bob")
+        things.append(bob)
+        wait_for(lambda: alice.client._session.session_id is not None, 15)
+        send_both(bob, 0, 5, "alice")
+        wait_for(lambda: len(alice.received) == 10, 10)
+        relay.backend = 0
+        relay.drop()
+        wait_for(lambda: not alice.client.connected, 15)
+        sent: List[int] = []
+        state = {"running": True}
+
+        def keep_sending() -> None:
+            i = 5
+            while state["running"]:
+                try:
+                    send_both(bob, i, 1, "alice")
+                    sent.append(i)
+                except AssertionError:
+                    pass
+                i += 1
+                gevent.sleep(0.05)
+
+        sender = gevent.spawn(keep_sending)
+        wait_for(lambda: len(sent) >= 10, 10)
+        t_kill = time.monotonic()
+        rcluster.kill(victim)
+        wait_for(lambda: _owner_or_none(rcluster, "r\x1fchat\x1flobby") not in (None, victim), timeout=30,
+                 interval=0.1, message="the replica promoted")
+        t_promoted = time.monotonic()
+        rcluster.restart(victim)  # back as the new primary's replica: WAIT can be satisfied again
+        t_replica = time.monotonic()
+        wait_for(lambda: time.monotonic() - t_replica > 1.0, 5)
+        state["running"] = False
+        sender.join(10)
+
+        relay.backend = b.port
+        wait_for(lambda: len(alice.opens) == 2, 20)
+        assert alice.opens[1]["recovered"] is True
+        everything = [0, 1, 2, 3, 4] + sent
+        wait_for(lambda: len(alice.received) >= 2 * len(everything), 15)
+        gevent.sleep(0.5)
+        for kind in ("chat", "dm"):
+            got = [body for what, body in alice.received if what == kind]
+            assert got == everything, "%s %r %r" % (kind, got, everything)
+        record("redis_cluster_failover_recovery_replicated", sent_while_away=len(sent),
+               promoted_s=round(t_promoted - t_kill, 3), old_primary_back_as_replica_s=round(t_replica - t_kill, 3),
+               recovered=alice.opens[1]["recovered"], received=len(alice.received))
+    finally:
+        for thing in reversed(things):
+            thing.close() if hasattr(thing, "close") else thing.stop()
+        if rcluster.procs.get(victim) is None:
+            rcluster.restart(victim)
+
+
 @pytest.mark.timeout(60)
 def test_a_cluster_with_a_password_in_both_forms_and_a_duplicate_name_detected():
     """``requirepass`` on every node: the URL form and the dict form both authenticate; a wrong
