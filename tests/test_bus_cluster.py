@@ -6,13 +6,14 @@ primary SIGKILLed under traffic (delivered / failed fast / lost, and the time un
 from __future__ import annotations
 
 import shutil
+import subprocess
 import time
 from typing import Any, Dict, List, Tuple
 
 import gevent
 import pytest
 
-from cluster_fixtures import RedisCluster, migrate_slot, resp
+from cluster_fixtures import REDIS_CLI, RedisCluster, migrate_slot, resp
 from crossws_sync import WebSocketCrossServerAdapter
 from crossws_sync.errors import ConfigError
 from crossws_sync.wire.slots import key_slot
@@ -273,6 +274,81 @@ def test_slot_migration_of_a_room_channel_under_traffic(rcluster, nodes):
            migration_s=round(t_done - t_start, 3), resubscribed_after_migration_s=round(t_resubscribed - t_done, 3),
            moved_followed=node_b.stats["moved"] + _cluster_node(a).stats["moved"],
            ask_followed=node_b.stats["ask"] + _cluster_node(a).stats["ask"], crossslot=node_b.stats["crossslot"])
+
+
+def _slots_of(rcluster: RedisCluster, port: int) -> List[int]:
+    """The slots ``port`` serves, ascending (what ``redis-cli --cluster reshard`` takes first)."""
+    slots: List[int] = []
+    for part in rcluster.primaries_seen_by(rcluster.live_ports()[0])[port].split():
+        if not part.startswith("["):
+            first, _, last = part.partition("-")
+            slots += range(int(first), int(last or first) + 1)
+    return sorted(slots)
+
+
+def _name_in(template: str, slots: Any) -> str:
+    for i in range(200000):
+        if key_slot(template % i) in slots:
+            return template % i
+    raise AssertionError("no name for %s in the slots" % template)
+
+
+@pytest.mark.timeout(90)
+def test_redis_cli_reshard_under_traffic(rcluster, nodes):
+    """The real ``redis-cli --cluster reshard`` moves 200 slots (among them the room channel's and
+    the channel carrying direct messages to b's user) from one primary to another while a sends
+    RPCs, room and direct messages to b; every sharded subscription ends on the new owner, no
+    CROSSSLOT, traffic after the move is complete, and what was lost in the move is counted."""
+    health = Health()
+    source = rcluster.primaries()[0]
+    target = rcluster.primaries()[1]
+    moved = set(_slots_of(rcluster, source)[:200])
+    namespace = _name_in("ws:room%d", moved)[3:]
+    b_name = _name_in("ws:_crossws.node:b%d", moved)[len("ws:_crossws.node:"):]
+    a, b = nodes(["a", b_name], health)
+    room_channel, user_channel = "ws:" + namespace, "ws:_crossws.node:" + b_name
+    bob = _user(b, "bob")
+    b.join_room(namespace, "r", "bob")
+    wait_for(lambda: a.get_cluster_room_socket_ids(namespace, "r") == {"bob"})
+    wait_for(lambda: a.find_user_node("bob") == b_name, timeout=5)
+    for channel in (room_channel, user_channel):
+        wait_for(lambda: channel in resp(source, "PUBSUB", "SHARDCHANNELS").split(), timeout=5)
+    traffic = Traffic(a, b_name, bob, (namespace, "r"))
+    wait_for(lambda: len(traffic.room_got) >= 30, timeout=10, message="traffic before the reshard")
+
+    t_start = time.monotonic()
+    out = subprocess.run([REDIS_CLI, "--cluster", "reshard", "127.0.0.1:%d" % source,
+                          "--cluster-from", rcluster.node_id(source), "--cluster-to", rcluster.node_id(target),
+                          "--cluster-slots", str(len(moved)), "--cluster-yes"],
+                         capture_output=True, text=True, timeout=60)
+    t_done = time.monotonic()
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert all(rcluster.owner_port(channel) == target for channel in (room_channel, user_channel))
+    wait_for(lambda: all(channel in resp(target, "PUBSUB", "SHARDCHANNELS").split()
+                         for channel in (room_channel, user_channel)), timeout=10,
+             message="the room and user channels SSUBSCRIBEd again on their new owner")
+    t_resubscribed = time.monotonic()
+    wait_for(lambda: _sharded_ok(rcluster, a) and _sharded_ok(rcluster, b), timeout=10,
+             message="every channel on its shard")
+    wait_for(lambda: time.monotonic() - t_resubscribed > 1.0, timeout=5)
+    traffic.stop()
+
+    for adapter in (a, b):
+        _check_sharded(rcluster, adapter)
+        assert _cluster_node(adapter).stats["crossslot"] == 0 and _cluster_node(adapter).stats["refused"] == 0
+    after = traffic.between(t_resubscribed)
+    assert after and traffic.rpc_ok(after) == after
+    assert all(s in traffic.room_got for s in after) and all(s in traffic.direct_got for s in after)
+    window = traffic.between(t_start, t_resubscribed)
+    lost_room = [s for s in window if s not in traffic.room_got]
+    lost_direct = [s for s in window if s not in traffic.direct_got]
+    assert len(lost_room) + len(lost_direct) <= 10, (lost_room, lost_direct)
+    record("redis_cli_reshard", slots=len(moved), sent=len(traffic.sent), window_messages=len(window),
+           window_room_lost=len(lost_room), window_direct_lost=len(lost_direct),
+           window_rpc_failed=len(window) - len(traffic.rpc_ok(window)),
+           reshard_s=round(t_done - t_start, 3), resubscribed_after_reshard_s=round(t_resubscribed - t_done, 3),
+           moved_followed=sum(_cluster_node(n).stats["moved"] for n in (a, b)),
+           ask_followed=sum(_cluster_node(n).stats["ask"] for n in (a, b)))
 
 
 @pytest.mark.timeout(120)
