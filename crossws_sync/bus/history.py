@@ -28,6 +28,11 @@ when the Redis *run id* changes (a restart or a failover, after which writes may
 lost): positions from before can then never be taken for positions after. The run id is built
 into the loaded script (see :data:`SCRIPT`).
 
+With ``history_replicas`` (N >= 1) the script does not publish: the store publishes each append
+once ``WAIT N`` on its connection confirmed it (:mod:`.replication`), the meta hash is tagged
+:data:`REPLICATED` instead of a run id (the epoch survives a promotion), entries carry a message
+id (field ``i``) so a second attempt is not appended twice, and tops are read with a ``WAIT``.
+
 Everything here goes over one pipelined connection of its own (:class:`~.publisher.Publisher`).
 """
 from __future__ import annotations
