@@ -472,6 +472,8 @@ def test_with_history_replicas_a_client_away_across_a_shard_failover_is_recovere
     from test_cluster_recovery import Client, Relay, send_both
 
     options = json.dumps({"max_disconnection": 30.0, "history_replicas": 1, "replica_timeout": 0.3})
+    for port in [port for port, proc in rcluster.procs.items() if proc is None]:
+        rcluster.restart(port)  # killed by an earlier test: every primary needs a replica for WAIT 1
     victim = rcluster.owner_port("r\x1fchat\x1flobby")  # the slot of the room stream's keys (hash tag)
     things: List[Any] = []
     try:
