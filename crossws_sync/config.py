@@ -636,12 +636,20 @@ class RecoveryOptions:
         history_size: entries kept per stream (older ones are trimmed).
         max_replay: most messages replayed to one reconnecting client; more gives ``recovered=False``.
         wait_timeout: seconds the server waits for the client's recovery request after the upgrade.
+        history_replicas: 0 (default): the history's epoch follows the Redis process, so a client
+            away across a failover is not recovered. N >= 1: an append is published only once N
+            replicas of the history's primary acknowledged it (``WAIT``), and the epoch survives a
+            failover: recovering clients lose nothing across one (docs/reliability.md).
+        replica_timeout: seconds one ``WAIT`` may block the history connection (at most half its
+            command timeout is used); appends not confirmed by then wait, unpublished, for the next.
     """
 
     max_disconnection: float = 120.0
     history_size: int = 1000
     max_replay: int = 5000
     wait_timeout: float = 5.0
+    history_replicas: int = 0
+    replica_timeout: float = 0.5
 
     @property
     def refresh_interval(self) -> float:
@@ -655,7 +663,10 @@ class RecoveryOptions:
 
 
 #: Keys accepted in ``connection_state_recovery``.
-RECOVERY_OPTION_KEYS = frozenset({"max_disconnection", "history_size", "max_replay", "wait_timeout"})
+RECOVERY_OPTION_KEYS = frozenset({"max_disconnection", "history_size", "max_replay", "wait_timeout",
+                                  "history_replicas", "replica_timeout"})
+#: Most replicas ``history_replicas`` may ask for.
+MAX_HISTORY_REPLICAS = 16
 
 
 def recovery_options(value: Any) -> Optional[RecoveryOptions]:
@@ -684,7 +695,24 @@ def recovery_options(value: Any) -> Optional[RecoveryOptions]:
         max_replay=positive_int("connection_state_recovery max_replay", value.get("max_replay", defaults.max_replay)),
         wait_timeout=positive_number("connection_state_recovery wait_timeout",
                                      value.get("wait_timeout", defaults.wait_timeout), finite=True),
+        history_replicas=_history_replicas(value.get("history_replicas", defaults.history_replicas)),
+        replica_timeout=_replica_timeout(value.get("replica_timeout", defaults.replica_timeout)),
     )
+
+
+def _history_replicas(value: Any) -> int:
+    if type(value) is not int or not 0 <= value <= MAX_HISTORY_REPLICAS:
+        raise ConfigError("connection_state_recovery history_replicas must be an int from 0 to %d, got %r"
+                          % (MAX_HISTORY_REPLICAS, value))
+    return value
+
+
+def _replica_timeout(value: Any) -> float:
+    seconds = positive_number("connection_state_recovery replica_timeout", value, finite=True)
+    if seconds > 5.0:
+        raise ConfigError("connection_state_recovery replica_timeout must be at most 5.0 s (a WAIT blocks the "
+                          "history connection that long), got %r" % (value,))
+    return float(seconds)
 
 
 @dataclass(frozen=True)

@@ -155,6 +155,19 @@ class RedisCluster:
             proc.wait(10)
         self.procs[port] = None
 
+    def restart(self, port: int, timeout: float = 30.0) -> None:
+        """Start a killed node again from its ``nodes.conf``: it rejoins the cluster, as a replica
+        of whoever took its slots over; return once its replication link is up."""
+        self._spawn(port)
+        self._wait_answers(port)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "master_link_status:up" in resp(port, "INFO", "replication"):
+                self.wait_ok(timeout)
+                return
+            time.sleep(0.1)
+        raise RuntimeError("restarted node %d did not become a synced replica" % port)
+
     def stop(self) -> None:
         for port in list(self.procs):
             self.kill(port)

@@ -76,14 +76,17 @@ class SentinelProcess(RedisProcess):
 
 
 class SentinelTopology:
-    """One primary, one replica of it, three sentinels (quorum 2)."""
+    """One primary, one replica of it (or more: ``replicas``), three sentinels (quorum 2)."""
 
-    def __init__(self, *, sentinels: int = 3, down_after_ms: int = 1000, failover_timeout_ms: int = 3000) -> None:
+    def __init__(self, *, sentinels: int = 3, down_after_ms: int = 1000, failover_timeout_ms: int = 3000,
+                 replicas: int = 1) -> None:
         self.primary = RedisProcess()
-        self.replica = RedisProcess(extra_args=["--replicaof", "127.0.0.1", str(self.primary.port)])
+        self.replicas = [RedisProcess(extra_args=["--replicaof", "127.0.0.1", str(self.primary.port)])
+                         for _ in range(replicas)]
+        self.replica = self.replicas[0]
         self.sentinels = [SentinelProcess(self.primary.port, down_after_ms=down_after_ms,
                                           failover_timeout_ms=failover_timeout_ms) for _ in range(sentinels)]
-        self.servers = {self.primary.port: self.primary, self.replica.port: self.replica}
+        self.servers = {server.port: server for server in [self.primary, *self.replicas]}
 
     @property
     def url(self) -> str:
@@ -99,7 +102,8 @@ class SentinelTopology:
         """Start everything; return once the replica is in sync and every sentinel knows the
         replica and the two other sentinels (so that a failover can be agreed on)."""
         self.primary.start()
-        self.replica.start()
+        for replica in self.replicas:
+            replica.start()
         for sentinel in self.sentinels:
             sentinel.start()
         wait_for(self._in_sync, timeout=timeout, interval=0.1, message="the replica to sync")
@@ -108,13 +112,7 @@ class SentinelTopology:
         return self
 
     def _in_sync(self) -> bool:
-        client = redis_py.Redis(host="127.0.0.1", port=self.replica.port, socket_timeout=2, decode_responses=True)
-        try:
-            return client.info("replication").get("master_link_status") == "up"
-        except redis_py.RedisError:
-            return False
-        finally:
-            client.close()
+        return all(in_sync(replica.port) for replica in self.replicas)
 
     def _sentinels_know_everyone(self) -> bool:
         for sentinel in self.sentinels:
@@ -122,7 +120,7 @@ class SentinelTopology:
                 master = sentinel.master()
             except redis_py.RedisError:
                 return False
-            if int(master.get("num-slaves", 0)) < 1 or int(master.get("num-other-sentinels", 0)) < len(self.sentinels) - 1:
+            if int(master.get("num-slaves", 0)) < len(self.replicas) or int(master.get("num-other-sentinels", 0)) < len(self.sentinels) - 1:
                 return False
         return True
 
@@ -156,8 +154,19 @@ class SentinelTopology:
 
     def stop(self) -> None:
         """Kill every process we started (by PID) and remove their directories."""
-        for process in [*self.sentinels, self.replica, self.primary]:
+        for process in [*self.sentinels, *self.replicas, self.primary]:
             process.stop()
+
+
+def in_sync(port: int) -> bool:
+    """Whether the replica on 127.0.0.1:``port`` has its link to the primary up."""
+    client = redis_py.Redis(host="127.0.0.1", port=port, socket_timeout=2, decode_responses=True)
+    try:
+        return client.info("replication").get("master_link_status") == "up"
+    except redis_py.RedisError:
+        return False
+    finally:
+        client.close()
 
 
 def role(port: int) -> str:
@@ -170,4 +179,4 @@ def role(port: int) -> str:
         client.close()
 
 
-__all__ = ["SERVICE", "SentinelProcess", "SentinelTopology", "role"]
+__all__ = ["SERVICE", "SentinelProcess", "SentinelTopology", "in_sync", "role"]

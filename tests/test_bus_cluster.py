@@ -6,13 +6,14 @@ primary SIGKILLed under traffic (delivered / failed fast / lost, and the time un
 from __future__ import annotations
 
 import shutil
+import subprocess
 import time
 from typing import Any, Dict, List, Tuple
 
 import gevent
 import pytest
 
-from cluster_fixtures import RedisCluster, migrate_slot, resp
+from cluster_fixtures import REDIS_CLI, RedisCluster, migrate_slot, resp
 from crossws_sync import WebSocketCrossServerAdapter
 from crossws_sync.errors import ConfigError
 from crossws_sync.wire.slots import key_slot
@@ -275,6 +276,81 @@ def test_slot_migration_of_a_room_channel_under_traffic(rcluster, nodes):
            ask_followed=node_b.stats["ask"] + _cluster_node(a).stats["ask"], crossslot=node_b.stats["crossslot"])
 
 
+def _slots_of(rcluster: RedisCluster, port: int) -> List[int]:
+    """The slots ``port`` serves, ascending (what ``redis-cli --cluster reshard`` takes first)."""
+    slots: List[int] = []
+    for part in rcluster.primaries_seen_by(rcluster.live_ports()[0])[port].split():
+        if not part.startswith("["):
+            first, _, last = part.partition("-")
+            slots += range(int(first), int(last or first) + 1)
+    return sorted(slots)
+
+
+def _name_in(template: str, slots: Any) -> str:
+    for i in range(200000):
+        if key_slot(template % i) in slots:
+            return template % i
+    raise AssertionError("no name for %s in the slots" % template)
+
+
+@pytest.mark.timeout(90)
+def test_redis_cli_reshard_under_traffic(rcluster, nodes):
+    """The real ``redis-cli --cluster reshard`` moves 200 slots (among them the room channel's and
+    the channel carrying direct messages to b's user) from one primary to another while a sends
+    RPCs, room and direct messages to b; every sharded subscription ends on the new owner, no
+    CROSSSLOT, traffic after the move is complete, and what was lost in the move is counted."""
+    health = Health()
+    source = rcluster.primaries()[0]
+    target = rcluster.primaries()[1]
+    moved = set(_slots_of(rcluster, source)[:200])
+    namespace = _name_in("ws:room%d", moved)[3:]
+    b_name = _name_in("ws:_crossws.node:b%d", moved)[len("ws:_crossws.node:"):]
+    a, b = nodes(["a", b_name], health)
+    room_channel, user_channel = "ws:" + namespace, "ws:_crossws.node:" + b_name
+    bob = _user(b, "bob")
+    b.join_room(namespace, "r", "bob")
+    wait_for(lambda: a.get_cluster_room_socket_ids(namespace, "r") == {"bob"})
+    wait_for(lambda: a.find_user_node("bob") == b_name, timeout=5)
+    for channel in (room_channel, user_channel):
+        wait_for(lambda: channel in resp(source, "PUBSUB", "SHARDCHANNELS").split(), timeout=5)
+    traffic = Traffic(a, b_name, bob, (namespace, "r"))
+    wait_for(lambda: len(traffic.room_got) >= 30, timeout=10, message="traffic before the reshard")
+
+    t_start = time.monotonic()
+    out = subprocess.run([REDIS_CLI, "--cluster", "reshard", "127.0.0.1:%d" % source,
+                          "--cluster-from", rcluster.node_id(source), "--cluster-to", rcluster.node_id(target),
+                          "--cluster-slots", str(len(moved)), "--cluster-yes"],
+                         capture_output=True, text=True, timeout=60)
+    t_done = time.monotonic()
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert all(rcluster.owner_port(channel) == target for channel in (room_channel, user_channel))
+    wait_for(lambda: all(channel in resp(target, "PUBSUB", "SHARDCHANNELS").split()
+                         for channel in (room_channel, user_channel)), timeout=10,
+             message="the room and user channels SSUBSCRIBEd again on their new owner")
+    t_resubscribed = time.monotonic()
+    wait_for(lambda: _sharded_ok(rcluster, a) and _sharded_ok(rcluster, b), timeout=10,
+             message="every channel on its shard")
+    wait_for(lambda: time.monotonic() - t_resubscribed > 1.0, timeout=5)
+    traffic.stop()
+
+    for adapter in (a, b):
+        _check_sharded(rcluster, adapter)
+        assert _cluster_node(adapter).stats["crossslot"] == 0 and _cluster_node(adapter).stats["refused"] == 0
+    after = traffic.between(t_resubscribed)
+    assert after and traffic.rpc_ok(after) == after
+    assert all(s in traffic.room_got for s in after) and all(s in traffic.direct_got for s in after)
+    window = traffic.between(t_start, t_resubscribed)
+    lost_room = [s for s in window if s not in traffic.room_got]
+    lost_direct = [s for s in window if s not in traffic.direct_got]
+    assert len(lost_room) + len(lost_direct) <= 10, (lost_room, lost_direct)
+    record("redis_cli_reshard", slots=len(moved), sent=len(traffic.sent), window_messages=len(window),
+           window_room_lost=len(lost_room), window_direct_lost=len(lost_direct),
+           window_rpc_failed=len(window) - len(traffic.rpc_ok(window)),
+           reshard_s=round(t_done - t_start, 3), resubscribed_after_reshard_s=round(t_resubscribed - t_done, 3),
+           moved_followed=sum(_cluster_node(n).stats["moved"] for n in (a, b)),
+           ask_followed=sum(_cluster_node(n).stats["ask"] for n in (a, b)))
+
+
 @pytest.mark.timeout(120)
 def test_shard_primary_sigkilled_under_traffic(rcluster, nodes):
     health = Health()
@@ -374,6 +450,93 @@ def test_connection_state_recovery_over_the_cluster(rcluster):
     finally:
         for thing in reversed(things):
             thing.close() if hasattr(thing, "close") else thing.stop()
+
+
+def _owner_or_none(rcluster: RedisCluster, name: str) -> Any:
+    try:
+        return rcluster.owner_port(name)
+    except RuntimeError:  # no primary serves the slot right now (failing over)
+        return None
+
+
+@pytest.mark.timeout(150)
+def test_with_history_replicas_a_client_away_across_a_shard_failover_is_recovered(rcluster):
+    """``history_replicas=1``: the primary of the shard holding the room's history stream is
+    SIGKILLed while alice is away and bob keeps sending; its replica is promoted, the killed node
+    comes back as the new primary's replica; alice returns with ``recovered: true`` and every room
+    and direct message once, in order per stream (the epoch is replicated data, so the promoted
+    replica continues the stream)."""
+    import json
+
+    from faultkit import NodeProcess
+    from test_cluster_recovery import Client, Relay, send_both
+
+    options = json.dumps({"max_disconnection": 30.0, "history_replicas": 1, "replica_timeout": 0.3})
+    for port in [port for port, proc in rcluster.procs.items() if proc is None]:
+        rcluster.restart(port)  # killed by an earlier test: every primary needs a replica for WAIT 1
+    victim = rcluster.owner_port("r\x1fchat\x1flobby")  # the slot of the room stream's keys (hash tag)
+    things: List[Any] = []
+    try:
+        a, b = (NodeProcess(name, redis_urls=[rcluster.url], heartbeat=0.3, extra=["--recovery", options]).wait_ready()
+                for name in ("A", "B"))
+        things += [a, b]
+        relay = Relay(a.port)
+        things.append(relay)
+        alice = Client(relay.port, "alice")
+        things.append(alice)
+        assert alice.ask("join", {"ns": "chat", "room": "lobby"})["node"] == "A"
+        bob = Client(b.port, "bob")
+        things.append(bob)
+        wait_for(lambda: alice.client._session.session_id is not None, 15)
+        send_both(bob, 0, 5, "alice")
+        wait_for(lambda: len(alice.received) == 10, 10)
+        relay.backend = 0
+        relay.drop()
+        wait_for(lambda: not alice.client.connected, 15)
+        sent: List[int] = []
+        state = {"running": True}
+
+        def keep_sending() -> None:
+            i = 5
+            while state["running"]:
+                try:
+                    send_both(bob, i, 1, "alice")
+                    sent.append(i)
+                except AssertionError:
+                    pass
+                i += 1
+                gevent.sleep(0.05)
+
+        sender = gevent.spawn(keep_sending)
+        wait_for(lambda: len(sent) >= 10, 10)
+        t_kill = time.monotonic()
+        rcluster.kill(victim)
+        wait_for(lambda: _owner_or_none(rcluster, "r\x1fchat\x1flobby") not in (None, victim), timeout=30,
+                 interval=0.1, message="the replica promoted")
+        t_promoted = time.monotonic()
+        rcluster.restart(victim)  # back as the new primary's replica: WAIT can be satisfied again
+        t_replica = time.monotonic()
+        wait_for(lambda: time.monotonic() - t_replica > 1.0, 5)
+        state["running"] = False
+        sender.join(10)
+
+        relay.backend = b.port
+        wait_for(lambda: len(alice.opens) == 2, 20)
+        assert alice.opens[1]["recovered"] is True
+        everything = [0, 1, 2, 3, 4] + sent
+        wait_for(lambda: len(alice.received) >= 2 * len(everything), 15)
+        gevent.sleep(0.5)
+        for kind in ("chat", "dm"):
+            got = [body for what, body in alice.received if what == kind]
+            assert got == everything, "%s %r %r" % (kind, got, everything)
+        record("redis_cluster_failover_recovery_replicated", sent_while_away=len(sent),
+               promoted_s=round(t_promoted - t_kill, 3), old_primary_back_as_replica_s=round(t_replica - t_kill, 3),
+               recovered=alice.opens[1]["recovered"], received=len(alice.received))
+    finally:
+        for thing in reversed(things):
+            thing.close() if hasattr(thing, "close") else thing.stop()
+        if rcluster.procs.get(victim) is None:
+            rcluster.restart(victim)
 
 
 @pytest.mark.timeout(60)

@@ -515,3 +515,21 @@ def test_dashboard_is_never_open_by_accident():
 def test_dashboard_bad_values(value, message):
     with pytest.raises(ConfigError, match=re.escape(message) if "(" not in message else message):
         dashboard_options(value)
+
+
+from crossws_sync.config import RecoveryOptions, recovery_options  # noqa: E402
+
+
+def test_recovery_history_replicas_and_replica_timeout():
+    assert recovery_options(True) == RecoveryOptions()
+    assert RecoveryOptions().history_replicas == 0  # off by default: nothing changes on the wire
+    options = recovery_options({"history_replicas": 2, "replica_timeout": 0.25})
+    assert options is not None and options.history_replicas == 2 and options.replica_timeout == 0.25
+    for bad in (-1, 1.0, True, "1", 17):
+        with pytest.raises(ConfigError, match="history_replicas"):
+            recovery_options({"history_replicas": bad})
+    for bad in (0, -0.1, float("nan"), float("inf"), 5.5, "1"):
+        with pytest.raises(ConfigError, match="replica_timeout"):
+            recovery_options({"replica_timeout": bad})
+    with pytest.raises(ConfigError, match="unknown option"):
+        recovery_options({"history_replica": 1})

@@ -15,7 +15,7 @@ import pytest
 from crossws_sync import WebSocketCrossServerAdapter
 from faultkit import NodeProcess, record
 from rawclient import RawClient
-from sentinel_topology import SentinelTopology, role
+from sentinel_topology import SentinelTopology, in_sync, role
 from support import wait_for
 from test_cluster_recovery import NS, ROOM, Client, Relay, expected, send_both
 from test_faults_redis import Health, Traffic
@@ -244,6 +244,82 @@ def test_recovery_across_a_failover_says_not_recovered_then_recovers_on_the_new_
     finally:
         for thing in reversed(things):
             thing.close() if hasattr(thing, "close") else thing.stop()
+
+
+@pytest.mark.timeout(120)
+def test_with_history_replicas_a_client_away_across_the_failover_is_recovered_with_every_message():
+    """``history_replicas=1`` on a primary with two replicas: the primary is SIGKILLed while alice
+    is away and bob keeps sending room and direct messages; after the failover alice comes back
+    with ``recovered: true`` and every message bob's node accepted, once, in order per stream
+    (appends are published only once a replica holds them, the epoch is replicated data, and a
+    message whose append was cut off by the kill is found again instead of appended twice)."""
+    topology = SentinelTopology(replicas=2).start()
+    options = json.dumps({"max_disconnection": 30.0, "history_replicas": 1, "replica_timeout": 0.3})
+    things: List[Any] = []
+    try:
+        a = NodeProcess("A", redis_urls=[topology.url], heartbeat=0.3, extra=["--recovery", options]).wait_ready()
+        things.append(a)
+        b = NodeProcess("B", redis_urls=[topology.url], heartbeat=0.3, extra=["--recovery", options]).wait_ready()
+        things.append(b)
+        relay = Relay(a.port)
+        things.append(relay)
+        alice = Client(relay.port, "alice")
+        things.append(alice)
+        assert alice.ask("join", {"ns": NS, "room": ROOM})["node"] == "A"
+        bob = Client(b.port, "bob")
+        things.append(bob)
+        wait_for(lambda: alice.client._session.session_id is not None, 5)
+        send_both(bob, 0, 5, "alice")
+        wait_for(lambda: len(alice.received) == 10, 10)
+
+        relay.backend = 0  # refused while away
+        relay.drop()
+        wait_for(lambda: not alice.client.connected, 5)
+        sent: List[int] = []
+        state = {"running": True}
+
+        def keep_sending() -> None:
+            i = 5
+            while state["running"]:
+                try:
+                    send_both(bob, i, 1, "alice")
+                    sent.append(i)
+                except AssertionError:
+                    pass
+                i += 1
+                gevent.sleep(0.05)
+
+        sender = gevent.spawn(keep_sending)
+        wait_for(lambda: len(sent) >= 10, 10)
+        old = topology.primary.port
+        t_kill = time.monotonic()
+        topology.primary.kill()
+        new_port = topology.wait_failover(old)
+        t_switch = time.monotonic()
+        others = [r.port for r in topology.replicas if r.port != new_port]
+        wait_for(lambda: all(in_sync(port) for port in others), timeout=20, interval=0.1,
+                 message="the other replica to follow the new primary")
+        t_synced = time.monotonic()
+        wait_for(lambda: time.monotonic() - t_synced > 1.0, 5)  # a second of traffic after the failover
+        state["running"] = False
+        sender.join(10)
+        during = len([i for i in sent if i >= 15])
+
+        relay.backend = b.port
+        wait_for(lambda: len(alice.opens) == 2, 20)
+        assert alice.opens[1]["recovered"] is True
+        everything = [0, 1, 2, 3, 4] + sent
+        wait_for(lambda: len(alice.received) >= 2 * len(everything), 15)
+        gevent.sleep(0.5)
+        for kind in ("chat", "dm"):
+            assert [body for what, body in alice.received if what == kind] == everything, "%s %r %r" % (kind, alice.received, everything)
+        record("sentinel_failover_recovery_replicated", sent_while_away=len(sent), sent_after_kill_approx=during,
+               sentinels_switched_s=round(t_switch - t_kill, 3), replica_resynced_s=round(t_synced - t_kill, 3),
+               recovered=alice.opens[1]["recovered"], received=len(alice.received))
+    finally:
+        for thing in reversed(things):
+            thing.close() if hasattr(thing, "close") else thing.stop()
+        topology.stop()
 
 
 @pytest.mark.timeout(60)

@@ -180,3 +180,120 @@ def _top_or_none(store: HistoryStore) -> Any:
         return store.top("s")
     except Exception:
         return None
+
+
+# history_replicas: publish after WAIT, an epoch that survives a promotion --------------------
+
+@pytest.fixture
+def primary_and_replica() -> Iterator[Tuple[RedisProcess, RedisProcess]]:
+    primary = RedisProcess().start()
+    replica = RedisProcess(extra_args=["--replicaof", "127.0.0.1", str(primary.port)]).start()
+    wait_for(lambda: redis.Redis(port=replica.port).info("replication").get("master_link_status") == "up",
+             timeout=10, message="the replica to sync")
+    yield primary, replica
+    replica.stop()
+    primary.stop()
+
+
+def durable_store(server: RedisProcess, opened: Any = None, **options: Any) -> HistoryStore:
+    options.setdefault("replicas", 1)
+    options.setdefault("replica_timeout", 0.2)
+    return store_for(server, **options)
+
+
+def test_with_history_replicas_an_append_is_published_once_the_replica_has_it(primary_and_replica):
+    primary, replica = primary_and_replica
+    store, codec = durable_store(primary), EnvelopeCodec("json")
+    listener = Listener(primary, "ws:chan")
+    for i in range(5):
+        assert not append(store, codec, "b", "ws:chan", i)
+    decoded = [codec.decode(raw) for raw in listener.drain(5)]
+    assert [m["data"] for m in decoded] == list(range(5))
+    assert [parse_position(m["streamPos"])[0] for m in decoded] == [1, 2, 3, 4, 5]
+    # what was published is on the replica: stream entries (with their message ids) and the meta hash
+    on_replica = redis.Redis(port=replica.port)
+    assert on_replica.xlen(store.stream_key("b")) == 5
+    version = on_replica.hget(store.meta_key("b"), "v").decode()
+    assert version.endswith(":replicated") and version[:8] == parse_position(decoded[0]["streamPos"])[1]
+    assert all(b"i" in fields for _, fields in on_replica.xrange(store.stream_key("b")))
+    assert store.stats["confirmed"] == 5 and store.stats["unconfirmed_waits"] == 0
+    assert store.top("b") == (5, version[:8])
+    store.close()
+
+
+def _synced(replica: RedisProcess) -> bool:
+    return redis.Redis(port=replica.port).info("replication").get("master_link_status") == "up"
+
+
+def test_a_promoted_replica_keeps_the_epoch_and_the_offsets_continue(primary_and_replica):
+    """Two replicas: the primary is killed, one replica promoted (``REPLICAOF NO ONE``), the other
+    follows it; a store on the new primary continues the stream: same epoch, next offset."""
+    primary, replica = primary_and_replica
+    second = RedisProcess(extra_args=["--replicaof", "127.0.0.1", str(primary.port)]).start()
+    try:
+        wait_for(lambda: _synced(second), timeout=10)
+        store, codec = durable_store(primary, replicas=2), EnvelopeCodec("json")
+        for i in range(3):
+            append(store, codec, "b", "ws:c", i)
+        wait_for(lambda: store.stats["confirmed"] == 3)
+        before = store.top("b")
+        store.close()
+        primary.kill()
+        redis.Redis(port=replica.port).execute_command("REPLICAOF", "NO", "ONE")
+        redis.Redis(port=second.port).execute_command("REPLICAOF", "127.0.0.1", str(replica.port))
+        wait_for(lambda: _synced(second), timeout=10)
+        promoted = durable_store(replica)
+        try:
+            assert promoted.top("b") == before  # another Redis process, the same epoch and offsets
+            append(promoted, codec, "b", "ws:c", 3)
+            wait_for(lambda: promoted.stats["confirmed"] == 1)
+            assert promoted.top("b") == (4, before[1])
+            assert [codec.decode(body)["data"] for *_, body in promoted.read("b", 0, 10)] == [0, 1, 2, 3]
+        finally:
+            promoted.close()
+    finally:
+        second.stop()
+
+
+def test_when_the_replica_does_not_confirm_nothing_is_published_until_it_does(primary_and_replica):
+    """The fail-safe: a paused replica (SIGSTOP) makes WAIT time out; the appends stay in the
+    primary's history, unpublished, and reads of the top fail (no client gets a position the
+    replica may lack); once the replica answers again, they are published in order, once."""
+    import os
+    import signal as signals
+
+    primary, replica = primary_and_replica
+    store, codec = durable_store(primary, replica_timeout=0.1), EnvelopeCodec("json")
+    listener = Listener(primary, "ws:chan")
+    append(store, codec, "b", "ws:chan", 0)
+    assert len(listener.drain(1)) == 1
+    os.kill(replica.proc.pid, signals.SIGSTOP)
+    try:
+        for i in range(1, 6):
+            assert not append(store, codec, "b", "ws:chan", i)
+        wait_for(lambda: store.stats["unconfirmed_waits"] >= 2, timeout=5)
+        assert redis.Redis(port=primary.port).xlen(store.stream_key("b")) == 6  # appended on the primary
+        assert listener.drain(2) == listener.messages[:1]  # ...but not published
+        with pytest.raises(Exception, match="replicas confirmed 0 of 1"):
+            store.top("b")
+    finally:
+        os.kill(replica.proc.pid, signals.SIGCONT)
+    decoded = [codec.decode(raw) for raw in listener.drain(6)]
+    assert [m["data"] for m in decoded] == list(range(6))
+    assert [parse_position(m["streamPos"])[0] for m in decoded] == list(range(1, 7))
+    assert store.stats["confirmed"] == 6
+    store.close()
+
+
+def test_a_second_attempt_finds_the_first_instead_of_appending_twice(primary_and_replica):
+    primary, _ = primary_and_replica
+    store, codec = durable_store(primary), EnvelopeCodec("json")
+    listener = Listener(primary, "ws:chan")
+    raw, index = codec.encode_positioned({"data": "once", "senderServer": "n1"}, "ws:chan")
+    store.append("b", "ws:chan", raw, index, lambda error: None, "0123456789abcdef", False)
+    store.append("b", "ws:chan", raw, index, lambda error: None, "0123456789abcdef", True)  # its reply was lost
+    store.append("b", "ws:chan", raw, index, lambda error: None, "fedcba9876543210", True)  # never got there
+    published = [codec.decode(m) for m in listener.drain(3)]
+    assert [parse_position(m["streamPos"])[0] for m in published] == [1, 1, 2]
+    assert store.top("b")[0] == 2 and store.stats["found_again"] == 1
+    store.close()

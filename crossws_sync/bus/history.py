@@ -28,6 +28,11 @@ when the Redis *run id* changes (a restart or a failover, after which writes may
 lost): positions from before can then never be taken for positions after. The run id is built
 into the loaded script (see :data:`SCRIPT`).
 
+With ``history_replicas`` (N >= 1) the script does not publish: the store publishes each append
+once ``WAIT N`` on its connection confirmed it (:mod:`.replication`), the meta hash is tagged
+:data:`REPLICATED` instead of a run id (the epoch survives a promotion), entries carry a message
+id (field ``i``) so a second attempt is not appended twice, and tops are read with a ``WAIT``.
+
 Everything here goes over one pipelined connection of its own (:class:`~.publisher.Publisher`).
 """
 from __future__ import annotations
@@ -46,7 +51,8 @@ from ..errors import RedisUnavailableError
 from ..io.supervisor import supervise
 from ..wire.positions import Position
 from .connection import TIMED_OUT, RedisConnection, RedisSettings
-from .publisher import Command, NoWaitCommand, Publisher
+from .publisher import CallbackCommand, Command, NoWaitCommand, Publisher
+from .replication import Confirmations, wait_timeout
 
 logger = logging.getLogger("crossws_sync.bus")
 
@@ -54,15 +60,35 @@ logger = logging.getLogger("crossws_sync.bus")
 #: KEYS: stream, meta. ARGV: body, 1-based index of the position in it, channel, MAXLEN,
 #: stream TTL (s), meta TTL (s), epoch to use if a new one is needed, the sender's time
 #: (microseconds, orders a replay across streams), mode, and ``n`` to return the positioned body
-#: instead of publishing it (Redis Cluster, see :mod:`.cluster_history`). Each ``redis.call`` costs about as much
+#: instead of publishing it (Redis Cluster, see :mod:`.cluster_history`, and ``history_replicas``, see
+#: :mod:`.replication`); with ``history_replicas`` also the message id (stored as field ``i``) and
+#: ``1`` on a second attempt (the entry with that id among the last 1000 is returned instead of
+#: appending again). Each ``redis.call`` costs about as much
 #: as the command itself, so the common path makes five: HINCRBY, HGET, XADD, EXPIRE, PUBLISH;
 #: the meta hash's TTL is extended on every 64th append and on every read of the top.
 #: ``__RUN__`` is replaced by the server's run id when the script is loaded, so a script (and
-#: its SHA) loaded on one Redis process can never run on another one.
+#: its SHA) loaded on one Redis process can never run on another one; with ``history_replicas``
+#: by :data:`REPLICATED` instead: the epoch is then replicated data and survives a promotion.
 SCRIPT = """
 local RUN = '__RUN__'
 local meta = KEYS[2]
 local append = ARGV[9] == 'a'
+if append and ARGV[12] == '1' then
+  -- a second attempt (history_replicas): the first may be in the stream, its reply lost
+  local version = redis.call('HGET', meta, 'v')
+  if version and string.sub(version, 10) == RUN then
+    for _, entry in ipairs(redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1000)) do
+      local fields, found, body = entry[2], false, ''
+      for j = 1, #fields - 1, 2 do
+        if fields[j] == 'i' and fields[j + 1] == ARGV[11] then found = true end
+        if fields[j] == 'd' then body = fields[j + 1] end
+      end
+      if found then
+        return {tonumber(string.sub(entry[1], 3)), string.sub(version, 1, 8), body, 1}
+      end
+    end
+  end
+end
 local top = 0
 if append then
   top = redis.call('HINCRBY', meta, 's', 1)
@@ -86,17 +112,24 @@ local position = string.format('%016d', top) .. ':' .. epoch
 local body = ARGV[1]
 local i = tonumber(ARGV[2])
 body = string.sub(body, 1, i - 1) .. position .. string.sub(body, i + 25)
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '0-' .. top, 'd', body, 'c', ARGV[3], 't', ARGV[8])
+if ARGV[11] then
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '0-' .. top, 'd', body, 'c', ARGV[3], 't', ARGV[8], 'i', ARGV[11])
+else
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '0-' .. top, 'd', body, 'c', ARGV[3], 't', ARGV[8])
+end
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 if ARGV[10] == 'n' then
-  -- Redis Cluster: the channel's slot is not the stream's; the caller SPUBLISHes the body
-  return {top, epoch, body}
+  -- Redis Cluster, or history_replicas: the caller publishes the body (after WAIT)
+  return {top, epoch, body, 0}
 end
 redis.call('PUBLISH', ARGV[3], body)
 return {top, epoch}
 """
 
 _random_bits = random.Random().getrandbits
+
+#: The meta hash's tag (in place of a run id) of streams whose epoch survives a failover.
+REPLICATED = "replicated"
 
 #: An entry read back: ``(offset, microseconds, channel, body)``.
 Entry = Tuple[int, int, str, bytes]
@@ -110,6 +143,12 @@ def new_epoch() -> str:
     to differ from the stream's previous one).
     """
     return "%08x" % _random_bits(32)
+
+
+def new_message_id() -> str:
+    """A message id for the stream (``history_replicas``): 64 random bits, 16 hex digits; it only has
+    to differ from the ids of the last 1000 entries of one stream."""
+    return "%016x" % _random_bits(64)
 
 
 def new_session_id() -> str:
@@ -141,6 +180,11 @@ class StoreBase:
     :meth:`_nowait` (one command on one key's node, pipelined)."""
 
     prefix: str
+    #: replicas that must confirm an append before it is published (0: none, epoch per run id)
+    replicas: int = 0
+
+    def top(self, stream: str) -> Position:  # pragma: no cover - interface
+        raise NotImplementedError
 
     def stream_key(self, stream: str) -> str:
         return "%s_crossws.h:{%s}" % (self.prefix, stream)
@@ -162,6 +206,18 @@ class StoreBase:
         key = self.stream_key(stream)
         reply = self._run(key, [("XRANGE", key, "(0-%d" % after, "+", "COUNT", limit)])[0]
         return [_entry(item) for item in reply or ()]
+
+    def read_confirmed(self, stream: str, after: int, limit: int) -> List[Entry]:
+        """:meth:`read`, but never past the stream's top as the replicas confirmed it (with
+        ``history_replicas``: an append not confirmed yet must reach no client).
+
+        Raises:
+            RedisUnavailableError: the replicas did not confirm the top in time.
+        """
+        if not self.replicas:
+            return self.read(stream, after, limit)
+        count = min(limit, self.top(stream)[0] - after)
+        return self.read(stream, after, count) if count > 0 else []
 
     def first_offset(self, stream: str) -> Optional[int]:
         """The oldest offset still in ``stream`` (``None`` when it is empty or gone)."""
@@ -215,12 +271,15 @@ class HistoryStore(StoreBase):
             :meth:`~crossws_sync.bus.node.RedisNode.open_connection` asks the sentinels for the
             primary on every (re)connect, so the history follows a failover.
         label: names the history node in logs (default: the settings' ``host:port``).
+        replicas: ``history_replicas``: with N >= 1 an append is published only once ``WAIT N``
+            says N replicas hold it (:mod:`.replication`), and the epoch survives a failover.
+        replica_timeout: seconds one ``WAIT`` may block (at most half of ``command_timeout``).
     """
 
     def __init__(self, settings: RedisSettings, *, prefix: str, history_size: int, stream_ttl: float,
                  command_timeout: float = 2.0,
                  open_connection: Optional[Callable[[RedisSettings], RedisConnection]] = None,
-                 label: Optional[str] = None) -> None:
+                 label: Optional[str] = None, replicas: int = 0, replica_timeout: float = 0.5) -> None:
         self.settings = settings
         self.label = label or settings.label
         self._open_connection = open_connection or RedisConnection.open
@@ -240,25 +299,37 @@ class HistoryStore(StoreBase):
         #: appends waiting for the script to be loaded again (NOSCRIPT), in order
         self._waiting: Optional[List[Tuple[Tuple[Any, ...], Callable[[BaseException], None]]]] = None
         self.stats = {"appends": 0, "append_failures": 0, "script_loads": 0}
+        self.replicas = int(replicas)
+        self._wait_ms = int(wait_timeout(replica_timeout, command_timeout) * 1000) or 1
+        self._confirm: Optional[Confirmations] = None
+        if self.replicas:
+            self.stats.update(publish_failures=0, found_again=0, confirmed=0, unconfirmed_waits=0,
+                              unconfirmed_given_up=0, lost_before_confirmation=0)
+            self._confirm = Confirmations(self._publisher.submit, lambda: self._publisher.generation, self._publish,
+                                          replicas=self.replicas, timeout=self._wait_ms / 1000.0, label=self.label,
+                                          stats=self.stats)
 
     # Streams ----------------------------------------------------------------------------------
 
     def append(self, stream: str, channel: str, raw: bytes, index: int,
-               on_lost: Callable[[BaseException], None]) -> None:
+               on_lost: Callable[[BaseException], None], message_id: str = "", again: bool = False) -> None:
         """Append ``raw`` to ``stream`` and publish it on ``channel``, pipelined (no wait).
 
         ``raw`` holds the position placeholder at the 1-based byte ``index``. ``on_lost(error)``
-        runs (in an I/O greenlet; it must not block) when Redis could not take it.
+        runs (in an I/O greenlet; it must not block) when Redis could not take it. With
+        ``history_replicas``: ``message_id`` names the message in the stream, and ``again`` says
+        it was tried before (it is not appended twice; see :mod:`.replication`).
         """
-        args = (stream, channel, raw, index)
+        args = (stream, channel, raw, index, message_id, again)
         if self._waiting is not None or not self._sha:
             self._reload_then(args, on_lost)
             return
         self._submit_append(args, on_lost)
 
     def _submit_append(self, args: Tuple[Any, ...], on_lost: Callable[[BaseException], None]) -> None:
-        stream, channel, raw, index = args
+        stream, channel, raw, index, message_id, again = args
         self.stats["appends"] += 1
+        confirm = self._confirm
 
         def failed(error: BaseException) -> None:
             if isinstance(error, redis.ResponseError) and str(error).startswith("NOSCRIPT"):
@@ -270,12 +341,41 @@ class HistoryStore(StoreBase):
         if self._closed:
             on_lost(RedisUnavailableError("history store closed"))
             return
-        self._publisher.submit(NoWaitCommand(self._eval_args(stream, "a", raw, index, channel), failed))
+        if confirm is None:
+            self._publisher.submit(NoWaitCommand(self._eval_args(stream, "a", raw, index, channel), failed))
+            return
+        pending = confirm.track(channel, on_lost)
 
-    def _eval_args(self, stream: str, mode: str, raw: bytes = b"", index: int = 1, channel: str = "") -> Tuple[Any, ...]:
-        return ("EVALSHA", self._sha or "0" * 40, 2, self.stream_key(stream), self.meta_key(stream),
+        def replied(reply: Any) -> None:
+            if len(reply) > 3 and reply[3] == 1:
+                self.stats["found_again"] += 1
+            confirm.appended(pending, reply[2])
+
+        def refused(error: BaseException) -> None:
+            confirm.failed(pending, error)
+            failed(error)
+
+        self._publisher.submit(CallbackCommand(self._eval_args(stream, "a", raw, index, channel, message_id, again),
+                                      replied, refused))
+
+    def _publish(self, channel: str, body: bytes) -> None:
+        """Publish a confirmed append. A failure loses only the live copy: the message is in the
+        replicated history, and receivers fill the gap from it at the stream's next message."""
+        def failed(error: BaseException) -> None:
+            self.stats["publish_failures"] += 1
+            logger.debug("publishing a confirmed history append failed: %s", error)
+
+        if not self._closed:
+            self._publisher.submit(NoWaitCommand(("PUBLISH", channel, body), failed))
+
+    def _eval_args(self, stream: str, mode: str, raw: bytes = b"", index: int = 1, channel: str = "",
+                   message_id: str = "", again: bool = False) -> Tuple[Any, ...]:
+        args: Tuple[Any, ...] = ("EVALSHA", self._sha or "0" * 40, 2, self.stream_key(stream), self.meta_key(stream),
                 raw, index, channel, self.history_size, self.stream_ttl, self.meta_ttl, new_epoch(),
                 int(time.time() * 1e6), mode)
+        if self.replicas:
+            args += ("n", message_id or new_message_id(), "1" if again else "0")
+        return args
 
     def _reload_then(self, args: Tuple[Any, ...], on_lost: Callable[[BaseException], None]) -> None:
         if self._waiting is not None:
@@ -310,36 +410,41 @@ class HistoryStore(StoreBase):
             logger.warning("history node %s is another Redis process now (run id %s...): history streams "
                            "start a new epoch", self.label, run_id[:8])
         self.run_id = run_id
-        self._sha = _text(self.command("SCRIPT", "LOAD", SCRIPT.replace("__RUN__", run_id)))
+        tag = REPLICATED if self.replicas else run_id
+        self._sha = _text(self.command("SCRIPT", "LOAD", SCRIPT.replace("__RUN__", tag)))
 
     def top(self, stream: str) -> Position:
         """The last offset of ``stream`` and its epoch (starting the stream's meta if new).
 
+        With ``history_replicas``, the top as the replicas confirmed it (the reading script writes
+        the meta hash's TTL, so the ``WAIT`` that follows covers every append before it).
+
         Raises:
-            RedisUnavailableError: the history node did not answer.
+            RedisUnavailableError: the history node did not answer, or the replicas did not
+                confirm in time.
         """
-        reply = self._eval(stream, "t")
-        return int(reply[0]), _text(reply[1])
+        return self.tops([stream])[stream]
 
     def tops(self, streams: Iterable[str]) -> Dict[str, Position]:
         """:meth:`top` of several streams in one pipelined round trip."""
         streams = list(streams)
-        commands = [Command(self._eval_args(stream, "t")) for stream in streams]
-        replies = self._run_all(commands, retry_noscript=True)
+        replies = self._run_all(self._top_commands(streams), retry_noscript=True)
         if replies is None:
-            commands = [Command(self._eval_args(stream, "t")) for stream in streams]
-            replies = self._run_all(commands, retry_noscript=False)
+            replies = self._run_all(self._top_commands(streams), retry_noscript=False)
         assert replies is not None
+        if self.replicas:
+            acknowledged = int(replies.pop())
+            if acknowledged < self.replicas:
+                self.stats["unconfirmed_waits"] += 1
+                raise RedisUnavailableError("history replicas confirmed %d of %d within %d ms"
+                                            % (acknowledged, self.replicas, self._wait_ms))
         return {stream: (int(reply[0]), _text(reply[1])) for stream, reply in zip(streams, replies)}
 
-    def _eval(self, stream: str, mode: str) -> Any:
-        try:
-            return self.command(*self._eval_args(stream, mode))
-        except redis.ResponseError as exc:
-            if not str(exc).startswith("NOSCRIPT"):
-                raise
-        self.load_script()
-        return self.command(*self._eval_args(stream, mode))
+    def _top_commands(self, streams: List[str]) -> List[Command]:
+        commands = [Command(self._eval_args(stream, "t")) for stream in streams]
+        if self.replicas:
+            commands.append(Command(("WAIT", self.replicas, self._wait_ms)))
+        return commands
 
     # Plumbing --------------------------------------------------------------------------------
 
@@ -396,6 +501,8 @@ class HistoryStore(StoreBase):
 
     def close(self) -> None:
         self._closed = True
+        if self._confirm is not None:
+            self._confirm.close()
         self._publisher.close()
         self._writer.kill(block=False)
 
@@ -411,4 +518,5 @@ def _entry(item: Any) -> Entry:
     return offset, int(_text(values.get("t", b"0"))), _text(values.get("c", b"")), body if isinstance(body, bytes) else _text(body).encode("utf-8")
 
 
-__all__ = ["Entry", "HistoryStore", "StoreBase", "run_id_of", "SCRIPT", "new_epoch", "new_session_id"]
+__all__ = ["Entry", "HistoryStore", "REPLICATED", "StoreBase", "run_id_of", "SCRIPT", "new_epoch", "new_message_id",
+           "new_session_id"]

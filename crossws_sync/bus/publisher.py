@@ -64,7 +64,27 @@ class NoWaitCommand:
         self.fallback(error)
 
 
-AnyCommand = Any  # Command | NoWaitCommand
+class CallbackCommand:
+    """A command nobody waits for, whose reply goes to ``on_reply`` and error to ``on_error``
+    (both run in the connection's reader greenlet or the hub: they must not block)."""
+
+    __slots__ = ("args", "cancelled", "_on_reply", "_on_error")
+
+    def __init__(self, args: Tuple[Any, ...], on_reply: Callable[[Any], None],
+                 on_error: Callable[[BaseException], None]) -> None:
+        self.args = args
+        self.cancelled = False
+        self._on_reply = on_reply
+        self._on_error = on_error
+
+    def succeed(self, reply: Any) -> None:
+        self._on_reply(reply)
+
+    def fail(self, error: BaseException) -> None:
+        self._on_error(error)
+
+
+AnyCommand = Any  # Command | NoWaitCommand | CallbackCommand
 
 
 class Publisher:
@@ -97,6 +117,8 @@ class Publisher:
         self._wake_writer = Event()
         self._reader: Optional[gevent.Greenlet] = None
         self._closed = False
+        #: counts the connections opened (a reply read says which one it came on, see :attr:`generation`)
+        self._generation = 0
 
     # Public API ---------------------------------------------------------------------------
 
@@ -120,6 +142,13 @@ class Publisher:
         if not self._flush_scheduled and not self._writing:
             self._flush_scheduled = True
             self._loop.run_callback(self._flush)
+
+    @property
+    def generation(self) -> int:
+        """Which connection is current: 1 for the first, one more for each reconnect. Read in a
+        reply's callback, it names the connection the reply came on (``WAIT`` counts only the
+        writes of its own connection)."""
+        return self._generation
 
     def close(self) -> None:
         """Fail every queued and in-flight command and drop the connection."""
@@ -227,6 +256,7 @@ class Publisher:
     def _connect(self) -> RedisConnection:
         conn = self._open_connection()
         self._conn = conn
+        self._generation += 1
         self._send = conn.send  # never yields; on TLS it always refuses, and the writer writes
         self._inflight = deque()
         self._waiting_since = None
@@ -268,4 +298,4 @@ def _fail(commands: List[AnyCommand], error: BaseException) -> None:
         command.fail(error)
 
 
-__all__ = ["Command", "NoWaitCommand", "Publisher"]
+__all__ = ["CallbackCommand", "Command", "NoWaitCommand", "Publisher"]

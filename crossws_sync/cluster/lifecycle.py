@@ -163,13 +163,16 @@ class Lifecycle:
             from ..bus.cluster_history import ClusterHistoryStore
             store = ClusterHistoryStore(history_node, prefix=self.router_settings.ws_prefix,
                                         history_size=options.history_size,
-                                        stream_ttl=options.max_disconnection + options.refresh_interval)
+                                        stream_ttl=options.max_disconnection + options.refresh_interval,
+                                        replicas=options.history_replicas, replica_timeout=options.replica_timeout)
         else:
             store = HistoryStore(history_node.settings, open_connection=history_node.open_connection,
                                  label=history_node.label, prefix=self.router_settings.ws_prefix,
                                  history_size=options.history_size,
-                                 stream_ttl=options.max_disconnection + options.refresh_interval)
-        recovery = Recovery(options, store=store, codec=bus.codec, local=self.local, hold=router.outage.hold)
+                                 stream_ttl=options.max_disconnection + options.refresh_interval,
+                                 replicas=options.history_replicas, replica_timeout=options.replica_timeout)
+        recovery = Recovery(options, store=store, codec=bus.codec, local=self.local, hold=router.outage.hold,
+                            backlog=lambda: len(router.outage))
         router.recovery = self.runtime.recovery = recovery
         if self.service is not None:
             self.service.recover = recovery.recover

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional,
 
 import gevent
 
-from ..bus.history import Entry, HistoryStore, new_session_id
+from ..bus.history import Entry, HistoryStore, new_message_id, new_session_id
 from ..config import RecoveryOptions
 from ..wire.recovery import (DUPLICATE, GAP, INSUFFICIENT_STATE_CODE, SESSION_EVENT, StreamTracker, check_entries,
                              check_stream, parse_request, plan_recovery, session_fields)
@@ -78,15 +78,17 @@ class Recovery:
         codec: the bus's codec (history entries are bus messages).
         local: this node's users and rooms.
         hold: keeps a message whose append failed, to try again later (the router's outage buffer).
+        backlog: how many messages ``hold`` keeps now (a new message waits behind them: order).
     """
 
     def __init__(self, options: RecoveryOptions, *, store: HistoryStore, codec: EnvelopeCodec,
-                 local: "RecoveryHost", hold: Hold) -> None:
+                 local: "RecoveryHost", hold: Hold, backlog: Callable[[], int] = lambda: 0) -> None:
         self.options = options
         self.store = store
         self.codec = codec
         self.local = local
         self._hold = hold
+        self._backlog = backlog
         self._failed_at = 0.0
         self._closed = False
         self.stats = {"published": 0, "sessions": 0, "recovered": 0, "not_recovered": 0, "replayed": 0,
@@ -99,29 +101,41 @@ class Recovery:
     def publish(self, channel: str, envelope: Dict[str, Any]) -> None:
         """Append ``envelope`` to its stream and publish it on ``channel`` (kept for later if
         the history node cannot take it now)."""
+        # With history_replicas, every attempt of one message carries the same id, and the
+        # second and later ones are marked: one whose first attempt reached the stream (its
+        # reply lost with the connection) is found there instead of appended twice.
+        message_id = new_message_id() if self.store.replicas else ""
+        if self._backlog():
+            # behind the messages held during an outage, so a stream keeps the senders' order
+            self._hold(channel, envelope, self._held_sender(message_id))
+            return
         try:
-            self._send(channel, envelope, self._on_lost(channel, envelope))
+            self._send(channel, envelope, self._on_lost(channel, envelope, message_id), message_id, False)
         except CrossWSError:
-            self._hold(channel, envelope, self._send_held)
+            self._hold(channel, envelope, self._held_sender(message_id))
 
-    def _on_lost(self, channel: str, envelope: Dict[str, Any]) -> Callable[[BaseException], None]:
+    def _on_lost(self, channel: str, envelope: Dict[str, Any], message_id: str) -> Callable[[BaseException], None]:
         def lost(error: BaseException) -> None:
             self._failed_at = time.monotonic()
-            self._hold(channel, envelope, self._send_held)
+            self._hold(channel, envelope, self._held_sender(message_id))
         return lost
 
-    def _send_held(self, channel: str, envelope: Dict[str, Any], on_lost: Callable[[BaseException], None]) -> None:
-        def lost(error: BaseException) -> None:
-            self._failed_at = time.monotonic()
-            on_lost(error)
-        self._send(channel, envelope, lost)
+    def _held_sender(self, message_id: str) -> Send:
+        def send(channel: str, envelope: Dict[str, Any], on_lost: Callable[[BaseException], None]) -> None:
+            def lost(error: BaseException) -> None:
+                self._failed_at = time.monotonic()
+                on_lost(error)
+            # Held messages may have been tried before: look for them first (only with an id).
+            self._send(channel, envelope, lost, message_id, True)
+        return send
 
-    def _send(self, channel: str, envelope: Dict[str, Any], on_lost: Callable[[BaseException], None]) -> None:
+    def _send(self, channel: str, envelope: Dict[str, Any], on_lost: Callable[[BaseException], None],
+              message_id: str, again: bool) -> None:
         if time.monotonic() - self._failed_at < RETRY_PAUSE:
             raise CrossWSError("the history node failed less than %.1f s ago" % RETRY_PAUSE)
         raw, index = self.codec.encode_positioned(envelope, channel)
         self.stats["published"] += 1
-        self.store.append(envelope_stream(envelope), channel, raw, index, on_lost)
+        self.store.append(envelope_stream(envelope), channel, raw, index, on_lost, message_id, again)
 
     # Delivering ------------------------------------------------------------------------------
 
@@ -397,7 +411,7 @@ class Recovery:
             for stream, entries in replay.items():
                 last = entries[-1][0] if entries else starts[stream][0]
                 try:
-                    entries.extend(self.store.read(stream, last, self.options.max_replay))
+                    entries.extend(self.store.read_confirmed(stream, last, self.options.max_replay))
                 except CrossWSError:
                     pass
         finally:
@@ -457,7 +471,7 @@ class Recovery:
         if last is None:
             return
         try:
-            entries = self.store.read(stream, last[0], self.options.max_replay)
+            entries = self.store.read_confirmed(stream, last[0], self.options.max_replay)
         except CrossWSError:
             return
         for entry in entries:
