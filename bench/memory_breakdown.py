@@ -21,6 +21,7 @@ Usage::
     python bench/memory_breakdown.py --stages 1000,5000            # RSS, mappings, objects
     python bench/memory_breakdown.py --stages 5000 --trace         # + tracemalloc (slower, more RSS)
     python bench/memory_breakdown.py --stages 5000,20000,50000 --sources 4
+    python bench/memory_breakdown.py --library /tmp/before     # /tmp/before/crossws_sync (git archive)
 
 More than ~28,000 connections need several source addresses (``--sources``: 127.0.0.1,
 127.0.0.2, ...; the ephemeral port range is per address pair); both processes raise their own
@@ -346,7 +347,7 @@ def server_main(args: argparse.Namespace) -> None:
 
         tracemalloc.start(1)
     sys.path.insert(0, os.path.join(BENCH_DIR, "servers"))
-    sys.path.insert(0, REPO)
+    sys.path.insert(0, os.path.abspath(args.library) if args.library else REPO)
     from crossws_server import build  # the bench server's handlers (W7's)
 
     with socket.socket() as probe:
@@ -379,7 +380,10 @@ def server_main(args: argparse.Namespace) -> None:
         line, lines[0] = lines[0].split(b"\n", 1)
         return json.loads(line)
 
-    results: Dict[str, Any] = {"python": sys.version.split()[0], "stages": []}
+    import crossws_sync
+
+    results: Dict[str, Any] = {"python": sys.version.split()[0], "library": os.path.dirname(crossws_sync.__file__),
+                               "stages": []}
     try:
         gevent.sleep(0.5)
         base = Stage(0, args.trace)
@@ -389,10 +393,10 @@ def server_main(args: argparse.Namespace) -> None:
             end = time.monotonic() + 10
             while len(service.clients) < opened["alive"] and time.monotonic() < end:
                 gevent.sleep(0.05)
-            ask("idle %s" % args.settle, args.settle + 30)
+            idle = ask("idle %s" % args.settle, args.settle + 30)
             stage = Stage(len(service.clients), args.trace)
             entry = report(base, stage, args.top)
-            entry["client"] = opened
+            entry["client"] = dict(opened, **idle)
             results["stages"].append(entry)
             sys.stderr.write("%d connections: %.2f KB per connection (RSS %.1f MB)\n"
                              % (stage.connections, entry["kb_per_conn"], stage.rss / 2 ** 20))
@@ -423,6 +427,7 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--deadline", type=float, default=900.0, help="the client exits after this many seconds")
     parser.add_argument("--connect-timeout", type=float, default=120.0)
+    parser.add_argument("--library", default="", help="a directory holding another crossws_sync/ (before/after)")
     args = parser.parse_args()
     if args.role == "client":
         client_main(args)
