@@ -211,3 +211,13 @@ def test_served_from_the_event_loop_an_idle_connection_holds_no_greenlet():
     assert handler.ended.wait(5)
     client.close()
 
+
+
+def test_applications_may_set_their_own_attributes_on_a_connection():
+    server, client = gevent.socket.socketpair()
+    conn = WebSocketConnection(server, Request({"PATH_INFO": "/ws"}), Recorder())
+    assert not hasattr(conn, "player_id")
+    conn.player_id = 7  # as in the original: socket.playerId = ...
+    assert conn.player_id == 7 and vars(conn) == {"player_id": 7}
+    server.close()
+    client.close()
