@@ -23,8 +23,8 @@ Usage::
     python bench/memory_breakdown.py --stages 5000,20000,50000 --sources 4
     python bench/memory_breakdown.py --library /tmp/before     # /tmp/before/crossws_sync (git archive)
 
-More than ~28,000 connections need several source addresses (``--sources``: 127.0.0.1,
-127.0.0.2, ...; the ephemeral port range is per address pair); both processes raise their own
+More than ~28,000 connections need several source addresses (``--sources``: 127.0.0.2,
+127.0.0.3, ...; the ephemeral port range is per address pair); both processes raise their own
 ``RLIMIT_NOFILE`` (the soft limit to the hard one, and the hard one too when running as root).
 Everything is bounded: connecting has a budget (``--connect-timeout``), the client exits on its
 own after ``--deadline`` seconds, and both stop when the measurement is done.
@@ -77,9 +77,10 @@ def _handshake(port: int, index: int) -> bytes:
 class IdleClients:
     """Idle WebSocket connections on one epoll: handshake, then heartbeats and pongs only."""
 
-    def __init__(self, port: int, sources: int, heartbeat: float) -> None:
+    def __init__(self, port: int, sources: int, heartbeat: float, first_source: int = 2) -> None:
         self.port = port
-        self.sources = ["127.0.0.%d" % (i + 1) for i in range(max(1, sources))]
+        # From 127.0.0.2 on: 127.0.0.1's ephemeral ports are left to whatever else runs here.
+        self.sources = ["127.0.0.%d" % (first_source + i) for i in range(max(1, sources))]
         self.heartbeat = heartbeat
         self.epoll = select.epoll()
         self.socks: Dict[int, socket.socket] = {}
@@ -287,6 +288,7 @@ class Stage:
         gc.collect()
         self.connections = connections
         self.rss = rss_bytes()
+        self.fds = len(os.listdir("/proc/self/fd"))
         self.mappings = anon_mappings()
         self.objects = object_counts()
         self.greenlets = sum(1 for o in gc.get_objects() if isinstance(o, greenlet.greenlet))
@@ -302,7 +304,8 @@ def report(base: Stage, stage: Stage, top: int) -> Dict[str, Any]:
     n = stage.connections - base.connections
     result: Dict[str, Any] = {"connections": stage.connections, "rss_mb": round(stage.rss / 2 ** 20, 1),
                               "kb_per_conn": round((stage.rss - base.rss) / 1024.0 / n, 2),
-                              "greenlets_per_conn": round((stage.greenlets - base.greenlets) / n, 2)}
+                              "greenlets_per_conn": round((stage.greenlets - base.greenlets) / n, 2),
+                              "fds_per_conn": round((stage.fds - base.fds) / n, 2)}
     mappings = []
     for size in sorted(set(stage.mappings) | set(base.mappings)):
         count = stage.mappings.get(size, (0, 0))[0] - base.mappings.get(size, (0, 0))[0]
@@ -422,7 +425,7 @@ def main() -> None:
     client.add_argument("--connect-timeout", type=float, default=120.0)
     parser.add_argument("--stages", default="1000,5000", help="connection counts, comma-separated")
     parser.add_argument("--settle", type=float, default=2.0, help="seconds idle before each measurement")
-    parser.add_argument("--sources", type=int, default=1, help="client source addresses 127.0.0.1..")
+    parser.add_argument("--sources", type=int, default=1, help="client source addresses, from 127.0.0.2 on")
     parser.add_argument("--trace", action="store_true", help="tracemalloc differences (slower)")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--deadline", type=float, default=900.0, help="the client exits after this many seconds")
