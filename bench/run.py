@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import queue
+import resource
 import shutil
 import signal
 import random
@@ -665,6 +666,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--retries", type=int, default=2, help="at most this many repeats per run (default 2)")
     parser.add_argument("--set", action="append", default=[], metavar="W1.clients=100",
                         help="override one load-generator parameter (repeatable)")
+    parser.add_argument("--w7-stages", default=None, metavar="0,1000,5000,20000",
+                        help="W7's connection counts (default 0,1000,5000); past 5,000 the generator connects from "
+                             "several 127.0.0.x addresses and the bench processes raise RLIMIT_NOFILE")
     args = parser.parse_args(argv)
     args.systems = [s for s in args.systems.split(",") if s]
     args.workloads = [w.upper() for w in args.workloads.split(",") if w]
@@ -683,6 +687,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     if "original" in args.systems and not (args.original_dir and
                                             os.path.isfile(os.path.join(args.original_dir, "index.js"))):
         parser.error("--systems original needs --original-dir (a checkout of websocket-cross-server-adapter)")
+    if args.w7_stages:
+        try:
+            stages = [int(n) for n in args.w7_stages.split(",")]
+        except ValueError:
+            parser.error("--w7-stages takes comma-separated connection counts")
+        if stages != sorted(stages) or stages[0] != 0 or len(stages) < 2:
+            parser.error("--w7-stages: increasing counts starting at 0 (0,1000,5000)")
+        args.set.append("W7.stages=%s" % json.dumps(stages))
     if args.runs is None:
         args.runs = 1 if args.quick else 3
     if args.max_other is None:
@@ -704,7 +716,35 @@ def workload_params(workload: str, quick: bool, overrides: List[str]) -> Dict[st
         wl, _, name = key.partition(".")
         if wl.upper() == workload and name:
             params[name] = json.loads(value)
+    if workload == "W7":
+        largest = max(params["stages"])
+        if largest > 5000:
+            # One source address has ~28k ephemeral ports, and the previous run's connections hold
+            # theirs in TIME_WAIT for a minute: spread over addresses from 127.0.0.2 on.
+            params.setdefault("sources", max(2, -(-2 * largest // PORTS_PER_SOURCE)))
+        if largest > 5000:  # connection budgets grow with the count (~1,000 upgrades/s is plenty)
+            params.setdefault("connectTimeout", max(30, largest // 300))
+            params.setdefault("deadline", max(300, largest // 100 + 120))
     return params
+
+
+#: Connections W7's generator opens from one 127.0.0.x address before taking the next one.
+PORTS_PER_SOURCE = 25000
+
+
+def raise_nofile(wanted: int) -> None:
+    """Raise this process's RLIMIT_NOFILE (children inherit it) to hold ``wanted`` descriptors:
+    the soft limit up to the hard one, and the hard one too when allowed (root)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if wanted <= soft:
+        return
+    if wanted > hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+            return
+        except (ValueError, OSError):
+            sys.stderr.write("RLIMIT_NOFILE: %d wanted, hard limit %d: W7's largest stages may fail\n" % (wanted, hard))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
 
 
 def report_from_json(path: str) -> int:
@@ -803,6 +843,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ORIGINAL_DIR = os.path.abspath(args.original_dir) if args.original_dir else None
     global LIBRARY_SNAPSHOT
     check_setup()
+    if "W7" in args.workloads:
+        raise_nofile(max(workload_params("W7", args.quick, args.set)["stages"]) + 2000)
     started = datetime.datetime.now(datetime.timezone.utc)
     run_versions = versions()  # before the runs: the commit that the snapshot below was taken from
     snapshot_root = tempfile.mkdtemp(prefix="crossws-bench-lib-")

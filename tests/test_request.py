@@ -205,3 +205,31 @@ def test_request_url_from_a_hand_built_environ_with_text_path():
     request = Request({"PATH_INFO": "/\u2603 x", "QUERY_STRING": "a=1"})
     assert request.url == "/%E2%98%83%20x?a=1"
     assert parse_ws_request_params(request)["path"] == "\u2603 x"
+
+
+def _fresh(text):
+    """A copy of ``text`` that is not the same object (as a parser builds one per request)."""
+    return "".join(list(text))
+
+
+def test_slim_keeps_the_string_variables_and_shares_the_repeated_values():
+    agent = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36"
+    requests = []
+    for key in ("a2V5MQ==", "a2V5Mg=="):
+        env = {"REQUEST_METHOD": "GET", "PATH_INFO": _fresh("/ws"), "QUERY_STRING": _fresh("id=1&t=secret"),
+               _fresh("HTTP_HOST"): _fresh("example.com"), "HTTP_USER_AGENT": _fresh(agent),
+               "HTTP_SEC_WEBSOCKET_KEY": key, "REMOTE_ADDR": _fresh("10.0.0.1"),
+               "wsgi.input": object(), "crossws.socket": object(), "SERVER_PORT": 8080}
+        request = Request(env)
+        assert request.headers["host"] == "example.com"
+        request.slim()
+        requests.append(request)
+    first, second = requests
+    assert set(first.environ) == {"REQUEST_METHOD", "PATH_INFO", "QUERY_STRING", "HTTP_HOST", "HTTP_USER_AGENT",
+                                  "HTTP_SEC_WEBSOCKET_KEY", "REMOTE_ADDR"}
+    for name in ("HTTP_HOST", "HTTP_USER_AGENT", "REMOTE_ADDR", "PATH_INFO"):
+        assert first.environ[name] is second.environ[name]  # one copy for every connection
+    assert first.environ["HTTP_SEC_WEBSOCKET_KEY"] != second.environ["HTTP_SEC_WEBSOCKET_KEY"]
+    assert first.path is second.path and first.remote_addr is second.remote_addr
+    assert (first.url, first.path, first.query_string, first.method) == ("/ws?id=1&t=secret", "/ws", "id=1&t=secret", "GET")
+    assert first.headers == {"host": "example.com", "user-agent": agent, "sec-websocket-key": "a2V5MQ=="}

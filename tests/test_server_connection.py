@@ -1,9 +1,13 @@
 """crossws_sync.server.connection: one server-side WebSocket over a real socket pair, the peer
 written and read frame by frame: events in order, automatic pongs, writes that keep their order,
-the close handshake and its timeout, the slow-consumer and size limits, and on_close once."""
+the close handshake and its timeout, the slow-consumer and size limits, and on_close once.
+
+Every test runs twice: with the connection read by a greenlet of its own (``run()``, TLS) and
+served from the event loop (``start_reading()``, no greenlet while idle)."""
 import socket
 
 import gevent
+import gevent.event
 import gevent.socket
 import pytest
 
@@ -16,6 +20,7 @@ from support import wait_for
 class Recorder(ConnectionHandler):
     def __init__(self):
         self.events = []
+        self.ended = gevent.event.Event()
 
     def on_text(self, conn, text):
         self.events.append(("text", text))
@@ -31,6 +36,7 @@ class Recorder(ConnectionHandler):
 
     def on_close(self, conn, code, reason):
         self.events.append(("close", code, reason))
+        self.ended.set()
 
 
 class Peer:
@@ -55,15 +61,19 @@ class Peer:
         return taken
 
 
-@pytest.fixture
-def make_pair():
+@pytest.fixture(params=["greenlet", "event loop"])
+def make_pair(request):
     made = []
 
     def make(**options):
         server, client = gevent.socket.socketpair()
         handler = Recorder()
         conn = WebSocketConnection(server, Request({"PATH_INFO": "/ws", "QUERY_STRING": "id=1"}), handler, **options)
-        reader = gevent.spawn(conn.run)
+        if request.param == "greenlet":
+            reader = gevent.spawn(conn.run)
+        else:
+            assert conn.start_reading()
+            reader = gevent.spawn(handler.ended.wait)  # joins once on_close has run
         made.append((conn, reader, client))
         return conn, handler, Peer(client), reader
 
@@ -169,3 +179,45 @@ def test_a_slow_consumer_is_dropped_and_nobody_waits_for_it(make_pair):
     assert sent > 4 and conn.closed
     assert (conn.close_code, conn.close_reason) == (SLOW_CONSUMER_CODE, "slow consumer")
     assert handler.events == [("close", SLOW_CONSUMER_CODE, "slow consumer")]
+
+
+def test_served_from_the_event_loop_an_idle_connection_holds_no_greenlet():
+    server, client = gevent.socket.socketpair()
+    blocked = gevent.event.Event()
+
+    class Blocking(Recorder):
+        def on_text(self, conn, text):
+            super().on_text(conn, text)
+            if text == "block":
+                blocked.wait(5)  # a handler that blocks holds its connection's next read only
+
+    handler = Blocking()
+    conn = WebSocketConnection(server, Request({"PATH_INFO": "/ws"}), handler)
+    other_server, other_client = gevent.socket.socketpair()
+    other_handler = Recorder()
+    other = WebSocketConnection(other_server, Request({"PATH_INFO": "/ws"}), other_handler)
+    assert conn.start_reading() and other.start_reading()
+    peer, other_peer = Peer(client), Peer(other_client)
+    peer.send(frames.OP_TEXT, b"block")
+    peer.send(frames.OP_TEXT, b"after")
+    other_peer.send(frames.OP_TEXT, b"meanwhile")
+    wait_for(lambda: other_handler.events == [("text", "meanwhile")])
+    assert handler.events == [("text", "block")]  # "after" waits for the blocked handler
+    blocked.set()
+    wait_for(lambda: handler.events == [("text", "block"), ("text", "after")])
+    other_client.close()
+    assert other_handler.ended.wait(5) and other_handler.events[-1] == ("close", 1006, "")
+    conn.terminate()
+    assert handler.ended.wait(5)
+    client.close()
+
+
+
+def test_applications_may_set_their_own_attributes_on_a_connection():
+    server, client = gevent.socket.socketpair()
+    conn = WebSocketConnection(server, Request({"PATH_INFO": "/ws"}), Recorder())
+    assert not hasattr(conn, "player_id")
+    conn.player_id = 7  # as in the original: socket.playerId = ...
+    assert conn.player_id == 7 and vars(conn) == {"player_id": 7}
+    server.close()
+    client.close()

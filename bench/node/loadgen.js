@@ -48,6 +48,7 @@ const P = Object.assign({
   warmup: 20,              // s, multi-node: budget for proving every node-to-node route delivers
   lostAfter: 2,            // s, W4: a round trip not back by then is counted lost and resent
   checkEvery: 64,          // W5: parse every n-th ack of a client and check it echoes the call
+  sources: 1,              // raw client: > 1: local addresses 127.0.0.2..N+1, round robin (W7 at large counts)
 }, JSON.parse(args.params || '{}'));
 
 const hardDeadline = setTimeout(() => {
@@ -143,12 +144,19 @@ const net = require('net');
 const crypto = require('crypto');
 const EMPTY = Buffer.alloc(0);
 const CALLBACK_KEY = Buffer.from('"callbackId":"');
+let sourceCounter = 0;
 
 class RawClient extends JsonClient {
   connect(timeoutMs) {
     const u = new URL(this.url);
     return new Promise((resolve, reject) => {
-      const sock = net.connect({ host: u.hostname, port: Number(u.port) });
+      const options = { host: u.hostname, port: Number(u.port) };
+      if (P.sources > 1) {
+        // W7 at large counts: one source address has ~28k ephemeral ports, TIME_WAIT ones included;
+        // from 127.0.0.2 on, leaving 127.0.0.1's to everything else
+        options.localAddress = '127.0.0.' + (2 + (sourceCounter++ % P.sources));
+      }
+      const sock = net.connect(options);
       this.sock = sock;
       this.mask = crypto.randomBytes(4);
       this.pendingBuf = EMPTY;

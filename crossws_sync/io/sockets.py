@@ -58,11 +58,12 @@ class SocketIO:
     ``sock`` is closed, from one greenlet; only one greenlet may read at a time.
     """
 
-    __slots__ = ("sock", "send", "_os", "_hub", "_watcher", "_recv", "_recv_into", "_more")
+    __slots__ = ("sock", "send", "_os", "_hub", "_watcher", "_recv", "_recv_into", "_more", "_watching")
 
     def __init__(self, sock: Any) -> None:
         self.sock = sock
         self._more = False
+        self._watching = False
         self._hub: Any = None
         self._watcher: Any = None
         self._os: Any = None
@@ -121,6 +122,38 @@ class SocketIO:
             except BlockingIOError:  # woken without data after all
                 self._more = False
 
+    def watch(self, callback: Callable[[], Any]) -> None:
+        """Call ``callback()`` from the hub once the socket is readable (or was released).
+
+        The callback runs in the hub, so it must not block; it is called again and again while
+        the socket stays readable, until :meth:`unwatch`. Not on TLS; not while a greenlet
+        waits in a read.
+
+        Raises:
+            OSError: the socket was released.
+        """
+        watcher = self._watcher
+        if watcher is None:
+            raise OSError(errno.EBADF, "socket released")
+        self._watching = True
+        watcher.start(callback)
+
+    def unwatch(self) -> None:
+        """Stop calling the :meth:`watch` callback."""
+        watcher = self._watcher
+        self._watching = False
+        if watcher is not None:
+            watcher.stop()
+
+    def recv_now(self, size: int) -> bytes:
+        """Up to ``size`` bytes that are there now, without waiting (``b""``: the peer closed).
+
+        Raises:
+            BlockingIOError: nothing to read yet.
+            OSError: the connection is broken or the socket was released.
+        """
+        return self._recv(size)
+
     def _read_tls(self, read: Callable[[Any], Any], arg: Any, timeout: Any) -> Any:
         if timeout is SOCKET_TIMEOUT:
             return read(arg)
@@ -148,7 +181,8 @@ class SocketIO:
 
     def _release(self) -> bool:
         watcher, self._watcher = self._watcher, None
-        waiting = watcher is not None and watcher.active
+        waiting = watcher is not None and watcher.active and not self._watching
+        self._watching = False
         if waiting:  # another greenlet waits in a read: wake it with an error (from the hub)
             self._hub.cancel_wait(watcher, OSError(errno.EBADF, "socket released"), True)
         elif watcher is not None:

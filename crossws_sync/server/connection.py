@@ -12,7 +12,12 @@ discipline:
 * over ``max_outbox_bytes`` the slow-consumer policy applies: the connection is dropped (close
   code 1008 ``slow consumer`` recorded locally), and senders to other connections never wait.
 
-The reading loop runs in the greenlet that accepted the upgrade (the WSGI handler greenlet).
+Reading: a plain socket is served from the event loop (:meth:`WebSocketConnection.start_reading`):
+while the client is idle only its read watcher is armed; each read and the handlers it calls run
+on a worker greenlet of :class:`~crossws_sync.io.readers.ReaderPool`, one read at a time per
+connection. A TLS socket (its decrypted bytes may wait inside the wrapper) and a socket that
+gevent-websocket upgraded are read by :meth:`WebSocketConnection.run`, in the greenlet that
+accepted the upgrade.
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ import gevent
 
 from ..wire import frames
 from ..wire.events import MISSING, encode_event
+from ..io.readers import ReaderPool, reader_pool
 from ..io.sockets import SocketIO
 from ..wire.websocket import BINARY, CLOSED, CLOSING, CONNECTING, OPEN, PING, TEXT, WebSocketProtocol, sendable_close_code
 
@@ -75,6 +81,10 @@ class _WriteBatch:
 _batches: Dict[Any, _WriteBatch] = {}
 
 
+def _read_step(conn: "WebSocketConnection") -> None:
+    conn._read_step()
+
+
 def _batch_for(loop: Any) -> _WriteBatch:
     batch = _batches.get(loop)
     if batch is None:
@@ -120,6 +130,17 @@ class WebSocketConnection:
     OPEN = OPEN
     CLOSING = CLOSING
     CLOSED = CLOSED
+
+    # Slots keep an idle connection small (an instance dict of ~35 entries cost ~1.5 KiB);
+    # "__dict__" stays for the application's own attributes, created when the first is set.
+    __slots__ = (
+        "_sock", "_io", "_raw_send", "request", "identity", "socket_id", "recovered", "session_id", "streams",
+        "recovering", "awaiting_recovery", "is_alive", "enter_background_time", "connected_at",
+        "messages_received", "bytes_received", "messages_sent", "bytes_sent", "_handler", "_proto", "_prepare",
+        "_state", "_outbox", "_outbox_bytes", "_cork", "_cork_bytes", "_batch", "_max_outbox", "_flusher",
+        "_close_timeout", "_local_close", "_closer", "_readers", "_last_batch", "_rate_state", "_problems",
+        "__dict__", "__weakref__",
+    )
 
     def __init__(
         self,
@@ -173,6 +194,8 @@ class WebSocketConnection:
         #: a close decided here rather than by the protocol (slow consumer, terminate)
         self._local_close: Optional[Tuple[int, str]] = None
         self._closer: Optional[gevent.Greenlet] = None
+        self._readers: Optional[ReaderPool] = None  # with start_reading()
+        self._last_batch = 0
 
     # Public API --------------------------------------------------------------------------
 
@@ -294,9 +317,8 @@ class WebSocketConnection:
     # Reading loop ------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Read and dispatch until the connection ends; fires ``on_close`` exactly once."""
-        proto = self._proto
-        handler = self._handler
+        """Read and dispatch in this greenlet until the connection ends; fires ``on_close``
+        exactly once. (:meth:`start_reading` does the same without holding a greenlet.)"""
         reader = self._io  # waits, then reads: no failed recv() per request
         try:
             while self._state != CLOSED:
@@ -304,30 +326,9 @@ class WebSocketConnection:
                     data = reader.recv(_READ_SIZE)
                 except OSError:
                     break
-                if not data:
+                if not data or not self._received(data):
                     break
-                self.bytes_received += len(data)
-                events = proto.receive_data(data)
-                for kind, value in events:
-                    if kind == TEXT:
-                        self.messages_received += 1
-                        handler.on_text(self, value)
-                    elif kind == BINARY:
-                        self.messages_received += 1
-                        handler.on_binary(self, value)
-                    elif kind == PING:
-                        pong = proto.data_to_send()
-                        if pong and self._state == OPEN:
-                            self._write(pong)
-                    else:  # PONG
-                        self.is_alive = True
-                        handler.on_pong(self, value)
-                    if self._state == CLOSED:
-                        break
-                if proto.state == CLOSED:  # the peer's close frame, or a protocol violation
-                    self._protocol_closed()
-                    break
-                if len(events) > 16:
+                if self._last_batch > 16:
                     # A peer that keeps our socket full would otherwise never let the hub run
                     # (recv returns at once while data is there): let the others have a turn.
                     gevent.idle()
@@ -335,7 +336,79 @@ class WebSocketConnection:
             self._proto.receive_eof()
             self._finish()
 
+    def start_reading(self) -> bool:
+        """Serve this connection from the event loop: while nothing arrives it holds no
+        greenlet; each read and its events run on a worker of the :class:`ReaderPool` (the
+        handlers may block: the connection's next read waits for them, as with :meth:`run`).
+        Returns immediately; ``on_close`` fires once the connection ends. False (nothing
+        started) on TLS, whose reads need :meth:`run`."""
+        if self._io.tls:
+            return False
+        self._readers = reader_pool()
+        try:
+            self._io.watch(self._readable)
+        except OSError:  # released already: end it from a worker, as a read would
+            self._readers = None
+            gevent.spawn(self._read_step)
+        return True
+
     # Internals ---------------------------------------------------------------------------
+
+    def _readable(self) -> None:
+        # The watcher's callback, in the hub: one read step on a worker, watcher off meanwhile.
+        self._io.unwatch()
+        readers = self._readers
+        if readers is not None:
+            readers.run(_read_step, self)
+
+    def _read_step(self) -> None:
+        """Read once, dispatch; then wait for the next bytes, or end the connection."""
+        ended = True
+        try:
+            try:
+                data: Optional[bytes] = self._io.recv_now(_READ_SIZE)
+            except BlockingIOError:  # woken without data after all
+                data = None
+            except OSError:
+                data = b""
+            ended = data is not None and (not data or not self._received(data))
+        finally:
+            if not ended:
+                try:
+                    self._io.watch(self._readable)  # one read per wake-up: the others get their turn
+                except OSError:
+                    ended = True
+            if ended:
+                self._proto.receive_eof()
+                self._finish()
+
+    def _received(self, data: bytes) -> bool:
+        """Feed ``data`` to the protocol and dispatch its events. False: the connection ended."""
+        proto = self._proto
+        handler = self._handler
+        self.bytes_received += len(data)
+        events = proto.receive_data(data)
+        self._last_batch = len(events)
+        for kind, value in events:
+            if kind == TEXT:
+                self.messages_received += 1
+                handler.on_text(self, value)
+            elif kind == BINARY:
+                self.messages_received += 1
+                handler.on_binary(self, value)
+            elif kind == PING:
+                pong = proto.data_to_send()
+                if pong and self._state == OPEN:
+                    self._write(pong)
+            else:  # PONG
+                self.is_alive = True
+                handler.on_pong(self, value)
+            if self._state == CLOSED:
+                return False
+        if proto.state == CLOSED:  # the peer's close frame, or a protocol violation
+            self._protocol_closed()
+            return False
+        return self._state != CLOSED
 
     def _protocol_closed(self) -> None:
         """Send the protocol's last words (the close answer), then close the TCP connection."""

@@ -415,12 +415,17 @@ class WebSocketService(ConnectionHandler):
         self.clients.add(conn)
         self.accepted += 1
         if detached is not None:
-            gevent.spawn(self._serve, conn)  # the WSGI handler returns and is freed
+            # The connection handlers run here; then reads are served from the event loop (no
+            # greenlet while the client is idle) and this WSGI handler returns and is freed.
+            self._opened(conn)
+            if not conn.start_reading():
+                gevent.spawn(conn.run)
         else:
-            self._serve(conn)
+            self._opened(conn)
+            conn.run()  # TLS, gevent-websocket: this greenlet reads until the connection ends
         return []
 
-    def _serve(self, conn: WebSocketConnection) -> None:
+    def _opened(self, conn: WebSocketConnection) -> None:
         recover = self.recover
         if recover is not None and RECOVER_PARAM + "=" in conn.request.query_string:
             # The client asks to resume a session: its request is its first message; the
@@ -428,7 +433,6 @@ class WebSocketService(ConnectionHandler):
             conn.awaiting_recovery = gevent.spawn_later(self.recovery_wait, self._recovery_timed_out, conn)
         else:
             self.system_events.emit("connection", conn, conn.request)
-        conn.run()
 
     def _recovery_timed_out(self, conn: WebSocketConnection) -> None:
         if conn.awaiting_recovery is not None and self.recover is not None:

@@ -6,8 +6,22 @@ lower-case names, plus the WSGI ``environ`` for anything else.
 """
 from __future__ import annotations
 
+import sys
 from typing import Any, Dict, List, Mapping, Optional, Union
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
+
+#: Variables whose values are usually the same for many clients (the server's own, the method,
+#: the client's software, the WebSocket handshake's fixed headers). :meth:`Request.slim` keeps
+#: one shared copy of each such value, so thousands of idle connections do not keep thousands.
+SHARED_VALUES = frozenset({
+    "SERVER_NAME", "SERVER_PORT", "SERVER_PROTOCOL", "SERVER_SOFTWARE", "GATEWAY_INTERFACE", "SCRIPT_NAME",
+    "REQUEST_METHOD", "PATH_INFO", "REMOTE_ADDR", "HTTP_HOST", "HTTP_UPGRADE", "HTTP_CONNECTION",
+    "HTTP_SEC_WEBSOCKET_VERSION", "HTTP_SEC_WEBSOCKET_EXTENSIONS", "HTTP_SEC_WEBSOCKET_PROTOCOL", "HTTP_ORIGIN",
+    "HTTP_USER_AGENT", "HTTP_ACCEPT_ENCODING", "HTTP_ACCEPT_LANGUAGE", "HTTP_CACHE_CONTROL", "HTTP_PRAGMA",
+    "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_FOR", "HTTP_X_REAL_IP",
+})
+#: Longer values are kept as they are (interning is for the short, repeated ones).
+_SHARED_MAX_LENGTH = 512
 
 
 class Request:
@@ -26,6 +40,10 @@ class Request:
 
     def __init__(self, environ: Mapping[str, Any]) -> None:
         self.environ = environ
+        self._headers: Optional[Dict[str, str]] = None
+        self._read(environ)
+
+    def _read(self, environ: Mapping[str, Any]) -> None:
         self.path = environ.get("PATH_INFO", "") or "/"
         self.query_string = environ.get("QUERY_STRING", "") or ""
         raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
@@ -43,12 +61,25 @@ class Request:
         self.url: str = raw
         self.method = environ.get("REQUEST_METHOD", "GET")
         self.remote_addr = str(environ.get("REMOTE_ADDR", ""))
-        self._headers: Optional[Dict[str, str]] = None
 
     def slim(self) -> None:
         """Keep only the string CGI/HTTP variables of the environ (drops the WSGI server's objects,
-        so nothing of the HTTP handler stays alive as long as the WebSocket)."""
-        self.environ = {k: v for k, v in self.environ.items() if type(v) is str and not k.startswith(("wsgi.", "crossws."))}
+        so nothing of the HTTP handler stays alive as long as the WebSocket).
+
+        Names, and the values of :data:`SHARED_VALUES` (``Host``, ``User-Agent``...), are
+        interned: connections share one copy of each instead of keeping their own.
+        """
+        slim: Dict[str, str] = {}
+        intern = sys.intern
+        for key, value in self.environ.items():
+            if type(value) is str and not key.startswith(("wsgi.", "crossws.")):
+                key = intern(key)
+                if key in SHARED_VALUES and len(value) <= _SHARED_MAX_LENGTH:
+                    value = intern(value)
+                slim[key] = value
+        self.environ = slim
+        self._headers = None  # rebuilt from the slim environ when asked for
+        self._read(slim)
 
     @property
     def headers(self) -> Dict[str, str]:
