@@ -32,6 +32,7 @@ import greenlet  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from crossws_sync import WebSocketCrossServerAdapter  # noqa: E402
+from crossws_sync.io.readers import reader_pool  # noqa: E402
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--name", default="node")
@@ -113,7 +114,8 @@ def whoami(socket, payload, callback):
 
 def diag(socket, payload, callback):
     gc.collect()
-    greenlets = sum(1 for obj in gc.get_objects() if isinstance(obj, greenlet.greenlet) and not obj.dead)
+    parked = reader_pool().idle  # the reader pool's parked workers: reused, at most max_idle of them
+    greenlets = sum(1 for obj in gc.get_objects() if isinstance(obj, greenlet.greenlet) and not obj.dead) - parked
     with open("/proc/self/statm") as statm:
         rss = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     service = adapter.get_wss()
@@ -122,6 +124,7 @@ def diag(socket, payload, callback):
     ack(callback, {
         "node": adapter.get_server_name(),
         "greenlets": greenlets,
+        "parked_readers": parked,
         "fds": len(os.listdir("/proc/self/fd")),
         "rss": rss,
         "clients": len(service.clients) if service is not None else 0,
