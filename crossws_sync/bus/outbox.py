@@ -8,7 +8,8 @@ from typing import Any, Callable, Dict, Optional
 from ..config import check_channel
 from ..errors import EnvelopeError, RedisUnavailableError
 from ..wire import envelope as env
-from ..wire.envelope import EnvelopeCodec
+from ..wire.codec import EnvelopeCodec
+from ..wire.sequence import SequenceStamper
 from .channels import Subscriptions
 from .nodes import RedisNodeSet
 
@@ -36,7 +37,7 @@ class Outbox:
         self._nodes = nodes
         self._channels = channels
         self._expect_echo = expect_echo
-        self._stamper = env.SequenceStamper()
+        self._stamper = SequenceStamper()
 
     def publish(self, channel: str, message: Any, *, wait: bool = True, on_lost: Optional[LostHook] = None) -> None:
         """:meth:`send`, after numbering our own dict messages on numbered channels.

@@ -15,7 +15,8 @@ from ..core.histogram import Histogram
 from ..io.dispatch import Dispatcher
 from ..wire.positions import POSITION_FIELD
 from ..wire import envelope as env
-from ..wire.envelope import EnvelopeCodec
+from ..wire.codec import EnvelopeCodec
+from ..wire.sequence import EPOCH_FIELD, SEQ_FIELD, GapDetector
 from ..errors import EnvelopeError
 from .channels import Subscriptions
 from .node import RedisNode
@@ -62,7 +63,7 @@ class Receiver:
         self._ws_handler = ws_handler
         #: ``(channel, message)`` of custom-channel messages; ``None``: they are dropped
         self.custom_handler: Optional[Handler] = None
-        self.gaps = env.GapDetector()
+        self.gaps = GapDetector()
         self._routes: Dict[str, Handler] = {}
         self._echoes: Dict[bytes, int] = {}
         #: sampled own publishes -> when they were handed to Redis (monotonic)
@@ -132,7 +133,7 @@ class Receiver:
         if handler is not None:
             handler(channel, message)
         elif self._channels.is_ws(channel):
-            if sender is not None and env.SEQ_FIELD in message:
+            if sender is not None and SEQ_FIELD in message:
                 self._check_sequence(channel, sender, message)
             self._handle_ws(channel, message)
         else:
@@ -148,7 +149,7 @@ class Receiver:
 
     def _check_sequence(self, channel: str, sender: str, message: Dict[str, Any]) -> None:
         gaps = self.gaps
-        gap = gaps.check(channel, sender, message.get(env.EPOCH_FIELD), message.get(env.SEQ_FIELD))
+        gap = gaps.check(channel, sender, message.get(EPOCH_FIELD), message.get(SEQ_FIELD))
         self.stats["messages_missed"] = gaps.missed
         self.stats["messages_late"] = gaps.late
         if not gap:

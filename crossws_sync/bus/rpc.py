@@ -24,7 +24,7 @@ from ..config import positive_int_or_default, positive_number_or_default
 from ..wire import envelope as env
 from .calls import PendingCall, PendingCalls, ResultCallback
 from ..io.dispatch import Dispatcher
-from ..wire.envelope import EnvelopeCodec
+from ..wire.codec import EnvelopeCodec
 from ..errors import ConfigError, EnvelopeError, RedisUnavailableError
 from ..core.listeners import ListenerRegistry, check_event_name
 from .nodes import UNAVAILABLE_MESSAGE, RedisNodeSet

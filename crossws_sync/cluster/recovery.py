@@ -34,7 +34,8 @@ from ..wire.recovery import (DUPLICATE, GAP, INSUFFICIENT_STATE_CODE, SESSION_EV
 from ..errors import CrossWSError, EnvelopeError, LimitExceededError
 from ..io.supervisor import supervise
 from ..wire import frames
-from ..wire.envelope import EnvelopeCodec, data_of
+from ..wire.codec import EnvelopeCodec
+from ..wire.envelope import data_of
 from ..wire.positions import (BROADCAST_STREAM, POSITION_FIELD, Position, parse_position, room_stream,
                               stream_room, user_stream, with_position)
 
