@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from crossws_sync.bus.connection import settings_from  # noqa: E402
 from crossws_sync.bus.history import HistoryStore  # noqa: E402
-from crossws_sync.bus.node import make_client  # noqa: E402
+from crossws_sync.bus.settings import make_client  # noqa: E402
 from crossws_sync.wire.envelope import EnvelopeCodec  # noqa: E402
 from support import RedisProcess, wait_for  # noqa: E402
 

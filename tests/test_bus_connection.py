@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from crossws_sync.bus.connection import TIMED_OUT, RedisConnection, RedisSettings, settings_from
-from crossws_sync.bus.node import make_client
+from crossws_sync.bus.settings import make_client
 from crossws_sync.errors import ConfigError
 from bus_fixtures import make_bus  # noqa: F401  (a fixture)
 from support import free_port, make_certificate

@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from crossws_sync.bus.history import HistoryStore, new_epoch, new_session_id
-from crossws_sync.bus.node import make_client
+from crossws_sync.bus.settings import make_client
 from crossws_sync.bus.connection import settings_from
 from crossws_sync.wire.envelope import EnvelopeCodec
 from crossws_sync.wire.positions import parse_position

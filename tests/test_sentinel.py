@@ -12,7 +12,8 @@ import redis
 from gevent.server import StreamServer
 
 from crossws_sync.bus.connection import RedisSettings
-from crossws_sync.bus.node import RedisNode, describe_config
+from crossws_sync.bus.node import RedisNode
+from crossws_sync.bus.settings import describe_config
 from crossws_sync.bus.sentinel import ROLE_ATTEMPTS, SentinelPrimary
 from crossws_sync.config import sentinel_config
 from sentinel_topology import SERVICE, SentinelTopology

@@ -45,11 +45,12 @@ from ..errors import ConfigError
 from ..io.dispatch import Dispatcher
 from ..results import Result
 from ..wire import envelope as env
-from ..wire.envelope import EnvelopeCodec
+from ..wire.codec import EnvelopeCodec, codec_from_options
 from .calls import PendingCalls, ResultCallback
 from .channels import Subscriptions
-from .node import RedisConfig, RedisNode
+from .node import RedisNode
 from .nodes import STRATEGIES, RedisNodeSet
+from .settings import RedisConfig
 from .outbox import Outbox
 from .receiver import Receiver
 from .rpc import DEFAULT_TIMEOUT, BridgeRpc, Listener
@@ -134,7 +135,7 @@ class CrossServerBus:
         self.ws_prefix = ws_prefix
         self.bridge_channel = env.bridge_channel(bridge_prefix)
         self.node_channel = env.node_channel(bridge_prefix, server_name)
-        self._codec: EnvelopeCodec = env.codec_from_options(
+        self._codec: EnvelopeCodec = codec_from_options(
             redis_codec=redis_codec, redis_compress_threshold=redis_compress_threshold,
             enable_redis_data_compression=enable_redis_data_compression,
             max_decompressed_size=max_decompressed_size, signing_key=signing_key)

@@ -46,9 +46,10 @@ from ..io.supervisor import supervise
 from ..wire.slots import (Address, Redirect, SlotRange, key_slot, parse_cluster_slots, parse_redirect, slot_owners,
                           topology_change)
 from .connection import RedisConnection, RedisSettings, settings_from
-from .node import NODE_COUNTS, is_auth_error, make_client, require_monkey_patched
+from .node import NODE_COUNTS
 from .publisher import Command, NoWaitCommand, Publisher
 from .placement import ChannelPlacement
+from .settings import is_auth_error, make_client, require_monkey_patched
 from .shards import ShardSubscriber
 from .subscriber import SubscribeTicket
 

@@ -15,12 +15,9 @@ A :class:`RedisNode` owns exactly two Redis connections and three greenlets:
   ``ping_timeout`` (also with a single node, unlike the original), probes a node that is down
   until it answers, and watches the listener for a stalled read.
 
-With a *probe channel* (given by the node set while ``force_ping`` is on), the health greenlet
-also publishes a small probe on a channel private to this node, through the publisher, every
-``ping_interval``, and expects it back on the subscriber within ``ping_timeout``. A PING only
-shows that the subscriber's server answers; the probe shows that it hears what is published:
-a subscriber left on a server that no longer gets the publishes (a demoted primary, an address
-that moved) is reported down with the event ``probe`` and made to reconnect.
+With a *probe channel* the health greenlet also checks that the subscriber hears what the
+publisher publishes (the liveness probe, :mod:`crossws_sync.bus.health`): a subscriber left on a
+server that no longer gets the publishes is reported down with the event ``probe``.
 
 A Sentinel entry (:mod:`crossws_sync.bus.sentinel`) has no fixed address: every connection the
 node opens (and the history store's, through :meth:`RedisNode.open_connection`) asks the
@@ -42,24 +39,24 @@ bounds the connect handshake and a reply that stalls half-way; idle liveness com
 from __future__ import annotations
 
 import logging
-import secrets
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set
 
 import gevent
 from gevent.event import Event
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from ..io.supervisor import supervise
-from ..config import SentinelConfig, check_redis_url, is_sentinel_entry, sentinel_config
-from ..errors import ConfigError, MonkeyPatchError, RedisUnavailableError
+from ..config import SentinelConfig, is_sentinel_entry, sentinel_config
+from ..errors import RedisUnavailableError
 from .connection import RedisConnection, RedisSettings, settings_from
+from .health import HealthCheck
 from .publisher import Command, NoWaitCommand, Publisher
 from .sentinel import SentinelPrimary
-from .subscriber import Deaf, Stalled, SubscribeTicket, Subscriber
+from .settings import (MONKEY_PATCH_HINT, RedisConfig, describe_config, is_auth_error, make_client,
+                       require_monkey_patched)
+from .subscriber import SubscribeTicket, Subscriber
 
 logger = logging.getLogger("crossws_sync.nodes")
 
@@ -68,7 +65,6 @@ logger = logging.getLogger("crossws_sync.nodes")
 #: and moved to another node (or failed).
 NODE_COUNTS = ("published", "received", "decode_errors", "failovers")
 
-RedisConfig = Union[str, Dict[str, Any]]
 #: ``on_message(node, channel, raw_bytes)``
 MessageHook = Callable[["RedisNode", str, bytes], None]
 #: ``on_health_change(node, conn_type, is_healthy, event, error)``
@@ -77,116 +73,6 @@ HealthHook = Callable[["RedisNode", str, bool, str, Optional[str]], None]
 SubscriptionErrorHook = Callable[["RedisNode", str, str, str], None]
 
 _BACKOFF_FIRST = 0.05
-
-MONKEY_PATCH_HINT = (
-    "crossws_sync uses Redis from greenlets and needs gevent monkey-patching: put "
-    "`from gevent import monkey; monkey.patch_all()` as the very first lines of your program, "
-    "before importing redis, flask or crossws_sync (gunicorn's gevent workers do it for you)."
-)
-
-
-def require_monkey_patched() -> None:
-    """Refuse to use Redis when the socket module is not patched by gevent.
-
-    Raises:
-        MonkeyPatchError: ``socket`` is not monkey-patched; the message says how to fix it.
-    """
-    from gevent import monkey
-
-    if not monkey.is_module_patched("socket"):
-        raise MonkeyPatchError(MONKEY_PATCH_HINT)
-
-
-# ---------------------------------------------------------------------------------------------
-# Configuration
-# ---------------------------------------------------------------------------------------------
-
-def _translate(config: Dict[str, Any]) -> Dict[str, Any]:
-    """Accept the one ioredis spelling users copy from the original docs: ``tls``."""
-    cfg = dict(config)
-    tls = cfg.pop("tls", None)
-    if tls:
-        cfg.setdefault("ssl", True)
-        if isinstance(tls, dict):
-            for key in ("ca", "cert", "key"):
-                if key in tls:
-                    raise ConfigError("redis_config 'tls' sub-options are ioredis'; use redis-py's ssl_* keys")
-    return cfg
-
-
-def make_client(config: RedisConfig, *, connect_timeout: float, command_timeout: float) -> redis.Redis:
-    """Parse one ``redis_config`` entry with redis-py (nothing connects).
-
-    Only the client's ``connection_pool.connection_class`` and ``connection_kwargs`` are read
-    (:func:`~crossws_sync.bus.connection.settings_from`): the bus opens its own connections.
-
-    Args:
-        config: a dict of redis-py keyword arguments (``host``, ``port``, ``password``, ``db``,
-            ``username``, ``ssl``...) or a ``redis://`` / ``rediss://`` / ``unix://`` URL (for a
-            Sentinel entry, pass its :attr:`~crossws_sync.config.SentinelConfig.primary`).
-        connect_timeout: default ``socket_connect_timeout``.
-        command_timeout: default ``socket_timeout`` of the publisher.
-
-    Raises:
-        ConfigError: not a dict or URL, or an unknown keyword.
-    """
-    defaults: Dict[str, Any] = {
-        "socket_connect_timeout": connect_timeout,
-        "socket_timeout": command_timeout,
-        "socket_keepalive": True,
-        "health_check_interval": 0,
-        "protocol": 2,
-    }
-    forced: Dict[str, Any] = {"decode_responses": False, "retry": Retry(NoBackoff(), 0)}
-    try:
-        if isinstance(config, str):
-            return redis.Redis.from_url(check_redis_url(config), **defaults, **forced)
-        if isinstance(config, dict):
-            if config.get("decode_responses"):
-                logger.warning("redis_config decode_responses=True ignored: the bus needs bytes")
-            kwargs = dict(defaults)
-            kwargs.update(_translate(config))
-            kwargs.update(forced)
-            return redis.Redis(**kwargs)
-    except TypeError as exc:
-        raise ConfigError("invalid redis_config entry: %s" % exc) from None
-    except ValueError as exc:
-        raise ConfigError("invalid redis_config entry: %s" % exc) from None
-    raise ConfigError("each redis_config entry must be a dict of redis-py options or a redis:// URL")
-
-
-def describe_config(config: RedisConfig) -> Tuple[Any, Any, Any]:
-    """Return ``(host, port, db)`` of a ``redis_config`` entry without connecting.
-
-    A Sentinel entry is ``("sentinel:<service>", "<host:port,...>", db)``.
-    """
-    if is_sentinel_entry(config):
-        sentinel = sentinel_config(config)
-        db = make_client(sentinel.primary, connect_timeout=1.0, command_timeout=1.0).connection_pool.connection_kwargs.get("db", 0)
-        return sentinel.label, sentinel.sentinel_list, db
-    client = make_client(config, connect_timeout=1.0, command_timeout=1.0)
-    kwargs = client.connection_pool.connection_kwargs
-    host = kwargs.get("host", kwargs.get("path", "Unknown Host"))
-    return host, kwargs.get("port", "Unknown Port"), kwargs.get("db", 0)
-
-
-# ---------------------------------------------------------------------------------------------
-# The node
-# ---------------------------------------------------------------------------------------------
-
-#: What Redis and redis-py say when the credentials are refused (WRONGPASS / NOAUTH replies, and
-#: redis-py's AuthenticationError texts), lower case.
-_AUTH_ERROR_MARKERS = ("wrongpass", "noauth", "invalid username-password pair", "authentication required",
-                       "invalid password", "without any password configured", "no password is set",
-                       "must be called with the client already authenticated")
-
-
-def is_auth_error(error: Optional[str]) -> bool:
-    """Whether a connection error text says that Redis refused our credentials."""
-    if not error:
-        return False
-    text = error.lower()
-    return any(marker in text for marker in _AUTH_ERROR_MARKERS)
 
 
 def _now() -> float:
@@ -257,32 +143,18 @@ class RedisNode:
         if sentinel is not None:
             self.host, self.port = sentinel.label, sentinel.sentinel_list
         self.db = kwargs.get("db", 0)
-        self._name_check_channel = name_check_channel
-        self._on_name_conflict = on_name_conflict
-        #: The liveness probe's channel (``None``: no probe); see :meth:`_probe_step`.
+        #: The liveness probe's channel (``None``: no probe); see :mod:`crossws_sync.bus.health`.
         self.probe_channel = probe_channel
-        self._probe_sent_at: Optional[float] = None
-        self._probe_token = b""
-        self._probe_seq = 0
-        self._probe_due = 0.0
-        #: Round trip of the last probe (publisher to own subscriber) in seconds.
-        self.probe_latency = 0.0
-        #: Probes that did not come back in time.
-        self.probe_misses = 0
 
         # Health
         self.publisher_healthy = False
         self.subscriber_healthy = False
-        #: Round trip of the last publisher PING in seconds (0.0 until measured; ``fastest`` uses it).
-        self.latency = 0.0
         self._grace_on_heal = False
-        self._publisher_seen = False
         self._never_up_logged = False
         #: Whether Redis refuses this node's credentials now (set on the first refusal, cleared when
         #: a connection succeeds again); logged and reported once per change.
         self.auth_failed = False
         self._eligible_at = 0.0
-        self._pub_started = Event()
         self._sub_started = Event()
 
         # Publisher: pipelined commands on the publisher connection (see publisher.py).
@@ -300,10 +172,17 @@ class RedisNode:
             on_subscription_error=lambda channel, event, error: self._on_subscription_error(self, channel, event, error),
             is_healthy=lambda: self.subscriber_healthy, closed=lambda: self._closed or self._abandoned,
             ping_interval=self.ping_interval, ping_timeout=self.ping_timeout, force_ping=self.force_ping)
-        self._name_check_due = False
-        self._name_checked = False
 
-        self._wake = Event()
+        # Health check: publisher PINGs, stalled reads, the name check, the probe (see health.py).
+        self._health = HealthCheck(
+            label=self.label, command=self.command, subscriber=self._subscriber,
+            listener=lambda: self._greenlets[1] if len(self._greenlets) > 1 else None,
+            publisher_up=lambda: self.publisher_healthy, subscriber_up=lambda: self.subscriber_healthy,
+            set_publisher=self._set_publisher, set_subscriber=self._set_subscriber,
+            stopped=lambda: self._closed or self._abandoned, ping_interval=self.ping_interval,
+            ping_timeout=self.ping_timeout, force_ping=self.force_ping, name_check_channel=name_check_channel,
+            on_name_conflict=(lambda count: on_name_conflict(self, count)) if on_name_conflict is not None else None,
+            probe_channel=probe_channel)
         self._closed = False
         self._abandoned = False
         #: Set by the bus while the node is being removed: still listening, no longer publishing.
@@ -327,6 +206,21 @@ class RedisNode:
     def closed(self) -> bool:
         """Whether :meth:`close` was called."""
         return self._closed
+
+    @property
+    def latency(self) -> float:
+        """Round trip of the last publisher PING in seconds (0.0 until measured; ``fastest`` uses it)."""
+        return self._health.latency
+
+    @property
+    def probe_latency(self) -> float:
+        """Round trip of the last liveness probe (publisher to own subscriber) in seconds."""
+        return self._health.probe_latency
+
+    @property
+    def probe_misses(self) -> int:
+        """Liveness probes that did not come back in time."""
+        return self._health.probe_misses
 
     @property
     def eligible(self) -> bool:
@@ -354,13 +248,13 @@ class RedisNode:
             gevent.spawn(supervise, loop, "%s of redis %s" % (name, self.label), logger,
                          stopped=lambda: self._closed, backoff=_BACKOFF_FIRST)
             for loop, name in ((self._publisher.writer_loop, "publisher writer"), (self._subscriber.run, "subscriber listener"),
-                               (self._health_loop, "health check"))
+                               (self._health.run, "health check"))
         ]
 
     def wait_started(self, timeout: float) -> bool:
         """Wait until both connections made their first attempt (success or failure)."""
         deadline = _now() + timeout
-        return (self._pub_started.wait(max(0.0, deadline - _now())) is True
+        return (self._health.pinged.wait(max(0.0, deadline - _now())) is True
                 and self._sub_started.wait(max(0.0, deadline - _now())) is True)
 
     def abandon(self) -> None:
@@ -372,7 +266,7 @@ class RedisNode:
         if self._closed:
             return
         self._closed = True
-        self._wake.set()
+        self._health.wake()
         current = gevent.getcurrent()
         gevent.killall([g for g in self._greenlets if g is not current], block=True, timeout=5)
         self._subscriber.disconnect()
@@ -487,24 +381,21 @@ class RedisNode:
 
     def _deliver(self, channel: str, raw: bytes) -> None:
         if channel == self.probe_channel:
-            self._probe_received(raw)
+            self._health.probe_received(raw)
             return
         self._on_message(self, channel, raw)
 
     def _subscriber_ready(self) -> None:
         self._set_subscriber(True, "ready", None)
         self._sub_started.set()
-        if self._name_check_channel and not self._name_checked:
-            self._name_checked = True
-            self._name_check_due = True
-            self._wake.set()
+        self._health.subscriber_ready()
 
     # Health -------------------------------------------------------------------------------
 
     def _set_publisher(self, healthy: bool, event: str, error: Optional[str]) -> None:
         self._check_auth("publisher", healthy, error)
         if healthy == self.publisher_healthy or self._closed:
-            if not healthy and not self._publisher_seen and not self._closed and not self._never_up_logged:
+            if not healthy and not self._health.publisher_seen and not self._closed and not self._never_up_logged:
                 # Never connected: no flip to report, but say why once (wrong password, TLS, ...).
                 self._never_up_logged = True
                 logger.warning("redis %s publisher cannot connect (%s): %s", self.label, event, error)
@@ -517,7 +408,7 @@ class RedisNode:
             logger.info("redis %s publisher healthy (%s)", self.label, event)
         else:
             logger.warning("redis %s publisher unhealthy (%s): %s", self.label, event, error)
-            self._wake.set()
+            self._health.wake()
         self._report("publisher", healthy, event, error)
 
     def _set_subscriber(self, healthy: bool, event: str, error: Optional[str]) -> None:
@@ -529,7 +420,7 @@ class RedisNode:
             logger.info("redis %s subscriber healthy (%s)", self.label, event)
         else:
             logger.warning("redis %s subscriber unhealthy (%s): %s", self.label, event, error)
-            self._wake.set()  # a lost subscriber usually means a lost server: check the publisher now
+            self._health.wake()  # a lost subscriber usually means a lost server: check the publisher now
         self._report("subscriber", healthy, event, error)
 
     def _check_auth(self, conn_type: str, healthy: bool, error: Optional[str]) -> None:
@@ -554,103 +445,6 @@ class RedisNode:
             self._on_health_change(self, conn_type, healthy, event, error)
         except Exception:
             logger.exception("health hook failed")
-
-    def _health_loop(self) -> None:
-        while not (self._closed or self._abandoned):
-            try:
-                self._health_step()
-            except gevent.GreenletExit:
-                raise
-            except Exception:  # supervised: never let health checking stop
-                logger.exception("health check of %s failed; continuing", self.label)
-            if self.publisher_healthy:
-                interval = self.ping_interval if self.force_ping else max(self.ping_interval, 1.0)
-            else:
-                interval = min(self.ping_interval, 0.2 if not self._pub_started.is_set() else 0.25)
-            if self._probe_sent_at is not None:  # wake when the probe is due back
-                interval = max(0.01, min(interval, self._probe_sent_at + self.ping_timeout - _now() + 0.01))
-            if self._wake.wait(interval):
-                self._wake.clear()
-
-    def _health_step(self) -> None:
-        if not self.publisher_healthy or self.force_ping:
-            started = _now()
-            try:
-                self.command("PING", timeout=self.ping_timeout)
-            except (RedisUnavailableError, redis.RedisError) as exc:
-                self._set_publisher(False, "ping", str(exc))
-            else:
-                self.latency = _now() - started
-                self._set_publisher(True, "ping" if self._publisher_seen else "connect", None)
-                self._publisher_seen = True
-            finally:
-                self._pub_started.set()
-        # A read that stalls mid-reply never returns to the listener's own PING check.
-        sent = self._subscriber.ping_sent_at
-        if sent is not None and _now() - sent > self.ping_timeout + 0.5:
-            listener = self._greenlets[1] if len(self._greenlets) > 1 else None
-            if listener is not None and not listener.dead:
-                listener.kill(Stalled("subscriber read stalled"), block=False)
-        if self._name_check_due and self.publisher_healthy and self._name_check_channel:
-            self._name_check_due = False
-            try:
-                reply = self.command("PUBSUB", "NUMSUB", self._name_check_channel, timeout=self.ping_timeout)
-                count = int(reply[1]) if isinstance(reply, list) and len(reply) > 1 else 0
-            except (RedisUnavailableError, redis.RedisError, ValueError) as exc:
-                logger.debug("server name check on %s failed: %s", self.label, exc)
-                return
-            if count > 1 and self._on_name_conflict is not None:
-                self._on_name_conflict(self, count)
-        if self.probe_channel is not None:
-            self._probe_step()
-
-    # Liveness probe -----------------------------------------------------------------------
-
-    def _probe_step(self) -> None:
-        """Send the next probe when one is due, or report the one in flight as missed.
-
-        The probe is published through the publisher and must come back on the subscriber: a
-        subscriber that answers PINGs but is not on the server the publishes go to (or lost its
-        subscriptions there) misses it. A miss marks the subscriber down (event ``probe``) and
-        makes it reconnect (re-resolving a Sentinel primary, re-subscribing every channel).
-        """
-        channel = self.probe_channel
-        assert channel is not None
-        now = _now()
-        if self._probe_sent_at is not None:
-            if now - self._probe_sent_at > self.ping_timeout:
-                self._probe_missed("probe not received within %.1fs" % self.ping_timeout)
-            return
-        if (now < self._probe_due or not (self.publisher_healthy and self.subscriber_healthy)
-                or not self._subscriber.is_subscribed(channel)):
-            return
-        self._probe_seq += 1
-        token = b"%d" % self._probe_seq
-        self._probe_token, self._probe_sent_at = token, now
-        self._probe_due = now + self.ping_interval
-        try:
-            receivers = int(self.command("PUBLISH", channel, token, timeout=self.ping_timeout))
-        except (RedisUnavailableError, redis.RedisError, ValueError) as exc:
-            self._probe_sent_at = None  # the publisher's failure: its own PING reports it
-            logger.debug("probe publish on %s failed: %s", self.label, exc)
-            return
-        if receivers == 0 and self._probe_sent_at is not None and self._subscriber.is_subscribed(channel):
-            self._probe_missed("the probe reached no subscriber (publisher and subscriber on different servers?)")
-
-    def _probe_received(self, raw: bytes) -> None:
-        if self._probe_sent_at is not None and raw == self._probe_token:
-            self.probe_latency = _now() - self._probe_sent_at
-            self._probe_sent_at = None
-
-    def _probe_missed(self, error: str) -> None:
-        self._probe_sent_at = None
-        self.probe_misses += 1
-        if not self.subscriber_healthy:
-            return
-        self._set_subscriber(False, "probe", error)
-        listener = self._greenlets[1] if len(self._greenlets) > 1 else None
-        if listener is not None and not listener.dead:
-            listener.kill(Deaf(error), block=False)
 
 
 __all__ = ["MONKEY_PATCH_HINT", "RedisNode", "SubscribeTicket", "describe_config", "make_client",

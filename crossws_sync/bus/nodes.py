@@ -26,7 +26,8 @@ import gevent
 
 from ..config import SELECTION_STRATEGIES, is_cluster_entry
 from ..errors import ConfigError, RedisUnavailableError
-from .node import MessageHook, RedisConfig, RedisNode, describe_config, require_monkey_patched
+from .node import MessageHook, RedisNode
+from .settings import RedisConfig, describe_config, require_monkey_patched
 from ..results import Result
 
 logger = logging.getLogger("crossws_sync.bus")
