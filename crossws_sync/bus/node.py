@@ -212,6 +212,10 @@ class RedisNode:
         """Round trip of the last publisher PING in seconds (0.0 until measured; ``fastest`` uses it)."""
         return self._health.latency
 
+    @latency.setter
+    def latency(self, value: float) -> None:
+        self._health.latency = value
+
     @property
     def probe_latency(self) -> float:
         """Round trip of the last liveness probe (publisher to own subscriber) in seconds."""
