@@ -6,13 +6,13 @@ Cluster (a ``redis+cluster://`` URL or a ``{"cluster": [...]}`` entry, see
 :class:`~crossws_sync.bus.node.RedisNode` (publish, publish_nowait, command, subscribe tickets,
 unsubscribe, health, close...). Inside:
 
-* the **topology**: ``CLUSTER SLOTS`` of any reachable node (known primaries first, then their
-  replicas, then the seeds), as a slot -> primary table. It is read at start, and again with a
-  short backoff whenever a shard's connection is lost, a publish is redirected (``MOVED``) or a
-  sharded channel is dropped by its shard (``sunsubscribe`` push after a slot migration);
-* one **shard** per primary: a pipelined publisher connection
-  (:class:`~crossws_sync.bus.publisher.Publisher`) sending ``SPUBLISH``, and a sharded subscriber
-  (:class:`~crossws_sync.bus.shards.ShardSubscriber`) sending ``SSUBSCRIBE`` one slot per command;
+* the **topology** (:class:`~crossws_sync.bus.topology.ClusterTopology`): ``CLUSTER SLOTS`` of
+  any reachable node (known primaries first, then their replicas, then the seeds), as a slot ->
+  primary table. It is read at start, and again with a short backoff whenever a shard's
+  connection is lost, a publish is redirected (``MOVED``) or a sharded channel is dropped by its
+  shard (``sunsubscribe`` push after a slot migration);
+* one **shard** per primary (:class:`~crossws_sync.bus.shards.Shard`): a pipelined publisher
+  connection sending ``SPUBLISH``, and a sharded subscriber sending ``SSUBSCRIBE`` one slot per command;
 * **every channel is a shard channel**: its slot (CRC16 of the name, hash tags respected, see
   :mod:`crossws_sync.wire.slots`) names the one shard that carries it, so a message crosses one
   primary and never the cluster bus (plain PUBLISH is forwarded to every node of the cluster);
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 import gevent
@@ -43,20 +42,17 @@ import redis
 from ..config import ClusterConfig, parse_cluster_entry
 from ..errors import RedisUnavailableError
 from ..io.supervisor import supervise
-from ..wire.slots import (Address, Redirect, SlotRange, key_slot, parse_cluster_slots, parse_redirect, slot_owners,
-                          topology_change)
-from .connection import RedisConnection, RedisSettings, settings_from
+from ..wire.slots import Address, SlotRange, parse_redirect, topology_change
+from .connection import RedisSettings, settings_from
 from .node import NODE_COUNTS
-from .publisher import Command, NoWaitCommand, Publisher
 from .placement import ChannelPlacement
 from .settings import is_auth_error, make_client, require_monkey_patched
-from .shards import ShardSubscriber
+from .shards import Shard
 from .subscriber import SubscribeTicket
+from .topology import MAX_REDIRECTS, ClusterTopology, address_label
 
 logger = logging.getLogger("crossws_sync.nodes")
 
-#: Redirections followed for one command before giving up.
-MAX_REDIRECTS = 3
 _REFRESH_FIRST = 0.05
 _REFRESH_MAX = 0.5
 #: Shortest time between two topology reads (CLUSTER SLOTS on a fresh connection).
@@ -65,58 +61,6 @@ _REFRESH_GAP = 0.1
 
 def _now() -> float:
     return time.monotonic()
-
-
-def _label(address: Address) -> str:
-    return "%s:%d" % address
-
-
-class Shard:
-    """One primary: its publisher connection and its sharded subscriber."""
-
-    def __init__(self, node: "ClusterNode", address: Address, settings: RedisSettings) -> None:
-        self.address = address
-        self.label = _label(address)
-        self.settings = settings
-        self.closed = False
-        self.publisher_up = False
-        self.latency = 0.0
-        self.publisher = Publisher(lambda: RedisConnection.open(settings), label=self.label,
-                                   on_down=lambda event, error: node._shard_publisher_down(self, error),
-                                   command_timeout=node.command_timeout)
-        sub_settings = settings.replace_timeout(node.command_timeout)
-        self.subscriber = ShardSubscriber(
-            lambda: RedisConnection.open(sub_settings), label=self.label,
-            on_message=lambda channel, raw: node._on_message(node, channel, raw),
-            on_moved=lambda channels, reason, error: node._channels_moved(self, channels, reason, error),
-            on_refused=lambda channels, error: node._channels_refused(self, channels, error),
-            on_state=lambda up, error: node._shard_subscriber_state(self, up, error),
-            on_change=node._subscriptions_changed,
-            closed=lambda: node.closed or node.abandoned,
-            ping_interval=node.ping_interval, ping_timeout=node.ping_timeout, force_ping=node.force_ping)
-        self.greenlets = [
-            gevent.spawn(supervise, loop, "%s of redis shard %s" % (name, self.label), logger,
-                         stopped=lambda: node.closed or self.closed, backoff=0.05)
-            for loop, name in ((self.publisher.writer_loop, "publisher writer"),
-                               (self.subscriber.run, "sharded subscriber"))]
-
-    def command(self, args: Tuple[Any, ...], timeout: float) -> Any:
-        """One command on this primary's publisher connection (pipelined)."""
-        command = Command(args)
-        self.publisher.submit(command)
-        try:
-            return command.result.get(timeout=timeout)
-        except gevent.Timeout:
-            command.cancelled = True
-            raise RedisUnavailableError("redis shard %s did not answer %s within %.1fs"
-                                        % (self.label, args[0], timeout)) from None
-
-    def close(self) -> None:
-        self.closed = True
-        self.subscriber.stop()
-        self.publisher.close()
-        current = gevent.getcurrent()
-        gevent.killall([g for g in self.greenlets if g is not current], block=False)
 
 
 class ClusterNode:
@@ -180,12 +124,14 @@ class ClusterNode:
         self.counts: Dict[str, int] = dict.fromkeys(NODE_COUNTS, 0)
         self._eligible_at = 0.0
         self._grace_on_heal = False
-        self._ranges: List[SlotRange] = []
-        self._owners: List[Optional[Address]] = []
-        self._shards: Dict[Address, Shard] = {}
+        #: The slot table and the shard of each primary (commands routed by key, MOVED / ASK followed).
+        self.topology = ClusterTopology(
+            label=self.label, seeds=self.cluster.seeds, settings=self.settings, command_timeout=self.command_timeout,
+            make_shard=self._make_shard, on_stale=self._mark_stale, on_slot_moved=self._slot_moved,
+            closed=lambda: self.closed, stats=self.stats)
+        self._shards = self.topology.shards
         self._placement = ChannelPlacement(
-            owner=lambda slot: self._owners[slot] if self._owners else None, shard_at=self._shard_at,
-            shard=self._shards.get, stats=self.stats)
+            owner=self.topology.owner, shard_at=self.topology.shard_at, shard=self._shards.get, stats=self.stats)
         self._stale = True
         self._wake = Event()
         self._started = Event()
@@ -201,7 +147,7 @@ class ClusterNode:
     @property
     def label(self) -> str:
         """``cluster(h1:7000,h2:7001)`` from the seeds (never the password)."""
-        return "cluster(%s)" % ",".join(_label(seed) for seed in self.cluster.seeds)
+        return "cluster(%s)" % ",".join(address_label(seed) for seed in self.cluster.seeds)
 
     @property
     def eligible(self) -> bool:
@@ -213,15 +159,11 @@ class ClusterNode:
     @property
     def shards(self) -> Dict[str, List[Tuple[int, int]]]:
         """``{"host:port": [(first slot, last slot), ...]}`` of the current primaries."""
-        result: Dict[str, List[Tuple[int, int]]] = {}
-        for start, end, primary, _ in self._ranges:
-            result.setdefault(_label(primary), []).append((start, end))
-        return result
+        return self.topology.layout
 
     def owner_of(self, name: str) -> Optional[str]:
         """``host:port`` of the primary serving ``name``'s slot (``None``: unknown)."""
-        address = self._owners[key_slot(name)] if self._owners else None
-        return _label(address) if address else None
+        return self.topology.owner_of(name)
 
     # Lifecycle ----------------------------------------------------------------------------
 
@@ -275,33 +217,7 @@ class ClusterNode:
         Raises:
             RedisUnavailableError: closed, or no known primary serves the slot.
         """
-        shard = self._shard_for(channel)
-
-        def failed(error: BaseException) -> None:
-            # Runs in an I/O greenlet or the hub: never block here.
-            redirect = parse_redirect(str(error), shard.address[0]) if isinstance(error, redis.ResponseError) else None
-            if redirect is not None and redirects < MAX_REDIRECTS:
-                gevent.spawn(self._redirected_nowait, redirect, channel, raw, fallback, redirects + 1)
-                return
-            if not isinstance(error, redis.ResponseError):
-                self._mark_stale()
-            fallback(error if isinstance(error, RedisUnavailableError)
-                     else RedisUnavailableError("redis shard %s: %s" % (shard.label, error)))
-
-        shard.publisher.submit(NoWaitCommand(("SPUBLISH", channel, raw), failed))
-
-    def _redirected_nowait(self, redirect: Redirect, channel: str, raw: bytes,
-                           fallback: Callable[[BaseException], None], redirects: int) -> None:
-        self._follow(redirect)
-        try:
-            if redirect.kind == "ASK":
-                target = self._shard_at(redirect.address)
-                target.publisher.submit(NoWaitCommand(("ASKING",), lambda error: None))
-                target.publisher.submit(NoWaitCommand(("SPUBLISH", channel, raw), fallback))
-            else:
-                self.publish_nowait(channel, raw, fallback, redirects)
-        except RedisUnavailableError as exc:
-            fallback(exc)
+        self.topology.publish_nowait(channel, raw, fallback, redirects)
 
     # Commands -----------------------------------------------------------------------------
 
@@ -329,24 +245,7 @@ class ClusterNode:
             redis.ResponseError: Redis answered with another error.
         """
         wait = timeout if timeout is not None else 2 * self.command_timeout + 0.5
-        asking = False
-        shard = self._shard_for(key)
-        for _ in range(MAX_REDIRECTS + 1):
-            try:
-                if asking:
-                    shard.publisher.submit(NoWaitCommand(("ASKING",), lambda error: None))
-                return shard.command(args, wait)
-            except RedisUnavailableError:
-                self._mark_stale()
-                raise
-            except redis.ResponseError as exc:
-                redirect = parse_redirect(str(exc), shard.address[0])
-                if redirect is None:
-                    raise
-                self._follow(redirect)
-                asking = redirect.kind == "ASK"
-                shard = self._shard_at(redirect.address) if asking else self._shard_for(key)
-        raise RedisUnavailableError("redis cluster %s: too many redirections for %s" % (self.label, args[0]))
+        return self.topology.command_for_key(key, *args, timeout=wait)
 
     # Subscribing --------------------------------------------------------------------------
 
@@ -382,32 +281,18 @@ class ClusterNode:
 
     # Internals: placement -----------------------------------------------------------------
 
-    def _shard_for(self, name: str) -> Shard:
-        if self.closed:
-            raise RedisUnavailableError("redis cluster %s closed" % self.label)
-        address = self._owners[key_slot(name)] if self._owners else None
-        if address is None:
-            self._mark_stale()
-            raise RedisUnavailableError("redis cluster %s: no primary known for the slot of %r" % (self.label, name))
-        return self._shard_at(address)
+    def _make_shard(self, address: Address, settings: RedisSettings) -> Shard:
+        return Shard(address, settings, command_timeout=self.command_timeout, ping_interval=self.ping_interval,
+                     ping_timeout=self.ping_timeout, force_ping=self.force_ping,
+                     on_publisher_down=self._shard_publisher_down,
+                     on_message=lambda channel, raw: self._on_message(self, channel, raw),
+                     on_moved=self._channels_moved, on_refused=self._channels_refused,
+                     on_state=self._shard_subscriber_state, on_change=self._subscriptions_changed,
+                     closed=lambda: self.closed, stopped=lambda: self.closed or self.abandoned)
 
-    def _shard_at(self, address: Address) -> Shard:
-        shard = self._shards.get(address)
-        if shard is None:
-            if self.closed:
-                raise RedisUnavailableError("redis cluster %s closed" % self.label)
-            shard = self._shards[address] = Shard(self, address, replace(self.settings, host=address[0],
-                                                                         port=address[1]))
-        return shard
-
-    def _follow(self, redirect: Redirect) -> None:
-        """A MOVED names the slot's new primary: take it at once, refresh the rest in the background."""
-        self.stats["ask" if redirect.kind == "ASK" else "moved"] += 1
-        if redirect.kind == "MOVED" and self._owners:
-            self._owners[redirect.slot] = redirect.address
-            self._placement.place_slot(redirect.slot)
-            self._update_subscriber_health("slot_moved")
-        self._mark_stale()
+    def _slot_moved(self, slot: int) -> None:
+        self._placement.place_slot(slot)
+        self._update_subscriber_health("slot_moved")
 
     def _channels_moved(self, shard: Shard, channels: List[str], reason: str, error: Optional[str]) -> None:
         logger.info("redis shard %s no longer serves %d wanted channel(s) (%s); refreshing the topology",
@@ -416,7 +301,7 @@ class ClusterNode:
         self._placement.moved(shard.address, channels)  # released here; placed again by the refresh
         shard.subscriber.release(channels, unsubscribe=False)
         if redirect is not None:
-            self._follow(redirect)
+            self.topology.follow(redirect)
             self._placement.place(channels)
         self._mark_stale()
         self._update_subscriber_health("slot_moved")
@@ -444,7 +329,7 @@ class ClusterNode:
         last_refresh = 0.0
         while not (self.closed or self.abandoned):
             # Every failed publish asks for a refresh: at most one per _REFRESH_GAP, whatever the load.
-            if (self._stale or not self._owners) and _now() - last_refresh >= _REFRESH_GAP:
+            if (self._stale or not self.topology.owners) and _now() - last_refresh >= _REFRESH_GAP:
                 last_refresh = _now()
                 delay = _REFRESH_FIRST if self._refresh() else min(delay * 2, _REFRESH_MAX)
             if _now() >= next_ping or self._degraded():
@@ -463,113 +348,60 @@ class ClusterNode:
 
     def _degraded(self) -> bool:
         """No topology, a shard down, or a wanted channel without a home."""
-        return (not self._owners or any(not s.publisher_up or not s.subscriber.connected for s in self._shards.values())
+        return (not self.topology.owners or any(not s.publisher_up or not s.subscriber.connected for s in self._shards.values())
                 or self._placement.homeless > 0)
-
-    def _candidates(self) -> List[Address]:
-        live = [s.address for s in self._shards.values() if s.publisher_up]
-        others = [s.address for s in self._shards.values() if not s.publisher_up]
-        replicas = [r for rng in self._ranges for r in rng.replicas]
-        seen: Set[Address] = set()
-        ordered = []
-        for address in live + replicas + others + list(self.cluster.seeds):
-            if address not in seen:
-                seen.add(address)
-                ordered.append(address)
-        return ordered
-
-    def _read_slots(self, address: Address) -> List[SlotRange]:
-        settings = replace(self.settings, host=address[0], port=address[1],
-                           connect_timeout=min(self.settings.connect_timeout or 1.0, 1.0),
-                           timeout=min(self.command_timeout, 1.0))
-        conn = RedisConnection.open(settings)
-        try:
-            conn.sendall(b"*2\r\n$7\r\nCLUSTER\r\n$5\r\nSLOTS\r\n")
-            reply = conn.next(settings.timeout)
-        finally:
-            conn.close()
-        if isinstance(reply, redis.ResponseError):
-            raise reply
-        ranges = parse_cluster_slots(reply, address[0])
-        if not ranges:
-            raise ValueError("no slot is served")
-        return ranges
 
     def _refresh(self) -> bool:
         """Read the topology from the first node that answers; apply it if it changed."""
         self.stats["topology_refreshes"] += 1
-        errors = []
-        for address in self._candidates():
-            if self.closed:
-                return False
-            try:
-                ranges = self._read_slots(address)
-            except (redis.RedisError, OSError, ValueError) as exc:
-                errors.append("%s: %s" % (_label(address), exc))
-                if is_auth_error(str(exc)):
-                    self._auth(False, str(exc))
-                continue
+        ranges, errors = self.topology.read(
+            on_error=lambda error: self._auth(False, error) if is_auth_error(error) else None)
+        if ranges is not None:
             self._auth(True, None)
             self._stale = False
             self._apply(ranges)
             return True
-        if not self._owners:
+        if not self.topology.owners and not self.closed:
             logger.warning("redis cluster %s: no node answered CLUSTER SLOTS (%s)", self.label, "; ".join(errors))
             self._set_publisher(False, "topology", "; ".join(errors) or "no node")
         return False
 
     def _apply(self, ranges: List[SlotRange]) -> None:
-        if ranges == self._ranges:
+        if ranges == self.topology.ranges:
             return
-        old_ranges, old_owners = self._ranges, self._owners
-        self._ranges, self._owners = ranges, slot_owners(ranges)
+        first = not self.topology.ranges
+        old_owners = self.topology.update(ranges)  # a shard for every new primary
         primaries = {rng.primary for rng in ranges}
-        first = not old_ranges
         self.stats["topology_changes"] += 0 if first else 1  # replicas included
-        for address in primaries:
-            self._shard_at(address)
         self._placement.place(sorted(self._placement.wanted))
         self._update_subscriber_health("topology")
-        for address in [a for a in self._shards if a not in primaries]:
-            shard = self._shards.pop(address)
-            self._placement.forget_shard(address, shard.subscriber.assigned)
+        for shard in self.topology.drop_shards(keep=primaries):
+            self._placement.forget_shard(shard.address, shard.subscriber.assigned)
             shard.close()
         if first:
             logger.info("redis cluster %s: %d shard(s)", self.label, len(primaries))
-            self._event("cluster_topology", shards=sorted(_label(p) for p in primaries))
+            self._event("cluster_topology", shards=sorted(address_label(p) for p in primaries))
             return
-        change = topology_change(old_owners, self._owners)
+        change = topology_change(old_owners, self.topology.owners)
         if not change.changed:
             return  # replicas only
         # As for a recovered node: peers re-home their channels on their own refresh; give them
         # recovery_grace before the outage buffers flush through this node (see ``eligible``).
         self._eligible_at = _now() + self.recovery_grace
         for gone, successors in sorted(change.replaced.items()):
-            new_primary = ", ".join(_label(a) for a in successors) or "none"
+            new_primary = ", ".join(address_label(a) for a in successors) or "none"
             self.stats["failovers"] += 1
-            logger.warning("redis cluster %s: primary %s replaced by %s", self.label, _label(gone), new_primary)
-            self._event("cluster_failover", shard=_label(gone), new_primary=new_primary)
+            logger.warning("redis cluster %s: primary %s replaced by %s", self.label, address_label(gone), new_primary)
+            self._event("cluster_failover", shard=address_label(gone), new_primary=new_primary)
         if change.moved:
             logger.info("redis cluster %s: %d slot(s) changed primary", self.label, change.moved)
             self._event("cluster_slots_moved", slots=change.moved)
 
     def _ping_shards(self) -> None:
-        shards = list(self._shards.values())
-
-        def ping(shard: Shard) -> None:
-            started = _now()
-            try:
-                shard.command(("PING",), self.ping_timeout)
-            except (RedisUnavailableError, redis.RedisError) as exc:
-                self._shard_publisher_down(shard, str(exc))
-                return
-            shard.latency = _now() - started
-            shard.publisher_up = True
-            self._update_publisher_health("ping")
-
-        gevent.joinall([gevent.spawn(ping, shard) for shard in shards], timeout=self.ping_timeout + 0.5)
-        if shards:
-            self.latency = max(s.latency for s in shards)
+        latency = self.topology.ping_shards(self.ping_timeout, on_down=self._shard_publisher_down,
+                                             on_up=lambda: self._update_publisher_health("ping"))
+        if latency is not None:
+            self.latency = latency
 
     def _check_name(self) -> None:
         channel = self._name_check_channel
@@ -606,7 +438,7 @@ class ClusterNode:
         self._placement.notify()
 
     def _update_publisher_health(self, event: str, error: Optional[str] = None) -> None:
-        healthy = bool(self._owners) and any(s.publisher_up for s in self._shards.values())
+        healthy = bool(self.topology.owners) and any(s.publisher_up for s in self._shards.values())
         self._set_publisher(healthy, event, error)
 
     def _update_subscriber_health(self, event: str, error: Optional[str] = None) -> None:
@@ -615,7 +447,7 @@ class ClusterNode:
         owner. A new channel still waiting for its confirmation does not make it flap (as for
         :class:`RedisNode`)."""
         shards = list(self._shards.values())
-        down = (not self._owners or not shards or not all(s.subscriber.connected for s in shards)
+        down = (not self.topology.owners or not shards or not all(s.subscriber.connected for s in shards)
                 or self._placement.homeless > 0)
         if self.subscriber_healthy:
             if down:

@@ -35,7 +35,8 @@ from .publisher import CallbackCommand, NoWaitCommand
 from .replication import Confirmations, wait_timeout
 
 if TYPE_CHECKING:
-    from .cluster import ClusterNode, Shard
+    from .cluster import ClusterNode
+    from .shards import Shard
 
 logger = logging.getLogger("crossws_sync.bus")
 
@@ -104,7 +105,7 @@ class ClusterHistoryStore(StoreBase):
             return
         stream, on_lost = job[0], job[4]
         try:
-            shard = self.node._shard_for(self.stream_key(stream))
+            shard = self.node.topology.shard_for(self.stream_key(stream))
         except RedisUnavailableError as exc:
             on_lost(exc)
             return
@@ -189,8 +190,8 @@ class ClusterHistoryStore(StoreBase):
                 redirect = parse_redirect(error) if error else None
                 if redirect is not None:
                     self.stats["redirects"] += 1
-                    self.node._follow(redirect)
-                shard = self.node._shard_for(self.stream_key(stream))
+                    self.node.topology.follow(redirect)
+                shard = self.node.topology.shard_for(self.stream_key(stream))
                 script = self._scripts.get(shard.address) or self._load(shard)
             except (RedisUnavailableError, redis.RedisError) as exc:
                 self.stats["append_failures"] += 1
@@ -208,7 +209,7 @@ class ClusterHistoryStore(StoreBase):
         redirect = parse_redirect(error, shard.address[0])
         if redirect is not None:
             self.stats["redirects"] += 1
-            self.node._follow(redirect)
+            self.node.topology.follow(redirect)
 
     def _eval_args(self, sha: str, stream: str, mode: str, raw: bytes = b"", index: int = 1,
                    channel: str = "", message_id: str = "", again: bool = False) -> Tuple[Any, ...]:
@@ -238,7 +239,7 @@ class ClusterHistoryStore(StoreBase):
         key = self.stream_key(stream)
         error = ""
         for _ in range(_ATTEMPTS):
-            shard = self.node._shard_for(key)
+            shard = self.node.topology.shard_for(key)
             script = self._scripts.get(shard.address) or self._load(shard)
             try:
                 reply = shard.command(self._eval_args(script[1], stream, "t"), self._timeout)
@@ -273,7 +274,7 @@ class ClusterHistoryStore(StoreBase):
         if self._closed:
             return
         try:
-            shard = self.node._shard_for(key)
+            shard = self.node.topology.shard_for(key)
         except RedisUnavailableError as exc:
             logger.debug("history command %s not sent: %s", args[0], exc)
             return

@@ -1,4 +1,5 @@
-"""The sharded-subscriber connection of one Redis Cluster primary: SSUBSCRIBE, per slot.
+"""One Redis Cluster primary's connections: a :class:`Shard` is its pipelined publisher and its
+sharded subscriber (SSUBSCRIBE, per slot).
 
 A :class:`ShardSubscriber` holds the channels its :class:`~crossws_sync.bus.cluster.ClusterNode`
 *assigned* to one shard primary (the channels whose slot that primary serves). On every
@@ -30,8 +31,11 @@ from hiredis import pack_command
 
 import redis
 
-from ..wire.slots import group_by_slot
-from .connection import TIMED_OUT, RedisConnection
+from ..errors import RedisUnavailableError
+from ..io.supervisor import supervise
+from ..wire.slots import Address, group_by_slot
+from .connection import TIMED_OUT, RedisConnection, RedisSettings
+from .publisher import Command, Publisher
 from .subscriber import Stalled
 
 logger = logging.getLogger("crossws_sync.nodes")
@@ -311,4 +315,75 @@ class ShardSubscriber:
                     return
 
 
-__all__ = ["ShardSubscriber"]
+class Shard:
+    """One primary: its publisher connection (``SPUBLISH``, commands) and its sharded subscriber.
+
+    Args:
+        address: the primary's address.
+        settings: how to reach it.
+        command_timeout, ping_interval, ping_timeout, force_ping: as for the cluster node.
+        on_publisher_down: ``(shard, error)`` when the publisher connection fails.
+        on_message, on_change: as for :class:`ShardSubscriber`.
+        on_moved, on_refused, on_state: as for :class:`ShardSubscriber`, with the shard first.
+        closed: the cluster node is closed: the shard's greenlets stop.
+        stopped: the cluster node is closed or abandoned (a forked child): the subscriber stops.
+    """
+
+    def __init__(self, address: Address, settings: RedisSettings, *, command_timeout: float,
+                 ping_interval: float, ping_timeout: float, force_ping: bool,
+                 on_publisher_down: Callable[["Shard", str], None], on_message: Callable[[str, bytes], None],
+                 on_moved: Callable[["Shard", List[str], str, Optional[str]], None],
+                 on_refused: Callable[["Shard", List[str], str], None],
+                 on_state: Callable[["Shard", bool, Optional[str]], None], on_change: Callable[[], None],
+                 closed: Callable[[], bool], stopped: Callable[[], bool]) -> None:
+        self.address = address
+        self.label = "%s:%d" % address
+        self.settings = settings
+        self.closed = False
+        self.publisher_up = False
+        self.latency = 0.0
+        self.publisher = Publisher(lambda: RedisConnection.open(settings), label=self.label,
+                                   on_down=lambda event, error: on_publisher_down(self, error),
+                                   command_timeout=command_timeout)
+        sub_settings = settings.replace_timeout(command_timeout)
+        self.subscriber = ShardSubscriber(
+            lambda: RedisConnection.open(sub_settings), label=self.label,
+            on_message=on_message,
+            on_moved=lambda channels, reason, error: on_moved(self, channels, reason, error),
+            on_refused=lambda channels, error: on_refused(self, channels, error),
+            on_state=lambda up, error: on_state(self, up, error),
+            on_change=on_change,
+            closed=stopped,
+            ping_interval=ping_interval, ping_timeout=ping_timeout, force_ping=force_ping)
+        self.greenlets = [
+            gevent.spawn(supervise, loop, "%s of redis shard %s" % (name, self.label), logger,
+                         stopped=lambda: closed() or self.closed, backoff=0.05)
+            for loop, name in ((self.publisher.writer_loop, "publisher writer"),
+                               (self.subscriber.run, "sharded subscriber"))]
+
+    def command(self, args: Tuple[Any, ...], timeout: float) -> Any:
+        """One command on this primary's publisher connection (pipelined).
+
+        Raises:
+            RedisUnavailableError: not answered within ``timeout`` or the connection failed.
+            redis.ResponseError: Redis answered with an error.
+        """
+        command = Command(args)
+        self.publisher.submit(command)
+        try:
+            return command.result.get(timeout=timeout)
+        except gevent.Timeout:
+            command.cancelled = True
+            raise RedisUnavailableError("redis shard %s did not answer %s within %.1fs"
+                                        % (self.label, args[0], timeout)) from None
+
+    def close(self) -> None:
+        """Stop the subscriber and the publisher and kill the shard's greenlets (without waiting)."""
+        self.closed = True
+        self.subscriber.stop()
+        self.publisher.close()
+        current = gevent.getcurrent()
+        gevent.killall([g for g in self.greenlets if g is not current], block=False)
+
+
+__all__ = ["Shard", "ShardSubscriber"]
