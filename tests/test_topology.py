@@ -77,12 +77,17 @@ def test_no_owner_known_refuses_and_asks_for_a_refresh():
     assert events["stale"] == 1
 
 
-def test_moved_is_taken_into_the_table_and_the_command_retried_on_the_new_owner():
-    slot = key_slot("k")
+def routed():
+    """A topology of two halves; the slot of key ``k`` and its owner; the fake shards' replies."""
     replies = {}
     topology, events = make(replies)
     topology.update(halves())
-    first = topology.owner(slot)
+    slot = key_slot("k")
+    return topology, events, replies, slot, topology.owner(slot)
+
+
+def test_moved_is_taken_into_the_table_and_the_command_retried_on_the_new_owner():
+    topology, events, replies, slot, first = routed()
     other = B if first == A else A
     replies[first].append(redis.ResponseError("MOVED %d %s:%d" % ((slot,) + other)))
     replies[other].append(b"OK")
@@ -92,11 +97,7 @@ def test_moved_is_taken_into_the_table_and_the_command_retried_on_the_new_owner(
 
 
 def test_ask_sends_asking_once_to_the_target_and_leaves_the_table():
-    slot = key_slot("k")
-    replies = {}
-    topology, events = make(replies)
-    topology.update(halves())
-    first = topology.owner(slot)
+    topology, events, replies, slot, first = routed()
     replies[first].append(redis.ResponseError("ASK %d %s:%d" % ((slot,) + C)))
     replies.setdefault(C, []).append(b"OK")
     assert topology.command_for_key("k", "GET", "k", timeout=1.0) == b"OK"
@@ -105,11 +106,7 @@ def test_ask_sends_asking_once_to_the_target_and_leaves_the_table():
 
 
 def test_redirections_are_bounded_and_other_errors_pass_through():
-    slot = key_slot("k")
-    replies = {}
-    topology, _ = make(replies)
-    topology.update(halves())
-    first = topology.owner(slot)
+    topology, _, replies, slot, first = routed()
     replies[first].extend([redis.ResponseError("ASK %d %s:%d" % ((slot,) + first))] * (MAX_REDIRECTS + 1))
     with pytest.raises(RedisUnavailableError, match="too many redirections"):
         topology.command_for_key("k", "GET", "k", timeout=1.0)
