@@ -73,11 +73,12 @@ WORKLOADS: Dict[str, Dict[str, Any]] = {
     # crossws_limit); interval is the survivors' mean think time in ms.
     "W8": {"title": "3 nodes, 5,000 clients of node 0 reconnect to nodes 1-2 after its SIGTERM", "nodes": 3,
            "params": {"victims": 5000, "survivors": 400, "interval": 100, "before": 5, "budget": 180,
-                      "connectTimeout": 120, "retry_window": 10, "accept_rate": 250, "accept_burst": 250},
+                      "connectTimeout": 150, "deadline": 420, "retry_window": 10, "accept_rate": 100, "accept_burst": 100},
            "quick": {"victims": 300, "survivors": 20, "before": 1, "budget": 60, "retry_window": 2,
                      "accept_rate": 60, "accept_burst": 20},
            "metrics": ["recovery_s", "back_p50_s", "attempts", "refused", "refused_503", "p50_before_ms",
-                       "p99_before_ms", "p50_storm_ms", "p99_storm_ms", "survivor_cpu_before_pct",
+                       "p99_before_ms", "p50_storm_ms", "p99_storm_ms", "p99_worst_second_ms",
+                       "gen_loop_delay_max_ms", "survivor_cpu_before_pct",
                        "survivor_cpu_storm_pct"]},
 }
 
@@ -94,8 +95,8 @@ def crossws_storm_args(params: Dict[str, Any]) -> List[str]:
 
 def crossws_limit_args(params: Dict[str, Any]) -> List[str]:
     """The same plus the accept-rate limit (503 + Retry-After beyond it)."""
-    return crossws_storm_args(params) + ["--max-accept-rate", str(params.get("accept_rate", 250)),
-                                         "--accept-burst", str(params.get("accept_burst", 250))]
+    return crossws_storm_args(params) + ["--max-accept-rate", str(params.get("accept_rate", 100)),
+                                         "--accept-burst", str(params.get("accept_burst", 100))]
 
 #: Systems under test: how to start one node, which protocol the generator speaks, which workloads apply.
 SYSTEMS: Dict[str, Dict[str, Any]] = {

@@ -19,6 +19,7 @@
 const WebSocket = require('ws');
 const { io } = require('socket.io-client');
 const readline = require('readline');
+const { monitorEventLoopDelay } = require('perf_hooks');
 
 // ---------------------------------------------------------------- arguments
 function parseArgs(argv) {
@@ -787,7 +788,9 @@ async function W8() {
   const survivors = await openClients(sSpecs);
   const vSpecs = [];
   for (let i = 0; i < P.victims; i++) vSpecs.push({ url: URLS[0], query: { id: 'v' + i } });
+  const tSetup = now();
   const victimClients = await openClients(vSpecs);
+  const setupS = (now() - tSetup) / 1000;  // P.connectConcurrency upgrades + echo in flight: node 0's upgrade rate
 
   // survivors' closed loop: latencies stored with their send time, classified at the end
   const sentAt = [];
@@ -897,7 +900,11 @@ async function W8() {
   await sleep(P.before * 1000);
   out({ type: 'phase', phase: 'window_end', window: 'before' });
 
-  // the storm: the runner stops the victim node; t0 is when we asked
+  // the storm: the runner stops the victim node; t0 is when we asked. The generator's own event
+  // loop delay is sampled meanwhile: a survivor's latency includes it (thousands of timers of
+  // the original's fixed schedule fire in the same millisecond here, not on 5,000 machines)
+  const loopDelay = monitorEventLoopDelay({ resolution: 5 });
+  loopDelay.enable();
   measureStart();
   t0 = now();
   out({ type: 'kill', node: 0 });
@@ -908,6 +915,7 @@ async function W8() {
   const how = await Promise.race([allBack.then(() => 'all'), budget]);
   const tEnd = now();
   const cpu = measureEnd();
+  loopDelay.disable();
   stopped = true;
   running = false;
   for (const timer of pendingTimers) clearTimeout(timer);
@@ -937,6 +945,7 @@ async function W8() {
     if (sec >= 0 && sec < perSecond.length) perSecond[sec].push(latency[j]);
   }
   perSecond.forEach((samples, sec) => { timeline[sec].calls = samples.length; timeline[sec].p99_ms = latencyStats(samples).p99_ms; });
+  const fullSeconds = timeline.filter((row) => row.calls >= 100 && row.p99_ms !== null);
 
   backAt.sort((x, y) => x - y);
   const refused = counts.refused_503 + counts.refused_conn + counts.failed_other;
@@ -954,8 +963,11 @@ async function W8() {
     close_codes: counts.close_codes,
     p50_before_ms: b.p50_ms, p99_before_ms: b.p99_ms, calls_before: b.samples,
     p50_storm_ms: st.p50_ms, p99_storm_ms: st.p99_ms, calls_storm: st.samples,
+    p99_worst_second_ms: fullSeconds.length ? Math.max(...fullSeconds.map((row) => row.p99_ms)) : null,
+    gen_loop_delay_p99_ms: loopDelay.percentile(99) / 1e6, gen_loop_delay_max_ms: loopDelay.max / 1e6,
     survivor_errors: survivorErrors, survivor_disconnected: survivorDisconnected,
-    kill_ack_ms: killAckMs, setup_refusals: setupRefusals, timeline,
+    kill_ack_ms: killAckMs, setup_refusals: setupRefusals, setup_victims_s: setupS,
+    setup_upgrades_per_s: holders.length / setupS, timeline,
   };
   if (how !== 'all') result.error = counts.back + '/' + holders.length + ' victims back within the budget of ' + P.budget + ' s';
   return Object.assign(result, cpu);
