@@ -78,7 +78,7 @@ WORKLOADS: Dict[str, Dict[str, Any]] = {
                      "accept_rate": 60, "accept_burst": 20},
            "metrics": ["recovery_s", "back_p50_s", "attempts", "refused", "refused_503", "p50_before_ms",
                        "p99_before_ms", "p50_storm_ms", "p99_storm_ms", "p99_worst_second_ms",
-                       "gen_loop_delay_max_ms", "survivor_cpu_before_pct",
+                       "gen_loop_delay_max_ms", "survivors_loop_delay_max_ms", "survivor_cpu_before_pct",
                        "survivor_cpu_storm_pct"]},
 }
 
@@ -405,6 +405,12 @@ def run_once(system: str, workload: str, params: Dict[str, Any], log_dir: str) -
                 windows[msg["window"]].begin()
             elif kind == "phase" and msg.get("phase") == "window_end" and msg.get("window") in windows:
                 run["window_" + msg["window"]] = windows[msg["window"]].end()
+            elif kind == "pid":  # a helper process of the generator (W8's survivors): measured too
+                pids[msg["name"]] = int(msg["pid"])
+                try:
+                    cpu.handles[msg["name"]] = psutil.Process(int(msg["pid"]))
+                except psutil.NoSuchProcess:
+                    pass
             elif kind == "kill":
                 # W8: stop a node the way its system stops (crossws: graceful, closes with its
                 # shutdown code; the original exits on SIGTERM), then tell the generator

@@ -91,7 +91,7 @@ def test_quick_reconnect_storm_w8_brings_every_client_back(tmp_path) -> None:
         assert sum(row["back"] for row in run["timeline"]) == victims
         assert run["calls_before"] > 0 and run["calls_storm"] > 0
         assert run["survivor_errors"] == 0 and run["survivor_disconnected"] == 0
-        assert set(run["cpu_pct"]) == {"gen", "n0", "n1", "n2", "redis"}
+        assert set(run["cpu_pct"]) == {"gen", "gen_s", "n0", "n1", "n2", "redis"}
         assert run["survivor_cpu_storm_pct"] is not None
     assert runs["crossws"]["refused_503"] == 0  # no limit, nothing refused
     assert runs["crossws_limit"]["refused_503"] > 0  # 60 upgrades/s, burst 20, for 300 in ~2 s

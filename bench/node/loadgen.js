@@ -20,6 +20,7 @@ const WebSocket = require('ws');
 const { io } = require('socket.io-client');
 const readline = require('readline');
 const { monitorEventLoopDelay } = require('perf_hooks');
+const { fork } = require('child_process');
 
 // ---------------------------------------------------------------- arguments
 function parseArgs(argv) {
@@ -782,36 +783,26 @@ async function W8() {
   const attemptTimeoutMs = (P.attemptTimeout || 10) * 1000;
   const stdin = stdinLines();
 
-  // survivors first, then the victims (each proved by one echo)
-  const sSpecs = [];
-  for (let k = 0; k < P.survivors; k++) sSpecs.push({ url: survivorUrls[k % survivorUrls.length], query: { id: 's' + k } });
-  const survivors = await openClients(sSpecs);
+  // survivors first (their own process), then the victims (each proved by one echo)
+  const child = fork(__filename, process.argv.slice(2).concat(['--role', 'survivors']),
+    { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+  const fromChild = [];
+  let childWaiter = null;
+  child.on('message', (m) => { if (childWaiter) { const w = childWaiter; childWaiter = null; w(m); } else fromChild.push(m); });
+  child.on('exit', () => { if (childWaiter) { const w = childWaiter; childWaiter = null; w(null); } });
+  const childMessage = (timeoutMs) => new Promise((resolve) => {
+    if (fromChild.length) { resolve(fromChild.shift()); return; }
+    childWaiter = resolve;
+    setTimeout(() => { if (childWaiter === resolve) { childWaiter = null; resolve(null); } }, timeoutMs);
+  });
+  const ready = await childMessage(P.connectTimeout * 1000 + 5000);
+  if (!ready || ready.type !== 'ready') { child.kill(); throw new Error('survivors: ' + (ready && ready.error || 'not ready')); }
+  out({ type: 'pid', name: 'gen_s', pid: child.pid });
   const vSpecs = [];
   for (let i = 0; i < P.victims; i++) vSpecs.push({ url: URLS[0], query: { id: 'v' + i } });
   const tSetup = now();
   const victimClients = await openClients(vSpecs);
   const setupS = (now() - tSetup) / 1000;  // P.connectConcurrency upgrades + echo in flight: node 0's upgrade rate
-
-  // survivors' closed loop: latencies stored with their send time, classified at the end
-  const sentAt = [];
-  const latency = [];
-  let survivorErrors = 0;
-  let running = true;
-  const inFlight = new Set();
-  function survivorLoop(c, k) {
-    const go = () => {
-      if (!running || c.closed) return;
-      const t = now();
-      const p = c.request('echo', { s: k, pad: PAD }, P.requestTimeout).then(() => {
-        sentAt.push(t);
-        latency.push(now() - t);
-      }, () => { survivorErrors++; });
-      inFlight.add(p);
-      p.then(() => { inFlight.delete(p); if (running && !c.closed) setTimeout(go, P.interval * 2 * Math.random()); });
-    };
-    setTimeout(go, P.interval * Math.random());
-  }
-  survivors.forEach(survivorLoop);
 
   // the victims' reconnect state machines
   const counts = { attempts: 0, back: 0, refused_503: 0, refused_conn: 0, failed_other: 0, echo_failures: 0,
@@ -895,6 +886,7 @@ async function W8() {
   holders.forEach((h) => watch(h, h.client, false));
 
   // before: the survivors alone
+  child.send({ type: 'before' });
   out({ type: 'phase', phase: 'window_start', window: 'before' });
   const tBefore = now();
   await sleep(P.before * 1000);
@@ -906,6 +898,7 @@ async function W8() {
   const loopDelay = monitorEventLoopDelay({ resolution: 5 });
   loopDelay.enable();
   measureStart();
+  child.send({ type: 'storm' });
   t0 = now();
   out({ type: 'kill', node: 0 });
   const ack = await stdin.next(10000);
@@ -917,12 +910,15 @@ async function W8() {
   const cpu = measureEnd();
   loopDelay.disable();
   stopped = true;
-  running = false;
   for (const timer of pendingTimers) clearTimeout(timer);
   stdin.close();
-  await Promise.race([Promise.all(inFlight), sleep(P.requestTimeout * 1000)]);
+  child.send({ type: 'stop' });
+  const sv = await childMessage(P.requestTimeout * 1000 + 20000);
+  if (!sv || sv.type !== 'samples') { child.kill(); throw new Error('survivors sent no samples'); }
 
-  // survivors' latencies: before = [tBefore, t0), storm = [t0, tEnd]
+  // survivors' latencies (their send times on the common clock): before = [tBefore, t0), storm = [t0, tEnd]
+  const sentAt = sv.sentAt.map((t) => t - performance.timeOrigin);  // onto this process's now()
+  const latency = sv.latency;
   const before = [];
   const storm = [];
   for (let j = 0; j < sentAt.length; j++) {
@@ -949,11 +945,9 @@ async function W8() {
 
   backAt.sort((x, y) => x - y);
   const refused = counts.refused_503 + counts.refused_conn + counts.failed_other;
-  const survivorDisconnected = survivors.filter((c) => c.closed).length;
-  survivors.forEach((c) => c.close());
   holders.forEach((h) => { if (h.client) h.client.close(); });
   const result = {
-    ok: how === 'all', policy, victims: holders.length, survivors: survivors.length,
+    ok: how === 'all', policy, victims: holders.length, survivors: sv.survivors,
     recovery_s: how === 'all' ? (tEnd - t0) / 1000 : null,
     first_back_s: backAt.length ? backAt[0] / 1000 : null,
     back_p50_s: backAt.length ? percentile(backAt, 0.5) / 1000 : null,
@@ -965,12 +959,65 @@ async function W8() {
     p50_storm_ms: st.p50_ms, p99_storm_ms: st.p99_ms, calls_storm: st.samples,
     p99_worst_second_ms: fullSeconds.length ? Math.max(...fullSeconds.map((row) => row.p99_ms)) : null,
     gen_loop_delay_p99_ms: loopDelay.percentile(99) / 1e6, gen_loop_delay_max_ms: loopDelay.max / 1e6,
-    survivor_errors: survivorErrors, survivor_disconnected: survivorDisconnected,
+    survivors_loop_delay_p99_ms: sv.loop_delay_p99_ms, survivors_loop_delay_max_ms: sv.loop_delay_max_ms,
+    survivor_errors: sv.errors, survivor_disconnected: sv.disconnected,
     kill_ack_ms: killAckMs, setup_refusals: setupRefusals, setup_victims_s: setupS,
     setup_upgrades_per_s: holders.length / setupS, timeline,
   };
   if (how !== 'all') result.error = counts.back + '/' + holders.length + ' victims back within the budget of ' + P.budget + ' s';
   return Object.assign(result, cpu);
+}
+
+// W8's survivors, in a process of their own (forked by W8 with --role survivors): the storm's
+// thousands of connects and timers in the main generator must not delay their calls. Each runs
+// a closed loop: one echo, its ack, a random pause of 0 to 2 x P.interval ms. Send times are
+// reported on the common clock (performance.timeOrigin + now()). IPC from the parent: "before"
+// (a no-op marker), "storm" (restart the event-loop delay histogram), "stop" (send the samples, exit).
+async function survivorsRole() {
+  const survivorUrls = URLS.slice(1);
+  const specs = [];
+  for (let k = 0; k < P.survivors; k++) specs.push({ url: survivorUrls[k % survivorUrls.length], query: { id: 's' + k } });
+  let survivors;
+  try {
+    survivors = await openClients(specs);
+  } catch (err) {
+    process.send({ type: 'error', error: String(err.message || err) }, () => process.exit(2));
+    return;
+  }
+  const sentAt = [];
+  const latency = [];
+  let errors = 0;
+  let running = true;
+  const inFlight = new Set();
+  const loopDelay = monitorEventLoopDelay({ resolution: 5 });
+  loopDelay.enable();
+  survivors.forEach((c, k) => {
+    const go = () => {
+      if (!running || c.closed) return;
+      const t = now();
+      const p = c.request('echo', { s: k, pad: PAD }, P.requestTimeout).then(() => {
+        sentAt.push(performance.timeOrigin + t);
+        latency.push(now() - t);
+      }, () => { errors++; });
+      inFlight.add(p);
+      p.then(() => { inFlight.delete(p); if (running && !c.closed) setTimeout(go, P.interval * 2 * Math.random()); });
+    };
+    setTimeout(go, P.interval * Math.random());
+  });
+  process.on('disconnect', () => process.exit(0));
+  process.on('message', async (m) => {
+    if (m.type === 'storm') loopDelay.reset();
+    if (m.type !== 'stop') return;
+    running = false;
+    loopDelay.disable();
+    await Promise.race([Promise.all(inFlight), sleep(P.requestTimeout * 1000)]);
+    const disconnected = survivors.filter((c) => c.closed).length;
+    survivors.forEach((c) => c.close());
+    process.send({ type: 'samples', survivors: survivors.length, sentAt, latency, errors, disconnected,
+      loop_delay_p99_ms: loopDelay.percentile(99) / 1e6, loop_delay_max_ms: loopDelay.max / 1e6 },
+    () => process.exit(0));
+  });
+  process.send({ type: 'ready' });
 }
 
 // Lines from the runner on stdin (W7's stages, W8's kill confirmation).
@@ -994,6 +1041,7 @@ function stdinLines() {
 const WORKLOADS = { W1, W2, W3, W4, W5, W6, W7, W8 };
 
 (async () => {
+  if (args.role === 'survivors') { await survivorsRole(); return; }
   if (!WORKLOADS[WORKLOAD]) fail('unknown workload ' + WORKLOAD);
   if (URLS.length === 0) fail('no --urls');
   try {
