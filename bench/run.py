@@ -73,7 +73,7 @@ WORKLOADS: Dict[str, Dict[str, Any]] = {
     # crossws_limit); interval is the survivors' mean think time in ms.
     "W8": {"title": "3 nodes, 5,000 clients of node 0 reconnect to nodes 1-2 after its SIGTERM", "nodes": 3,
            "params": {"victims": 5000, "survivors": 400, "interval": 100, "before": 5, "budget": 180,
-                      "connectTimeout": 150, "deadline": 420, "retry_window": 10, "accept_rate": 100, "accept_burst": 100},
+                      "connectTimeout": 150, "deadline": 420, "resetOnClose": True, "retry_window": 10, "accept_rate": 100, "accept_burst": 100},
            "quick": {"victims": 300, "survivors": 20, "before": 1, "budget": 60, "retry_window": 2,
                      "accept_rate": 60, "accept_burst": 20},
            "metrics": ["recovery_s", "back_p50_s", "attempts", "refused", "refused_503", "p50_before_ms",
@@ -155,8 +155,28 @@ GENERATOR_SLACK = 60.0  # s allowed past the generator's own deadline before we 
 
 # --------------------------------------------------------------------------- processes
 
+def ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (32768 unless configured otherwise)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
+            return int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    """A TCP port on 127.0.0.1 that nothing uses right now, below the ephemeral range when it can:
+    W8's storms leave tens of thousands of client ports (and their TIME_WAIT) there, and a port
+    taken by bind(0) could collide with a client's port before the server binds it."""
+    high = ephemeral_low() - 1
+    for _ in range(200):
+        port = random.randint(10000, high) if high > 10000 else 0
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]

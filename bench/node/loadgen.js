@@ -176,7 +176,7 @@ class RawClient extends JsonClient {
         const status = head.subarray(0, head.indexOf('\r\n')).toString();
         if (!/^HTTP\/1\.1 101/.test(status)) {
           clearTimeout(timer);
-          sock.destroy();
+          dropSocket(sock);
           // a refused upgrade: its status and Retry-After (W8 honours it for crossws's client)
           const err = new Error('handshake: ' + status);
           err.status = Number((/^HTTP\/1\.[01] (\d{3})/.exec(status) || [])[1]) || null;
@@ -228,7 +228,10 @@ class RawClient extends JsonClient {
           this.closeReason = payload.length > 2 ? payload.toString('utf8', 2) : '';
           this._send(8, payload.length >= 2 ? Buffer.from(payload.subarray(0, 2)) : EMPTY);
           this.closed = true;
-          this.sock.end();
+          // the server closes the TCP connection first (RFC 6455 7.1.1), so the TIME_WAIT is
+          // its own; unless it does not within 2 s
+          const sock = this.sock;
+          setTimeout(() => { if (!sock.destroyed) dropSocket(sock); }, 2000).unref();
           return;
         }
         continue;
@@ -353,7 +356,17 @@ class RawClient extends JsonClient {
     for (const [id, entry] of this.pending) this._settle(id, entry, new Error('socket closed'));
     if (this.onClosed) this.onClosed();
   }
-  close() { this._closed(); try { this.sock.destroy(); } catch (e) { /* gone */ } }
+  close() {
+    this._closed();
+    try { dropSocket(this.sock); } catch (e) { /* gone */ }
+  }
+}
+
+// P.resetOnClose (W8): close with a RST, so that the thousands of sockets a storm opens and
+// closes leave no TIME_WAIT behind on this side (loopback's ports are shared by the machine).
+function dropSocket(sock) {
+  if (P.resetOnClose && sock.resetAndDestroy && !sock.destroyed && sock.readyState === 'open') sock.resetAndDestroy();
+  else sock.destroy();
 }
 
 // socket.io events over socket.io-client, websocket transport only.
