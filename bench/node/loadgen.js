@@ -830,8 +830,11 @@ async function W8() {
   const pendingTimers = new Set();
   const holders = vSpecs.map((spec, i) => ({ id: spec.query.id, client: victimClients[i], repeat: 0, hint: null }));
 
+  let lostFirst = null;
+  let lostLast = null;
   function lost(h, code, reason) {
     counts.lost++;
+    if (counts.relost === 0) { lostLast = now() - t0; if (lostFirst === null) lostFirst = lostLast; }
     counts.close_codes[code] = (counts.close_codes[code] || 0) + 1;
     h.hint = null;
     if (policy === 'crossws' && code === 1012) {
@@ -963,6 +966,8 @@ async function W8() {
     ok: how === 'all', policy, victims: holders.length, survivors: sv.survivors,
     recovery_s: how === 'all' ? (tEnd - t0) / 1000 : null,
     first_back_s: backAt.length ? backAt[0] / 1000 : null,
+    // when the victims saw their connection end (close frame or TCP close): the victim's shutdown
+    lost_first_s: lostFirst === null ? null : lostFirst / 1000, lost_last_s: lostLast === null ? null : lostLast / 1000,
     back_p50_s: backAt.length ? percentile(backAt, 0.5) / 1000 : null,
     back: counts.back, attempts: counts.attempts, refused, refused_503: counts.refused_503,
     refused_conn: counts.refused_conn, failed_other: counts.failed_other, echo_failures: counts.echo_failures,
