@@ -823,7 +823,7 @@ def report_from_json(path: str) -> int:
     print("Run of %s, medians of %d run(s), %s, %s cores.\n" % (data["started"], data["runs_per_cell"],
                                                              data["machine"]["node"], data["machine"]["cpus"]))
     print(render_table(summary, systems, workloads, markdown=True))
-    checks = data.get("targets") or []
+    checks = [c for c in data.get("targets") or [] if c["workload"] in workloads]
     if checks:
         print("\n| workload | target | measured | status |\n|---|---|---|---|")
         for c in checks:
