@@ -67,12 +67,37 @@ WORKLOADS: Dict[str, Dict[str, Any]] = {
     "W7": {"title": "1 node, idle connections 0 / 1,000 / 5,000", "nodes": 1,
            "params": {"stages": [0, 1000, 5000], "settle": 2}, "quick": {"stages": [0, 20, 50], "settle": 0.5},
            "metrics": ["rss_mb_0", "kb_per_conn_first", "kb_per_conn_last"]},
+    # W8: node 0 (the victim) is stopped with SIGTERM at t0; its clients reconnect to nodes 1
+    # and 2 on their own client's policy (crossws: full jitter + the 1012 / Retry-After hints;
+    # the original: its fixed schedule). retry_window, accept_rate and accept_burst are server
+    # options of the crossws systems (restart_retry_window; max_accept_rate / accept_burst of
+    # crossws_limit); interval is the survivors' mean think time in ms.
+    "W8": {"title": "3 nodes, 5,000 clients of node 0 reconnect to nodes 1-2 after its SIGTERM", "nodes": 3,
+           "params": {"victims": 5000, "survivors": 400, "interval": 100, "before": 5, "budget": 180,
+                      "connectTimeout": 150, "deadline": 420, "resetOnClose": True, "retry_window": 10, "accept_rate": 100, "accept_burst": 100},
+           "quick": {"victims": 300, "survivors": 20, "before": 1, "budget": 60, "retry_window": 2,
+                     "accept_rate": 60, "accept_burst": 20},
+           "metrics": ["recovery_s", "back_p50_s", "attempts", "refused", "refused_503", "p50_before_ms",
+                       "p99_before_ms", "p50_storm_ms", "p99_storm_ms", "p99_worst_second_ms",
+                       "gen_loop_delay_max_ms", "survivors_loop_delay_max_ms", "survivor_cpu_before_pct",
+                       "survivor_cpu_storm_pct"]},
 }
 
 #: Primary metric of each workload (for ratios) and whether higher is better.
 PRIMARY = {"W1": ("deliveries_per_s", True), "W2": ("deliveries_per_s", True), "W3": ("deliveries_per_s", True),
            "W4": ("round_trips_per_s", True), "W5": ("calls_per_s", True), "W6": ("calls_per_s", True),
-           "W7": ("kb_per_conn_last", False)}
+           "W7": ("kb_per_conn_last", False), "W8": ("recovery_s", False)}
+
+
+def crossws_storm_args(params: Dict[str, Any]) -> List[str]:
+    """W8's server options of the crossws systems: restarts close with 1012 and a retry hint."""
+    return ["--shutdown-code", "1012", "--restart-retry-window", str(params.get("retry_window", 10))]
+
+
+def crossws_limit_args(params: Dict[str, Any]) -> List[str]:
+    """The same plus the accept-rate limit (503 + Retry-After beyond it)."""
+    return crossws_storm_args(params) + ["--max-accept-rate", str(params.get("accept_rate", 100)),
+                                         "--accept-burst", str(params.get("accept_burst", 100))]
 
 #: Systems under test: how to start one node, which protocol the generator speaks, which workloads apply.
 SYSTEMS: Dict[str, Dict[str, Any]] = {
@@ -90,11 +115,17 @@ SYSTEMS: Dict[str, Dict[str, Any]] = {
                        "proto": "socketio", "workloads": {"W1", "W2", "W3", "W4", "W5", "W7"},
                        "about": "Flask-SocketIO, async_mode=gevent, gevent-websocket, Redis message queue"},
     "original": {"cmd": ["node", "--expose-gc", os.path.join(NODE_DIR, "original_server.js")],
-                 "proto": "json", "workloads": {"W1", "W2", "W3", "W4", "W5", "W6", "W7"},
+                 "proto": "json", "workloads": {"W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8"},
+                 "reconnect": "original",
                  "about": "the Node.js original, websocket-cross-server-adapter 1.0.7 (needs --original-dir)"},
     "crossws": {"cmd": [sys.executable, os.path.join(SERVERS_DIR, "crossws_server.py")],
-                "proto": "json", "workloads": {"W1", "W2", "W3", "W4", "W5", "W6", "W7"},
+                "proto": "json", "workloads": {"W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8"},
+                "reconnect": "crossws", "args": {"W8": crossws_storm_args},
                 "about": "crossws_sync WebSocketCrossServerAdapter"},
+    "crossws_limit": {"cmd": [sys.executable, os.path.join(SERVERS_DIR, "crossws_server.py")],
+                      "proto": "json", "workloads": {"W8"},
+                      "reconnect": "crossws", "args": {"W8": crossws_limit_args},
+                      "about": "crossws_sync with the accept-rate limit (max_accept_rate, accept_burst: W8 params)"},
     "crossws_recovery": {"cmd": [sys.executable, os.path.join(SERVERS_DIR, "crossws_server.py"), "--recovery"],
                          "proto": "json", "workloads": {"W3", "W4"},
                          "about": "crossws_sync with connection_state_recovery on (history streams in Redis)"},
@@ -125,8 +156,28 @@ GENERATOR_SLACK = 60.0  # s allowed past the generator's own deadline before we 
 
 # --------------------------------------------------------------------------- processes
 
+def ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (32768 unless configured otherwise)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
+            return int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    """A TCP port on 127.0.0.1 that nothing uses right now, below the ephemeral range when it can:
+    W8's storms leave tens of thousands of client ports (and their TIME_WAIT) there, and a port
+    taken by bind(0) could collide with a client's port before the server binds it."""
+    high = ephemeral_low() - 1
+    for _ in range(200):
+        port = random.randint(10000, high) if high > 10000 else 0
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -259,6 +310,8 @@ class CpuWindow:
             except psutil.NoSuchProcess:
                 pass
         self.start: Dict[str, float] = {}
+        #: CPU seconds of processes that exited during the window (their rusage when reaped)
+        self.final: Dict[str, float] = {}
         self.t0 = 0.0
         self.sys0: Any = None
 
@@ -280,7 +333,7 @@ class CpuWindow:
         sys1 = psutil.cpu_times()
         shares: Dict[str, Optional[float]] = {}
         for name, handle in self.handles.items():
-            now, before = self._cpu(handle), self.start.get(name)
+            now, before = self.final.get(name, self._cpu(handle)), self.start.get(name)
             shares[name] = None if now is None or before is None or wall <= 0 else 100.0 * (now - before) / wall
         # Interrupt time (loopback TCP runs in softirq) is busy time but not charged to any process,
         # so "other" (processes that are not ours) is computed from process time only.
@@ -315,9 +368,10 @@ def run_once(system: str, workload: str, params: Dict[str, Any], log_dir: str) -
                    PYTHONUNBUFFERED="1", NODE_PATH=os.path.join(NODE_DIR, "node_modules"))
         if ORIGINAL_DIR:
             env["ORIGINAL_ADAPTER_DIR"] = ORIGINAL_DIR
+        extra_args = spec.get("args", {}).get(workload, lambda _params: [])(params)
         for index in range(wl["nodes"]):
             port = free_port()
-            cmd = spec["cmd"] + ["--port", str(port)]
+            cmd = spec["cmd"] + ["--port", str(port)] + extra_args
             if wl["nodes"] > 1:
                 cmd += ["--node-index", str(index), "--nodes", str(wl["nodes"])] + redis_args
             proc = procs.start("%s-n%d" % (system, index), cmd, env=env)
@@ -336,8 +390,9 @@ def run_once(system: str, workload: str, params: Dict[str, Any], log_dir: str) -
                     "--rate", "200", "--output", out_file], stdout=subprocess.DEVNULL))
 
         deadline = float(params.get("deadline", 300))
+        gen_params = dict(params, policy=spec.get("reconnect", "crossws")) if workload == "W8" else params
         gen_cmd = ["node", os.path.join(NODE_DIR, "loadgen.js"), "--proto", spec["proto"], "--workload", workload,
-                   "--urls", ",".join("ws://127.0.0.1:%d" % p for p in ports), "--params", json.dumps(params)]
+                   "--urls", ",".join("ws://127.0.0.1:%d" % p for p in ports), "--params", json.dumps(gen_params)]
         gen = procs.start("generator", gen_cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         pids["gen"] = gen.pid
         lines: "queue.Queue[Optional[bytes]]" = queue.Queue()
@@ -347,6 +402,8 @@ def run_once(system: str, workload: str, params: Dict[str, Any], log_dir: str) -
         server_proc = psutil.Process(pids["n0"])
         run: Dict[str, Any] = {"system": system, "workload": workload, "stages": []}
         result: Optional[Dict[str, Any]] = None
+        windows: Dict[str, CpuWindow] = {}  # named CPU windows besides the measured one (W8: "before")
+        stopped_on_purpose = set()  # W8's victim node
         hard_deadline = time.monotonic() + deadline + GENERATOR_SLACK
         while time.monotonic() < hard_deadline:
             try:
@@ -364,6 +421,30 @@ def run_once(system: str, workload: str, params: Dict[str, Any], log_dir: str) -
                 cpu.begin()
             elif kind == "phase" and msg.get("phase") == "measure_end":
                 run.update(cpu.end())
+            elif kind == "phase" and msg.get("phase") == "window_start":
+                windows[msg["window"]] = CpuWindow(pids)
+                windows[msg["window"]].begin()
+            elif kind == "phase" and msg.get("phase") == "window_end" and msg.get("window") in windows:
+                run["window_" + msg["window"]] = windows[msg["window"]].end()
+            elif kind == "pid":  # a helper process of the generator (W8's survivors): measured too
+                pids[msg["name"]] = int(msg["pid"])
+                try:
+                    cpu.handles[msg["name"]] = psutil.Process(int(msg["pid"]))
+                except psutil.NoSuchProcess:
+                    pass
+            elif kind == "kill":
+                # W8: stop a node the way its system stops (crossws: graceful, closes with its
+                # shutdown code; the original exits on SIGTERM), then tell the generator
+                name = "%s-n%d" % (system, int(msg.get("node", 0)))
+                victim = next(p for n, p in procs.procs if n == name)
+                victim.terminate()
+                stopped_on_purpose.add(name)
+                threading.Thread(target=reap_with_cpu, args=(victim, "n%d" % int(msg.get("node", 0)), cpu),
+                                 daemon=True).start()
+                run["killed"] = name
+                assert gen.stdin is not None
+                gen.stdin.write(b"killed\n")
+                gen.stdin.flush()
             elif kind == "stage":
                 rss = server_proc.memory_info().rss
                 run["stages"].append({"connections": msg["connections"], "alive": msg.get("alive"), "rss": rss})
@@ -383,7 +464,7 @@ def run_once(system: str, workload: str, params: Dict[str, Any], log_dir: str) -
         if result is None:
             raise RuntimeError("load generator gave no result (see %s)" % os.path.join(log_dir, "generator.log"))
         dead = [name for name, p in procs.procs if name != "generator" and not name.startswith("py-spy")
-                and p.poll() is not None]
+                and name not in stopped_on_purpose and p.poll() is not None]
         if dead:
             result.setdefault("error", "")
             result["error"] = (result["error"] + " process exited during the run: %s (%s)" % (
@@ -392,6 +473,8 @@ def run_once(system: str, workload: str, params: Dict[str, Any], log_dir: str) -
         run.update({k: v for k, v in result.items() if k not in ("type", "stages")})
         if workload == "W7":
             derive_memory(run)
+        if workload == "W8":
+            derive_storm(run)
         return run
     finally:
         procs.stop_all()
@@ -415,6 +498,27 @@ def derive_memory(run: Dict[str, Any]) -> None:
         run["kb_per_conn_last"] = with_conns[-1]["kb_per_conn"]
         run["connections_first"] = with_conns[0]["connections"]
         run["connections_last"] = with_conns[-1]["connections"]
+
+
+def reap_with_cpu(proc: subprocess.Popen, name: str, cpu: CpuWindow) -> None:
+    """Wait for a stopped process with wait4() and hand its total CPU time to ``cpu``: once it
+    exited psutil cannot read it, and its shutdown work would count as other processes' CPU."""
+    try:
+        _pid, status, usage = os.wait4(proc.pid, 0)
+    except ChildProcessError:  # reaped by Popen meanwhile
+        return
+    cpu.final[name] = usage.ru_utime + usage.ru_stime
+    proc.returncode = os.waitstatus_to_exitcode(status)
+
+
+def derive_storm(run: Dict[str, Any]) -> None:
+    """W8: the survivor nodes' CPU (n1 + n2, % of one core) before the storm and during it."""
+    for key, shares in (("survivor_cpu_before_pct", (run.get("window_before") or {}).get("cpu_pct")),
+                        ("survivor_cpu_storm_pct", run.get("cpu_pct"))):
+        values = [v for name, v in (shares or {}).items() if name in ("n1", "n2") and v is not None]
+        run[key] = sum(values) if len(values) == 2 else None
+    before = run.get("window_before") or {}
+    run["other_cpu_before_pct"] = before.get("other_cpu_pct")
 
 
 # --------------------------------------------------------------------------- aggregation
@@ -456,6 +560,8 @@ def fmt(value: Any, key: str = "") -> str:
     if isinstance(value, float):
         if key.endswith("_pct") or key.endswith("_ms") or key.startswith("kb_") or key.startswith("rss_"):
             return "%.1f" % value
+        if key.endswith("_s") and not key.endswith("per_s"):
+            return "%.2f" % value
         return "{:,.0f}".format(value)
     if isinstance(value, int):
         return "{:,}".format(value)
@@ -646,7 +752,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny loads, 1 run: a smoke test, not a measurement")
     parser.add_argument("--systems", default=",".join(DEFAULT_SYSTEMS),
                         help="comma-separated, from: %s" % ", ".join(SYSTEMS))
-    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated, from W1..W7")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated, from W1..W8")
     parser.add_argument("--runs", type=int, default=None, help="runs per (system, workload); default 3, 1 with --quick")
     parser.add_argument("--json", default=os.path.join(RESULTS_DIR, "latest.json"), help="where to write all runs")
     parser.add_argument("--original-dir", default=ORIGINAL_DIR,
@@ -757,7 +863,7 @@ def report_from_json(path: str) -> int:
     print("Run of %s, medians of %d run(s), %s, %s cores.\n" % (data["started"], data["runs_per_cell"],
                                                              data["machine"]["node"], data["machine"]["cpus"]))
     print(render_table(summary, systems, workloads, markdown=True))
-    checks = data.get("targets") or []
+    checks = [c for c in data.get("targets") or [] if c["workload"] in workloads]
     if checks:
         print("\n| workload | target | measured | status |\n|---|---|---|---|")
         for c in checks:
@@ -794,6 +900,18 @@ def git_state() -> Optional[str]:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return commit + ("+dirty" if dirty else "") if commit else None
+
+
+def raise_nofile_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit, for this process and the ones it starts."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            pass
 
 
 def check_setup() -> None:
@@ -836,6 +954,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if argv[:1] == ["--markdown-from"] and len(argv) == 2:
         return report_from_json(argv[1])
     args = parse_args(argv)
+    raise_nofile_limit()  # W7 and W8 hold thousands of sockets; the children inherit it
     PROFILE = args.profile
     REDIS_TOPOLOGY = args.redis_topology
     if PROFILE and not shutil.which("py-spy"):

@@ -73,3 +73,41 @@ def test_memory_breakdown_an_idle_connection_holds_no_greenlet_and_stays_small()
     assert stage["connections"] == 2000 and stage["client"]["alive"] == 2000, stage
     assert stage["greenlets_per_conn"] < 0.05 and stage["fds_per_conn"] == 1.0, stage
     assert stage["kb_per_conn"] < 8.0, stage
+
+
+@pytest.mark.timeout(240)
+def test_quick_reconnect_storm_w8_brings_every_client_back(tmp_path) -> None:
+    """W8 --quick: 300 clients of node 0 reconnect to nodes 1-2 after its SIGTERM, with and without
+    the accept-rate limit. No timing is asserted: every client came back, the counters add up."""
+    ensure_node_modules()
+    out_json = tmp_path / "w8.json"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(BENCH, "run.py"), "--quick", "--systems", "crossws,crossws_limit",
+         "--workloads", "W8", "--json", str(out_json)],
+        cwd=repo_root(), capture_output=True, text=True, timeout=220)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "errors:" not in proc.stdout, proc.stdout
+    report = json.loads(out_json.read_text())
+    runs = {run["system"]: run for run in report["runs"]}
+    for system in ("crossws", "crossws_limit"):
+        run = runs[system]
+        assert run["ok"], run
+        victims = run["params"]["victims"]
+        assert run["victims"] == victims == 300
+        assert run["killed"] == "%s-n0" % system
+        # every victim lost its connection once, on the shutdown's 1012 with a retry hint
+        assert run["lost"] == victims and run["close_codes"] == {"1012": victims}, run
+        assert run["hinted_1012"] == victims
+        assert run["back"] == victims and run["relost"] == 0
+        # every attempt ended one way: back, refused (503 / connection refused / other) or echo failure
+        assert run["refused"] == run["refused_503"] + run["refused_conn"] + run["failed_other"]
+        assert run["attempts"] == run["back"] + run["relost"] + run["refused"] + run["echo_failures"]
+        assert run["hinted_503"] == run["refused_503"]  # every 503 carried a Retry-After
+        assert run["recovery_s"] > 0 and run["first_back_s"] <= run["back_p50_s"] <= run["recovery_s"]
+        assert sum(row["back"] for row in run["timeline"]) == victims
+        assert run["calls_before"] > 0 and run["calls_storm"] > 0
+        assert run["survivor_errors"] == 0 and run["survivor_disconnected"] == 0
+        assert set(run["cpu_pct"]) == {"gen", "gen_s", "n0", "n1", "n2", "redis"}
+        assert run["survivor_cpu_storm_pct"] is not None
+    assert runs["crossws"]["refused_503"] == 0  # no limit, nothing refused
+    assert runs["crossws_limit"]["refused_503"] > 0  # 60 upgrades/s, burst 20, for 300 in ~2 s

@@ -19,6 +19,8 @@
 const WebSocket = require('ws');
 const { io } = require('socket.io-client');
 const readline = require('readline');
+const { monitorEventLoopDelay } = require('perf_hooks');
+const { fork } = require('child_process');
 
 // ---------------------------------------------------------------- arguments
 function parseArgs(argv) {
@@ -180,7 +182,17 @@ class RawClient extends JsonClient {
         const end = head.indexOf('\r\n\r\n');
         if (end < 0) { if (head.length > 16384) sock.destroy(); return; }
         const status = head.subarray(0, head.indexOf('\r\n')).toString();
-        if (!/^HTTP\/1\.1 101/.test(status)) { clearTimeout(timer); sock.destroy(); reject(new Error('handshake: ' + status)); return; }
+        if (!/^HTTP\/1\.1 101/.test(status)) {
+          clearTimeout(timer);
+          dropSocket(sock);
+          // a refused upgrade: its status and Retry-After (W8 honours it for crossws's client)
+          const err = new Error('handshake: ' + status);
+          err.status = Number((/^HTTP\/1\.[01] (\d{3})/.exec(status) || [])[1]) || null;
+          const ra = /\r\nretry-after:[ \t]*(\d{1,7})[ \t]*\r\n/i.exec(head.subarray(0, end + 2).toString('latin1'));
+          err.retryAfter = ra ? Number(ra[1]) : null;
+          reject(err);
+          return;
+        }
         opened = true;
         clearTimeout(timer);
         this._armHeartbeat();
@@ -218,7 +230,18 @@ class RawClient extends JsonClient {
       const fin = (b0 & 0x80) !== 0;
       if (opcode >= 8) {
         if (opcode === 9) this._send(10, Buffer.from(payload));
-        else if (opcode === 8) { this.closed = true; this.sock.end(); return; }
+        else if (opcode === 8) {
+          // keep the close code and reason (W8 reads 1012's retry hint), answer like a client
+          this.closeCode = payload.length >= 2 ? payload.readUInt16BE(0) : 1005;
+          this.closeReason = payload.length > 2 ? payload.toString('utf8', 2) : '';
+          this._send(8, payload.length >= 2 ? Buffer.from(payload.subarray(0, 2)) : EMPTY);
+          this.closed = true;
+          // the server closes the TCP connection first (RFC 6455 7.1.1), so the TIME_WAIT is
+          // its own; unless it does not within 2 s
+          const sock = this.sock;
+          setTimeout(() => { if (!sock.destroyed) dropSocket(sock); }, 2000).unref();
+          return;
+        }
         continue;
       }
       if (!fin || opcode === 0) {
@@ -312,6 +335,11 @@ class RawClient extends JsonClient {
       this._send(1, Buffer.from(JSON.stringify({ event, payload, callbackId })));
     });
   }
+  _settle(id, entry, error, value) {
+    super._settle(id, entry, error, value);
+    // no sweep while nothing waits: thousands of idle clients would each tick 4 times a second
+    if (this.pending.size === 0 && this.sweep) { clearInterval(this.sweep); this.sweep = null; }
+  }
   _sweep() {
     const t = now();
     for (const [id, entry] of this.pending) {
@@ -336,7 +364,17 @@ class RawClient extends JsonClient {
     for (const [id, entry] of this.pending) this._settle(id, entry, new Error('socket closed'));
     if (this.onClosed) this.onClosed();
   }
-  close() { this._closed(); try { this.sock.destroy(); } catch (e) { /* gone */ } }
+  close() {
+    this._closed();
+    try { dropSocket(this.sock); } catch (e) { /* gone */ }
+  }
+}
+
+// P.resetOnClose (W8): close with a RST, so that the thousands of sockets a storm opens and
+// closes leave no TIME_WAIT behind on this side (loopback's ports are shared by the machine).
+function dropSocket(sock) {
+  if (P.resetOnClose && sock.resetAndDestroy && !sock.destroyed && sock.readyState === 'open') sock.resetAndDestroy();
+  else sock.destroy();
 }
 
 // socket.io events over socket.io-client, websocket transport only.
@@ -374,6 +412,9 @@ const Client = PROTO === 'socketio' ? SioClient : (P.client === 'ws' ? JsonClien
 
 // Open clients described by specs [{url, query}], at most P.connectConcurrency handshakes in
 // flight, then wait for one echo ack from each (proves the server ran its connection handler).
+// An upgrade refused with 503 (an accept-rate limit, W8's crossws_limit) is tried again after
+// its Retry-After (1 s without one), within the same deadline.
+let setupRefusals = 0;
 async function openClients(specs) {
   const clients = new Array(specs.length);
   const deadline = now() + P.connectTimeout * 1000;
@@ -383,15 +424,24 @@ async function openClients(specs) {
   async function worker() {
     while (next < specs.length && now() < deadline) {
       const i = next++;
-      const c = new Client(specs[i].url, specs[i].query);
-      try {
-        await c.connect(Math.max(1000, deadline - now()));
-        await c.request('echo', { ready: i }, Math.max(1, (deadline - now()) / 1000));
-        clients[i] = c;
-      } catch (err) {
-        failed++;
-        if (!firstError) firstError = err;
-        c.close();
+      for (;;) {
+        const c = new Client(specs[i].url, specs[i].query);
+        try {
+          await c.connect(Math.max(1000, deadline - now()));
+          await c.request('echo', { ready: i }, Math.max(1, (deadline - now()) / 1000));
+          clients[i] = c;
+        } catch (err) {
+          c.close();
+          const wait = (err.retryAfter || 1) * 1000;
+          if (err.status === 503 && now() + wait < deadline) {
+            setupRefusals++;
+            await sleep(wait);
+            continue;
+          }
+          failed++;
+          if (!firstError) firstError = err;
+        }
+        break;
       }
     }
   }
@@ -716,9 +766,308 @@ async function W7() {
   return { ok: true, stages, heartbeat_echoes: heartbeats };
 }
 
-const WORKLOADS = { W1, W2, W3, W4, W5, W6, W7 };
+// W8: reconnect storm. URLS[0] is the victim node, the others survive. P.survivors clients on
+// the survivors run a closed echo loop (one call in flight, a random think time of mean
+// P.interval ms) whose latencies are recorded; P.victims clients sit on the victim. After
+// P.before seconds the runner is asked to stop the victim (SIGTERM, line {"type":"kill"}) at t0;
+// every victim client then reconnects to a survivor (round-robin, as a load balancer would) on
+// its own client's policy (P.policy):
+//   "crossws":  the crossws_sync client's defaults (crossws_sync/core/backoff.py, "full"
+//               jitter; docs/operations.md "Reconnect storms"): the delay of attempt n is uniform
+//               in [0, 3 s] for n <= 3, then in [0, min(2^(n-3) * 3 s, 120 s)]; a 1012 close's
+//               "retry=<s>s" and a 503's Retry-After set the next delay instead (capped at 120 s);
+//   "original": the original client's fixed schedule (src/WebSocketConnector.js reconnect()):
+//               3 s for n <= 3, then max(min(2^(n-3) * 3 s + random * 3 s, 120 s), 3 s); no hints.
+// n counts attempts since the last open (both clients reset it on open). A victim is back when
+// it is open on a survivor and one echo came back. Measured: time from t0 until all are back,
+// every failed attempt by kind, the survivors' latency before and during the storm (t0 until
+// all back). Bounded: P.budget seconds for the storm, 10 s per attempt (connect + echo).
+const MAX_DELAY_S = 120;
+const FAST_N = 3;
+const FAST_S = 3;
+function reconnectDelayS(policy, n) {
+  if (policy === 'original') {
+    if (n <= FAST_N) return FAST_S;
+    const d = Math.min(Math.pow(2, n - FAST_N) * FAST_S + Math.random() * FAST_S, MAX_DELAY_S);
+    return Math.floor(Math.max(d, FAST_S) * 1000) / 1000;
+  }
+  const ceiling = n <= FAST_N ? FAST_S : Math.min(Math.pow(2, Math.min(n - FAST_N, 64)) * FAST_S, MAX_DELAY_S);
+  return Math.floor(Math.random() * ceiling * 1000) / 1000;
+}
+const RETRY_HINT = /(?:^|\s)retry=(\d{1,7}(?:\.\d{1,3})?)s(?:\s|$)/;  // crossws_sync/wire/retry.py
+
+async function W8() {
+  const policy = P.policy || 'crossws';
+  if (policy !== 'crossws' && policy !== 'original') throw new Error('unknown policy ' + policy);
+  if (URLS.length < 2) throw new Error('W8 needs a victim and at least one survivor node');
+  const survivorUrls = URLS.slice(1);
+  const attemptTimeoutMs = (P.attemptTimeout || 10) * 1000;
+  const stdin = stdinLines();
+
+  // survivors first (their own process), then the victims (each proved by one echo)
+  const child = fork(__filename, process.argv.slice(2).concat(['--role', 'survivors']),
+    { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+  const fromChild = [];
+  let childWaiter = null;
+  child.on('message', (m) => { if (childWaiter) { const w = childWaiter; childWaiter = null; w(m); } else fromChild.push(m); });
+  child.on('exit', () => { if (childWaiter) { const w = childWaiter; childWaiter = null; w(null); } });
+  const childMessage = (timeoutMs) => new Promise((resolve) => {
+    if (fromChild.length) { resolve(fromChild.shift()); return; }
+    childWaiter = resolve;
+    setTimeout(() => { if (childWaiter === resolve) { childWaiter = null; resolve(null); } }, timeoutMs);
+  });
+  const ready = await childMessage(P.connectTimeout * 1000 + 5000);
+  if (!ready || ready.type !== 'ready') { child.kill(); throw new Error('survivors: ' + (ready && ready.error || 'not ready')); }
+  out({ type: 'pid', name: 'gen_s', pid: child.pid });
+  const vSpecs = [];
+  for (let i = 0; i < P.victims; i++) vSpecs.push({ url: URLS[0], query: { id: 'v' + i } });
+  const tSetup = now();
+  const victimClients = await openClients(vSpecs);
+  const setupS = (now() - tSetup) / 1000;  // P.connectConcurrency upgrades + echo in flight: node 0's upgrade rate
+
+  // the victims' reconnect state machines
+  const counts = { attempts: 0, back: 0, refused_503: 0, refused_conn: 0, failed_other: 0, echo_failures: 0,
+    hinted_1012: 0, hinted_503: 0, relost: 0, lost: 0, close_codes: {} };
+  const backAt = [];
+  const events = [];   // [time, kind] of every attempt's outcome, for the timeline
+  let t0 = null;
+  let stopped = false;
+  let rr = 0;
+  let doneAll = null;
+  const allBack = new Promise((r) => { doneAll = r; });
+  const pendingTimers = new Set();
+  const holders = vSpecs.map((spec, i) => ({ id: spec.query.id, client: victimClients[i], repeat: 0, hint: null }));
+
+  let lostFirst = null;
+  let lostLast = null;
+  function lost(h, code, reason) {
+    counts.lost++;
+    if (counts.relost === 0) { lostLast = now() - t0; if (lostFirst === null) lostFirst = lostLast; }
+    counts.close_codes[code] = (counts.close_codes[code] || 0) + 1;
+    h.hint = null;
+    if (policy === 'crossws' && code === 1012) {
+      const m = RETRY_HINT.exec(reason || '');
+      if (m) { h.hint = Math.min(Number(m[1]), 3600); counts.hinted_1012++; }
+    }
+    reconnect(h);
+  }
+  function watch(h, c, isBack) {
+    let fired = false;
+    c.onClosed = () => {
+      if (fired || stopped || t0 === null) return;  // a loss before t0 would leave it gone: the run fails
+      fired = true;
+      if (isBack) { counts.relost++; counts.back--; }
+      lost(h, c.closeCode || 1006, c.closeReason || '');
+    };
+  }
+  function reconnect(h) {
+    if (stopped) return;
+    h.repeat++;
+    let delay;
+    if (h.hint !== null) { delay = Math.min(h.hint, MAX_DELAY_S); h.hint = null; }
+    else delay = reconnectDelayS(policy, h.repeat);
+    const timer = setTimeout(() => { pendingTimers.delete(timer); attempt(h); }, delay * 1000);
+    pendingTimers.add(timer);
+  }
+  async function attempt(h) {
+    if (stopped) return;
+    counts.attempts++;
+    const url = survivorUrls[rr++ % survivorUrls.length];
+    const c = new RawClient(url, { id: h.id });
+    try {
+      await c.connect(attemptTimeoutMs);
+    } catch (err) {
+      c.close();
+      let kind;
+      if (err.status === 503) {
+        kind = 'refused_503';
+        if (policy === 'crossws' && err.retryAfter !== null && err.retryAfter !== undefined) { h.hint = err.retryAfter; counts.hinted_503++; }
+      } else if (err.code === 'ECONNREFUSED') kind = 'refused_conn';
+      else kind = 'failed_other';
+      counts[kind]++;
+      events.push([now(), kind]);
+      reconnect(h);
+      return;
+    }
+    h.repeat = 0;  // both clients reset their attempt count on open
+    try {
+      await c.request('echo', { back: h.id }, attemptTimeoutMs / 1000);
+    } catch (err) {
+      counts.echo_failures++;
+      events.push([now(), 'echo_failures']);
+      c.close();
+      reconnect(h);
+      return;
+    }
+    if (stopped) { c.close(); return; }
+    h.client = c;
+    counts.back++;
+    backAt.push(now() - t0);
+    events.push([now(), 'back']);
+    watch(h, c, true);
+    if (counts.back >= holders.length) doneAll();
+  }
+  holders.forEach((h) => watch(h, h.client, false));
+
+  // before: the survivors alone
+  child.send({ type: 'before' });
+  out({ type: 'phase', phase: 'window_start', window: 'before' });
+  const tBefore = now();
+  await sleep(P.before * 1000);
+  out({ type: 'phase', phase: 'window_end', window: 'before' });
+
+  // the storm: the runner stops the victim node; t0 is when we asked. The generator's own event
+  // loop delay is sampled meanwhile: a survivor's latency includes it (thousands of timers of
+  // the original's fixed schedule fire in the same millisecond here, not on 5,000 machines)
+  const loopDelay = monitorEventLoopDelay({ resolution: 5 });
+  loopDelay.enable();
+  measureStart();
+  child.send({ type: 'storm' });
+  t0 = now();
+  out({ type: 'kill', node: 0 });
+  const ack = await stdin.next(10000);
+  const killAckMs = now() - t0;
+  if (ack === null) throw new Error('runner did not confirm the kill');
+  const budget = sleep(P.budget * 1000).then(() => 'budget');
+  const how = await Promise.race([allBack.then(() => 'all'), budget]);
+  const tEnd = now();
+  const cpu = measureEnd();
+  loopDelay.disable();
+  stopped = true;
+  for (const timer of pendingTimers) clearTimeout(timer);
+  stdin.close();
+  child.send({ type: 'stop' });
+  const sv = await childMessage(P.requestTimeout * 1000 + 20000);
+  if (!sv || sv.type !== 'samples') { child.kill(); throw new Error('survivors sent no samples'); }
+
+  // survivors' latencies (their send times on the common clock): before = [tBefore, t0), storm = [t0, tEnd]
+  const sentAt = sv.sentAt.map((t) => t - performance.timeOrigin);  // onto this process's now()
+  const latency = sv.latency;
+  const before = [];
+  const storm = [];
+  for (let j = 0; j < sentAt.length; j++) {
+    if (sentAt[j] >= tBefore && sentAt[j] < t0) before.push(latency[j]);
+    else if (sentAt[j] >= t0 && sentAt[j] <= tEnd) storm.push(latency[j]);
+  }
+  const b = latencyStats(before);
+  const st = latencyStats(storm);
+  // timeline: per second after t0, victims back, failed attempts, survivors' p99 (calls sent then)
+  const seconds = Math.ceil((tEnd - t0) / 1000);
+  const timeline = [];
+  for (let sec = 0; sec < Math.min(seconds, 300); sec++) timeline.push({ t: sec, back: 0, failed: 0, calls: 0, p99_ms: null });
+  for (const [t, kind] of events) {
+    const row = timeline[Math.floor((t - t0) / 1000)];
+    if (row) { if (kind === 'back') row.back++; else row.failed++; }
+  }
+  const perSecond = timeline.map(() => []);
+  for (let j = 0; j < sentAt.length; j++) {
+    const sec = Math.floor((sentAt[j] - t0) / 1000);
+    if (sec >= 0 && sec < perSecond.length) perSecond[sec].push(latency[j]);
+  }
+  perSecond.forEach((samples, sec) => { timeline[sec].calls = samples.length; timeline[sec].p99_ms = latencyStats(samples).p99_ms; });
+  const fullSeconds = timeline.filter((row) => row.calls >= 100 && row.p99_ms !== null);
+
+  backAt.sort((x, y) => x - y);
+  const refused = counts.refused_503 + counts.refused_conn + counts.failed_other;
+  holders.forEach((h) => { if (h.client) h.client.close(); });
+  const result = {
+    ok: how === 'all', policy, victims: holders.length, survivors: sv.survivors,
+    recovery_s: how === 'all' ? (tEnd - t0) / 1000 : null,
+    first_back_s: backAt.length ? backAt[0] / 1000 : null,
+    // when the victims saw their connection end (close frame or TCP close): the victim's shutdown
+    lost_first_s: lostFirst === null ? null : lostFirst / 1000, lost_last_s: lostLast === null ? null : lostLast / 1000,
+    back_p50_s: backAt.length ? percentile(backAt, 0.5) / 1000 : null,
+    back: counts.back, attempts: counts.attempts, refused, refused_503: counts.refused_503,
+    refused_conn: counts.refused_conn, failed_other: counts.failed_other, echo_failures: counts.echo_failures,
+    hinted_1012: counts.hinted_1012, hinted_503: counts.hinted_503, lost: counts.lost, relost: counts.relost,
+    close_codes: counts.close_codes,
+    p50_before_ms: b.p50_ms, p99_before_ms: b.p99_ms, calls_before: b.samples,
+    p50_storm_ms: st.p50_ms, p99_storm_ms: st.p99_ms, calls_storm: st.samples,
+    p99_worst_second_ms: fullSeconds.length ? Math.max(...fullSeconds.map((row) => row.p99_ms)) : null,
+    gen_loop_delay_p99_ms: loopDelay.percentile(99) / 1e6, gen_loop_delay_max_ms: loopDelay.max / 1e6,
+    survivors_loop_delay_p99_ms: sv.loop_delay_p99_ms, survivors_loop_delay_max_ms: sv.loop_delay_max_ms,
+    survivor_errors: sv.errors, survivor_disconnected: sv.disconnected,
+    kill_ack_ms: killAckMs, setup_refusals: setupRefusals, setup_victims_s: setupS,
+    setup_upgrades_per_s: holders.length / setupS, timeline,
+  };
+  if (how !== 'all') result.error = counts.back + '/' + holders.length + ' victims back within the budget of ' + P.budget + ' s';
+  return Object.assign(result, cpu);
+}
+
+// W8's survivors, in a process of their own (forked by W8 with --role survivors): the storm's
+// thousands of connects and timers in the main generator must not delay their calls. Each runs
+// a closed loop: one echo, its ack, a random pause of 0 to 2 x P.interval ms. Send times are
+// reported on the common clock (performance.timeOrigin + now()). IPC from the parent: "before"
+// (a no-op marker), "storm" (restart the event-loop delay histogram), "stop" (send the samples, exit).
+async function survivorsRole() {
+  const survivorUrls = URLS.slice(1);
+  const specs = [];
+  for (let k = 0; k < P.survivors; k++) specs.push({ url: survivorUrls[k % survivorUrls.length], query: { id: 's' + k } });
+  let survivors;
+  try {
+    survivors = await openClients(specs);
+  } catch (err) {
+    process.send({ type: 'error', error: String(err.message || err) }, () => process.exit(2));
+    return;
+  }
+  const sentAt = [];
+  const latency = [];
+  let errors = 0;
+  let running = true;
+  const inFlight = new Set();
+  const loopDelay = monitorEventLoopDelay({ resolution: 5 });
+  loopDelay.enable();
+  survivors.forEach((c, k) => {
+    const go = () => {
+      if (!running || c.closed) return;
+      const t = now();
+      const p = c.request('echo', { s: k, pad: PAD }, P.requestTimeout).then(() => {
+        sentAt.push(performance.timeOrigin + t);
+        latency.push(now() - t);
+      }, () => { errors++; });
+      inFlight.add(p);
+      p.then(() => { inFlight.delete(p); if (running && !c.closed) setTimeout(go, P.interval * 2 * Math.random()); });
+    };
+    setTimeout(go, P.interval * Math.random());
+  });
+  process.on('disconnect', () => process.exit(0));
+  process.on('message', async (m) => {
+    if (m.type === 'storm') loopDelay.reset();
+    if (m.type !== 'stop') return;
+    running = false;
+    loopDelay.disable();
+    await Promise.race([Promise.all(inFlight), sleep(P.requestTimeout * 1000)]);
+    const disconnected = survivors.filter((c) => c.closed).length;
+    survivors.forEach((c) => c.close());
+    process.send({ type: 'samples', survivors: survivors.length, sentAt, latency, errors, disconnected,
+      loop_delay_p99_ms: loopDelay.percentile(99) / 1e6, loop_delay_max_ms: loopDelay.max / 1e6 },
+    () => process.exit(0));
+  });
+  process.send({ type: 'ready' });
+}
+
+// Lines from the runner on stdin (W7's stages, W8's kill confirmation).
+function stdinLines() {
+  const lines = [];
+  let waiter = null;
+  const rl = readline.createInterface({ input: process.stdin });
+  rl.on('line', (line) => { if (waiter) { const w = waiter; waiter = null; w(line); } else lines.push(line); });
+  return {
+    next(timeoutMs) {
+      return new Promise((resolve) => {
+        if (lines.length) { resolve(lines.shift()); return; }
+        waiter = resolve;
+        setTimeout(() => { if (waiter === resolve) { waiter = null; resolve(null); } }, timeoutMs);
+      });
+    },
+    close() { rl.close(); },
+  };
+}
+
+const WORKLOADS = { W1, W2, W3, W4, W5, W6, W7, W8 };
 
 (async () => {
+  if (args.role === 'survivors') { await survivorsRole(); return; }
   if (!WORKLOADS[WORKLOAD]) fail('unknown workload ' + WORKLOAD);
   if (URLS.length === 0) fail('no --urls');
   try {

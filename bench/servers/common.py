@@ -34,10 +34,34 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--recovery", action="store_true", help="crossws only: connection_state_recovery on")
     parser.add_argument("--redis-urls", default="", help="crossws only: comma-separated redis_config entries "
                         "(several independent nodes), or one redis+cluster:// URL; replaces --redis-port")
+    parser.add_argument("--shutdown-code", type=int, default=None, help="crossws only: shutdown_code (W8: 1012)")
+    parser.add_argument("--restart-retry-window", type=float, default=None,
+                        help="crossws only: restart_retry_window, the spread of 1012's retry hints (s)")
+    parser.add_argument("--max-accept-rate", type=float, default=None,
+                        help="crossws only: max_accept_rate, upgrades per second (503 + Retry-After beyond)")
+    parser.add_argument("--accept-burst", type=int, default=None, help="crossws only: accept_burst")
     args = parser.parse_args(argv)
+    raise_nofile_limit()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     return args
+
+
+def raise_nofile_limit() -> None:
+    """Raise this process's soft RLIMIT_NOFILE to its hard limit (W7 and W8 hold thousands of
+    sockets per process); the bench processes do it, the library never does."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover (not POSIX)
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
 
 
 def bench_payload(seq: int, pad: str, room: Optional[str] = None) -> Dict[str, Any]:

@@ -12,6 +12,9 @@ One process per node; with ``--redis-port`` the nodes form a cluster over Redis
   ``broadcast_to_room("bench", room, "bench", ...)``), ``rpc`` (W6: ``loops`` greenlets of
   ``emit_cross_server_and_wait("bench_rpc", ..., expected_responses=<nodes>)`` for
   ``duration`` s; acks the stats) and ``gc``.
+
+``serve_forever`` shuts the node down gracefully on SIGTERM (W8 stops the victim node that way),
+closing its clients with ``shutdown_code`` (``--shutdown-code 1012``: with retry hints).
 """
 from gevent import monkey
 
@@ -32,8 +35,11 @@ NAMESPACE = "bench"
 
 
 def build(host: str, port: int, node_index: int, redis_port: int, recovery: bool = False,
-          redis_urls: str = "") -> WebSocketCrossServerAdapter:
+          redis_urls: str = "", storm: Optional[Dict[str, Any]] = None) -> WebSocketCrossServerAdapter:
     options: Dict[str, Any] = {"ws_options": {"host": host, "port": port}}
+    # W8's options (shutdown_code, restart_retry_window, max_accept_rate, accept_burst): passed
+    # only when given, so that a --baseline revision without them still runs the other workloads
+    options.update({k: v for k, v in (storm or {}).items() if v is not None})
     if redis_port or redis_urls:
         options["server_name"] = "n%d" % node_index
         if redis_urls.startswith("redis+cluster://"):
@@ -119,7 +125,9 @@ def main() -> None:
     import crossws_sync
 
     sys.stderr.write("crossws_sync from %s\n" % os.path.dirname(crossws_sync.__file__))
-    adapter = build(args.host, args.port, args.node_index, args.redis_port, args.recovery, args.redis_urls)
+    storm = {"shutdown_code": args.shutdown_code, "restart_retry_window": args.restart_retry_window,
+             "max_accept_rate": args.max_accept_rate, "accept_burst": args.accept_burst}
+    adapter = build(args.host, args.port, args.node_index, args.redis_port, args.recovery, args.redis_urls, storm)
     adapter.serve_forever()
 
 
