@@ -56,3 +56,25 @@ def test_retry_after_is_whole_seconds_at_least_one_and_jittered():
     draws = iter(i / 100 for i in range(100))
     values = {retry_after_seconds(0.1, 10.0, random=lambda: next(draws)) for _ in range(100)}
     assert values == set(range(1, 11))  # spread over the whole window, not all equal
+
+
+def test_refused_clients_are_booked_slots_one_token_apart_so_the_wait_grows_with_the_crowd():
+    bucket = AcceptBucket(10, 2)
+    assert bucket.take(0.0) == 0.0 and bucket.take(0.0) == 0.0
+    waits = []
+    for _ in range(30):  # a crowd refused at the same instant
+        wait = bucket.take(0.0)
+        assert wait > 0
+        waits.append(bucket.book(0.0, wait))
+    assert waits[0] == pytest.approx(0.1) and waits[-1] == pytest.approx(3.0)
+    assert all(b - a == pytest.approx(0.1) for a, b in zip(waits, waits[1:]))  # the accept rate, exactly
+    # later refusals queue behind them; once the slots are in the past, they start from the next token
+    assert bucket.book(1.0, 0.05) == pytest.approx(2.1)
+    assert bucket.book(100.0, 0.05) == pytest.approx(0.05)
+
+
+def test_no_slot_lies_beyond_the_cap():
+    bucket = AcceptBucket(1, 1)
+    bucket.take(0.0)
+    waits = [bucket.book(0.0, bucket.take(0.0), max_delay=5.0) for _ in range(10)]
+    assert waits[:5] == pytest.approx([1.0, 2.0, 3.0, 4.0, 5.0]) and set(waits[5:]) == {5.0}

@@ -3,9 +3,11 @@
 A reconnect storm (a node restarts, a load balancer flaps) brings every client back within the
 same second. :class:`AcceptBucket` lets ``burst`` upgrades through at once and then ``rate``
 per second; the service answers the others ``503`` with ``Retry-After`` before it spends
-anything on them (no authentication, no connection object). :func:`retry_after_seconds`
-spreads the refused clients over the time the bucket needs to refill, so they do not come
-back together either.
+anything on them (no authentication, no connection object). Each refused client is *booked* a
+later slot (:meth:`AcceptBucket.book`): slots are ``1 / rate`` apart, after the last one booked,
+so ``Retry-After`` grows with the crowd waiting and the clients that obey it come back at the
+rate the node accepts, each refused about once. A client that ignores it books slots that go
+unused; no slot lies more than :data:`MAX_RETRY_AFTER` ahead.
 
 Pure: the clock is an argument (``now``, seconds of any monotonic clock), the randomness is
 injectable; no gevent, no sockets, no sleeping.
@@ -17,6 +19,9 @@ import random as _random
 from typing import Callable, Optional
 
 from ..errors import ConfigError
+
+#: The furthest a refused client is sent into the future (seconds).
+MAX_RETRY_AFTER = 60.0
 
 
 class AcceptBucket:
@@ -30,7 +35,7 @@ class AcceptBucket:
         ConfigError: a rate that is not a positive finite number, or a burst below 1.
     """
 
-    __slots__ = ("rate", "burst", "_tokens", "_stamp")
+    __slots__ = ("rate", "burst", "_tokens", "_stamp", "_booked")
 
     def __init__(self, rate: float, burst: int) -> None:
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < math.inf:
@@ -41,6 +46,7 @@ class AcceptBucket:
         self.burst = burst
         self._tokens = float(burst)
         self._stamp: Optional[float] = None
+        self._booked = -math.inf  # the last slot booked for a refused client
 
     def take(self, now: float) -> float:
         """Take one token at time ``now``.
@@ -63,6 +69,22 @@ class AcceptBucket:
             self._stamp = now
         return self._tokens
 
+    def book(self, now: float, wait: float, max_delay: float = MAX_RETRY_AFTER) -> float:
+        """Book a slot for a client refused at ``now``; return the seconds until it.
+
+        Args:
+            now: the time of the refusal (the clock of :meth:`take`).
+            wait: what :meth:`take` returned (the next token is that far).
+            max_delay: no slot lies further ahead; when the crowd would need more, the slots
+                past it are spread uniformly by the caller's jitter and overlap.
+
+        Returns:
+            ``max(wait, last slot + 1 / rate - now)``, at most ``max_delay``.
+        """
+        slot = min(max(now + wait, self._booked + 1.0 / self.rate), now + max_delay)
+        self._booked = slot
+        return slot - now
+
     @property
     def refill_time(self) -> float:
         """Seconds the empty bucket takes to fill up again (``burst / rate``)."""
@@ -73,9 +95,9 @@ def retry_after_seconds(wait: float, spread: float, random: Callable[[], float] 
     """The ``Retry-After`` value (whole seconds, RFC 9110 ``delay-seconds``) of a refused upgrade.
 
     Args:
-        wait: seconds until the bucket has a token again (:meth:`AcceptBucket.take`).
-        spread: the window over which refused clients are spread (the bucket's refill time,
-            at least one second), added to ``wait`` times a uniform random draw.
+        wait: seconds until the client's slot (:meth:`AcceptBucket.book`).
+        spread: jitter added to ``wait`` times a uniform random draw (at least one second:
+            the header has whole seconds, so the clients of one second are spread over it).
         random: source of uniform floats in ``[0, 1)`` (injectable for tests).
 
     Returns:
@@ -84,4 +106,4 @@ def retry_after_seconds(wait: float, spread: float, random: Callable[[], float] 
     return max(1, int(math.ceil(max(0.0, wait) + random() * max(1.0, spread))))
 
 
-__all__ = ["AcceptBucket", "retry_after_seconds"]
+__all__ = ["AcceptBucket", "MAX_RETRY_AFTER", "retry_after_seconds"]

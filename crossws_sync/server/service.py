@@ -345,10 +345,11 @@ class WebSocketService(ConnectionHandler):
         bucket = self.accept_bucket
         if bucket is not None:
             # Before anything costly (the auth hook, a connection): a storm is refused cheaply.
-            wait = bucket.take(time.monotonic())
+            now = time.monotonic()
+            wait = bucket.take(now)
             if wait:
                 self.stats["rate_limited_upgrades"] += 1
-                retry_after = retry_after_seconds(wait, bucket.refill_time, self.random)
+                retry_after = retry_after_seconds(bucket.book(now, wait), 1.0, self.random)
                 return self._refuse(start_response, legacy_ws, Reject(
                     503, "too many connection attempts", [("Retry-After", str(retry_after))]), "rate_limited")
         settings = self.settings
