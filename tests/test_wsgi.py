@@ -112,3 +112,12 @@ def test_request_headers_reach_the_environ_and_the_access_log_is_formatted_only_
         assert "x-dropped" not in headers and headers["sec-websocket-version"] == "13"
     finally:
         adapter.close(timeout=1)
+
+
+def test_make_server_listens_with_nodes_backlog_unless_told():
+    from crossws_sync.server.wsgi import DEFAULT_BACKLOG, make_server
+
+    app = lambda environ, start_response: []  # noqa: E731
+    assert DEFAULT_BACKLOG == 511
+    assert make_server("127.0.0.1", 0, app).backlog == 511
+    assert make_server("127.0.0.1", 0, app, backlog=64).backlog == 64

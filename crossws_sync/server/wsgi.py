@@ -298,6 +298,11 @@ class _AccessLog:
         self._logger.debug("%s", line.rstrip())
 
 
+#: Listen backlog when none is given: Node's ``server.listen`` default (gevent's is 128). A burst
+#: of connects past the backlog loses SYNs, which the clients resend after a second (W10's p99).
+DEFAULT_BACKLOG = 511
+
+
 def make_server(host: str, port: int, app: WSGIApp, *, ssl_args: Optional[Dict[str, Any]] = None,
                 backlog: Optional[int] = None, head_guard: Optional[HeadGuard] = None) -> pywsgi.WSGIServer:
     """Build (without starting) a gevent WSGI server that serves ``app`` with WebSocket support.
@@ -311,8 +316,7 @@ def make_server(host: str, port: int, app: WSGIApp, *, ssl_args: Optional[Dict[s
         context = gevent.ssl.create_default_context(gevent.ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(kwargs.pop("certfile"), kwargs.pop("keyfile", None))
         kwargs["ssl_context"] = context
-    if backlog is not None:
-        kwargs["backlog"] = backlog
+    kwargs["backlog"] = DEFAULT_BACKLOG if backlog is None else backlog
     server = pywsgi.WSGIServer((host, port), app, handler_class=WebSocketHandler, log=_AccessLog(),
                                error_log=logging.getLogger("crossws_sync.wsgi"), **kwargs)
     server.crossws_head_guard = head_guard or HeadGuard()
