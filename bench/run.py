@@ -674,7 +674,7 @@ def check_targets(results: Dict[str, Dict[str, Dict[str, Any]]]) -> List[Dict[st
         two = _value(results, "crossws_gunicorn2", workload, "server_cpu_us_per_op")
         measured = two / one if one and two else None
         checks.append({"workload": workload, "target": "CPU per op: -w 2 <= 1.2 x -w 1",
-                       "measured": None if measured is None else "%.2fx (%.1f / %.1f us)" % (measured, two, one),
+                       "measured": None if measured is None else "%.2fx (%.2f / %.2f us)" % (measured, two, one),
                        "status": "n/a" if measured is None else ("pass" if measured <= 1.2 else "FAIL")})
     return checks
 
