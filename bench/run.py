@@ -81,12 +81,44 @@ WORKLOADS: Dict[str, Dict[str, Any]] = {
                        "p99_before_ms", "p50_storm_ms", "p99_storm_ms", "p99_worst_second_ms",
                        "gen_loop_delay_max_ms", "survivors_loop_delay_max_ms", "survivor_cpu_before_pct",
                        "survivor_cpu_storm_pct"]},
+    # Issue 20 (W8 is the reconnect storm of another issue).
+    "W4L": {"title": "W4 closed loop (the maximum), then open loops at 50 % and 90 % of it, 5 s each", "nodes": 3,
+            "params": {"pairs": 200, "duration": 5, "levels": [0.5, 0.9]},
+            "quick": {"pairs": 6, "duration": 1, "levels": [0.5, 0.9]},
+            "metrics": ["max_per_s", "p99_ms_max", "per_s_at50", "p50_ms_at50", "p99_ms_at50", "per_s_at90",
+                        "p50_ms_at90", "p99_ms_at90", "lost"]},
+    "W6L": {"title": "W6 closed loop (the maximum), then open loops at 50 % and 90 % of it, 5 s each", "nodes": 3,
+            "params": {"loops": 32, "duration": 5, "levels": [0.5, 0.9]},
+            "quick": {"loops": 4, "duration": 1, "levels": [0.5, 0.9]},
+            "metrics": ["max_per_s", "p99_ms_max", "per_s_at50", "p50_ms_at50", "p99_ms_at50", "per_s_at90",
+                        "p50_ms_at90", "p99_ms_at90", "failures"]},
+    "W9a": {"title": "W1 under gunicorn (workers are cluster nodes on one Redis)", "nodes": 1, "gen": "W1",
+            "params": {"clients": 1000, "count": 2000, "workerSplit": True},
+            "quick": {"clients": 20, "count": 50, "idle": 2, "workerSplit": True},
+            "metrics": ["deliveries_per_s", "delivered_pct", "server_cpu_us_per_op", "worker_split"]},
+    "W9b": {"title": "W5 under gunicorn", "nodes": 1, "gen": "W5",
+            "params": {"clients": 100, "duration": 10, "workerSplit": True},
+            "quick": {"clients": 6, "duration": 1, "workerSplit": True},
+            "metrics": ["calls_per_s", "p99_ms", "bad_acks", "server_cpu_us_per_op", "worker_split"]},
+    "W10": {"title": "1 node, 2,000 connections (200 opening at once), token checked at the upgrade, user mapped, "
+                     "one welcome pushed", "nodes": 1, "server_args": ["--auth"],
+            "params": {"connections": 2000, "concurrency": 200},
+            "quick": {"connections": 60, "concurrency": 20, "badTokens": 10},
+            "metrics": ["connections_per_s", "p50_ms", "p99_ms", "failures", "refused", "server_cpu_us_per_op"]},
 }
+
+#: Workload names that stand for several (``--workloads W9`` = W1 and W5 under gunicorn).
+WORKLOAD_GROUPS = {"W9": ["W9a", "W9b"]}
+
+#: What one operation is, per workload, for the servers' CPU per operation (server_cpu_us_per_op).
+OPERATIONS = {"W1": "deliveries", "W2": "deliveries", "W3": "deliveries", "W4": "round_trips", "W5": "calls",
+              "W9a": "deliveries", "W9b": "calls", "W10": "connections"}
 
 #: Primary metric of each workload (for ratios) and whether higher is better.
 PRIMARY = {"W1": ("deliveries_per_s", True), "W2": ("deliveries_per_s", True), "W3": ("deliveries_per_s", True),
            "W4": ("round_trips_per_s", True), "W5": ("calls_per_s", True), "W6": ("calls_per_s", True),
-           "W7": ("kb_per_conn_last", False), "W8": ("recovery_s", False)}
+           "W7": ("kb_per_conn_last", False), "W8": ("recovery_s", False), "W4L": ("p99_ms_at90", False), "W6L": ("p99_ms_at90", False),
+           "W9a": ("deliveries_per_s", True), "W9b": ("calls_per_s", True), "W10": ("connections_per_s", True)}
 
 
 def crossws_storm_args(params: Dict[str, Any]) -> List[str]:
@@ -112,14 +144,14 @@ SYSTEMS: Dict[str, Dict[str, Any]] = {
                          "proto": "json", "workloads": {"W1", "W5", "W7"},
                          "about": "bare Node.js ws server"},
     "flask_socketio": {"cmd": [sys.executable, os.path.join(SERVERS_DIR, "flask_socketio_server.py")],
-                       "proto": "socketio", "workloads": {"W1", "W2", "W3", "W4", "W5", "W7"},
+                       "proto": "socketio", "workloads": {"W1", "W2", "W3", "W4", "W5", "W7", "W10"},
                        "about": "Flask-SocketIO, async_mode=gevent, gevent-websocket, Redis message queue"},
     "original": {"cmd": ["node", "--expose-gc", os.path.join(NODE_DIR, "original_server.js")],
-                 "proto": "json", "workloads": {"W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8"},
+                 "proto": "json", "workloads": {"W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W4L", "W6L", "W10"},
                  "reconnect": "original",
                  "about": "the Node.js original, websocket-cross-server-adapter 1.0.7 (needs --original-dir)"},
     "crossws": {"cmd": [sys.executable, os.path.join(SERVERS_DIR, "crossws_server.py")],
-                "proto": "json", "workloads": {"W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8"},
+                "proto": "json", "workloads": {"W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W4L", "W6L", "W10"},
                 "reconnect": "crossws", "args": {"W8": crossws_storm_args},
                 "about": "crossws_sync WebSocketCrossServerAdapter"},
     "crossws_limit": {"cmd": [sys.executable, os.path.join(SERVERS_DIR, "crossws_server.py")],
@@ -130,8 +162,15 @@ SYSTEMS: Dict[str, Dict[str, Any]] = {
                          "proto": "json", "workloads": {"W3", "W4"},
                          "about": "crossws_sync with connection_state_recovery on (history streams in Redis)"},
     "crossws_base": {"cmd": [sys.executable, os.path.join(SERVERS_DIR, "crossws_server.py")],
-                     "proto": "json", "workloads": {"W1", "W2", "W3", "W4", "W5", "W6", "W7"},
+                     "proto": "json", "workloads": {"W1", "W2", "W3", "W4", "W5", "W6", "W7", "W4L", "W6L", "W10"},
                      "about": "crossws_sync at the --baseline commit (before/after in one run)"},
+    # W9: gunicorn's master plus N GeventWebSocketWorker workers, every worker a cluster node on one Redis
+    "crossws_gunicorn1": {"cmd": [sys.executable, os.path.join(SERVERS_DIR, "crossws_gunicorn.py"), "--workers", "1"],
+                          "proto": "json", "workloads": {"W9a", "W9b"}, "redis": True, "workers": 1,
+                          "about": "crossws_sync under gunicorn -w 1 (GeventWebSocketWorker), on Redis"},
+    "crossws_gunicorn2": {"cmd": [sys.executable, os.path.join(SERVERS_DIR, "crossws_gunicorn.py"), "--workers", "2"],
+                          "proto": "json", "workloads": {"W9a", "W9b"}, "redis": True, "workers": 2,
+                          "about": "crossws_sync under gunicorn -w 2: two cluster nodes on one Redis"},
 }
 DEFAULT_SYSTEMS = ["calibration", "flask_socketio", "crossws"]  # + "original", "calibration_node" on request
 
@@ -342,8 +381,11 @@ class CpuWindow:
         machine = 100.0 * (busy(sys1) - busy(self.sys0)) / wall if wall > 0 else None
         processes = 100.0 * (proc_time(sys1) - proc_time(self.sys0)) / wall if wall > 0 else None
         ours = sum(v for v in shares.values() if v)
+        # every server-side process (nodes, gunicorn master and workers, Redis), in CPU seconds
+        server_s = sum(v for name, v in shares.items() if v and name != "gen") * wall / 100.0
         return {"cpu_pct": shares, "machine_cpu_pct": machine,
-                "other_cpu_pct": None if processes is None else max(0.0, processes - ours), "window_s": wall}
+                "other_cpu_pct": None if processes is None else max(0.0, processes - ours), "window_s": wall,
+                "server_cpu_s": server_s}
 
 
 # --------------------------------------------------------------------------- one run
@@ -361,7 +403,8 @@ def run_once(system: str, workload: str, params: Dict[str, Any], log_dir: str) -
     work_dir = tempfile.mkdtemp(prefix="crossws-bench-")
     try:
         ports, pids = [], {}
-        redis_args = start_topology(REDIS_TOPOLOGY, procs, work_dir, pids) if wl["nodes"] > 1 else []
+        clustered = wl["nodes"] > 1 or bool(spec.get("redis"))
+        redis_args = start_topology(REDIS_TOPOLOGY, procs, work_dir, pids) if clustered else []
         library = BASELINE_SNAPSHOT if system == "crossws_base" else LIBRARY_SNAPSHOT
         python_path = [p for p in (library, ROOT, os.environ.get("PYTHONPATH")) if p]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(python_path),
@@ -371,27 +414,33 @@ def run_once(system: str, workload: str, params: Dict[str, Any], log_dir: str) -
         extra_args = spec.get("args", {}).get(workload, lambda _params: [])(params)
         for index in range(wl["nodes"]):
             port = free_port()
-            cmd = spec["cmd"] + ["--port", str(port)] + extra_args
-            if wl["nodes"] > 1:
+            cmd = spec["cmd"] + ["--port", str(port)] + extra_args + list(wl.get("server_args", []))
+            if clustered:
                 cmd += ["--node-index", str(index), "--nodes", str(wl["nodes"])] + redis_args
             proc = procs.start("%s-n%d" % (system, index), cmd, env=env)
             ports.append(port)
             pids["n%d" % index] = proc.pid
         for (name, proc), port in zip([p for p in procs.procs if not p[0].startswith("redis")], ports):
             wait_port(port, proc, SERVER_START_TIMEOUT, os.path.join(log_dir, name + ".log"))
-        if wl["nodes"] > 1:
+        if spec.get("workers"):
+            pids.update(gunicorn_workers(pids["n0"], spec["workers"]))
+        if clustered:
             time.sleep(0.5)  # let the nodes finish subscribing to Redis before the load starts
         profilers = []
         if PROFILE and spec["cmd"][0] == sys.executable:
-            for index in range(wl["nodes"]):
-                out_file = os.path.join(log_dir, "profile-n%d.txt" % index)
-                profilers.append(procs.start("py-spy-n%d" % index, [
-                    "py-spy", "record", "--pid", str(pids["n%d" % index]), "--format", "raw", "--nonblocking",
+            # the nodes, or gunicorn's workers (its master only forks and watches them)
+            targets = ["w%d" % i for i in range(spec["workers"])] if spec.get("workers") else \
+                ["n%d" % i for i in range(wl["nodes"])]
+            for target in targets:
+                out_file = os.path.join(log_dir, "profile-%s.txt" % target)
+                profilers.append(procs.start("py-spy-%s" % target, [
+                    "py-spy", "record", "--pid", str(pids[target]), "--format", "raw", "--nonblocking",
                     "--rate", "200", "--output", out_file], stdout=subprocess.DEVNULL))
 
         deadline = float(params.get("deadline", 300))
         gen_params = dict(params, policy=spec.get("reconnect", "crossws")) if workload == "W8" else params
-        gen_cmd = ["node", os.path.join(NODE_DIR, "loadgen.js"), "--proto", spec["proto"], "--workload", workload,
+        gen_cmd = ["node", os.path.join(NODE_DIR, "loadgen.js"), "--proto", spec["proto"],
+                   "--workload", wl.get("gen", workload),
                    "--urls", ",".join("ws://127.0.0.1:%d" % p for p in ports), "--params", json.dumps(gen_params)]
         gen = procs.start("generator", gen_cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         pids["gen"] = gen.pid
@@ -470,15 +519,32 @@ def run_once(system: str, workload: str, params: Dict[str, Any], log_dir: str) -
             result["error"] = (result["error"] + " process exited during the run: %s (%s)" % (
                 ", ".join(dead), log_tail(os.path.join(log_dir, dead[0] + ".log")))).strip()
             result["ok"] = False
-        run.update({k: v for k, v in result.items() if k not in ("type", "stages")})
+        run.update({k: v for k, v in result.items() if k not in ("type", "stages", "workload")})
         if workload == "W7":
             derive_memory(run)
         if workload == "W8":
             derive_storm(run)
+        ops = run.get(OPERATIONS.get(workload, ""))
+        if ops and run.get("server_cpu_s") is not None:
+            run["server_cpu_us_per_op"] = 1e6 * run["server_cpu_s"] / ops
         return run
     finally:
         procs.stop_all()
         shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def gunicorn_workers(master_pid: int, count: int, timeout: float = 30.0) -> Dict[str, int]:
+    """The pids of gunicorn's ``count`` workers (children of ``master_pid``) as ``{"w0": pid, ...}``,
+    once all of them exist and have had a moment to start serving."""
+    master = psutil.Process(master_pid)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        children = sorted(child.pid for child in master.children())
+        if len(children) >= count:
+            time.sleep(1.0)  # every worker imports the app and starts its adapter
+            return {"w%d" % i: pid for i, pid in enumerate(children[:count])}
+        time.sleep(0.1)
+    raise RuntimeError("gunicorn started %d of %d workers in %.0f s" % (len(master.children()), count, timeout))
 
 
 def derive_memory(run: Dict[str, Any]) -> None:
@@ -541,6 +607,9 @@ def aggregate(runs: List[Dict[str, Any]], workload: str) -> Dict[str, Any]:
         keys.update(k for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
     for key in sorted(keys):
         summary[key] = median_of(ok_runs, key)
+    splits = [r["worker_split"] for r in ok_runs if isinstance(r.get("worker_split"), str)]
+    if splits:
+        summary["worker_split"] = ", ".join(splits)
     cpu_names = sorted({name for r in ok_runs for name in (r.get("cpu_pct") or {})})
     summary["cpu_pct"] = {name: median_of([r.get("cpu_pct") or {} for r in ok_runs], name) for name in cpu_names}
     if workload == "W7":
@@ -558,9 +627,9 @@ def fmt(value: Any, key: str = "") -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        if key.endswith("_pct") or key.endswith("_ms") or key.startswith("kb_") or key.startswith("rss_"):
+        if key.endswith("_pct") or "_ms" in key or key.startswith("kb_") or key.startswith("rss_"):
             return "%.1f" % value
-        if key.endswith("_s") and not key.endswith("per_s"):
+        if (key.endswith("_s") and not key.endswith("per_s")) or key.endswith("_us_per_op"):
             return "%.2f" % value
         return "{:,.0f}".format(value)
     if isinstance(value, int):
@@ -702,6 +771,16 @@ def check_targets(results: Dict[str, Dict[str, Dict[str, Any]]]) -> List[Dict[st
     absolute("W5", "bad_acks", "every checked ack echoes its call", lambda v: v == 0)
     ratio("W6", "calls_per_s", "original", 1.5)
     absolute("W7", "kb_per_conn_last", "<= 16 KB per idle connection (last stage)", lambda v: v <= 16.0, " KB")
+    # Issue 20
+    ratio("W10", "connections_per_s", "original", 1.0)
+    absolute("W10", "failures", "every connection welcomed", lambda v: v == 0)
+    for workload in ("W9a", "W9b"):
+        one = _value(results, "crossws_gunicorn1", workload, "server_cpu_us_per_op")
+        two = _value(results, "crossws_gunicorn2", workload, "server_cpu_us_per_op")
+        measured = two / one if one and two else None
+        checks.append({"workload": workload, "target": "CPU per op: -w 2 <= 1.2 x -w 1",
+                       "measured": None if measured is None else "%.2fx (%.2f / %.2f us)" % (measured, two, one),
+                       "status": "n/a" if measured is None else ("pass" if measured <= 1.2 else "FAIL")})
     return checks
 
 
@@ -752,7 +831,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny loads, 1 run: a smoke test, not a measurement")
     parser.add_argument("--systems", default=",".join(DEFAULT_SYSTEMS),
                         help="comma-separated, from: %s" % ", ".join(SYSTEMS))
-    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated, from W1..W8")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS),
+                        help="comma-separated, from %s; W9 = W9a,W9b (W8: the reconnect storm)" % ", ".join(WORKLOADS))
     parser.add_argument("--runs", type=int, default=None, help="runs per (system, workload); default 3, 1 with --quick")
     parser.add_argument("--json", default=os.path.join(RESULTS_DIR, "latest.json"), help="where to write all runs")
     parser.add_argument("--original-dir", default=ORIGINAL_DIR,
@@ -777,7 +857,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                              "several 127.0.0.x addresses and the bench processes raise RLIMIT_NOFILE")
     args = parser.parse_args(argv)
     args.systems = [s for s in args.systems.split(",") if s]
-    args.workloads = [w.upper() for w in args.workloads.split(",") if w]
+    requested = [w.upper() for w in args.workloads.split(",") if w]
+    args.workloads = []
+    for w in requested:
+        for name in WORKLOAD_GROUPS.get(w, [w]):
+            name = next((k for k in WORKLOADS if k.upper() == name.upper()), name)
+            if name not in args.workloads:
+                args.workloads.append(name)
     for s in args.systems:
         if s not in SYSTEMS:
             parser.error("unknown system %r (choose from %s)" % (s, ", ".join(SYSTEMS)))
@@ -1005,7 +1091,7 @@ def run_suite(args: argparse.Namespace, started: datetime.datetime, run_versions
     header = "crossws_sync bench %s%s, medians of %d run(s), %s, %d cores" % (
         started.strftime("%Y-%m-%d %H:%M UTC"), " (quick)" if args.quick else "", args.runs,
         platform.node(), psutil.cpu_count() or 0)
-    checks = check_targets(results) if "crossws" in args.systems and not args.quick else []
+    checks = check_targets(results) if any(x.startswith("crossws") for x in args.systems) and not args.quick else []
     targets = render_targets(checks, args.workloads)
     print(header)
     print(table)

@@ -111,3 +111,60 @@ def test_quick_reconnect_storm_w8_brings_every_client_back(tmp_path) -> None:
         assert run["survivor_cpu_storm_pct"] is not None
     assert runs["crossws"]["refused_503"] == 0  # no limit, nothing refused
     assert runs["crossws_limit"]["refused_503"] > 0  # 60 upgrades/s, burst 20, for 300 in ~2 s
+
+
+def _quick(tmp_path, systems: str, workloads: str, *extra: str) -> dict:
+    ensure_node_modules()
+    out_json = tmp_path / "quick.json"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(BENCH, "run.py"), "--quick", "--systems", systems, "--workloads", workloads,
+         "--json", str(out_json), *extra],
+        cwd=repo_root(), capture_output=True, text=True, timeout=170)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "errors:" not in proc.stdout, proc.stdout
+    return json.loads(out_json.read_text())
+
+
+@pytest.mark.timeout(180)
+def test_quick_accept_rate_w10_checks_tokens_and_welcomes_every_accepted_connection(tmp_path) -> None:
+    report = _quick(tmp_path, "crossws", "W10")
+    run = report["runs"][0]
+    # the quick variant sends a wrong token with every 10th of its 60 clients: refused by the hook
+    assert run["ok"] and run["attempted"] == 60
+    assert run["refused"] == 6 and run["failures"] == 6, run
+    assert run["connections"] == 54 and run["wrong_welcome"] == 0 and run["disconnected"] == 0, run
+    assert run["connections_per_s"] > 0 and 0 < run["p50_ms"] <= run["p99_ms"]
+    assert run["server_cpu_us_per_op"] > 0
+
+
+@pytest.mark.timeout(180)
+def test_quick_latency_under_load_w4l_w6l_runs_the_closed_loop_then_two_open_loops(tmp_path) -> None:
+    report = _quick(tmp_path, "crossws", "W4L,W6L")
+    for workload in ("W4L", "W6L"):
+        summary = report["summary"]["crossws"][workload]
+        assert summary["ok_runs"] == 1, summary
+        run = next(r for r in report["runs"] if r["workload"] == workload)
+        assert [level["level"] for level in run["levels"]] == [0.5, 0.9]
+        assert run["max_per_s"] > 0
+        for tag in ("at50", "at90"):
+            assert run["offered_per_s_" + tag] > 0 and run["per_s_" + tag] > 0, run
+            assert 0 < run["p50_ms_" + tag] <= run["p99_ms_" + tag]
+    w4l = next(r for r in report["runs"] if r["workload"] == "W4L")
+    w6l = next(r for r in report["runs"] if r["workload"] == "W6L")
+    assert w4l["lost"] == 0 and w6l["failures"] == 0
+    # the open loop offers what it was asked (within a millisecond tick's worth)
+    assert abs(w4l["offered_per_s_at50"] - 0.5 * w4l["max_per_s"]) <= 0.05 * w4l["max_per_s"] + 1000
+
+
+@pytest.mark.timeout(180)
+def test_quick_all_cores_w9_runs_w1_and_w5_under_gunicorn_with_one_and_two_workers(tmp_path) -> None:
+    report = _quick(tmp_path, "crossws_gunicorn1,crossws_gunicorn2", "W9")
+    for system, workers in (("crossws_gunicorn1", 1), ("crossws_gunicorn2", 2)):
+        w9a = next(r for r in report["runs"] if r["system"] == system and r["workload"] == "W9a")
+        w9b = next(r for r in report["runs"] if r["system"] == system and r["workload"] == "W9b")
+        assert w9a["ok"] and w9a["delivered_pct"] == 100.0, w9a
+        assert w9b["ok"] and w9b["calls"] > 0 and w9b["errors"] == 0 and w9b["bad_acks"] == 0, w9b
+        # every client answered from some worker; master, workers and Redis are all sampled
+        assert sum(int(n) for n in w9a["worker_split"].split("/")) == 20
+        assert sum(int(n) for n in w9b["worker_split"].split("/")) == 6
+        assert {"n0", "redis"} | {"w%d" % i for i in range(workers)} <= set(w9a["cpu_pct"])

@@ -85,3 +85,39 @@ def test_malformed_opening_handshakes_get_400_as_rfc6455_asks(head, why):
         assert status.startswith(b"HTTP/1.1 400"), (why, status)
     finally:
         adapter.close(timeout=1)
+
+
+def test_request_headers_reach_the_environ_and_the_access_log_is_formatted_only_at_debug(caplog):
+    import logging
+
+    seen = []
+    adapter = WebSocketCrossServerAdapter(ws_options={"host": "127.0.0.1", "port": 0})
+    adapter.on_websocket_event("connection", lambda socket, request: seen.append(dict(request.headers)))
+    adapter.start()
+    try:
+        head = ("GET /?id=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                "Cookie: a=1\r\nCookie: b=2\r\nX-Folded: one\r\n two\r\nX_Dropped: 1\r\n\r\n")
+        for level in (logging.INFO, logging.DEBUG):
+            caplog.set_level(level, logger="crossws_sync.access")
+            caplog.clear()
+            sock = socket.create_connection(("127.0.0.1", adapter.port), timeout=5)
+            sock.sendall(head.encode())
+            assert sock.recv(4096).startswith(b"HTTP/1.1 101 ")
+            sock.close()
+            lines = [r.getMessage() for r in caplog.records if r.name == "crossws_sync.access"]
+            assert ('"GET /?id=1 HTTP/1.1" 101' in " ".join(lines)) == (level == logging.DEBUG), lines
+        headers = seen[0]
+        assert headers["cookie"] == "a=1; b=2" and headers["x-folded"] == "one two"
+        assert "x-dropped" not in headers and headers["sec-websocket-version"] == "13"
+    finally:
+        adapter.close(timeout=1)
+
+
+def test_make_server_listens_with_nodes_backlog_unless_told():
+    from crossws_sync.server.wsgi import DEFAULT_BACKLOG, make_server
+
+    app = lambda environ, start_response: []  # noqa: E731
+    assert DEFAULT_BACKLOG == 511
+    assert make_server("127.0.0.1", 0, app).backlog == 511
+    assert make_server("127.0.0.1", 0, app, backlog=64).backlog == 64

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Load generator of the crossws_sync benchmark suite (Node.js >= 20).
 //
-//   node loadgen.js --proto json|socketio --workload W1..W7 --urls ws://127.0.0.1:P0[,ws://...]
+//   node loadgen.js --proto json|socketio --workload W1..W7|W4L|W6L|W10 --urls ws://127.0.0.1:P0[,ws://...]
 //                   --params '{"clients":1000,...}'
 //
 // Talks the bench protocol (bench/README.md) to every system under test: the original's JSON
@@ -51,6 +51,12 @@ const P = Object.assign({
   lostAfter: 2,            // s, W4: a round trip not back by then is counted lost and resent
   checkEvery: 64,          // W5: parse every n-th ack of a client and check it echoes the call
   sources: 1,              // raw client: > 1: local addresses 127.0.0.2..N+1, round robin (W7 at large counts)
+  levels: [0.5, 0.9],      // W4L / W6L: open-loop rates as fractions of the closed loop's maximum
+  connections: 2000,       // W10: connections opened
+  concurrency: 200,        // W10: at most this many being opened at once
+  welcomeTimeout: 10,      // s, W10: a connection without its welcome by then has failed
+  badTokens: 0,            // W10: every n-th client sends a wrong token (0: none), refused by the hook
+  workerSplit: false,      // W1 / W5 (W9): ask every client's server for its pid (which gunicorn worker)
 }, JSON.parse(args.params || '{}'));
 
 const hardDeadline = setTimeout(() => {
@@ -389,16 +395,19 @@ class SioClient {
   }
   connect(timeoutMs) {
     return new Promise((resolve, reject) => {
-      const s = io(this.url, {
+      const opts = {
         transports: ['websocket'], query: this.query, forceNew: true, reconnection: false,
         timeout: timeoutMs,
-      });
+      };
+      if (this.query.token) opts.auth = { token: this.query.token };  // W10: the connect handler's auth
+      const s = io(this.url, opts);
       this.s = s;
       s.on('connect', () => resolve());
       s.on('connect_error', (err) => reject(err));
       s.on('disconnect', () => { this.closed = true; });
       s.on('bench', (payload) => { if (this.onBench) this.onBench(payload); });
       s.on('relay', (payload) => { if (this.onEvent) this.onEvent('relay', payload); });
+      s.on('welcome', (payload) => { if (this.onEvent) this.onEvent('welcome', payload); });
     });
   }
   emit(event, payload) { this.s.emit(event, payload); }
@@ -454,6 +463,18 @@ async function openClients(specs) {
       + (firstError ? ': ' + (firstError.message || firstError) : '') + ')');
   }
   return clients;
+}
+
+// W9 (gunicorn): how many clients each worker process serves ("512/489"), asked with one
+// trigger {action: "pid"} per client.
+async function workerSplit(clients) {
+  const counts = new Map();
+  for (const c of clients) {
+    const reply = await c.request('trigger', { action: 'pid' });
+    const pid = reply && reply.pid;
+    counts.set(pid, (counts.get(pid) || 0) + 1);
+  }
+  return Array.from(counts.values()).sort((a, b) => b - a).join('/');
 }
 
 // Multi-node workloads: prove that every node-to-node route delivers before measuring (nodes
@@ -524,6 +545,7 @@ function measureEnd() {
 async function broadcastWorkload({ specs, trigger, expected, roomOf }) {
   const clients = await openClients(specs);
   const warmRounds = URLS.length > 1 ? await warmRoutes(nodeRoutes(clients, specs)) : 0;
+  const split = P.workerSplit ? await workerSplit(clients) : null;
   let received = 0;
   let wrongRoom = 0;
   let tLast = 0;
@@ -567,6 +589,7 @@ async function broadcastWorkload({ specs, trigger, expected, roomOf }) {
     ok: true, deliveries: received, expected, delivered_pct: 100 * received / expected,
     deliveries_per_s: elapsed > 0 ? received / elapsed : null, elapsed_s: elapsed,
     wrong_room: roomOf ? wrongRoom : null, disconnected, trigger_ack: ackValue, warmup_rounds: warmRounds,
+    worker_split: split,
   }, cpu);
 }
 
@@ -667,6 +690,7 @@ async function W5() {
   const specs = [];
   for (let i = 0; i < P.clients; i++) specs.push({ url: URLS[0], query: { id: 'u' + i } });
   const clients = await openClients(specs);
+  const split = P.workerSplit ? await workerSplit(clients) : null;
   const stats = { latencies: [], calls: 0, checked: 0, badAcks: 0 };
   let errors = 0;
   let running = true;
@@ -710,7 +734,7 @@ async function W5() {
   const disconnected = clients.filter((c) => c.closed).length;
   clients.forEach((c) => c.close());
   return Object.assign({ ok: true, calls, calls_per_s: calls / elapsed, errors, disconnected,
-    checked: stats.checked, bad_acks: stats.badAcks }, latencyStats(stats.latencies), cpu);
+    checked: stats.checked, bad_acks: stats.badAcks, worker_split: split }, latencyStats(stats.latencies), cpu);
 }
 
 // W6: the server does the work (node 0 runs RPC loops to all nodes); we trigger and read its ack.
@@ -1064,7 +1088,230 @@ function stdinLines() {
   };
 }
 
-const WORKLOADS = { W1, W2, W3, W4, W5, W6, W7, W8 };
+// W4L: latency under load. The same pairs as W4; first the closed loop (one message in flight
+// per pair) for P.duration seconds gives the maximum rate, then an open loop at each of
+// P.levels (fractions of that maximum) for P.duration seconds: round trips started on
+// schedule (every due one released each millisecond, pairs in turn, several in flight per pair
+// when replies are late), each one's latency from its send. A round trip not back within
+// P.lostAfter seconds after its level's window is counted lost. The CPU window (runner) is
+// the last level's.
+async function W4L() {
+  const n = URLS.length;
+  const specs = [];
+  for (let k = 0; k < P.pairs; k++) {
+    specs.push({ url: URLS[k % n], query: { id: 'a' + k } });
+    specs.push({ url: URLS[(k + 1) % n], query: { id: 'b' + k } });
+  }
+  const clients = await openClients(specs);
+  const warmRounds = await warmRoutes(Array.from({ length: P.pairs }, (_, k) => [clients[2 * k], clients[2 * k + 1], 'b' + k]));
+  for (let k = 0; k < P.pairs; k++) {
+    const b = clients[2 * k + 1];
+    b.onEvent = (event, payload) => {
+      if (event === 'relay' && payload.warm === undefined) b.emit('relay', { to: payload.from, from: 'b' + k, k, seq: payload.seq, pad: PAD });
+    };
+  }
+  const result = { ok: true, warmup_rounds: warmRounds, levels: [] };
+  // closed loop: the maximum
+  {
+    const latencies = [];
+    let roundTrips = 0;
+    let running = true;
+    const sentAt = new Float64Array(P.pairs);
+    const seqOf = new Int32Array(P.pairs);
+    const send = (k) => {
+      seqOf[k]++;
+      sentAt[k] = now();
+      clients[2 * k].emit('relay', { to: 'b' + k, from: 'a' + k, k, seq: seqOf[k], pad: PAD });
+    };
+    for (let k = 0; k < P.pairs; k++) {
+      clients[2 * k].onEvent = (event, payload) => {
+        if (event !== 'relay' || payload.seq !== seqOf[k]) return;
+        if (running) { latencies.push(now() - sentAt[k]); roundTrips++; send(k); }
+      };
+    }
+    const t0 = now();
+    for (let k = 0; k < P.pairs; k++) send(k);
+    await sleep(P.duration * 1000);
+    running = false;
+    const elapsed = (now() - t0) / 1000;
+    const stats = latencyStats(latencies);
+    result.max_per_s = roundTrips / elapsed;
+    result.p50_ms_max = stats.p50_ms;
+    result.p99_ms_max = stats.p99_ms;
+    await sleep(1000);  // let the last closed-loop round trips drain
+  }
+  // open loop at each level
+  let seq = 1e6;
+  const sentAt = new Map();
+  let latencies = [];
+  for (let k = 0; k < P.pairs; k++) {
+    clients[2 * k].onEvent = (event, payload) => {
+      if (event !== 'relay') return;
+      const t = sentAt.get(payload.seq);
+      if (t === undefined) return;
+      sentAt.delete(payload.seq);
+      latencies.push(now() - t);
+    };
+  }
+  for (let li = 0; li < P.levels.length; li++) {
+    const level = P.levels[li];
+    const rate = level * result.max_per_s;
+    latencies = [];
+    sentAt.clear();
+    const last = li === P.levels.length - 1;
+    if (last) measureStart();
+    const t0 = now();
+    const end = t0 + P.duration * 1000;
+    let released = 0;
+    let behind = 0;
+    await new Promise((resolve) => {
+      const timer = setInterval(() => {
+        const t = now();
+        if (t >= end) { clearInterval(timer); resolve(); return; }
+        const due = Math.floor((t - t0) * rate / 1000) + 1;
+        while (released < due) {
+          behind = Math.max(behind, t - (t0 + released * 1000 / rate));
+          const k = released % P.pairs;
+          released++;
+          seq++;
+          sentAt.set(seq, now());
+          clients[2 * k].emit('relay', { to: 'b' + k, from: 'a' + k, k, seq, pad: PAD });
+        }
+      }, 1);
+    });
+    const drainUntil = now() + P.lostAfter * 1000;
+    while (sentAt.size && now() < drainUntil) await sleep(10);
+    const cpu = last ? measureEnd() : null;
+    const stats = latencyStats(latencies);
+    const tag = 'at' + Math.round(level * 100);
+    result['offered_per_s_' + tag] = released / P.duration;
+    result['per_s_' + tag] = latencies.length / P.duration;
+    result['p50_ms_' + tag] = stats.p50_ms;
+    result['p99_ms_' + tag] = stats.p99_ms;
+    result['lost_' + tag] = sentAt.size;
+    result['behind_ms_' + tag] = behind;
+    result.levels.push({ level, rate, released, received: latencies.length, lost: sentAt.size, behind_ms: behind,
+      p50_ms: stats.p50_ms, p99_ms: stats.p99_ms });
+    if (cpu) Object.assign(result, cpu);
+    await sleep(500);
+  }
+  result.lost = result.levels.reduce((a, l) => a + l.lost, 0);
+  result.disconnected = clients.filter((c) => c.closed).length;
+  clients.forEach((c) => c.close());
+  return result;
+}
+
+// W6L: W6's RPC loops inside node 0, first closed (the maximum, P.loops loops), then an open
+// loop at each of P.levels of that maximum (the server releases calls on schedule; its
+// run_rpc_rate / rpcRate). The CPU window (runner) is the last level's.
+async function W6L() {
+  const [c] = await openClients([{ url: URLS[0], query: { id: 'rpc-trigger' } }]);
+  const call = (extra) => c.request('trigger', Object.assign({ action: 'rpc', loops: P.loops, duration: P.duration,
+    expected: URLS.length }, extra), P.duration + P.requestTimeout + 40);
+  const result = { ok: true, levels: [] };
+  try {
+    const closed = await call({});
+    if (!closed || closed.error) throw new Error('closed loop: ' + JSON.stringify(closed));
+    result.max_per_s = closed.calls_per_s;
+    result.p50_ms_max = closed.p50_ms;
+    result.p99_ms_max = closed.p99_ms;
+    result.failures = closed.failures;
+    for (let li = 0; li < P.levels.length; li++) {
+      const level = P.levels[li];
+      const last = li === P.levels.length - 1;
+      await sleep(500);
+      if (last) measureStart();
+      const r = await call({ rate: level * result.max_per_s });
+      if (last) Object.assign(result, measureEnd());
+      if (!r || r.error) throw new Error('open loop at ' + level + ': ' + JSON.stringify(r));
+      const tag = 'at' + Math.round(level * 100);
+      result['offered_per_s_' + tag] = r.offered_per_s;
+      result['per_s_' + tag] = r.calls_per_s;
+      result['p50_ms_' + tag] = r.p50_ms;
+      result['p99_ms_' + tag] = r.p99_ms;
+      result['behind_ms_' + tag] = r.behind_ms_max;
+      result.failures += r.failures + (r.unstarted || 0);
+      result.levels.push(Object.assign({ level }, r));
+    }
+  } catch (err) {
+    c.close();
+    return Object.assign(result, { ok: false, error: String(err.message || err) });
+  }
+  c.close();
+  return result;
+}
+
+// W10: accept rate. P.connections clients, at most P.concurrency opening at once; each carries
+// ?id=u<i>&token=<HMAC of the id> (bench/servers/common.py's bench_token), which the server's
+// auth hook checks at the upgrade; the server maps the user and pushes one "welcome". A
+// client's time runs from just before its TCP connect to the arrival of its welcome; the rate
+// is the welcomed connections over the time from the first attempt to the last welcome. All
+// stay open until the end. Failures: refused upgrades, errors, no welcome in P.welcomeTimeout s.
+const crypto2 = require('crypto');
+const TOKEN_SECRET = 'crossws-bench-secret';
+const tokenOf = (id) => crypto2.createHmac('sha256', TOKEN_SECRET).update(id).digest('hex').slice(0, 32);
+
+async function W10() {
+  const specs = [];
+  for (let i = 0; i < P.connections; i++) {
+    const id = 'u' + i;
+    specs.push({ url: URLS[i % URLS.length], query: { id, token: P.badTokens && i % P.badTokens === 0 ? 'x' : tokenOf(id) } });
+  }
+  const clients = [];
+  const latencies = [];
+  let next = 0;
+  let failures = 0;
+  let refused = 0;
+  let wrongWelcome = 0;
+  let firstError = null;
+  let tLast = 0;
+  const deadline = now() + P.connectTimeout * 1000;
+  async function worker() {
+    while (next < specs.length && now() < deadline) {
+      const i = next++;
+      const c = new Client(specs[i].url, specs[i].query);
+      const t0 = now();
+      let gotWelcome;
+      const welcome = new Promise((resolve) => { gotWelcome = resolve; });
+      c.onEvent = (event, payload) => { if (event === 'welcome') gotWelcome(payload); };
+      let timer = null;
+      try {
+        await c.connect(Math.max(1000, deadline - now()));
+        const payload = await Promise.race([welcome, new Promise((resolve, reject) => {
+          timer = setTimeout(() => reject(new Error('no welcome in ' + P.welcomeTimeout + ' s')), P.welcomeTimeout * 1000);
+        })]);
+        clearTimeout(timer);
+        const t = now();
+        latencies.push(t - t0);
+        if (t > tLast) tLast = t;
+        if (!payload || payload.id !== specs[i].query.id) wrongWelcome++;
+        clients.push(c);
+      } catch (err) {
+        clearTimeout(timer);
+        failures++;
+        if (/40[13]|unauthorized/i.test(String(err.message || err))) refused++;
+        if (!firstError) firstError = err;
+        c.close();
+      }
+    }
+  }
+  measureStart();
+  const t0 = now();
+  const workers = [];
+  for (let w = 0; w < Math.min(P.concurrency, specs.length); w++) workers.push(worker());
+  await Promise.all(workers);
+  const cpu = measureEnd();
+  const elapsed = ((tLast || now()) - t0) / 1000;
+  const disconnected = clients.filter((c) => c.closed).length;
+  clients.forEach((c) => c.close());
+  return Object.assign({
+    ok: true, connections: latencies.length, attempted: next, failures, refused, wrong_welcome: wrongWelcome,
+    disconnected, connections_per_s: elapsed > 0 ? latencies.length / elapsed : null, elapsed_s: elapsed,
+    first_error: firstError ? String(firstError.message || firstError) : null,
+  }, latencyStats(latencies), cpu);
+}
+
+const WORKLOADS = { W1, W2, W3, W4, W5, W6, W7, W8, W4L, W6L, W10 };
 
 (async () => {
   if (args.role === 'survivors') { await survivorsRole(); return; }

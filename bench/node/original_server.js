@@ -7,10 +7,18 @@
 //   node original_server.js --port P [--node-index I --nodes N --redis-port R]
 //
 // Same handlers as bench/servers/crossws_server.py: connection (setUserSocket, joinRoom),
-// echo (ack), relay (toSocketId), trigger broadcast / rooms / rpc (W6) / gc.
+// echo (ack), relay (toSocketId), trigger broadcast / rooms / rpc (W6; with `rate`: open loop,
+// W6L) / gc.
+//
+// --auth (W10): authentication at the upgrade, the pattern the original's README recommends
+// (ws's noServer mode: our own http server's 'upgrade' checks the query's token, answers 401 or
+// hands the socket to adapter.wss.handleUpgrade); the connection handler maps the user
+// (setUserSocket) and pushes one 'welcome' (toSocketId).
 'use strict';
 
 const path = require('path');
+const http = require('http');
+const crypto = require('crypto');
 
 const dir = process.env.ORIGINAL_ADAPTER_DIR;
 if (!dir) {
@@ -25,15 +33,41 @@ const port = Number(opt('--port'));
 const nodeIndex = Number(opt('--node-index', 0));
 const redisPort = Number(opt('--redis-port', 0));
 const NS = 'bench';
+const auth = argv.includes('--auth');
+const TOKEN_SECRET = 'crossws-bench-secret';  // bench/servers/common.py's TOKEN_SECRET
+const tokenOf = (id) => crypto.createHmac('sha256', TOKEN_SECRET).update(id).digest('hex').slice(0, 32);
 
-const options = { wsOptions: { host: '127.0.0.1', port } };
+const options = { wsOptions: auth ? { noServer: true } : { host: '127.0.0.1', port } };
 if (redisPort) {
   options.serverName = 'n' + nodeIndex;
   options.redisConfig = [{ host: '127.0.0.1', port: redisPort }];
 }
 const adapter = new WebSocketCrossServerAdapter(options);
 
+if (auth) {
+  const server = http.createServer((req, res) => { res.writeHead(426); res.end(); });
+  server.on('upgrade', (req, socket, head) => {
+    const params = adapter.parseWsRequestParams(req).params;
+    const id = typeof params.id === 'string' ? params.id : '';
+    const token = typeof params.token === 'string' ? params.token : '';
+    const expected = id ? tokenOf(id) : '';
+    if (!id || token.length !== expected.length || !crypto.timingSafeEqual(Buffer.from(token), Buffer.from(expected))) {
+      socket.end('HTTP/1.1 401 Unauthorized\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+      return;
+    }
+    req.userId = id;
+    adapter.wss.handleUpgrade(req, socket, head, (ws) => adapter.wss.emit('connection', ws, req));
+  });
+  server.listen(port, '127.0.0.1');
+}
+
 adapter.onWebSocketEvent('connection', (socket, req) => {
+  if (auth) {
+    socket.playerId = req.userId;
+    adapter.setUserSocket(req.userId, socket);
+    adapter.toSocketId(req.userId, 'welcome', { id: req.userId });
+    return;
+  }
   const params = adapter.parseWsRequestParams(req).params;
   if (params.id) {
     adapter.setUserSocket(params.id, socket);
@@ -69,6 +103,45 @@ async function rpcLoops(loops, durationS, expected) {
     percentiles(latencies));
 }
 
+// W6L: open loop, `rate` calls/s for `durationS` s; every due call released each millisecond,
+// latency from its release (bench/servers/common.py's run_rpc_rate).
+function rpcRate(rate, durationS, expected) {
+  return new Promise((resolve) => {
+    const latencies = [];
+    let failures = 0;
+    let released = 0;
+    let inFlight = 0;
+    let behind = 0;
+    const t0 = performance.now();
+    const end = t0 + durationS * 1000;
+    let ticking = true;
+    const finish = () => {
+      if (ticking || inFlight > 0) return;
+      resolve(Object.assign({ calls: latencies.length, calls_per_s: latencies.length / durationS,
+        offered_per_s: released / durationS, failures, unstarted: 0, behind_ms_max: behind,
+        elapsed_s: (performance.now() - t0) / 1000 }, percentiles(latencies)));
+    };
+    const fire = () => {
+      const t = performance.now();
+      inFlight++;
+      adapter.emitCrossServerWithPromise('bench_rpc', { pad: 'x'.repeat(48) }, { expectedResponses: expected, timeout: 5000 })
+        .then((r) => { if (r.success) latencies.push(performance.now() - t); else failures++; },
+              () => { failures++; })
+        .then(() => { inFlight--; finish(); });
+    };
+    const timer = setInterval(() => {
+      const t = performance.now();
+      if (t >= end) { clearInterval(timer); ticking = false; finish(); return; }
+      const due = Math.floor((t - t0) * rate / 1000) + 1;
+      while (released < due) {
+        behind = Math.max(behind, t - (t0 + released * 1000 / rate));
+        released++;
+        fire();
+      }
+    }, 1);
+  });
+}
+
 adapter.onWebSocketEvent('trigger', (socket, payload, callback) => {
   const ack = (reply) => { if (callback) callback(reply); };
   const pad = 'x'.repeat(Number(payload.pad || 48));
@@ -82,6 +155,8 @@ adapter.onWebSocketEvent('trigger', (socket, payload, callback) => {
       for (const room of payload.rooms) adapter.broadcastToRoom(NS, room, 'bench', { seq, room, pad });
     }
     ack({ sent: count * payload.rooms.length });
+  } else if (payload.action === 'rpc' && payload.rate) {
+    rpcRate(Number(payload.rate), Number(payload.duration), Number(payload.expected || 3)).then(ack);
   } else if (payload.action === 'rpc') {
     rpcLoops(Number(payload.loops), Number(payload.duration), Number(payload.expected || 3)).then(ack);
   } else if (payload.action === 'gc') {

@@ -11,7 +11,12 @@ One process per node; with ``--redis-port`` the nodes form a cluster over Redis
 * ``trigger``: ``broadcast`` (N x ``broadcast("bench", ...)``), ``rooms`` (N x R x
   ``broadcast_to_room("bench", room, "bench", ...)``), ``rpc`` (W6: ``loops`` greenlets of
   ``emit_cross_server_and_wait("bench_rpc", ..., expected_responses=<nodes>)`` for
-  ``duration`` s; acks the stats) and ``gc``.
+  ``duration`` s; acks the stats; with ``rate``: an open loop of that many calls per second,
+  W6L) and ``gc``.
+
+With ``--auth`` (W10) the ``authenticate`` hook checks the query's ``token`` against the user id
+(``common.token_ok``) before the 101 and returns the id; the connection handler maps it
+(``set_user_socket``) and pushes one ``welcome`` event to it (``to_socket_id``).
 
 ``serve_forever`` shuts the node down gracefully on SIGTERM (W8 stops the victim node that way),
 closing its clients with ``shutdown_code`` (``--shutdown-code 1012``: with retry hints).
@@ -25,23 +30,35 @@ import sys  # noqa: E402
 from typing import Any, Callable, Dict, Optional  # noqa: E402
 
 import gevent  # noqa: E402
+import gevent.queue  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import bench_payload, collect_garbage, parse_args, run_rpc_loops  # noqa: E402
+from common import bench_payload, collect_garbage, parse_args, run_rpc_loops, run_rpc_rate, token_ok  # noqa: E402
 
 from crossws_sync import WebSocketCrossServerAdapter  # noqa: E402  (the public name: any revision runs this)
+from crossws_sync import parse_ws_request_params  # noqa: E402
 
 NAMESPACE = "bench"
 
 
+def authenticate(request: Any) -> Any:
+    """W10's auth hook: the query's ``token`` must be the user id's (``common.token_ok``);
+    returns the id (the connection's ``identity``), or False (401)."""
+    params = parse_ws_request_params(request)["params"]
+    user_id = params.get("id")
+    return user_id if token_ok(user_id, params.get("token")) else False
+
+
 def build(host: str, port: int, node_index: int, redis_port: int, recovery: bool = False,
-          redis_urls: str = "", storm: Optional[Dict[str, Any]] = None) -> WebSocketCrossServerAdapter:
-    options: Dict[str, Any] = {"ws_options": {"host": host, "port": port}}
+          redis_urls: str = "", auth: bool = False, ws_options: Optional[Dict[str, Any]] = None,
+          server_name: Optional[str] = None, storm: Optional[Dict[str, Any]] = None) -> WebSocketCrossServerAdapter:
+    """The bench adapter; ``ws_options`` replaces the standalone server's (gunicorn: ``no_server``)."""
+    options: Dict[str, Any] = {"ws_options": ws_options or {"host": host, "port": port}}
     # W8's options (shutdown_code, restart_retry_window, max_accept_rate, accept_burst): passed
     # only when given, so that a --baseline revision without them still runs the other workloads
     options.update({k: v for k, v in (storm or {}).items() if v is not None})
     if redis_port or redis_urls:
-        options["server_name"] = "n%d" % node_index
+        options["server_name"] = server_name or "n%d" % node_index
         if redis_urls.startswith("redis+cluster://"):
             options["redis_config"] = [redis_urls]
         elif redis_urls:
@@ -50,9 +67,16 @@ def build(host: str, port: int, node_index: int, redis_port: int, recovery: bool
             options["redis_config"] = [{"host": "127.0.0.1", "port": redis_port}]
         if recovery:
             options["connection_state_recovery"] = {"max_disconnection": 120.0, "history_size": 1000}
+    if auth:
+        options["authenticate"] = authenticate
     adapter = WebSocketCrossServerAdapter(**options)
 
     def on_connection(socket: Any, request: Any) -> None:
+        if auth:
+            user = socket.identity  # the id the authenticate hook accepted
+            adapter.set_user_socket(user, socket)
+            adapter.to_socket_id(user, "welcome", {"id": user})
+            return
         params = adapter.parse_ws_request_params(request)["params"]
         user_id = params.get("id")
         if user_id:
@@ -93,8 +117,13 @@ def build(host: str, port: int, node_index: int, redis_port: int, recovery: bool
             expected = int(payload.get("expected", 3))
 
             def work() -> None:
-                stats = run_rpc_loops(lambda: rpc_once(expected), int(payload["loops"]),
-                                      float(payload["duration"]), gevent.spawn, gevent.joinall)
+                if payload.get("rate"):
+                    stats = run_rpc_rate(lambda: rpc_once(expected), float(payload["rate"]),
+                                         float(payload["duration"]), gevent.spawn, gevent.joinall, gevent.sleep,
+                                         gevent.queue.Queue())
+                else:
+                    stats = run_rpc_loops(lambda: rpc_once(expected), int(payload["loops"]),
+                                          float(payload["duration"]), gevent.spawn, gevent.joinall)
                 if callback is not None:
                     callback(stats)
 
@@ -102,6 +131,8 @@ def build(host: str, port: int, node_index: int, redis_port: int, recovery: bool
             return
         elif action == "gc":
             reply = collect_garbage()
+        elif action == "pid":  # W9: which gunicorn worker serves this client
+            reply = {"pid": os.getpid()}
         else:
             reply = {"error": "unsupported action %r" % action}
         if callback is not None:
@@ -127,7 +158,8 @@ def main() -> None:
     sys.stderr.write("crossws_sync from %s\n" % os.path.dirname(crossws_sync.__file__))
     storm = {"shutdown_code": args.shutdown_code, "restart_retry_window": args.restart_retry_window,
              "max_accept_rate": args.max_accept_rate, "accept_burst": args.accept_burst}
-    adapter = build(args.host, args.port, args.node_index, args.redis_port, args.recovery, args.redis_urls, storm)
+    adapter = build(args.host, args.port, args.node_index, args.redis_port, args.recovery, args.redis_urls, args.auth,
+                    storm=storm)
     adapter.serve_forever()
 
 

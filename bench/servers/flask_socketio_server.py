@@ -9,6 +9,10 @@ queue, so ``socketio.emit`` reaches every node's clients (W2, W3, W4). Handlers:
 * ``trigger`` ``broadcast`` / ``rooms`` / ``gc`` -> pushes ``bench`` events, then acks;
 * ``relay`` ``{"to": user, ...}`` -> ``emit("relay", payload, to=user)`` through the queue.
 
+With ``--auth`` (W10) the connect handler checks the client's ``auth`` token against the query's
+user id (``common.token_ok``; refused: ``ConnectionRefusedError``), joins the user's room and
+emits one ``welcome`` to it.
+
 W6 (server-to-server RPC) has no Flask-SocketIO equivalent: N/A.
 """
 from gevent import monkey
@@ -20,21 +24,28 @@ import sys  # noqa: E402
 from typing import Any, Dict  # noqa: E402
 
 from flask import Flask, request  # noqa: E402
-from flask_socketio import SocketIO, join_room  # noqa: E402
+from flask_socketio import ConnectionRefusedError, SocketIO, emit, join_room  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import bench_payload, collect_garbage, parse_args  # noqa: E402
+from common import bench_payload, collect_garbage, parse_args, token_ok  # noqa: E402
 
 
-def build(redis_port: int) -> "tuple[Flask, SocketIO]":
+def build(redis_port: int, auth: bool = False) -> "tuple[Flask, SocketIO]":
     app = Flask(__name__)
     queue = "redis://127.0.0.1:%d" % redis_port if redis_port else None
     socketio = SocketIO(app, async_mode="gevent", message_queue=queue, cors_allowed_origins="*",
                         logger=False, engineio_logger=False)
 
     @socketio.on("connect")
-    def on_connect(auth: Any = None) -> None:
+    def on_connect(credentials: Any = None) -> None:
         user_id = request.args.get("id")
+        if auth:
+            token = credentials.get("token") if isinstance(credentials, dict) else None
+            if not token_ok(user_id, token):
+                raise ConnectionRefusedError("unauthorized")
+            join_room(user_id)
+            emit("welcome", {"id": user_id})
+            return
         if user_id:
             join_room(user_id)
         room = request.args.get("room")
@@ -74,7 +85,7 @@ def build(redis_port: int) -> "tuple[Flask, SocketIO]":
 
 def main() -> None:
     args = parse_args()
-    app, socketio = build(args.redis_port)
+    app, socketio = build(args.redis_port, args.auth)
     socketio.run(app, host=args.host, port=args.port, log_output=False)
 
 

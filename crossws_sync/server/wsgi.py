@@ -25,6 +25,7 @@ import gevent.ssl
 from gevent import pywsgi
 
 from ..io.sockets import is_tls
+from ..wire.headers import RequestHeaders
 
 if TYPE_CHECKING:
     from .service import WebSocketService
@@ -172,6 +173,11 @@ class UpgradeHandlerMixin:
         finally:
             self.rfile = stream
 
+    def MessageClass(self, fp: Any, *args: Any) -> RequestHeaders:  # noqa: N802 - pywsgi's hook name
+        # pywsgi's header parser is the e-mail package's (a tenth of an accepted WebSocket's
+        # CPU); read_request above hands it the whole, bounded block in a BytesIO.
+        return RequestHeaders.parse(fp.read())
+
     def _handle_client_error(self, ex: Exception) -> Any:
         # pywsgi's documented hook for invalid client input (see WSGIHandler.handle_one_request).
         if isinstance(ex, (_HeadTimeout, _HeadTooLarge, _Evicted)):
@@ -213,6 +219,14 @@ class UpgradeHandlerMixin:
 
 class WebSocketHandler(UpgradeHandlerMixin, pywsgi.WSGIHandler):
     """pywsgi handler for crossws_sync (standalone servers and ``pywsgi.WSGIServer`` users)."""
+
+    def log_request(self) -> None:
+        # pywsgi formats every access line (a datetime and a string per request) before the
+        # log discards it; ours is the crossws_sync.access logger at DEBUG: format only if on.
+        log = getattr(self.server, "log", None)
+        if isinstance(log, _AccessLog) and not log.enabled():
+            return
+        super().log_request()
 
 
 def _not_found(environ: Dict[str, Any], start_response: Callable[..., Any]) -> List[bytes]:
@@ -276,8 +290,17 @@ class _AccessLog:
     def __init__(self) -> None:
         self._logger = logging.getLogger("crossws_sync.access")
 
+    def enabled(self) -> bool:
+        """Whether access lines are wanted (the logger is on at DEBUG)."""
+        return self._logger.isEnabledFor(logging.DEBUG)
+
     def write(self, line: str) -> None:
         self._logger.debug("%s", line.rstrip())
+
+
+#: Listen backlog when none is given: Node's ``server.listen`` default (gevent's is 128). A burst
+#: of connects past the backlog loses SYNs, which the clients resend after a second (W10's p99).
+DEFAULT_BACKLOG = 511
 
 
 def make_server(host: str, port: int, app: WSGIApp, *, ssl_args: Optional[Dict[str, Any]] = None,
@@ -293,8 +316,7 @@ def make_server(host: str, port: int, app: WSGIApp, *, ssl_args: Optional[Dict[s
         context = gevent.ssl.create_default_context(gevent.ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(kwargs.pop("certfile"), kwargs.pop("keyfile", None))
         kwargs["ssl_context"] = context
-    if backlog is not None:
-        kwargs["backlog"] = backlog
+    kwargs["backlog"] = DEFAULT_BACKLOG if backlog is None else backlog
     server = pywsgi.WSGIServer((host, port), app, handler_class=WebSocketHandler, log=_AccessLog(),
                                error_log=logging.getLogger("crossws_sync.wsgi"), **kwargs)
     server.crossws_head_guard = head_guard or HeadGuard()
