@@ -134,3 +134,16 @@ def test_a_connection_upgraded_by_gevent_websocket_is_served_and_refused_with_40
     refused = RawClient(port, "/ws?deny=1")  # already upgraded: the refusal is a close frame
     assert refused.recv_close(timeout=5)[0] == 4401
     assert service.stats["rejected_upgrades"] == 1
+
+
+def test_accepted_sockets_have_nagle_off_so_the_first_frame_after_the_101_is_not_held(serve):
+    import socket
+
+    service = WebSocketService(WebSocketSettings())
+    service.system_events.on("connection", lambda conn, request: conn.send('{"event":"welcome"}'))
+    port = serve(service)
+    client = RawClient(port, "/ws")
+    assert client.recv_json() == {"event": "welcome"}
+    wait_for(lambda: len(service.clients) == 1)
+    [conn] = service.clients
+    assert conn._sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
+import socket as _stdsocket
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -393,6 +394,7 @@ class WebSocketService(ConnectionHandler):
                     deflater = PerMessageDeflate(agreement, True, settings.per_message_deflate,
                                                  settings.max_message_size)
             headers = accept_headers(environ, agreement.header() if agreement is not None else None)
+            _no_delay(sock)
             write = start_response("101 Switching Protocols", headers)
             write(b"")
             # The HTTP reader and its 8 KiB buffer are not needed any more (frames are read from
@@ -600,6 +602,17 @@ class WebSocketService(ConnectionHandler):
     def outbox_bytes(self) -> int:
         """Bytes waiting in the outboxes of the open connections (slow readers)."""
         return sum(conn.buffered_amount for conn in list(self.clients))
+
+
+def _no_delay(sock: Any) -> None:
+    """TCP_NODELAY on a WebSocket's TCP socket: the writes are ours to coalesce (one ``send`` per
+    batch of frames), and Nagle's algorithm would hold the first frame after the 101 until the
+    client acknowledged the 101 (up to a delayed-ACK timeout). Unix sockets are left alone."""
+    try:
+        if sock.family in (_stdsocket.AF_INET, _stdsocket.AF_INET6):
+            sock.setsockopt(_stdsocket.IPPROTO_TCP, _stdsocket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):
+        pass
 
 
 def _close_quietly(stream: Any) -> None:
