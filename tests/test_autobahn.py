@@ -26,8 +26,9 @@ from support import free_port, port_open, repo_root, terminate_process, wait_for
 #: process: the two directions run side by side (one core each).
 CASES = ["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.*", "10.*", "12.*", "13.*"]
 ACCEPTED = {"OK", "NON-STRICT", "INFORMATIONAL"}
-#: Seconds one direction may take (about 11 minutes each, side by side, on 2 cores).
-RUN_TIMEOUT = 1500
+#: Seconds one direction may take: about 11 minutes each, side by side, on 2 quiet cores; a
+#: machine busy with other work has been seen to need 30 (a bound, never a figure).
+RUN_TIMEOUT = 2400
 
 
 def wstest_command():
