@@ -469,7 +469,7 @@ def test_with_history_replicas_a_client_away_across_a_shard_failover_is_recovere
     import json
 
     from faultkit import NodeProcess
-    from test_cluster_recovery import Client, Relay, send_both
+    from test_cluster_recovery import KeepSending, alice_then_away
 
     options = json.dumps({"max_disconnection": 30.0, "history_replicas": 1, "replica_timeout": 0.3})
     for port in [port for port, proc in rcluster.procs.items() if proc is None]:
@@ -480,35 +480,9 @@ def test_with_history_replicas_a_client_away_across_a_shard_failover_is_recovere
         a, b = (NodeProcess(name, redis_urls=[rcluster.url], heartbeat=0.3, extra=["--recovery", options]).wait_ready()
                 for name in ("A", "B"))
         things += [a, b]
-        relay = Relay(a.port)
-        things.append(relay)
-        alice = Client(relay.port, "alice")
-        things.append(alice)
-        assert alice.ask("join", {"ns": "chat", "room": "lobby"})["node"] == "A"
-        bob = Client(b.port, "bob")
-        things.append(bob)
-        wait_for(lambda: alice.client._session.session_id is not None, 15)
-        send_both(bob, 0, 5, "alice")
-        wait_for(lambda: len(alice.received) == 10, 10)
-        relay.backend = 0
-        relay.drop()
-        wait_for(lambda: not alice.client.connected, 15)
-        sent: List[int] = []
-        state = {"running": True}
-
-        def keep_sending() -> None:
-            i = 5
-            while state["running"]:
-                try:
-                    send_both(bob, i, 1, "alice")
-                    sent.append(i)
-                except AssertionError:
-                    pass
-                i += 1
-                gevent.sleep(0.05)
-
-        sender = gevent.spawn(keep_sending)
-        wait_for(lambda: len(sent) >= 10, 10)
+        relay, alice, bob = alice_then_away(a.port, b.port, things)
+        sender = KeepSending(bob)
+        wait_for(lambda: len(sender.sent) >= 10, 10)
         t_kill = time.monotonic()
         rcluster.kill(victim)
         wait_for(lambda: _owner_or_none(rcluster, "r\x1fchat\x1flobby") not in (None, victim), timeout=30,
@@ -517,8 +491,7 @@ def test_with_history_replicas_a_client_away_across_a_shard_failover_is_recovere
         rcluster.restart(victim)  # back as the new primary's replica: WAIT can be satisfied again
         t_replica = time.monotonic()
         wait_for(lambda: time.monotonic() - t_replica > 1.0, 5)
-        state["running"] = False
-        sender.join(10)
+        sent = sender.stop()
 
         relay.backend = b.port
         wait_for(lambda: len(alice.opens) == 2, 20)

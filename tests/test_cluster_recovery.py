@@ -12,7 +12,7 @@ import json
 import signal
 import socket
 import time
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Tuple
 
 import gevent
 import gevent.server
@@ -110,6 +110,52 @@ def send_both(sender: Client, start: int, count: int, target: str) -> None:
     for i in range(start, start + count):
         sender.ask("room", {"ns": NS, "room": ROOM, "body": i})
         sender.ask("dm", {"to": target, "body": i})
+
+
+def alice_then_away(a_port: int, b_port: int, things: List[Any], *, session_wait: float = 15) -> Tuple[Relay, Client, Client]:
+    """alice joins the room on node A through a relay, bob on node B sends her 5 room and 5 direct
+    messages; then the relay drops her and refuses her (backend 0): she is away. Everything
+    opened is appended to ``things``. Returns ``(relay, alice, bob)``."""
+    relay = Relay(a_port)
+    things.append(relay)
+    alice = Client(relay.port, "alice")
+    things.append(alice)
+    assert alice.ask("join", {"ns": NS, "room": ROOM})["node"] == "A"
+    bob = Client(b_port, "bob")
+    things.append(bob)
+    wait_for(lambda: alice.client._session.session_id is not None, session_wait)
+    send_both(bob, 0, 5, "alice")
+    wait_for(lambda: len(alice.received) == 10, 10)
+    relay.backend = 0
+    relay.drop()
+    wait_for(lambda: not alice.client.connected, 15)
+    return relay, alice, bob
+
+
+class KeepSending:
+    """bob sends alice one room and one direct message every 50 ms from ``start`` on; ``sent``
+    lists the numbers both were accepted for (a send refused meanwhile, e.g. during a failover,
+    is skipped and not listed)."""
+
+    def __init__(self, bob: Client, start: int = 5) -> None:
+        self.sent: List[int] = []
+        self._running = True
+        self._greenlet = gevent.spawn(self._loop, bob, start)
+
+    def _loop(self, bob: Client, i: int) -> None:
+        while self._running:
+            try:
+                send_both(bob, i, 1, "alice")
+                self.sent.append(i)
+            except AssertionError:
+                pass
+            i += 1
+            gevent.sleep(0.05)
+
+    def stop(self) -> List[int]:
+        self._running = False
+        self._greenlet.join(10)
+        return self.sent
 
 
 def expected(start: int, count: int) -> List[Any]:

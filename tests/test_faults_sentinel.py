@@ -17,7 +17,7 @@ from faultkit import NodeProcess, record
 from rawclient import RawClient
 from sentinel_topology import SentinelTopology, in_sync, role
 from support import wait_for
-from test_cluster_recovery import NS, ROOM, Client, Relay, expected, send_both
+from test_cluster_recovery import NS, ROOM, KeepSending, alice_then_away, expected, send_both
 from test_faults_redis import Health, Traffic
 
 PING = 0.3  # redis_ping_interval / redis_ping_timeout of the nodes under test
@@ -187,23 +187,11 @@ def test_recovery_across_a_failover_says_not_recovered_then_recovers_on_the_new_
         things.append(a)
         b = NodeProcess("B", redis_urls=[topology.url], heartbeat=0.3, extra=["--recovery", options]).wait_ready()
         things.append(b)
-        relay = Relay(a.port)
-        things.append(relay)
-        alice = Client(relay.port, "alice")
-        things.append(alice)
-        assert alice.ask("join", {"ns": NS, "room": ROOM})["node"] == "A"
-        bob = Client(b.port, "bob")
-        things.append(bob)
-        wait_for(lambda: alice.client._session.session_id is not None, 5)
-        send_both(bob, 0, 5, "alice")
-        wait_for(lambda: len(alice.received) == 10, 10)
+        relay, alice, bob = alice_then_away(a.port, b.port, things)
 
         # away across the failover (refused until the cluster serves again: a client coming back
         # while no history node answers gets no session at all, which is another test's subject)
         first_session = alice.client._session.session_id
-        relay.backend = 0
-        relay.drop()
-        wait_for(lambda: not alice.client.connected, 5)
         t_kill = time.monotonic()
         old = topology.primary.port
         topology.primary.kill()
@@ -261,36 +249,9 @@ def test_with_history_replicas_a_client_away_across_the_failover_is_recovered_wi
         things.append(a)
         b = NodeProcess("B", redis_urls=[topology.url], heartbeat=0.3, extra=["--recovery", options]).wait_ready()
         things.append(b)
-        relay = Relay(a.port)
-        things.append(relay)
-        alice = Client(relay.port, "alice")
-        things.append(alice)
-        assert alice.ask("join", {"ns": NS, "room": ROOM})["node"] == "A"
-        bob = Client(b.port, "bob")
-        things.append(bob)
-        wait_for(lambda: alice.client._session.session_id is not None, 5)
-        send_both(bob, 0, 5, "alice")
-        wait_for(lambda: len(alice.received) == 10, 10)
-
-        relay.backend = 0  # refused while away
-        relay.drop()
-        wait_for(lambda: not alice.client.connected, 5)
-        sent: List[int] = []
-        state = {"running": True}
-
-        def keep_sending() -> None:
-            i = 5
-            while state["running"]:
-                try:
-                    send_both(bob, i, 1, "alice")
-                    sent.append(i)
-                except AssertionError:
-                    pass
-                i += 1
-                gevent.sleep(0.05)
-
-        sender = gevent.spawn(keep_sending)
-        wait_for(lambda: len(sent) >= 10, 10)
+        relay, alice, bob = alice_then_away(a.port, b.port, things)
+        sender = KeepSending(bob)  # alice is away, refused by the relay
+        wait_for(lambda: len(sender.sent) >= 10, 10)
         old = topology.primary.port
         t_kill = time.monotonic()
         topology.primary.kill()
@@ -301,8 +262,7 @@ def test_with_history_replicas_a_client_away_across_the_failover_is_recovered_wi
                  message="the other replica to follow the new primary")
         t_synced = time.monotonic()
         wait_for(lambda: time.monotonic() - t_synced > 1.0, 5)  # a second of traffic after the failover
-        state["running"] = False
-        sender.join(10)
+        sent = sender.stop()
         during = len([i for i in sent if i >= 15])
 
         relay.backend = b.port
