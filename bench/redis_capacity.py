@@ -23,7 +23,7 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Dict, List, Tuple
+from typing import Dict, List
 
 import psutil
 import redis

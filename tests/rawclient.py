@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import socket
-import struct
 from typing import Any, Dict, List, Optional, Tuple
 
 from crossws_sync.wire import frames

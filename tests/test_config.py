@@ -386,7 +386,7 @@ def test_cluster_entry_must_be_the_only_one():
 
 # Sentinel entries of redis_config ---------------------------------------------------------------
 
-from crossws_sync.config import SentinelConfig, check_redis_options, is_sentinel_entry, sentinel_config  # noqa: E402
+from crossws_sync.config import SentinelConfig, is_sentinel_entry, sentinel_config  # noqa: E402
 
 
 def test_sentinel_url_gives_sentinels_service_db_and_the_primary_options():

@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 from typing import List
 
-import gevent
 import pytest
 import redis
 from gevent.server import StreamServer

@@ -7,7 +7,7 @@ import pytest
 from crossws_sync.wire import frames
 from crossws_sync.wire.deflate import DeflateOptions, PerMessageDeflate, accept, client_offer, negotiate
 from crossws_sync.errors import MessageTooBig, ProtocolError
-from crossws_sync.wire.frames import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, encode_close, encode_frame
+from crossws_sync.wire.frames import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, encode_frame
 from crossws_sync.wire.websocket import BINARY, CLOSED, CLOSING, OPEN, PING, PONG, TEXT, WebSocketProtocol, sendable_close_code
 
 

@@ -30,7 +30,7 @@ import redis
 from ..errors import RedisUnavailableError
 from ..wire.positions import Position
 from ..wire.slots import Address, parse_redirect
-from .history import REPLICATED, SCRIPT, Entry, StoreBase, _entry, new_epoch, new_message_id, run_id_of
+from .history import REPLICATED, SCRIPT, StoreBase, new_epoch, new_message_id, run_id_of
 from .publisher import CallbackCommand, NoWaitCommand
 from .replication import Confirmations, wait_timeout
 

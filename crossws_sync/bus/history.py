@@ -45,12 +45,11 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import gevent
 import redis
-from hiredis import pack_command
 
 from ..errors import RedisUnavailableError
 from ..io.supervisor import supervise
 from ..wire.positions import Position
-from .connection import TIMED_OUT, RedisConnection, RedisSettings
+from .connection import RedisConnection, RedisSettings
 from .publisher import CallbackCommand, Command, NoWaitCommand, Publisher
 from .replication import Confirmations, wait_timeout
 
