@@ -134,3 +134,35 @@ def test_a_connection_upgraded_by_gevent_websocket_is_served_and_refused_with_40
     refused = RawClient(port, "/ws?deny=1")  # already upgraded: the refusal is a close frame
     assert refused.recv_close(timeout=5)[0] == 4401
     assert service.stats["rejected_upgrades"] == 1
+
+
+class _SweptClient:
+    """What the liveness sweep reads and calls on a connection."""
+
+    enter_background_time = 0
+
+    def __init__(self) -> None:
+        self.is_alive = True
+        self.pings = 0
+
+    def ping(self) -> None:
+        self.pings += 1
+
+    def terminate(self) -> None:
+        raise AssertionError("a live client was dropped")
+
+
+def test_a_liveness_sweep_records_how_long_it_took_and_how_many_clients_it_went_through():
+    service = WebSocketService(WebSocketSettings())
+    assert (service.sweeps, service.last_sweep_seconds, service.last_sweep_clients) == (0, 0.0, 0)
+    clients = [_SweptClient() for _ in range(600)]
+    service.clients.update(clients)  # type: ignore[arg-type]
+    service.sweep_once(now=0.0)
+    assert service.sweeps == 1 and service.last_sweep_clients == 600
+    assert 0.0 < service.last_sweep_seconds < 5.0
+    assert all(client.pings == 1 and not client.is_alive for client in clients)
+    service.clients.difference_update(clients[:100])  # type: ignore[arg-type]
+    for client in clients:
+        client.is_alive = True
+    service.sweep_once(now=0.0)
+    assert service.sweeps == 2 and service.last_sweep_clients == 500
