@@ -7,7 +7,7 @@
 //   node original_server.js --port P [--node-index I --nodes N --redis-port R]
 //
 // Same handlers as bench/servers/crossws_server.py: connection (setUserSocket, joinRoom),
-// echo (ack), relay (toSocketId), trigger broadcast / rooms / rpc (W6) / gc.
+// echo (ack), relay (toSocketId), trigger broadcast / rooms / rpc (W6) / gc / stats (W11).
 'use strict';
 
 const path = require('path');
@@ -69,6 +69,25 @@ async function rpcLoops(loops, durationS, expected) {
     percentiles(latencies));
 }
 
+// W11: the original's liveness sweep is one synchronous wss.clients.forEach in a setInterval
+// (serverPingInterval, 20 s); time the forEach calls whose callback is that sweep (the only one
+// that reads isAlive), without touching the original's code.
+const sweep = { sweeps: 0, last_sweep_seconds: null, last_sweep_clients: null };
+{
+  const clients = adapter.wss.clients;
+  const forEach = clients.forEach;
+  clients.forEach = function timedForEach(fn, thisArg) {
+    if (!String(fn).includes('isAlive')) return forEach.call(this, fn, thisArg);
+    const t0 = performance.now();
+    const n = this.size;
+    forEach.call(this, fn, thisArg);
+    sweep.last_sweep_seconds = (performance.now() - t0) / 1000;
+    sweep.last_sweep_clients = n;
+    sweep.sweeps++;
+    return undefined;
+  };
+}
+
 adapter.onWebSocketEvent('trigger', (socket, payload, callback) => {
   const ack = (reply) => { if (callback) callback(reply); };
   const pad = 'x'.repeat(Number(payload.pad || 48));
@@ -84,6 +103,8 @@ adapter.onWebSocketEvent('trigger', (socket, payload, callback) => {
     ack({ sent: count * payload.rooms.length });
   } else if (payload.action === 'rpc') {
     rpcLoops(Number(payload.loops), Number(payload.duration), Number(payload.expected || 3)).then(ack);
+  } else if (payload.action === 'stats') {
+    ack(Object.assign({ clients: adapter.wss.clients.size }, sweep));
   } else if (payload.action === 'gc') {
     if (global.gc) global.gc();
     ack({ gc: !!global.gc });

@@ -11,7 +11,7 @@ One process per node; with ``--redis-port`` the nodes form a cluster over Redis
 * ``trigger``: ``broadcast`` (N x ``broadcast("bench", ...)``), ``rooms`` (N x R x
   ``broadcast_to_room("bench", room, "bench", ...)``), ``rpc`` (W6: ``loops`` greenlets of
   ``emit_cross_server_and_wait("bench_rpc", ..., expected_responses=<nodes>)`` for
-  ``duration`` s; acks the stats) and ``gc``.
+  ``duration`` s; acks the stats), ``gc`` and ``stats`` (W11: clients and the last liveness sweep).
 """
 from gevent import monkey
 
@@ -29,6 +29,14 @@ from common import bench_payload, collect_garbage, parse_args, run_rpc_loops  # 
 from crossws_sync import WebSocketCrossServerAdapter  # noqa: E402  (the public name: any revision runs this)
 
 NAMESPACE = "bench"
+
+
+def service_stats(service: Any) -> Dict[str, Any]:
+    """W11: the open connections and the last liveness sweep (``None`` where a revision run as
+    crossws_base does not record it)."""
+    return {"clients": len(service.clients), "sweeps": getattr(service, "sweeps", None),
+            "last_sweep_seconds": getattr(service, "last_sweep_seconds", None),
+            "last_sweep_clients": getattr(service, "last_sweep_clients", None)}
 
 
 def build(host: str, port: int, node_index: int, redis_port: int, recovery: bool = False,
@@ -96,6 +104,8 @@ def build(host: str, port: int, node_index: int, redis_port: int, recovery: bool
             return
         elif action == "gc":
             reply = collect_garbage()
+        elif action == "stats":
+            reply = service_stats(adapter.get_wss())
         else:
             reply = {"error": "unsupported action %r" % action}
         if callback is not None:
