@@ -531,6 +531,7 @@ def derive_w11(run: Dict[str, Any], stages: Dict[str, Dict[int, Dict[str, Any]]]
         canary = idle_end.get("canary") or {}
         run["canary_p50_ms"], run["canary_p99_ms"] = canary.get("p50_ms"), canary.get("p99_ms")
         run["canary_samples"], run["canary_failed"] = canary.get("samples"), canary.get("canary_failed")
+        run["canary_max_ms"] = canary.get("max_ms")
         server = idle_end.get("server") or {}
         run["server_stats"] = server
         if isinstance(server.get("last_sweep_seconds"), (int, float)) and server.get("sweeps"):
@@ -889,9 +890,11 @@ def workload_params(workload: str, quick: bool, overrides: List[str]) -> Dict[st
     return params
 
 
-#: Descriptors a W11 process needs besides its connections (listening socket, epoll, pipes, logs,
-#: the canary, the interpreter's own files).
-W11_FD_MARGIN = 100
+#: Descriptors a W11 process needs besides its connections: the interpreter's own files, the
+#: listening socket, epoll, pipes, logs, the canary, and one more per handshake in flight (the
+#: crossws upgrade duplicates the socket; the generator keeps 100 in flight). With 100 the
+#: server ran out (EMFILE in accept) at 19,855 of 19,900.
+W11_FD_MARGIN = 200
 
 
 def plan_w11(params: Dict[str, Any]) -> None:

@@ -791,7 +791,8 @@ async function W11() {
     }
     const cpu = measureEnd();
     await Promise.race([Promise.all([...inFlight]), sleep(P.requestTimeout * 1000)]);
-    canaryStats = Object.assign({ canary_failed: failed + inFlight.size }, latencyStats(latencies));
+    canaryStats = Object.assign({ canary_failed: failed + inFlight.size, max_ms: latencies.length ? Math.max(...latencies) : null },
+      latencyStats(latencies));
     try {
       serverStats = await canary.request('trigger', { action: 'stats' }, 30);
     } catch (err) {
