@@ -71,7 +71,7 @@ WORKLOADS: Dict[str, Dict[str, Any]] = {
                      "CPU, one liveness sweep, a canary's echo p50/p99; then one broadcast to all", "nodes": 1,
             "params": {"connections": 100000, "window": 30, "canaryRate": 10, "settle": 2},
             "quick": {"connections": 300, "window": 2, "canaryRate": 10, "settle": 0.5},
-            "metrics": ["connected", "rss_mb", "kb_per_conn", "idle_cpu_pct", "sweep_ms", "canary_p50_ms",
+            "metrics": ["connected", "rss_mb", "kb_per_conn", "idle_cpu_pct", "sweep_ms", "sweep_cpu_ms", "canary_p50_ms",
                         "canary_p99_ms", "bcast_deliveries_per_s", "bcast_time_to_last_ms", "bcast_delivered_pct"]},
 }
 
@@ -537,6 +537,8 @@ def derive_w11(run: Dict[str, Any], stages: Dict[str, Dict[int, Dict[str, Any]]]
         if isinstance(server.get("last_sweep_seconds"), (int, float)) and server.get("sweeps"):
             run["sweep_ms"] = 1000.0 * server["last_sweep_seconds"]
             run["sweep_clients"] = server.get("last_sweep_clients")
+            if isinstance(server.get("last_sweep_cpu_seconds"), (int, float)):
+                run["sweep_cpu_ms"] = 1000.0 * server["last_sweep_cpu_seconds"]
             run["sweeps"] = server["sweeps"]
     armed = stages.get("armed", {})
     if len(armed) == parts:

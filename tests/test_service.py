@@ -154,12 +154,13 @@ class _SweptClient:
 
 def test_a_liveness_sweep_records_how_long_it_took_and_how_many_clients_it_went_through():
     service = WebSocketService(WebSocketSettings())
-    assert (service.sweeps, service.last_sweep_seconds, service.last_sweep_clients) == (0, 0.0, 0)
+    assert (service.sweeps, service.last_sweep_seconds, service.last_sweep_cpu_seconds,
+            service.last_sweep_clients) == (0, 0.0, 0.0, 0)
     clients = [_SweptClient() for _ in range(600)]
     service.clients.update(clients)  # type: ignore[arg-type]
     service.sweep_once(now=0.0)
     assert service.sweeps == 1 and service.last_sweep_clients == 600
-    assert 0.0 < service.last_sweep_seconds < 5.0
+    assert 0.0 < service.last_sweep_seconds < 5.0 and 0.0 <= service.last_sweep_cpu_seconds < 5.0
     assert all(client.pings == 1 and not client.is_alive for client in clients)
     service.clients.difference_update(clients[:100])  # type: ignore[arg-type]
     for client in clients:

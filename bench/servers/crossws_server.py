@@ -36,6 +36,7 @@ def service_stats(service: Any) -> Dict[str, Any]:
     crossws_base does not record it)."""
     return {"clients": len(service.clients), "sweeps": getattr(service, "sweeps", None),
             "last_sweep_seconds": getattr(service, "last_sweep_seconds", None),
+            "last_sweep_cpu_seconds": getattr(service, "last_sweep_cpu_seconds", None),
             "last_sweep_clients": getattr(service, "last_sweep_clients", None)}
 
 
