@@ -532,6 +532,8 @@ def derive_w11(run: Dict[str, Any], stages: Dict[str, Dict[int, Dict[str, Any]]]
         run["canary_p50_ms"], run["canary_p99_ms"] = canary.get("p50_ms"), canary.get("p99_ms")
         run["canary_samples"], run["canary_failed"] = canary.get("samples"), canary.get("canary_failed")
         run["canary_max_ms"] = canary.get("max_ms")
+        slow = canary.get("slow") or []
+        run["canary_slow"] = len(slow)  # round trips over the generator's slowCanary ms (20)
         server = idle_end.get("server") or {}
         run["server_stats"] = server
         if isinstance(server.get("last_sweep_seconds"), (int, float)) and server.get("sweeps"):
@@ -540,6 +542,10 @@ def derive_w11(run: Dict[str, Any], stages: Dict[str, Dict[int, Dict[str, Any]]]
             if isinstance(server.get("last_sweep_cpu_seconds"), (int, float)):
                 run["sweep_cpu_ms"] = 1000.0 * server["last_sweep_cpu_seconds"]
             run["sweeps"] = server["sweeps"]
+        windows = server.get("sweep_windows")
+        if isinstance(windows, list):  # how many slow round trips overlapped a sweep
+            run["canary_slow_in_sweep"] = sum(1 for sent, ms in slow if any(
+                sent <= end and sent + ms >= start for start, end in windows))
     armed = stages.get("armed", {})
     if len(armed) == parts:
         run["alive_after_idle"] = sum(m["alive"] for m in armed.values()) - 1  # the canary

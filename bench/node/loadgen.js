@@ -54,6 +54,7 @@ const P = Object.assign({
   offset: 0,               // W11: the first idle client's number (ids idle<offset+i>)
   window: 30,              // s, W11: the idle window (server CPU, the canary, at least one sweep)
   canaryRate: 10,          // W11: the canary's echo round trips per second
+  slowCanary: 20,          // ms, W11: canary round trips slower than this are reported with their time
 }, JSON.parse(args.params || '{}'));
 
 const hardDeadline = setTimeout(() => {
@@ -777,21 +778,27 @@ async function W11() {
     out({ type: 'stage', phase: 'idle_start' });
     measureStart();
     const latencies = [];
+    const slow = [];  // [sent at (epoch ms), round trip ms] of the round trips over P.slowCanary ms
     let failed = 0;
     const inFlight = new Set();
     const endAt = now() + P.window * 1000;
     let seq = 0;
     while (now() < endAt) {
       const sent = now();
+      const sentEpoch = epochMs();
       const call = canary.request('echo', { canary: seq++, pad: PAD }, P.requestTimeout)
-        .then(() => { latencies.push(now() - sent); }, () => { failed++; });
+        .then(() => {
+          const ms = now() - sent;
+          latencies.push(ms);
+          if (ms > P.slowCanary && slow.length < 1000) slow.push([sentEpoch, ms]);
+        }, () => { failed++; });
       inFlight.add(call);
       call.then(() => inFlight.delete(call));
       await sleep(1000 / P.canaryRate);
     }
     const cpu = measureEnd();
     await Promise.race([Promise.all([...inFlight]), sleep(P.requestTimeout * 1000)]);
-    canaryStats = Object.assign({ canary_failed: failed + inFlight.size, max_ms: latencies.length ? Math.max(...latencies) : null },
+    canaryStats = Object.assign({ canary_failed: failed + inFlight.size, max_ms: latencies.length ? Math.max(...latencies) : null, slow },
       latencyStats(latencies));
     try {
       serverStats = await canary.request('trigger', { action: 'stats' }, 30);

@@ -72,7 +72,8 @@ async function rpcLoops(loops, durationS, expected) {
 // W11: the original's liveness sweep is one synchronous wss.clients.forEach in a setInterval
 // (serverPingInterval, 20 s); time the forEach calls whose callback is that sweep (the only one
 // that reads isAlive), without touching the original's code.
-const sweep = { sweeps: 0, last_sweep_seconds: null, last_sweep_cpu_seconds: null, last_sweep_clients: null };
+const sweep = { sweeps: 0, last_sweep_seconds: null, last_sweep_cpu_seconds: null, last_sweep_clients: null,
+  sweep_windows: [] };  // [start, end] epoch ms of the latest sweeps
 {
   const clients = adapter.wss.clients;
   const forEach = clients.forEach;
@@ -80,12 +81,16 @@ const sweep = { sweeps: 0, last_sweep_seconds: null, last_sweep_cpu_seconds: nul
     if (!String(fn).includes('isAlive')) return forEach.call(this, fn, thisArg);
     const t0 = performance.now();
     const cpu0 = process.cpuUsage();
+    const window = [performance.timeOrigin + t0, null];
     const n = this.size;
     forEach.call(this, fn, thisArg);
     sweep.last_sweep_seconds = (performance.now() - t0) / 1000;
     const cpu = process.cpuUsage(cpu0);
     sweep.last_sweep_cpu_seconds = (cpu.user + cpu.system) / 1e6;  // synchronous: the pongs come after
     sweep.last_sweep_clients = n;
+    window[1] = performance.timeOrigin + performance.now();
+    sweep.sweep_windows.push(window);
+    if (sweep.sweep_windows.length > 32) sweep.sweep_windows.shift();
     sweep.sweeps++;
     return undefined;
   };

@@ -19,7 +19,9 @@ monkey.patch_all()
 
 import os  # noqa: E402
 import sys  # noqa: E402
-from typing import Any, Callable, Dict, Optional  # noqa: E402
+import time  # noqa: E402
+from collections import deque  # noqa: E402
+from typing import Any, Callable, Deque, Dict, List, Optional  # noqa: E402
 
 import gevent  # noqa: E402
 
@@ -31,10 +33,30 @@ from crossws_sync import WebSocketCrossServerAdapter  # noqa: E402  (the public 
 NAMESPACE = "bench"
 
 
+#: W11: when the latest liveness sweeps ran, [start, end] in epoch milliseconds (see time_sweeps)
+SWEEP_WINDOWS: Deque[List[float]] = deque(maxlen=32)
+
+
+def time_sweeps(service: Any) -> None:
+    """W11: record when each liveness sweep runs, so that the generator's slow canary round
+    trips can be matched with them (the bench's own wrapper; the library keeps only durations)."""
+    sweep_once = service.sweep_once
+
+    def timed(now: float) -> None:
+        started = time.time()
+        try:
+            sweep_once(now)
+        finally:
+            SWEEP_WINDOWS.append([started * 1000.0, time.time() * 1000.0])
+
+    service.sweep_once = timed
+
+
 def service_stats(service: Any) -> Dict[str, Any]:
     """W11: the open connections and the last liveness sweep (``None`` where a revision run as
     crossws_base does not record it)."""
-    return {"clients": len(service.clients), "sweeps": getattr(service, "sweeps", None),
+    return {"clients": len(service.clients), "sweep_windows": list(SWEEP_WINDOWS),
+            "sweeps": getattr(service, "sweeps", None),
             "last_sweep_seconds": getattr(service, "last_sweep_seconds", None),
             "last_sweep_cpu_seconds": getattr(service, "last_sweep_cpu_seconds", None),
             "last_sweep_clients": getattr(service, "last_sweep_clients", None)}
@@ -54,6 +76,7 @@ def build(host: str, port: int, node_index: int, redis_port: int, recovery: bool
         if recovery:
             options["connection_state_recovery"] = {"max_disconnection": 120.0, "history_size": 1000}
     adapter = WebSocketCrossServerAdapter(**options)
+    time_sweeps(adapter.get_wss())
 
     def on_connection(socket: Any, request: Any) -> None:
         params = adapter.parse_ws_request_params(request)["params"]
