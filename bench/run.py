@@ -542,10 +542,14 @@ def derive_w11(run: Dict[str, Any], stages: Dict[str, Dict[int, Dict[str, Any]]]
             if isinstance(server.get("last_sweep_cpu_seconds"), (int, float)):
                 run["sweep_cpu_ms"] = 1000.0 * server["last_sweep_cpu_seconds"]
             run["sweeps"] = server["sweeps"]
-        windows = server.get("sweep_windows")
-        if isinstance(windows, list):  # how many slow round trips overlapped a sweep
-            run["canary_slow_in_sweep"] = sum(1 for sent, ms in slow if any(
-                sent <= end and sent + ms >= start for start, end in windows))
+        for kind in ("sweep", "gc"):  # how many slow round trips overlapped a sweep, a full collection
+            windows = server.get(kind + "_windows")
+            if isinstance(windows, list):
+                run["canary_slow_in_" + kind] = sum(1 for sent, ms in slow if any(
+                    sent <= end and sent + ms >= start for start, end in windows))
+                if kind == "gc":
+                    run["full_gcs"] = len(windows)  # the bench's own gc.collect() calls included
+                    run["full_gc_max_ms"] = max((end - start for start, end in windows), default=None)
     armed = stages.get("armed", {})
     if len(armed) == parts:
         run["alive_after_idle"] = sum(m["alive"] for m in armed.values()) - 1  # the canary
@@ -900,9 +904,9 @@ def workload_params(workload: str, quick: bool, overrides: List[str]) -> Dict[st
 
 #: Descriptors a W11 process needs besides its connections: the interpreter's own files, the
 #: listening socket, epoll, pipes, logs, the canary, and one more per handshake in flight (the
-#: crossws upgrade duplicates the socket; the generator keeps 100 in flight). With 100 the
-#: server ran out (EMFILE in accept) at 19,855 of 19,900.
-W11_FD_MARGIN = 200
+#: crossws upgrade duplicates the socket; the generator keeps 100 in flight: up to 200). With 100
+#: the server ran out (EMFILE in accept) at 19,855 of 19,900, with 200 at 19,560 of 19,800 once.
+W11_FD_MARGIN = 300
 
 
 def plan_w11(params: Dict[str, Any]) -> None:

@@ -17,6 +17,7 @@ from gevent import monkey
 
 monkey.patch_all()
 
+import gc  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -52,10 +53,26 @@ def time_sweeps(service: Any) -> None:
     service.sweep_once = timed
 
 
+#: W11: the latest full (generation 2) garbage collections, [start, end] in epoch milliseconds
+GC_WINDOWS: Deque[List[float]] = deque(maxlen=32)
+_gc_started = [0.0]
+
+
+def time_full_collections(phase: str, info: Dict[str, Any]) -> None:
+    """A ``gc.callbacks`` entry: record when each full collection ran (W11 matches slow canary
+    round trips with them, as with sweeps)."""
+    if info.get("generation") != 2:
+        return
+    if phase == "start":
+        _gc_started[0] = time.time()
+    else:
+        GC_WINDOWS.append([_gc_started[0] * 1000.0, time.time() * 1000.0])
+
+
 def service_stats(service: Any) -> Dict[str, Any]:
     """W11: the open connections and the last liveness sweep (``None`` where a revision run as
     crossws_base does not record it)."""
-    return {"clients": len(service.clients), "sweep_windows": list(SWEEP_WINDOWS),
+    return {"clients": len(service.clients), "sweep_windows": list(SWEEP_WINDOWS), "gc_windows": list(GC_WINDOWS),
             "sweeps": getattr(service, "sweeps", None),
             "last_sweep_seconds": getattr(service, "last_sweep_seconds", None),
             "last_sweep_cpu_seconds": getattr(service, "last_sweep_cpu_seconds", None),
@@ -77,6 +94,7 @@ def build(host: str, port: int, node_index: int, redis_port: int, recovery: bool
             options["connection_state_recovery"] = {"max_disconnection": 120.0, "history_size": 1000}
     adapter = WebSocketCrossServerAdapter(**options)
     time_sweeps(adapter.get_wss())
+    gc.callbacks.append(time_full_collections)
 
     def on_connection(socket: Any, request: Any) -> None:
         params = adapter.parse_ws_request_params(request)["params"]
