@@ -905,7 +905,8 @@ def workload_params(workload: str, quick: bool, overrides: List[str]) -> Dict[st
 #: Descriptors a W11 process needs besides its connections: the interpreter's own files, the
 #: listening socket, epoll, pipes, logs, the canary, and one more per handshake in flight (the
 #: crossws upgrade duplicates the socket; the generator keeps 100 in flight: up to 200). With 100
-#: the server ran out (EMFILE in accept) at 19,855 of 19,900, with 200 at 19,560 of 19,800 once.
+#: the server ran out (EMFILE in accept) at 19,855 of 19,900, with 200 at 19,560 of 19,800 once;
+#: most of that was the accepted descriptor waiting for the cyclic GC, fixed since (server/wsgi.py).
 W11_FD_MARGIN = 300
 
 
