@@ -31,7 +31,7 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Any, Callable, Dict, IO, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, IO, List, Optional, Sequence, Set, Tuple
 
 import psutil
 
@@ -105,6 +105,12 @@ WORKLOADS: Dict[str, Dict[str, Any]] = {
             "params": {"connections": 2000, "concurrency": 200},
             "quick": {"connections": 60, "concurrency": 20, "badTokens": 10},
             "metrics": ["connections_per_s", "p50_ms", "p99_ms", "failures", "refused", "server_cpu_us_per_op"]},
+    "W11": {"title": "1 node, 100,000 idle connections (default heartbeats; capped by RLIMIT_NOFILE): RSS, idle "
+                     "CPU, one liveness sweep, a canary's echo p50/p99; then one broadcast to all", "nodes": 1,
+            "params": {"connections": 100000, "window": 30, "canaryRate": 10, "settle": 2},
+            "quick": {"connections": 300, "window": 2, "canaryRate": 10, "settle": 0.5},
+            "metrics": ["connected", "rss_mb", "kb_per_conn", "idle_cpu_pct", "sweep_ms", "sweep_cpu_ms", "canary_p50_ms",
+                        "canary_p99_ms", "bcast_deliveries_per_s", "bcast_time_to_last_ms", "bcast_delivered_pct"]},
 }
 
 #: Workload names that stand for several (``--workloads W9`` = W1 and W5 under gunicorn).
@@ -118,7 +124,8 @@ OPERATIONS = {"W1": "deliveries", "W2": "deliveries", "W3": "deliveries", "W4": 
 PRIMARY = {"W1": ("deliveries_per_s", True), "W2": ("deliveries_per_s", True), "W3": ("deliveries_per_s", True),
            "W4": ("round_trips_per_s", True), "W5": ("calls_per_s", True), "W6": ("calls_per_s", True),
            "W7": ("kb_per_conn_last", False), "W8": ("recovery_s", False), "W4L": ("p99_ms_at90", False), "W6L": ("p99_ms_at90", False),
-           "W9a": ("deliveries_per_s", True), "W9b": ("calls_per_s", True), "W10": ("connections_per_s", True)}
+           "W9a": ("deliveries_per_s", True), "W9b": ("calls_per_s", True), "W10": ("connections_per_s", True),
+           "W11": ("kb_per_conn", False)}
 
 
 def crossws_storm_args(params: Dict[str, Any]) -> List[str]:
@@ -144,14 +151,14 @@ SYSTEMS: Dict[str, Dict[str, Any]] = {
                          "proto": "json", "workloads": {"W1", "W5", "W7"},
                          "about": "bare Node.js ws server"},
     "flask_socketio": {"cmd": [sys.executable, os.path.join(SERVERS_DIR, "flask_socketio_server.py")],
-                       "proto": "socketio", "workloads": {"W1", "W2", "W3", "W4", "W5", "W7", "W10"},
+                       "proto": "socketio", "workloads": {"W1", "W2", "W3", "W4", "W5", "W7", "W10", "W11"},
                        "about": "Flask-SocketIO, async_mode=gevent, gevent-websocket, Redis message queue"},
     "original": {"cmd": ["node", "--expose-gc", os.path.join(NODE_DIR, "original_server.js")],
-                 "proto": "json", "workloads": {"W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W4L", "W6L", "W10"},
+                 "proto": "json", "workloads": {"W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W4L", "W6L", "W10", "W11"},
                  "reconnect": "original",
                  "about": "the Node.js original, websocket-cross-server-adapter 1.0.7 (needs --original-dir)"},
     "crossws": {"cmd": [sys.executable, os.path.join(SERVERS_DIR, "crossws_server.py")],
-                "proto": "json", "workloads": {"W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W4L", "W6L", "W10"},
+                "proto": "json", "workloads": {"W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W4L", "W6L", "W10", "W11"},
                 "reconnect": "crossws", "args": {"W8": crossws_storm_args},
                 "about": "crossws_sync WebSocketCrossServerAdapter"},
     "crossws_limit": {"cmd": [sys.executable, os.path.join(SERVERS_DIR, "crossws_server.py")],
@@ -162,7 +169,7 @@ SYSTEMS: Dict[str, Dict[str, Any]] = {
                          "proto": "json", "workloads": {"W3", "W4"},
                          "about": "crossws_sync with connection_state_recovery on (history streams in Redis)"},
     "crossws_base": {"cmd": [sys.executable, os.path.join(SERVERS_DIR, "crossws_server.py")],
-                     "proto": "json", "workloads": {"W1", "W2", "W3", "W4", "W5", "W6", "W7", "W4L", "W6L", "W10"},
+                     "proto": "json", "workloads": {"W1", "W2", "W3", "W4", "W5", "W6", "W7", "W4L", "W6L", "W10", "W11"},
                      "about": "crossws_sync at the --baseline commit (before/after in one run)"},
     # W9: gunicorn's master plus N GeventWebSocketWorker workers, every worker a cluster node on one Redis
     "crossws_gunicorn1": {"cmd": [sys.executable, os.path.join(SERVERS_DIR, "crossws_gunicorn.py"), "--workers", "1"],
@@ -437,6 +444,16 @@ def run_once(system: str, workload: str, params: Dict[str, Any], log_dir: str) -
                     "py-spy", "record", "--pid", str(pids[target]), "--format", "raw", "--nonblocking",
                     "--rate", "200", "--output", out_file], stdout=subprocess.DEVNULL))
 
+        if workload == "W11":
+            fleet = drive_w11(spec, params, log_dir, procs, pids, ports)
+            stop_profilers(profilers)
+            dead = [name for name, p in procs.procs if not name.startswith(("generator", "py-spy")) and p.poll() is not None]
+            if dead:
+                fleet["ok"] = False
+                fleet["error"] = ("%s process exited during the run: %s (%s)" % (
+                    fleet.get("error") or "", ", ".join(dead), log_tail(os.path.join(log_dir, dead[0] + ".log")))).strip()
+            fleet.update(system=system, workload=workload)
+            return fleet
         deadline = float(params.get("deadline", 300))
         gen_params = dict(params, policy=spec.get("reconnect", "crossws")) if workload == "W8" else params
         gen_cmd = ["node", os.path.join(NODE_DIR, "loadgen.js"), "--proto", spec["proto"],
@@ -503,13 +520,7 @@ def run_once(system: str, workload: str, params: Dict[str, Any], log_dir: str) -
             elif kind == "result":
                 result = msg
                 break
-        for profiler in profilers:  # SIGINT makes py-spy write its file
-            profiler.send_signal(signal.SIGINT)
-        for profiler in profilers:
-            try:
-                profiler.wait(20)
-            except subprocess.TimeoutExpired:
-                pass
+        stop_profilers(profilers)
         if result is None:
             raise RuntimeError("load generator gave no result (see %s)" % os.path.join(log_dir, "generator.log"))
         dead = [name for name, p in procs.procs if name != "generator" and not name.startswith("py-spy")
@@ -545,6 +556,166 @@ def gunicorn_workers(master_pid: int, count: int, timeout: float = 30.0) -> Dict
             return {"w%d" % i: pid for i, pid in enumerate(children[:count])}
         time.sleep(0.1)
     raise RuntimeError("gunicorn started %d of %d workers in %.0f s" % (len(master.children()), count, timeout))
+
+
+def stop_profilers(profilers: "List[subprocess.Popen[bytes]]") -> None:
+    """SIGINT makes py-spy write its file; wait for it (bounded)."""
+    for profiler in profilers:
+        profiler.send_signal(signal.SIGINT)
+    for profiler in profilers:
+        try:
+            profiler.wait(20)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def tagged_reader(part: int, stream: IO[bytes], sink: "queue.Queue[Tuple[int, Optional[bytes]]]") -> None:
+    for line in iter(stream.readline, b""):
+        sink.put((part, line))
+    sink.put((part, None))
+
+
+def drive_w11(spec: Dict[str, Any], params: Dict[str, Any], log_dir: str, procs: Processes, pids: Dict[str, int],
+              ports: List[int]) -> Dict[str, Any]:
+    """W11: start the generator processes (``params["generators"]`` of them, the idle fleet split
+    between them), step them through base -> connect -> idle window -> arm -> broadcast (one line
+    on stdin per step, see W11 in loadgen.js), read the server's RSS at the base and after the
+    fleet connected, its CPU over the idle window, and combine the parts' figures."""
+    parts = int(params["generators"])
+    total = int(params["connections"])
+    share = -(-total // parts)
+    lines: "queue.Queue[Tuple[int, Optional[bytes]]]" = queue.Queue()
+    gens: "List[subprocess.Popen[bytes]]" = []
+    for part in range(parts):
+        mine = dict(params, part=part, offset=part * share, connections=max(0, min(share, total - part * share)))
+        cmd = ["node", os.path.join(NODE_DIR, "loadgen.js"), "--proto", spec["proto"], "--workload", "W11",
+               "--urls", ",".join("ws://127.0.0.1:%d" % p for p in ports), "--params", json.dumps(mine)]
+        gen = procs.start("generator" if part == 0 else "generator%d" % part, cmd, stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE)
+        pids["gen" if part == 0 else "gen%d" % part] = gen.pid
+        threading.Thread(target=tagged_reader, args=(part, gen.stdout, lines), daemon=True).start()
+        gens.append(gen)
+
+    def tell(part: int, word: str) -> None:
+        stdin = gens[part].stdin
+        assert stdin is not None
+        try:
+            stdin.write(word.encode() + b"\n")
+            stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass
+
+    cpu = CpuWindow(pids)
+    server = psutil.Process(pids["n0"])
+    run: Dict[str, Any] = {"connections": total}
+    stages: Dict[str, Dict[int, Dict[str, Any]]] = {}
+    results: Dict[int, Dict[str, Any]] = {}
+    ended: Set[int] = set()
+    hard_deadline = time.monotonic() + float(params.get("deadline", 300)) + GENERATOR_SLACK
+    while time.monotonic() < hard_deadline and len(ended) < parts:
+        try:
+            part, raw = lines.get(timeout=max(0.1, hard_deadline - time.monotonic()))
+        except queue.Empty:
+            break
+        if raw is None:
+            ended.add(part)
+            continue
+        try:
+            msg = json.loads(raw)
+        except ValueError:
+            continue
+        kind = msg.get("type")
+        if kind == "phase" and msg.get("phase") == "measure_start":
+            cpu.begin()
+        elif kind == "phase" and msg.get("phase") == "measure_end":
+            run.update(cpu.end())
+        elif kind == "result":
+            results[part] = msg
+        elif kind == "stage":
+            phase = msg["phase"]
+            stages.setdefault(phase, {})[part] = msg
+            if phase == "base":
+                run["rss_base"] = server.memory_info().rss
+                for other in range(parts):
+                    tell(other, "connect")
+            elif phase == "connected" and len(stages[phase]) == parts:
+                tell(0, "idle")
+            elif phase == "idle_start":
+                run["rss"] = server.memory_info().rss
+            elif phase == "idle_end":
+                for other in range(parts):
+                    tell(other, "arm")
+            elif phase == "armed" and len(stages[phase]) == parts:
+                tell(0, "broadcast")
+    derive_w11(run, stages, results, parts)
+    return run
+
+
+def derive_w11(run: Dict[str, Any], stages: Dict[str, Dict[int, Dict[str, Any]]],
+               results: Dict[int, Dict[str, Any]], parts: int) -> None:
+    """W11's figures from the parts' stage lines (see drive_w11)."""
+    errors = [str(r.get("error")) for r in results.values() if not r.get("ok")]
+    missing = [p for p in range(parts) if p not in results]
+    if missing:
+        errors.append("no result from generator part(s) %s" % missing)
+    run["ok"] = not errors
+    if errors:
+        run["error"] = "; ".join(errors)
+    connected = stages.get("connected", {})
+    if len(connected) == parts:
+        run["connected"] = sum(m["opened"] for m in connected.values())
+        run["connected_pct"] = 100.0 * run["connected"] / run["connections"] if run["connections"] else None
+        run["connect_s"] = max(m["seconds"] for m in connected.values())
+        if run["connected"] < run["connections"]:
+            run["ok"] = False
+            run["error"] = ((run.get("error") or "") + " only %d of %d connected" % (
+                run["connected"], run["connections"])).strip()
+    if "rss" in run and "rss_base" in run:
+        run["rss_mb"] = run["rss"] / 2 ** 20
+        run["rss_mb_0"] = run["rss_base"] / 2 ** 20
+        if run.get("connected"):
+            run["kb_per_conn"] = (run["rss"] - run["rss_base"]) / 1024.0 / run["connected"]
+    run["idle_cpu_pct"] = (run.get("cpu_pct") or {}).get("n0")
+    idle_end = stages.get("idle_end", {}).get(0)
+    if idle_end:
+        canary = idle_end.get("canary") or {}
+        run["canary_p50_ms"], run["canary_p99_ms"] = canary.get("p50_ms"), canary.get("p99_ms")
+        run["canary_samples"], run["canary_failed"] = canary.get("samples"), canary.get("canary_failed")
+        run["canary_max_ms"] = canary.get("max_ms")
+        slow = canary.get("slow") or []
+        run["canary_slow"] = len(slow)  # round trips over the generator's slowCanary ms (20)
+        server = idle_end.get("server") or {}
+        run["server_stats"] = server
+        if isinstance(server.get("last_sweep_seconds"), (int, float)) and server.get("sweeps"):
+            run["sweep_ms"] = 1000.0 * server["last_sweep_seconds"]
+            run["sweep_clients"] = server.get("last_sweep_clients")
+            if isinstance(server.get("last_sweep_cpu_seconds"), (int, float)):
+                run["sweep_cpu_ms"] = 1000.0 * server["last_sweep_cpu_seconds"]
+            run["sweeps"] = server["sweeps"]
+        for kind in ("sweep", "gc"):  # how many slow round trips overlapped a sweep, a full collection
+            windows = server.get(kind + "_windows")
+            if isinstance(windows, list):
+                run["canary_slow_in_" + kind] = sum(1 for sent, ms in slow if any(
+                    sent <= end and sent + ms >= start for start, end in windows))
+                if kind == "gc":
+                    run["full_gcs"] = len(windows)  # the bench's own gc.collect() calls included
+                    run["full_gc_max_ms"] = max((end - start for start, end in windows), default=None)
+    armed = stages.get("armed", {})
+    if len(armed) == parts:
+        run["alive_after_idle"] = sum(m["alive"] for m in armed.values()) - 1  # the canary
+    delivered = stages.get("delivered", {})
+    if len(delivered) == parts and delivered[0].get("t0") is not None:
+        received = sum(m["received"] for m in delivered.values())
+        expected = sum(m["expected"] for m in delivered.values())
+        lasts = [m["t_last"] for m in delivered.values() if m.get("t_last") is not None]
+        run["bcast_received"], run["bcast_expected"] = received, expected
+        run["bcast_delivered_pct"] = 100.0 * received / expected if expected else None
+        run["heartbeat_echoes"] = sum(m.get("heartbeat_echoes") or 0 for m in delivered.values())
+        run["trigger_ack"] = delivered[0].get("trigger_ack")
+        if lasts:
+            elapsed_ms = max(lasts) - delivered[0]["t0"]
+            run["bcast_time_to_last_ms"] = elapsed_ms
+            run["bcast_deliveries_per_s"] = received / (elapsed_ms / 1000.0) if elapsed_ms > 0 else None
 
 
 def derive_memory(run: Dict[str, Any]) -> None:
@@ -917,7 +1088,43 @@ def workload_params(workload: str, quick: bool, overrides: List[str]) -> Dict[st
         if largest > 5000:  # connection budgets grow with the count (~1,000 upgrades/s is plenty)
             params.setdefault("connectTimeout", max(30, largest // 300))
             params.setdefault("deadline", max(300, largest // 100 + 120))
+
+
+    if workload == "W11":
+        plan_w11(params)
     return params
+
+
+#: Descriptors a W11 process needs besides its connections: the interpreter's own files, the
+#: listening socket, epoll, pipes, logs, the canary, and one more per handshake in flight (the
+#: crossws upgrade duplicates the socket; the generator keeps 100 in flight: up to 200). With 100
+#: the server ran out (EMFILE in accept) at 19,855 of 19,900, with 200 at 19,560 of 19,800 once;
+#: most of that was the accepted descriptor waiting for the cyclic GC, fixed since (server/wsgi.py).
+W11_FD_MARGIN = 300
+
+
+def plan_w11(params: Dict[str, Any]) -> None:
+    """Fit W11 to this machine: cap the connection count to what the server process's
+    RLIMIT_NOFILE allows (``main`` raised it as far as allowed; the server holds every connection
+    in one process), record the cap in the params, split the idle fleet over as many generator
+    processes as their own limit needs, and size the source addresses and budgets."""
+    requested = int(params["connections"])
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    usable = max(1, soft - W11_FD_MARGIN)
+    if requested > usable and "capped_by" not in params:
+        params["connections_requested"] = requested
+        params["capped_by"] = "RLIMIT_NOFILE %d (hard %d): one server process holds every connection" % (soft, hard)
+        sys.stderr.write("W11: %d connections need %d descriptors in the server process; RLIMIT_NOFILE is %d here "
+                         "(hard limit %d, cannot be raised further): capped at %d connections\n"
+                         % (requested, requested + W11_FD_MARGIN, soft, hard, usable))
+        params["connections"] = usable
+    count = int(params["connections"])
+    params.setdefault("generators", -(-count // usable))
+    if count > 5000:  # several source addresses, away from W7's (127.0.0.2..): see the W7 note above
+        params.setdefault("sources", max(2, -(-2 * count // PORTS_PER_SOURCE)))
+        params.setdefault("sourceBase", 40)
+    params.setdefault("connectTimeout", max(60, count // 200))
+    params.setdefault("deadline", params["connectTimeout"] + params.get("window", 30) + params.get("settle", 2) + 240)
 
 
 #: Connections W7's generator opens from one 127.0.0.x address before taking the next one.
@@ -935,7 +1142,8 @@ def raise_nofile(wanted: int) -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
             return
         except (ValueError, OSError):
-            sys.stderr.write("RLIMIT_NOFILE: %d wanted, hard limit %d: W7's largest stages may fail\n" % (wanted, hard))
+            sys.stderr.write("RLIMIT_NOFILE: %d wanted, hard limit %d: W7's largest stages may fail, "
+                             "W11 is capped\n" % (wanted, hard))
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
 
 
@@ -1050,6 +1258,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     check_setup()
     if "W7" in args.workloads:
         raise_nofile(max(workload_params("W7", args.quick, args.set)["stages"]) + 2000)
+    if "W11" in args.workloads:
+        wanted = dict(WORKLOADS["W11"]["params"], **(WORKLOADS["W11"]["quick"] if args.quick else {}))
+        for item in args.set:
+            key, _, value = item.partition("=")
+            if key.upper() == "W11.CONNECTIONS":
+                wanted["connections"] = json.loads(value)
+        raise_nofile(int(wanted["connections"]) + W11_FD_MARGIN)
     started = datetime.datetime.now(datetime.timezone.utc)
     run_versions = versions()  # before the runs: the commit that the snapshot below was taken from
     snapshot_root = tempfile.mkdtemp(prefix="crossws-bench-lib-")

@@ -169,3 +169,47 @@ def test_quick_all_cores_w9_runs_w1_and_w5_under_gunicorn_with_one_and_two_worke
         assert sum(int(n) for n in w9a["worker_split"].split("/")) == 20
         assert sum(int(n) for n in w9b["worker_split"].split("/")) == 6
         assert {"n0", "redis"} | {"w%d" % i for i in range(workers)} <= set(w9a["cpu_pct"])
+
+
+@pytest.mark.timeout(150)
+def test_quick_w11_an_idle_fleet_split_over_two_generators_is_connected_canaried_and_broadcast_to(tmp_path) -> None:
+    # W11 at 300 idle connections, the fleet split over two generator processes (what a count
+    # past one process's RLIMIT_NOFILE needs): every client connects, the canary is answered,
+    # the broadcast reaches every client. No timing is asserted.
+    ensure_node_modules()
+    out_json = tmp_path / "w11.json"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(BENCH, "run.py"), "--quick", "--systems", "crossws", "--workloads", "W11",
+         "--set", "W11.generators=2", "--json", str(out_json)],
+        cwd=repo_root(), capture_output=True, text=True, timeout=130)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = json.loads(out_json.read_text())["runs"][0]
+    assert run["ok"], run.get("error")
+    assert run["connected"] == run["connections"] == 300
+    assert run["alive_after_idle"] == 300
+    assert run["canary_samples"] > 0 and run["canary_failed"] == 0
+    assert run["bcast_received"] == run["bcast_expected"] == 301  # the idle fleet and the canary
+    assert run["bcast_delivered_pct"] == 100.0 and run["kb_per_conn"] > 0
+    assert set(run["cpu_pct"]) == {"gen", "gen1", "n0"}
+    assert run["server_stats"]["clients"] == 301
+
+
+def test_w11_caps_the_count_to_the_descriptor_limit_and_records_the_cap(monkeypatch) -> None:
+    sys.path.insert(0, BENCH)
+    try:
+        import run as bench_run
+    finally:
+        sys.path.remove(BENCH)
+    monkeypatch.setattr(bench_run.resource, "getrlimit", lambda which: (20000, 20000))
+    params = {"connections": 100000, "window": 30}
+    bench_run.plan_w11(params)
+    assert params["connections"] == 19700 and params["connections_requested"] == 100000
+    assert "RLIMIT_NOFILE 20000" in params["capped_by"]
+    assert params["generators"] == 1 and params["sources"] >= 2
+    within = {"connections": 300, "generators": 2}
+    bench_run.plan_w11(within)
+    assert within["connections"] == 300 and "capped_by" not in within and within["generators"] == 2
+    raised = {"connections": 100000}
+    monkeypatch.setattr(bench_run.resource, "getrlimit", lambda which: (100300, 100300))
+    bench_run.plan_w11(raised)  # where the limit could be raised: the whole count, no cap
+    assert raised["connections"] == 100000 and "capped_by" not in raised and raised["sources"] == 8

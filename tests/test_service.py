@@ -147,3 +147,36 @@ def test_accepted_sockets_have_nagle_off_so_the_first_frame_after_the_101_is_not
     wait_for(lambda: len(service.clients) == 1)
     [conn] = service.clients
     assert conn._sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+class _SweptClient:
+    """What the liveness sweep reads and calls on a connection."""
+
+    enter_background_time = 0
+
+    def __init__(self) -> None:
+        self.is_alive = True
+        self.pings = 0
+
+    def ping(self) -> None:
+        self.pings += 1
+
+    def terminate(self) -> None:
+        raise AssertionError("a live client was dropped")
+
+
+def test_a_liveness_sweep_records_how_long_it_took_and_how_many_clients_it_went_through():
+    service = WebSocketService(WebSocketSettings())
+    assert (service.sweeps, service.last_sweep_seconds, service.last_sweep_cpu_seconds,
+            service.last_sweep_clients) == (0, 0.0, 0.0, 0)
+    clients = [_SweptClient() for _ in range(600)]
+    service.clients.update(clients)  # type: ignore[arg-type]
+    service.sweep_once(now=0.0)
+    assert service.sweeps == 1 and service.last_sweep_clients == 600
+    assert 0.0 < service.last_sweep_seconds < 5.0 and 0.0 <= service.last_sweep_cpu_seconds < 5.0
+    assert all(client.pings == 1 and not client.is_alive for client in clients)
+    service.clients.difference_update(clients[:100])  # type: ignore[arg-type]
+    for client in clients:
+        client.is_alive = True
+    service.sweep_once(now=0.0)
+    assert service.sweeps == 2 and service.last_sweep_clients == 500

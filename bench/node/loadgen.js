@@ -50,7 +50,13 @@ const P = Object.assign({
   warmup: 20,              // s, multi-node: budget for proving every node-to-node route delivers
   lostAfter: 2,            // s, W4: a round trip not back by then is counted lost and resent
   checkEvery: 64,          // W5: parse every n-th ack of a client and check it echoes the call
-  sources: 1,              // raw client: > 1: local addresses 127.0.0.2..N+1, round robin (W7 at large counts)
+  sources: 1,              // > 1: local addresses 127.0.0.<sourceBase>.., round robin (W7, W11 at large counts)
+  sourceBase: 2,           // the first of those addresses' last byte
+  part: 0,                 // W11: this process's part of the idle fleet (0 also runs the canary)
+  offset: 0,               // W11: the first idle client's number (ids idle<offset+i>)
+  window: 30,              // s, W11: the idle window (server CPU, the canary, at least one sweep)
+  canaryRate: 10,          // W11: the canary's echo round trips per second
+  slowCanary: 20,          // ms, W11: canary round trips slower than this are reported with their time
   levels: [0.5, 0.9],      // W4L / W6L: open-loop rates as fractions of the closed loop's maximum
   connections: 2000,       // W10: connections opened
   concurrency: 200,        // W10: at most this many being opened at once
@@ -153,6 +159,8 @@ const crypto = require('crypto');
 const EMPTY = Buffer.alloc(0);
 const CALLBACK_KEY = Buffer.from('"callbackId":"');
 let sourceCounter = 0;
+// The next local address of the round robin over P.sources addresses from 127.0.0.<sourceBase> on.
+function nextSource() { return '127.0.0.' + (P.sourceBase + (sourceCounter++ % P.sources)); }
 
 class RawClient extends JsonClient {
   connect(timeoutMs) {
@@ -162,7 +170,7 @@ class RawClient extends JsonClient {
       if (P.sources > 1) {
         // W7 at large counts: one source address has ~28k ephemeral ports, TIME_WAIT ones included;
         // from 127.0.0.2 on, leaving 127.0.0.1's to everything else
-        options.localAddress = '127.0.0.' + (2 + (sourceCounter++ % P.sources));
+        options.localAddress = nextSource();
       }
       const sock = net.connect(options);
       this.sock = sock;
@@ -397,7 +405,7 @@ class SioClient {
     return new Promise((resolve, reject) => {
       const opts = {
         transports: ['websocket'], query: this.query, forceNew: true, reconnection: false,
-        timeout: timeoutMs,
+        timeout: timeoutMs, localAddress: P.sources > 1 ? nextSource() : undefined,
       };
       if (this.query.token) opts.auth = { token: this.query.token };  // W10: the connect handler's auth
       const s = io(this.url, opts);
@@ -424,7 +432,7 @@ const Client = PROTO === 'socketio' ? SioClient : (P.client === 'ws' ? JsonClien
 // An upgrade refused with 503 (an accept-rate limit, W8's crossws_limit) is tried again after
 // its Retry-After (1 s without one), within the same deadline.
 let setupRefusals = 0;
-async function openClients(specs) {
+async function openClients(specs, allowPartial) {
   const clients = new Array(specs.length);
   const deadline = now() + P.connectTimeout * 1000;
   let next = 0;
@@ -458,6 +466,10 @@ async function openClients(specs) {
   for (let w = 0; w < Math.min(P.connectConcurrency, specs.length); w++) workers.push(worker());
   await Promise.all(workers);
   const opened = clients.filter(Boolean).length;
+  if (allowPartial) {  // W11: what could not connect is reported, not fatal
+    if (opened !== specs.length) log('opened', opened + '/' + specs.length, 'clients; first error:', firstError && (firstError.message || firstError));
+    return clients.filter(Boolean);
+  }
   if (opened !== specs.length) {
     throw new Error('opened ' + opened + '/' + specs.length + ' clients (' + failed + ' failed'
       + (firstError ? ': ' + (firstError.message || firstError) : '') + ')');
@@ -758,7 +770,8 @@ async function W6() {
 
 // W7: idle connections in stages; after each stage, ask the server to gc, report, and wait for
 // the runner (one line on stdin) before the next stage.
-async function W7() {
+// Lines from the runner on stdin: {nextLine(timeoutMs) -> line or null, close()}.
+function runnerLines() {
   const stdinLines = [];
   let lineWaiter = null;
   const rl = readline.createInterface({ input: process.stdin });
@@ -768,6 +781,12 @@ async function W7() {
     lineWaiter = resolve;
     setTimeout(() => { if (lineWaiter === resolve) { lineWaiter = null; resolve(null); } }, timeoutMs);
   });
+  return { nextLine, close: () => rl.close() };
+}
+
+async function W7() {
+  const rl = runnerLines();
+  const nextLine = rl.nextLine;
   const [control] = await openClients([{ url: URLS[0], query: { id: 'control' } }]);
   let clients = [];
   const stages = [];
@@ -1311,7 +1330,119 @@ async function W10() {
   }, latencyStats(latencies), cpu);
 }
 
-const WORKLOADS = { W1, W2, W3, W4, W5, W6, W7, W8, W4L, W6L, W10 };
+// W11: an idle fleet at the largest count the machine allows (bench/README.md, issue 20, C100k).
+// The runner may split the fleet over several generator processes (a process's RLIMIT_NOFILE):
+// this one is params.part of params.parts and holds params.connections idle clients (ids
+// idle<offset+i>, the original's heartbeat armed); part 0 also holds the canary, which runs echo
+// round trips at params.canaryRate per second through the idle window and then triggers the
+// broadcast to all. Each step waits for one line from the runner on stdin:
+//   part 0 first: canary connects, server gc     -> stage "base" (the runner reads RSS(0))
+//   "connect": open the idle clients              -> stage "connected" {opened, seconds}
+//   "idle" (part 0): settle, server gc            -> stage "idle_start" (RSS), measure_start,
+//       canary for params.window s, measure_end, the server's stats -> stage "idle_end"
+//   "arm": count pushed "bench" frames            -> stage "armed" {alive}
+//   "broadcast" (part 0): one trigger             -> (every part) stage "delivered" {received,
+//       expected, t_last (epoch ms); part 0: t0, the trigger's ack}, then the result line.
+const epochMs = () => performance.timeOrigin + now();
+
+async function W11() {
+  const rl = runnerLines();
+  const step = async (expected) => {
+    const line = await rl.nextLine(P.deadline * 1000);
+    if (line === null || line.trim() !== expected) throw new Error('runner sent ' + JSON.stringify(line) + ', expected ' + expected);
+  };
+  const main = P.part === 0;
+  let canary = null;
+  if (main) {
+    [canary] = await openClients([{ url: URLS[0], query: { id: 'canary' } }]);
+    await canary.request('trigger', { action: 'gc' });
+    out({ type: 'stage', phase: 'base' });
+  }
+  await step('connect');
+  const specs = [];
+  for (let i = 0; i < P.connections; i++) specs.push({ url: URLS[0], query: { id: 'idle' + (P.offset + i) } });
+  const t0 = now();
+  const idle = await openClients(specs, true);
+  out({ type: 'stage', phase: 'connected', opened: idle.length, seconds: (now() - t0) / 1000 });
+  let canaryStats = null;
+  let serverStats = null;
+  if (main) {
+    await step('idle');
+    await sleep(P.settle * 1000);
+    await canary.request('trigger', { action: 'gc' }, 60);
+    out({ type: 'stage', phase: 'idle_start' });
+    measureStart();
+    const latencies = [];
+    const slow = [];  // [sent at (epoch ms), round trip ms] of the round trips over P.slowCanary ms
+    let failed = 0;
+    const inFlight = new Set();
+    const endAt = now() + P.window * 1000;
+    let seq = 0;
+    while (now() < endAt) {
+      const sent = now();
+      const sentEpoch = epochMs();
+      const call = canary.request('echo', { canary: seq++, pad: PAD }, P.requestTimeout)
+        .then(() => {
+          const ms = now() - sent;
+          latencies.push(ms);
+          if (ms > P.slowCanary && slow.length < 1000) slow.push([sentEpoch, ms]);
+        }, () => { failed++; });
+      inFlight.add(call);
+      call.then(() => inFlight.delete(call));
+      await sleep(1000 / P.canaryRate);
+    }
+    const cpu = measureEnd();
+    await Promise.race([Promise.all([...inFlight]), sleep(P.requestTimeout * 1000)]);
+    canaryStats = Object.assign({ canary_failed: failed + inFlight.size, max_ms: latencies.length ? Math.max(...latencies) : null, slow },
+      latencyStats(latencies));
+    try {
+      serverStats = await canary.request('trigger', { action: 'stats' }, 30);
+    } catch (err) {
+      serverStats = { error: String(err.message || err) };
+    }
+    out(Object.assign({ type: 'stage', phase: 'idle_end', canary: canaryStats, server: serverStats }, cpu));
+  }
+  await step('arm');
+  const fleet = main ? idle.concat([canary]) : idle;
+  const alive = fleet.filter((c) => !c.closed);
+  let received = 0;
+  let tLast = 0;
+  let done = null;
+  const finished = new Promise((r) => { done = r; });
+  const count = () => {
+    received++;
+    tLast = epochMs();
+    if (received >= alive.length) done();
+  };
+  if (alive.length === 0) done();
+  alive.forEach((c) => { if (c instanceof RawClient) c.countBench = count; c.onBench = count; });
+  out({ type: 'stage', phase: 'armed', alive: alive.length });
+  let trigger = null;
+  let tSent = null;
+  if (main) {
+    await step('broadcast');
+    tSent = epochMs();
+    trigger = canary.request('trigger', { action: 'broadcast', count: 1, pad: P.pad }, P.deadline)
+      .catch((err) => ({ error: String(err.message || err) }));
+  }
+  // done when every live client has its frame, or P.idle s pass without one (P.firstDelivery s
+  // before the first: the other parts start waiting when armed, before the trigger)
+  const waitStart = now();
+  const idleCheck = setInterval(() => {
+    if (received ? epochMs() - tLast > P.idle * 1000 : now() - waitStart > P.firstDelivery * 1000) done();
+  }, 100);
+  await finished;
+  clearInterval(idleCheck);
+  const ack = trigger ? await Promise.race([trigger, sleep(1000).then(() => ({ error: 'no ack yet' }))]) : null;
+  const heartbeats = fleet.reduce((s, c) => s + c.heartbeats, 0);
+  out({ type: 'stage', phase: 'delivered', received, expected: alive.length, t_last: received ? tLast : null,
+    t0: tSent, trigger_ack: ack, heartbeat_echoes: heartbeats });
+  rl.close();
+  fleet.forEach((c) => c.close());
+  return { ok: true, part: P.part, opened: idle.length, received };
+}
+
+const WORKLOADS = { W1, W2, W3, W4, W5, W6, W7, W8, W4L, W6L, W10, W11 };
 
 (async () => {
   if (args.role === 'survivors') { await survivorsRole(); return; }

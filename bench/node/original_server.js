@@ -8,7 +8,7 @@
 //
 // Same handlers as bench/servers/crossws_server.py: connection (setUserSocket, joinRoom),
 // echo (ack), relay (toSocketId), trigger broadcast / rooms / rpc (W6; with `rate`: open loop,
-// W6L) / gc.
+// W6L) / gc / stats (W11).
 //
 // --auth (W10): authentication at the upgrade, the pattern the original's README recommends
 // (ws's noServer mode: our own http server's 'upgrade' checks the query's token, answers 401 or
@@ -142,6 +142,33 @@ function rpcRate(rate, durationS, expected) {
   });
 }
 
+// W11: the original's liveness sweep is one synchronous wss.clients.forEach in a setInterval
+// (serverPingInterval, 20 s); time the forEach calls whose callback is that sweep (the only one
+// that reads isAlive), without touching the original's code.
+const sweep = { sweeps: 0, last_sweep_seconds: null, last_sweep_cpu_seconds: null, last_sweep_clients: null,
+  sweep_windows: [] };  // [start, end] epoch ms of the latest sweeps
+{
+  const clients = adapter.wss.clients;
+  const forEach = clients.forEach;
+  clients.forEach = function timedForEach(fn, thisArg) {
+    if (!String(fn).includes('isAlive')) return forEach.call(this, fn, thisArg);
+    const t0 = performance.now();
+    const cpu0 = process.cpuUsage();
+    const window = [performance.timeOrigin + t0, null];
+    const n = this.size;
+    forEach.call(this, fn, thisArg);
+    sweep.last_sweep_seconds = (performance.now() - t0) / 1000;
+    const cpu = process.cpuUsage(cpu0);
+    sweep.last_sweep_cpu_seconds = (cpu.user + cpu.system) / 1e6;  // synchronous: the pongs come after
+    sweep.last_sweep_clients = n;
+    window[1] = performance.timeOrigin + performance.now();
+    sweep.sweep_windows.push(window);
+    if (sweep.sweep_windows.length > 32) sweep.sweep_windows.shift();
+    sweep.sweeps++;
+    return undefined;
+  };
+}
+
 adapter.onWebSocketEvent('trigger', (socket, payload, callback) => {
   const ack = (reply) => { if (callback) callback(reply); };
   const pad = 'x'.repeat(Number(payload.pad || 48));
@@ -159,6 +186,8 @@ adapter.onWebSocketEvent('trigger', (socket, payload, callback) => {
     rpcRate(Number(payload.rate), Number(payload.duration), Number(payload.expected || 3)).then(ack);
   } else if (payload.action === 'rpc') {
     rpcLoops(Number(payload.loops), Number(payload.duration), Number(payload.expected || 3)).then(ack);
+  } else if (payload.action === 'stats') {
+    ack(Object.assign({ clients: adapter.wss.clients.size }, sweep));
   } else if (payload.action === 'gc') {
     if (global.gc) global.gc();
     ack({ gc: !!global.gc });

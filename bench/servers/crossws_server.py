@@ -12,7 +12,7 @@ One process per node; with ``--redis-port`` the nodes form a cluster over Redis
   ``broadcast_to_room("bench", room, "bench", ...)``), ``rpc`` (W6: ``loops`` greenlets of
   ``emit_cross_server_and_wait("bench_rpc", ..., expected_responses=<nodes>)`` for
   ``duration`` s; acks the stats; with ``rate``: an open loop of that many calls per second,
-  W6L) and ``gc``.
+  W6L), ``gc`` and ``stats`` (W11: clients and the last liveness sweep).
 
 With ``--auth`` (W10) the ``authenticate`` hook checks the query's ``token`` against the user id
 (``common.token_ok``) before the 101 and returns the id; the connection handler maps it
@@ -25,9 +25,12 @@ from gevent import monkey
 
 monkey.patch_all()
 
+import gc  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
-from typing import Any, Callable, Dict, Optional  # noqa: E402
+import time  # noqa: E402
+from collections import deque  # noqa: E402
+from typing import Any, Callable, Deque, Dict, List, Optional  # noqa: E402
 
 import gevent  # noqa: E402
 import gevent.queue  # noqa: E402
@@ -47,6 +50,51 @@ def authenticate(request: Any) -> Any:
     params = parse_ws_request_params(request)["params"]
     user_id = params.get("id")
     return user_id if token_ok(user_id, params.get("token")) else False
+
+
+#: W11: when the latest liveness sweeps ran, [start, end] in epoch milliseconds (see time_sweeps)
+SWEEP_WINDOWS: Deque[List[float]] = deque(maxlen=32)
+
+
+def time_sweeps(service: Any) -> None:
+    """W11: record when each liveness sweep runs, so that the generator's slow canary round
+    trips can be matched with them (the bench's own wrapper; the library keeps only durations)."""
+    sweep_once = service.sweep_once
+
+    def timed(now: float) -> None:
+        started = time.time()
+        try:
+            sweep_once(now)
+        finally:
+            SWEEP_WINDOWS.append([started * 1000.0, time.time() * 1000.0])
+
+    service.sweep_once = timed
+
+
+#: W11: the latest full (generation 2) garbage collections, [start, end] in epoch milliseconds
+GC_WINDOWS: Deque[List[float]] = deque(maxlen=32)
+_gc_started = [0.0]
+
+
+def time_full_collections(phase: str, info: Dict[str, Any]) -> None:
+    """A ``gc.callbacks`` entry: record when each full collection ran (W11 matches slow canary
+    round trips with them, as with sweeps)."""
+    if info.get("generation") != 2:
+        return
+    if phase == "start":
+        _gc_started[0] = time.time()
+    else:
+        GC_WINDOWS.append([_gc_started[0] * 1000.0, time.time() * 1000.0])
+
+
+def service_stats(service: Any) -> Dict[str, Any]:
+    """W11: the open connections and the last liveness sweep (``None`` where a revision run as
+    crossws_base does not record it)."""
+    return {"clients": len(service.clients), "sweep_windows": list(SWEEP_WINDOWS), "gc_windows": list(GC_WINDOWS),
+            "sweeps": getattr(service, "sweeps", None),
+            "last_sweep_seconds": getattr(service, "last_sweep_seconds", None),
+            "last_sweep_cpu_seconds": getattr(service, "last_sweep_cpu_seconds", None),
+            "last_sweep_clients": getattr(service, "last_sweep_clients", None)}
 
 
 def build(host: str, port: int, node_index: int, redis_port: int, recovery: bool = False,
@@ -70,6 +118,8 @@ def build(host: str, port: int, node_index: int, redis_port: int, recovery: bool
     if auth:
         options["authenticate"] = authenticate
     adapter = WebSocketCrossServerAdapter(**options)
+    time_sweeps(adapter.get_wss())
+    gc.callbacks.append(time_full_collections)
 
     def on_connection(socket: Any, request: Any) -> None:
         if auth:
@@ -133,6 +183,8 @@ def build(host: str, port: int, node_index: int, redis_port: int, recovery: bool
             reply = collect_garbage()
         elif action == "pid":  # W9: which gunicorn worker serves this client
             reply = {"pid": os.getpid()}
+        elif action == "stats":
+            reply = service_stats(adapter.get_wss())
         else:
             reply = {"error": "unsupported action %r" % action}
         if callback is not None:

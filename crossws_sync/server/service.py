@@ -256,6 +256,14 @@ class WebSocketService(ConnectionHandler):
         #: broadcasts to every local client, and the seconds spent writing them
         self.fanouts = 0
         self.fanout_seconds = 0.0
+        #: liveness sweeps completed; the last one's wall time in seconds (its yields to the hub
+        #: included), the process CPU seconds spent meanwhile (what the greenlets served during
+        #: its yields did included: on a shared machine the wall time also counts other
+        #: processes) and how many clients it went through
+        self.sweeps = 0
+        self.last_sweep_seconds = 0.0
+        self.last_sweep_cpu_seconds = 0.0
+        self.last_sweep_clients = 0
         #: connection state recovery, when on: ``recover(conn, request payload or None)``, and
         #: how long the first message of a resuming client is awaited
         self.recover: Optional[Callable[[WebSocketConnection, Any], None]] = None
@@ -306,9 +314,13 @@ class WebSocketService(ConnectionHandler):
     def sweep_once(self, now: float) -> None:
         """One liveness pass: drop clients that missed the last ping or sat in the background too
         long, ping the others. Yields every :data:`SWEEP_BATCH` clients, so other clients are
-        served while tens of thousands are swept."""
+        served while tens of thousands are swept. Records its duration in
+        :attr:`last_sweep_seconds`, :attr:`last_sweep_cpu_seconds` and :attr:`last_sweep_clients`,
+        then counts it in :attr:`sweeps`."""
+        started, started_cpu = time.perf_counter(), time.process_time()
         background_limit = self.settings.enter_background_close_time
-        for index, conn in enumerate(list(self.clients), 1):
+        swept = list(self.clients)
+        for index, conn in enumerate(swept, 1):
             background = conn.enter_background_time
             if background and now - (background / 1000.0 if background > 1e11 else background) > background_limit:
                 conn.terminate()
@@ -319,6 +331,10 @@ class WebSocketService(ConnectionHandler):
                 conn.ping()
             if index % SWEEP_BATCH == 0:
                 gevent.sleep(0)
+        self.last_sweep_seconds = time.perf_counter() - started
+        self.last_sweep_cpu_seconds = time.process_time() - started_cpu
+        self.last_sweep_clients = len(swept)
+        self.sweeps += 1
 
     def _identify_loop(self) -> None:
         limit = float(self.settings.identify_timeout or 0)

@@ -213,8 +213,35 @@ class UpgradeHandlerMixin:
             self.close_connection = True
             if getattr(self, "_crossws_detached", False):
                 # pywsgi would read from and close the socket in handle()'s finally block; the
-                # connection now lives on the duplicate, so only the server closes this fd.
+                # connection now lives on the duplicate: handle() releases this fd (below).
+                self._crossws_request_socket = (self.socket, self.rfile)
                 self.socket = None
+
+    def handle(self) -> None:
+        try:
+            super().handle()  # type: ignore[misc]
+        finally:
+            self._release_request_socket()
+
+    def _release_request_socket(self) -> None:
+        """After an upgrade moved the connection to a duplicate descriptor: close the original
+        now. Its ``rfile`` (a ``makefile`` reference that defers the socket's real close) is also
+        held by the environ, which refers back to this handler (``crossws.detach``): without this
+        the descriptor stayed open until the cyclic GC freed that cycle, hundreds of descriptors
+        at ~20,000 connections (EMFILE under the limit). Closing one of two descriptors of a
+        socket leaves the connection open."""
+        request_socket = self.__dict__.pop("_crossws_request_socket", None)
+        environ = getattr(self, "environ", None)
+        if isinstance(environ, dict):
+            environ.pop("crossws.detach", None)  # the cycle: free the rest by reference counting
+        if request_socket is None:
+            return
+        sock, rfile = request_socket
+        for stream in (rfile, sock):
+            try:
+                stream.close()
+            except OSError:
+                pass
 
 
 class WebSocketHandler(UpgradeHandlerMixin, pywsgi.WSGIHandler):
