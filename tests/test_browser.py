@@ -18,13 +18,12 @@ No browser is downloaded: the driver (tests/cdp.py) starts the system's chromium
 from __future__ import annotations
 
 import json
-import os
 import time
 from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 
-from cdp import Browser, Page, find_chromium
+from cdp import Browser, Page, require_chromium
 from crossws_sync import WebSocketCrossServerAdapter
 from demo_process import DemoProcess
 from support import RedisProcess, wait_for
@@ -32,15 +31,7 @@ from support import RedisProcess, wait_for
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if os.environ.get("CROSSWS_SKIP_BROWSER") == "1":
-        pytest.skip("CROSSWS_SKIP_BROWSER=1: browser tests disabled")
-    executable = find_chromium()
-    if executable is None:
-        message = "chromium is not installed (apt-get install chromium; .ci/run installs it)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("browser tests need chromium in CI: " + message)
-        pytest.skip(message)
-    instance = Browser(executable)
+    instance = Browser(require_chromium())
     try:
         yield instance
     finally:
