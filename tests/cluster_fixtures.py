@@ -65,6 +65,9 @@ class RedisCluster:
         self.procs: Dict[int, Optional[subprocess.Popen]] = {}
 
     def start(self, timeout: float = 30.0) -> "RedisCluster":
+        if not os.access(REDIS_CLI, os.X_OK):  # a failure, never a skip: CI must not pass without it
+            raise RuntimeError("redis-cli is needed for a Redis Cluster (apt-get install redis-tools; "
+                               ".ci/run installs it)")
         for port in self.ports:
             self._spawn(port)
         for port in self.ports:

@@ -5,7 +5,6 @@ primary SIGKILLed under traffic (delivered / failed fast / lost, and the time un
 """
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 from typing import Any, Dict, List, Tuple
@@ -21,7 +20,6 @@ from faultkit import record
 from rawclient import RawClient
 from support import wait_for
 
-pytestmark = [pytest.mark.skipif(shutil.which("redis-cli") is None, reason="redis-cli is needed for a Redis Cluster")]
 
 PING = 0.3
 

@@ -3,7 +3,6 @@ commands routed by slot, the script per shard, the positioned body SPUBLISHed on
 shard, sessions with a hash tag, a flushed script and a MOVED slot followed."""
 from __future__ import annotations
 
-import shutil
 from typing import Any, List
 
 import gevent
@@ -18,8 +17,7 @@ from crossws_sync.wire.positions import parse_position
 from crossws_sync.wire.slots import key_slot
 from support import wait_for
 
-pytestmark = [pytest.mark.timeout(60),
-              pytest.mark.skipif(shutil.which("redis-cli") is None, reason="redis-cli is needed for a Redis Cluster")]
+pytestmark = [pytest.mark.timeout(60)]
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 one SSUBSCRIBE per slot (never CROSSSLOT), MOVED for a slot served elsewhere, resubscribe on reconnect."""
 from __future__ import annotations
 
-import shutil
 from typing import Any, List
 
 import gevent
@@ -14,8 +13,7 @@ from crossws_sync.bus.shards import ShardSubscriber
 from crossws_sync.wire.slots import key_slot
 from support import wait_for
 
-pytestmark = [pytest.mark.timeout(60),
-              pytest.mark.skipif(shutil.which("redis-cli") is None, reason="redis-cli is needed for a Redis Cluster")]
+pytestmark = [pytest.mark.timeout(60)]
 
 
 @pytest.fixture(scope="module")
