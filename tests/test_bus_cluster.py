@@ -19,6 +19,7 @@ from crossws_sync.wire.slots import key_slot
 from faultkit import record
 from rawclient import RawClient
 from support import wait_for
+from test_faults_redis import _user, start_node
 
 
 PING = 0.3
@@ -53,19 +54,7 @@ def nodes(rcluster):
     def make(names, health: Health, config: Any = None):
         result = []
         for name in names:
-            adapter = WebSocketCrossServerAdapter(
-                server_name=name, ws_options={"host": "127.0.0.1", "port": 0},
-                redis_config=[config or rcluster.url], redis_ping_interval=PING, redis_ping_timeout=PING,
-                auto_cleanup=True, on_redis_health_change=health.hook(name), node_heartbeat_interval=0.3)
-
-            def on_connection(socket_, request, adapter=adapter):
-                user = adapter.parse_ws_request_params(request)["params"].get("id")
-                if user:
-                    adapter.set_user_socket(user, socket_)
-
-            adapter.on_websocket_event("connection", on_connection)
-            adapter.on_cross_server_event("rpc", lambda data, callback: callback and callback(data["payload"]))
-            adapter.start()
+            adapter = start_node(name, [config or rcluster.url], health)
             made.append(adapter)
             result.append(adapter)
         wait_for(lambda: all(len(n.get_cluster_nodes()) == len(names) for n in result), timeout=10,
@@ -75,12 +64,6 @@ def nodes(rcluster):
     yield make
     for adapter in made:
         adapter.close(timeout=1)
-
-
-def _user(node: WebSocketCrossServerAdapter, user: str) -> RawClient:
-    client = RawClient(node.port, "/?id=" + user)
-    wait_for(lambda: node.get_socket_instance(user) is not None)
-    return client
 
 
 def _cluster_node(adapter: WebSocketCrossServerAdapter) -> Any:

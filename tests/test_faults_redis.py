@@ -49,28 +49,35 @@ class Health:
         return max(seen.values()) if wanted <= set(seen) else 0.0
 
 
+def start_node(name: str, redis_config: List[Any], health: "Health", **options: Any) -> WebSocketCrossServerAdapter:
+    """A started in-process node with fast health timings (heartbeat 0.3 s unless given): it maps
+    ``?id=<user>`` connections and answers the cross-server event ``rpc`` with its payload."""
+    options.setdefault("node_heartbeat_interval", 0.3)
+    adapter = WebSocketCrossServerAdapter(
+        server_name=name, ws_options={"host": "127.0.0.1", "port": 0}, redis_config=redis_config,
+        redis_ping_interval=PING, redis_ping_timeout=PING, auto_cleanup=True,
+        on_redis_health_change=health.hook(name), **options)
+
+    def on_connection(socket_: Any, request: Any) -> None:
+        user = adapter.parse_ws_request_params(request)["params"].get("id")
+        if user:
+            adapter.set_user_socket(user, socket_)
+
+    adapter.on_websocket_event("connection", on_connection)
+    adapter.on_cross_server_event("rpc", lambda data, callback: callback and callback(data["payload"]))
+    adapter.start()
+    return adapter
+
+
 @pytest.fixture
 def nodes():
     """Factory of in-process WebSocket + Redis nodes (fast health timings); closed at teardown."""
     made: List[WebSocketCrossServerAdapter] = []
 
     def make(names, redis_nodes, health: Health, **options):
-        options.setdefault("node_heartbeat_interval", 0.3)
         result = []
         for name in names:
-            adapter = WebSocketCrossServerAdapter(
-                server_name=name, ws_options={"host": "127.0.0.1", "port": 0},
-                redis_config=[r.config for r in redis_nodes], redis_ping_interval=PING, redis_ping_timeout=PING,
-                auto_cleanup=True, on_redis_health_change=health.hook(name), **options)
-
-            def on_connection(socket_, request, adapter=adapter):
-                user = adapter.parse_ws_request_params(request)["params"].get("id")
-                if user:
-                    adapter.set_user_socket(user, socket_)
-
-            adapter.on_websocket_event("connection", on_connection)
-            adapter.on_cross_server_event("rpc", lambda data, callback: callback and callback(data["payload"]))
-            adapter.start()
+            adapter = start_node(name, [r.config for r in redis_nodes], health, **options)
             made.append(adapter)
             result.append(adapter)
         wait_for(lambda: all(len(n.get_cluster_nodes()) == len(names) for n in result), timeout=10,

@@ -18,9 +18,8 @@ from rawclient import RawClient
 from sentinel_topology import SentinelTopology, in_sync, role
 from support import wait_for
 from test_cluster_recovery import NS, ROOM, KeepSending, alice_then_away, expected, send_both
-from test_faults_redis import Health, Traffic
+from test_faults_redis import Health, Traffic, _user, start_node
 
-PING = 0.3  # redis_ping_interval / redis_ping_timeout of the nodes under test
 
 
 @pytest.fixture
@@ -70,28 +69,9 @@ class MixedTraffic(Traffic):
 def _adapters(topology: SentinelTopology, health: Health) -> List[WebSocketCrossServerAdapter]:
     made = []
     for name in ("a", "b"):
-        adapter = WebSocketCrossServerAdapter(
-            server_name=name, ws_options={"host": "127.0.0.1", "port": 0},
-            redis_config=[topology.url + "?sentinel_timeout=0.3"], redis_ping_interval=PING, redis_ping_timeout=PING,
-            node_heartbeat_interval=0.3, auto_cleanup=True, on_redis_health_change=health.hook(name))
-
-        def on_connection(socket_, request, adapter=adapter):
-            user = adapter.parse_ws_request_params(request)["params"].get("id")
-            if user:
-                adapter.set_user_socket(user, socket_)
-
-        adapter.on_websocket_event("connection", on_connection)
-        adapter.on_cross_server_event("rpc", lambda data, callback: callback and callback(data["payload"]))
-        adapter.start()
-        made.append(adapter)
+        made.append(start_node(name, [topology.url + "?sentinel_timeout=0.3"], health))
     wait_for(lambda: all(len(n.get_cluster_nodes()) == 2 for n in made), timeout=10, message="the nodes to meet")
     return made
-
-
-def _user(node: WebSocketCrossServerAdapter, user: str) -> RawClient:
-    client = RawClient(node.port, "/?id=" + user)
-    wait_for(lambda: node.get_socket_instance(user) is not None)
-    return client
 
 
 @pytest.mark.timeout(90)
