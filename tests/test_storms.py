@@ -103,17 +103,22 @@ def _reconnect_timeouts(client):
     return events, opens
 
 
-def test_the_python_client_waits_for_the_1012_hint(make_adapter, make_client):
+def _restarting_once(make_adapter, reason):
+    """A started adapter that closes its first connection with 1012 and ``reason``."""
     adapter = make_adapter()
     first = []
 
     def on_connection(socket, request):
         if not first:
             first.append(socket)
-            socket.close(1012, "service restart retry=0.800s")
+            socket.close(1012, reason)
 
     adapter.on_websocket_event("connection", on_connection)
-    adapter.start()
+    return adapter.start()
+
+
+def test_the_python_client_waits_for_the_1012_hint(make_adapter, make_client):
+    adapter = _restarting_once(make_adapter, "service restart retry=0.800s")
     client = make_client("ws://127.0.0.1:%d/" % adapter.port, auto_reconnect=True, fast_reconnect_interval=0.05,
                          reconnect_jitter="original")
     closes = []
@@ -143,16 +148,7 @@ def test_the_python_client_waits_for_the_retry_after_of_a_503(make_adapter, make
 
 
 def test_a_hint_is_capped_at_reconnect_max_interval(make_adapter, make_client):
-    adapter = make_adapter()
-    first = []
-
-    def on_connection(socket, request):
-        if not first:
-            first.append(socket)
-            socket.close(1012, "service restart retry=300.000s")
-
-    adapter.on_websocket_event("connection", on_connection)
-    adapter.start()
+    adapter = _restarting_once(make_adapter, "service restart retry=300.000s")
     client = make_client("ws://127.0.0.1:%d/" % adapter.port, auto_reconnect=True, reconnect_max_interval=0.3)
     reconnects, opens = _reconnect_timeouts(client)
     wait_for(lambda: len(opens) == 2, timeout=10)
