@@ -65,3 +65,41 @@ def test_malformed_lines_raise_value_error(block: bytes) -> None:
 def test_repr_names_headers_but_never_values() -> None:
     text = repr(RequestHeaders.parse(b"Cookie: secret=1\r\n"))
     assert "Cookie" in text and "secret" not in text
+
+
+HEAD = (b"GET /ws?id=1 HTTP/1.1\r\nHost: x\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+
+def test_a_whole_upgrade_head_is_parsed_with_its_length_target_and_headers() -> None:
+    from crossws_sync.wire.headers import parse_upgrade_head
+
+    head = parse_upgrade_head(HEAD + b"\x81\x00", 32768)
+    assert head is not None
+    assert head.length == len(HEAD) and head.target == "/ws?id=1"
+    assert head.requestline == "GET /ws?id=1 HTTP/1.1" and head.headers.get("upgrade") == "WebSocket"
+
+
+@pytest.mark.parametrize("data, why", [
+    (HEAD[:-2], "no empty line yet: partial"),
+    (HEAD.replace(b"GET ", b"POST ", 1), "not GET"),
+    (HEAD.replace(b"HTTP/1.1", b"HTTP/1.0", 1), "HTTP/1.0"),
+    (HEAD.replace(b"GET /ws?id=1 ", b"GET /a b ", 1), "four words in the request line"),
+    (HEAD.replace(b"Upgrade: WebSocket", b"Upgrade: h2c", 1), "another protocol"),
+    (HEAD.replace(b"Upgrade: WebSocket", b"X-Note: websocket", 1), "the word, not the header"),
+    (HEAD.replace(b"Host: x\r\n", b"Host: x\r\nContent-Length: 5\r\n", 1), "a body"),
+    (HEAD.replace(b"Host: x\r\n", b"Transfer-Encoding: chunked\r\n", 1), "a chunked body"),
+    (HEAD.replace(b"Host: x\r\n", b"no colon\r\n", 1), "a malformed line"),
+])
+def test_anything_but_a_whole_plain_upgrade_head_is_left_to_the_general_reader(data: bytes, why: str) -> None:
+    from crossws_sync.wire.headers import parse_upgrade_head
+
+    assert parse_upgrade_head(data, 32768) is None, why
+
+
+def test_a_header_block_over_the_cap_is_left_to_the_general_reader_which_answers_431() -> None:
+    from crossws_sync.wire.headers import parse_upgrade_head
+
+    block = len(HEAD) - len(b"GET /ws?id=1 HTTP/1.1\r\n")
+    assert parse_upgrade_head(HEAD, block) is not None
+    assert parse_upgrade_head(HEAD, block - 1) is None

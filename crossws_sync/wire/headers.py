@@ -15,7 +15,7 @@ starts with a space or a tab) continues the previous value, joined with one spac
 """
 from __future__ import annotations
 
-from typing import Iterator, List, Optional, Tuple
+from typing import Iterator, List, NamedTuple, Optional, Tuple
 
 
 class RequestHeaders:
@@ -110,4 +110,40 @@ class RequestHeaders:
         return "<RequestHeaders %s>" % ", ".join(self.keys())
 
 
-__all__ = ["RequestHeaders"]
+class UpgradeHead(NamedTuple):
+    """A whole WebSocket upgrade request head (see :func:`parse_upgrade_head`)."""
+
+    length: int  #: bytes of the head, its empty line included
+    requestline: str  #: ``"GET <target> HTTP/1.1"``
+    target: str  #: the request target as sent (path and query, still %-encoded)
+    headers: RequestHeaders
+
+
+def parse_upgrade_head(data: bytes, max_header_bytes: int) -> Optional[UpgradeHead]:
+    """The request head at the start of ``data`` when it is whole and a plain WebSocket upgrade
+    request: ``GET <target> HTTP/1.1``, a header block of at most ``max_header_bytes`` (the
+    request line excluded) that parses, ``Upgrade: websocket``, and no body
+    (no ``Content-Length`` nor ``Transfer-Encoding``). ``None`` for anything else: partial,
+    malformed or other requests are for the general HTTP reader, which answers their errors.
+    """
+    end = data.find(b"\r\n\r\n")
+    if end < 0 or not data.startswith(b"GET ") or b"websocket" not in data[:end].lower():
+        return None
+    line_end = data.find(b"\r\n")
+    if end + 2 - line_end > max_header_bytes:
+        return None
+    words = data[:line_end].decode("latin-1").split()
+    if len(words) != 3 or words[2] != "HTTP/1.1":
+        return None
+    try:
+        headers = RequestHeaders.parse(data[line_end + 2:end + 2])
+    except ValueError:
+        return None
+    upgrade = headers.get("upgrade")
+    if upgrade is None or upgrade.lower() != "websocket" or "content-length" in headers \
+            or "transfer-encoding" in headers:
+        return None
+    return UpgradeHead(end + 4, " ".join(words), words[1], headers)
+
+
+__all__ = ["RequestHeaders", "UpgradeHead", "parse_upgrade_head"]
