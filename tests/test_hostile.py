@@ -187,8 +187,10 @@ def test_cleanup_of_a_socket_in_many_namespaces_is_one_unsubscribe_and_other_cli
             longest.append(gevent.get_hub().loop.now() - started)
 
     pinger = gevent.spawn(ping_loop)
+    gevent.sleep(0.01)  # the pinger is in its loop: a stall in the cleanup below is measured
     a.remove_user_socket("eve")
     wait_for(lambda: len(_channels(server)) < 10, timeout=20, message="every namespace unsubscribed")
+    gevent.sleep(0.01)  # and it measured at least once after the cleanup began
     pinger.kill()
     a.to_socket_id("alice", "dm", "ok")
     assert alice.recv_json() == {"event": "dm", "payload": "ok"}
