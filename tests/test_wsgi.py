@@ -154,3 +154,92 @@ def test_an_upgrade_releases_the_request_socket_at_once_not_when_the_cyclic_gc_r
         for client in clients:
             client.close()
         adapter.close(timeout=1)
+
+
+def _exchange(port: int, head: str) -> bytes:
+    """Send ``head`` and read until the server closes the connection."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        sock.sendall(head.encode())
+        answer = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return answer
+            answer += chunk
+    finally:
+        sock.close()
+
+
+_UPGRADE = ("GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+
+def test_the_101_is_the_handshake_headers_in_one_write_and_nothing_else():
+    adapter = WebSocketCrossServerAdapter(ws_options={"host": "127.0.0.1", "port": 0})
+    adapter.start()
+    try:
+        sock = socket.create_connection(("127.0.0.1", adapter.port), timeout=5)
+        sock.sendall((_UPGRADE % "/").encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(4096)
+        sock.close()
+        lines = head.split(b"\r\n\r\n")[0].split(b"\r\n")
+        assert lines[0] == b"HTTP/1.1 101 Switching Protocols"
+        assert sorted(lines[1:]) == [b"Connection: Upgrade", b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=",
+                                     b"Upgrade: websocket"]  # RFC 6455 section 1.3's example key
+    finally:
+        adapter.close(timeout=1)
+
+
+def test_an_upgrade_request_the_app_answers_itself_gets_its_answer_then_the_connection_closes():
+    def plain(environ, start_response):  # no Content-Length: the body ends with the connection
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"plain ", environ["PATH_INFO"].encode()]
+
+    adapter = WebSocketCrossServerAdapter(ws_options={"host": "127.0.0.1", "port": 0, "path": "/ws", "app": plain})
+    adapter.start()
+    try:
+        answer = _exchange(adapter.port, _UPGRADE % "/hello")  # another path, asked for an upgrade
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n") and body == b"plain /hello"
+        assert b"\r\nConnection: close" in head and b"\r\nDate: " in head
+        assert b"Transfer-Encoding" not in head
+        assert http_get(adapter.port, "/hello") == (200, "plain /hello")  # keep-alive HTTP unchanged
+    finally:
+        adapter.close(timeout=1)
+
+
+def test_an_app_that_raises_on_an_upgrade_request_gets_500_logged_and_the_server_goes_on(caplog):
+    def broken(environ, start_response):
+        raise RuntimeError("boom")
+
+    adapter = WebSocketCrossServerAdapter(ws_options={"host": "127.0.0.1", "port": 0, "path": "/ws", "app": broken})
+    adapter.on_websocket_event("say", lambda s, p, cb: cb(p))
+    adapter.start()
+    try:
+        answer = _exchange(adapter.port, _UPGRADE % "/elsewhere")
+        assert answer.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+        assert any("WebSocket upgrade request" in r.getMessage() and r.exc_info for r in caplog.records)
+        client = RawClient(adapter.port, "/ws")
+        client.send_json({"event": "say", "payload": 2, "callbackId": "1"})
+        assert client.recv_json() == {"payload": 2, "callbackId": "1"}
+        client.close()
+    finally:
+        adapter.close(timeout=1)
+
+
+def test_a_refusal_header_with_a_line_break_is_not_sent_the_client_gets_500():
+    from crossws_sync import Reject
+
+    def authenticate(request):
+        raise Reject(401, "no", [("X-Why", "a\r\nSet-Cookie: stolen=1")])
+
+    adapter = WebSocketCrossServerAdapter(ws_options={"host": "127.0.0.1", "port": 0}, authenticate=authenticate)
+    adapter.start()
+    try:
+        answer = _exchange(adapter.port, _UPGRADE % "/")
+        assert answer.startswith(b"HTTP/1.1 500 ") and b"stolen" not in answer
+    finally:
+        adapter.close(timeout=1)

@@ -274,6 +274,19 @@ class WebSocketConnection:
         self._batch.add(self)
         return True
 
+    def write_first(self, data: bytes) -> None:
+        """Queue raw bytes ahead of every frame (the handshake's ``101`` response): they are
+        written with the frames sent before the event loop next runs its callbacks, in one
+        ``send`` (the client gets the response and a welcome message in one segment)."""
+        cork = self._cork
+        if cork is not None:
+            cork.insert(0, data)
+            self._cork_bytes += len(data)
+            return
+        self._cork = [data]
+        self._cork_bytes = len(data)
+        self._batch.add(self)
+
     def _uncork(self) -> None:
         """Write the coalesced frames (a loop callback: never blocks)."""
         cork, self._cork = self._cork, None

@@ -395,6 +395,7 @@ class WebSocketService(ConnectionHandler):
             # again: the auth hook may have yielded while other upgrades went through
             return self._refuse(start_response, legacy_ws, Reject(503, "too many connections"), "too_many_connections")
         deflater: Optional[PerMessageDeflate] = None
+        held: Optional[Callable[[], bytes]] = None
         if legacy_ws is not None:
             sock = legacy_ws.handler.socket
         else:
@@ -412,7 +413,11 @@ class WebSocketService(ConnectionHandler):
             headers = accept_headers(environ, agreement.header() if agreement is not None else None)
             _no_delay(sock)
             write = start_response("101 Switching Protocols", headers)
-            write(b"")
+            # The standalone accept path hands the response's bytes over instead of writing them:
+            # the connection sends them with its first frames (see WebSocketConnection.write_first).
+            held = environ.get("crossws.hold_response")
+            if held is None:
+                write(b"")
             # The HTTP reader and its 8 KiB buffer are not needed any more (frames are read from
             # the socket); closing it also ends pywsgi's keep-alive loop once we return.
             _close_quietly(getattr(environ.get("wsgi.input"), "rfile", None))
@@ -429,6 +434,8 @@ class WebSocketService(ConnectionHandler):
             identity=identity,
             deflate=deflater,
         )
+        if held is not None:
+            conn.write_first(held())
         # Counted at once (nothing above yields after the check): concurrent upgrades cannot
         # all pass the max_connections check before any of them is counted.
         self.clients.add(conn)

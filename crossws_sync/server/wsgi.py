@@ -2,8 +2,9 @@
 
 Three ways to serve (all end in :meth:`WebSocketService.handle_upgrade`):
 
-* standalone: :func:`make_server` builds a gevent ``pywsgi.WSGIServer`` with
-  :class:`WebSocketHandler`;
+* standalone: :func:`make_server` builds an :class:`~crossws_sync.server.accept.UpgradeServer`
+  (gevent's ``pywsgi.WSGIServer`` with a greenlet-free accept path for upgrades) with
+  :class:`WebSocketHandler` for everything else;
 * mounted: :class:`WebSocketMiddleware` wraps any WSGI app (Flask: ``app.wsgi_app =
   adapter.wsgi_middleware(app.wsgi_app, path="/ws")``); upgrade requests on ``path`` are taken
   before the app's router sees them, so Werkzeug's ``websocket=True`` pitfall does not apply;
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional
 
@@ -25,7 +25,8 @@ import gevent.ssl
 from gevent import pywsgi
 
 from ..io.sockets import is_tls
-from ..wire.headers import RequestHeaders
+from ..wire.headers import RequestHeaders, UpgradeHead, parse_upgrade_head
+from .accept import UpgradeResponse, UpgradeServer
 
 if TYPE_CHECKING:
     from .service import WebSocketService
@@ -88,16 +89,30 @@ class HeadGuard:
 
     def enter(self) -> None:
         """The current greenlet starts reading a request head."""
-        while len(self.pending) >= self.max_pending:
-            oldest = next(iter(self.pending))
-            del self.pending[oldest]
-            self.count("evicted")
-            gevent.kill(oldest, _Evicted)  # raised where it waits; does not block us
-        self.pending[gevent.getcurrent()] = time.monotonic()
+        self.enter_waiting(gevent.getcurrent())
 
     def leave(self) -> None:
         """The current greenlet finished (or gave up) reading its request head."""
         self.pending.pop(gevent.getcurrent(), None)
+
+    def enter_waiting(self, key: Any) -> None:
+        """``key`` starts waiting for a request head: a greenlet (evicted by raising in it) or
+        an object with an ``evict()`` method (an accepted socket waiting with no greenlet)."""
+        pending = self.pending
+        while len(pending) >= self.max_pending:
+            oldest = next(iter(pending))
+            del pending[oldest]
+            self.count("evicted")
+            evict = getattr(oldest, "evict", None)
+            if evict is not None:
+                evict()
+            else:
+                gevent.kill(oldest, _Evicted)  # raised where it waits; does not block us
+        pending[key] = time.monotonic()
+
+    def leave_waiting(self, key: Any) -> None:
+        """``key`` got its request head, or gave up."""
+        self.pending.pop(key, None)
 
     def count(self, what: str) -> None:
         self.stats[what] += 1
@@ -117,18 +132,33 @@ class UpgradeHandlerMixin:
     """pywsgi handler behaviour shared by the standalone server and the gunicorn worker.
 
     * exposes the raw socket to the app (``environ["crossws.socket"]``);
-    * offers ``environ["crossws.detach"]()``: after the 101 the adapter takes a duplicate of the
-      socket and serves the connection in its own greenlet, so this handler (its environ, HTTP
-      reader buffer and parsed headers, about 12 KiB) is freed instead of living as long as the
-      WebSocket;
+    * offers ``environ["crossws.detach"]()``: after the 101 the adapter moves the connection to
+      a socket object of its own and serves it from the event loop, so this handler (its
+      environ, HTTP reader buffer and parsed headers, about 12 KiB) is freed instead of living as
+      long as the WebSocket;
+    * answers ``GET`` requests with ``Upgrade: websocket`` through a lean response cycle (see
+      :meth:`_respond_to_upgrade`), whatever application is mounted;
     * ends the HTTP keep-alive loop after a 101 without touching the socket again.
     """
 
     socket: Any
-    code: int
+    code: Any
     close_connection: bool
     server: Any
     rfile: Any
+    command: str
+    path: str
+    requestline: str
+    request_version: str
+    content_length: Optional[int]
+    headers: Any
+    environ: Any
+    application: Any
+    status: Any
+    headers_sent: bool
+    response_headers: Any
+    response_length: int
+    time_finish: float
     _head_timer: Optional[gevent.Timeout] = None
 
     # Request heads: deadline, size cap, pending bound ------------------------------------------
@@ -139,13 +169,52 @@ class UpgradeHandlerMixin:
     def handle_one_request(self) -> Any:
         guard = self._guard()
         guard.enter()
-        self._head_timer = gevent.Timeout.start_new(guard.timeout, _HeadTimeout())
+        timeout = guard.timeout
+        deadline = self.__dict__.pop("crossws_head_deadline", None)  # set by the accept path
+        if deadline is not None:
+            timeout = max(0.001, deadline - time.monotonic())
+        self._head_timer = gevent.Timeout.start_new(timeout, _HeadTimeout())
         try:
+            head = self._buffered_upgrade_head(guard.max_header_bytes)
+            if head is not None:
+                return self._upgrade_at_once(head)
             return super().handle_one_request()  # type: ignore[misc]
         except (_HeadTimeout, _Evicted) as exc:  # raised while waiting for the request line
             return self._head_failed(exc)
         finally:
             self._end_head()
+
+    def _buffered_upgrade_head(self, limit: int) -> Optional[UpgradeHead]:
+        """Wait for the request's first bytes; when they hold a whole WebSocket upgrade request
+        (what every client sends in one segment), return it without consuming it. Anything else,
+        or more than one read's worth, is left to pywsgi's general reading (and its errors)."""
+        rfile = self.rfile
+        if rfile.closed:
+            return None
+        try:
+            data = rfile.peek(1)  # one recv into the reader's buffer; consumes nothing
+        except OSError:
+            return None
+        return parse_upgrade_head(data, limit)
+
+    def _upgrade_at_once(self, head: UpgradeHead) -> None:
+        """Serve an upgrade request found whole in the reader's buffer: the state pywsgi's
+        ``read_request`` would set, then :meth:`_respond_to_upgrade`. The connection is never
+        read as HTTP again."""
+        self.rfile.read(head.length)  # from the buffer: no I/O
+        self._end_head()
+        self.requestline = head.requestline
+        self.command = "GET"
+        self.path = head.target
+        self.request_version = "HTTP/1.1"
+        self.headers = head.headers
+        self.content_length = None
+        self.close_connection = True
+        self.response_length = 0
+        self.environ = self.get_environ()
+        self.application = self.server.application
+        self._respond_to_upgrade()
+        return None
 
     def _end_head(self) -> None:
         timer, self._head_timer = self._head_timer, None
@@ -200,22 +269,57 @@ class UpgradeHandlerMixin:
         environ["crossws.detach"] = self._detach_socket
         return environ
 
+    # Upgrade requests: a lean response cycle ----------------------------------------------------
+
+    def handle_one_response(self) -> None:
+        if self.command == "GET" and _asks_for_websocket(self.headers):
+            self._respond_to_upgrade()
+        else:
+            super().handle_one_response()  # type: ignore[misc]
+
+    def _respond_to_upgrade(self) -> None:
+        """pywsgi's response cycle cut to what a WebSocket upgrade request needs
+        (:class:`~crossws_sync.server.accept.UpgradeResponse`): the general one cost a third of
+        the server's CPU per accepted connection. The connection is never reused for HTTP."""
+        self.close_connection = True
+        response = UpgradeResponse(self.socket)
+        try:
+            response.run(self.application, self.environ)
+        finally:
+            self.status, self.code = response.status, response.code
+            self.response_headers, self.response_length = response.headers, response.length
+            self.headers_sent = response.headers_sent
+            self.time_finish = time.time()
+            self.log_request()  # type: ignore[attr-defined]
+        if self.code == 101:
+            self._forget_upgraded_socket()
+
     def _detach_socket(self) -> Any:
-        if is_tls(self.socket):
-            return None  # the TLS session lives in this socket object: it cannot be duplicated
-        duplicate = gevent.socket.socket(fileno=os.dup(self.socket.fileno()))
+        """After the ``101``: move the connection to a new socket object on the same descriptor
+        (``socket.detach``), so that the server's close of the accepted socket object, once this
+        handler returns, leaves the connection open. ``None`` for TLS (its session lives in the
+        socket object)."""
+        sock = self.socket
+        if sock is None or is_tls(sock):
+            return None
+        family, kind, proto = sock.family, sock.type, sock.proto
+        moved = gevent.socket.socket(family, kind, proto, fileno=sock.detach())
         self._crossws_detached = True
-        return duplicate
+        return moved
 
     def run_application(self) -> None:
         super().run_application()  # type: ignore[misc]
         if self.code == 101:
-            self.close_connection = True
-            if getattr(self, "_crossws_detached", False):
-                # pywsgi would read from and close the socket in handle()'s finally block; the
-                # connection now lives on the duplicate: handle() releases this fd (below).
-                self._crossws_request_socket = (self.socket, self.rfile)
-                self.socket = None
+            self._forget_upgraded_socket()
+
+    def _forget_upgraded_socket(self) -> None:
+        """After a ``101``: this handler never reads or writes the connection again. When the
+        adapter moved it to a socket object of its own, pywsgi's end-of-connection handling must
+        not touch the old one (``handle`` releases what is left of it)."""
+        self.close_connection = True
+        if getattr(self, "_crossws_detached", False):
+            self._crossws_request_socket = (self.socket, self.rfile)
+            self.socket = None
 
     def handle(self) -> None:
         try:
@@ -224,16 +328,15 @@ class UpgradeHandlerMixin:
             self._release_request_socket()
 
     def _release_request_socket(self) -> None:
-        """After an upgrade moved the connection to a duplicate descriptor: close the original
-        now. Its ``rfile`` (a ``makefile`` reference that defers the socket's real close) is also
-        held by the environ, which refers back to this handler (``crossws.detach``): without this
-        the descriptor stayed open until the cyclic GC freed that cycle, hundreds of descriptors
-        at ~20,000 connections (EMFILE under the limit). Closing one of two descriptors of a
-        socket leaves the connection open."""
+        """After an upgrade moved the connection to a socket object of its own: close the HTTP
+        reader (its buffer) and the old, detached socket object (which closes no descriptor).
+        The environ refers back to this handler (``crossws.detach``); breaking that cycle lets
+        reference counting free the handler, its environ and its reader at once instead of
+        leaving them to the cyclic GC."""
         request_socket = self.__dict__.pop("_crossws_request_socket", None)
         environ = getattr(self, "environ", None)
         if isinstance(environ, dict):
-            environ.pop("crossws.detach", None)  # the cycle: free the rest by reference counting
+            environ.pop("crossws.detach", None)
         if request_socket is None:
             return
         sock, rfile = request_socket
@@ -242,6 +345,11 @@ class UpgradeHandlerMixin:
                 stream.close()
             except OSError:
                 pass
+
+
+def _asks_for_websocket(headers: Any) -> bool:
+    upgrade = headers.get("Upgrade") if headers is not None else None
+    return isinstance(upgrade, str) and upgrade.lower() == "websocket"
 
 
 class WebSocketHandler(UpgradeHandlerMixin, pywsgi.WSGIHandler):
@@ -331,8 +439,10 @@ DEFAULT_BACKLOG = 511
 
 
 def make_server(host: str, port: int, app: WSGIApp, *, ssl_args: Optional[Dict[str, Any]] = None,
-                backlog: Optional[int] = None, head_guard: Optional[HeadGuard] = None) -> pywsgi.WSGIServer:
-    """Build (without starting) a gevent WSGI server that serves ``app`` with WebSocket support.
+                backlog: Optional[int] = None, head_guard: Optional[HeadGuard] = None) -> UpgradeServer:
+    """Build (without starting) a gevent WSGI server that serves ``app`` with WebSocket support
+    (an :class:`~crossws_sync.server.accept.UpgradeServer`: upgrade requests on plain sockets
+    take its greenlet-free accept path).
 
     ``ssl_args`` is ``{"ssl_context": ...}`` or ``{"certfile": ..., "keyfile": ...}``; a
     certificate file is loaded into a default server context here (pywsgi would build one with
@@ -344,7 +454,7 @@ def make_server(host: str, port: int, app: WSGIApp, *, ssl_args: Optional[Dict[s
         context.load_cert_chain(kwargs.pop("certfile"), kwargs.pop("keyfile", None))
         kwargs["ssl_context"] = context
     kwargs["backlog"] = DEFAULT_BACKLOG if backlog is None else backlog
-    server = pywsgi.WSGIServer((host, port), app, handler_class=WebSocketHandler, log=_AccessLog(),
+    server = UpgradeServer((host, port), app, handler_class=WebSocketHandler, log=_AccessLog(),
                                error_log=logging.getLogger("crossws_sync.wsgi"), **kwargs)
     server.crossws_head_guard = head_guard or HeadGuard()
     return server
