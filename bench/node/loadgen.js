@@ -58,7 +58,7 @@ const P = Object.assign({
   canaryRate: 10,          // W11: the canary's echo round trips per second
   slowCanary: 20,          // ms, W11: canary round trips slower than this are reported with their time
   levels: [0.5, 0.9],      // W4L / W6L: open-loop rates as fractions of the closed loop's maximum
-  connections: 2000,       // W10: connections opened
+  connections: 6000,       // W10: connections opened
   concurrency: 200,        // W10: at most this many being opened at once
   welcomeTimeout: 10,      // s, W10: a connection without its welcome by then has failed
   badTokens: 0,            // W10: every n-th client sends a wrong token (0: none), refused by the hook
