@@ -249,15 +249,28 @@ class _FirstRead:
 def _serve_first_read(first: _FirstRead) -> None:
     """On a worker greenlet, once the connection is readable: read, then serve the upgrade at
     once or hand the connection to the general handler."""
-    server, sock, address = first.server, first.sock, first.address
+    sock = first.sock
     try:
-        data = sock.recv(HEAD_READ_SIZE)
-    except OSError:
+        sock.settimeout(max(0.001, first.deadline - time.monotonic()))  # a spurious wake-up waits no longer
+        try:
+            data = sock.recv(HEAD_READ_SIZE)
+        finally:
+            sock.settimeout(None)
+    except OSError:  # socket.timeout included: no head by the deadline
         sock.close()
         return
     if not data:
         sock.close()
         return
+    try:
+        _serve_head(first, data)
+    except Exception:  # a bug of ours: log it, never leak the socket
+        logger.exception("serving a new connection from %r failed", first.address)
+        sock.close()
+
+
+def _serve_head(first: _FirstRead, data: bytes) -> None:
+    server, sock, address = first.server, first.sock, first.address
     head = parse_upgrade_head(data, server.head_guard().max_header_bytes)
     if head is None or len(data) != head.length:
         gevent.spawn(server.handle_with_prefix, sock, address, data, first.deadline)
