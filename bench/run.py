@@ -173,7 +173,7 @@ SYSTEMS: Dict[str, Dict[str, Any]] = {
                      "about": "crossws_sync at the --baseline commit (before/after in one run)"},
     # W9: gunicorn's master plus N GeventWebSocketWorker workers, every worker a cluster node on one Redis
     "crossws_gunicorn1": {"cmd": [sys.executable, os.path.join(SERVERS_DIR, "crossws_gunicorn.py"), "--workers", "1"],
-                          "proto": "json", "workloads": {"W9a", "W9b"}, "redis": True, "workers": 1,
+                          "proto": "json", "workloads": {"W9a", "W9b", "W10"}, "redis": True, "workers": 1,
                           "about": "crossws_sync under gunicorn -w 1 (GeventWebSocketWorker), on Redis"},
     "crossws_gunicorn2": {"cmd": [sys.executable, os.path.join(SERVERS_DIR, "crossws_gunicorn.py"), "--workers", "2"],
                           "proto": "json", "workloads": {"W9a", "W9b"}, "redis": True, "workers": 2,

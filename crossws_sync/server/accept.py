@@ -273,16 +273,16 @@ def _serve_head(first: _FirstRead, data: bytes) -> None:
     server, sock, address = first.server, first.sock, first.address
     head = parse_upgrade_head(data, server.head_guard().max_header_bytes)
     if head is None or len(data) != head.length:
-        gevent.spawn(server.handle_with_prefix, sock, address, data, first.deadline)
+        pool = server.pool  # gunicorn's: its worker_connections bound the HTTP handlers
+        (pool.spawn if pool is not None else gevent.spawn)(server.handle_with_prefix, sock, address, data,
+                                                            first.deadline)
         return
     started = time.time()
-    environ = upgrade_environ(server.get_environ(), head, address)
-    environ["crossws.socket"] = sock
-    environ["crossws.detach"] = lambda: sock  # the connection may keep this socket: it is ours
+    environ = server.upgrade_environ(head, sock, address)
     response = UpgradeResponse(sock)
     environ["crossws.hold_response"] = response.hand_over_head
     response.run(server.application, environ)
-    server.log_upgrade(head, address, response, started)
+    server.log_upgrade(head, address, environ, response, started)
     if response.code != 101 or not response.headers_sent:
         sock.close()  # a refusal, or a 101 that was never sent: the connection ends here
 
@@ -316,7 +316,16 @@ class UpgradeServer(pywsgi.WSGIServer):  # type: ignore[misc]  # gevent ships no
         finally:
             sock.close()
 
-    def log_upgrade(self, head: UpgradeHead, address: Any, response: UpgradeResponse, started: float) -> None:
+    def upgrade_environ(self, head: UpgradeHead, sock: Any, address: Any) -> Dict[str, Any]:
+        """The environ of an upgrade request served here (:func:`upgrade_environ` with the
+        server's base environ, and the socket for the adapter, which keeps it after a 101)."""
+        environ = upgrade_environ(self.get_environ(), head, address)
+        environ["crossws.socket"] = sock
+        environ["crossws.detach"] = lambda: sock
+        return environ
+
+    def log_upgrade(self, head: UpgradeHead, address: Any, environ: Dict[str, Any], response: UpgradeResponse,
+                    started: float) -> None:
         """pywsgi's access line for an upgrade served here, when the access log wants it."""
         log = self.log
         enabled = getattr(log, "enabled", None)

@@ -1,7 +1,10 @@
 """gunicorn worker for crossws_sync: ``gunicorn -k crossws_sync.server.gunicorn.GeventWebSocketWorker -w N app:app``.
 
-* Upgrades are handled by :class:`~crossws_sync.server.wsgi.WebSocketHandler` logic on top of
-  gunicorn's own pywsgi handler, so ``--access-logfile`` keeps working.
+* New connections take the accept path of :mod:`crossws_sync.server.accept`
+  (:class:`WebSocketPyWSGIServer`): no greenlet while a request head is awaited, an upgrade
+  served from one read; other requests go to gunicorn's own pywsgi handler with
+  :class:`~crossws_sync.server.wsgi.UpgradeHandlerMixin`; ``--access-logfile`` keeps working
+  for both.
 * On SIGTERM / SIGINT / SIGQUIT every adapter of the worker closes its clients with its
   ``shutdown_code`` (1012 Service Restart with a retry hint unless set; ``CROSSWS_SHUTDOWN_CODE``
   overrides it),
@@ -12,23 +15,54 @@
 """
 from __future__ import annotations
 
+import logging
 import os
-from typing import Any
+import time
+from datetime import timedelta
+from typing import Any, Dict
 
 import gevent
-from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler
+from gunicorn.workers.ggevent import GeventPyWSGIWorker, GeventResponse, PyWSGIHandler, PyWSGIServer
 
 from ..io import forks
-from .wsgi import UpgradeHandlerMixin
+from ..wire.headers import UpgradeHead
+from .accept import UpgradeResponse, UpgradeServer
+from .wsgi import DEFAULT_HEAD_GUARD, UpgradeHandlerMixin
+
+logger = logging.getLogger("crossws_sync.wsgi")
 
 
 class WebSocketPyWSGIHandler(UpgradeHandlerMixin, PyWSGIHandler):
     """gunicorn's pywsgi handler (access log) with crossws_sync's upgrade handling."""
 
 
+class WebSocketPyWSGIServer(UpgradeServer, PyWSGIServer):
+    """gunicorn's pywsgi server with the accept path of :mod:`crossws_sync.server.accept`: the
+    environ has what gunicorn's handler adds (``gunicorn.sock``, ``RAW_URI``) and upgrades are
+    written to gunicorn's access log (``--access-logfile``). The head limits are the adapters'
+    (``handshake_timeout``, ``max_handshake_bytes``, ``max_pending_handshakes``)."""
+
+    crossws_head_guard = DEFAULT_HEAD_GUARD
+
+    def upgrade_environ(self, head: UpgradeHead, sock: Any, address: Any) -> Dict[str, Any]:
+        environ = super().upgrade_environ(head, sock, address)
+        environ["gunicorn.sock"] = sock
+        environ["RAW_URI"] = head.target
+        return environ
+
+    def log_upgrade(self, head: UpgradeHead, address: Any, environ: Dict[str, Any], response: UpgradeResponse,
+                    started: float) -> None:
+        try:
+            answer = GeventResponse(response.status, response.headers, response.length)
+            self.log.access(answer, head.headers.items(), environ, timedelta(seconds=time.time() - started))
+        except Exception:  # a broken log must not break the connection
+            logger.debug("access log failed", exc_info=True)
+
+
 class GeventWebSocketWorker(GeventPyWSGIWorker):
     """gevent pywsgi worker with WebSocket support and graceful WebSocket shutdown."""
 
+    server_class = WebSocketPyWSGIServer
     wsgi_handler = WebSocketPyWSGIHandler
 
     def init_process(self) -> None:
