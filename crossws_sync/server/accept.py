@@ -40,6 +40,12 @@ logger = logging.getLogger("crossws_sync.wsgi")
 #: the general path).
 HEAD_READ_SIZE = 8192
 
+#: What a connection gets when its head is not complete by the deadline, and when it is closed
+#: to make room (the head guard's limit of pending heads); the pywsgi handler sends the same.
+HEAD_TIMEOUT_RESPONSE = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+EVICTED_RESPONSE = (b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\n"
+                    b"Content-Length: 0\r\n\r\n")
+
 _SERVER_ERROR = (b"HTTP/1.1 500 Internal Server Error\r\nConnection: close\r\nContent-Type: text/plain\r\n"
                  b"Content-Length: 21\r\n\r\nInternal Server Error")
 
@@ -198,7 +204,7 @@ class _FirstRead:
         self.deadline = 0.0
 
     def arm(self) -> None:
-        guard = self.server.head_guard()
+        guard = self.server.crossws_head_guard
         guard.enter_waiting(self)
         self.deadline = time.monotonic() + guard.timeout
         loop = self.server.loop
@@ -217,7 +223,7 @@ class _FirstRead:
         watcher.close()
         timer.stop()
         timer.close()
-        self.server.head_guard().leave_waiting(self)
+        self.server.crossws_head_guard.leave_waiting(self)
         return True
 
     def _readable(self) -> None:  # in the hub
@@ -226,14 +232,13 @@ class _FirstRead:
 
     def _timed_out(self) -> None:  # in the hub
         if self._disarm():
-            self.server.head_guard().count("head_timeouts")
-            self.refuse(b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+            self.server.crossws_head_guard.count("head_timeouts")
+            self.refuse(HEAD_TIMEOUT_RESPONSE)
 
     def evict(self) -> None:
         """Close this connection to make room (the head guard's limit of pending heads)."""
         if self._disarm():
-            self.refuse(b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\n"
-                        b"Content-Length: 0\r\n\r\n")
+            self.refuse(EVICTED_RESPONSE)
 
     def refuse(self, response: bytes) -> None:
         """Send ``response`` if the socket takes it at once (never waits), then close."""
@@ -271,7 +276,7 @@ def _serve_first_read(first: _FirstRead) -> None:
 
 def _serve_head(first: _FirstRead, data: bytes) -> None:
     server, sock, address = first.server, first.sock, first.address
-    head = parse_upgrade_head(data, server.head_guard().max_header_bytes)
+    head = parse_upgrade_head(data, server.crossws_head_guard.max_header_bytes)
     if head is None or len(data) != head.length:
         pool = server.pool  # gunicorn's: its worker_connections bound the HTTP handlers
         (pool.spawn if pool is not None else gevent.spawn)(server.handle_with_prefix, sock, address, data,
@@ -294,9 +299,6 @@ class UpgradeServer(pywsgi.WSGIServer):  # type: ignore[misc]  # gevent ships no
     apply (set by :func:`~crossws_sync.server.wsgi.make_server`)."""
 
     crossws_head_guard: Any = None
-
-    def head_guard(self) -> Any:
-        return self.crossws_head_guard
 
     def do_handle(self, *args: Any) -> None:
         if self.ssl_enabled or self.crossws_head_guard is None:
@@ -340,4 +342,5 @@ class UpgradeServer(pywsgi.WSGIServer):  # type: ignore[misc]  # gevent ships no
             logger.debug("access log failed", exc_info=sys.exc_info())
 
 
-__all__ = ["HEAD_READ_SIZE", "UpgradeResponse", "UpgradeServer", "upgrade_environ"]
+__all__ = ["EVICTED_RESPONSE", "HEAD_READ_SIZE", "HEAD_TIMEOUT_RESPONSE", "UpgradeResponse", "UpgradeServer",
+           "upgrade_environ"]

@@ -25,8 +25,8 @@ import gevent.ssl
 from gevent import pywsgi
 
 from ..io.sockets import is_tls
-from ..wire.headers import RequestHeaders, UpgradeHead, parse_upgrade_head
-from .accept import UpgradeResponse, UpgradeServer
+from ..wire.headers import RequestHeaders
+from .accept import EVICTED_RESPONSE, HEAD_TIMEOUT_RESPONSE, UpgradeResponse, UpgradeServer
 
 if TYPE_CHECKING:
     from .service import WebSocketService
@@ -54,9 +54,9 @@ class _Evicted(Exception):
 
 
 _RESPONSES = {
-    _HeadTimeout: b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+    _HeadTimeout: HEAD_TIMEOUT_RESPONSE,
     _HeadTooLarge: b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
-    _Evicted: b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n",
+    _Evicted: EVICTED_RESPONSE,
 }
 
 
@@ -147,10 +147,6 @@ class UpgradeHandlerMixin:
     server: Any
     rfile: Any
     command: str
-    path: str
-    requestline: str
-    request_version: str
-    content_length: Optional[int]
     headers: Any
     environ: Any
     application: Any
@@ -175,46 +171,11 @@ class UpgradeHandlerMixin:
             timeout = max(0.001, deadline - time.monotonic())
         self._head_timer = gevent.Timeout.start_new(timeout, _HeadTimeout())
         try:
-            head = self._buffered_upgrade_head(guard.max_header_bytes)
-            if head is not None:
-                return self._upgrade_at_once(head)
             return super().handle_one_request()  # type: ignore[misc]
         except (_HeadTimeout, _Evicted) as exc:  # raised while waiting for the request line
             return self._head_failed(exc)
         finally:
             self._end_head()
-
-    def _buffered_upgrade_head(self, limit: int) -> Optional[UpgradeHead]:
-        """Wait for the request's first bytes; when they hold a whole WebSocket upgrade request
-        (what every client sends in one segment), return it without consuming it. Anything else,
-        or more than one read's worth, is left to pywsgi's general reading (and its errors)."""
-        rfile = self.rfile
-        if rfile.closed:
-            return None
-        try:
-            data = rfile.peek(1)  # one recv into the reader's buffer; consumes nothing
-        except OSError:
-            return None
-        return parse_upgrade_head(data, limit)
-
-    def _upgrade_at_once(self, head: UpgradeHead) -> None:
-        """Serve an upgrade request found whole in the reader's buffer: the state pywsgi's
-        ``read_request`` would set, then :meth:`_respond_to_upgrade`. The connection is never
-        read as HTTP again."""
-        self.rfile.read(head.length)  # from the buffer: no I/O
-        self._end_head()
-        self.requestline = head.requestline
-        self.command = "GET"
-        self.path = head.target
-        self.request_version = "HTTP/1.1"
-        self.headers = head.headers
-        self.content_length = None
-        self.close_connection = True
-        self.response_length = 0
-        self.environ = self.get_environ()
-        self.application = self.server.application
-        self._respond_to_upgrade()
-        return None
 
     def _end_head(self) -> None:
         timer, self._head_timer = self._head_timer, None
@@ -272,7 +233,7 @@ class UpgradeHandlerMixin:
     # Upgrade requests: a lean response cycle ----------------------------------------------------
 
     def handle_one_response(self) -> None:
-        if self.command == "GET" and _asks_for_websocket(self.headers):
+        if self.command == "GET" and is_websocket_request(self.environ):
             self._respond_to_upgrade()
         else:
             super().handle_one_response()  # type: ignore[misc]
@@ -291,8 +252,11 @@ class UpgradeHandlerMixin:
             self.headers_sent = response.headers_sent
             self.time_finish = time.time()
             self.log_request()  # type: ignore[attr-defined]
-        if self.code == 101:
-            self._forget_upgraded_socket()
+        if self.code == 101 and getattr(self, "_crossws_detached", False):
+            # The connection lives on the adapter's socket object now: pywsgi's end-of-connection
+            # handling must not touch the old one (handle() releases what is left of it).
+            self._crossws_request_socket = (self.socket, self.rfile)
+            self.socket = None
 
     def _detach_socket(self) -> Any:
         """After the ``101``: move the connection to a new socket object on the same descriptor
@@ -306,20 +270,6 @@ class UpgradeHandlerMixin:
         moved = gevent.socket.socket(family, kind, proto, fileno=sock.detach())
         self._crossws_detached = True
         return moved
-
-    def run_application(self) -> None:
-        super().run_application()  # type: ignore[misc]
-        if self.code == 101:
-            self._forget_upgraded_socket()
-
-    def _forget_upgraded_socket(self) -> None:
-        """After a ``101``: this handler never reads or writes the connection again. When the
-        adapter moved it to a socket object of its own, pywsgi's end-of-connection handling must
-        not touch the old one (``handle`` releases what is left of it)."""
-        self.close_connection = True
-        if getattr(self, "_crossws_detached", False):
-            self._crossws_request_socket = (self.socket, self.rfile)
-            self.socket = None
 
     def handle(self) -> None:
         try:
@@ -345,11 +295,6 @@ class UpgradeHandlerMixin:
                 stream.close()
             except OSError:
                 pass
-
-
-def _asks_for_websocket(headers: Any) -> bool:
-    upgrade = headers.get("Upgrade") if headers is not None else None
-    return isinstance(upgrade, str) and upgrade.lower() == "websocket"
 
 
 class WebSocketHandler(UpgradeHandlerMixin, pywsgi.WSGIHandler):
