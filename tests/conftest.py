@@ -46,6 +46,18 @@ def pytest_report_header(config):
     return "redis-server %s (%s)" % (redis_server_version(path), path)
 
 
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Chromium over CDP for the module (tests/cdp.py); fails, never skips, without it."""
+    from cdp import Browser, require_chromium
+
+    instance = Browser(require_chromium())
+    try:
+        yield instance
+    finally:
+        instance.close()
+
+
 @pytest.fixture
 def redis_factory() -> Iterator[Callable[..., RedisProcess]]:
     """Start any number of real redis-server processes on free ports; all stopped at teardown."""

@@ -23,19 +23,10 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 
-from cdp import Browser, Page, require_chromium
+from cdp import Browser, Page
 from crossws_sync import WebSocketCrossServerAdapter
 from demo_process import DemoProcess
 from support import RedisProcess, wait_for
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    instance = Browser(require_chromium())
-    try:
-        yield instance
-    finally:
-        instance.close()
 
 
 def _no_page_errors(*pages: Page, expected: str = "\x00") -> None:

@@ -450,7 +450,7 @@ def test_with_history_replicas_a_client_away_across_a_shard_failover_is_recovere
     import json
 
     from faultkit import NodeProcess
-    from test_cluster_recovery import KeepSending, alice_then_away
+    from test_cluster_recovery import KeepSending, alice_then_away, back_with_everything
 
     options = json.dumps({"max_disconnection": 30.0, "history_replicas": 1, "replica_timeout": 0.3})
     for port in [port for port, proc in rcluster.procs.items() if proc is None]:
@@ -474,15 +474,7 @@ def test_with_history_replicas_a_client_away_across_a_shard_failover_is_recovere
         wait_for(lambda: time.monotonic() - t_replica > 1.0, 5)
         sent = sender.stop()
 
-        relay.backend = b.port
-        wait_for(lambda: len(alice.opens) == 2, 20)
-        assert alice.opens[1]["recovered"] is True
-        everything = [0, 1, 2, 3, 4] + sent
-        wait_for(lambda: len(alice.received) >= 2 * len(everything), 15)
-        gevent.sleep(0.5)
-        for kind in ("chat", "dm"):
-            got = [body for what, body in alice.received if what == kind]
-            assert got == everything, "%s %r %r" % (kind, got, everything)
+        back_with_everything(relay, b.port, alice, sent)
         record("redis_cluster_failover_recovery_replicated", sent_while_away=len(sent),
                promoted_s=round(t_promoted - t_kill, 3), old_primary_back_as_replica_s=round(t_replica - t_kill, 3),
                recovered=alice.opens[1]["recovered"], received=len(alice.received))

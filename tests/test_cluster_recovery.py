@@ -158,6 +158,21 @@ class KeepSending:
         return self.sent
 
 
+def back_with_everything(relay: Relay, port: int, alice: Client, sent: List[int]) -> None:
+    """alice's relay lets her through to ``port`` again: she must come back recovered and hold
+    every room and direct message bob sent (the 5 before she left, then ``sent``), each once and
+    in order."""
+    relay.backend = port
+    wait_for(lambda: len(alice.opens) == 2, 20)
+    assert alice.opens[1]["recovered"] is True
+    everything = [0, 1, 2, 3, 4] + sent
+    wait_for(lambda: len(alice.received) >= 2 * len(everything), 15)
+    gevent.sleep(0.5)  # nothing more may arrive
+    for kind in ("chat", "dm"):
+        got = [body for what, body in alice.received if what == kind]
+        assert got == everything, "%s %r %r" % (kind, got, everything)
+
+
 def expected(start: int, count: int) -> List[Any]:
     out: List[Any] = []
     for i in range(start, start + count):

@@ -18,14 +18,14 @@ import time
 import urllib.error
 import urllib.request
 from urllib.parse import quote
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import gevent
 import gevent.event
 import pytest
 from gevent import pywsgi
 
-from cdp import Browser, Page, require_chromium
+from cdp import Browser, Page
 from png import Image, decode_png
 from rawclient import RawClient
 from support import connect_user, wait_for
@@ -279,15 +279,6 @@ def test_options_are_checked_in_the_constructor():
 # The page in Chromium ---------------------------------------------------------------------------------
 
 CHART_COLORS = {"in": (0x1F, 0x77, 0xB4), "out": (0xE4, 0x57, 0x2E)}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    instance = Browser(require_chromium())
-    try:
-        yield instance
-    finally:
-        instance.close()
 
 
 def near(pixel: Tuple[int, int, int], color: Tuple[int, int, int], tolerance: int = 40) -> bool:

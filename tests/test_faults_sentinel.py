@@ -17,7 +17,7 @@ from faultkit import NodeProcess, record
 from rawclient import RawClient
 from sentinel_topology import SentinelTopology, in_sync, role
 from support import wait_for
-from test_cluster_recovery import NS, ROOM, KeepSending, alice_then_away, expected, send_both
+from test_cluster_recovery import NS, ROOM, KeepSending, alice_then_away, back_with_everything, expected, send_both
 from test_faults_redis import Health, Traffic, _user, start_node
 
 
@@ -245,14 +245,7 @@ def test_with_history_replicas_a_client_away_across_the_failover_is_recovered_wi
         sent = sender.stop()
         during = len([i for i in sent if i >= 15])
 
-        relay.backend = b.port
-        wait_for(lambda: len(alice.opens) == 2, 20)
-        assert alice.opens[1]["recovered"] is True
-        everything = [0, 1, 2, 3, 4] + sent
-        wait_for(lambda: len(alice.received) >= 2 * len(everything), 15)
-        gevent.sleep(0.5)
-        for kind in ("chat", "dm"):
-            assert [body for what, body in alice.received if what == kind] == everything, "%s %r %r" % (kind, alice.received, everything)
+        back_with_everything(relay, b.port, alice, sent)
         record("sentinel_failover_recovery_replicated", sent_while_away=len(sent), sent_after_kill_approx=during,
                sentinels_switched_s=round(t_switch - t_kill, 3), replica_resynced_s=round(t_synced - t_kill, 3),
                recovered=alice.opens[1]["recovered"], received=len(alice.received))
