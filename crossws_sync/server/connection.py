@@ -274,7 +274,7 @@ class WebSocketConnection:
         self._batch.add(self)
         return True
 
-    def write_first(self, data: bytes) -> None:
+    def _write_first(self, data: bytes) -> None:
         """Queue raw bytes ahead of every frame (the handshake's ``101`` response): they are
         written with the frames sent before the event loop next runs its callbacks, in one
         ``send`` (the client gets the response and a welcome message in one segment)."""

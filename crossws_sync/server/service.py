@@ -414,7 +414,7 @@ class WebSocketService(ConnectionHandler):
             _no_delay(sock)
             write = start_response("101 Switching Protocols", headers)
             # The standalone accept path hands the response's bytes over instead of writing them:
-            # the connection sends them with its first frames (see WebSocketConnection.write_first).
+            # the connection sends them with its first frames (see WebSocketConnection._write_first).
             held = environ.get("crossws.hold_response")
             if held is None:
                 write(b"")
@@ -435,7 +435,7 @@ class WebSocketService(ConnectionHandler):
             deflate=deflater,
         )
         if held is not None:
-            conn.write_first(held())
+            conn._write_first(held())
         # Counted at once (nothing above yields after the check): concurrent upgrades cannot
         # all pass the max_connections check before any of them is counted.
         self.clients.add(conn)
